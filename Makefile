@@ -1,0 +1,44 @@
+# The make targets are the project's interface; README.md explains them.
+SHELL := /bin/bash
+GO ?= go
+BIN := bin
+GOTEST_FLAGS ?= -count=1 -timeout 30m
+
+.PHONY: all build deps generate check-generated test unit e2e demo lint bench clean
+
+all: build
+
+deps:
+	@scripts/install-deps.sh
+
+build:
+	$(GO) build -o $(BIN)/nodegress ./cmd/nodegress
+	$(GO) build -o $(BIN)/podserver ./tests/cmd/podserver
+
+generate: deps
+	cd loader && $(GO) generate ./...
+
+check-generated: deps
+	@scripts/check-generated.sh
+
+lint: deps
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt: $$out"; exit 1; fi
+	$(GO) vet ./...
+	clang-format --dry-run -Werror bpf/*.c bpf/lib/*.h
+
+# Everything: unit tests, BPF_PROG_TEST_RUN tables, e2e in network
+# namespaces. Tests needing root skip when run without it, except under CI.
+test: deps check-generated lint build
+	$(GO) test $(GOTEST_FLAGS) ./...
+
+unit: deps
+	$(GO) test $(GOTEST_FLAGS) $$($(GO) list ./... | grep -v /tests/)
+
+e2e: deps build
+	$(GO) test $(GOTEST_FLAGS) ./tests/...
+
+demo: deps build
+	scripts/demo.sh
+
+clean:
+	rm -rf $(BIN)

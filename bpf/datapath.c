@@ -1,0 +1,237 @@
+// go:build ignore
+
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * The nodegress datapath. xdp_lb (XDP) and tc_ingress (tcx ingress) forward
+ * NodePort/ExternalIP/LoadBalancer traffic of external devices straight to
+ * backend pods; tc_egress (tcx egress) translates local backends' replies
+ * back. tc_ingress does the same work as xdp_lb for packets XDP left alone:
+ * devices without XDP, and flows whose next hop the kernel must resolve first.
+ */
+#include <linux/bpf.h>
+#include <linux/pkt_cls.h>
+#include <bpf/bpf_helpers.h>
+
+#include "lib/consts.h"
+#include "lib/decision.h"
+#include "lib/lb.h"
+#include "lib/nat.h"
+#include "lib/parsing.h"
+#include "lib/trace.h"
+
+char __license[] SEC("license") = "Dual BSD/GPL";
+
+/* Keep types only the Go side reads in BTF, so bpf2go generates them. */
+const struct trace_event *unused_trace_event __attribute__((unused));
+
+/* Written into XDP metadata for packets XDP has fully dealt with. */
+#define XDP_DONE_MAGIC 0x6e677264 /* "ngrd" */
+
+static __always_inline int reason_drops(int reason)
+{
+	return reason >= REASON_DROP_MALFORMED_L2 &&
+	       reason <= REASON_DROP_MAP_FULL;
+}
+
+/* Decision for a packet parse_packet refused. */
+static __always_inline void decide_unparsed(struct decision *d, int reason)
+{
+	d->reason = reason;
+	if (reason_drops(reason)) {
+		d->action = ACT_DROP;
+		d->verdict = VERDICT_DROP;
+	} else {
+		d->action = ACT_PASS;
+		d->verdict = VERDICT_PASS;
+	}
+}
+
+/* Tells tc_ingress that it has nothing left to do for this packet. */
+static __always_inline void xdp_mark_done(struct xdp_md *ctx)
+{
+	void *data, *meta;
+
+	if (bpf_xdp_adjust_meta(ctx, -(int)sizeof(__u32)))
+		return;
+	meta = (void *)(long)ctx->data_meta;
+	data = (void *)(long)ctx->data;
+	if (meta + sizeof(__u32) > data)
+		return;
+	*(__u32 *)meta = XDP_DONE_MAGIC;
+}
+
+SEC("xdp")
+int xdp_lb(struct xdp_md *ctx)
+{
+	void *data_end = (void *)(long)ctx->data_end;
+	void *data = (void *)(long)ctx->data;
+	__u32 ifindex = ctx->ingress_ifindex;
+	struct decision d = {};
+	struct packet pkt = {};
+	int ret = XDP_PASS;
+	int reason;
+
+	reason = parse_packet(data, data_end, data_end - data, &pkt);
+	if (reason) {
+		decide_unparsed(&d, reason);
+		goto out;
+	}
+	lb_ingress(ctx, &pkt, ifindex, &d, 0);
+
+	switch (d.action) {
+	case ACT_NAT_PASS:
+		xdp_rewrite_l3_l4(&pkt, &d);
+		break;
+	case ACT_FORWARD:
+		if (pkt.ip->ttl <= 1) {
+			d.action = ACT_DROP;
+			d.verdict = VERDICT_DROP;
+			d.reason = REASON_DROP_TTL_EXCEEDED;
+			break;
+		}
+		xdp_rewrite_l3_l4(&pkt, &d);
+		xdp_decrease_ttl(pkt.ip);
+		xdp_set_macs(&pkt, &d);
+		if (d.ifindex == ifindex)
+			ret = XDP_TX;
+		else
+			ret = bpf_redirect(d.ifindex, 0);
+		break;
+	default:
+		break;
+	}
+out:
+	if (d.action == ACT_DROP)
+		ret = XDP_DROP;
+	account(ifindex, STAGE_XDP, &pkt.tuple, &d, pkt.len);
+	if (ret == XDP_PASS && d.reason != REASON_PASS_FIB)
+		xdp_mark_done(ctx);
+	return ret;
+}
+
+/*
+ * Headers a tc program reads must be in the skb's linear part; pull them
+ * in when a driver or GSO left them in fragments.
+ */
+#define TC_PULL_LEN (sizeof(struct ethhdr) + 60 + sizeof(struct tcphdr))
+
+static __always_inline int tc_parse(struct __sk_buff *skb, struct packet *pkt)
+{
+	__u32 linear = skb->data_end - skb->data;
+
+	if (linear < TC_PULL_LEN && skb->len > linear)
+		bpf_skb_pull_data(skb, skb->len < TC_PULL_LEN ? skb->len
+							      : TC_PULL_LEN);
+	return parse_packet((void *)(long)skb->data,
+			    (void *)(long)skb->data_end, skb->len, pkt);
+}
+
+static __always_inline int xdp_already_done(struct __sk_buff *skb)
+{
+	void *meta = (void *)(long)skb->data_meta;
+	void *data = (void *)(long)skb->data;
+
+	return meta + sizeof(__u32) <= data && *(__u32 *)meta == XDP_DONE_MAGIC;
+}
+
+SEC("tcx/ingress")
+int tc_ingress(struct __sk_buff *skb)
+{
+	struct decision d = {};
+	struct packet pkt = {};
+	__u32 ifindex = skb->ifindex;
+	int ret = TC_ACT_OK;
+	__u8 ttl;
+	int reason;
+
+	if (xdp_already_done(skb))
+		return TC_ACT_OK;
+
+	reason = tc_parse(skb, &pkt);
+	if (reason) {
+		decide_unparsed(&d, reason);
+		goto out;
+	}
+	ttl = pkt.ip->ttl;
+	lb_ingress(skb, &pkt, ifindex, &d, 1);
+
+	switch (d.action) {
+	case ACT_NAT_PASS:
+		if (tc_rewrite_l3_l4(skb, &pkt, &d)) {
+			d.action = ACT_DROP;
+			d.verdict = VERDICT_DROP;
+			d.reason = REASON_DROP_MALFORMED_L4;
+		}
+		break;
+	case ACT_FORWARD:
+	case ACT_FORWARD_NEIGH:
+		if (ttl <= 1) {
+			d.action = ACT_DROP;
+			d.verdict = VERDICT_DROP;
+			d.reason = REASON_DROP_TTL_EXCEEDED;
+			break;
+		}
+		if (tc_rewrite_l3_l4(skb, &pkt, &d) ||
+		    tc_decrease_ttl(skb, &pkt, ttl)) {
+			d.action = ACT_DROP;
+			d.verdict = VERDICT_DROP;
+			d.reason = REASON_DROP_MALFORMED_L4;
+			break;
+		}
+		if (d.action == ACT_FORWARD) {
+			if (tc_set_macs(skb, &d)) {
+				d.action = ACT_DROP;
+				d.verdict = VERDICT_DROP;
+				d.reason = REASON_DROP_MALFORMED_L2;
+				break;
+			}
+			ret = bpf_redirect(d.ifindex, 0);
+		} else {
+			struct bpf_redir_neigh nh = {
+			    .nh_family = AF_INET,
+			    .ipv4_nh = d.nexthop,
+			};
+
+			ret = bpf_redirect_neigh(d.ifindex, &nh, sizeof(nh), 0);
+		}
+		d.verdict = VERDICT_REDIRECT;
+		break;
+	default:
+		break;
+	}
+out:
+	if (d.action == ACT_DROP)
+		ret = TC_ACT_SHOT;
+	account(ifindex, STAGE_TC_INGRESS, &pkt.tuple, &d, pkt.len);
+	return ret;
+}
+
+SEC("tcx/egress")
+int tc_egress(struct __sk_buff *skb)
+{
+	struct decision d = {};
+	struct packet pkt = {};
+	int ret = TC_ACT_OK;
+	int reason;
+
+	reason = tc_parse(skb, &pkt);
+	if (reason) {
+		/* The host's own packets: never dropped here, never ours. */
+		decide_unparsed(&d, reason_drops(reason)
+					? REASON_PASS_NOT_TRACKED
+					: reason);
+		d.action = ACT_PASS;
+		d.verdict = VERDICT_PASS;
+		goto out;
+	}
+	lb_egress(&pkt, &d);
+	if (d.action == ACT_NAT_PASS && tc_rewrite_l3_l4(skb, &pkt, &d)) {
+		d.action = ACT_DROP;
+		d.verdict = VERDICT_DROP;
+		d.reason = REASON_DROP_MALFORMED_L4;
+		ret = TC_ACT_SHOT;
+	}
+out:
+	account(skb->ifindex, STAGE_TC_EGRESS, &pkt.tuple, &d, pkt.len);
+	return ret;
+}

@@ -1,0 +1,131 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Flow state: the conntrack entry that binds a client flow to its backend,
+ * and the reverse_nat entry that lets the reply be translated back. Remote
+ * flows also own a SNAT port, chosen here.
+ */
+#ifndef NODEGRESS_CONNTRACK_H
+#define NODEGRESS_CONNTRACK_H
+
+#include <linux/bpf.h>
+#include <linux/in.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+#include "consts.h"
+#include "maps.h"
+#include "parsing.h"
+#include "structs.h"
+
+static __always_inline __u8 ct_flags_from_tcp(__u8 tcp_flags)
+{
+	__u8 flags = 0;
+
+	if (tcp_flags & TCP_FLAG_FIN)
+		flags |= CT_F_SEEN_FIN;
+	if (tcp_flags & TCP_FLAG_RST)
+		flags |= CT_F_SEEN_RST;
+	return flags;
+}
+
+/* A flow idle for longer than its protocol allows may give up its state. */
+static __always_inline int ct_is_stale(__u64 now, __u64 last_seen, __u8 proto,
+				       __u8 flags)
+{
+	__u64 idle = now - last_seen;
+
+	if (proto == IPPROTO_UDP)
+		return idle > CT_UDP_IDLE_NS;
+	if (flags & (CT_F_SEEN_FIN | CT_F_SEEN_RST))
+		return idle > CT_TCP_CLOSED_NS;
+	return idle > CT_TCP_IDLE_NS;
+}
+
+/* The key under which the reply of a flow to backend be arrives. */
+static __always_inline void reply_key(struct flow_tuple *key,
+				      const struct backend_value *be,
+				      __be32 to_addr, __be16 to_port,
+				      __u8 proto)
+{
+	key->saddr = be->addr;
+	key->daddr = to_addr;
+	key->sport = be->port;
+	key->dport = to_port;
+	key->proto = proto;
+	key->pad[0] = 0;
+	key->pad[1] = 0;
+	key->pad[2] = 0;
+}
+
+static __always_inline void rev_nat_fill(struct rev_nat_entry *rn,
+					 const struct flow_tuple *client,
+					 __u64 now, __u8 flags)
+{
+	rn->last_seen_ns = now;
+	rn->client_addr = client->saddr;
+	rn->frontend_addr = client->daddr;
+	rn->client_port = client->sport;
+	rn->frontend_port = client->dport;
+	rn->flags = flags;
+	rn->pad[0] = 0;
+	rn->pad[1] = 0;
+	rn->pad[2] = 0;
+}
+
+static __always_inline int rev_nat_same_flow(const struct rev_nat_entry *rn,
+					     const struct flow_tuple *client)
+{
+	return rn->client_addr == client->saddr &&
+	       rn->frontend_addr == client->daddr &&
+	       rn->client_port == client->sport &&
+	       rn->frontend_port == client->dport;
+}
+
+/*
+ * snat_alloc reserves a source port on nat_addr for the client's flow to a
+ * remote backend by inserting its reverse_nat entry. It probes from a hashed
+ * start so concurrent CPUs rarely collide; a port held by a stale flow or by
+ * this very flow (state lost to LRU eviction) is taken over.
+ */
+static __always_inline int snat_alloc(const struct flow_tuple *client,
+				      const struct backend_value *be,
+				      __be32 nat_addr,
+				      const struct dp_config *cfg, __u32 hash,
+				      __u64 now, __be16 *port_out)
+{
+	struct rev_nat_entry rn;
+	struct flow_tuple key;
+	__u32 min = cfg->snat_port_min;
+	__u32 range;
+	int i;
+
+	if (cfg->snat_port_max < cfg->snat_port_min || min == 0)
+		return -1;
+	range = (__u32)cfg->snat_port_max - min + 1;
+	rev_nat_fill(&rn, client, now, CT_F_REMOTE);
+	reply_key(&key, be, nat_addr, 0, client->proto);
+
+	for (i = 0; i < SNAT_PORT_ATTEMPTS; i++) {
+		struct rev_nat_entry *old;
+
+		key.dport = bpf_htons((__u16)(min + (hash + i) % range));
+		if (!bpf_map_update_elem(&reverse_nat, &key, &rn, BPF_NOEXIST))
+			goto done;
+		old = bpf_map_lookup_elem(&reverse_nat, &key);
+		if (!old)
+			continue;
+		if (rev_nat_same_flow(old, client) ||
+		    ct_is_stale(now, old->last_seen_ns, client->proto,
+				old->flags)) {
+			if (!bpf_map_update_elem(&reverse_nat, &key, &rn,
+						 BPF_ANY))
+				goto done;
+		}
+	}
+	return -1;
+done:
+	*port_out = key.dport;
+	return 0;
+}
+
+#endif /* NODEGRESS_CONNTRACK_H */

@@ -1,0 +1,357 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Service load balancing: frontend lookup, backend selection, conntrack and
+ * NAT decisions for packets arriving on an external device (lb_ingress) and
+ * for replies of local backends leaving it (lb_egress). Only decides; the
+ * calling hook rewrites the packet.
+ */
+#ifndef NODEGRESS_LB_H
+#define NODEGRESS_LB_H
+
+#include <linux/bpf.h>
+#include <linux/in.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+#include "consts.h"
+#include "conntrack.h"
+#include "decision.h"
+#include "fib.h"
+#include "hash.h"
+#include "maps.h"
+#include "parsing.h"
+#include "structs.h"
+
+static __always_inline void decide(struct decision *d, __u8 action,
+				   __u8 verdict, __u16 reason)
+{
+	d->action = action;
+	d->verdict = verdict;
+	d->reason = reason;
+}
+
+static __always_inline void decide_drop(struct decision *d, __u16 reason)
+{
+	decide(d, ACT_DROP, VERDICT_DROP, reason);
+}
+
+/* Leaves the packet as it is: xlated stays equal to the original tuple. */
+static __always_inline void decide_pass(struct decision *d, __u16 reason)
+{
+	decide(d, ACT_PASS, VERDICT_PASS, reason);
+}
+
+static __always_inline void set_verdict_forward(struct decision *d,
+						__u32 in_ifindex, __u16 reason)
+{
+	d->reason = reason;
+	if (d->action == ACT_FORWARD && d->ifindex == in_ifindex)
+		d->verdict = VERDICT_TX;
+	else
+		d->verdict = VERDICT_REDIRECT;
+}
+
+/* Picks an active backend of the frontend's service by flow hash. */
+static __always_inline int select_backend(const struct frontend_value *fe,
+					  __u32 hash, __u32 *backend_id,
+					  struct backend_value **be)
+{
+	struct backend_slot_key slot = {.svc_id = fe->svc_id};
+	__u32 *id;
+
+	if (fe->backend_count == 0)
+		return -1;
+	slot.slot = hash % fe->backend_count + 1;
+	id = bpf_map_lookup_elem(&backend_slots, &slot);
+	if (!id)
+		return -1;
+	*be = bpf_map_lookup_elem(&backends, id);
+	if (!*be)
+		return -1;
+	*backend_id = *id;
+	return 0;
+}
+
+/*
+ * The existing flow's backend, or NULL when the flow must pick again: its
+ * backend is gone, or a new connection (SYN) reuses the tuple of a closed one
+ * or of one bound to a terminating backend.
+ */
+static __always_inline struct backend_value *
+ct_backend(struct ct_entry *ct, const struct packet *pkt, __u64 now)
+{
+	struct backend_value *be =
+	    bpf_map_lookup_elem(&backends, &ct->backend_id);
+	int syn =
+	    (pkt->tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK)) == TCP_FLAG_SYN;
+
+	if (!be)
+		return NULL;
+	if (syn && ((be->flags & BE_F_TERMINATING) ||
+		    (ct->flags & (CT_F_SEEN_FIN | CT_F_SEEN_RST))))
+		return NULL;
+	return be;
+}
+
+/* Keeps last_seen and close flags of a live flow current, rarely writing. */
+static __always_inline void ct_refresh(struct ct_entry *ct,
+				       const struct packet *pkt,
+				       const struct backend_value *be,
+				       __u64 now)
+{
+	__u8 closing = ct_flags_from_tcp(pkt->tcp_flags);
+	struct rev_nat_entry *rn;
+	struct flow_tuple key;
+
+	if ((ct->flags & closing) == closing &&
+	    now - ct->last_seen_ns < CT_REFRESH_NS)
+		return;
+	ct->last_seen_ns = now;
+	ct->flags |= closing;
+	if (!(ct->flags & CT_F_REMOTE))
+		return;
+	/* The SNAT port stays reserved only while its entry looks alive. */
+	reply_key(&key, be, ct->nat_addr, ct->nat_port, pkt->tuple.proto);
+	rn = bpf_map_lookup_elem(&reverse_nat, &key);
+	if (rn) {
+		rn->last_seen_ns = now;
+		rn->flags |= closing;
+	}
+}
+
+/*
+ * New flow to a remote backend: route to it, then take a SNAT port on the
+ * egress device's address. Returns 0 with d ready to forward.
+ */
+static __always_inline int
+new_remote_flow(void *ctx, const struct packet *pkt, __u32 ifindex,
+		const struct backend_value *be, struct ct_entry *ct,
+		struct decision *d, int can_resolve, __u32 hash, __u64 now)
+{
+	struct device_value *dev;
+	struct dp_config *cfg;
+	__be16 port;
+
+	d->xlated.daddr = be->addr;
+	d->xlated.dport = be->port;
+	if (fib_forward(ctx, ifindex, pkt->ip->tos, bpf_ntohs(pkt->ip->tot_len),
+			d, can_resolve)) {
+		decide_pass(d, REASON_PASS_FIB);
+		return -1;
+	}
+	dev = bpf_map_lookup_elem(&devices, &d->ifindex);
+	if (!dev || !dev->addr) {
+		decide_drop(d, REASON_DROP_NO_SNAT_ADDR);
+		return -1;
+	}
+	cfg = get_config();
+	if (!cfg ||
+	    snat_alloc(&pkt->tuple, be, dev->addr, cfg, hash, now, &port)) {
+		decide_drop(d, REASON_DROP_SNAT_EXHAUSTED);
+		return -1;
+	}
+	ct->flags |= CT_F_REMOTE;
+	ct->nat_addr = dev->addr;
+	ct->nat_port = port;
+	d->xlated.saddr = dev->addr;
+	d->xlated.sport = port;
+	return 0;
+}
+
+/* A packet to a frontend: pick or keep its backend and translate. */
+static __always_inline void lb_frontend(void *ctx, const struct packet *pkt,
+					__u32 ifindex,
+					const struct frontend_value *fe,
+					struct decision *d, int can_resolve)
+{
+	struct backend_value *be = NULL;
+	struct ct_entry *ct;
+	struct ct_entry fresh = {};
+	__u64 now = bpf_ktime_get_ns();
+	struct dp_config *cfg;
+	__u32 backend_id = 0;
+	__u32 hash;
+
+	d->svc_id = fe->svc_id;
+	ct = bpf_map_lookup_elem(&conntrack, &pkt->tuple);
+	if (ct)
+		be = ct_backend(ct, pkt, now);
+
+	if (be) {
+		d->backend_id = ct->backend_id;
+		ct_refresh(ct, pkt, be, now);
+		d->xlated.daddr = be->addr;
+		d->xlated.dport = be->port;
+		if (!(ct->flags & CT_F_REMOTE)) {
+			decide(d, ACT_NAT_PASS, VERDICT_PASS, REASON_FWD_LOCAL);
+			return;
+		}
+		d->xlated.saddr = ct->nat_addr;
+		d->xlated.sport = ct->nat_port;
+		if (fib_forward(ctx, ifindex, pkt->ip->tos,
+				bpf_ntohs(pkt->ip->tot_len), d, can_resolve)) {
+			d->xlated = pkt->tuple;
+			decide_pass(d, REASON_PASS_FIB);
+			return;
+		}
+		set_verdict_forward(d, ifindex, REASON_FWD_REMOTE);
+		return;
+	}
+
+	cfg = get_config();
+	hash = flow_hash(&pkt->tuple, cfg ? cfg->hash_seed : 0);
+	if (select_backend(fe, hash, &backend_id, &be)) {
+		decide_drop(d, REASON_DROP_NO_BACKEND);
+		return;
+	}
+	d->backend_id = backend_id;
+	fresh.created_ns = now;
+	fresh.last_seen_ns = now;
+	fresh.svc_id = fe->svc_id;
+	fresh.backend_id = backend_id;
+	fresh.flags = ct_flags_from_tcp(pkt->tcp_flags);
+
+	if (be->flags & BE_F_LOCAL) {
+		struct rev_nat_entry rn;
+		struct flow_tuple key;
+
+		reply_key(&key, be, pkt->tuple.saddr, pkt->tuple.sport,
+			  pkt->tuple.proto);
+		rev_nat_fill(&rn, &pkt->tuple, now, 0);
+		if (bpf_map_update_elem(&reverse_nat, &key, &rn, BPF_ANY) ||
+		    bpf_map_update_elem(&conntrack, &pkt->tuple, &fresh,
+					BPF_ANY)) {
+			decide_drop(d, REASON_DROP_MAP_FULL);
+			return;
+		}
+		d->xlated.daddr = be->addr;
+		d->xlated.dport = be->port;
+		decide(d, ACT_NAT_PASS, VERDICT_PASS, REASON_FWD_LOCAL);
+		return;
+	}
+
+	if (new_remote_flow(ctx, pkt, ifindex, be, &fresh, d, can_resolve, hash,
+			    now)) {
+		d->xlated = pkt->tuple;
+		return;
+	}
+	if (bpf_map_update_elem(&conntrack, &pkt->tuple, &fresh, BPF_ANY)) {
+		d->xlated = pkt->tuple;
+		decide_drop(d, REASON_DROP_MAP_FULL);
+		return;
+	}
+	set_verdict_forward(d, ifindex, REASON_FWD_REMOTE);
+}
+
+/* Fills the service and backend of the flow a reply belongs to (tracing). */
+static __always_inline void trace_ids(const struct rev_nat_entry *rn,
+				      __u8 proto, struct decision *d)
+{
+	struct flow_tuple fwd = {
+	    .saddr = rn->client_addr,
+	    .daddr = rn->frontend_addr,
+	    .sport = rn->client_port,
+	    .dport = rn->frontend_port,
+	    .proto = proto,
+	};
+	struct dp_config *cfg = get_config();
+	struct ct_entry *ct;
+
+	if (!cfg || !(cfg->flags & CFG_F_TRACE))
+		return;
+	ct = bpf_map_lookup_elem(&conntrack, &fwd);
+	if (ct) {
+		d->svc_id = ct->svc_id;
+		d->backend_id = ct->backend_id;
+	}
+}
+
+/* A remote backend's reply to this node's SNAT port: back to the client. */
+static __always_inline void lb_remote_reply(void *ctx, const struct packet *pkt,
+					    __u32 ifindex,
+					    struct rev_nat_entry *rn,
+					    struct decision *d, int can_resolve)
+{
+	__u64 now = bpf_ktime_get_ns();
+
+	trace_ids(rn, pkt->tuple.proto, d);
+	if (now - rn->last_seen_ns >= CT_REFRESH_NS)
+		rn->last_seen_ns = now;
+	d->xlated.saddr = rn->frontend_addr;
+	d->xlated.sport = rn->frontend_port;
+	d->xlated.daddr = rn->client_addr;
+	d->xlated.dport = rn->client_port;
+	if (fib_forward(ctx, ifindex, pkt->ip->tos, bpf_ntohs(pkt->ip->tot_len),
+			d, can_resolve)) {
+		d->xlated = pkt->tuple;
+		decide_pass(d, REASON_PASS_FIB);
+		return;
+	}
+	set_verdict_forward(d, ifindex, REASON_REPLY_REMOTE);
+}
+
+static __always_inline int in_snat_range(__be16 port)
+{
+	struct dp_config *cfg = get_config();
+	__u16 p = bpf_ntohs(port);
+
+	return cfg && p >= cfg->snat_port_min && p <= cfg->snat_port_max;
+}
+
+/* Decision for a parsed packet arriving on an external device. */
+static __always_inline void lb_ingress(void *ctx, const struct packet *pkt,
+				       __u32 ifindex, struct decision *d,
+				       int can_resolve)
+{
+	struct frontend_key fk = {
+	    .addr = pkt->tuple.daddr,
+	    .port = pkt->tuple.dport,
+	    .proto = pkt->tuple.proto,
+	};
+	struct frontend_value *fe;
+	struct rev_nat_entry *rn;
+
+	d->xlated = pkt->tuple;
+	fe = bpf_map_lookup_elem(&frontends, &fk);
+	if (fe) {
+		if (fe->flags & FE_F_L7) {
+			d->svc_id = fe->svc_id;
+			decide_pass(d, REASON_PASS_L7);
+			return;
+		}
+		lb_frontend(ctx, pkt, ifindex, fe, d, can_resolve);
+		return;
+	}
+	if (in_snat_range(pkt->tuple.dport)) {
+		rn = bpf_map_lookup_elem(&reverse_nat, &pkt->tuple);
+		if (rn && (rn->flags & CT_F_REMOTE)) {
+			lb_remote_reply(ctx, pkt, ifindex, rn, d, can_resolve);
+			return;
+		}
+	}
+	decide_pass(d, REASON_PASS_NO_FRONTEND);
+}
+
+/* Decision for a packet leaving an external device: local backends' replies. */
+static __always_inline void lb_egress(const struct packet *pkt,
+				      struct decision *d)
+{
+	struct rev_nat_entry *rn;
+	__u64 now;
+
+	d->xlated = pkt->tuple;
+	rn = bpf_map_lookup_elem(&reverse_nat, &pkt->tuple);
+	if (!rn || (rn->flags & CT_F_REMOTE)) {
+		decide_pass(d, REASON_PASS_NOT_TRACKED);
+		return;
+	}
+	now = bpf_ktime_get_ns();
+	if (now - rn->last_seen_ns >= CT_REFRESH_NS)
+		rn->last_seen_ns = now;
+	trace_ids(rn, pkt->tuple.proto, d);
+	d->xlated.saddr = rn->frontend_addr;
+	d->xlated.sport = rn->frontend_port;
+	decide(d, ACT_NAT_PASS, VERDICT_PASS, REASON_REPLY_LOCAL);
+}
+
+#endif /* NODEGRESS_LB_H */

@@ -1,0 +1,96 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Every map of the datapath. All are pinned by name under the agent's bpffs
+ * directory, so forwarding state outlives the agent process: a restarted or
+ * upgraded agent picks the same maps up again and established flows keep
+ * their backends.
+ */
+#ifndef NODEGRESS_MAPS_H
+#define NODEGRESS_MAPS_H
+
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+
+#include "consts.h"
+#include "structs.h"
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_FRONTENDS);
+	__type(key, struct frontend_key);
+	__type(value, struct frontend_value);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} frontends SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_BACKEND_SLOTS);
+	__type(key, struct backend_slot_key);
+	__type(value, __u32); /* backend id */
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} backend_slots SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_BACKENDS);
+	__type(key, __u32); /* backend id */
+	__type(value, struct backend_value);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} backends SEC(".maps");
+
+/* Client -> frontend flows and the backend each one is bound to. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, MAX_CONNTRACK);
+	__type(key, struct flow_tuple);
+	__type(value, struct ct_entry);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} conntrack SEC(".maps");
+
+/* Reply flows (as they arrive) and what to translate them back to. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, MAX_CONNTRACK);
+	__type(key, struct flow_tuple);
+	__type(value, struct rev_nat_entry);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} reverse_nat SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_DEVICES);
+	__type(key, __u32); /* ifindex */
+	__type(value, struct device_value);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} devices SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct dp_config);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} config SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, REASON_MAX);
+	__type(key, __u32); /* enum reason */
+	__type(value, struct reason_stats);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} stats SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, EVENTS_RINGBUF_BYTES);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} events SEC(".maps");
+
+static __always_inline struct dp_config *get_config(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&config, &zero);
+}
+
+#endif /* NODEGRESS_MAPS_H */

@@ -1,0 +1,114 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Map keys and values shared with Go (bpf2go -type). Every struct has explicit
+ * padding so C and Go agree on the layout byte for byte. Addresses and ports
+ * are network byte order (__be*); ids, counts, flags and times host order.
+ */
+#ifndef NODEGRESS_STRUCTS_H
+#define NODEGRESS_STRUCTS_H
+
+#include <linux/types.h>
+
+/* A packet's IPv4 5-tuple as it appears on the wire. */
+struct flow_tuple {
+	__be32 saddr;
+	__be32 daddr;
+	__be16 sport;
+	__be16 dport;
+	__u8 proto;
+	__u8 pad[3];
+};
+
+/* frontends key: an address clients connect to. */
+struct frontend_key {
+	__be32 addr;
+	__be16 port;
+	__u8 proto;
+	__u8 pad;
+};
+
+/* frontends value: which service, how many active backend slots it has. */
+struct frontend_value {
+	__u32 svc_id;
+	__u16 backend_count; /* slots 1..backend_count in backend_slots */
+	__u16 flags;	     /* FE_F_* */
+};
+
+/* backend_slots key: slot N (1-based) of a service's active backends. */
+struct backend_slot_key {
+	__u32 svc_id;
+	__u32 slot;
+};
+
+/* backends value, keyed by a __u32 backend id. */
+struct backend_value {
+	__be32 addr;
+	__be16 port;
+	__u8 flags; /* BE_F_* */
+	__u8 pad;
+};
+
+/* conntrack value, keyed by the client's flow_tuple (client -> frontend). */
+struct ct_entry {
+	__u64 created_ns;
+	__u64 last_seen_ns;
+	__u32 svc_id;
+	__u32 backend_id;
+	__be32 nat_addr; /* SNAT source for remote backends, else 0 */
+	__be16 nat_port; /* SNAT source port for remote backends, else 0 */
+	__u8 flags;	 /* CT_F_* */
+	__u8 pad;
+};
+
+/*
+ * reverse_nat value, keyed by the reply's flow_tuple as it arrives
+ * (backend -> client for local backends, backend -> node:nat_port for remote
+ * ones): what to rewrite the reply to.
+ */
+struct rev_nat_entry {
+	__u64 last_seen_ns;
+	__be32 client_addr;
+	__be32 frontend_addr;
+	__be16 client_port;
+	__be16 frontend_port;
+	__u8 flags; /* CT_F_* of the forward entry */
+	__u8 pad[3];
+};
+
+/* devices value, keyed by ifindex: the address SNAT uses leaving it. */
+struct device_value {
+	__be32 addr;
+	__u32 pad;
+};
+
+/* config: single-entry array written by the agent. */
+struct dp_config {
+	__u32 flags;	     /* CFG_F_* */
+	__u16 snat_port_min; /* host order, inclusive */
+	__u16 snat_port_max; /* host order, inclusive */
+	__u32 hash_seed;     /* per-node seed of the backend selection hash */
+	__u32 pad;
+};
+
+/* stats value (per-CPU array indexed by enum reason). */
+struct reason_stats {
+	__u64 packets;
+	__u64 bytes;
+};
+
+/* One datapath decision, sent on the events ring buffer when tracing. */
+struct trace_event {
+	__u64 ts_ns; /* bpf_ktime_get_ns */
+	__u32 ifindex;
+	__u32 svc_id;
+	__u32 backend_id;
+	__u16 reason; /* enum reason */
+	__u8 stage;   /* enum stage */
+	__u8 verdict; /* enum verdict */
+	struct flow_tuple orig;
+	struct flow_tuple xlated; /* equal to orig when nothing was rewritten */
+	__u32 pkt_len;
+	__u32 pad;
+};
+
+#endif /* NODEGRESS_STRUCTS_H */

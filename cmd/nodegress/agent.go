@@ -1,0 +1,195 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"github.com/nodegress/nodegress/controller"
+	"github.com/nodegress/nodegress/loader"
+	"github.com/nodegress/nodegress/loader/trace"
+)
+
+// DefaultTraceSocket is where the agent serves `nodegress trace`.
+const DefaultTraceSocket = "/run/nodegress/trace.sock"
+
+type agentFlags struct {
+	standalone  string
+	devices     string
+	nodeName    string
+	bpffs       string
+	traceSocket string
+	snatPorts   string
+	xdpMode     string
+	logLevel    string
+	logFormat   string
+}
+
+func runAgent(args []string) int {
+	var f agentFlags
+	fs := flag.NewFlagSet("agent", flag.ContinueOnError)
+	fs.StringVar(&f.standalone, "standalone", "", "directory of Kubernetes YAML (Service, EndpointSlice, Node) to serve, watched for changes")
+	fs.StringVar(&f.devices, "devices", "", "comma-separated external devices to attach the datapath to")
+	fs.StringVar(&f.nodeName, "node-name", os.Getenv("NODE_NAME"), "this node's name: selects its Node object and marks its endpoints local (default $NODE_NAME, else the host name)")
+	fs.StringVar(&f.bpffs, "bpffs", loader.DefaultBPFFS, "directory the datapath's maps and links are pinned in (a bpffs is mounted there if needed)")
+	fs.StringVar(&f.traceSocket, "trace-socket", DefaultTraceSocket, "unix socket `nodegress trace` connects to")
+	fs.StringVar(&f.snatPorts, "snat-ports", "61000-65535", "source port range for flows SNAT'd to remote backends; keep it outside net.ipv4.ip_local_port_range")
+	fs.StringVar(&f.xdpMode, "xdp-mode", string(loader.XDPAuto), "XDP attach mode: auto (native, else generic per device), native, generic or off (tc only)")
+	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&f.logFormat, "log-format", "text", "text or json")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	log, err := newLogger(f.logLevel, f.logFormat)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "nodegress agent:", err)
+		return 2
+	}
+	if err := agent(f, log); err != nil {
+		log.Error("agent stopped", "err", err)
+		return 1
+	}
+	return 0
+}
+
+func agent(f agentFlags, log *slog.Logger) error {
+	if f.standalone == "" {
+		return errors.New("--standalone DIR is required (API server mode is not available yet)")
+	}
+	devices := splitList(f.devices)
+	if len(devices) == 0 {
+		return errors.New("--devices is required")
+	}
+	portMin, portMax, err := parsePortRange(f.snatPorts)
+	if err != nil {
+		return fmt.Errorf("--snat-ports: %w", err)
+	}
+	mode, err := loader.ParseXDPMode(f.xdpMode)
+	if err != nil {
+		return fmt.Errorf("--xdp-mode: %w", err)
+	}
+	if err := enableForwarding(log); err != nil {
+		return err
+	}
+
+	dp, err := loader.Open(loader.Config{
+		BPFFS:       f.bpffs,
+		Devices:     devices,
+		XDPMode:     mode,
+		SNATPortMin: portMin,
+		SNATPortMax: portMax,
+		Logger:      log,
+	})
+	if err != nil {
+		return err
+	}
+	defer dp.Close()
+
+	nodeIPs, err := loader.DeviceIPv4s(devices)
+	if err != nil {
+		return err
+	}
+	ctrl, err := controller.New(controller.Config{
+		NodeName:      f.nodeName,
+		NodeIPs:       nodeIPs,
+		StandaloneDir: f.standalone,
+		Logger:        log,
+	}, dp)
+	if err != nil {
+		return err
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+
+	traceDone := make(chan error, 1)
+	go func() {
+		traceDone <- trace.NewServer(f.traceSocket, dp, dp, log).Serve(ctx)
+	}()
+	go func() {
+		select {
+		case <-ctrl.Synced():
+			log.Info("initial sync done, serving", "node_ips", nodeIPs)
+		case <-ctx.Done():
+		}
+	}()
+
+	log.Info("agent running", "devices", devices, "bpffs", f.bpffs, "standalone", f.standalone)
+	runErr := ctrl.Run(ctx)
+	stop()
+	if err := <-traceDone; err != nil {
+		log.Warn("trace server", "err", err)
+	}
+	log.Info("agent stopped; the datapath keeps forwarding with its last state until `nodegress cleanup`", "bpffs", f.bpffs)
+	return runErr
+}
+
+// enableForwarding turns on IPv4 forwarding: packets the datapath DNATs to
+// local pods are routed by the kernel, and bpf_fib_lookup refuses to
+// forward on devices where forwarding is off.
+func enableForwarding(log *slog.Logger) error {
+	const path = "/proc/sys/net/ipv4/ip_forward"
+	cur, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("read %s: %w", path, err)
+	}
+	if strings.TrimSpace(string(cur)) == "1" {
+		return nil
+	}
+	if err := os.WriteFile(path, []byte("1\n"), 0o644); err != nil {
+		return fmt.Errorf("enable ip forwarding: %w", err)
+	}
+	log.Info("enabled net.ipv4.ip_forward")
+	return nil
+}
+
+func newLogger(level, format string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level: %w", err)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format: unknown format %q (want text or json)", format)
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, part := range strings.Split(s, ",") {
+		if p := strings.TrimSpace(part); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func parsePortRange(s string) (uint16, uint16, error) {
+	lo, hi, ok := strings.Cut(s, "-")
+	if !ok {
+		return 0, 0, fmt.Errorf("%q: want MIN-MAX", s)
+	}
+	min, err := strconv.ParseUint(strings.TrimSpace(lo), 10, 16)
+	if err != nil {
+		return 0, 0, fmt.Errorf("%q: %w", s, err)
+	}
+	max, err := strconv.ParseUint(strings.TrimSpace(hi), 10, 16)
+	if err != nil {
+		return 0, 0, fmt.Errorf("%q: %w", s, err)
+	}
+	if min == 0 || max < min {
+		return 0, 0, fmt.Errorf("%q: want 1 <= MIN <= MAX <= 65535", s)
+	}
+	return uint16(min), uint16(max), nil
+}

@@ -1,0 +1,96 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"sort"
+	"syscall"
+	"text/tabwriter"
+
+	"github.com/nodegress/nodegress/loader"
+	"github.com/nodegress/nodegress/loader/trace"
+)
+
+func runTrace(args []string) int {
+	fs := flag.NewFlagSet("trace", flag.ContinueOnError)
+	socket := fs.String("socket", DefaultTraceSocket, "the agent's trace socket")
+	format := trace.Format("text")
+	fs.Var(&format, "output", "text or json")
+	var filter trace.Filter
+	filter.RegisterFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if err := trace.Run(ctx, *socket, filter, os.Stdout, format); err != nil {
+		fmt.Fprintln(os.Stderr, "nodegress trace:", err)
+		return 1
+	}
+	return 0
+}
+
+func runCleanup(args []string) int {
+	fs := flag.NewFlagSet("cleanup", flag.ContinueOnError)
+	bpffs := fs.String("bpffs", loader.DefaultBPFFS, "directory the agent pinned its datapath in")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if err := loader.Cleanup(*bpffs); err != nil {
+		fmt.Fprintln(os.Stderr, "nodegress cleanup:", err)
+		return 1
+	}
+	fmt.Println("removed the datapath pinned under", *bpffs)
+	return 0
+}
+
+func runMaps(args []string) int {
+	fs := flag.NewFlagSet("maps", flag.ContinueOnError)
+	bpffs := fs.String("bpffs", loader.DefaultBPFFS, "directory the agent pinned its datapath in")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	s, err := loader.ReadPinned(*bpffs)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "nodegress maps:", err)
+		return 1
+	}
+	printSnapshot(s)
+	return 0
+}
+
+func printSnapshot(s *loader.Snapshot) {
+	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(w, "FRONTEND\tPROTO\tSERVICE ID\tBACKENDS\tKIND\n")
+	for _, f := range s.Frontends {
+		kind := "L4"
+		if f.L7 {
+			kind = "L7"
+		}
+		fmt.Fprintf(w, "%s\t%s\t%d\t%v\t%s\n", f.Frontend, f.Proto, f.ServiceID, s.Slots[f.ServiceID], kind)
+	}
+	w.Flush()
+	fmt.Println()
+	fmt.Fprintf(w, "BACKEND ID\tADDRESS\tLOCAL\tTERMINATING\n")
+	for _, b := range s.Backends {
+		fmt.Fprintf(w, "%d\t%s\t%t\t%t\n", b.ID, b.Backend, b.Local, b.Terminating)
+	}
+	w.Flush()
+	fmt.Printf("\nconntrack entries: %d   reverse nat entries: %d   snat ports: %d-%d   tracing: %t\n\n",
+		s.Conntrack, s.ReverseNAT, s.SNATPortMin, s.SNATPortMax, s.Tracing)
+	reasons := make([]loader.Reason, 0, len(s.Stats))
+	for r, c := range s.Stats {
+		if c.Packets > 0 {
+			reasons = append(reasons, r)
+		}
+	}
+	sort.Slice(reasons, func(i, j int) bool { return reasons[i] < reasons[j] })
+	fmt.Fprintf(w, "REASON\tPACKETS\tBYTES\n")
+	for _, r := range reasons {
+		fmt.Fprintf(w, "%s\t%d\t%d\n", r, s.Stats[r].Packets, s.Stats[r].Bytes)
+	}
+	w.Flush()
+}

@@ -1,0 +1,309 @@
+package controller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	corelisters "k8s.io/client-go/listers/core/v1"
+	discoverylisters "k8s.io/client-go/listers/discovery/v1"
+	"k8s.io/client-go/tools/cache"
+
+	"github.com/nodegress/nodegress/loader"
+)
+
+// Datapath is what the controller drives: loader.Datapath in the agent, a
+// fake in tests.
+type Datapath interface {
+	// Apply makes the datapath serve exactly services, the full desired
+	// state; the implementation diffs against what it has.
+	Apply(services []loader.Service) error
+}
+
+// Config configures a Controller.
+type Config struct {
+	// NodeName is this node's name: it selects the Node object and marks
+	// endpoints on this node Local. Empty means the host name.
+	NodeName string
+	// NodeIPs are the addresses of the agent's devices; together with the
+	// Node object's InternalIP/ExternalIP addresses they are the NodePort
+	// frontends. IPv6 addresses are ignored.
+	NodeIPs []netip.Addr
+	// StandaloneDir, when set, is a directory of Kubernetes YAML files used
+	// instead of an API server.
+	StandaloneDir string
+	// Client is the API server client. Exactly one of Client and
+	// StandaloneDir must be set.
+	Client kubernetes.Interface
+	// MinSyncInterval bounds how often the datapath is synced; changes in
+	// between are merged. Zero means 100ms.
+	MinSyncInterval time.Duration
+	// Logger receives the controller's logs. Nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// Controller keeps the datapath equal to the Services and EndpointSlices of
+// the cluster (or of the standalone directory).
+//
+// Both sources feed the same shared informers: in standalone mode the files
+// are loaded into an in-memory clientset, so everything downstream of the
+// informers is the code that runs against a real API server. Informer
+// handlers only request a sync; one runner recomputes the desired state from
+// the listers, at most every MinSyncInterval, and hands it to the datapath
+// only when it changed.
+type Controller struct {
+	cfg    Config
+	log    *slog.Logger
+	dp     Datapath
+	client kubernetes.Interface
+	source *standaloneSource // nil with an API server
+
+	running atomic.Bool
+	synced  chan struct{}
+	runner  *syncRunner
+
+	services corelisters.ServiceLister
+	slices   discoverylisters.EndpointSliceLister
+	nodes    corelisters.NodeLister
+
+	// Only the runner's goroutine touches these.
+	applied    bool
+	last       []loader.Service
+	lastIssues map[string]bool
+}
+
+// New checks cfg and prepares a Controller; Run starts it.
+func New(cfg Config, dp Datapath) (*Controller, error) {
+	if dp == nil {
+		return nil, errors.New("datapath is required")
+	}
+	if (cfg.StandaloneDir == "") == (cfg.Client == nil) {
+		return nil, errors.New("exactly one of a standalone directory and an API client is required")
+	}
+	if cfg.NodeName == "" {
+		h, err := os.Hostname()
+		if err != nil {
+			return nil, fmt.Errorf("node name from host name: %w", err)
+		}
+		cfg.NodeName = strings.ToLower(h)
+	}
+	if cfg.MinSyncInterval <= 0 {
+		cfg.MinSyncInterval = 100 * time.Millisecond
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	c := &Controller{
+		cfg:        cfg,
+		log:        cfg.Logger,
+		dp:         dp,
+		client:     cfg.Client,
+		synced:     make(chan struct{}),
+		lastIssues: make(map[string]bool),
+	}
+	if cfg.StandaloneDir != "" {
+		c.source = newStandaloneSource(cfg.StandaloneDir, cfg.Logger)
+		c.client = c.source.client
+	}
+	c.runner = newSyncRunner(cfg.MinSyncInterval, 30*time.Second, c.sync, func(err error, retryIn time.Duration) {
+		c.log.Error("datapath sync", "err", err, "retry_in", retryIn)
+	})
+	return c, nil
+}
+
+// Synced is closed once the datapath has been given the complete initial
+// state (all informers listed, standalone files loaded). Readiness hangs on
+// it.
+func (c *Controller) Synced() <-chan struct{} { return c.synced }
+
+// Run watches the sources and syncs the datapath until ctx is done. It
+// returns nil then; bad input is logged, never returned.
+func (c *Controller) Run(ctx context.Context) error {
+	if !c.running.CompareAndSwap(false, true) {
+		return errors.New("controller is already running")
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	var started []informers.SharedInformerFactory
+	defer func() {
+		cancel()
+		for _, f := range started {
+			f.Shutdown()
+		}
+		wg.Wait()
+	}()
+
+	if c.source != nil {
+		// Load the files before the informers list, so the first sync is
+		// the complete state of the directory.
+		c.source.Rescan()
+	}
+
+	factory := informers.NewSharedInformerFactory(c.client, 0)
+	// Only this node's Node object matters, and in a cluster the others
+	// change all the time.
+	nodeFactory := informers.NewSharedInformerFactoryWithOptions(c.client, 0,
+		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+			o.FieldSelector = fields.OneTermEqualSelector("metadata.name", c.cfg.NodeName).String()
+		}))
+	// The L7 proxy only needs TLS Secrets.
+	secretFactory := informers.NewSharedInformerFactoryWithOptions(c.client, 0,
+		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+			o.FieldSelector = fields.OneTermEqualSelector("type", string(corev1.SecretTypeTLS)).String()
+		}))
+
+	svcInformer := factory.Core().V1().Services()
+	sliceInformer := factory.Discovery().V1().EndpointSlices()
+	nodeInformer := nodeFactory.Core().V1().Nodes()
+	c.services = svcInformer.Lister()
+	c.slices = sliceInformer.Lister()
+	c.nodes = nodeInformer.Lister()
+
+	request := cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(any) { c.runner.Request() },
+		UpdateFunc: func(any, any) { c.runner.Request() },
+		DeleteFunc: func(any) { c.runner.Request() },
+	}
+	hasSynced := []cache.InformerSynced{}
+	for _, inf := range []cache.SharedIndexInformer{svcInformer.Informer(), sliceInformer.Informer()} {
+		if _, err := inf.AddEventHandler(request); err != nil {
+			return fmt.Errorf("add event handler: %w", err)
+		}
+		hasSynced = append(hasSynced, inf.HasSynced)
+	}
+	nodeInf := nodeInformer.Informer()
+	if _, err := nodeInf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc: func(obj any) { c.nodeChanged(nil, obj) },
+		// Node status is rewritten all the time (conditions, heartbeats);
+		// only its addresses matter here.
+		UpdateFunc: c.nodeChanged,
+		DeleteFunc: func(obj any) { c.nodeChanged(obj, nil) },
+	}); err != nil {
+		return fmt.Errorf("add node event handler: %w", err)
+	}
+	hasSynced = append(hasSynced, nodeInf.HasSynced)
+	// Watched from the start so the L7 proxy finds them listed; they do not
+	// affect the L4 datapath.
+	for _, inf := range []cache.SharedIndexInformer{
+		factory.Networking().V1().Ingresses().Informer(),
+		factory.Networking().V1().IngressClasses().Informer(),
+		secretFactory.Core().V1().Secrets().Informer(),
+	} {
+		hasSynced = append(hasSynced, inf.HasSynced)
+	}
+
+	for _, f := range []informers.SharedInformerFactory{factory, nodeFactory, secretFactory} {
+		f.Start(ctx.Done())
+		started = append(started, f)
+	}
+	if !cache.WaitForCacheSync(ctx.Done(), hasSynced...) {
+		return nil // ctx is done
+	}
+	c.log.Debug("informers synced")
+
+	if c.source != nil {
+		wg.Go(func() { c.source.Run(ctx) })
+	}
+	c.runner.Request()
+	c.runner.Loop(ctx)
+	return nil
+}
+
+func (c *Controller) nodeChanged(oldObj, newObj any) {
+	addrs := func(obj any) []corev1.NodeAddress {
+		if n, ok := obj.(*corev1.Node); ok && n.Name == c.cfg.NodeName {
+			return n.Status.Addresses
+		}
+		return nil
+	}
+	if oldObj != nil && newObj != nil && slices.Equal(addrs(oldObj), addrs(newObj)) {
+		return
+	}
+	c.runner.Request()
+}
+
+// sync translates the listers' content and applies it when it differs from
+// what the datapath last accepted.
+func (c *Controller) sync() error {
+	start := time.Now()
+	var nodeObj *corev1.Node
+	if n, err := c.nodes.Get(c.cfg.NodeName); err == nil {
+		nodeObj = n
+	}
+	node := NodeInfoFrom(c.cfg.NodeName, c.cfg.NodeIPs, nodeObj)
+	svcs, err := c.services.List(labels.Everything())
+	if err != nil {
+		return fmt.Errorf("list services: %w", err)
+	}
+	epSlices, err := c.slices.List(labels.Everything())
+	if err != nil {
+		return fmt.Errorf("list endpointslices: %w", err)
+	}
+	services, issues := Translate(node, svcs, epSlices)
+	c.reportIssues(issues)
+
+	if c.applied && servicesEqual(services, c.last) {
+		return nil
+	}
+	if err := c.dp.Apply(services); err != nil {
+		return fmt.Errorf("apply %d services: %w", len(services), err)
+	}
+	first := !c.applied
+	c.applied, c.last = true, services
+	level := slog.LevelDebug
+	if first {
+		level = slog.LevelInfo
+	}
+	c.log.Log(context.Background(), level, "datapath synced",
+		"services", len(services), "node_addrs", len(node.Addrs), "duration", time.Since(start))
+	if first {
+		close(c.synced)
+	}
+	return nil
+}
+
+// reportIssues logs translation problems once, when they appear, instead of
+// at every sync.
+func (c *Controller) reportIssues(issues []error) {
+	now := make(map[string]bool, len(issues))
+	for _, err := range issues {
+		msg := err.Error()
+		now[msg] = true
+		if c.lastIssues[msg] {
+			continue
+		}
+		var oe *ObjectError
+		if errors.As(err, &oe) {
+			attrs := []any{"kind", oe.Kind, "object", oe.Object, "port", oe.Port, "err", oe.Err}
+			if oe.Skipped {
+				c.log.Debug("skipped part of object", attrs...)
+			} else {
+				c.log.Warn("invalid object", attrs...)
+			}
+			continue
+		}
+		c.log.Warn("translate", "err", err)
+	}
+	c.lastIssues = now
+}
+
+func servicesEqual(a, b []loader.Service) bool {
+	return slices.EqualFunc(a, b, func(x, y loader.Service) bool {
+		return x.Name == y.Name && x.Proto == y.Proto && x.L7 == y.L7 &&
+			slices.Equal(x.Frontends, y.Frontends) && slices.Equal(x.Backends, y.Backends)
+	})
+}

@@ -1,0 +1,17 @@
+// Package controller is the only part of nodegress that knows Kubernetes.
+// It watches Services, EndpointSlices and the agent's Node (and already
+// lists Ingresses, IngressClasses and TLS Secrets for the L7 proxy),
+// translates them into the datapath's loader.Service values and keeps the
+// datapath equal to them.
+//
+// Objects come either from an API server or, with a standalone directory,
+// from YAML files loaded into an in-memory clientset; in both cases the same
+// shared informers feed the same translation, so a feature that works in one
+// mode works in the other. See standaloneSource for how files map to
+// objects, including what happens to objects of a broken file (they keep
+// their last good version).
+//
+// Translate is a pure function of the objects; the Controller adds the
+// informers, change batching (at most one sync per MinSyncInterval, with
+// retries on error) and logging.
+package controller

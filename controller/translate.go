@@ -1,0 +1,335 @@
+package controller
+
+import (
+	"cmp"
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strconv"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+
+	"github.com/nodegress/nodegress/loader"
+)
+
+// NodeInfo is what translation needs to know about the node the agent runs
+// on.
+type NodeInfo struct {
+	// Name is matched against endpoint.nodeName to mark backends Local.
+	Name string
+	// Addrs are the node's IPv4 addresses, each a NodePort frontend.
+	Addrs []netip.Addr
+}
+
+// NodeInfoFrom merges the addresses of the agent's devices with the
+// InternalIP and ExternalIP addresses of its Node object (nil when the Node
+// is unknown). Only IPv4 addresses are kept, because the datapath is
+// IPv4-only; the result is sorted and free of duplicates.
+func NodeInfoFrom(name string, deviceAddrs []netip.Addr, node *corev1.Node) NodeInfo {
+	addrs := make([]netip.Addr, 0, len(deviceAddrs))
+	for _, a := range deviceAddrs {
+		if a = a.Unmap(); a.Is4() {
+			addrs = append(addrs, a)
+		}
+	}
+	if node != nil {
+		for _, na := range node.Status.Addresses {
+			if na.Type != corev1.NodeInternalIP && na.Type != corev1.NodeExternalIP {
+				continue
+			}
+			a, err := netip.ParseAddr(na.Address)
+			if err != nil {
+				continue
+			}
+			if a = a.Unmap(); a.Is4() {
+				addrs = append(addrs, a)
+			}
+		}
+	}
+	slices.SortFunc(addrs, netip.Addr.Compare)
+	return NodeInfo{Name: name, Addrs: slices.Compact(addrs)}
+}
+
+// ObjectError is a problem translation found in one Kubernetes object. The
+// rest of the object, and every other object, is still translated.
+type ObjectError struct {
+	Kind string // "Service" or "EndpointSlice"
+	// Object is "namespace/name".
+	Object string
+	// Port names the service port concerned, empty for the whole object.
+	Port string
+	Err  error
+	// Skipped marks things that are valid Kubernetes but that the datapath
+	// does not handle (SCTP, IPv6): worth a debug line, not a warning.
+	Skipped bool
+}
+
+func (e *ObjectError) Error() string {
+	if e.Port != "" {
+		return fmt.Sprintf("%s %s port %s: %v", e.Kind, e.Object, e.Port, e.Err)
+	}
+	return fmt.Sprintf("%s %s: %v", e.Kind, e.Object, e.Err)
+}
+
+func (e *ObjectError) Unwrap() error { return e.Err }
+
+// errNotIPv4 is reported (as Skipped) for addresses the IPv4-only datapath
+// ignores.
+var errNotIPv4 = errors.New("not an IPv4 address, skipped")
+
+// Translate computes the datapath's desired state from Services and
+// EndpointSlices: one loader.Service per service port with frontends
+//
+//   - every node address × nodePort (type NodePort and LoadBalancer),
+//   - spec.externalIPs × port,
+//   - status.loadBalancer.ingress[].ip × port (type LoadBalancer),
+//
+// and, as backends, the IPv4 endpoints of the service's EndpointSlices that
+// are ready (or serving and terminating, then marked Terminating). Services
+// with no frontend (ClusterIP without externalIPs, headless, ExternalName)
+// produce nothing: cluster-internal traffic is not this datapath's job.
+//
+// Translate is a pure function of its arguments. The output is sorted by
+// Name, with sorted frontends and backends, so the same objects always give
+// the same slice. Problems are returned as *ObjectError and never stop the
+// translation of other objects or ports.
+func Translate(node NodeInfo, svcs []*corev1.Service, epSlices []*discoveryv1.EndpointSlice) ([]loader.Service, []error) {
+	var errs []error
+
+	slicesBySvc := make(map[string][]*discoveryv1.EndpointSlice)
+	for _, s := range epSlices {
+		if s.AddressType != discoveryv1.AddressTypeIPv4 {
+			// Dual-stack clusters always have IPv6 slices; not worth a log.
+			continue
+		}
+		name := s.Labels[discoveryv1.LabelServiceName]
+		if name == "" {
+			continue
+		}
+		key := s.Namespace + "/" + name
+		slicesBySvc[key] = append(slicesBySvc[key], s)
+	}
+
+	// Two services may claim the same frontend (the datapath keys frontends
+	// by address, port and protocol). The oldest service keeps it, as the
+	// API server would have refused the younger one's nodePort; names break
+	// ties so the outcome does not depend on input order.
+	ordered := slices.Clone(svcs)
+	slices.SortFunc(ordered, func(a, b *corev1.Service) int {
+		if c := a.CreationTimestamp.Time.Compare(b.CreationTimestamp.Time); c != 0 {
+			return c
+		}
+		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
+	})
+	type frontendKey struct {
+		fe    loader.Frontend
+		proto loader.Proto
+	}
+	claimed := make(map[frontendKey]string)
+
+	var out []loader.Service
+	for _, svc := range ordered {
+		key := svc.Namespace + "/" + svc.Name
+		svcErr := func(port string, skipped bool, format string, args ...any) {
+			errs = append(errs, &ObjectError{Kind: "Service", Object: key, Port: port, Err: fmt.Errorf(format, args...), Skipped: skipped})
+		}
+		if svc.Spec.Type == corev1.ServiceTypeExternalName || svc.Spec.ClusterIP == corev1.ClusterIPNone {
+			continue
+		}
+		svcType := cmp.Or(svc.Spec.Type, corev1.ServiceTypeClusterIP)
+		var nodeAddrs, vips []netip.Addr
+		if svcType == corev1.ServiceTypeNodePort || svcType == corev1.ServiceTypeLoadBalancer {
+			nodeAddrs = node.Addrs
+		}
+		for _, s := range svc.Spec.ExternalIPs {
+			a, err := parseIPv4(s)
+			if err != nil {
+				svcErr("", errors.Is(err, errNotIPv4), "externalIP %q: %w", s, err)
+				continue
+			}
+			vips = append(vips, a)
+		}
+		if svcType == corev1.ServiceTypeLoadBalancer {
+			for _, ing := range svc.Status.LoadBalancer.Ingress {
+				// ipMode Proxy means the load balancer terminates the
+				// connection and reaches the node on its own address, as in
+				// kube-proxy; such an IP never arrives here as a destination.
+				if ing.IP == "" || (ing.IPMode != nil && *ing.IPMode == corev1.LoadBalancerIPModeProxy) {
+					continue
+				}
+				a, err := parseIPv4(ing.IP)
+				if err != nil {
+					svcErr("", errors.Is(err, errNotIPv4), "load balancer ingress IP %q: %w", ing.IP, err)
+					continue
+				}
+				vips = append(vips, a)
+			}
+		}
+		if len(nodeAddrs) == 0 && len(vips) == 0 {
+			continue
+		}
+		// With externalTrafficPolicy Local, traffic arriving from outside
+		// (all of this datapath's traffic) only goes to endpoints on this
+		// node, which also keeps the client's source address.
+		localOnly := svc.Spec.ExternalTrafficPolicy == corev1.ServiceExternalTrafficPolicyLocal
+
+		for _, sp := range svc.Spec.Ports {
+			portID := cmp.Or(sp.Name, strconv.Itoa(int(sp.Port)))
+			proto, err := toProto(sp.Protocol)
+			if err != nil {
+				svcErr(portID, sp.Protocol == corev1.ProtocolSCTP, "%w", err)
+				continue
+			}
+			if sp.Port < 1 || sp.Port > 65535 {
+				svcErr(portID, false, "invalid port %d", sp.Port)
+				continue
+			}
+			ls := loader.Service{
+				Name:  fmt.Sprintf("%s:%s/%s", key, portID, proto),
+				Proto: proto,
+			}
+			addFrontend := func(a netip.Addr, port uint16) {
+				fk := frontendKey{loader.Frontend{Addr: a, Port: port}, proto}
+				if owner, ok := claimed[fk]; ok {
+					if owner != ls.Name {
+						svcErr(portID, false, "frontend %s/%s already used by %s, skipped", fk.fe, proto, owner)
+					}
+					return
+				}
+				claimed[fk] = ls.Name
+				ls.Frontends = append(ls.Frontends, fk.fe)
+			}
+			if len(nodeAddrs) > 0 && sp.NodePort != 0 {
+				if sp.NodePort < 1 || sp.NodePort > 65535 {
+					svcErr(portID, false, "invalid nodePort %d", sp.NodePort)
+				} else {
+					for _, a := range nodeAddrs {
+						addFrontend(a, uint16(sp.NodePort))
+					}
+				}
+			}
+			for _, a := range vips {
+				addFrontend(a, uint16(sp.Port))
+			}
+			if len(ls.Frontends) == 0 {
+				continue
+			}
+			backends, berrs := backendsFor(node.Name, sp, proto, slicesBySvc[key])
+			errs = append(errs, berrs...)
+			if localOnly {
+				backends = slices.DeleteFunc(backends, func(b loader.Backend) bool { return !b.Local })
+			}
+			ls.Backends = backends
+			sortService(&ls)
+			out = append(out, ls)
+		}
+	}
+	slices.SortFunc(out, func(a, b loader.Service) int { return cmp.Compare(a.Name, b.Name) })
+	return out, errs
+}
+
+// backendsFor collects the endpoints of one service port from the service's
+// IPv4 EndpointSlices. The target port comes from the slice port with the
+// service port's name and protocol, which is how the EndpointSlice
+// controller resolves named target ports per pod.
+func backendsFor(nodeName string, sp corev1.ServicePort, proto loader.Proto, epSlices []*discoveryv1.EndpointSlice) ([]loader.Backend, []error) {
+	var errs []error
+	byAddr := make(map[netip.AddrPort]loader.Backend)
+	for _, s := range epSlices {
+		var port int32
+		found := false
+		for _, p := range s.Ports {
+			pname := ""
+			if p.Name != nil {
+				pname = *p.Name
+			}
+			pproto := corev1.ProtocolTCP
+			if p.Protocol != nil {
+				pproto = *p.Protocol
+			}
+			if pname == sp.Name && pproto == cmp.Or(sp.Protocol, corev1.ProtocolTCP) && p.Port != nil {
+				port, found = *p.Port, true
+				break
+			}
+		}
+		if !found {
+			continue
+		}
+		sliceKey := s.Namespace + "/" + s.Name
+		if port < 1 || port > 65535 {
+			errs = append(errs, &ObjectError{Kind: "EndpointSlice", Object: sliceKey, Port: cmp.Or(sp.Name, strconv.Itoa(int(sp.Port))), Err: fmt.Errorf("invalid port %d", port)})
+			continue
+		}
+		for _, ep := range s.Endpoints {
+			if len(ep.Addresses) == 0 {
+				continue
+			}
+			ready := ep.Conditions.Ready == nil || *ep.Conditions.Ready
+			serving := ep.Conditions.Serving == nil || *ep.Conditions.Serving
+			terminating := ep.Conditions.Terminating != nil && *ep.Conditions.Terminating
+			if !ready && !(serving && terminating) {
+				continue
+			}
+			// The addresses of one endpoint are fungible; like kube-proxy,
+			// use the first.
+			a, err := parseIPv4(ep.Addresses[0])
+			if err != nil {
+				errs = append(errs, &ObjectError{Kind: "EndpointSlice", Object: sliceKey, Err: fmt.Errorf("endpoint address %q: %w", ep.Addresses[0], err)})
+				continue
+			}
+			b := loader.Backend{
+				Addr:        a,
+				Port:        uint16(port),
+				Local:       ep.NodeName != nil && *ep.NodeName == nodeName && nodeName != "",
+				Terminating: !ready,
+			}
+			// While a pod moves between slices it can appear twice; the
+			// ready copy wins.
+			k := netip.AddrPortFrom(a, b.Port)
+			if old, ok := byAddr[k]; ok && !old.Terminating {
+				continue
+			}
+			byAddr[k] = b
+		}
+	}
+	out := make([]loader.Backend, 0, len(byAddr))
+	for _, b := range byAddr {
+		out = append(out, b)
+	}
+	return out, errs
+}
+
+func sortService(s *loader.Service) {
+	slices.SortFunc(s.Frontends, func(a, b loader.Frontend) int {
+		return cmp.Or(a.Addr.Compare(b.Addr), cmp.Compare(a.Port, b.Port))
+	})
+	slices.SortFunc(s.Backends, func(a, b loader.Backend) int {
+		return cmp.Or(a.Addr.Compare(b.Addr), cmp.Compare(a.Port, b.Port))
+	})
+}
+
+func toProto(p corev1.Protocol) (loader.Proto, error) {
+	switch p {
+	case "", corev1.ProtocolTCP:
+		return loader.TCP, nil
+	case corev1.ProtocolUDP:
+		return loader.UDP, nil
+	case corev1.ProtocolSCTP:
+		return 0, errors.New("protocol SCTP is not supported by the datapath, skipped")
+	default:
+		return 0, fmt.Errorf("invalid protocol %q", p)
+	}
+}
+
+func parseIPv4(s string) (netip.Addr, error) {
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Addr{}, err
+	}
+	if a = a.Unmap(); !a.Is4() {
+		return netip.Addr{}, errNotIPv4
+	}
+	return a, nil
+}

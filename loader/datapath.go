@@ -1,0 +1,201 @@
+// Package loader is the Go side of the nodegress datapath: it loads the BPF
+// programs, pins their maps, attaches them to devices and keeps the maps
+// equal to the services it is given.
+package loader
+
+import (
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/rlimit"
+)
+
+// XDPMode says how xdp_lb is attached to a device.
+type XDPMode string
+
+// XDP attach modes.
+const (
+	// XDPAuto tries native (driver) mode and falls back to generic per device.
+	XDPAuto    XDPMode = "auto"
+	XDPNative  XDPMode = "native"
+	XDPGeneric XDPMode = "generic"
+	// XDPOff leaves every packet to tc_ingress.
+	XDPOff XDPMode = "off"
+)
+
+// ParseXDPMode validates an XDP mode name.
+func ParseXDPMode(s string) (XDPMode, error) {
+	switch m := XDPMode(s); m {
+	case XDPAuto, XDPNative, XDPGeneric, XDPOff:
+		return m, nil
+	}
+	return "", fmt.Errorf("unknown xdp mode %q (want auto, native, generic or off)", s)
+}
+
+// Config says where and how the datapath runs.
+type Config struct {
+	// BPFFS is the directory maps and links are pinned in. A bpffs is
+	// mounted there when it is not on one.
+	BPFFS string
+	// Devices are the external interfaces the programs attach to.
+	Devices []string
+	XDPMode XDPMode
+	// SNATPortMin and SNATPortMax bound the source ports used towards
+	// remote backends. Keep them outside the kernel's ephemeral range.
+	SNATPortMin, SNATPortMax uint16
+	Logger                   *slog.Logger
+}
+
+// DefaultBPFFS is where the agent pins its state unless told otherwise.
+const DefaultBPFFS = "/sys/fs/bpf/nodegress"
+
+// Datapath is the loaded, attached datapath of one node.
+type Datapath struct {
+	cfg  Config
+	log  *slog.Logger
+	objs datapathObjects
+
+	attachMu sync.Mutex
+	attached []Attachment
+
+	mu    sync.Mutex // guards everything below and the service maps
+	state programmedState
+	ids   idAllocator
+	names nameTable
+}
+
+// Open loads the programs, re-uses pinned maps from an earlier run (so
+// established flows survive an agent restart), configures the datapath and
+// attaches it to cfg.Devices.
+func Open(cfg Config) (*Datapath, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.BPFFS == "" {
+		cfg.BPFFS = DefaultBPFFS
+	}
+	if cfg.XDPMode == "" {
+		cfg.XDPMode = XDPAuto
+	}
+	if cfg.SNATPortMin == 0 || cfg.SNATPortMax < cfg.SNATPortMin {
+		return nil, fmt.Errorf("invalid snat port range %d-%d", cfg.SNATPortMin, cfg.SNATPortMax)
+	}
+	if err := rlimit.RemoveMemlock(); err != nil {
+		return nil, fmt.Errorf("remove memlock limit: %w", err)
+	}
+	mounted, err := ensureBPFFS(cfg.BPFFS)
+	if err != nil {
+		return nil, err
+	}
+	if mounted {
+		cfg.Logger.Info("mounted bpffs", "dir", cfg.BPFFS)
+	}
+	d := &Datapath{cfg: cfg, log: cfg.Logger, names: newNameTable()}
+	if err := d.load(); err != nil {
+		return nil, err
+	}
+	if err := d.configure(); err != nil {
+		d.objs.Close()
+		return nil, err
+	}
+	if err := d.recoverState(); err != nil {
+		d.objs.Close()
+		return nil, err
+	}
+	if err := d.attachAll(); err != nil {
+		d.objs.Close()
+		return nil, err
+	}
+	return d, nil
+}
+
+func mapsDir(bpffs string) string  { return filepath.Join(bpffs, "maps") }
+func linksDir(bpffs string) string { return filepath.Join(bpffs, "links") }
+
+// load loads the collection with its maps pinned by name. A pinned map
+// whose definition changed (an upgrade) is replaced, not reused.
+func (d *Datapath) load() error {
+	dir := mapsDir(d.cfg.BPFFS)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("create map pin dir: %w", err)
+	}
+	for attempt := 0; ; attempt++ {
+		spec, err := loadDatapath()
+		if err != nil {
+			return fmt.Errorf("load datapath spec: %w", err)
+		}
+		err = spec.LoadAndAssign(&d.objs, &ebpf.CollectionOptions{
+			Maps: ebpf.MapOptions{PinPath: dir},
+		})
+		if err == nil {
+			return nil
+		}
+		if errors.Is(err, ebpf.ErrMapIncompatible) && attempt == 0 {
+			d.log.Warn("pinned maps do not match this version, replacing them", "dir", dir, "err", err)
+			if rmErr := removePinnedMaps(dir, spec); rmErr != nil {
+				return rmErr
+			}
+			continue
+		}
+		var verr *ebpf.VerifierError
+		if errors.As(err, &verr) {
+			return fmt.Errorf("load datapath: %+v", verr)
+		}
+		return fmt.Errorf("load datapath: %w", err)
+	}
+}
+
+func removePinnedMaps(dir string, spec *ebpf.CollectionSpec) error {
+	for name := range spec.Maps {
+		p := filepath.Join(dir, name)
+		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("remove pinned map %s: %w", p, err)
+		}
+	}
+	return nil
+}
+
+// configure writes the config map. The hash seed survives restarts so that
+// flows without conntrack state still land on the same backend.
+func (d *Datapath) configure() error {
+	var cfg datapathDpConfig
+	if err := d.objs.Config.Lookup(uint32(0), &cfg); err != nil {
+		return fmt.Errorf("read datapath config: %w", err)
+	}
+	if cfg.HashSeed == 0 {
+		var b [4]byte
+		if _, err := rand.Read(b[:]); err != nil {
+			return fmt.Errorf("hash seed: %w", err)
+		}
+		cfg.HashSeed = binary.LittleEndian.Uint32(b[:]) | 1
+	}
+	cfg.SnatPortMin = d.cfg.SNATPortMin
+	cfg.SnatPortMax = d.cfg.SNATPortMax
+	cfg.Flags &^= cfgFlagTrace
+	if err := d.objs.Config.Update(uint32(0), &cfg, ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("write datapath config: %w", err)
+	}
+	return nil
+}
+
+// Flags of datapathDpConfig, as CFG_F_* in bpf/lib/consts.h.
+const cfgFlagTrace = 1 << 0
+
+// Close releases this process's handles. Pinned maps and links stay, so the
+// datapath keeps forwarding until Cleanup.
+func (d *Datapath) Close() error {
+	d.attachMu.Lock()
+	for _, a := range d.attached {
+		a.link.Close()
+	}
+	d.attached = nil
+	d.attachMu.Unlock()
+	return d.objs.Close()
+}

@@ -1,0 +1,79 @@
+package loader
+
+import (
+	"net/netip"
+	"time"
+)
+
+// Stage is where in the datapath a decision was taken.
+type Stage uint8
+
+// Stages, as enum stage in bpf/lib/consts.h.
+const (
+	StageXDP       Stage = 1
+	StageTCIngress Stage = 2
+	StageTCEgress  Stage = 3
+)
+
+func (s Stage) String() string {
+	switch s {
+	case StageXDP:
+		return "xdp"
+	case StageTCIngress:
+		return "tc-ingress"
+	case StageTCEgress:
+		return "tc-egress"
+	default:
+		return "unknown"
+	}
+}
+
+// Verdict is what the datapath did with a packet.
+type Verdict uint8
+
+// Verdicts, as enum verdict in bpf/lib/consts.h.
+const (
+	VerdictPass     Verdict = 1
+	VerdictTX       Verdict = 2
+	VerdictRedirect Verdict = 3
+	VerdictDrop     Verdict = 4
+)
+
+func (v Verdict) String() string {
+	switch v {
+	case VerdictPass:
+		return "PASS"
+	case VerdictTX:
+		return "TX"
+	case VerdictRedirect:
+		return "REDIRECT"
+	case VerdictDrop:
+		return "DROP"
+	default:
+		return "UNKNOWN"
+	}
+}
+
+// Tuple is an IPv4 5-tuple.
+type Tuple struct {
+	Src   netip.AddrPort
+	Dst   netip.AddrPort
+	Proto Proto
+}
+
+func (t Tuple) String() string { return t.Proto.String() + " " + t.Src.String() + " -> " + t.Dst.String() }
+
+// Event is one datapath decision read from the events ring buffer.
+type Event struct {
+	// Time is the wall-clock time of the decision.
+	Time      time.Time
+	Ifindex   uint32
+	Stage     Stage
+	Verdict   Verdict
+	Reason    Reason
+	ServiceID uint32
+	BackendID uint32
+	Orig      Tuple
+	Xlated    Tuple
+	Length    uint32
+}

@@ -1,0 +1,179 @@
+package loader
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"path/filepath"
+	"slices"
+
+	"github.com/cilium/ebpf"
+)
+
+// FrontendEntry is one programmed frontend as read back from the maps.
+type FrontendEntry struct {
+	Frontend
+	Proto        Proto
+	ServiceID    uint32
+	BackendCount int
+	L7           bool
+}
+
+// BackendEntry is one programmed backend as read back from the maps.
+type BackendEntry struct {
+	ID uint32
+	Backend
+}
+
+// Snapshot is what the pinned maps hold, readable while no agent runs.
+type Snapshot struct {
+	Frontends []FrontendEntry
+	// Slots maps a service id to its active backend ids, in slot order.
+	Slots       map[uint32][]uint32
+	Backends    []BackendEntry
+	Conntrack   int
+	ReverseNAT  int
+	Stats       map[Reason]Counter
+	Tracing     bool
+	SNATPortMin uint16
+	SNATPortMax uint16
+	// Devices maps ifindex to the address remote flows are SNAT'd to.
+	Devices map[uint32]netip.Addr
+}
+
+// ReadPinned reads the maps pinned under bpffs by a running or stopped agent.
+func ReadPinned(bpffs string) (*Snapshot, error) {
+	if bpffs == "" {
+		bpffs = DefaultBPFFS
+	}
+	open := func(name string) (*ebpf.Map, error) {
+		m, err := ebpf.LoadPinnedMap(filepath.Join(mapsDir(bpffs), name), &ebpf.LoadPinOptions{ReadOnly: true})
+		if err != nil {
+			return nil, fmt.Errorf("open pinned map %s (is an agent using %s?): %w", name, bpffs, err)
+		}
+		return m, nil
+	}
+	names := []string{"frontends", "backend_slots", "backends", "conntrack", "reverse_nat", "stats", "config", "devices"}
+	maps := map[string]*ebpf.Map{}
+	defer func() {
+		for _, m := range maps {
+			m.Close()
+		}
+	}()
+	for _, n := range names {
+		m, err := open(n)
+		if err != nil {
+			return nil, err
+		}
+		maps[n] = m
+	}
+
+	s := &Snapshot{Slots: map[uint32][]uint32{}, Devices: map[uint32]netip.Addr{}}
+	var (
+		fk datapathFrontendKey
+		fv datapathFrontendValue
+	)
+	it := maps["frontends"].Iterate()
+	for it.Next(&fk, &fv) {
+		s.Frontends = append(s.Frontends, FrontendEntry{
+			Frontend:     Frontend{Addr: addrFromBE(fk.Addr), Port: portFromBE(fk.Port)},
+			Proto:        Proto(fk.Proto),
+			ServiceID:    fv.SvcId,
+			BackendCount: int(fv.BackendCount),
+			L7:           fv.Flags&frontendFlagL7 != 0,
+		})
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("read frontends: %w", err)
+	}
+	slices.SortFunc(s.Frontends, func(a, b FrontendEntry) int {
+		if c := a.Addr.Compare(b.Addr); c != 0 {
+			return c
+		}
+		return int(a.Port) - int(b.Port)
+	})
+
+	var (
+		sk datapathBackendSlotKey
+		sv uint32
+	)
+	bySlot := map[uint32][]datapathBackendSlotKey{}
+	ids := map[datapathBackendSlotKey]uint32{}
+	it = maps["backend_slots"].Iterate()
+	for it.Next(&sk, &sv) {
+		bySlot[sk.SvcId] = append(bySlot[sk.SvcId], sk)
+		ids[sk] = sv
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("read backend slots: %w", err)
+	}
+	for svc, keys := range bySlot {
+		slices.SortFunc(keys, func(a, b datapathBackendSlotKey) int { return int(a.Slot) - int(b.Slot) })
+		for _, k := range keys {
+			s.Slots[svc] = append(s.Slots[svc], ids[k])
+		}
+	}
+
+	var (
+		bk uint32
+		bv datapathBackendValue
+	)
+	it = maps["backends"].Iterate()
+	for it.Next(&bk, &bv) {
+		s.Backends = append(s.Backends, BackendEntry{ID: bk, Backend: Backend{
+			Addr:        addrFromBE(bv.Addr),
+			Port:        portFromBE(bv.Port),
+			Local:       bv.Flags&backendFlagLocal != 0,
+			Terminating: bv.Flags&backendFlagTerminating != 0,
+		}})
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("read backends: %w", err)
+	}
+	slices.SortFunc(s.Backends, func(a, b BackendEntry) int { return int(a.ID) - int(b.ID) })
+
+	var err error
+	if s.Conntrack, err = countEntries[datapathFlowTuple, datapathCtEntry](maps["conntrack"]); err != nil {
+		return nil, fmt.Errorf("read conntrack: %w", err)
+	}
+	if s.ReverseNAT, err = countEntries[datapathFlowTuple, datapathRevNatEntry](maps["reverse_nat"]); err != nil {
+		return nil, fmt.Errorf("read reverse nat: %w", err)
+	}
+	if s.Stats, err = readStats(maps["stats"]); err != nil {
+		return nil, err
+	}
+	var cfg datapathDpConfig
+	if err := maps["config"].Lookup(uint32(0), &cfg); err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	s.Tracing = cfg.Flags&cfgFlagTrace != 0
+	s.SNATPortMin, s.SNATPortMax = cfg.SnatPortMin, cfg.SnatPortMax
+	var (
+		dk uint32
+		dv datapathDeviceValue
+	)
+	it = maps["devices"].Iterate()
+	for it.Next(&dk, &dv) {
+		s.Devices[dk] = addrFromBE(dv.Addr)
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("read devices: %w", err)
+	}
+	return s, nil
+}
+
+func countEntries[K, V any](m *ebpf.Map) (int, error) {
+	var (
+		k K
+		v V
+		n int
+	)
+	it := m.Iterate()
+	for it.Next(&k, &v) {
+		n++
+	}
+	if err := it.Err(); err != nil && !errors.Is(err, ebpf.ErrIterationAborted) {
+		return n, err
+	}
+	return n, nil
+}

@@ -1,0 +1,64 @@
+package loader
+
+import (
+	"fmt"
+	"net/netip"
+)
+
+// Proto is an IP protocol number as the datapath keys frontends by it.
+type Proto uint8
+
+// Protocols the datapath forwards.
+const (
+	TCP Proto = 6
+	UDP Proto = 17
+)
+
+func (p Proto) String() string {
+	switch p {
+	case TCP:
+		return "TCP"
+	case UDP:
+		return "UDP"
+	default:
+		return fmt.Sprintf("proto(%d)", uint8(p))
+	}
+}
+
+// Frontend is one address and port clients send a service's traffic to:
+// a node IP with a NodePort, an ExternalIP or a LoadBalancer IP with the
+// service port.
+type Frontend struct {
+	Addr netip.Addr
+	Port uint16
+}
+
+func (f Frontend) String() string { return netip.AddrPortFrom(f.Addr, f.Port).String() }
+
+// Backend is one endpoint (pod address and target port) behind a service.
+type Backend struct {
+	Addr netip.Addr
+	Port uint16
+	// Local is true when the endpoint runs on this node: the datapath only
+	// DNATs and hands the packet to the kernel; remote ones are SNAT'd and
+	// sent back out.
+	Local bool
+	// Terminating endpoints keep their established flows but get no new ones.
+	Terminating bool
+}
+
+func (b Backend) String() string { return netip.AddrPortFrom(b.Addr, b.Port).String() }
+
+// Service is one service port as the datapath sees it: every frontend that
+// reaches it and the backends behind it.
+type Service struct {
+	// Name identifies the service port across updates, for example
+	// "default/web:http/TCP". It appears in traces and metrics.
+	Name      string
+	Proto     Proto
+	Frontends []Frontend
+	Backends  []Backend
+	// L7 frontends are left to the local proxy (XDP_PASS) instead of being
+	// forwarded to Backends.
+	L7 bool
+}
