@@ -7,6 +7,7 @@
  * backend pods; tc_egress (tcx egress) translates local backends' replies
  * back. tc_ingress does the same work as xdp_lb for packets XDP left alone:
  * devices without XDP, and flows whose next hop the kernel must resolve first.
+ * sk_steer (sk_lookup) hands connections to L7 frontends to the local proxy.
  */
 #include <linux/bpf.h>
 #include <linux/pkt_cls.h>
@@ -17,6 +18,7 @@
 #include "lib/lb.h"
 #include "lib/nat.h"
 #include "lib/parsing.h"
+#include "lib/steer.h"
 #include "lib/trace.h"
 
 char __license[] SEC("license") = "Dual BSD/GPL";
@@ -234,4 +236,19 @@ int tc_egress(struct __sk_buff *skb)
 out:
 	account(skb->ifindex, STAGE_TC_EGRESS, &pkt.tuple, &d, pkt.len);
 	return ret;
+}
+
+SEC("sk_lookup")
+int sk_steer(struct bpf_sk_lookup *ctx)
+{
+	struct bpf_sock *sk = steer_lookup(ctx);
+	long err;
+
+	if (!sk)
+		return SK_PASS;
+	err = bpf_sk_assign(ctx, sk, 0);
+	bpf_sk_release(sk);
+	/* A proxy socket that cannot take the connection: normal lookup. */
+	(void)err;
+	return SK_PASS;
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/rlimit"
+	"golang.org/x/sys/unix"
 )
 
 // XDPMode says how xdp_lb is attached to a device.
@@ -69,6 +70,12 @@ type Datapath struct {
 	state programmedState
 	ids   idAllocator
 	names nameTable
+	// listeners are the proxy's sockets by name (our own descriptors);
+	// steered says which L7 service id points at which; lastL7 is the L7
+	// services of the last Apply.
+	listeners map[string]int
+	steered   map[uint32]string
+	lastL7    map[uint32]string
 }
 
 // Open loads the programs, re-uses pinned maps from an earlier run (so
@@ -97,7 +104,13 @@ func Open(cfg Config) (*Datapath, error) {
 	if mounted {
 		cfg.Logger.Info("mounted bpffs", "dir", cfg.BPFFS)
 	}
-	d := &Datapath{cfg: cfg, log: cfg.Logger, names: newNameTable()}
+	d := &Datapath{
+		cfg:       cfg,
+		log:       cfg.Logger,
+		names:     newNameTable(),
+		listeners: map[string]int{},
+		steered:   map[uint32]string{},
+	}
 	if err := d.load(); err != nil {
 		return nil, err
 	}
@@ -110,7 +123,11 @@ func Open(cfg Config) (*Datapath, error) {
 		return nil, err
 	}
 	if err := d.attachAll(); err != nil {
-		d.objs.Close()
+		d.Close()
+		return nil, err
+	}
+	if err := d.attachSteering(); err != nil {
+		d.Close()
 		return nil, err
 	}
 	return d, nil
@@ -197,5 +214,11 @@ func (d *Datapath) Close() error {
 	}
 	d.attached = nil
 	d.attachMu.Unlock()
+	d.mu.Lock()
+	for _, fd := range d.listeners {
+		unix.Close(fd)
+	}
+	d.listeners = map[string]int{}
+	d.mu.Unlock()
 	return d.objs.Close()
 }

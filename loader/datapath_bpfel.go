@@ -122,8 +122,10 @@ const (
 	datapathMapDevices          = "devices"
 	datapathMapEvents           = "events"
 	datapathMapFrontends        = "frontends"
+	datapathMapProxySockets     = "proxy_sockets"
 	datapathMapReverseNat       = "reverse_nat"
 	datapathMapStats            = "stats"
+	datapathProgSkSteer         = "sk_steer"
 	datapathProgTcEgress        = "tc_egress"
 	datapathProgTcIngress       = "tc_ingress"
 	datapathProgXdpLb           = "xdp_lb"
@@ -172,6 +174,7 @@ type datapathSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type datapathProgramSpecs struct {
+	SkSteer   *ebpf.ProgramSpec `ebpf:"sk_steer"`
 	TcEgress  *ebpf.ProgramSpec `ebpf:"tc_egress"`
 	TcIngress *ebpf.ProgramSpec `ebpf:"tc_ingress"`
 	XdpLb     *ebpf.ProgramSpec `ebpf:"xdp_lb"`
@@ -188,6 +191,7 @@ type datapathMapSpecs struct {
 	Devices      *ebpf.MapSpec `ebpf:"devices"`
 	Events       *ebpf.MapSpec `ebpf:"events"`
 	Frontends    *ebpf.MapSpec `ebpf:"frontends"`
+	ProxySockets *ebpf.MapSpec `ebpf:"proxy_sockets"`
 	ReverseNat   *ebpf.MapSpec `ebpf:"reverse_nat"`
 	Stats        *ebpf.MapSpec `ebpf:"stats"`
 }
@@ -226,6 +230,7 @@ type datapathMaps struct {
 	Devices      *ebpf.Map `ebpf:"devices"`
 	Events       *ebpf.Map `ebpf:"events"`
 	Frontends    *ebpf.Map `ebpf:"frontends"`
+	ProxySockets *ebpf.Map `ebpf:"proxy_sockets"`
 	ReverseNat   *ebpf.Map `ebpf:"reverse_nat"`
 	Stats        *ebpf.Map `ebpf:"stats"`
 }
@@ -239,6 +244,7 @@ func (m *datapathMaps) Close() error {
 		m.Devices,
 		m.Events,
 		m.Frontends,
+		m.ProxySockets,
 		m.ReverseNat,
 		m.Stats,
 	)
@@ -255,6 +261,7 @@ type datapathVariables struct {
 //
 // It can be passed to loadDatapathObjects or ebpf.CollectionSpec.LoadAndAssign.
 type datapathPrograms struct {
+	SkSteer   *ebpf.Program `ebpf:"sk_steer"`
 	TcEgress  *ebpf.Program `ebpf:"tc_egress"`
 	TcIngress *ebpf.Program `ebpf:"tc_ingress"`
 	XdpLb     *ebpf.Program `ebpf:"xdp_lb"`
@@ -262,6 +269,7 @@ type datapathPrograms struct {
 
 func (p *datapathPrograms) Close() error {
 	return _DatapathClose(
+		p.SkSteer,
 		p.TcEgress,
 		p.TcIngress,
 		p.XdpLb,

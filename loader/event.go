@@ -61,7 +61,9 @@ type Tuple struct {
 	Proto Proto
 }
 
-func (t Tuple) String() string { return t.Proto.String() + " " + t.Src.String() + " -> " + t.Dst.String() }
+func (t Tuple) String() string {
+	return t.Proto.String() + " " + t.Src.String() + " -> " + t.Dst.String()
+}
 
 // Event is one datapath decision read from the events ring buffer.
 type Event struct {

@@ -15,11 +15,11 @@ import (
 // Flags of datapathFrontendValue and datapathBackendValue, as FE_F_* and
 // BE_F_* in bpf/lib/consts.h.
 const (
-	frontendFlagL7          = 1 << 0
-	backendFlagLocal        = 1 << 0
-	backendFlagTerminating  = 1 << 1
-	maxBackendsPerService   = math.MaxUint16
-	firstID          uint32 = 1
+	frontendFlagL7                = 1 << 0
+	backendFlagLocal              = 1 << 0
+	backendFlagTerminating        = 1 << 1
+	maxBackendsPerService         = math.MaxUint16
+	firstID                uint32 = 1
 )
 
 // programmedState mirrors what the service maps hold, so Apply writes only
@@ -158,6 +158,7 @@ func (d *Datapath) Apply(services []Service) error {
 	slices.SortFunc(sorted, func(a, b Service) int { return strings.Compare(a.Name, b.Name) })
 
 	want := newProgrammedState()
+	l7 := map[uint32]string{}
 	svcIDs := map[string]uint32{}
 	backendIDs := map[backendIdent]uint32{}
 	var problems []error
@@ -207,6 +208,7 @@ func (d *Datapath) Apply(services []Service) error {
 		val := datapathFrontendValue{SvcId: id, BackendCount: uint16(len(active))}
 		if svc.L7 {
 			val.Flags |= frontendFlagL7
+			l7[id] = svc.ProxyListener
 		}
 		for _, fe := range svc.Frontends {
 			key := frontendKeyOf(fe, svc.Proto)
@@ -225,6 +227,9 @@ func (d *Datapath) Apply(services []Service) error {
 	d.ids.backends = backendIDs
 	d.ids.recovered = nil
 	d.updateNames(svcIDs, backendIDs)
+	if err := d.syncProxySockets(l7); err != nil {
+		problems = append(problems, err)
+	}
 	return errors.Join(problems...)
 }
 

@@ -59,6 +59,8 @@ type Service struct {
 	Frontends []Frontend
 	Backends  []Backend
 	// L7 frontends are left to the local proxy (XDP_PASS) instead of being
-	// forwarded to Backends.
-	L7 bool
+	// forwarded to Backends: connections to them are steered to the proxy
+	// listener registered under ProxyListener.
+	L7            bool
+	ProxyListener string
 }

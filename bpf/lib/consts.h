@@ -23,6 +23,9 @@
 #ifndef MAX_DEVICES
 #define MAX_DEVICES 64
 #endif
+#ifndef MAX_PROXY_SOCKETS
+#define MAX_PROXY_SOCKETS 64
+#endif
 #ifndef EVENTS_RINGBUF_BYTES
 #define EVENTS_RINGBUF_BYTES (1 << 22)
 #endif

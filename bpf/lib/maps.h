@@ -86,6 +86,18 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } events SEC(".maps");
 
+/*
+ * The local L7 proxy's listening sockets, keyed by the service id of the L7
+ * frontends they serve. A socket leaves the map by itself when it closes.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_SOCKHASH);
+	__uint(max_entries, MAX_PROXY_SOCKETS);
+	__type(key, __u32); /* svc_id */
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} proxy_sockets SEC(".maps");
+
 static __always_inline struct dp_config *get_config(void)
 {
 	__u32 zero = 0;
