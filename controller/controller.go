@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -301,9 +302,8 @@ func (c *Controller) reportIssues(issues []error) {
 	c.lastIssues = now
 }
 
+// servicesEqual compares whole values, so a field added to loader.Service
+// later is part of the comparison without touching this.
 func servicesEqual(a, b []loader.Service) bool {
-	return slices.EqualFunc(a, b, func(x, y loader.Service) bool {
-		return x.Name == y.Name && x.Proto == y.Proto && x.L7 == y.L7 &&
-			slices.Equal(x.Frontends, y.Frontends) && slices.Equal(x.Backends, y.Backends)
-	})
+	return reflect.DeepEqual(a, b)
 }

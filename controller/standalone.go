@@ -81,8 +81,9 @@ type fileState struct {
 }
 
 type appliedObject struct {
-	gvr schema.GroupVersionResource
-	obj decodedObject
+	gvr     schema.GroupVersionResource
+	obj     decodedObject // as decoded, to compare with the next version
+	created metav1.Time
 }
 
 func newStandaloneSource(dir string, log *slog.Logger) *standaloneSource {
@@ -392,28 +393,43 @@ func (s *standaloneSource) reconcile() {
 	for k, o := range desired {
 		gvr := acceptedKinds[k.Kind].gvr()
 		old, exists := s.applied[k]
-		var err error
-		switch {
-		case !exists:
-			err = tracker.Create(gvr, o.Object, k.Namespace)
-			if apierrors.IsAlreadyExists(err) {
-				err = tracker.Update(gvr, o.Object, k.Namespace)
-			}
-			created++
-		case old.obj.Object != o.Object && !equality.Semantic.DeepEqual(old.obj.Object, o.Object):
-			err = tracker.Update(gvr, o.Object, k.Namespace)
-			updated++
-		default:
-			s.applied[k] = appliedObject{gvr: gvr, obj: o}
+		if exists && (old.obj.Object == o.Object || equality.Semantic.DeepEqual(old.obj.Object, o.Object)) {
+			s.applied[k] = appliedObject{gvr: gvr, obj: o, created: old.created}
 			continue
 		}
+		// Like the API server, stamp objects with their creation time
+		// (kept across updates): translation gives a contested frontend to
+		// the older service, so a new file cannot take over a frontend
+		// that is already served.
+		createdAt := old.created
+		if !exists {
+			createdAt = metav1.Now()
+		}
+		obj := o.Object.DeepCopyObject()
+		if m, err := meta.Accessor(obj); err == nil && m.GetCreationTimestamp().Time.IsZero() {
+			m.SetCreationTimestamp(createdAt)
+		}
+		var err error
+		if exists {
+			err = tracker.Update(gvr, obj, k.Namespace)
+		} else {
+			err = tracker.Create(gvr, obj, k.Namespace)
+			if apierrors.IsAlreadyExists(err) {
+				err = tracker.Update(gvr, obj, k.Namespace)
+			}
+		}
 		if err != nil {
-			// Left out of applied, so the next rescan tries again.
+			// Left as it was in applied, so the next rescan tries again.
 			s.log.Error("store object", "file", filepath.Join(s.dir, owners[k]), "kind", k.Kind, "object", k.String(), "err", err)
 			continue
 		}
+		if exists {
+			updated++
+		} else {
+			created++
+		}
 		s.log.Debug("object stored", "file", filepath.Join(s.dir, owners[k]), "doc", o.Doc, "kind", k.Kind, "object", k.String())
-		s.applied[k] = appliedObject{gvr: gvr, obj: o}
+		s.applied[k] = appliedObject{gvr: gvr, obj: o, created: createdAt}
 	}
 	for k, a := range s.applied {
 		if _, ok := desired[k]; ok {
