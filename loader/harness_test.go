@@ -91,8 +91,8 @@ type xdpMD struct {
 	EgressIfindex  uint32
 }
 
-// skbMD is struct __sk_buff up to ifindex: the kernel takes a shorter
-// context and zero-fills the rest.
+// skbMD is struct __sk_buff. Test runs take only ifindex, a few
+// timestamps and the GSO fields from it; the rest must be zero.
 type skbMD struct {
 	Len            uint32
 	PktType        uint32
@@ -105,9 +105,35 @@ type skbMD struct {
 	Priority       uint32
 	IngressIfindex uint32
 	Ifindex        uint32
+	TCIndex        uint32
+	CB             [5]uint32
+	Hash           uint32
+	TCClassid      uint32
+	Data           uint32
+	DataEnd        uint32
+	NapiID         uint32
+	Family         uint32
+	RemoteIP4      uint32
+	LocalIP4       uint32
+	RemoteIP6      [4]uint32
+	LocalIP6       [4]uint32
+	RemotePort     uint32
+	LocalPort      uint32
+	DataMeta       uint32
+	FlowKeys       uint64
+	Tstamp         uint64
+	WireLen        uint32
+	GSOSegs        uint32
+	SK             uint64
+	GSOSize        uint32
+	TstampType     uint8
+	_              [3]uint8
+	HWTstamp       uint64
 }
 
 type harness struct {
+	// t is the test failures are reported to; subtests that share a
+	// harness set it to themselves.
 	t    *testing.T
 	objs datapathObjects
 	// ns, when set, is where programs run: bpf_fib_lookup resolves routes
@@ -116,6 +142,9 @@ type harness struct {
 	// ifindex is the device packets arrive on (XDP ingress, skb->ifindex);
 	// 0 means loopback.
 	ifindex uint32
+	// gsoSize and gsoSegs make tc programs see a GSO skb, as GRO hands
+	// them up from a NIC.
+	gsoSize, gsoSegs uint32
 }
 
 func newHarness(t *testing.T) *harness {
@@ -147,8 +176,32 @@ func newHarness(t *testing.T) *harness {
 		t.Fatalf("load datapath: %v", err)
 	}
 	t.Cleanup(func() { h.objs.Close() })
-	h.setConfig(datapathDpConfig{SnatPortMin: testSNATMin, SnatPortMax: testSNATMax, HashSeed: testHashSeed})
+	h.reset()
 	return h
+}
+
+// reset empties every map but stats (tests look at stats deltas), and
+// writes the default config: a loaded datapath can serve many cases, which
+// saves the verifier's time of loading one per case.
+func (h *harness) reset() {
+	h.t.Helper()
+	for _, m := range []*ebpf.Map{h.objs.Frontends, h.objs.BackendSlots, h.objs.Backends, h.objs.Conntrack, h.objs.ReverseNat, h.objs.Devices} {
+		var keys [][]byte
+		var k, v []byte
+		it := m.Iterate()
+		for it.Next(&k, &v) {
+			keys = append(keys, append([]byte(nil), k...))
+		}
+		if err := it.Err(); err != nil {
+			h.t.Fatal(err)
+		}
+		for _, k := range keys {
+			if err := m.Delete(k); err != nil {
+				h.t.Fatal(err)
+			}
+		}
+	}
+	h.setConfig(datapathDpConfig{SnatPortMin: testSNATMin, SnatPortMax: testSNATMax, HashSeed: testHashSeed})
 }
 
 func (h *harness) setConfig(cfg datapathDpConfig) {
@@ -350,8 +403,8 @@ func (h *harness) run(k hook, pkt []byte) (result, error) {
 	if k == hookXDP {
 		opts.Context = xdpMD{DataEnd: uint32(len(pkt)), IngressIfindex: h.ifindex}
 		opts.ContextOut = &ctxOut
-	} else if h.ifindex != 0 {
-		opts.Context = skbMD{Ifindex: h.ifindex}
+	} else if h.ifindex != 0 || h.gsoSize != 0 {
+		opts.Context = skbMD{Ifindex: h.ifindex, GSOSize: h.gsoSize, GSOSegs: h.gsoSegs}
 	}
 	runIn := func() error {
 		ret, err := h.prog(k).Run(opts)

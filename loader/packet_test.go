@@ -94,8 +94,12 @@ func (f frame) bytes(t testing.TB) []byte {
 		Options:    f.options,
 		FragOffset: f.fragOffset,
 	}
-	if f.moreFragments {
+	switch {
+	case f.moreFragments:
 		ip.Flags = layers.IPv4MoreFragments
+	case f.fragOffset == 0 && f.proto == TCP:
+		// As Linux sends TCP: DF set, which is no fragment.
+		ip.Flags = layers.IPv4DontFragment
 	}
 	var l4 gopacket.SerializableLayer
 	switch f.proto {
@@ -144,6 +148,39 @@ func serialize(t testing.TB, ls ...gopacket.SerializableLayer) []byte {
 		t.Fatalf("serialize frame: %v", err)
 	}
 	return append([]byte(nil), buf.Bytes()...)
+}
+
+// vlanFrame is f behind an 802.1Q tag.
+func vlanFrame(t testing.TB, f frame) []byte {
+	pkt := f.bytes(t)
+	tagged := append([]byte(nil), pkt[:12]...)
+	tagged = append(tagged, 0x81, 0x00, 0x00, 0x64)
+	return append(tagged, pkt[12:]...)
+}
+
+// zeroSumUDP returns a UDP datagram from src to dst whose checksum becomes
+// exactly 0 once it is translated to xsrc -> xdst: two payload bytes are
+// chosen for that. UDP must then send 0xffff, as 0 means "no checksum".
+func zeroSumUDP(t testing.TB, src, dst, xsrc, xdst string) frame {
+	f := udpFrame(src, dst)
+	f.payload = []byte{0, 0, 'z', 'e', 'r', 'o'}
+	x := f
+	x.src = netip.MustParseAddrPort(xsrc)
+	x.dst = netip.MustParseAddrPort(xdst)
+	pkt := x.bytes(t)
+	off := l4Offset(pkt)
+	binary.BigEndian.PutUint16(pkt[off+6:], 0)
+	// The sum the checksum is the complement of, with the two bytes at 0.
+	var pseudo uint32
+	for i := ethLen + 12; i < ethLen+20; i += 2 {
+		pseudo += uint32(binary.BigEndian.Uint16(pkt[i:]))
+	}
+	// The IP length, not the frame's: gopacket pads frames to 60 bytes.
+	pseudo += uint32(UDP) + uint32(binary.BigEndian.Uint16(pkt[ethLen+2:])) - uint32(off-ethLen)
+	sum := ^inetChecksum(pseudo, pkt[off:ethLen+int(binary.BigEndian.Uint16(pkt[ethLen+2:]))])
+	// Make the folded sum 0xffff, whose complement is 0.
+	binary.BigEndian.PutUint16(f.payload, 0xffff-sum)
+	return f
 }
 
 // arpFrame is a who-has for the node address.
@@ -208,8 +245,6 @@ func ipOptions(ihl int) []layers.IPv4Option {
 }
 
 const ethLen = 14
-
-func ipOffset() int { return ethLen }
 
 func ihlOf(pkt []byte) int { return int(pkt[ethLen]&0x0f) * 4 }
 
@@ -369,7 +404,7 @@ func TestChecksumHelpers(t *testing.T) {
 	} {
 		pkt := f.bytes(t)
 		checkChecksums(t, pkt)
-		// A flipped address bit must be noticed in both checksums.
+		// A flipped address bit must be noticed.
 		bad := mutate(pkt, func(b []byte) []byte { b[ethLen+15] ^= 1; return b })
 		if inetChecksum(0, bad[ethLen:ethLen+ihlOf(bad)]) == 0 {
 			t.Errorf("corrupted header passes the checksum")

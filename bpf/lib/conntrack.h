@@ -36,6 +36,8 @@ static __always_inline int ct_is_stale(__u64 now, __u64 last_seen, __u8 proto,
 
 	if (proto == IPPROTO_UDP)
 		return idle > CT_UDP_IDLE_NS;
+	if (!(flags & CT_F_REPLIED))
+		return idle > CT_UNREPLIED_NS;
 	if (flags & (CT_F_SEEN_FIN | CT_F_SEEN_RST))
 		return idle > CT_TCP_CLOSED_NS;
 	return idle > CT_TCP_IDLE_NS;
@@ -79,6 +81,23 @@ static __always_inline int rev_nat_same_flow(const struct rev_nat_entry *rn,
 	       rn->frontend_addr == client->daddr &&
 	       rn->client_port == client->sport &&
 	       rn->frontend_port == client->dport;
+}
+
+/*
+ * A remote flow idle for longer than its timeout may have lost its SNAT
+ * port to another flow; it still owns it if the port's reverse entry names
+ * it.
+ */
+static __always_inline int snat_port_owned(const struct ct_entry *ct,
+					   const struct backend_value *be,
+					   const struct flow_tuple *client)
+{
+	struct rev_nat_entry *rn;
+	struct flow_tuple key;
+
+	reply_key(&key, be, ct->nat_addr, ct->nat_port, client->proto);
+	rn = bpf_map_lookup_elem(&reverse_nat, &key);
+	return rn && rev_nat_same_flow(rn, client);
 }
 
 /*

@@ -38,6 +38,9 @@
 #define CT_TCP_IDLE_NS	 (6ULL * 3600 * 1000000000ULL)
 #define CT_TCP_CLOSED_NS (10ULL * 1000000000ULL)
 #define CT_UDP_IDLE_NS	 (60ULL * 1000000000ULL)
+/* A remote flow whose backend never answered (a SYN flood, say) gives its
+ * SNAT port up quickly. */
+#define CT_UNREPLIED_NS (60ULL * 1000000000ULL)
 /* last_seen is refreshed at most this often, to keep hot flows off the bus. */
 #define CT_REFRESH_NS (1000000000ULL)
 
@@ -52,6 +55,7 @@
 #define CT_F_REMOTE   (1 << 0) /* backend on another node: flow is SNAT'd */
 #define CT_F_SEEN_FIN (1 << 1)
 #define CT_F_SEEN_RST (1 << 2)
+#define CT_F_REPLIED  (1 << 3) /* reverse_nat only: the backend answered */
 
 /* dp_config.flags */
 #define CFG_F_TRACE (1 << 0) /* emit one ringbuf event per decision */

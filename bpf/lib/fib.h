@@ -35,7 +35,7 @@ static __always_inline int fib_forward(void *ctx, __u32 ifindex, __u8 tos,
 	p.family = AF_INET;
 	p.tos = tos;
 	p.l4_protocol = d->xlated.proto;
-	p.tot_len = tot_len;
+	p.tot_len = can_resolve ? 0 : tot_len;
 	p.ipv4_src = d->xlated.saddr;
 	p.ipv4_dst = d->xlated.daddr;
 	p.ifindex = ifindex;

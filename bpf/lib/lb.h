@@ -90,6 +90,10 @@ ct_backend(struct ct_entry *ct, const struct packet *pkt, __u64 now)
 	if (syn && ((be->flags & BE_F_TERMINATING) ||
 		    (ct->flags & (CT_F_SEEN_FIN | CT_F_SEEN_RST))))
 		return NULL;
+	if ((ct->flags & CT_F_REMOTE) &&
+	    ct_is_stale(now, ct->last_seen_ns, pkt->tuple.proto, ct->flags) &&
+	    !snat_port_owned(ct, be, &pkt->tuple))
+		return NULL;
 	return be;
 }
 
@@ -273,10 +277,14 @@ static __always_inline void lb_remote_reply(void *ctx, const struct packet *pkt,
 					    struct decision *d, int can_resolve)
 {
 	__u64 now = bpf_ktime_get_ns();
+	__u8 seen;
 
 	trace_ids(rn, pkt->tuple.proto, d);
 	if (now - rn->last_seen_ns >= CT_REFRESH_NS)
 		rn->last_seen_ns = now;
+	seen = ct_flags_from_tcp(pkt->tcp_flags) | CT_F_REPLIED;
+	if ((rn->flags & seen) != seen)
+		rn->flags |= seen;
 	d->xlated.saddr = rn->frontend_addr;
 	d->xlated.sport = rn->frontend_port;
 	d->xlated.daddr = rn->client_addr;

@@ -1,0 +1,190 @@
+package loader
+
+import (
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
+)
+
+// Ownership of SNAT ports beyond allocation: who may keep or take a port
+// once flows close or go idle. All cases use a range of one port, so that
+// every flow competes for it.
+
+func monotonicUptime(t *testing.T) time.Duration {
+	t.Helper()
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+		t.Fatal(err)
+	}
+	return time.Duration(ts.Nano())
+}
+
+func onePortHarness(t *testing.T, env *fibEnv) *harness {
+	h := remoteHarness(t, env)
+	cfg := h.config()
+	cfg.SnatPortMin, cfg.SnatPortMax = 61000, 61000
+	h.setConfig(cfg)
+	return h
+}
+
+// age makes the reverse NAT entry of the SNAT port look idle since boot.
+func (h *harness) age(key datapathFlowTuple) datapathRevNatEntry {
+	h.t.Helper()
+	rn, ok := h.revNAT(key)
+	if !ok {
+		h.t.Fatal("no reverse NAT entry for the SNAT port")
+	}
+	rn.LastSeenNs = 0
+	if err := h.objs.ReverseNat.Update(key, rn, ebpf.UpdateExist); err != nil {
+		h.t.Fatal(err)
+	}
+	return rn
+}
+
+// TestSNATPortNotShared: once a stale flow's port was taken over by
+// another client, the stale flow coming back must not be sent from that
+// port too. Both flows would then be the same 5-tuple to the backend, and
+// the backend's replies would all go to the new owner.
+func TestSNATPortNotShared(t *testing.T) {
+	env := newFibEnv(t)
+	if up := monotonicUptime(t); up < 61*time.Second {
+		t.Skipf("host up for %v only: a last_seen of 0 is not stale yet", up)
+	}
+	for _, k := range []hook{hookXDP, hookTCIngress} {
+		t.Run(k.String(), func(t *testing.T) {
+			h := onePortHarness(t, env)
+			via := hop{smac: env.mac0, dmac: node2MAC}
+			a := udpFrame("192.0.2.10:40000", feRemoteUDP)
+			b := udpFrame("192.0.2.11:40000", feRemoteUDP)
+			key := tupleToBPF(Tuple{Src: beRemoteUDP.addrPort(), Dst: netip.MustParseAddrPort(nodeIP + ":61000"), Proto: UDP})
+
+			in := a.bytes(t)
+			res := h.expect(k, in, forwardVerdict(k, true), ReasonFwdRemote)
+			checkRemoteForward(t, h, a, in, res.pkt, svcRemoteUDP, beRemoteUDP, nodeIP, via)
+
+			// a goes quiet for longer than UDP's idle timeout; b takes the port.
+			h.age(key)
+			ct, _ := h.ct(a)
+			ct.LastSeenNs = 0
+			if err := h.objs.Conntrack.Update(a.tuple(), ct, ebpf.UpdateExist); err != nil {
+				t.Fatal(err)
+			}
+			in = b.bytes(t)
+			res = h.expect(k, in, forwardVerdict(k, true), ReasonFwdRemote)
+			checkRemoteForward(t, h, b, in, res.pkt, svcRemoteUDP, beRemoteUDP, nodeIP, via)
+
+			// a comes back. The only port is b's: a has to be dropped
+			// (or, with a larger range, get another port).
+			in = a.bytes(t)
+			res, err := h.run(k, in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.ret == k.ret(forwardVerdict(k, true)) {
+				d := decode(t, res.pkt)
+				if rn, ok := h.revNAT(tupleToBPF(Tuple{Src: d.dst(), Dst: d.src(), Proto: UDP})); !ok ||
+					addrFromBE(rn.ClientAddr) != a.src.Addr() || portFromBE(rn.ClientPort) != a.src.Port() {
+					t.Errorf("returning flow %v sent from %v, whose replies go to %v:%d",
+						a.src, d.src(), addrFromBE(rn.ClientAddr), portFromBE(rn.ClientPort))
+				}
+			}
+			if rn, _ := h.revNAT(key); addrFromBE(rn.ClientAddr) != b.src.Addr() {
+				t.Errorf("port taken from its live owner %v by %v", b.src, addrFromBE(rn.ClientAddr))
+			}
+		})
+	}
+}
+
+// TestSNATPortFreedByBackendReset: a connection the backend resets is
+// closed, and closed TCP flows give their port up after CT_TCP_CLOSED_NS
+// (10s), as those the client resets or finishes do.
+func TestSNATPortFreedByBackendReset(t *testing.T) {
+	env := newFibEnv(t)
+	if up := monotonicUptime(t); up < 11*time.Second {
+		t.Skipf("host up for %v only: a last_seen of 0 is not stale yet", up)
+	}
+	for _, k := range []hook{hookXDP, hookTCIngress} {
+		for _, c := range []struct {
+			name string
+			// rst is sent after the SYN and its reply, by the client or
+			// by the backend.
+			rst func(a frame) frame
+		}{
+			{"client resets", func(a frame) frame { return tcpFrame(a.src.String(), a.dst.String(), tcpRST|tcpACK) }},
+			{"backend resets", func(a frame) frame {
+				return remoteReply(a, beRemote, nodeIP, 61000, tcpRST|tcpACK)
+			}},
+		} {
+			t.Run(k.String()+"/"+c.name, func(t *testing.T) {
+				h := onePortHarness(t, env)
+				a := tcpFrame("192.0.2.10:40000", feRemote, tcpSYN)
+				b := tcpFrame("192.0.2.11:40000", feRemote, tcpSYN)
+				key := tupleToBPF(Tuple{Src: beRemote.addrPort(), Dst: netip.MustParseAddrPort(nodeIP + ":61000"), Proto: TCP})
+
+				h.expect(k, a.bytes(t), forwardVerdict(k, true), ReasonFwdRemote)
+				h.expect(k, remoteReply(a, beRemote, nodeIP, 61000, tcpSYN|tcpACK).bytes(t), forwardVerdict(k, true), ReasonReplyRemote)
+				rst := c.rst(a)
+				reason := ReasonFwdRemote
+				if rst.src == beRemote.addrPort() {
+					reason = ReasonReplyRemote
+				}
+				h.expect(k, rst.bytes(t), forwardVerdict(k, true), reason)
+
+				// Long after the reset, another client wants the port.
+				h.age(key)
+				h.expect(k, b.bytes(t), forwardVerdict(k, true), ReasonFwdRemote)
+			})
+		}
+	}
+}
+
+// TestSNATPortUnrepliedReleased: a SYN the backend never answers holds its
+// port for CT_UNREPLIED_NS (60s) only, so spoofed SYNs cannot pin the SNAT
+// range for the 6h an established connection may idle; an answered
+// connection idle just as long keeps its port.
+func TestSNATPortUnrepliedReleased(t *testing.T) {
+	env := newFibEnv(t)
+	up := monotonicUptime(t)
+	if up < 62*time.Second {
+		t.Skipf("host up for %v only", up)
+	}
+	idleSince := uint64(up - 61*time.Second)
+	for _, k := range []hook{hookXDP, hookTCIngress} {
+		for _, c := range []struct {
+			name     string
+			replied  bool
+			takeOver bool
+		}{
+			{"unanswered SYN gives the port up", false, true},
+			{"answered connection keeps it", true, false},
+		} {
+			t.Run(k.String()+"/"+c.name, func(t *testing.T) {
+				h := onePortHarness(t, env)
+				a := tcpFrame("192.0.2.10:40000", feRemote, tcpSYN)
+				b := tcpFrame("192.0.2.11:40000", feRemote, tcpSYN)
+				key := tupleToBPF(Tuple{Src: beRemote.addrPort(), Dst: netip.MustParseAddrPort(nodeIP + ":61000"), Proto: TCP})
+
+				h.expect(k, a.bytes(t), forwardVerdict(k, true), ReasonFwdRemote)
+				if c.replied {
+					h.expect(k, remoteReply(a, beRemote, nodeIP, 61000, tcpSYN|tcpACK).bytes(t), forwardVerdict(k, true), ReasonReplyRemote)
+				}
+				rn, ok := h.revNAT(key)
+				if !ok {
+					t.Fatal("no reverse NAT entry for the SNAT port")
+				}
+				rn.LastSeenNs = idleSince
+				if err := h.objs.ReverseNat.Update(key, rn, ebpf.UpdateExist); err != nil {
+					t.Fatal(err)
+				}
+				if c.takeOver {
+					h.expect(k, b.bytes(t), forwardVerdict(k, true), ReasonFwdRemote)
+				} else {
+					h.expect(k, b.bytes(t), VerdictDrop, ReasonDropSNATExhausted)
+				}
+			})
+		}
+	}
+}
