@@ -3,6 +3,8 @@ SHELL := /bin/bash
 GO ?= go
 BIN := bin
 GOTEST_FLAGS ?= -count=1 -timeout 30m
+# e2e tests run exactly the binaries make built.
+TEST_ENV := NODEGRESS_BIN=$(CURDIR)/$(BIN)/nodegress PODSERVER_BIN=$(CURDIR)/$(BIN)/podserver
 
 .PHONY: all build deps generate check-generated test unit e2e demo lint bench clean
 
@@ -29,13 +31,13 @@ lint: deps
 # Everything: unit tests, BPF_PROG_TEST_RUN tables, e2e in network
 # namespaces. Tests needing root skip when run without it, except under CI.
 test: deps check-generated lint build
-	$(GO) test $(GOTEST_FLAGS) ./...
+	$(TEST_ENV) $(GO) test $(GOTEST_FLAGS) ./...
 
 unit: deps
 	$(GO) test $(GOTEST_FLAGS) $$($(GO) list ./... | grep -v /tests/)
 
 e2e: deps build
-	$(GO) test $(GOTEST_FLAGS) ./tests/...
+	$(TEST_ENV) $(GO) test $(GOTEST_FLAGS) ./tests/...
 
 demo: deps build
 	scripts/demo.sh

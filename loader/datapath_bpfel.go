@@ -28,15 +28,17 @@ type datapathBackendValue struct {
 }
 
 type datapathCtEntry struct {
-	_          structs.HostLayout
-	CreatedNs  uint64
-	LastSeenNs uint64
-	SvcId      uint32
-	BackendId  uint32
-	NatAddr    uint32
-	NatPort    uint16
-	Flags      uint8
-	Pad        uint8
+	_           structs.HostLayout
+	CreatedNs   uint64
+	LastSeenNs  uint64
+	SvcId       uint32
+	BackendId   uint32
+	BackendAddr uint32
+	NatAddr     uint32
+	BackendPort uint16
+	NatPort     uint16
+	Flags       uint8
+	Pad         [3]uint8
 }
 
 type datapathDeviceValue struct {

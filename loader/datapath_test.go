@@ -318,8 +318,8 @@ func TestIngress(t *testing.T) {
 
 // TestEstablishedFlows checks the conntrack rules: a flow keeps its
 // backend while the backend exists, terminating backends keep their flows
-// but new connections (SYN) move away, and a flow whose backend is gone
-// picks again.
+// but new connections (SYN) move away, and a flow whose backend is removed
+// keeps it until a new connection reuses the tuple.
 func TestEstablishedFlows(t *testing.T) {
 	for _, k := range []hook{hookXDP, hookTCIngress} {
 		t.Run(k.String(), func(t *testing.T) {
@@ -361,11 +361,14 @@ func TestEstablishedFlows(t *testing.T) {
 			send(ack, x)
 			send(syn, y)
 
-			// y is removed: even a mid-flow packet must pick again.
+			// y is removed from the service: the established flow keeps
+			// going to it (the pod may still be draining it, as with
+			// kube-proxy), and a new connection on the tuple picks again.
 			h.putBackend(x)
 			h.setSlots(svcPair, x.id)
 			h.deleteBackend(y.id)
-			send(ack, x)
+			send(ack, y)
+			send(syn, x)
 			if _, ok := h.revNAT(replyOf(ack, x.addrPort(), tcpACK).tuple()); !ok {
 				t.Errorf("no reverse NAT entry after reselecting")
 			}
@@ -379,6 +382,31 @@ func TestEstablishedFlows(t *testing.T) {
 			}
 			send(ack, x)
 			send(syn, beC)
+		})
+	}
+}
+
+// TestRemovedUDPBackend checks that a UDP flow whose backend is removed
+// picks again at once: UDP has no SYN to mark a new conversation, so
+// keeping the flow on a removed pod could last forever.
+func TestRemovedUDPBackend(t *testing.T) {
+	for _, k := range []hook{hookXDP, hookTCIngress} {
+		t.Run(k.String(), func(t *testing.T) {
+			h := newHarness(t)
+			h.service(svcPair, fePair, UDP, false, beA, beB)
+			f := udpFrame(clientAP, fePair)
+			in := f.bytes(t)
+			res := h.expect(k, in, VerdictPass, ReasonFwdLocal)
+			first := decode(t, res.pkt).dst()
+			gone, left := beA, beB
+			if first != beA.addrPort() {
+				gone, left = beB, beA
+			}
+			h.setSlots(svcPair, left.id)
+			h.deleteBackend(gone.id)
+			in = f.bytes(t)
+			res = h.expect(k, in, VerdictPass, ReasonFwdLocal)
+			checkLocalForward(t, h, f, in, res.pkt, svcPair, left)
 		})
 	}
 }

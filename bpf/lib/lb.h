@@ -73,28 +73,43 @@ static __always_inline int select_backend(const struct frontend_value *fe,
 }
 
 /*
- * The existing flow's backend, or NULL when the flow must pick again: its
- * backend is gone, or a new connection (SYN) reuses the tuple of a closed one
- * or of one bound to a terminating backend.
+ * ct_backend fills be with the existing flow's backend and returns 0, or
+ * returns -1 when the flow must pick again: a new connection (SYN) reusing
+ * the tuple of a closed flow or of one bound to a terminating or removed
+ * backend, a UDP flow whose backend was removed (UDP has no SYN to tell a
+ * new conversation), or a long-idle remote flow whose SNAT port went to
+ * another flow. A TCP flow whose backend was removed keeps going to that
+ * pod, like kube-proxy's conntrack entries do: the pod may still be
+ * draining it.
  */
-static __always_inline struct backend_value *
-ct_backend(struct ct_entry *ct, const struct packet *pkt, __u64 now)
+static __always_inline int ct_backend(struct ct_entry *ct,
+				      const struct packet *pkt, __u64 now,
+				      struct backend_value *be)
 {
-	struct backend_value *be =
+	struct backend_value *cur =
 	    bpf_map_lookup_elem(&backends, &ct->backend_id);
 	int syn =
 	    (pkt->tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK)) == TCP_FLAG_SYN;
 
-	if (!be)
-		return NULL;
-	if (syn && ((be->flags & BE_F_TERMINATING) ||
-		    (ct->flags & (CT_F_SEEN_FIN | CT_F_SEEN_RST))))
-		return NULL;
+	if (cur && cur->addr == ct->backend_addr &&
+	    cur->port == ct->backend_port) {
+		if (syn && ((cur->flags & BE_F_TERMINATING) ||
+			    (ct->flags & (CT_F_SEEN_FIN | CT_F_SEEN_RST))))
+			return -1;
+		*be = *cur;
+	} else {
+		if (syn || pkt->tuple.proto != IPPROTO_TCP)
+			return -1;
+		be->addr = ct->backend_addr;
+		be->port = ct->backend_port;
+		be->flags = (ct->flags & CT_F_REMOTE) ? 0 : BE_F_LOCAL;
+		be->pad = 0;
+	}
 	if ((ct->flags & CT_F_REMOTE) &&
 	    ct_is_stale(now, ct->last_seen_ns, pkt->tuple.proto, ct->flags) &&
 	    !snat_port_owned(ct, be, &pkt->tuple))
-		return NULL;
-	return be;
+		return -1;
+	return 0;
 }
 
 /* Keeps last_seen and close flags of a live flow current, rarely writing. */
@@ -169,6 +184,7 @@ static __always_inline void lb_frontend(void *ctx, const struct packet *pkt,
 					struct decision *d, int can_resolve)
 {
 	struct backend_value *be = NULL;
+	struct backend_value kept;
 	struct ct_entry *ct;
 	struct ct_entry fresh = {};
 	__u64 now = bpf_ktime_get_ns();
@@ -178,14 +194,11 @@ static __always_inline void lb_frontend(void *ctx, const struct packet *pkt,
 
 	d->svc_id = fe->svc_id;
 	ct = bpf_map_lookup_elem(&conntrack, &pkt->tuple);
-	if (ct)
-		be = ct_backend(ct, pkt, now);
-
-	if (be) {
+	if (ct && !ct_backend(ct, pkt, now, &kept)) {
 		d->backend_id = ct->backend_id;
-		ct_refresh(ct, pkt, be, now);
-		d->xlated.daddr = be->addr;
-		d->xlated.dport = be->port;
+		ct_refresh(ct, pkt, &kept, now);
+		d->xlated.daddr = kept.addr;
+		d->xlated.dport = kept.port;
 		if (!(ct->flags & CT_F_REMOTE)) {
 			decide(d, ACT_NAT_PASS, VERDICT_PASS, REASON_FWD_LOCAL);
 			return;
@@ -213,6 +226,8 @@ static __always_inline void lb_frontend(void *ctx, const struct packet *pkt,
 	fresh.last_seen_ns = now;
 	fresh.svc_id = fe->svc_id;
 	fresh.backend_id = backend_id;
+	fresh.backend_addr = be->addr;
+	fresh.backend_port = be->port;
 	fresh.flags = ct_flags_from_tcp(pkt->tcp_flags);
 
 	if (be->flags & BE_F_LOCAL) {

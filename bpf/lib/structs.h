@@ -54,10 +54,14 @@ struct ct_entry {
 	__u64 last_seen_ns;
 	__u32 svc_id;
 	__u32 backend_id;
+	/* Where the flow goes: kept so that an established TCP flow outlives
+	 * the removal of its backend from the service, as with kube-proxy. */
+	__be32 backend_addr;
 	__be32 nat_addr; /* SNAT source for remote backends, else 0 */
+	__be16 backend_port;
 	__be16 nat_port; /* SNAT source port for remote backends, else 0 */
 	__u8 flags;	 /* CT_F_* */
-	__u8 pad;
+	__u8 pad[3];
 };
 
 /*

@@ -1,0 +1,266 @@
+#!/usr/bin/env bash
+# nodegress demo: a client, one node running the agent, two pods. Sends
+# requests through a NodePort and a LoadBalancer IP, shows what the pods saw,
+# a live trace of the datapath's decisions and the pinned maps. Everything it
+# creates (namespaces, processes, pins, files) is removed on exit.
+#
+# Needs root and the binaries from `make build` (bin/nodegress, bin/podserver).
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+NODEGRESS=${NODEGRESS:-$PWD/bin/nodegress}
+PODSERVER=${PODSERVER:-$PWD/bin/podserver}
+
+if [[ -t 1 ]]; then
+	section() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+else
+	section() { printf '\n== %s\n' "$*"; }
+fi
+die() { echo "demo: $*" >&2; exit 1; }
+
+[[ $(id -u) -eq 0 ]] || die "must run as root (network namespaces, XDP)"
+for b in "$NODEGRESS" "$PODSERVER"; do
+	[[ -x $b ]] || die "$b missing; run 'make build' first"
+done
+for tool in ip ethtool; do
+	command -v "$tool" >/dev/null || die "$tool not found"
+done
+
+# Unique names, so a demo never touches anything it did not create.
+SUFFIX=$(od -An -N3 -tx1 /dev/urandom | tr -d ' \n')
+CLIENT=ngdemo-$SUFFIX-client
+NODE=ngdemo-$SUFFIX-node1
+PODS=(web-1 web-2)
+CLIENT_IP=10.100.0.10
+NODE_IP=10.100.0.1
+POD_IPS=(10.244.1.10 10.244.1.11)
+POD_GW=169.254.1.1
+LB_IP=10.96.20.1
+NODE_PORT=30080
+LB_NODE_PORT=30081
+
+WORK=$(mktemp -d /tmp/nodegress-demo.XXXXXX)
+BPFFS=$WORK/bpffs
+SOCK=$WORK/trace.sock
+NAMESPACES=()
+PIDS=()
+AGENT_PID=
+BPFFS_MOUNTED=
+
+cleanup() {
+	local rc=$?
+	set +e
+	section "cleanup"
+	for pid in "${PIDS[@]}"; do
+		kill "$pid" 2>/dev/null
+	done
+	if [[ -n $AGENT_PID ]] && kill -0 "$AGENT_PID" 2>/dev/null; then
+		kill -TERM "$AGENT_PID"
+		for _ in $(seq 50); do
+			kill -0 "$AGENT_PID" 2>/dev/null || break
+			sleep 0.1
+		done
+		kill -KILL "$AGENT_PID" 2>/dev/null
+	fi
+	if [[ -n $BPFFS_MOUNTED ]]; then
+		if ! out=$(ip netns exec "$NODE" "$NODEGRESS" cleanup --bpffs "$BPFFS" 2>&1); then
+			echo "nodegress cleanup: $out"
+		fi
+	fi
+	for ns in "${NAMESPACES[@]}"; do
+		# Anything still running inside is ours: the namespaces are new.
+		for pid in $(ip netns pids "$ns" 2>/dev/null); do
+			kill -KILL "$pid" 2>/dev/null
+		done
+		ip netns del "$ns" 2>/dev/null
+	done
+	if [[ -n $BPFFS_MOUNTED ]]; then
+		umount -l "$BPFFS" 2>/dev/null
+	fi
+	rm -rf "$WORK"
+	echo "removed namespaces ${NAMESPACES[*]:-none}, processes and pins"
+	exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+in_ns() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
+
+new_ns() {
+	ip netns add "$1"
+	NAMESPACES+=("$1")
+	ip -n "$1" link set lo up
+	# New namespaces copy the host's rp_filter; pod replies would be dropped.
+	in_ns "$1" sysctl -qw net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0
+	in_ns "$1" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1 2>/dev/null || true
+}
+
+section "topology"
+new_ns "$CLIENT"
+new_ns "$NODE"
+in_ns "$NODE" sysctl -qw net.ipv4.ip_forward=1
+ip -n "$NODE" link add name ext0 type veth peer name eth0 netns "$CLIENT"
+ip -n "$NODE" addr add "$NODE_IP/24" dev ext0
+ip -n "$NODE" link set ext0 up
+ip -n "$CLIENT" addr add "$CLIENT_IP/24" dev eth0
+ip -n "$CLIENT" link set eth0 up
+ip -n "$CLIENT" route add 10.96.0.0/16 via "$NODE_IP"
+# The client's veth transmits into the node's ext0: full checksums on the
+# wire, like a real NIC. And frames the node's XDP program sends back with
+# XDP_TX reach a veth peer only if that peer runs an XDP program itself.
+in_ns "$CLIENT" ethtool -K eth0 tx off >/dev/null
+in_ns "$CLIENT" "$PODSERVER" xdp-pass eth0
+
+for i in "${!PODS[@]}"; do
+	pod=${PODS[$i]} ip4=${POD_IPS[$i]}
+	ns=ngdemo-$SUFFIX-$pod
+	new_ns "$ns"
+	ip -n "$NODE" link add name "v$pod" type veth peer name eth0 netns "$ns"
+	ip -n "$NODE" link set "v$pod" up
+	ip -n "$NODE" route add "$ip4/32" dev "v$pod"
+	ip -n "$ns" addr add "$ip4/32" dev eth0
+	ip -n "$ns" link set eth0 up
+	ip -n "$ns" route add "$POD_GW" dev eth0 scope link
+	ip -n "$ns" route add default via "$POD_GW" dev eth0
+	mac=$(ip -n "$NODE" -br link show "v$pod" | awk '{print $3}')
+	ip -n "$ns" neigh add "$POD_GW" lladdr "$mac" dev eth0 nud permanent
+	in_ns "$ns" ethtool -K eth0 tx off >/dev/null
+done
+cat <<EOT
+  client  $CLIENT_IP  --veth--  ext0 $NODE_IP  node1
+                                  node1 --veth-- ${PODS[0]} ${POD_IPS[0]}
+                                  node1 --veth-- ${PODS[1]} ${POD_IPS[1]}
+  client routes 10.96.0.0/16 (LoadBalancer IPs) via node1
+EOT
+
+section "pods"
+for i in "${!PODS[@]}"; do
+	pod=${PODS[$i]}
+	in_ns "ngdemo-$SUFFIX-$pod" "$PODSERVER" --name "$pod" --http :8080 --udp :9090 >"$WORK/$pod.log" 2>&1 &
+	PIDS+=($!)
+	echo "  $pod: HTTP :8080, UDP :9090"
+done
+
+section "services (standalone YAML in $WORK/manifests)"
+mkdir -p "$WORK/manifests"
+endpoints() {
+	for i in "${!PODS[@]}"; do
+		cat <<EOT
+- addresses: ["${POD_IPS[$i]}"]
+  conditions: {ready: true, serving: true, terminating: false}
+  nodeName: node1
+  targetRef: {kind: Pod, namespace: default, name: ${PODS[$i]}}
+EOT
+	done
+}
+slice() {
+	cat <<EOT
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: $1-1
+  namespace: default
+  labels:
+    kubernetes.io/service-name: $1
+addressType: IPv4
+ports:
+- {name: http, protocol: TCP, port: 8080}
+endpoints:
+$(endpoints)
+EOT
+}
+cat >"$WORK/manifests/node.yaml" <<EOT
+apiVersion: v1
+kind: Node
+metadata:
+  name: node1
+spec:
+  podCIDR: 10.244.1.0/24
+status:
+  addresses:
+  - {type: InternalIP, address: $NODE_IP}
+EOT
+cat >"$WORK/manifests/web.yaml" <<EOT
+apiVersion: v1
+kind: Service
+metadata:
+  name: web
+  namespace: default
+spec:
+  type: NodePort
+  selector: {app: web}
+  ports:
+  - {name: http, protocol: TCP, port: 80, targetPort: 8080, nodePort: $NODE_PORT}
+---
+$(slice web)
+EOT
+cat >"$WORK/manifests/web-lb.yaml" <<EOT
+apiVersion: v1
+kind: Service
+metadata:
+  name: web-lb
+  namespace: default
+spec:
+  type: LoadBalancer
+  selector: {app: web}
+  ports:
+  - {name: http, protocol: TCP, port: 80, targetPort: 8080, nodePort: $LB_NODE_PORT}
+status:
+  loadBalancer:
+    ingress:
+    - ip: $LB_IP
+---
+$(slice web-lb)
+EOT
+echo "  default/web     NodePort      $NODE_IP:$NODE_PORT -> ${PODS[*]}"
+echo "  default/web-lb  LoadBalancer  $LB_IP:80 -> ${PODS[*]}"
+
+section "agent"
+mkdir -p "$BPFFS"
+# Pins live on a bpffs in this mount namespace, so `nodegress maps` and
+# `cleanup` (each in its own `ip netns exec`) see what the agent pinned.
+mount -t bpf bpf "$BPFFS"
+BPFFS_MOUNTED=1
+in_ns "$NODE" "$NODEGRESS" agent --standalone "$WORK/manifests" --devices ext0 --node-name node1 \
+	--bpffs "$BPFFS" --trace-socket "$SOCK" >"$WORK/agent.log" 2>&1 &
+AGENT_PID=$!
+for _ in $(seq 100); do
+	[[ -S $SOCK ]] && break
+	kill -0 "$AGENT_PID" 2>/dev/null || { cat "$WORK/agent.log"; die "agent exited"; }
+	sleep 0.1
+done
+[[ -S $SOCK ]] || { cat "$WORK/agent.log"; die "agent not ready after 10s"; }
+if ip -n "$NODE" link show ext0 | grep -q xdpgeneric; then
+	echo "  XDP on ext0: generic (the driver has no native XDP)"
+else
+	echo "  XDP on ext0: native"
+fi
+echo "  pid $AGENT_PID, log $WORK/agent.log"
+
+in_ns "$NODE" "$NODEGRESS" trace --socket "$SOCK" --duration 30s >"$WORK/trace.txt" 2>&1 &
+PIDS+=($!)
+sleep 0.5
+
+get() { in_ns "$CLIENT" "$PODSERVER" get --timeout 2s "http://$1/"; }
+# The first request may race the agent's first sync.
+for _ in $(seq 50); do
+	get "$NODE_IP:$NODE_PORT" >/dev/null 2>&1 && break
+	sleep 0.1
+done
+
+section "client -> NodePort $NODE_IP:$NODE_PORT (pods answer with the client IP they saw)"
+for _ in 1 2 3 4; do
+	printf '  %s\n' "$(get "$NODE_IP:$NODE_PORT" 2>&1)"
+done
+
+section "client -> LoadBalancer IP $LB_IP:80"
+for _ in 1 2 3 4; do
+	printf '  %s\n' "$(get "$LB_IP:80" 2>&1)"
+done
+
+section "nodegress trace (first lines: one connection's packets, both directions)"
+sleep 0.5
+head -n 8 "$WORK/trace.txt" | sed 's/^/  /'
+
+section "nodegress maps"
+in_ns "$NODE" "$NODEGRESS" maps --bpffs "$BPFFS" 2>&1 | head -n 40 | sed 's/^/  /'

@@ -1,0 +1,359 @@
+package harness
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/nodegress/nodegress/tests/netns"
+)
+
+// AgentReadyTimeout bounds how long an agent may take from start until its
+// trace socket answers and XDP is attached to every device.
+const AgentReadyTimeout = 10 * time.Second
+
+// AgentConfig says how to run one agent. Zero values pick the defaults.
+type AgentConfig struct {
+	// Dir is the --standalone directory; agents of one cluster may share
+	// it. Required.
+	Dir string
+	// Devices default to the node's external device.
+	Devices []string
+	// NodeName defaults to the node's name.
+	NodeName string
+	// BPFFS reuses another agent's pin directory (restart tests); by
+	// default every agent gets its own.
+	BPFFS string
+	// Args are appended to the agent command line.
+	Args []string
+}
+
+// Agent is a `nodegress agent` process running inside a node's namespace.
+type Agent struct {
+	t    testing.TB
+	Node *netns.Node
+	cfg  AgentConfig
+	// BPFFS is the pin directory, a bpffs mounted in the test's mount
+	// namespace: `ip netns exec` copies it into the agent's mount namespace,
+	// so pins outlive the agent and `nodegress cleanup` or `maps` run later
+	// see them.
+	BPFFS string
+	// Socket is the agent's trace socket.
+	Socket string
+	// LogPath collects the agent's stdout and stderr.
+	LogPath string
+
+	cmd     *exec.Cmd
+	exited  chan struct{}
+	exitErr error
+	// stopped is set when the test stopped the agent, as opposed to the
+	// agent exiting on its own.
+	stopped bool
+}
+
+// StartAgent starts an agent on node and waits until it is ready. In
+// t.Cleanup it prints diagnostics when the test failed, stops the agent,
+// runs `nodegress cleanup` and unmounts the pin directory.
+func StartAgent(t testing.TB, node *netns.Node, cfg AgentConfig) *Agent {
+	t.Helper()
+	if cfg.Dir == "" {
+		t.Fatal("AgentConfig.Dir is required")
+	}
+	if len(cfg.Devices) == 0 {
+		cfg.Devices = []string{node.Dev}
+	}
+	if cfg.NodeName == "" {
+		cfg.NodeName = node.Name
+	}
+	bin := Nodegress(t)
+	// Unix socket paths are limited to 108 bytes: keep the work directory
+	// short instead of nesting it under the test's long TempDir.
+	work, err := os.MkdirTemp("", "ng-"+node.Name+"-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(work) })
+
+	a := &Agent{
+		t:       t,
+		Node:    node,
+		cfg:     cfg,
+		BPFFS:   cfg.BPFFS,
+		Socket:  filepath.Join(work, "trace.sock"),
+		LogPath: filepath.Join(work, "agent.log"),
+	}
+	if a.BPFFS == "" {
+		a.BPFFS = filepath.Join(work, "bpffs")
+		mountBPFFS(t, a.BPFFS)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			a.dumpDiagnostics()
+		}
+		if !a.Running() && !a.stopped {
+			t.Errorf("agent on %s exited by itself during the test: %v", node.Name, a.exitErr)
+		}
+		start := time.Now()
+		if err := a.Stop(); err != nil {
+			t.Errorf("agent on %s: %v", node.Name, err)
+		}
+		t.Logf("agent on %s stopped in %s", node.Name, time.Since(start).Round(time.Millisecond))
+		if out, err := a.Cleanup(); err != nil {
+			t.Errorf("agent on %s: %v\n%s", node.Name, err, out)
+		}
+	})
+	a.start(bin)
+	a.WaitReady()
+	return a
+}
+
+func mountBPFFS(t testing.TB, dir string) {
+	t.Helper()
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mount("bpf", dir, "bpf", 0, "mode=0700"); err != nil {
+		t.Fatalf("mount bpffs at %s: %v", dir, err)
+	}
+	t.Cleanup(func() {
+		// `nodegress cleanup` removes the directory; removing a mount
+		// point from another mount namespace detaches the mount here too.
+		err := unix.Unmount(dir, unix.MNT_DETACH)
+		if err != nil && !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.EINVAL) {
+			t.Errorf("unmount bpffs %s: %v", dir, err)
+		}
+	})
+}
+
+func (a *Agent) start(bin string) {
+	a.t.Helper()
+	args := []string{"agent",
+		"--standalone", a.cfg.Dir,
+		"--devices", strings.Join(a.cfg.Devices, ","),
+		"--node-name", a.cfg.NodeName,
+		"--bpffs", a.BPFFS,
+		"--trace-socket", a.Socket,
+	}
+	args = append(args, a.cfg.Args...)
+	logf, err := os.OpenFile(a.LogPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		a.t.Fatal(err)
+	}
+	fmt.Fprintf(logf, "### %s: nodegress %s\n", time.Now().Format(time.RFC3339Nano), strings.Join(args, " "))
+	// `ip netns exec` execs the agent, so cmd.Process is the agent itself.
+	cmd := a.Node.Command(context.Background(), bin, args...)
+	cmd.Stdout = logf
+	cmd.Stderr = logf
+	// Should the test binary die, the agent must not keep running.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		a.t.Fatalf("start agent on %s: %v", a.Node.Name, err)
+	}
+	a.cmd = cmd
+	a.exited = make(chan struct{})
+	a.exitErr = nil
+	a.stopped = false
+	go func(exited chan struct{}) {
+		a.exitErr = cmd.Wait()
+		logf.Close()
+		close(exited)
+	}(a.exited)
+}
+
+// WaitReady waits until the agent's trace socket accepts a connection and an
+// XDP program is attached to each of its devices, failing the test if the
+// agent exits or AgentReadyTimeout passes.
+func (a *Agent) WaitReady() {
+	a.t.Helper()
+	start := time.Now()
+	deadline := start.Add(AgentReadyTimeout)
+	var last error
+	for time.Now().Before(deadline) {
+		if !a.Running() {
+			a.t.Fatalf("agent on %s exited during startup: %v\n%s", a.Node.Name, a.exitErr, a.Log())
+		}
+		if last = a.ready(); last == nil {
+			a.t.Logf("agent on %s ready after %s", a.Node.Name, time.Since(start).Round(time.Millisecond))
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	a.t.Fatalf("agent on %s not ready after %s: %v\n%s", a.Node.Name, AgentReadyTimeout, last, a.Log())
+}
+
+func (a *Agent) ready() error {
+	c, err := net.DialTimeout("unix", a.Socket, time.Second)
+	if err != nil {
+		return fmt.Errorf("trace socket: %w", err)
+	}
+	c.Close()
+	for _, dev := range a.cfg.Devices {
+		mode, err := a.Node.XDPMode(dev)
+		if err != nil {
+			return err
+		}
+		if mode == netns.XDPAttachedNone {
+			return fmt.Errorf("no xdp program on %s", dev)
+		}
+	}
+	return nil
+}
+
+// Running tells whether the agent process is still alive.
+func (a *Agent) Running() bool {
+	select {
+	case <-a.exited:
+		return false
+	default:
+		return true
+	}
+}
+
+// Stop sends SIGTERM and waits up to 10 s for the agent to exit, then kills
+// it. It returns the agent's exit error when it did not exit cleanly, and is
+// a no-op once the agent has exited.
+func (a *Agent) Stop() error {
+	if a.cmd == nil || !a.Running() {
+		return nil
+	}
+	a.stopped = true
+	_ = a.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-a.exited:
+		if a.exitErr != nil {
+			return fmt.Errorf("agent exited uncleanly on SIGTERM: %w", a.exitErr)
+		}
+		return nil
+	case <-time.After(10 * time.Second):
+	}
+	_ = a.cmd.Process.Kill()
+	<-a.exited
+	return errors.New("agent did not exit within 10s of SIGTERM; killed")
+}
+
+// Restart stops the agent and starts it again with the same configuration,
+// pin directory and trace socket, then waits until it is ready.
+func (a *Agent) Restart() {
+	a.t.Helper()
+	if err := a.Stop(); err != nil {
+		a.t.Fatalf("agent on %s: stop: %v\n%s", a.Node.Name, err, a.Log())
+	}
+	a.Start()
+}
+
+// Start starts a stopped agent again with the same configuration, pin
+// directory and trace socket, and waits until it is ready.
+func (a *Agent) Start() {
+	a.t.Helper()
+	if a.Running() {
+		a.t.Fatalf("agent on %s is already running", a.Node.Name)
+	}
+	a.start(Nodegress(a.t))
+	a.WaitReady()
+}
+
+// ExitErr returns how the agent exited; only meaningful once Running is false.
+func (a *Agent) ExitErr() error { return a.exitErr }
+
+// Cleanup runs `nodegress cleanup --bpffs DIR` inside the node's namespace.
+func (a *Agent) Cleanup() (string, error) {
+	return a.run(30*time.Second, "cleanup", "--bpffs", a.BPFFS)
+}
+
+// Maps runs `nodegress maps --bpffs DIR` inside the node's namespace.
+func (a *Agent) Maps() (string, error) {
+	return a.run(30*time.Second, "maps", "--bpffs", a.BPFFS)
+}
+
+func (a *Agent) run(timeout time.Duration, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	out, err := a.Node.Command(ctx, Nodegress(a.t), args...).CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("nodegress %s on %s: %w", strings.Join(args, " "), a.Node.Name, err)
+	}
+	return string(out), nil
+}
+
+// TraceCommand returns `nodegress trace --socket SOCK args...` to run inside
+// the node's namespace.
+func (a *Agent) TraceCommand(ctx context.Context, args ...string) *exec.Cmd {
+	return a.Node.Command(ctx, Nodegress(a.t), append([]string{"trace", "--socket", a.Socket}, args...)...)
+}
+
+// Log returns everything the agent wrote so far.
+func (a *Agent) Log() string {
+	b, err := os.ReadFile(a.LogPath)
+	if err != nil {
+		return fmt.Sprintf("(no agent log: %v)", err)
+	}
+	return string(b)
+}
+
+// WaitLog waits up to timeout for the agent's log to contain substr.
+func (a *Agent) WaitLog(substr string, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		if strings.Contains(a.Log(), substr) {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("agent log has no %q after %s", substr, timeout)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// Pins lists every file left under the pin directory.
+func (a *Agent) Pins() ([]string, error) {
+	var pins []string
+	err := filepath.WalkDir(a.BPFFS, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				return nil
+			}
+			return err
+		}
+		if !d.IsDir() {
+			rel, _ := filepath.Rel(a.BPFFS, p)
+			pins = append(pins, rel)
+		}
+		return nil
+	})
+	return pins, err
+}
+
+// dumpDiagnostics logs what a failed test needs: the agent's log, the
+// datapath's maps, and the node's devices, routes and neighbours.
+func (a *Agent) dumpDiagnostics() {
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "==== agent on %s (netns %s) log:\n%s\n", a.Node.Name, a.Node.NS.Name, a.Log())
+	if out, err := a.Maps(); err != nil {
+		fmt.Fprintf(&b, "==== nodegress maps: %v\n%s\n", err, out)
+	} else {
+		fmt.Fprintf(&b, "==== nodegress maps:\n%s\n", out)
+	}
+	for _, args := range [][]string{
+		{"-d", "link", "show"},
+		{"addr", "show"},
+		{"route", "show"},
+		{"neigh", "show"},
+	} {
+		out, _ := a.Node.IP(args...)
+		fmt.Fprintf(&b, "==== ip %s:\n%s\n", strings.Join(args, " "), out)
+	}
+	a.t.Log(b.String())
+}
