@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 
 	"golang.org/x/sys/unix"
 )
@@ -25,8 +26,16 @@ func ensureBPFFS(dir string) (mounted bool, err error) {
 	if err := unix.Mount("bpf", dir, "bpf", 0, "mode=0700"); err != nil {
 		return false, fmt.Errorf("mount bpffs at %s: %w", dir, err)
 	}
+	// Cleanup unmounts only a bpffs it finds this marker in: never one
+	// that the system or another tool mounted.
+	if err := os.Mkdir(filepath.Join(dir, mountMarker), 0o700); err != nil && !errors.Is(err, os.ErrExist) {
+		return true, fmt.Errorf("mark bpffs at %s: %w", dir, err)
+	}
 	return true, nil
 }
+
+// mountMarker is a directory the agent creates in a bpffs it mounted itself.
+const mountMarker = "mounted_by_nodegress" // bpffs refuses names with dots
 
 func isBPFFS(dir string) (bool, error) {
 	var st unix.Statfs_t

@@ -49,11 +49,13 @@ func Cleanup(bpffs string) error {
 			errs = append(errs, fmt.Errorf("remove %s: %w", dir, err))
 		}
 	}
-	// A bpffs the agent mounted on the directory itself goes too.
-	if self, _ := isBPFFS(bpffs); self {
-		if parent, _ := isBPFFS(filepath.Dir(bpffs)); !parent {
-			_ = unix.Unmount(bpffs, unix.MNT_DETACH)
+	// A bpffs the agent mounted itself goes too; any other stays mounted.
+	marker := filepath.Join(bpffs, mountMarker)
+	if _, err := os.Stat(marker); err == nil {
+		if err := os.Remove(marker); err != nil {
+			errs = append(errs, fmt.Errorf("remove %s: %w", marker, err))
 		}
+		_ = unix.Unmount(bpffs, unix.MNT_DETACH)
 	}
 	if err := os.Remove(bpffs); err != nil && !errors.Is(err, os.ErrNotExist) && !errors.Is(err, unix.EBUSY) {
 		errs = append(errs, fmt.Errorf("remove %s: %w", bpffs, err))

@@ -317,7 +317,8 @@ func (a *Agent) WaitLog(substr string, timeout time.Duration) error {
 	}
 }
 
-// Pins lists every file left under the pin directory.
+// Pins lists every file left under the pin directory, except the kernel's
+// own iterators (maps.debug, progs.debug) that every bpffs root carries.
 func (a *Agent) Pins() ([]string, error) {
 	var pins []string
 	err := filepath.WalkDir(a.BPFFS, func(p string, d fs.DirEntry, err error) error {
@@ -329,7 +330,9 @@ func (a *Agent) Pins() ([]string, error) {
 		}
 		if !d.IsDir() {
 			rel, _ := filepath.Rel(a.BPFFS, p)
-			pins = append(pins, rel)
+			if rel != "maps.debug" && rel != "progs.debug" {
+				pins = append(pins, rel)
+			}
 		}
 		return nil
 	})
