@@ -15,6 +15,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
@@ -22,8 +23,10 @@ import (
 	"k8s.io/client-go/kubernetes"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	discoverylisters "k8s.io/client-go/listers/discovery/v1"
+	networkinglisters "k8s.io/client-go/listers/networking/v1"
 	"k8s.io/client-go/tools/cache"
 
+	"github.com/nodegress/nodegress/l7proxy"
 	"github.com/nodegress/nodegress/loader"
 )
 
@@ -55,6 +58,10 @@ type Config struct {
 	MinSyncInterval time.Duration
 	// Logger receives the controller's logs. Nil means slog.Default().
 	Logger *slog.Logger
+	// L7, when set, turns on L7 ingress: Ingresses of nodegress's class
+	// configure L7.Proxy, and the L7 frontends are steered to it. Nil
+	// leaves Ingresses alone.
+	L7 *L7Config
 }
 
 // Controller keeps the datapath equal to the Services and EndpointSlices of
@@ -77,14 +84,23 @@ type Controller struct {
 	synced  chan struct{}
 	runner  *syncRunner
 
-	services corelisters.ServiceLister
-	slices   discoverylisters.EndpointSliceLister
-	nodes    corelisters.NodeLister
+	services  corelisters.ServiceLister
+	slices    discoverylisters.EndpointSliceLister
+	nodes     corelisters.NodeLister
+	ingresses networkinglisters.IngressLister
+	classes   networkinglisters.IngressClassLister
+	secrets   corelisters.SecretLister
 
 	// Only the runner's goroutine touches these.
 	applied    bool
 	last       []loader.Service
 	lastIssues map[string]bool
+	// L7 state: the configuration the proxy last got and what it reported
+	// about it, repeated into every sync's issues so they are logged once.
+	certs        *certCache
+	proxyApplied bool
+	lastProxy    l7proxy.Config
+	proxyIssues  []error
 }
 
 // New checks cfg and prepares a Controller; Run starts it.
@@ -108,6 +124,16 @@ func New(cfg Config, dp Datapath) (*Controller, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	if cfg.L7 != nil {
+		l7 := cfg.L7.withDefaults()
+		if l7.Proxy == nil {
+			return nil, errors.New("l7: a proxy is required")
+		}
+		if err := l7.validate(); err != nil {
+			return nil, fmt.Errorf("l7: %w", err)
+		}
+		cfg.L7 = &l7
+	}
 	c := &Controller{
 		cfg:        cfg,
 		log:        cfg.Logger,
@@ -115,6 +141,7 @@ func New(cfg Config, dp Datapath) (*Controller, error) {
 		client:     cfg.Client,
 		synced:     make(chan struct{}),
 		lastIssues: make(map[string]bool),
+		certs:      newCertCache(),
 	}
 	if cfg.StandaloneDir != "" {
 		c.source = newStandaloneSource(cfg.StandaloneDir, cfg.Logger)
@@ -197,13 +224,20 @@ func (c *Controller) Run(ctx context.Context) error {
 		return fmt.Errorf("add node event handler: %w", err)
 	}
 	hasSynced = append(hasSynced, nodeInf.HasSynced)
-	// Watched from the start so the L7 proxy finds them listed; they do not
-	// affect the L4 datapath.
-	for _, inf := range []cache.SharedIndexInformer{
-		factory.Networking().V1().Ingresses().Informer(),
-		factory.Networking().V1().IngressClasses().Informer(),
-		secretFactory.Core().V1().Secrets().Informer(),
-	} {
+	// Listed even without L7, which keeps both modes' startup alike; they
+	// only trigger syncs when they matter.
+	ingInformer := factory.Networking().V1().Ingresses()
+	classInformer := factory.Networking().V1().IngressClasses()
+	secretInformer := secretFactory.Core().V1().Secrets()
+	c.ingresses = ingInformer.Lister()
+	c.classes = classInformer.Lister()
+	c.secrets = secretInformer.Lister()
+	for _, inf := range []cache.SharedIndexInformer{ingInformer.Informer(), classInformer.Informer(), secretInformer.Informer()} {
+		if c.cfg.L7 != nil {
+			if _, err := inf.AddEventHandler(request); err != nil {
+				return fmt.Errorf("add event handler: %w", err)
+			}
+		}
 		hasSynced = append(hasSynced, inf.HasSynced)
 	}
 
@@ -254,7 +288,26 @@ func (c *Controller) sync() error {
 	if err != nil {
 		return fmt.Errorf("list endpointslices: %w", err)
 	}
-	services, issues := Translate(node, svcs, epSlices)
+	var issues []error
+	var l7Services []loader.Service
+	quietFor := ""
+	if c.cfg.L7 != nil {
+		var l7Issues []error
+		l7Services, l7Issues, err = c.syncProxy(node, svcs, epSlices)
+		if err != nil {
+			return err
+		}
+		issues = append(issues, l7Issues...)
+		quietFor = c.cfg.L7.PublishService
+	}
+	// The L7 frontends are the agent's own listeners: they win over any
+	// Service asking for the same address and port.
+	services, l4Issues := translate(node, svcs, epSlices, l7Services, quietFor)
+	issues = append(issues, l4Issues...)
+	if len(l7Services) > 0 {
+		services = append(services, l7Services...)
+		slices.SortFunc(services, func(a, b loader.Service) int { return strings.Compare(a.Name, b.Name) })
+	}
 	c.reportIssues(issues)
 
 	if c.applied && servicesEqual(services, c.last) {
@@ -277,6 +330,60 @@ func (c *Controller) sync() error {
 	return nil
 }
 
+// syncProxy translates the Ingresses and hands the proxy its configuration
+// when it changed. It runs before the datapath is applied, so a frontend
+// steered to the proxy for the first time finds its routes there. It
+// returns the L7 frontends and the problems found, including those the
+// proxy reported about its current configuration.
+func (c *Controller) syncProxy(node NodeInfo, svcs []*corev1.Service, epSlices []*discoveryv1.EndpointSlice) ([]loader.Service, []error, error) {
+	ings, err := c.ingresses.List(labels.Everything())
+	if err != nil {
+		return nil, nil, fmt.Errorf("list ingresses: %w", err)
+	}
+	classes, err := c.classes.List(labels.Everything())
+	if err != nil {
+		return nil, nil, fmt.Errorf("list ingressclasses: %w", err)
+	}
+	secrets, err := c.secrets.List(labels.Everything())
+	if err != nil {
+		return nil, nil, fmt.Errorf("list secrets: %w", err)
+	}
+	cfg, l7Services, issues := TranslateIngress(IngressInput{
+		Ingresses:      ings,
+		IngressClasses: classes,
+		Services:       svcs,
+		EndpointSlices: epSlices,
+		Secrets:        secrets,
+		NodeAddrs:      node.Addrs,
+		Config:         *c.cfg.L7,
+		certs:          c.certs,
+	})
+	// Unchanged certificates come from c.certs as the same pointers, so
+	// this comparison stays cheap.
+	if !c.proxyApplied || !reflect.DeepEqual(cfg, c.lastProxy) {
+		start := time.Now()
+		perrs := c.cfg.L7.Proxy.Update(cfg)
+		c.proxyIssues = c.proxyIssues[:0]
+		for _, e := range perrs {
+			c.proxyIssues = append(c.proxyIssues, &proxyIssue{e})
+		}
+		level := slog.LevelDebug
+		if !c.proxyApplied {
+			level = slog.LevelInfo
+		}
+		c.log.Log(context.Background(), level, "proxy configured", "routes", len(cfg.Routes),
+			"upstreams", len(cfg.Upstreams), "certificates", len(cfg.Certificates), "duration", time.Since(start))
+		c.proxyApplied, c.lastProxy = true, cfg
+	}
+	return l7Services, append(issues, c.proxyIssues...), nil
+}
+
+// proxyIssue is a part of the configuration the proxy skipped.
+type proxyIssue struct{ err error }
+
+func (p *proxyIssue) Error() string { return "proxy: " + p.err.Error() }
+func (p *proxyIssue) Unwrap() error { return p.err }
+
 // reportIssues logs translation problems once, when they appear, instead of
 // at every sync.
 func (c *Controller) reportIssues(issues []error) {
@@ -287,9 +394,22 @@ func (c *Controller) reportIssues(issues []error) {
 		if c.lastIssues[msg] {
 			continue
 		}
+		var pi *proxyIssue
+		if errors.As(err, &pi) {
+			c.log.Warn("proxy configuration", "err", pi.err)
+			continue
+		}
 		var oe *ObjectError
 		if errors.As(err, &oe) {
-			attrs := []any{"kind", oe.Kind, "object", oe.Object, "port", oe.Port, "err", oe.Err}
+			attrs := []any{"kind", oe.Kind, "object", oe.Object}
+			if oe.Port != "" {
+				attrs = append(attrs, "port", oe.Port)
+			}
+			var ae *AnnotationError
+			if errors.As(oe.Err, &ae) {
+				attrs = append(attrs, "annotation", ae.Annotation, "value", ae.Value)
+			}
+			attrs = append(attrs, "err", oe.Err)
 			if oe.Skipped {
 				c.log.Debug("skipped part of object", attrs...)
 			} else {

@@ -1,8 +1,8 @@
 // Package controller is the only part of nodegress that knows Kubernetes.
-// It watches Services, EndpointSlices and the agent's Node (and already
-// lists Ingresses, IngressClasses and TLS Secrets for the L7 proxy),
-// translates them into the datapath's loader.Service values and keeps the
-// datapath equal to them.
+// It watches Services, EndpointSlices, the agent's Node and, with L7 on,
+// Ingresses, IngressClasses and TLS Secrets; it translates them into the
+// datapath's loader.Service values and the L7 proxy's l7proxy.Config, and
+// keeps both equal to them.
 //
 // Objects come either from an API server or, with a standalone directory,
 // from YAML files loaded into an in-memory clientset; in both cases the same
@@ -11,7 +11,7 @@
 // objects, including what happens to objects of a broken file (they keep
 // their last good version).
 //
-// Translate is a pure function of the objects; the Controller adds the
-// informers, change batching (at most one sync per MinSyncInterval, with
-// retries on error) and logging.
+// Translate (L4) and TranslateIngress (L7) are pure functions of the
+// objects; the Controller adds the informers, change batching (at most one
+// sync per MinSyncInterval, with retries on error) and logging.
 package controller

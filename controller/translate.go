@@ -55,7 +55,7 @@ func NodeInfoFrom(name string, deviceAddrs []netip.Addr, node *corev1.Node) Node
 // ObjectError is a problem translation found in one Kubernetes object. The
 // rest of the object, and every other object, is still translated.
 type ObjectError struct {
-	Kind string // "Service" or "EndpointSlice"
+	Kind string // "Service", "EndpointSlice", "Ingress"
 	// Object is "namespace/name".
 	Object string
 	// Port names the service port concerned, empty for the whole object.
@@ -96,6 +96,16 @@ var errNotIPv4 = errors.New("not an IPv4 address, skipped")
 // the same slice. Problems are returned as *ObjectError and never stop the
 // translation of other objects or ports.
 func Translate(node NodeInfo, svcs []*corev1.Service, epSlices []*discoveryv1.EndpointSlice) ([]loader.Service, []error) {
+	return translate(node, svcs, epSlices, nil, "")
+}
+
+// translate is Translate with frontends that are taken before any Service
+// asks for them: those of reserved (the L7 frontends, which the agent
+// itself listens on). A Service frontend colliding with one is skipped and
+// reported; quietly (as Skipped) for the Service named quietFor, the
+// ingress's own published Service, whose LoadBalancer IPs are expected to
+// be L7 frontends. reserved is not part of the result.
+func translate(node NodeInfo, svcs []*corev1.Service, epSlices []*discoveryv1.EndpointSlice, reserved []loader.Service, quietFor string) ([]loader.Service, []error) {
 	var errs []error
 
 	slicesBySvc := make(map[string][]*discoveryv1.EndpointSlice)
@@ -128,6 +138,13 @@ func Translate(node NodeInfo, svcs []*corev1.Service, epSlices []*discoveryv1.En
 		proto loader.Proto
 	}
 	claimed := make(map[frontendKey]string)
+	reservedBy := make(map[string]bool, len(reserved))
+	for _, rs := range reserved {
+		reservedBy[rs.Name] = true
+		for _, f := range rs.Frontends {
+			claimed[frontendKey{f, rs.Proto}] = rs.Name
+		}
+	}
 
 	var out []loader.Service
 	for _, svc := range ordered {
@@ -194,7 +211,8 @@ func Translate(node NodeInfo, svcs []*corev1.Service, epSlices []*discoveryv1.En
 				fk := frontendKey{loader.Frontend{Addr: a, Port: port}, proto}
 				if owner, ok := claimed[fk]; ok {
 					if owner != ls.Name {
-						svcErr(portID, false, "frontend %s/%s already used by %s, skipped", fk.fe, proto, owner)
+						quiet := reservedBy[owner] && key == quietFor
+						svcErr(portID, quiet, "frontend %s/%s already used by %s, skipped", fk.fe, proto, owner)
 					}
 					return
 				}

@@ -155,4 +155,19 @@ func normalize(obj runtime.Object, key objectKey) {
 	// dump would be taken by the reflector as its own.
 	m.SetResourceVersion("")
 	m.SetManagedFields(nil)
+	if s, ok := obj.(*corev1.Secret); ok {
+		// The API server merges the write-only stringData into data
+		// (stringData winning) and defaults the type; hand-written TLS
+		// Secrets often use stringData for the PEM text.
+		for k, v := range s.StringData {
+			if s.Data == nil {
+				s.Data = make(map[string][]byte, len(s.StringData))
+			}
+			s.Data[k] = []byte(v)
+		}
+		s.StringData = nil
+		if s.Type == "" {
+			s.Type = corev1.SecretTypeOpaque
+		}
+	}
 }

@@ -35,6 +35,11 @@ func Cleanup(bpffs string) error {
 		}
 		errs = append(errs, l.Unpin(), l.Close())
 	}
+	// Run in the agent's network namespace, cleanup also takes back the
+	// local routes the datapath added for L7 frontends.
+	if err := removeLocalRoutes(); err != nil {
+		errs = append(errs, err)
+	}
 	maps, err := os.ReadDir(mapsDir(bpffs))
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		errs = append(errs, fmt.Errorf("list pinned maps: %w", err))

@@ -15,6 +15,7 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/rlimit"
+	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
 
@@ -63,6 +64,10 @@ type Datapath struct {
 	log  *slog.Logger
 	objs datapathObjects
 
+	// netlink works in the network namespace Open ran in, whatever thread
+	// later calls.
+	netlink *netlink.Handle
+
 	attachMu sync.Mutex
 	attached []Attachment
 
@@ -104,31 +109,23 @@ func Open(cfg Config) (*Datapath, error) {
 	if mounted {
 		cfg.Logger.Info("mounted bpffs", "dir", cfg.BPFFS)
 	}
+	nl, err := netlink.NewHandle()
+	if err != nil {
+		return nil, fmt.Errorf("netlink: %w", err)
+	}
 	d := &Datapath{
+		netlink:   nl,
 		cfg:       cfg,
 		log:       cfg.Logger,
 		names:     newNameTable(),
 		listeners: map[string]int{},
 		steered:   map[uint32]string{},
 	}
-	if err := d.load(); err != nil {
-		return nil, err
-	}
-	if err := d.configure(); err != nil {
-		d.objs.Close()
-		return nil, err
-	}
-	if err := d.recoverState(); err != nil {
-		d.objs.Close()
-		return nil, err
-	}
-	if err := d.attachAll(); err != nil {
-		d.Close()
-		return nil, err
-	}
-	if err := d.attachSteering(); err != nil {
-		d.Close()
-		return nil, err
+	for _, step := range []func() error{d.load, d.configure, d.recoverState, d.attachAll, d.attachSteering} {
+		if err := step(); err != nil {
+			d.Close()
+			return nil, err
+		}
 	}
 	return d, nil
 }
@@ -220,5 +217,6 @@ func (d *Datapath) Close() error {
 	}
 	d.listeners = map[string]int{}
 	d.mu.Unlock()
+	d.netlink.Close()
 	return d.objs.Close()
 }

@@ -159,6 +159,7 @@ func (d *Datapath) Apply(services []Service) error {
 
 	want := newProgrammedState()
 	l7 := map[uint32]string{}
+	l7Addrs := map[netip.Addr]bool{}
 	svcIDs := map[string]uint32{}
 	backendIDs := map[backendIdent]uint32{}
 	var problems []error
@@ -209,6 +210,9 @@ func (d *Datapath) Apply(services []Service) error {
 		if svc.L7 {
 			val.Flags |= frontendFlagL7
 			l7[id] = svc.ProxyListener
+			for _, fe := range svc.Frontends {
+				l7Addrs[fe.Addr] = true
+			}
 		}
 		for _, fe := range svc.Frontends {
 			key := frontendKeyOf(fe, svc.Proto)
@@ -228,6 +232,9 @@ func (d *Datapath) Apply(services []Service) error {
 	d.ids.recovered = nil
 	d.updateNames(svcIDs, backendIDs)
 	if err := d.syncProxySockets(l7); err != nil {
+		problems = append(problems, err)
+	}
+	if err := d.syncLocalRoutes(l7Addrs); err != nil {
 		problems = append(problems, err)
 	}
 	return errors.Join(problems...)

@@ -4,7 +4,9 @@ import (
 	"context"
 	"net"
 	"net/netip"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -52,12 +54,22 @@ func TestSteerToProxyListener(t *testing.T) {
 	if err := dp.RegisterProxyListener("http", ln); err != nil {
 		t.Fatal(err)
 	}
+	// 10.200.9.9 is on no device, like a LoadBalancer IP: the datapath
+	// adds a local route for it in the namespace it was opened in, even
+	// though Apply runs on a thread of the host's namespace.
 	frontend := netip.MustParseAddr("10.200.0.1")
+	lbIP := netip.MustParseAddr("10.200.9.9")
 	if err := dp.Apply([]Service{{
 		Name: "l7/http", Proto: TCP, L7: true, ProxyListener: "http",
-		Frontends: []Frontend{{Addr: frontend, Port: 80}},
+		Frontends: []Frontend{{Addr: frontend, Port: 80}, {Addr: lbIP, Port: 80}},
 	}}); err != nil {
 		t.Fatal(err)
+	}
+	if out := ns.MustIP("route", "show", "table", "local", "10.200.9.9"); !strings.Contains(out, "local 10.200.9.9") {
+		t.Errorf("no local route for the LoadBalancer IP in the node namespace: %q", out)
+	}
+	if out, _ := exec.Command("ip", "route", "show", "table", "local", "10.200.9.9").CombinedOutput(); len(strings.TrimSpace(string(out))) != 0 {
+		t.Errorf("local route leaked into the host namespace: %q", out)
 	}
 
 	accepted := make(chan net.Conn, 1)
@@ -86,6 +98,26 @@ func TestSteerToProxyListener(t *testing.T) {
 	case <-ctx.Done():
 		t.Fatal("connection to the L7 frontend never reached the proxy listener")
 	}
+	go func() {
+		c, err := ln.Accept()
+		if err == nil {
+			accepted <- c
+		}
+	}()
+	lbClient, err := ns.DialContext(ctx, "tcp", "10.200.9.9:80")
+	if err != nil {
+		t.Fatalf("dial LoadBalancer IP L7 frontend: %v", err)
+	}
+	defer lbClient.Close()
+	select {
+	case c := <-accepted:
+		defer c.Close()
+		if got := c.LocalAddr().String(); got != "10.200.9.9:80" {
+			t.Errorf("proxy saw local address %s, want 10.200.9.9:80", got)
+		}
+	case <-ctx.Done():
+		t.Fatal("connection to the LoadBalancer IP never reached the proxy listener")
+	}
 
 	// A multipath TCP listener (Go's default) is refused with a clear error.
 	var lc net.ListenConfig
@@ -104,6 +136,9 @@ func TestSteerToProxyListener(t *testing.T) {
 	if c, err := ns.DialContext(ctx, "tcp", "10.200.0.1:80"); err == nil {
 		c.Close()
 		t.Fatal("connection still steered after the L7 service was removed")
+	}
+	if out := ns.MustIP("route", "show", "table", "local", "10.200.9.9"); strings.TrimSpace(out) != "" {
+		t.Errorf("local route for a removed L7 frontend left: %q", out)
 	}
 }
 

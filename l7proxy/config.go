@@ -1,0 +1,120 @@
+// Package l7proxy is nodegress's HTTP/HTTPS proxy: it routes requests by
+// Ingress host and path rules straight to pod endpoints. It knows nothing of
+// Kubernetes; the controller translates Ingresses into a Config.
+package l7proxy
+
+import (
+	"crypto/tls"
+	"net/netip"
+	"time"
+)
+
+// PathType is how a route's path matches, as the Ingress API defines it.
+// ImplementationSpecific is translated to Prefix by the controller.
+type PathType uint8
+
+// Path types.
+const (
+	// PathPrefix matches element by element on '/'-separated path parts:
+	// "/foo" matches "/foo", "/foo/" and "/foo/bar", not "/foobar".
+	PathPrefix PathType = iota
+	// PathExact matches the URL path exactly, case-sensitively.
+	PathExact
+)
+
+// Config is the complete desired state of the proxy. The proxy compiles it
+// into an immutable route table and swaps it in atomically.
+type Config struct {
+	// Routes in precedence order: when two claim the same (host, path,
+	// path type), the earlier one wins. The controller lists them by
+	// Ingress creationTimestamp, then namespace/name (oldest wins).
+	Routes []Route
+	// DefaultUpstream names the upstream serving requests no route
+	// matches (empty: 404).
+	DefaultUpstream string
+	// DefaultOptions apply to requests served by DefaultUpstream.
+	DefaultOptions RouteOptions
+	// Upstreams by Upstream.Name.
+	Upstreams []Upstream
+	// Certificates served by SNI. Requests for unknown names get the
+	// proxy's self-signed default certificate.
+	Certificates []Certificate
+}
+
+// Route sends requests for Host and Path to an upstream.
+type Route struct {
+	// Host is an exact host name, a wildcard "*.example.com" matching
+	// exactly one extra leading label, or "" for every host.
+	Host     string
+	Path     string
+	PathType PathType
+	// Upstream names an entry of Config.Upstreams.
+	Upstream string
+	// Ingress is "namespace/name" of the Ingress the route comes from,
+	// for logs and metrics.
+	Ingress string
+	Options RouteOptions
+}
+
+// RouteOptions are per-Ingress settings (from its annotations).
+type RouteOptions struct {
+	// SSLRedirect answers plain-HTTP requests with a 308 to https.
+	SSLRedirect bool
+	// MaxBodyBytes limits request bodies; 0 means the proxy default,
+	// negative means unlimited.
+	MaxBodyBytes int64
+}
+
+// UpstreamProtocol is how the proxy talks to an upstream's endpoints.
+type UpstreamProtocol uint8
+
+// Upstream protocols.
+const (
+	ProtocolHTTP  UpstreamProtocol = iota // HTTP/1.1, cleartext
+	ProtocolH2C                           // HTTP/2 over cleartext (gRPC)
+	ProtocolHTTPS                         // HTTP/1.1 or HTTP/2 over TLS
+)
+
+// Balance is how requests are spread over an upstream's endpoints.
+type Balance uint8
+
+// Balancing policies.
+const (
+	RoundRobin   Balance = iota
+	LeastRequest         // power of two random choices by in-flight requests
+)
+
+// Upstream is one service port and its endpoints across the cluster.
+type Upstream struct {
+	// Name identifies the upstream, e.g. "default/web:http"; routes refer
+	// to it. Connection pools live as long as the name does.
+	Name      string
+	Namespace string
+	Service   string
+	Protocol  UpstreamProtocol
+	Balance   Balance
+	// Endpoints are the ready (and terminating) pod addresses. No ready
+	// endpoint: requests get 503.
+	Endpoints []Endpoint
+	// Zero durations mean the proxy's defaults.
+	ConnectTimeout time.Duration
+	ReadTimeout    time.Duration
+	IdleTimeout    time.Duration
+}
+
+// Endpoint is one pod address of an upstream.
+type Endpoint struct {
+	Addr netip.AddrPort
+	// Terminating endpoints finish what they have and get no new requests.
+	Terminating bool
+}
+
+// Certificate is a TLS certificate and the host names it is served for.
+type Certificate struct {
+	// Hosts are exact or "*." wildcard names from the Ingress's tls
+	// section; empty means the names in the certificate itself.
+	Hosts []string
+	Cert  *tls.Certificate
+	// Source is "namespace/secret", for logs.
+	Source string
+}

@@ -1,0 +1,73 @@
+package l7proxy
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+)
+
+// StatusClientClosed is logged (never sent) when the client went away
+// before the response was complete, following the nginx convention.
+const StatusClientClosed = 499
+
+// errorStatus maps a forwarding error to the status the client gets. It is
+// the single place deciding this: 499 when the client is gone (nothing is
+// written), 413 for an oversized body, 504 for an upstream timeout, 502
+// for everything else (refused connection, reset, malformed response).
+func errorStatus(ctx context.Context, err error) int {
+	// The inbound request's context carries no deadline, so when it is
+	// done the client has disconnected (or the server is shutting down).
+	if ctx.Err() != nil {
+		return StatusClientClosed
+	}
+	var mbe *http.MaxBytesError
+	if errors.As(err, &mbe) {
+		return http.StatusRequestEntityTooLarge
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		return http.StatusGatewayTimeout
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return http.StatusGatewayTimeout
+	}
+	return http.StatusBadGateway
+}
+
+// writeError sends a short plain-text error response. Bodies are static
+// strings: nothing from the request is reflected.
+func writeError(w http.ResponseWriter, r *http.Request, code int) {
+	h := w.Header()
+	h["Content-Type"] = textPlain
+	h["X-Content-Type-Options"] = nosniff
+	if code == http.StatusRequestEntityTooLarge || code == http.StatusBadRequest {
+		// The rest of the request body may still be on the wire.
+		h["Connection"] = connClose
+	}
+	w.WriteHeader(code)
+	if r.Method != http.MethodHead {
+		_, _ = w.Write(errorBody(code))
+	}
+}
+
+var (
+	textPlain = []string{"text/plain; charset=utf-8"}
+	nosniff   = []string{"nosniff"}
+	connClose = []string{"close"}
+)
+
+var errorBodies = func() map[int][]byte {
+	m := make(map[int][]byte)
+	for _, c := range []int{400, 403, 404, 405, 413, 500, 502, 503, 504} {
+		m[c] = []byte(http.StatusText(c) + "\n")
+	}
+	return m
+}()
+
+func errorBody(code int) []byte {
+	if b, ok := errorBodies[code]; ok {
+		return b
+	}
+	return []byte(http.StatusText(code) + "\n")
+}

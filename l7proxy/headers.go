@@ -1,0 +1,214 @@
+package l7proxy
+
+import (
+	"context"
+	"net"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"strings"
+)
+
+// Canonical header keys, used as literal map keys so the hot path does not
+// canonicalize.
+const (
+	hdrXFF       = "X-Forwarded-For"
+	hdrXFProto   = "X-Forwarded-Proto"
+	hdrXFHost    = "X-Forwarded-Host"
+	hdrXFPort    = "X-Forwarded-Port"
+	hdrXRealIP   = "X-Real-Ip"
+	hdrForwarded = "Forwarded"
+)
+
+type connInfoKey struct{}
+
+// connInfo is what the proxy needs to know about a client connection,
+// computed once per connection rather than per request. The []string
+// fields are shared by every request of the connection as header values;
+// nothing writes into header value slices, so sharing them is safe.
+type connInfo struct {
+	tls     bool
+	peer    netip.Addr
+	peerStr string
+	trusted bool // peer is in Options.TrustedProxies
+
+	peerVal  []string // {peerStr}
+	protoVal []string // {"http"} or {"https"}
+	portVal  []string // {local port}: the original destination port
+}
+
+// newConnInfo describes an accepted connection. Its local address is the
+// address the client connected to: with sk_lookup steering, that is the
+// frontend, not the listener's own address.
+func newConnInfo(c net.Conn, isTLS bool, trusted []netip.Prefix) *connInfo {
+	ci := &connInfo{tls: isTLS, protoVal: protoHTTP}
+	if isTLS {
+		ci.protoVal = protoHTTPS
+	}
+	if ap, err := netip.ParseAddrPort(c.RemoteAddr().String()); err == nil {
+		ci.peer = ap.Addr().Unmap()
+		ci.peerStr = ci.peer.String()
+	} else {
+		ci.peerStr, _, _ = net.SplitHostPort(c.RemoteAddr().String())
+	}
+	ci.peerVal = []string{ci.peerStr}
+	ci.trusted = inPrefixes(ci.peer, trusted)
+	port := "80"
+	if isTLS {
+		port = "443"
+	}
+	if ap, err := netip.ParseAddrPort(c.LocalAddr().String()); err == nil {
+		port = strconv.Itoa(int(ap.Port()))
+	}
+	ci.portVal = []string{port}
+	return ci
+}
+
+var (
+	protoHTTP  = []string{"http"}
+	protoHTTPS = []string{"https"}
+)
+
+func inPrefixes(a netip.Addr, ps []netip.Prefix) bool {
+	if !a.IsValid() {
+		return false
+	}
+	for _, p := range ps {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// connInfoFrom returns the connection's info, or one derived from the
+// request for requests that did not come through the proxy's listeners
+// (tests, alternative servers).
+func connInfoFrom(ctx context.Context, r *http.Request, trusted []netip.Prefix) *connInfo {
+	if ci, ok := ctx.Value(connInfoKey{}).(*connInfo); ok {
+		return ci
+	}
+	ci := &connInfo{tls: r.TLS != nil, protoVal: protoHTTP, portVal: []string{"80"}}
+	if ci.tls {
+		ci.protoVal, ci.portVal = protoHTTPS, []string{"443"}
+	}
+	if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
+		ci.peer = ap.Addr().Unmap()
+		ci.peerStr = ci.peer.String()
+	}
+	ci.peerVal = []string{ci.peerStr}
+	ci.trusted = inPrefixes(ci.peer, trusted)
+	return ci
+}
+
+// setForwarded writes the X-Forwarded-* and X-Real-IP headers of the
+// outbound request. From an untrusted peer every client-supplied value is
+// replaced, so a client cannot forge its address or scheme towards the
+// pods. From a trusted proxy the chain is extended and its view of the
+// original scheme, host and port is kept.
+//
+// httputil.ReverseProxy has already removed Forwarded and X-Forwarded-For,
+// -Host and -Proto from out; in still has them.
+func setForwarded(out, in *http.Request, ci *connInfo, trusted []netip.Prefix) {
+	h := out.Header
+	if !ci.trusted {
+		h[hdrXFF] = ci.peerVal
+		h[hdrXFProto] = ci.protoVal
+		h[hdrXFHost] = []string{in.Host}
+		h[hdrXFPort] = ci.portVal
+		h[hdrXRealIP] = ci.peerVal
+		delete(h, hdrForwarded)
+		return
+	}
+	if prior := in.Header[hdrXFF]; len(prior) > 0 {
+		h[hdrXFF] = []string{strings.Join(prior, ", ") + ", " + ci.peerStr}
+		h[hdrXRealIP] = []string{realClient(prior, ci.peerStr, trusted)}
+	} else {
+		h[hdrXFF] = ci.peerVal
+		h[hdrXRealIP] = ci.peerVal
+	}
+	if v := in.Header[hdrXFProto]; len(v) > 0 {
+		h[hdrXFProto] = v[:1]
+	} else {
+		h[hdrXFProto] = ci.protoVal
+	}
+	if v := in.Header[hdrXFHost]; len(v) > 0 {
+		h[hdrXFHost] = v[:1]
+	} else {
+		h[hdrXFHost] = []string{in.Host}
+	}
+	if v := in.Header[hdrXFPort]; len(v) == 0 {
+		h[hdrXFPort] = ci.portVal
+	}
+	if v := in.Header[hdrForwarded]; len(v) > 0 {
+		h[hdrForwarded] = v
+	}
+}
+
+// realClient walks the X-Forwarded-For chain from the right (the hops
+// closest to us) and returns the first address that is not a trusted
+// proxy: everything left of it could have been made up by the client.
+// When every hop is trusted the leftmost is the client. An entry that is
+// not an address ends the walk at the last address seen.
+func realClient(prior []string, peer string, trusted []netip.Prefix) string {
+	last := peer
+	for i := len(prior) - 1; i >= 0; i-- {
+		line := prior[i]
+		for line != "" {
+			var item string
+			if j := strings.LastIndexByte(line, ','); j >= 0 {
+				item, line = line[j+1:], line[:j]
+			} else {
+				item, line = line, ""
+			}
+			item = strings.TrimSpace(item)
+			if item == "" {
+				continue
+			}
+			a, ok := parseForwardedAddr(item)
+			if !ok {
+				return last
+			}
+			last = a.String()
+			if !inPrefixes(a, trusted) {
+				return last
+			}
+		}
+	}
+	return last
+}
+
+// parseForwardedAddr accepts "1.2.3.4", "2001:db8::1", "1.2.3.4:5678" and
+// "[2001:db8::1]:5678".
+func parseForwardedAddr(s string) (netip.Addr, bool) {
+	if a, err := netip.ParseAddr(s); err == nil {
+		return a.Unmap(), true
+	}
+	if ap, err := netip.ParseAddrPort(s); err == nil {
+		return ap.Addr().Unmap(), true
+	}
+	return netip.Addr{}, false
+}
+
+// hasDotSegment reports whether a (decoded) path contains "." or ".."
+// segments. Routing matches the path as sent; a pod that resolves
+// "/public/../admin" would otherwise be reached through the "/public"
+// route with a path that route never allowed. Such requests are refused.
+func hasDotSegment(p string) bool {
+	if !strings.Contains(p, "/.") {
+		return false
+	}
+	for p != "" {
+		i := strings.IndexByte(p, '/')
+		var seg string
+		if i < 0 {
+			seg, p = p, ""
+		} else {
+			seg, p = p[:i], p[i+1:]
+		}
+		if seg == "." || seg == ".." {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,310 @@
+package l7proxy
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Options configure a Proxy. Zero values mean the documented defaults.
+type Options struct {
+	// TrustedProxies are the peers whose X-Forwarded-* headers are kept
+	// (and extended) rather than replaced.
+	TrustedProxies []netip.Prefix
+	// AccessLog receives one JSON line per request; nil turns it off.
+	AccessLog io.Writer
+	// Logger for proxy events; nil discards them.
+	Logger *slog.Logger
+	// Registry gets the proxy's metrics; nil uses a private registry.
+	Registry prometheus.Registerer
+
+	// Upstream defaults, overridable per Upstream. DefaultConnectTimeout
+	// (5s) bounds a TCP connect to an endpoint, DefaultReadTimeout (60s)
+	// the wait for response headers, DefaultIdleTimeout (90s) how long a
+	// keep-alive connection to an endpoint may stay idle.
+	DefaultConnectTimeout time.Duration
+	DefaultReadTimeout    time.Duration
+	DefaultIdleTimeout    time.Duration
+
+	// MaxHeaderBytes limits the request line and headers (64 KiB).
+	MaxHeaderBytes int
+	// DefaultMaxBodyBytes limits request bodies when a route sets no
+	// limit (1 MiB, ingress-nginx's default); negative means unlimited.
+	DefaultMaxBodyBytes int64
+	// ReadHeaderTimeout bounds reading a request's headers, against slow
+	// clients (10s).
+	ReadHeaderTimeout time.Duration
+	// ReadTimeout bounds reading a whole request including its body; 0
+	// (the default) leaves bodies unbounded in time, as uploads can be
+	// long.
+	ReadTimeout time.Duration
+	// ClientIdleTimeout closes idle keep-alive client connections (75s,
+	// nginx's keepalive_timeout).
+	ClientIdleTimeout time.Duration
+	// HTTPSPort is the public HTTPS port used in SSL redirects (443).
+	HTTPSPort int
+}
+
+func (o *Options) setDefaults() {
+	if o.DefaultConnectTimeout <= 0 {
+		o.DefaultConnectTimeout = 5 * time.Second
+	}
+	if o.DefaultReadTimeout <= 0 {
+		o.DefaultReadTimeout = 60 * time.Second
+	}
+	if o.DefaultIdleTimeout <= 0 {
+		o.DefaultIdleTimeout = 90 * time.Second
+	}
+	if o.MaxHeaderBytes <= 0 {
+		o.MaxHeaderBytes = 64 << 10
+	}
+	if o.DefaultMaxBodyBytes == 0 {
+		o.DefaultMaxBodyBytes = 1 << 20
+	}
+	if o.ReadHeaderTimeout <= 0 {
+		o.ReadHeaderTimeout = 10 * time.Second
+	}
+	if o.ClientIdleTimeout <= 0 {
+		o.ClientIdleTimeout = 75 * time.Second
+	}
+	if o.HTTPSPort <= 0 {
+		o.HTTPSPort = 443
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Registry == nil {
+		o.Registry = prometheus.NewRegistry()
+	}
+}
+
+// Proxy is the HTTP/HTTPS proxy. Create it with New, give it a Config with
+// Update, and serve listeners with ServeHTTP and ServeHTTPS.
+type Proxy struct {
+	opts    Options
+	log     *slog.Logger
+	metrics *metrics
+	series  *seriesSet
+	access  *accessLog
+	defCert *tls.Certificate
+
+	state atomic.Pointer[state]
+	mu    sync.Mutex // serializes Update
+
+	rp     *httputil.ReverseProxy
+	plain  *http.Server
+	secure *http.Server
+
+	redirectPort string // ":port" suffix for SSL redirects, "" for 443
+	notFound     *series
+}
+
+// state is one compiled configuration, swapped atomically as a whole.
+type state struct {
+	table *RouteTable
+	pools map[string]*pool
+	certs *certStore
+}
+
+// New creates a proxy with an empty configuration (every request gets 404)
+// and a freshly generated self-signed default certificate.
+func New(opts Options) (*Proxy, error) {
+	opts.setDefaults()
+	p := &Proxy{opts: opts, log: opts.Logger}
+	m, err := newMetrics(opts.Registry)
+	if err != nil {
+		return nil, err
+	}
+	p.metrics = m
+	p.series = newSeriesSet(m)
+	p.notFound = m.newSeries("", "", "")
+	if opts.HTTPSPort != 443 {
+		p.redirectPort = fmt.Sprintf(":%d", opts.HTTPSPort)
+	}
+	if p.defCert, err = generateDefaultCert(time.Now()); err != nil {
+		return nil, fmt.Errorf("default certificate: %w", err)
+	}
+	if opts.AccessLog != nil {
+		p.access = newAccessLog(opts.AccessLog)
+	}
+	table, errs := Compile(Config{})
+	if table == nil {
+		return nil, fmt.Errorf("compile empty config: %w", errors.Join(errs...))
+	}
+	certs, _ := newCertStore(nil, p.defCert)
+	p.state.Store(&state{table: table, pools: map[string]*pool{}, certs: certs})
+
+	p.rp = &httputil.ReverseProxy{
+		Rewrite:      p.rewrite,
+		Transport:    roundTripperFunc(p.roundTrip),
+		ErrorHandler: p.errorHandler,
+		BufferPool:   bufferPool{},
+		ErrorLog:     slog.NewLogLogger(p.log.Handler(), slog.LevelDebug),
+	}
+	errLog := slog.NewLogLogger(p.log.Handler(), slog.LevelDebug)
+	p.plain = &http.Server{
+		Handler:           &handler{p: p},
+		ReadHeaderTimeout: opts.ReadHeaderTimeout,
+		ReadTimeout:       opts.ReadTimeout,
+		IdleTimeout:       opts.ClientIdleTimeout,
+		MaxHeaderBytes:    opts.MaxHeaderBytes,
+		ErrorLog:          errLog,
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			return context.WithValue(ctx, connInfoKey{}, newConnInfo(c, false, opts.TrustedProxies))
+		},
+	}
+	p.secure = &http.Server{
+		Handler:           &handler{p: p, tls: true},
+		ReadHeaderTimeout: opts.ReadHeaderTimeout,
+		ReadTimeout:       opts.ReadTimeout,
+		IdleTimeout:       opts.ClientIdleTimeout,
+		MaxHeaderBytes:    opts.MaxHeaderBytes,
+		ErrorLog:          errLog,
+		TLSConfig: &tls.Config{
+			MinVersion: tls.VersionTLS12,
+			NextProtos: []string{"h2", "http/1.1"},
+			GetCertificate: func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+				return p.state.Load().certs.get(hello.ServerName), nil
+			},
+		},
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			return context.WithValue(ctx, connInfoKey{}, newConnInfo(c, true, opts.TrustedProxies))
+		},
+	}
+	return p, nil
+}
+
+// Update compiles cfg and swaps it in atomically. Upstream pools are kept
+// by Upstream.Name and updated in place, so keep-alive connections to
+// endpoints that stay survive; pools and endpoints that disappear close
+// their connections once their in-flight requests finish. Requests already
+// routed finish on the configuration they started with.
+//
+// The returned errors describe the parts of cfg that were skipped (an
+// invalid route, an unusable certificate); the rest is applied. If the
+// configuration cannot be compiled at all, the previous one stays.
+func (p *Proxy) Update(cfg Config) []error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	table, errs := Compile(cfg)
+	if table == nil {
+		return append(errs, errors.New("configuration not applied"))
+	}
+	old := p.state.Load()
+	ups := table.Upstreams()
+	pools := make(map[string]*pool, len(ups))
+	var replaced []*pool
+	for name, up := range ups {
+		s := settingsFor(up, &p.opts)
+		pl := old.pools[name]
+		if pl == nil || pl.settings != s {
+			if pl != nil {
+				replaced = append(replaced, pl)
+			}
+			pl = newPool(name, s)
+		}
+		pl.update(up, p.opts.MaxHeaderBytes)
+		pools[name] = pl
+	}
+	certs, cerrs := newCertStore(cfg.Certificates, p.defCert)
+	errs = append(errs, cerrs...)
+
+	keep := make(map[seriesKey]*Upstream)
+	for i := range cfg.Routes {
+		r := &cfg.Routes[i]
+		if up := ups[r.Upstream]; up != nil {
+			keep[seriesKey{ingress: r.Ingress, upstream: up.Name}] = up
+		}
+	}
+	if up := ups[cfg.DefaultUpstream]; up != nil {
+		keep[seriesKey{upstream: up.Name}] = up
+	}
+	p.series.reset(keep)
+
+	p.state.Store(&state{table: table, pools: pools, certs: certs})
+
+	for _, pl := range replaced {
+		pl.retire()
+	}
+	for name, pl := range old.pools {
+		if pools[name] == nil {
+			pl.retire()
+		}
+	}
+	p.log.Debug("proxy configuration applied", "routes", len(cfg.Routes), "upstreams", len(ups),
+		"certificates", len(cfg.Certificates), "errors", len(errs))
+	return errs
+}
+
+// ServeHTTP serves plain HTTP on l until Shutdown. The accepted
+// connections' local address is taken as the address the client
+// connected to (X-Forwarded-Port). It returns nil after Shutdown.
+func (p *Proxy) ServeHTTP(l net.Listener) error {
+	if err := p.plain.Serve(l); !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("serve http on %s: %w", l.Addr(), err)
+	}
+	return nil
+}
+
+// ServeHTTPS serves HTTPS (HTTP/2 and HTTP/1.1 by ALPN) on l until
+// Shutdown, choosing certificates by SNI from the current Config.
+func (p *Proxy) ServeHTTPS(l net.Listener) error {
+	if err := p.secure.ServeTLS(l, "", ""); !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("serve https on %s: %w", l.Addr(), err)
+	}
+	return nil
+}
+
+// Shutdown stops accepting connections and waits, bounded by ctx, for
+// active requests to finish. Upgraded connections (WebSocket) are not
+// waited for. The access log is flushed.
+func (p *Proxy) Shutdown(ctx context.Context) error {
+	var wg sync.WaitGroup
+	var e1, e2 error
+	wg.Go(func() { e1 = p.plain.Shutdown(ctx) })
+	wg.Go(func() { e2 = p.secure.Shutdown(ctx) })
+	wg.Wait()
+	p.mu.Lock()
+	for _, pl := range p.state.Load().pools {
+		pl.retire()
+	}
+	p.mu.Unlock()
+	if p.access != nil {
+		p.access.close()
+	}
+	return errors.Join(e1, e2)
+}
+
+type roundTripperFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripperFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// bufferPool recycles ReverseProxy's copy buffers; without it every
+// response allocates 32 KiB.
+type bufferPool struct{}
+
+const copyBufSize = 32 << 10
+
+var copyBufs = sync.Pool{New: func() any { return new([copyBufSize]byte) }}
+
+func (bufferPool) Get() []byte { return copyBufs.Get().(*[copyBufSize]byte)[:] }
+
+// Put converts back to the array pointer, which (unlike a pointer to a
+// slice header) costs no allocation.
+func (bufferPool) Put(b []byte) {
+	if cap(b) >= copyBufSize {
+		copyBufs.Put((*[copyBufSize]byte)(b[:copyBufSize]))
+	}
+}

@@ -1,0 +1,370 @@
+package l7proxy
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Ejection backoff after a failed connect: the first failure keeps an
+// endpoint out of rotation for ejectMin, each further consecutive failure
+// doubles that up to ejectMax. A successful round trip resets it.
+const (
+	ejectMin = time.Second
+	ejectMax = 30 * time.Second
+)
+
+// maxIdlePerEndpoint bounds the keep-alive connections kept per endpoint.
+// It is sized for a busy single proxy core (wrk -c64 and more) talking to
+// few endpoints; idle connections beyond it are closed.
+const maxIdlePerEndpoint = 512
+
+// poolSettings are the parts of an Upstream that its endpoints' transports
+// are built from. When they change the pool is replaced; otherwise it is
+// updated in place so keep-alive connections survive.
+type poolSettings struct {
+	protocol       UpstreamProtocol
+	connectTimeout time.Duration
+	readTimeout    time.Duration
+	idleTimeout    time.Duration
+}
+
+// pool holds the endpoints of one upstream and balances requests over them.
+type pool struct {
+	name     string
+	settings poolSettings
+	balance  atomic.Uint32 // Balance
+	scheme   string
+
+	rr atomic.Uint64 // round-robin cursor
+
+	// ready is the immutable list of endpoints that take new requests
+	// (not terminating); replaced on every update.
+	ready atomic.Pointer[[]*endpoint]
+
+	mu  sync.Mutex                   // serializes updates
+	all map[netip.AddrPort]*endpoint // ready and terminating endpoints
+}
+
+// endpoint is one pod address with its own keep-alive connection pool.
+type endpoint struct {
+	addr     netip.AddrPort
+	hostport string // addr formatted once, for the request URL and logs
+	rt       *http.Transport
+
+	inflight atomic.Int64
+	// ejectedUntil is a UnixNano deadline; 0 when not ejected, so the hot
+	// path needs no clock read for healthy endpoints.
+	ejectedUntil atomic.Int64
+	backoff      atomic.Int64 // current ejection length, 0 after success
+	retired      atomic.Bool
+}
+
+func settingsFor(up *Upstream, o *Options) poolSettings {
+	s := poolSettings{
+		protocol:       up.Protocol,
+		connectTimeout: up.ConnectTimeout,
+		readTimeout:    up.ReadTimeout,
+		idleTimeout:    up.IdleTimeout,
+	}
+	if s.connectTimeout <= 0 {
+		s.connectTimeout = o.DefaultConnectTimeout
+	}
+	if s.readTimeout <= 0 {
+		s.readTimeout = o.DefaultReadTimeout
+	}
+	if s.idleTimeout <= 0 {
+		s.idleTimeout = o.DefaultIdleTimeout
+	}
+	return s
+}
+
+func newPool(name string, s poolSettings) *pool {
+	p := &pool{
+		name:     name,
+		settings: s,
+		scheme:   "http",
+		all:      make(map[netip.AddrPort]*endpoint),
+	}
+	if s.protocol == ProtocolHTTPS {
+		p.scheme = "https"
+	}
+	empty := []*endpoint{}
+	p.ready.Store(&empty)
+	return p
+}
+
+// update replaces the pool's endpoints. Endpoints that stay keep their
+// connections and ejection state; removed ones are retired once their
+// in-flight requests finish.
+func (p *pool) update(up *Upstream, maxHeaderBytes int) {
+	p.balance.Store(uint32(up.Balance))
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	seen := make(map[netip.AddrPort]bool, len(up.Endpoints))
+	ready := make([]*endpoint, 0, len(up.Endpoints))
+	for _, e := range up.Endpoints {
+		if !e.Addr.IsValid() || seen[e.Addr] {
+			continue
+		}
+		seen[e.Addr] = true
+		ep := p.all[e.Addr]
+		if ep == nil {
+			ep = newEndpoint(e.Addr, p.settings, maxHeaderBytes)
+			p.all[e.Addr] = ep
+		}
+		if !e.Terminating {
+			ready = append(ready, ep)
+		}
+	}
+	p.ready.Store(&ready)
+	for addr, ep := range p.all {
+		if !seen[addr] {
+			delete(p.all, addr)
+			ep.retire()
+		}
+	}
+}
+
+// retire closes every endpoint's idle connections once it is unused.
+func (p *pool) retire() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for addr, ep := range p.all {
+		delete(p.all, addr)
+		ep.retire()
+	}
+	empty := []*endpoint{}
+	p.ready.Store(&empty)
+}
+
+// pick chooses an endpoint for a new request, skipping exclude (an
+// endpoint that already failed this request) and ejected endpoints. When
+// every candidate is ejected it still returns one: trying a possibly dead
+// endpoint beats a certain 503. It returns nil only when there is no
+// ready endpoint other than exclude.
+func (p *pool) pick(exclude *endpoint) *endpoint {
+	eps := *p.ready.Load()
+	n := len(eps)
+	switch {
+	case n == 0:
+		return nil
+	case n == 1:
+		if eps[0] == exclude {
+			return nil
+		}
+		return eps[0]
+	}
+	var now int64
+	if Balance(p.balance.Load()) == LeastRequest {
+		i := rand.IntN(n)
+		j := rand.IntN(n - 1)
+		if j >= i {
+			j++
+		}
+		a, b := eps[i], eps[j]
+		aok := a != exclude && !a.ejected(&now)
+		bok := b != exclude && !b.ejected(&now)
+		switch {
+		case aok && bok:
+			if b.inflight.Load() < a.inflight.Load() {
+				return b
+			}
+			return a
+		case aok:
+			return a
+		case bok:
+			return b
+		}
+		// Both unusable: fall through to a scan from a random start.
+	}
+	start := int(p.rr.Add(1) % uint64(n))
+	for i := range n {
+		e := eps[(start+i)%n]
+		if e != exclude && !e.ejected(&now) {
+			return e
+		}
+	}
+	for i := range n {
+		if e := eps[(start+i)%n]; e != exclude {
+			return e
+		}
+	}
+	return nil
+}
+
+func newEndpoint(addr netip.AddrPort, s poolSettings, maxHeaderBytes int) *endpoint {
+	return &endpoint{
+		addr:     addr,
+		hostport: addr.String(),
+		rt:       newTransport(s, maxHeaderBytes),
+	}
+}
+
+// ejected reports whether the endpoint is in its ejection backoff. now is
+// read lazily and shared across calls of one pick.
+func (e *endpoint) ejected(now *int64) bool {
+	until := e.ejectedUntil.Load()
+	if until == 0 {
+		return false
+	}
+	if *now == 0 {
+		*now = time.Now().UnixNano()
+	}
+	return *now < until
+}
+
+// eject takes the endpoint out of rotation after a failed connect and
+// returns for how long.
+func (e *endpoint) eject() time.Duration {
+	b := time.Duration(e.backoff.Load())
+	switch {
+	case b == 0:
+		b = ejectMin
+	case b < ejectMax:
+		b = min(2*b, ejectMax)
+	}
+	e.backoff.Store(int64(b))
+	e.ejectedUntil.Store(time.Now().Add(b).UnixNano())
+	return b
+}
+
+// succeeded clears the ejection state; the loads keep the common case
+// free of writes to shared cache lines.
+func (e *endpoint) succeeded() {
+	if e.backoff.Load() != 0 {
+		e.backoff.Store(0)
+	}
+	if e.ejectedUntil.Load() != 0 {
+		e.ejectedUntil.Store(0)
+	}
+}
+
+func (e *endpoint) acquire() { e.inflight.Add(1) }
+
+func (e *endpoint) release() {
+	if e.inflight.Add(-1) == 0 && e.retired.Load() {
+		e.rt.CloseIdleConnections()
+	}
+}
+
+// retire marks the endpoint gone; its idle connections close now or when
+// its last in-flight request ends. Upgraded connections (WebSocket) are
+// not owned by the transport and stay open.
+func (e *endpoint) retire() {
+	e.retired.Store(true)
+	if e.inflight.Load() == 0 {
+		e.rt.CloseIdleConnections()
+	}
+}
+
+// connectError marks a failure to establish the TCP connection, the only
+// failure after which a request certainly did not reach the endpoint.
+type connectError struct{ err error }
+
+func (e *connectError) Error() string { return "connect: " + e.err.Error() }
+func (e *connectError) Unwrap() error { return e.err }
+
+func isConnectError(err error) bool {
+	var ce *connectError
+	return errors.As(err, &ce)
+}
+
+func newTransport(s poolSettings, maxHeaderBytes int) *http.Transport {
+	d := &net.Dialer{Timeout: s.connectTimeout, KeepAlive: 30 * time.Second}
+	t := &http.Transport{
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			c, err := d.DialContext(ctx, network, addr)
+			if err != nil {
+				return nil, &connectError{err: err}
+			}
+			return c, nil
+		},
+		MaxIdleConnsPerHost:    maxIdlePerEndpoint,
+		IdleConnTimeout:        s.idleTimeout,
+		ResponseHeaderTimeout:  s.readTimeout,
+		ExpectContinueTimeout:  time.Second,
+		MaxResponseHeaderBytes: int64(max(maxHeaderBytes, 64<<10)),
+		// A proxy forwards encodings as they are; the transport must not
+		// add Accept-Encoding and decompress behind the client's back.
+		DisableCompression: true,
+		// Pods rarely have certificates valid for their IPs; like other
+		// ingress controllers the proxy encrypts without verifying.
+		TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, //nolint:gosec // see above
+		Protocols:       new(http.Protocols),
+	}
+	switch s.protocol {
+	case ProtocolH2C:
+		t.Protocols.SetUnencryptedHTTP2(true)
+	case ProtocolHTTPS:
+		t.Protocols.SetHTTP1(true)
+		t.Protocols.SetHTTP2(true)
+		t.TLSHandshakeTimeout = s.connectTimeout
+	default:
+		t.Protocols.SetHTTP1(true)
+	}
+	return t
+}
+
+// roundTrip sends req to ep, and on a failed connect of a replayable
+// request once more to another endpoint. The endpoint that finally served
+// the request is recorded in st (acquired; the caller releases it).
+func (st *reqState) roundTrip(req *http.Request) (*http.Response, error) {
+	ep := st.ep
+	req.URL.Scheme = st.pool.scheme
+	for attempt := 0; ; attempt++ {
+		req.URL.Host = ep.hostport
+		st.upstreamStart = time.Now()
+		resp, err := ep.rt.RoundTrip(req)
+		if err == nil {
+			ep.succeeded()
+			return resp, nil
+		}
+		if !isConnectError(err) {
+			return nil, err
+		}
+		if b := ep.eject(); st.log != nil {
+			st.log.Warn("endpoint ejected after failed connect", "upstream", st.pool.name,
+				"backend", ep.hostport, "backoff", b, "err", err)
+		}
+		if attempt > 0 || !replayable(req) {
+			return nil, err
+		}
+		next := st.pool.pick(ep)
+		if next == nil {
+			return nil, err
+		}
+		if req.GetBody != nil && req.Body != nil && req.Body != http.NoBody {
+			body, gerr := req.GetBody()
+			if gerr != nil {
+				return nil, err
+			}
+			req.Body = body
+		}
+		next.acquire()
+		ep.release()
+		st.ep = next
+		st.retried = true
+		ep = next
+	}
+}
+
+// replayable reports whether a request may be sent again after a failed
+// connect: an idempotent method and no body that was (or could have been)
+// consumed.
+func replayable(req *http.Request) bool {
+	switch req.Method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodPut,
+		http.MethodDelete, http.MethodTrace:
+	default:
+		return false
+	}
+	return req.Body == nil || req.Body == http.NoBody || req.GetBody != nil
+}
