@@ -12,6 +12,8 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/nodegress/nodegress/controller"
 	"github.com/nodegress/nodegress/loader"
 	"github.com/nodegress/nodegress/loader/trace"
@@ -30,6 +32,7 @@ type agentFlags struct {
 	xdpMode     string
 	logLevel    string
 	logFormat   string
+	l7          l7Flags
 }
 
 func runAgent(args []string) int {
@@ -44,6 +47,7 @@ func runAgent(args []string) int {
 	fs.StringVar(&f.xdpMode, "xdp-mode", string(loader.XDPAuto), "XDP attach mode: auto (native, else generic per device), native, generic or off (tc only)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&f.logFormat, "log-format", "text", "text or json")
+	f.l7.register(fs)
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -96,23 +100,42 @@ func agent(f agentFlags, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+
+	reg := prometheus.NewRegistry()
+	var l7 *controller.L7Config
+	if f.l7.enabled {
+		ingress, cfg, err := startIngressProxy(ctx, &f.l7, dp, reg, log)
+		if err != nil {
+			return err
+		}
+		defer ingress.shutdown()
+		l7 = cfg
+	}
 	ctrl, err := controller.New(controller.Config{
 		NodeName:      f.nodeName,
 		NodeIPs:       nodeIPs,
 		StandaloneDir: f.standalone,
+		L7:            l7,
 		Logger:        log,
 	}, dp)
 	if err != nil {
 		return err
 	}
 
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
-
 	traceDone := make(chan error, 1)
 	go func() {
 		traceDone <- trace.NewServer(f.traceSocket, dp, dp, log).Serve(ctx)
 	}()
+	if f.l7.metricsAddr != "" {
+		go func() {
+			if err := serveMetrics(ctx, f.l7.metricsAddr, reg, ctrl.Synced(), log); err != nil {
+				log.Error("metrics server", "err", err)
+			}
+		}()
+	}
 	go func() {
 		select {
 		case <-ctrl.Synced():

@@ -65,7 +65,15 @@ func HTTPGet(ctx context.Context, ns *netns.NS, addr netip.AddrPort) (Reply, err
 	}
 	defer conn.Close()
 	c := &HTTPConn{conn: conn, br: bufio.NewReader(conn), addr: addr}
-	return c.get(ctx, true)
+	r, err := c.get(ctx, true)
+	if err != nil {
+		return r, err
+	}
+	// Let the server close first: the side that closes first keeps the
+	// 4-tuple in TIME_WAIT, and the caller wants to reuse its source port.
+	_ = conn.SetReadDeadline(time.Now().Add(RequestTimeout))
+	_, _ = io.Copy(io.Discard, c.br)
+	return r, nil
 }
 
 // HTTPGetFrom is HTTPGet from a fixed local address and port, bound with
@@ -95,7 +103,15 @@ func HTTPGetFrom(ctx context.Context, ns *netns.NS, local, addr netip.AddrPort) 
 	}
 	defer conn.Close()
 	c := &HTTPConn{conn: conn, br: bufio.NewReader(conn), addr: addr}
-	return c.get(ctx, true)
+	r, err := c.get(ctx, true)
+	if err != nil {
+		return r, err
+	}
+	// Let the server close first: the side that closes first keeps the
+	// 4-tuple in TIME_WAIT, and the caller wants to reuse its source port.
+	_ = conn.SetReadDeadline(time.Now().Add(RequestTimeout))
+	_, _ = io.Copy(io.Discard, c.br)
+	return r, nil
 }
 
 // HTTPConn is one kept-alive HTTP connection, for tests about established

@@ -1,0 +1,205 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/nodegress/nodegress/controller"
+	"github.com/nodegress/nodegress/l7proxy"
+	"github.com/nodegress/nodegress/loader"
+)
+
+// l7Flags configure the Ingress proxy of the agent.
+type l7Flags struct {
+	enabled         bool
+	httpPort        uint
+	httpsPort       uint
+	publishService  string
+	defaultBackend  string
+	controllerName  string
+	trustedProxies  string
+	accessLog       string
+	metricsAddr     string
+	shutdownTimeout time.Duration
+}
+
+func (f *l7Flags) register(fs *flag.FlagSet) {
+	fs.BoolVar(&f.enabled, "ingress", true, "serve Ingresses of our class with the local L7 proxy")
+	fs.UintVar(&f.httpPort, "http-port", 80, "port the node's addresses serve HTTP on")
+	fs.UintVar(&f.httpsPort, "https-port", 443, "port the node's addresses serve HTTPS on")
+	fs.StringVar(&f.publishService, "publish-service", "", "NAMESPACE/NAME of the LoadBalancer Service fronting the ingress: its LoadBalancer IPs are served too")
+	fs.StringVar(&f.defaultBackend, "default-backend-service", "", "NAMESPACE/NAME:PORT serving requests no Ingress matches (default: 404)")
+	fs.StringVar(&f.controllerName, "ingress-controller-name", controller.DefaultControllerName, "spec.controller of the IngressClasses served")
+	fs.StringVar(&f.trustedProxies, "trusted-proxies", "", "comma-separated CIDRs whose X-Forwarded-* headers are trusted")
+	fs.StringVar(&f.accessLog, "access-log", "-", "JSON access log: a file path, - for standard output, or off")
+	fs.StringVar(&f.metricsAddr, "metrics-addr", "", "address serving Prometheus /metrics, /healthz and /readyz (empty: off)")
+	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 10*time.Second, "how long in-flight requests get to finish on shutdown")
+}
+
+func (f *l7Flags) ports() (uint16, uint16, error) {
+	if f.httpPort == 0 || f.httpPort > 65535 || f.httpsPort == 0 || f.httpsPort > 65535 || f.httpPort == f.httpsPort {
+		return 0, 0, fmt.Errorf("--http-port %d / --https-port %d: want two different ports in 1-65535", f.httpPort, f.httpsPort)
+	}
+	return uint16(f.httpPort), uint16(f.httpsPort), nil
+}
+
+func (f *l7Flags) trusted() ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, s := range splitList(f.trustedProxies) {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			a, aerr := netip.ParseAddr(s)
+			if aerr != nil {
+				return nil, fmt.Errorf("--trusted-proxies: %q is no CIDR or address", s)
+			}
+			p = netip.PrefixFrom(a, a.BitLen())
+		}
+		out = append(out, p.Masked())
+	}
+	return out, nil
+}
+
+func (f *l7Flags) accessLogWriter() (io.Writer, func(), error) {
+	switch f.accessLog {
+	case "off", "":
+		return nil, func() {}, nil
+	case "-":
+		return os.Stdout, func() {}, nil
+	}
+	file, err := os.OpenFile(f.accessLog, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o640)
+	if err != nil {
+		return nil, nil, fmt.Errorf("--access-log: %w", err)
+	}
+	return file, func() { file.Close() }, nil
+}
+
+// ingressProxy is the running L7 proxy and its steered listeners.
+type ingressProxy struct {
+	proxy   *l7proxy.Proxy
+	servers chan error
+	closers []func()
+	log     *slog.Logger
+	timeout time.Duration
+}
+
+// startIngressProxy creates the proxy, opens its listeners on loopback and
+// registers them with the datapath, which steers the node's HTTP/HTTPS
+// frontends to them: the proxy binds no wildcard address and sees each
+// connection's original destination.
+func startIngressProxy(ctx context.Context, f *l7Flags, dp *loader.Datapath, reg prometheus.Registerer, log *slog.Logger) (*ingressProxy, *controller.L7Config, error) {
+	httpPort, httpsPort, err := f.ports()
+	if err != nil {
+		return nil, nil, err
+	}
+	trusted, err := f.trusted()
+	if err != nil {
+		return nil, nil, err
+	}
+	accessLog, closeLog, err := f.accessLogWriter()
+	if err != nil {
+		return nil, nil, err
+	}
+	p, err := l7proxy.New(l7proxy.Options{
+		TrustedProxies: trusted,
+		AccessLog:      accessLog,
+		Logger:         log,
+		Registry:       reg,
+		HTTPSPort:      int(httpsPort),
+	})
+	if err != nil {
+		closeLog()
+		return nil, nil, fmt.Errorf("ingress proxy: %w", err)
+	}
+	ip := &ingressProxy{proxy: p, servers: make(chan error, 2), closers: []func(){closeLog}, log: log, timeout: f.shutdownTimeout}
+	for _, l := range []struct {
+		name  string
+		serve func(net.Listener) error
+	}{
+		{controller.ListenerHTTP, p.ServeHTTP},
+		{controller.ListenerHTTPS, p.ServeHTTPS},
+	} {
+		ln, err := loader.ListenProxy(ctx, "127.0.0.1:0")
+		if err != nil {
+			ip.close()
+			return nil, nil, err
+		}
+		if err := dp.RegisterProxyListener(l.name, ln); err != nil {
+			ln.Close()
+			ip.close()
+			return nil, nil, err
+		}
+		serve := l.serve
+		go func() { ip.servers <- serve(ln) }()
+		ip.closers = append(ip.closers, func() { ln.Close() })
+		log.Info("ingress proxy listening", "listener", l.name, "addr", ln.Addr())
+	}
+	return ip, &controller.L7Config{
+		HTTPPort:              httpPort,
+		HTTPSPort:             httpsPort,
+		ControllerName:        f.controllerName,
+		PublishService:        f.publishService,
+		DefaultBackendService: f.defaultBackend,
+		Proxy:                 p,
+	}, nil
+}
+
+// shutdown lets in-flight requests finish, then closes everything.
+func (ip *ingressProxy) shutdown() {
+	ctx, cancel := context.WithTimeout(context.Background(), ip.timeout)
+	defer cancel()
+	if err := ip.proxy.Shutdown(ctx); err != nil {
+		ip.log.Warn("ingress proxy shutdown", "err", err)
+	}
+	ip.close()
+}
+
+func (ip *ingressProxy) close() {
+	for _, c := range ip.closers {
+		c()
+	}
+}
+
+// serveMetrics serves Prometheus metrics and health endpoints; /readyz is
+// ready once the controller has done its first full sync.
+func serveMetrics(ctx context.Context, addr string, reg *prometheus.Registry, synced <-chan struct{}, log *slog.Logger) error {
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		select {
+		case <-synced:
+			io.WriteString(w, "ok\n")
+		default:
+			http.Error(w, "initial sync not done", http.StatusServiceUnavailable)
+		}
+	})
+	srv := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("--metrics-addr: %w", err)
+	}
+	log.Info("serving metrics", "addr", ln.Addr().String())
+	go func() {
+		<-ctx.Done()
+		srv.Close()
+	}()
+	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
