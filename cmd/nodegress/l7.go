@@ -202,4 +202,3 @@ func serveMetrics(ctx context.Context, addr string, reg *prometheus.Registry, sy
 	}
 	return nil
 }
-
