@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -58,6 +59,8 @@ type Config struct {
 	MinSyncInterval time.Duration
 	// Logger receives the controller's logs. Nil means slog.Default().
 	Logger *slog.Logger
+	// Registry receives the controller's metrics; nil means none.
+	Registry prometheus.Registerer
 	// L7, when set, turns on L7 ingress: Ingresses of nodegress's class
 	// configure L7.Proxy, and the L7 frontends are steered to it. Nil
 	// leaves Ingresses alone.
@@ -95,6 +98,7 @@ type Controller struct {
 	applied    bool
 	last       []loader.Service
 	lastIssues map[string]bool
+	metrics    *metrics
 	// L7 state: the configuration the proxy last got and what it reported
 	// about it, repeated into every sync's issues so they are logged once.
 	certs        *certCache
@@ -142,12 +146,13 @@ func New(cfg Config, dp Datapath) (*Controller, error) {
 		synced:     make(chan struct{}),
 		lastIssues: make(map[string]bool),
 		certs:      newCertCache(),
+		metrics:    newMetrics(cfg.Registry),
 	}
 	if cfg.StandaloneDir != "" {
 		c.source = newStandaloneSource(cfg.StandaloneDir, cfg.Logger)
 		c.client = c.source.client
 	}
-	c.runner = newSyncRunner(cfg.MinSyncInterval, 30*time.Second, c.sync, func(err error, retryIn time.Duration) {
+	c.runner = newSyncRunner(cfg.MinSyncInterval, 30*time.Second, c.metrics.observe(c.sync), func(err error, retryIn time.Duration) {
 		c.log.Error("datapath sync", "err", err, "retry_in", retryIn)
 	})
 	return c, nil
@@ -288,6 +293,8 @@ func (c *Controller) sync() error {
 	if err != nil {
 		return fmt.Errorf("list endpointslices: %w", err)
 	}
+	c.metrics.setObjects("Service", len(svcs))
+	c.metrics.setObjects("EndpointSlice", len(epSlices))
 	var issues []error
 	var l7Services []loader.Service
 	quietFor := ""
@@ -348,6 +355,9 @@ func (c *Controller) syncProxy(node NodeInfo, svcs []*corev1.Service, epSlices [
 	if err != nil {
 		return nil, nil, fmt.Errorf("list secrets: %w", err)
 	}
+	c.metrics.setObjects("Ingress", len(ings))
+	c.metrics.setObjects("IngressClass", len(classes))
+	c.metrics.setObjects("Secret", len(secrets))
 	cfg, l7Services, issues := TranslateIngress(IngressInput{
 		Ingresses:      ings,
 		IngressClasses: classes,

@@ -13,6 +13,9 @@ import (
 	"syscall"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/nodegress/nodegress/controller"
 	"github.com/nodegress/nodegress/loader"
@@ -24,6 +27,7 @@ const DefaultTraceSocket = "/run/nodegress/trace.sock"
 
 type agentFlags struct {
 	standalone  string
+	kubeconfig  string
 	devices     string
 	nodeName    string
 	bpffs       string
@@ -38,7 +42,8 @@ type agentFlags struct {
 func runAgent(args []string) int {
 	var f agentFlags
 	fs := flag.NewFlagSet("agent", flag.ContinueOnError)
-	fs.StringVar(&f.standalone, "standalone", "", "directory of Kubernetes YAML (Service, EndpointSlice, Node) to serve, watched for changes")
+	fs.StringVar(&f.standalone, "standalone", "", "directory of Kubernetes YAML (Service, EndpointSlice, Node, Ingress, IngressClass, Secret) to serve instead of an API server, watched for changes")
+	fs.StringVar(&f.kubeconfig, "kubeconfig", "", "kubeconfig of the API server to follow (default: in-cluster config)")
 	fs.StringVar(&f.devices, "devices", "", "comma-separated external devices to attach the datapath to")
 	fs.StringVar(&f.nodeName, "node-name", os.Getenv("NODE_NAME"), "this node's name: selects its Node object and marks its endpoints local (default $NODE_NAME, else the host name)")
 	fs.StringVar(&f.bpffs, "bpffs", loader.DefaultBPFFS, "directory the datapath's maps and links are pinned in (a bpffs is mounted there if needed)")
@@ -64,8 +69,9 @@ func runAgent(args []string) int {
 }
 
 func agent(f agentFlags, log *slog.Logger) error {
-	if f.standalone == "" {
-		return errors.New("--standalone DIR is required (API server mode is not available yet)")
+	client, err := kubeClient(f)
+	if err != nil {
+		return err
 	}
 	devices := splitList(f.devices)
 	if len(devices) == 0 {
@@ -105,6 +111,7 @@ func agent(f agentFlags, log *slog.Logger) error {
 	defer stop()
 
 	reg := prometheus.NewRegistry()
+	reg.MustRegister(newDatapathCollector(dp, log))
 	var l7 *controller.L7Config
 	if f.l7.enabled {
 		ingress, cfg, err := startIngressProxy(ctx, &f.l7, dp, reg, log)
@@ -118,8 +125,10 @@ func agent(f agentFlags, log *slog.Logger) error {
 		NodeName:      f.nodeName,
 		NodeIPs:       nodeIPs,
 		StandaloneDir: f.standalone,
+		Client:        client,
 		L7:            l7,
 		Logger:        log,
+		Registry:      reg,
 	}, dp)
 	if err != nil {
 		return err
@@ -144,7 +153,7 @@ func agent(f agentFlags, log *slog.Logger) error {
 		}
 	}()
 
-	log.Info("agent running", "devices", devices, "bpffs", f.bpffs, "standalone", f.standalone)
+	log.Info("agent running", "devices", devices, "bpffs", f.bpffs, "standalone", f.standalone, "kubeconfig", f.kubeconfig)
 	runErr := ctrl.Run(ctx)
 	stop()
 	if err := <-traceDone; err != nil {
@@ -215,4 +224,34 @@ func parsePortRange(s string) (uint16, uint16, error) {
 		return 0, 0, fmt.Errorf("%q: want 1 <= MIN <= MAX <= 65535", s)
 	}
 	return uint16(min), uint16(max), nil
+}
+
+// kubeClient connects to the API server unless the agent runs standalone:
+// with --kubeconfig, or with the in-cluster service account.
+func kubeClient(f agentFlags) (kubernetes.Interface, error) {
+	if f.standalone != "" {
+		if f.kubeconfig != "" {
+			return nil, errors.New("--standalone and --kubeconfig exclude each other")
+		}
+		return nil, nil
+	}
+	var cfg *rest.Config
+	var err error
+	if f.kubeconfig != "" {
+		cfg, err = clientcmd.BuildConfigFromFlags("", f.kubeconfig)
+	} else {
+		cfg, err = rest.InClusterConfig()
+		if errors.Is(err, rest.ErrNotInCluster) {
+			return nil, errors.New("no source: give --standalone DIR, --kubeconfig FILE, or run in a cluster")
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("api server config: %w", err)
+	}
+	cfg.UserAgent = "nodegress/" + version
+	client, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("api server client: %w", err)
+	}
+	return client, nil
 }
