@@ -42,5 +42,9 @@ e2e: deps build
 demo: deps build
 	scripts/demo.sh
 
+# Side-by-side benchmarks; see tests/bench/README.md.
+bench: deps build
+	scripts/bench.sh
+
 clean:
 	rm -rf $(BIN)
