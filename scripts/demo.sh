@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # nodegress demo: a client, one node running the agent, two pods. Sends
 # requests through a NodePort and a LoadBalancer IP, shows what the pods saw,
-# a live trace of the datapath's decisions and the pinned maps. Everything it
+# then an Ingress with two hosts served by the node's L7 proxy, one of them
+# over HTTPS with a certificate from a Secret; a live trace of the datapath's
+# decisions, the proxy's access log and the pinned maps. Everything it
 # creates (namespaces, processes, pins, files) is removed on exit.
 #
-# Needs root and the binaries from `make build` (bin/nodegress, bin/podserver).
+# Needs root, curl, and the binaries from `make build` (bin/nodegress,
+# bin/podserver); podserver also generates the demo's certificate.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -22,8 +25,8 @@ die() { echo "demo: $*" >&2; exit 1; }
 for b in "$NODEGRESS" "$PODSERVER"; do
 	[[ -x $b ]] || die "$b missing; run 'make build' first"
 done
-for tool in ip ethtool; do
-	command -v "$tool" >/dev/null || die "$tool not found"
+for tool in ip ethtool curl base64; do
+	command -v "$tool" >/dev/null || die "$tool not found (scripts/install-deps.sh installs it)"
 done
 
 # Unique names, so a demo never touches anything it did not create.
@@ -38,6 +41,8 @@ POD_GW=169.254.1.1
 LB_IP=10.96.20.1
 NODE_PORT=30080
 LB_NODE_PORT=30081
+APP_HOST=app.demo.test
+SECURE_HOST=secure.demo.test
 
 WORK=$(mktemp -d /tmp/nodegress-demo.XXXXXX)
 BPFFS=$WORK/bpffs
@@ -215,6 +220,65 @@ EOT
 echo "  default/web     NodePort      $NODE_IP:$NODE_PORT -> ${PODS[*]}"
 echo "  default/web-lb  LoadBalancer  $LB_IP:80 -> ${PODS[*]}"
 
+section "ingress (IngressClass, Secret and two Ingresses in the same directory)"
+# A throw-away CA and a certificate it signed for the HTTPS host: the
+# Secret holds the certificate and key, the client trusts the CA.
+mkdir -p "$WORK/tls"
+"$PODSERVER" gencert --out "$WORK/tls" "$SECURE_HOST"
+b64() { base64 -w0 <"$1"; }
+cat >"$WORK/manifests/ingress.yaml" <<EOT
+apiVersion: networking.k8s.io/v1
+kind: IngressClass
+metadata:
+  name: nodegress
+spec:
+  controller: nodegress.io/ingress-controller
+---
+apiVersion: v1
+kind: Secret
+metadata:
+  name: secure-tls
+  namespace: default
+type: kubernetes.io/tls
+data:
+  tls.crt: $(b64 "$WORK/tls/tls.crt")
+  tls.key: $(b64 "$WORK/tls/tls.key")
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: app
+  namespace: default
+spec:
+  ingressClassName: nodegress
+  rules:
+  - host: $APP_HOST
+    http:
+      paths:
+      - {path: /, pathType: Prefix, backend: {service: {name: web, port: {name: http}}}}
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: secure
+  namespace: default
+  annotations:
+    nodegress.io/ssl-redirect: "true"
+spec:
+  ingressClassName: nodegress
+  tls:
+  - hosts: [$SECURE_HOST]
+    secretName: secure-tls
+  rules:
+  - host: $SECURE_HOST
+    http:
+      paths:
+      - {path: /, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}
+EOT
+echo "  http://$APP_HOST/      -> default/web (${PODS[*]})"
+echo "  https://$SECURE_HOST/  -> default/web, certificate from Secret default/secure-tls; plain HTTP redirected (ssl-redirect)"
+echo "  served by the agent's proxy on $NODE_IP:80 and :443, steered to it by sk_lookup"
+
 section "agent"
 mkdir -p "$BPFFS"
 # Pins live on a bpffs in this mount namespace, so `nodegress maps` and
@@ -222,7 +286,7 @@ mkdir -p "$BPFFS"
 mount -t bpf bpf "$BPFFS"
 BPFFS_MOUNTED=1
 in_ns "$NODE" "$NODEGRESS" agent --standalone "$WORK/manifests" --devices ext0 --node-name node1 \
-	--bpffs "$BPFFS" --trace-socket "$SOCK" >"$WORK/agent.log" 2>&1 &
+	--bpffs "$BPFFS" --trace-socket "$SOCK" --access-log "$WORK/access.log" >"$WORK/agent.log" 2>&1 &
 AGENT_PID=$!
 for _ in $(seq 100); do
 	[[ -S $SOCK ]] && break
@@ -257,6 +321,41 @@ section "client -> LoadBalancer IP $LB_IP:80"
 for _ in 1 2 3 4; do
 	printf '  %s\n' "$(get "$LB_IP:80" 2>&1)"
 done
+
+# The client has no DNS: curl --resolve points the host names at the node.
+app() { in_ns "$CLIENT" curl -sS --max-time 3 --resolve "$APP_HOST:80:$NODE_IP" "$@"; }
+secure() {
+	in_ns "$CLIENT" curl -sS --max-time 3 --resolve "$SECURE_HOST:80:$NODE_IP" \
+		--resolve "$SECURE_HOST:443:$NODE_IP" --cacert "$WORK/tls/ca.crt" "$@"
+}
+# What a pod's JSON echo says about who it talked to.
+seen() { grep -o -e '"pod":"[^"]*"' -e '"client":"[^"]*"' -e '"X-Forwarded-For":\["[^"]*"\]' -e '"X-Forwarded-Proto":\["[^"]*"\]' | tr '\n' ' '; }
+for _ in $(seq 50); do
+	[[ $(app -o /dev/null -w '%{http_code}' "http://$APP_HOST/" 2>/dev/null) == 200 ]] && break
+	sleep 0.1
+done
+
+section "client -> http://$APP_HOST/ (Ingress, L7 proxy on node1:80)"
+for _ in 1 2; do
+	printf '  %s\n' "$(app "http://$APP_HOST/" 2>&1)"
+done
+echo "  the pods' TCP peer is the node's proxy; the client's address travels in X-Forwarded-For:"
+for _ in 1 2; do
+	printf '  %s\n' "$(app "http://$APP_HOST/headers" 2>&1 | seen)"
+done
+
+section "client -> https://$SECURE_HOST/ (TLS by SNI, verified against the demo CA)"
+for _ in 1 2; do
+	out=$(secure -w '\n%{http_version} %{ssl_verify_result}' "https://$SECURE_HOST/headers" 2>&1) || true
+	body=$(head -n 1 <<<"$out") meta=$(tail -n 1 <<<"$out")
+	printf '  HTTP/%s, certificate verify result %s: %s\n' "${meta% *}" "${meta#* }" "$(seen <<<"$body")"
+done
+printf '  plain http://%s/login: %s\n' "$SECURE_HOST" \
+	"$(secure -o /dev/null -w '%{http_code} -> %{redirect_url}' "http://$SECURE_HOST/login" 2>&1)"
+
+section "proxy access log (last lines)"
+sleep 0.3
+tail -n 5 "$WORK/access.log" | sed 's/^/  /'
 
 section "nodegress trace (first lines: one connection's packets, both directions)"
 sleep 0.5

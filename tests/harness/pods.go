@@ -15,11 +15,15 @@ import (
 // Ports every pod server listens on.
 const (
 	PodHTTPPort = 8080
-	PodUDPPort  = 9090
+	// PodH2CPort serves the same as PodHTTPPort, with cleartext HTTP/2
+	// (prior knowledge) besides HTTP/1.1.
+	PodH2CPort = 8081
+	PodUDPPort = 9090
 )
 
-// StartPodServers runs podserver in each pod (HTTP on PodHTTPPort, UDP echo
-// on PodUDPPort) and waits until all are listening. They are killed in
+// StartPodServers runs podserver in each pod (HTTP on PodHTTPPort, HTTP/1.1
+// and h2c on PodH2CPort, UDP echo on PodUDPPort) and waits until all are
+// listening. They are killed in
 // t.Cleanup.
 func StartPodServers(t testing.TB, pods ...*netns.Pod) {
 	t.Helper()
@@ -35,6 +39,7 @@ func startPodServer(t testing.TB, bin string, p *netns.Pod) {
 	cmd := p.Command(ctx, bin,
 		"--name", p.Name,
 		"--http", fmt.Sprintf(":%d", PodHTTPPort),
+		"--h2c", fmt.Sprintf(":%d", PodH2CPort),
 		"--udp", fmt.Sprintf(":%d", PodUDPPort))
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	var stderr strings.Builder
