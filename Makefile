@@ -6,7 +6,7 @@ GOTEST_FLAGS ?= -count=1 -timeout 30m
 # e2e tests run exactly the binaries make built.
 TEST_ENV := NODEGRESS_BIN=$(CURDIR)/$(BIN)/nodegress PODSERVER_BIN=$(CURDIR)/$(BIN)/podserver
 
-.PHONY: all build deps generate check-generated test unit e2e demo lint bench clean
+.PHONY: all build deps generate check-generated kube-bins test unit e2e demo lint bench clean
 
 all: build
 
@@ -16,6 +16,11 @@ deps:
 build:
 	$(GO) build -o $(BIN)/nodegress ./cmd/nodegress
 	$(GO) build -o $(BIN)/podserver ./tests/cmd/podserver
+
+# kube-apiserver, kubectl, kube-proxy and etcd built from Go modules and
+# cached (minutes the first time, instant after).
+kube-bins:
+	@scripts/kube-bins.sh >/dev/null
 
 generate: deps
 	cd loader && $(GO) generate ./...
@@ -30,13 +35,13 @@ lint: deps
 
 # Everything: unit tests, BPF_PROG_TEST_RUN tables, e2e in network
 # namespaces. Tests needing root skip when run without it, except under CI.
-test: deps check-generated lint build
+test: deps check-generated lint build kube-bins
 	$(TEST_ENV) $(GO) test $(GOTEST_FLAGS) ./...
 
 unit: deps
 	$(GO) test $(GOTEST_FLAGS) $$($(GO) list ./... | grep -v /tests/)
 
-e2e: deps build
+e2e: deps build kube-bins
 	$(TEST_ENV) $(GO) test $(GOTEST_FLAGS) ./tests/...
 
 demo: deps build

@@ -1,0 +1,170 @@
+#!/usr/bin/env bash
+# Builds a real Kubernetes control plane (kube-apiserver, kubectl, kube-proxy,
+# etcd) from Go modules and caches it by version, for the tests and the demo.
+#
+# Prebuilt release binaries cannot be downloaded here; the Go module proxy can
+# be reached, so everything is compiled from the published modules:
+#   - k8s.io/kubernetes at KUBE_VERSION. Its go.mod points every k8s.io/*
+#     staging module at ./staging, which the module zip does not contain, so
+#     the replace directives are dropped in favour of the published
+#     k8s.io/*@STAGING_VERSION modules (the same code, released in lockstep).
+#   - go.etcd.io/etcd/server/v3 at ETCD_VERSION through a tiny main package
+#     calling etcdmain.Main, which is all the etcd binary is. ETCD_VERSION is
+#     the one k8s.io/kubernetes itself requires (its integration tests run
+#     that etcd; hack/lib/etcd.sh refuses older ones).
+#
+# Usage: scripts/kube-bins.sh [--check]
+#   Prints the directory holding the binaries on stdout (progress goes to
+#   stderr). With --check it builds nothing and exits 1 when the cache is
+#   incomplete. When the cache is complete it returns in well under a second.
+#
+# Environment:
+#   NODEGRESS_KUBE_CACHE  cache root (default /var/cache/nodegress/kube)
+set -euo pipefail
+
+# KUBE_VERSION follows the k8s.io/client-go in go.mod (v0.X.Y <-> v1.X.Y).
+KUBE_VERSION=v1.37.2
+STAGING_VERSION=v0.${KUBE_VERSION#v1.}
+ETCD_VERSION=v3.7.0
+BINS=(kube-apiserver kubectl kube-proxy etcd)
+
+CACHE_ROOT=${NODEGRESS_KUBE_CACHE:-/var/cache/nodegress/kube}
+OUT=$CACHE_ROOT/$KUBE_VERSION
+
+log() { echo "kube-bins: $*" >&2; }
+
+# cached reports whether every binary is present and is the pinned version.
+# Running --version also catches truncated or foreign binaries.
+cached() {
+	local b v
+	for b in "${BINS[@]}"; do
+		[ -x "$OUT/$b" ] || return 1
+	done
+	v=$("$OUT/kube-apiserver" --version 2>/dev/null) || return 1
+	[ "$v" = "Kubernetes $KUBE_VERSION" ] || return 1
+	v=$("$OUT/kubectl" version --client 2>/dev/null) || return 1
+	[[ $v == *"$KUBE_VERSION"* ]] || return 1
+	v=$("$OUT/kube-proxy" --version 2>/dev/null) || return 1
+	[ "$v" = "Kubernetes $KUBE_VERSION" ] || return 1
+	v=$("$OUT/etcd" --version 2>/dev/null) || return 1
+	[[ $v == *"etcd Version: ${ETCD_VERSION#v}"* ]] || return 1
+}
+
+if cached; then
+	echo "$OUT"
+	exit 0
+fi
+if [ "${1:-}" = "--check" ]; then
+	log "no complete cache in $OUT"
+	exit 1
+fi
+
+mkdir -p "$CACHE_ROOT"
+# Several test binaries may ask for the control plane at once: one builds,
+# the others wait and then find the cache filled.
+exec 9>"$CACHE_ROOT/.lock"
+flock 9
+if cached; then
+	echo "$OUT"
+	exit 0
+fi
+
+command -v go >/dev/null || { log "go not found in PATH"; exit 1; }
+
+BUILD=$CACHE_ROOT/.build-$KUBE_VERSION
+rm -rf "$BUILD"
+mkdir -p "$BUILD/bin"
+trap 'rm -rf "$BUILD"' EXIT
+
+# The checksum database (sum.golang.org) is not reachable from here, and the
+# edited go.mod pulls modules that kubernetes' go.sum does not list (the
+# published k8s.io/* staging modules, etcd's graph). So verification against
+# the database is off for these builds only; every module listed in the
+# go.sum files is still checked against them. GOWORK=off because the module
+# ships a go.work naming ./staging directories it does not contain.
+export GOSUMDB=off GOWORK=off GOFLAGS="-mod=mod -buildvcs=false" CGO_ENABLED=0
+# The machine is shared with benchmarks: build at the lowest priority.
+NICE=(nice -n 19)
+start=$SECONDS
+
+log "fetching k8s.io/kubernetes@$KUBE_VERSION"
+# Outside any module, so the caller's go.mod and go.sum are never touched.
+cd "$BUILD"
+src=$(go mod download -json "k8s.io/kubernetes@$KUBE_VERSION" | sed -n 's/^\t"Dir": "\(.*\)",$/\1/p')
+[ -d "$src" ] || { log "module directory not found for k8s.io/kubernetes@$KUBE_VERSION"; exit 1; }
+cp -r "$src" "$BUILD/kubernetes"
+chmod -R u+w "$BUILD/kubernetes"
+cd "$BUILD/kubernetes"
+rm -rf go.work go.work.sum vendor
+
+edits=()
+while read -r mod; do
+	edits+=("-dropreplace=$mod")
+	# Only modules kubernetes actually requires get a requirement; the
+	# sample-* staging modules are replaced but never required.
+	if grep -qE "^[[:space:]]+$mod v0\.0\.0( |\$)" go.mod; then
+		edits+=("-require=$mod@$STAGING_VERSION")
+	fi
+done < <(sed -n 's|^[[:space:]]*\(k8s.io/[^ ]*\) => \./staging/.*|\1|p' go.mod)
+go mod edit "${edits[@]}"
+if grep -q '=> ./staging' go.mod; then
+	log "staging replace directives left in go.mod"
+	exit 1
+fi
+want=$(go mod edit -json | sed -n '/"Path": "go.etcd.io\/etcd\/server\/v3"/{n;s/.*"Version": "\(.*\)".*/\1/p}')
+if [ "$want" != "$ETCD_VERSION" ]; then
+	log "k8s.io/kubernetes@$KUBE_VERSION requires etcd $want, ETCD_VERSION is $ETCD_VERSION: update the script"
+	exit 1
+fi
+
+# The same version stamps kubernetes' own build sets (hack/lib/version.sh),
+# so --version, /version and kubectl's skew checks report the real release.
+minor=${KUBE_VERSION#v1.}
+minor=${minor%%.*}
+ldflags="-s -w"
+for pkg in k8s.io/client-go/pkg/version k8s.io/component-base/version; do
+	ldflags+=" -X $pkg.gitVersion=$KUBE_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
+	ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
+done
+
+for cmd in kube-apiserver kubectl kube-proxy; do
+	log "building $cmd $KUBE_VERSION"
+	"${NICE[@]}" go build -trimpath -ldflags "$ldflags" -o "$BUILD/bin/$cmd" "./cmd/$cmd"
+done
+
+log "building etcd $ETCD_VERSION"
+mkdir -p "$BUILD/etcd"
+cd "$BUILD/etcd"
+cat >go.mod <<EOF
+module etcdwrapper
+
+go 1.26
+EOF
+cat >main.go <<'EOF'
+package main
+
+import (
+	"os"
+
+	"go.etcd.io/etcd/server/v3/etcdmain"
+)
+
+func main() { etcdmain.Main(os.Args) }
+EOF
+# kubernetes' go.sum lists etcd and most of its graph: reuse it so those
+# modules are checked even with the checksum database off.
+cp "$BUILD/kubernetes/go.sum" go.sum
+go get "go.etcd.io/etcd/server/v3@$ETCD_VERSION" >&2
+"${NICE[@]}" go build -trimpath -ldflags "-s -w" -o "$BUILD/bin/etcd" .
+
+# Install all four together so a half-filled cache is never seen as complete.
+mkdir -p "$OUT"
+for b in "${BINS[@]}"; do
+	mv -f "$BUILD/bin/$b" "$OUT/$b"
+done
+if ! cached; then
+	log "built binaries in $OUT do not report the pinned versions"
+	exit 1
+fi
+log "built in $((SECONDS - start))s"
+echo "$OUT"
