@@ -26,6 +26,7 @@ import (
 	discoverylisters "k8s.io/client-go/listers/discovery/v1"
 	networkinglisters "k8s.io/client-go/listers/networking/v1"
 	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/record"
 
 	"github.com/nodegress/nodegress/l7proxy"
 	"github.com/nodegress/nodegress/loader"
@@ -65,6 +66,18 @@ type Config struct {
 	// configure L7.Proxy, and the L7 frontends are steered to it. Nil
 	// leaves Ingresses alone.
 	L7 *L7Config
+	// UpdateStatus turns on the Ingress status write-back, with an API
+	// server and L7 only: the agent takes part in the election of the one
+	// agent writing status and, without a publish Service, keeps its node
+	// Lease renewed so the leader knows its node serves (see status.go).
+	UpdateStatus bool
+	// ElectionNamespace holds the status election Lease and the node
+	// Leases. Empty means DefaultElectionNamespace.
+	ElectionNamespace string
+	// EventRecorder receives the Events about invalid objects. Nil means
+	// the API server's Events with a Client, and none standalone (there is
+	// nowhere to record them; the problems are logged either way).
+	EventRecorder record.EventRecorder
 }
 
 // Controller keeps the datapath equal to the Services and EndpointSlices of
@@ -93,6 +106,10 @@ type Controller struct {
 	ingresses networkinglisters.IngressLister
 	classes   networkinglisters.IngressClassLister
 	secrets   corelisters.SecretLister
+
+	events    record.EventRecorder // nil: problems are only logged
+	status    *statusManager       // nil: no status write-back
+	nodeLease *nodeLease           // with status showing node addresses
 
 	// Only the runner's goroutine touches these.
 	applied    bool
@@ -147,10 +164,18 @@ func New(cfg Config, dp Datapath) (*Controller, error) {
 		lastIssues: make(map[string]bool),
 		certs:      newCertCache(),
 		metrics:    newMetrics(cfg.Registry),
+		events:     cfg.EventRecorder,
 	}
 	if cfg.StandaloneDir != "" {
 		c.source = newStandaloneSource(cfg.StandaloneDir, cfg.Logger)
 		c.client = c.source.client
+	} else if cfg.L7 != nil && cfg.UpdateStatus {
+		c.status = newStatusManager(c, cfg.Registry)
+		if cfg.L7.PublishService == "" {
+			// Node Leases tell the leader which nodes serve; with a
+			// publish Service the status does not name nodes.
+			c.nodeLease = newNodeLease(c, c.status.namespace)
+		}
 	}
 	c.runner = newSyncRunner(cfg.MinSyncInterval, 30*time.Second, c.metrics.observe(c.sync), func(err error, retryIn time.Duration) {
 		c.log.Error("datapath sync", "err", err, "retry_in", retryIn)
@@ -246,6 +271,22 @@ func (c *Controller) Run(ctx context.Context) error {
 		hasSynced = append(hasSynced, inf.HasSynced)
 	}
 
+	if c.status != nil {
+		c.status.ingresses, c.status.classes, c.status.services = c.ingresses, c.classes, c.services
+		ingH, classH, svcH := c.status.handlers()
+		for _, h := range []struct {
+			inf cache.SharedIndexInformer
+			h   cache.ResourceEventHandler
+		}{{ingInformer.Informer(), ingH}, {classInformer.Informer(), classH}, {svcInformer.Informer(), svcH}} {
+			if _, err := h.inf.AddEventHandler(h.h); err != nil {
+				return fmt.Errorf("add status event handler: %w", err)
+			}
+		}
+	}
+	if c.events == nil && c.source == nil {
+		c.events = newEventRecorder(ctx, c.client, c.cfg.NodeName, c.log)
+	}
+
 	for _, f := range []informers.SharedInformerFactory{factory, nodeFactory, secretFactory} {
 		f.Start(ctx.Done())
 		started = append(started, f)
@@ -257,6 +298,24 @@ func (c *Controller) Run(ctx context.Context) error {
 
 	if c.source != nil {
 		wg.Go(func() { c.source.Run(ctx) })
+	}
+	// The status write-back and the node Lease talk to the API server
+	// from goroutines of their own and retry forever: the sync runner
+	// never waits for them, so while the API server is away the datapath
+	// keeps its last good state and follows the informers when it is back.
+	if c.status != nil {
+		wg.Go(func() { c.status.run(ctx) })
+	}
+	if c.nodeLease != nil {
+		wg.Go(func() {
+			// A node is advertised once it serves the complete state.
+			select {
+			case <-c.synced:
+			case <-ctx.Done():
+				return
+			}
+			c.nodeLease.run(ctx)
+		})
 	}
 	c.runner.Request()
 	c.runner.Loop(ctx)
@@ -395,7 +454,8 @@ func (p *proxyIssue) Error() string { return "proxy: " + p.err.Error() }
 func (p *proxyIssue) Unwrap() error { return p.err }
 
 // reportIssues logs translation problems once, when they appear, instead of
-// at every sync.
+// at every sync, and records an Event on the object of each (API mode).
+// A problem that goes away and comes back is reported again.
 func (c *Controller) reportIssues(issues []error) {
 	now := make(map[string]bool, len(issues))
 	for _, err := range issues {
@@ -425,6 +485,7 @@ func (c *Controller) reportIssues(issues []error) {
 			} else {
 				c.log.Warn("invalid object", attrs...)
 			}
+			c.recordEvent(oe)
 			continue
 		}
 		c.log.Warn("translate", "err", err)

@@ -242,7 +242,7 @@ type ingressTranslator struct {
 	services map[string]*corev1.Service
 	slices   map[string][]*discoveryv1.EndpointSlice
 	secrets  map[string]*corev1.Secret
-	classes  map[string]*networkingv1.IngressClass // ours, by name
+	classes  ingressClassSelector
 
 	upstreams map[string]*l7proxy.Upstream
 	out       l7proxy.Config
@@ -256,9 +256,9 @@ func newIngressTranslator(in IngressInput) *ingressTranslator {
 		services:  make(map[string]*corev1.Service, len(in.Services)),
 		slices:    make(map[string][]*discoveryv1.EndpointSlice),
 		secrets:   make(map[string]*corev1.Secret),
-		classes:   make(map[string]*networkingv1.IngressClass),
 		upstreams: make(map[string]*l7proxy.Upstream),
 	}
+	t.classes = newIngressClassSelector(in.IngressClasses, t.cfg.ControllerName)
 	for _, s := range in.Services {
 		t.services[s.Namespace+"/"+s.Name] = s
 	}
@@ -275,11 +275,6 @@ func newIngressTranslator(in IngressInput) *ingressTranslator {
 			t.secrets[s.Namespace+"/"+s.Name] = s
 		}
 	}
-	for _, c := range in.IngressClasses {
-		if c.Spec.Controller == t.cfg.ControllerName {
-			t.classes[c.Name] = c
-		}
-	}
 	return t
 }
 
@@ -290,7 +285,7 @@ func (t *ingressTranslator) report(kind, object string, skipped bool, err error)
 func (t *ingressTranslator) translate() {
 	var ours []*networkingv1.Ingress
 	for _, ing := range t.in.Ingresses {
-		if why := t.notOurs(ing); why != "" {
+		if why := t.classes.notOurs(ing); why != "" {
 			t.report("Ingress", ing.Namespace+"/"+ing.Name, true, errors.New(why))
 			continue
 		}
@@ -309,7 +304,7 @@ func (t *ingressTranslator) translate() {
 		key := ing.Namespace + "/" + ing.Name
 		ann, unknown, err := parseAnnotations(ing.Annotations)
 		for _, name := range unknown {
-			t.report("Ingress", key, false, fmt.Errorf("unknown annotation %s ignored", name))
+			t.report("Ingress", key, false, withReason(ReasonUnknownAnnotation, fmt.Errorf("unknown annotation %s ignored", name)))
 		}
 		if err != nil {
 			t.report("Ingress", key, false, fmt.Errorf("%w; ingress not served", err))
@@ -377,13 +372,34 @@ func (t *ingressTranslator) translate() {
 	}
 }
 
+// ingressClassSelector decides which Ingresses are nodegress's. It is the
+// one rule both translation and the status write-back follow, so the agent
+// never writes the status of an Ingress it does not serve.
+type ingressClassSelector struct {
+	all  []*networkingv1.IngressClass
+	ours map[string]*networkingv1.IngressClass // by name
+}
+
+func newIngressClassSelector(classes []*networkingv1.IngressClass, controllerName string) ingressClassSelector {
+	if controllerName == "" {
+		controllerName = DefaultControllerName
+	}
+	s := ingressClassSelector{all: classes, ours: make(map[string]*networkingv1.IngressClass)}
+	for _, c := range classes {
+		if c.Spec.Controller == controllerName {
+			s.ours[c.Name] = c
+		}
+	}
+	return s
+}
+
 // notOurs says why an Ingress is not of nodegress's class, "" when it is.
-func (t *ingressTranslator) notOurs(ing *networkingv1.Ingress) string {
+func (s ingressClassSelector) notOurs(ing *networkingv1.Ingress) string {
 	if name := ing.Spec.IngressClassName; name != nil {
-		if _, ok := t.classes[*name]; ok {
+		if _, ok := s.ours[*name]; ok {
 			return ""
 		}
-		for _, c := range t.in.IngressClasses {
+		for _, c := range s.all {
 			if c.Name == *name {
 				return fmt.Sprintf("ingress class %s belongs to controller %s, ignored", *name, c.Spec.Controller)
 			}
@@ -391,17 +407,22 @@ func (t *ingressTranslator) notOurs(ing *networkingv1.Ingress) string {
 		return fmt.Sprintf("ingress class %s does not exist, ignored", *name)
 	}
 	if v, ok := ing.Annotations[legacyClassAnnotation]; ok {
-		if _, ours := t.classes[v]; ours || v == LegacyIngressClass {
+		if _, ours := s.ours[v]; ours || v == LegacyIngressClass {
 			return ""
 		}
 		return fmt.Sprintf("annotation %s %q is not nodegress's class, ignored", legacyClassAnnotation, v)
 	}
-	for _, c := range t.classes {
+	for _, c := range s.ours {
 		if c.Annotations[defaultClassAnnotation] == "true" {
 			return ""
 		}
 	}
 	return "no ingress class and none of nodegress's classes is the default, ignored"
+}
+
+// isOurs reports whether nodegress serves ing.
+func (s ingressClassSelector) isOurs(ing *networkingv1.Ingress) bool {
+	return s.notOurs(ing) == ""
 }
 
 func routePathOf(p networkingv1.HTTPIngressPath) (l7proxy.PathType, string, error) {
@@ -463,9 +484,9 @@ func (t *ingressTranslator) serviceUpstream(ref serviceRef, ann ingressAnnotatio
 	svc := t.services[svcKey]
 	switch {
 	case svc == nil:
-		problem = fmt.Errorf("service %s not found", svcKey)
+		problem = withReason(ReasonBackendNotFound, fmt.Errorf("service %s not found", svcKey))
 	case svc.Spec.Type == corev1.ServiceTypeExternalName:
-		problem = fmt.Errorf("service %s is of type ExternalName, which is not supported", svcKey)
+		problem = withReason(ReasonUnsupportedBackend, fmt.Errorf("service %s is of type ExternalName, which is not supported", svcKey))
 	default:
 		for i := range svc.Spec.Ports {
 			p := &svc.Spec.Ports[i]
@@ -475,9 +496,9 @@ func (t *ingressTranslator) serviceUpstream(ref serviceRef, ann ingressAnnotatio
 			}
 		}
 		if sp == nil {
-			problem = fmt.Errorf("service %s has no port %s", svcKey, portID)
+			problem = withReason(ReasonBackendNotFound, fmt.Errorf("service %s has no port %s", svcKey, portID))
 		} else if proto := cmp.Or(sp.Protocol, corev1.ProtocolTCP); proto != corev1.ProtocolTCP {
-			problem = fmt.Errorf("service %s port %s is %s, not TCP", svcKey, portID, proto)
+			problem = withReason(ReasonUnsupportedBackend, fmt.Errorf("service %s port %s is %s, not TCP", svcKey, portID, proto))
 			sp = nil
 		} else {
 			portID = cmp.Or(sp.Name, strconv.Itoa(int(sp.Port)))
@@ -550,12 +571,12 @@ func (t *ingressTranslator) certificates(ing *networkingv1.Ingress, key string) 
 		}
 		sec := t.secrets[secKey]
 		if sec == nil {
-			fail(errors.New("no kubernetes.io/tls secret of that name in the ingress's namespace"))
+			fail(withReason(ReasonMissingSecret, errors.New("no kubernetes.io/tls secret of that name in the ingress's namespace")))
 			continue
 		}
 		cert, err := t.in.certs.parse(sec.Data[corev1.TLSCertKey], sec.Data[corev1.TLSPrivateKeyKey])
 		if err != nil {
-			fail(err)
+			fail(withReason(ReasonInvalidCertificate, err))
 			continue
 		}
 		t.out.Certificates = append(t.out.Certificates, l7proxy.Certificate{

@@ -152,6 +152,9 @@ func translate(node NodeInfo, svcs []*corev1.Service, epSlices []*discoveryv1.En
 		svcErr := func(port string, skipped bool, format string, args ...any) {
 			errs = append(errs, &ObjectError{Kind: "Service", Object: key, Port: port, Err: fmt.Errorf(format, args...), Skipped: skipped})
 		}
+		conflict := func(port string, skipped bool, format string, args ...any) {
+			errs = append(errs, &ObjectError{Kind: "Service", Object: key, Port: port, Err: withReason(ReasonFrontendConflict, fmt.Errorf(format, args...)), Skipped: skipped})
+		}
 		if svc.Spec.Type == corev1.ServiceTypeExternalName || svc.Spec.ClusterIP == corev1.ClusterIPNone {
 			continue
 		}
@@ -212,7 +215,7 @@ func translate(node NodeInfo, svcs []*corev1.Service, epSlices []*discoveryv1.En
 				if owner, ok := claimed[fk]; ok {
 					if owner != ls.Name {
 						quiet := reservedBy[owner] && key == quietFor
-						svcErr(portID, quiet, "frontend %s/%s already used by %s, skipped", fk.fe, proto, owner)
+						conflict(portID, quiet, "frontend %s/%s already used by %s, skipped", fk.fe, proto, owner)
 					}
 					return
 				}

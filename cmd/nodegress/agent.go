@@ -37,6 +37,9 @@ type agentFlags struct {
 	logLevel    string
 	logFormat   string
 	l7          l7Flags
+	// Ingress status write-back (API server mode only).
+	updateStatus      bool
+	electionNamespace string
 }
 
 func runAgent(args []string) int {
@@ -53,6 +56,8 @@ func runAgent(args []string) int {
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&f.logFormat, "log-format", "text", "text or json")
 	f.l7.register(fs)
+	fs.BoolVar(&f.updateStatus, "update-status", true, "write status.loadBalancer of our Ingresses (API server mode; one elected agent writes)")
+	fs.StringVar(&f.electionNamespace, "election-namespace", defaultElectionNamespace(), "namespace of the Leases electing the status writer and telling which nodes run an agent; $POD_NAMESPACE when set")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -122,13 +127,15 @@ func agent(f agentFlags, log *slog.Logger) error {
 		l7 = cfg
 	}
 	ctrl, err := controller.New(controller.Config{
-		NodeName:      f.nodeName,
-		NodeIPs:       nodeIPs,
-		StandaloneDir: f.standalone,
-		Client:        client,
-		L7:            l7,
-		Logger:        log,
-		Registry:      reg,
+		NodeName:          f.nodeName,
+		NodeIPs:           nodeIPs,
+		StandaloneDir:     f.standalone,
+		Client:            client,
+		L7:                l7,
+		UpdateStatus:      f.updateStatus,
+		ElectionNamespace: f.electionNamespace,
+		Logger:            log,
+		Registry:          reg,
 	}, dp)
 	if err != nil {
 		return err
@@ -161,6 +168,13 @@ func agent(f agentFlags, log *slog.Logger) error {
 	}
 	log.Info("agent stopped; the datapath keeps forwarding with its last state until `nodegress cleanup`", "bpffs", f.bpffs)
 	return runErr
+}
+
+func defaultElectionNamespace() string {
+	if ns := os.Getenv("POD_NAMESPACE"); ns != "" {
+		return ns
+	}
+	return controller.DefaultElectionNamespace
 }
 
 // enableForwarding turns on IPv4 forwarding: packets the datapath DNATs to
