@@ -89,18 +89,20 @@ func benchBackend(b *testing.B) *backend {
 // the two runs is the proxy's.
 func BenchmarkProxy(b *testing.B) {
 	be := benchBackend(b)
-	p := startProxy(b, Options{}, Config{
+	b.Run("direct", func(b *testing.B) { runLoad(b, be.addr.String(), "bench.example") })
+	for _, engine := range engines {
+		p := startProxy(b, Options{Engine: engine}, benchConfig(be))
+		if p.access != nil {
+			b.Fatal("access log on")
+		}
+		b.Run("proxy-"+engine, func(b *testing.B) { runLoad(b, p.httpAddr, "bench.example") })
+	}
+}
+
+func benchConfig(be *backend) Config {
+	return Config{
 		Routes:    []Route{{Host: "bench.example", Path: "/", Upstream: "ns/bench:80", Ingress: "ns/bench"}},
 		Upstreams: []Upstream{{Name: "ns/bench:80", Namespace: "ns", Service: "bench", Endpoints: ep(be)}},
-	})
-	for _, tc := range []struct{ name, addr string }{
-		{"direct", be.addr.String()},
-		{"proxy", p.httpAddr},
-	} {
-		b.Run(tc.name, func(b *testing.B) { runLoad(b, tc.addr, "bench.example") })
-	}
-	if p.access != nil {
-		b.Fatal("access log on")
 	}
 }
 
@@ -108,11 +110,10 @@ func BenchmarkProxy(b *testing.B) {
 // log writing to io.Discard.
 func BenchmarkProxyAccessLog(b *testing.B) {
 	be := benchBackend(b)
-	p := startProxy(b, Options{AccessLog: io.Discard}, Config{
-		Routes:    []Route{{Host: "bench.example", Path: "/", Upstream: "ns/bench:80", Ingress: "ns/bench"}},
-		Upstreams: []Upstream{{Name: "ns/bench:80", Namespace: "ns", Service: "bench", Endpoints: ep(be)}},
-	})
-	runLoad(b, p.httpAddr, "bench.example")
+	for _, engine := range engines {
+		p := startProxy(b, Options{Engine: engine, AccessLog: io.Discard}, benchConfig(be))
+		b.Run(engine, func(b *testing.B) { runLoad(b, p.httpAddr, "bench.example") })
+	}
 }
 
 func runLoad(b *testing.B, addr, host string) {

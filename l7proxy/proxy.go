@@ -452,6 +452,15 @@ func (p *Proxy) finish(st *reqState, start time.Time) {
 	}
 }
 
+// writeAccess renders and writes one access log line.
+func (p *Proxy) writeAccess(e *logEntry) {
+	bp := logBufPool.Get().(*[]byte)
+	b := e.appendJSON((*bp)[:0])
+	p.access.write(b)
+	*bp = b
+	logBufPool.Put(bp)
+}
+
 func (p *Proxy) logAccess(st *reqState, status int, start time.Time, d time.Duration) {
 	r := st.in
 	e := logEntry{
@@ -473,9 +482,5 @@ func (p *Proxy) logAccess(st *reqState, status int, start time.Time, d time.Dura
 	if st.up != nil {
 		e.service = st.up.Name
 	}
-	bp := logBufPool.Get().(*[]byte)
-	b := e.appendJSON((*bp)[:0])
-	p.access.write(b)
-	*bp = b
-	logBufPool.Put(bp)
+	p.writeAccess(&e)
 }

@@ -55,6 +55,11 @@ type Options struct {
 	ClientIdleTimeout time.Duration
 	// HTTPSPort is the public HTTPS port used in SSL redirects (443).
 	HTTPSPort int
+	// Engine serves HTTP/1.1: EngineFast (the default) parses and
+	// forwards with the proxy's own allocation-light HTTP/1.1 code and
+	// pooled upstream connections; EngineStdlib uses net/http's server
+	// and Transport. HTTP/2 is served by net/http either way.
+	Engine string
 }
 
 func (o *Options) setDefaults() {
@@ -82,6 +87,9 @@ func (o *Options) setDefaults() {
 	if o.HTTPSPort <= 0 {
 		o.HTTPSPort = 443
 	}
+	if o.Engine == "" {
+		o.Engine = EngineFast
+	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -106,6 +114,11 @@ type Proxy struct {
 	rp     *httputil.ReverseProxy
 	plain  *http.Server
 	secure *http.Server
+	// fast serves HTTP/1.1 when Options.Engine is EngineFast; secure
+	// then only serves the connections that negotiate HTTP/2.
+	fast *h1server
+	// stopSweep ends the fast engine's idle connection sweeper.
+	stopSweep chan struct{}
 
 	redirectPort string // ":port" suffix for SSL redirects, "" for 443
 	notFound     *series
@@ -122,7 +135,14 @@ type state struct {
 // and a freshly generated self-signed default certificate.
 func New(opts Options) (*Proxy, error) {
 	opts.setDefaults()
+	if opts.Engine != EngineFast && opts.Engine != EngineStdlib {
+		return nil, fmt.Errorf("unknown engine %q (want %q or %q)", opts.Engine, EngineFast, EngineStdlib)
+	}
 	p := &Proxy{opts: opts, log: opts.Logger}
+	if opts.Engine == EngineFast {
+		p.fast = newH1Server(p)
+		p.stopSweep = make(chan struct{})
+	}
 	m, err := newMetrics(opts.Registry)
 	if err != nil {
 		return nil, err
@@ -146,6 +166,9 @@ func New(opts Options) (*Proxy, error) {
 	certs, _ := newCertStore(nil, p.defCert)
 	p.state.Store(&state{table: table, pools: map[string]*pool{}, certs: certs})
 
+	if p.stopSweep != nil {
+		go p.sweeper(p.stopSweep)
+	}
 	p.rp = &httputil.ReverseProxy{
 		Rewrite:      p.rewrite,
 		Transport:    roundTripperFunc(p.roundTrip),
@@ -252,6 +275,12 @@ func (p *Proxy) Update(cfg Config) []error {
 // connections' local address is taken as the address the client
 // connected to (X-Forwarded-Port). It returns nil after Shutdown.
 func (p *Proxy) ServeHTTP(l net.Listener) error {
+	if p.fast != nil {
+		if err := p.fast.serve(l, nil, nil); err != nil {
+			return fmt.Errorf("serve http on %s: %w", l.Addr(), err)
+		}
+		return nil
+	}
 	if err := p.plain.Serve(l); !errors.Is(err, http.ErrServerClosed) {
 		return fmt.Errorf("serve http on %s: %w", l.Addr(), err)
 	}
@@ -261,6 +290,9 @@ func (p *Proxy) ServeHTTP(l net.Listener) error {
 // ServeHTTPS serves HTTPS (HTTP/2 and HTTP/1.1 by ALPN) on l until
 // Shutdown, choosing certificates by SNI from the current Config.
 func (p *Proxy) ServeHTTPS(l net.Listener) error {
+	if p.fast != nil {
+		return p.serveHTTPSFast(l)
+	}
 	if err := p.secure.ServeTLS(l, "", ""); !errors.Is(err, http.ErrServerClosed) {
 		return fmt.Errorf("serve https on %s: %w", l.Addr(), err)
 	}
@@ -272,19 +304,47 @@ func (p *Proxy) ServeHTTPS(l net.Listener) error {
 // waited for. The access log is flushed.
 func (p *Proxy) Shutdown(ctx context.Context) error {
 	var wg sync.WaitGroup
-	var e1, e2 error
+	var e1, e2, e3 error
 	wg.Go(func() { e1 = p.plain.Shutdown(ctx) })
 	wg.Go(func() { e2 = p.secure.Shutdown(ctx) })
+	if p.fast != nil {
+		wg.Go(func() { e3 = p.fast.shutdown(ctx) })
+	}
 	wg.Wait()
 	p.mu.Lock()
 	for _, pl := range p.state.Load().pools {
 		pl.retire()
 	}
+	if p.stopSweep != nil {
+		select {
+		case <-p.stopSweep:
+		default:
+			close(p.stopSweep)
+		}
+	}
 	p.mu.Unlock()
 	if p.access != nil {
 		p.access.close()
 	}
-	return errors.Join(e1, e2)
+	return errors.Join(e1, e2, e3)
+}
+
+// serveHTTPSFast terminates TLS itself and serves HTTP/1.1 connections
+// with the fast engine; connections negotiating h2 are handed to
+// net/http's server through a queue listener.
+func (p *Proxy) serveHTTPSFast(l net.Listener) error {
+	q := newConnQueue(l.Addr())
+	h2done := make(chan error, 1)
+	go func() { h2done <- p.secure.Serve(q) }()
+	err := p.fast.serve(l, p.secure.TLSConfig, q)
+	_ = q.Close()
+	if herr := <-h2done; !errors.Is(herr, http.ErrServerClosed) && !errors.Is(herr, net.ErrClosed) && err == nil {
+		err = herr
+	}
+	if err != nil {
+		return fmt.Errorf("serve https on %s: %w", l.Addr(), err)
+	}
+	return nil
 }
 
 type roundTripperFunc func(*http.Request) (*http.Response, error)

@@ -58,6 +58,9 @@ type endpoint struct {
 	addr     netip.AddrPort
 	hostport string // addr formatted once, for the request URL and logs
 	rt       *http.Transport
+	// h1 holds the fast engine's keep-alive connections; rt serves the
+	// stdlib engine and h2c/https upstreams.
+	h1 h1idle
 
 	inflight atomic.Int64
 	// ejectedUntil is a UnixNano deadline; 0 when not ejected, so the hot
@@ -251,8 +254,13 @@ func (e *endpoint) acquire() { e.inflight.Add(1) }
 
 func (e *endpoint) release() {
 	if e.inflight.Add(-1) == 0 && e.retired.Load() {
-		e.rt.CloseIdleConnections()
+		e.closeIdle()
 	}
+}
+
+func (e *endpoint) closeIdle() {
+	e.rt.CloseIdleConnections()
+	e.closeIdleH1()
 }
 
 // retire marks the endpoint gone; its idle connections close now or when
@@ -261,7 +269,7 @@ func (e *endpoint) release() {
 func (e *endpoint) retire() {
 	e.retired.Store(true)
 	if e.inflight.Load() == 0 {
-		e.rt.CloseIdleConnections()
+		e.closeIdle()
 	}
 }
 
