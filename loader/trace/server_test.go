@@ -357,8 +357,15 @@ func TestStalledClientIsDisconnected(t *testing.T) {
 		s.writeTimeout = 200 * time.Millisecond
 	})
 	subscribe(t, path, Filter{}) // never reads again
-	for i := 0; i < 5000 && s.clientCount() > 0; i++ {
+	// Keep events coming until the client's socket buffer is full and a
+	// write times out; on a loaded machine the writer gets few turns, so a
+	// fixed number of events may not fill the buffer.
+	deadline := time.Now().Add(wait)
+	for i := 0; s.clientCount() > 0 && time.Now().Before(deadline); i++ {
 		src.emit(t, fwdEvent())
+		if i%64 == 63 {
+			time.Sleep(time.Millisecond)
+		}
 	}
 	eventually(t, "the stalled client to be dropped", func() bool { return s.clientCount() == 0 })
 	eventually(t, "tracing to be switched off", func() bool { on, _ := src.state(); return !on })
