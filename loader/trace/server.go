@@ -152,19 +152,19 @@ type item struct {
 // returns nil then, or an error when the socket cannot be set up or the
 // event reader fails. The socket file is removed on return.
 func (s *Server) Serve(ctx context.Context) error {
+	// The datapath's maps are pinned and outlive the agent: an agent that
+	// died with clients connected left tracing on, costing every packet a
+	// ring buffer write with nobody reading. Reset before the first client
+	// can connect and switch it on.
+	if err := s.src.SetTracing(false); err != nil {
+		s.log.Warn("switch tracing off at start", "err", err)
+	}
 	ln, sock, err := s.listen()
 	if err != nil {
 		return err
 	}
 	defer s.removeSocket(sock)
 	s.log.Info("trace socket listening", "socket", s.path)
-
-	// The datapath's maps are pinned and outlive the agent: an agent that
-	// died with clients connected left tracing on, costing every packet a
-	// ring buffer write with nobody reading.
-	if err := s.src.SetTracing(false); err != nil {
-		s.log.Warn("switch tracing off at start", "err", err)
-	}
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
