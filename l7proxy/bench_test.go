@@ -137,3 +137,41 @@ func runLoad(b *testing.B, addr, host string) {
 	})
 	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "req/s")
 }
+
+// BenchmarkProxyH2 measures small HTTP/2 requests over TLS (64 concurrent
+// streams on a few connections) through the proxy, per engine: with the
+// fast engine they go to the upstream over its pooled HTTP/1.1
+// connections, with the stdlib engine through http.Transport. The client
+// shares the process, so compare the engines rather than reading either
+// as an absolute figure.
+func BenchmarkProxyH2(b *testing.B) {
+	be := benchBackend(b)
+	for _, engine := range engines {
+		p := startProxy(b, Options{Engine: engine}, benchConfig(be))
+		b.Run(engine, func(b *testing.B) {
+			c := tlsClient("bench.example", true)
+			url := "https://" + p.httpsAddr + "/"
+			b.SetParallelism(32)
+			b.ReportAllocs()
+			start := time.Now()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					req, _ := http.NewRequest(http.MethodGet, url, nil)
+					req.Host = "bench.example"
+					res, err := c.Do(req)
+					if err != nil {
+						b.Error(err)
+						return
+					}
+					_, _ = io.Copy(io.Discard, res.Body)
+					res.Body.Close()
+					if res.StatusCode != http.StatusOK || res.ProtoMajor != 2 {
+						b.Errorf("%s %d", res.Proto, res.StatusCode)
+						return
+					}
+				}
+			})
+			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "req/s")
+		})
+	}
+}

@@ -23,8 +23,10 @@ import (
 // pooled upstream connections it also speaks HTTP/1.1 on, streaming
 // bodies between the two connections' buffers. Nothing per request needs
 // a goroutine, a context, a timer or a map; connection deadlines carry
-// the timeouts. HTTP/2 over TLS is handed to net/http, and upstreams
-// spoken to over h2c or TLS go through the endpoint's http.Transport.
+// the timeouts. HTTP/2 over TLS is handed to net/http, whose requests to
+// plain-HTTP upstreams come back to the same pooled connections
+// (h2upstream.go); upstreams spoken to over h2c or TLS go through the
+// endpoint's http.Transport.
 
 // Engine names for Options.Engine.
 const (

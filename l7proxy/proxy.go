@@ -202,6 +202,10 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		p.rp.ServeHTTP(st, r.WithContext(st))
 		return
 	}
+	if p.fast != nil && r.ProtoMajor == 2 && pl.settings.protocol == ProtocolHTTP {
+		p.forwardH1(st, r)
+		return
+	}
 	p.forward(st, r)
 }
 

@@ -5,6 +5,8 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"runtime"
+	"runtime/pprof"
 	"testing"
 	"time"
 )
@@ -12,7 +14,9 @@ import (
 // TestServeForLoad runs a proxy for external load tools (wrk) when
 // L7PROXY_SERVE is set to the listen address; L7PROXY_BACKEND names the
 // one endpoint, L7PROXY_ENGINE the engine, L7PROXY_SECONDS how long to
-// serve (default 60). It is how the engines are compared on one pinned
+// serve (default 60), L7PROXY_SERVE_TLS an HTTPS (HTTP/2) listen address
+// served as well, L7PROXY_CPUPROFILE a file for a CPU profile of the whole
+// run. It is how the engines are compared on one pinned
 // core:
 //
 //	go test -c -o /tmp/l7.test ./l7proxy
@@ -50,7 +54,31 @@ func TestServeForLoad(t *testing.T) {
 		t.Fatal(err)
 	}
 	go func() { _ = p.ServeHTTP(l) }()
+	if a := os.Getenv("L7PROXY_SERVE_TLS"); a != "" {
+		tl, err := net.Listen("tcp", a)
+		if err != nil {
+			t.Fatal(err)
+		}
+		go func() { _ = p.ServeHTTPS(tl) }()
+	}
+	if f := os.Getenv("L7PROXY_CPUPROFILE"); f != "" {
+		out, err := os.Create(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := pprof.StartCPUProfile(out); err != nil {
+			t.Fatal(err)
+		}
+		defer func() {
+			pprof.StopCPUProfile()
+			_ = out.Close()
+		}()
+	}
+	var m0, m1 runtime.MemStats
+	runtime.ReadMemStats(&m0)
 	time.Sleep(time.Duration(secs) * time.Second)
+	runtime.ReadMemStats(&m1)
+	t.Logf("allocations: %d objects, %d bytes, %d GC cycles", m1.Mallocs-m0.Mallocs, m1.TotalAlloc-m0.TotalAlloc, m1.NumGC-m0.NumGC)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	_ = p.Shutdown(ctx)

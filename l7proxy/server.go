@@ -58,7 +58,9 @@ type Options struct {
 	// Engine serves HTTP/1.1: EngineFast (the default) parses and
 	// forwards with the proxy's own allocation-light HTTP/1.1 code and
 	// pooled upstream connections; EngineStdlib uses net/http's server
-	// and Transport. HTTP/2 is served by net/http either way.
+	// and Transport. HTTP/2 is served by net/http either way; with
+	// EngineFast its requests to plain-HTTP upstreams also go over the
+	// engine's pooled HTTP/1.1 connections (h2upstream.go).
 	Engine string
 }
 
