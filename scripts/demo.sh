@@ -6,8 +6,17 @@
 # decisions, the proxy's access log and the pinned maps. Everything it
 # creates (namespaces, processes, pins, files) is removed on exit.
 #
+# When the Kubernetes control plane binaries are cached (`make kube-bins`),
+# the agent follows a real kube-apiserver (with etcd) running in a namespace
+# of its own, installed with the ServiceAccount and RBAC of manifests/, and
+# the app arrives with `kubectl apply`; otherwise it reads the same objects
+# from a directory of YAML (--standalone). NODEGRESS_DEMO=standalone forces
+# the latter.
+#
 # Needs root, curl, and the binaries from `make build` (bin/nodegress,
-# bin/podserver); podserver also generates the demo's certificate.
+# bin/podserver); podserver also generates the demo's certificate. With the
+# control plane, the Go toolchain builds its small launcher
+# (tests/cmd/democp).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -33,6 +42,7 @@ done
 SUFFIX=$(od -An -N3 -tx1 /dev/urandom | tr -d ' \n')
 CLIENT=ngdemo-$SUFFIX-client
 NODE=ngdemo-$SUFFIX-node1
+CP=ngdemo-$SUFFIX-cp
 PODS=(web-1 web-2)
 CLIENT_IP=10.100.0.10
 NODE_IP=10.100.0.1
@@ -43,6 +53,10 @@ NODE_PORT=30080
 LB_NODE_PORT=30081
 APP_HOST=app.demo.test
 SECURE_HOST=secure.demo.test
+# The control plane's namespace hangs off node1 on a link of its own.
+CP_NODE_IP=10.200.0.1
+CP_IP=10.200.0.2
+METRICS=127.0.0.1:9254
 
 WORK=$(mktemp -d /tmp/nodegress-demo.XXXXXX)
 BPFFS=$WORK/bpffs
@@ -51,6 +65,14 @@ NAMESPACES=()
 PIDS=()
 AGENT_PID=
 BPFFS_MOUNTED=
+CP_PID=
+
+# API server mode when the control plane binaries are cached.
+KUBE_BINS=$(scripts/kube-bins.sh --check 2>/dev/null) || KUBE_BINS=
+MODE=standalone
+if [[ -n $KUBE_BINS && ${NODEGRESS_DEMO:-} != standalone ]]; then
+	MODE=api
+fi
 
 cleanup() {
 	local rc=$?
@@ -66,6 +88,15 @@ cleanup() {
 			sleep 0.1
 		done
 		kill -KILL "$AGENT_PID" 2>/dev/null
+	fi
+	if [[ -n $CP_PID ]] && kill -0 "$CP_PID" 2>/dev/null; then
+		# democp stops kube-apiserver, then etcd.
+		kill -TERM "$CP_PID"
+		for _ in $(seq 300); do
+			kill -0 "$CP_PID" 2>/dev/null || break
+			sleep 0.1
+		done
+		kill -KILL "$CP_PID" 2>/dev/null
 	fi
 	if [[ -n $BPFFS_MOUNTED ]]; then
 		if ! out=$(ip netns exec "$NODE" "$NODEGRESS" cleanup --bpffs "$BPFFS" 2>&1); then
@@ -135,8 +166,19 @@ cat <<EOT
   client  $CLIENT_IP  --veth--  ext0 $NODE_IP  node1
                                   node1 --veth-- ${PODS[0]} ${POD_IPS[0]}
                                   node1 --veth-- ${PODS[1]} ${POD_IPS[1]}
-  client routes 10.96.0.0/16 (LoadBalancer IPs) via node1
 EOT
+if [[ $MODE == api ]]; then
+	# The control plane's own link: the agent reaches the API server
+	# there, not through ext0 where the datapath sits.
+	new_ns "$CP"
+	ip -n "$NODE" link add name cp0 type veth peer name eth0 netns "$CP"
+	ip -n "$NODE" addr add "$CP_NODE_IP/24" dev cp0
+	ip -n "$NODE" link set cp0 up
+	ip -n "$CP" addr add "$CP_IP/24" dev eth0
+	ip -n "$CP" link set eth0 up
+	echo "                                  node1 cp0 $CP_NODE_IP --veth-- $CP_IP control plane"
+fi
+echo "  client routes 10.96.0.0/16 (LoadBalancer IPs) via node1"
 
 section "pods"
 for i in "${!PODS[@]}"; do
@@ -146,20 +188,23 @@ for i in "${!PODS[@]}"; do
 	echo "  $pod: HTTP :8080, UDP :9090"
 done
 
-section "services (standalone YAML in $WORK/manifests)"
-mkdir -p "$WORK/manifests"
-endpoints() {
-	for i in "${!PODS[@]}"; do
-		cat <<EOT
+# standalone_setup writes the Node, Services, EndpointSlices, IngressClass,
+# Secret and Ingresses into a directory the agent watches.
+standalone_setup() {
+	section "services (standalone YAML in $WORK/manifests)"
+	mkdir -p "$WORK/manifests"
+	endpoints() {
+		for i in "${!PODS[@]}"; do
+			cat <<EOT
 - addresses: ["${POD_IPS[$i]}"]
   conditions: {ready: true, serving: true, terminating: false}
   nodeName: node1
   targetRef: {kind: Pod, namespace: default, name: ${PODS[$i]}}
 EOT
-	done
-}
-slice() {
-	cat <<EOT
+		done
+	}
+	slice() {
+		cat <<EOT
 apiVersion: discovery.k8s.io/v1
 kind: EndpointSlice
 metadata:
@@ -173,8 +218,8 @@ ports:
 endpoints:
 $(endpoints)
 EOT
-}
-cat >"$WORK/manifests/node.yaml" <<EOT
+	}
+	cat >"$WORK/manifests/node.yaml" <<EOT
 apiVersion: v1
 kind: Node
 metadata:
@@ -185,7 +230,7 @@ status:
   addresses:
   - {type: InternalIP, address: $NODE_IP}
 EOT
-cat >"$WORK/manifests/web.yaml" <<EOT
+	cat >"$WORK/manifests/web.yaml" <<EOT
 apiVersion: v1
 kind: Service
 metadata:
@@ -199,7 +244,7 @@ spec:
 ---
 $(slice web)
 EOT
-cat >"$WORK/manifests/web-lb.yaml" <<EOT
+	cat >"$WORK/manifests/web-lb.yaml" <<EOT
 apiVersion: v1
 kind: Service
 metadata:
@@ -217,16 +262,12 @@ status:
 ---
 $(slice web-lb)
 EOT
-echo "  default/web     NodePort      $NODE_IP:$NODE_PORT -> ${PODS[*]}"
-echo "  default/web-lb  LoadBalancer  $LB_IP:80 -> ${PODS[*]}"
+	echo "  default/web     NodePort      $NODE_IP:$NODE_PORT -> ${PODS[*]}"
+	echo "  default/web-lb  LoadBalancer  $LB_IP:80 -> ${PODS[*]}"
 
-section "ingress (IngressClass, Secret and two Ingresses in the same directory)"
-# A throw-away CA and a certificate it signed for the HTTPS host: the
-# Secret holds the certificate and key, the client trusts the CA.
-mkdir -p "$WORK/tls"
-"$PODSERVER" gencert --out "$WORK/tls" "$SECURE_HOST"
-b64() { base64 -w0 <"$1"; }
-cat >"$WORK/manifests/ingress.yaml" <<EOT
+	section "ingress (IngressClass, Secret and two Ingresses in the same directory)"
+	b64() { base64 -w0 <"$1"; }
+	cat >"$WORK/manifests/ingress.yaml" <<EOT
 apiVersion: networking.k8s.io/v1
 kind: IngressClass
 metadata:
@@ -275,31 +316,230 @@ spec:
       paths:
       - {path: /, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}
 EOT
-echo "  http://$APP_HOST/      -> default/web (${PODS[*]})"
-echo "  https://$SECURE_HOST/  -> default/web, certificate from Secret default/secure-tls; plain HTTP redirected (ssl-redirect)"
-echo "  served by the agent's proxy on $NODE_IP:80 and :443, steered to it by sk_lookup"
+	echo "  http://$APP_HOST/      -> default/web (${PODS[*]})"
+	echo "  https://$SECURE_HOST/  -> default/web, certificate from Secret default/secure-tls; plain HTTP redirected (ssl-redirect)"
+	echo "  served by the agent's proxy on $NODE_IP:80 and :443, steered to it by sk_lookup"
+}
 
-section "agent"
-mkdir -p "$BPFFS"
-# Pins live on a bpffs in this mount namespace, so `nodegress maps` and
-# `cleanup` (each in its own `ip netns exec`) see what the agent pinned.
-mount -t bpf bpf "$BPFFS"
-BPFFS_MOUNTED=1
-in_ns "$NODE" "$NODEGRESS" agent --standalone "$WORK/manifests" --devices ext0 --node-name node1 \
-	--bpffs "$BPFFS" --trace-socket "$SOCK" --access-log "$WORK/access.log" >"$WORK/agent.log" 2>&1 &
-AGENT_PID=$!
-for _ in $(seq 100); do
-	[[ -S $SOCK ]] && break
-	kill -0 "$AGENT_PID" 2>/dev/null || { cat "$WORK/agent.log"; die "agent exited"; }
-	sleep 0.1
-done
-[[ -S $SOCK ]] || { cat "$WORK/agent.log"; die "agent not ready after 10s"; }
-if ip -n "$NODE" link show ext0 | grep -q xdpgeneric; then
-	echo "  XDP on ext0: generic (the driver has no native XDP)"
+# start_agent runs the agent in node1's namespace with the source given
+# (--standalone DIR or --kubeconfig FILE, plus their own flags) and waits
+# until its trace socket and /readyz answer: the first full sync is done.
+start_agent() {
+	section "agent"
+	mkdir -p "$BPFFS"
+	# Pins live on a bpffs in this mount namespace, so `nodegress maps` and
+	# `cleanup` (each in its own `ip netns exec`) see what the agent pinned.
+	mount -t bpf bpf "$BPFFS"
+	BPFFS_MOUNTED=1
+	in_ns "$NODE" "$NODEGRESS" agent "$@" --devices ext0 --node-name node1 \
+		--bpffs "$BPFFS" --trace-socket "$SOCK" --access-log "$WORK/access.log" \
+		--metrics-addr "$METRICS" >"$WORK/agent.log" 2>&1 &
+	AGENT_PID=$!
+	local ready=
+	for _ in $(seq 150); do
+		kill -0 "$AGENT_PID" 2>/dev/null || { cat "$WORK/agent.log"; die "agent exited"; }
+		if [[ -S $SOCK ]] && in_ns "$NODE" curl -sf --max-time 1 "http://$METRICS/readyz" >/dev/null 2>&1; then
+			ready=1
+			break
+		fi
+		sleep 0.1
+	done
+	[[ -n $ready ]] || { cat "$WORK/agent.log"; die "agent not ready after 15s"; }
+	if ip -n "$NODE" link show ext0 | grep -q xdpgeneric; then
+		echo "  XDP on ext0: generic (the driver has no native XDP)"
+	else
+		echo "  XDP on ext0: native"
+	fi
+	echo "  pid $AGENT_PID, log $WORK/agent.log; /readyz answers: first full sync done"
+}
+
+# kubectl as the cluster admin, from the control plane's namespace.
+k() { in_ns "$CP" "$KUBE_BINS/kubectl" --kubeconfig "$ADMIN_KC" --cache-dir "$WORK/kubectl-cache" "$@"; }
+# show prints a command the way a user would type it, then runs it.
+show() {
+	printf '  $ kubectl %s\n' "$*"
+	k "$@" 2>&1 | sed 's/^/    /'
+	return "${PIPESTATUS[0]}"
+}
+
+# api_setup starts etcd and kube-apiserver, installs nodegress's RBAC and
+# IngressClass from manifests/, registers node1, starts the agent with the
+# ServiceAccount's token and applies the app.
+api_setup() {
+	section "control plane (etcd + kube-apiserver from $KUBE_BINS)"
+	local democp=$WORK/democp
+	if [[ -n ${DEMOCP:-} ]]; then
+		democp=$DEMOCP
+	else
+		command -v go >/dev/null || die "go not found: needed to build tests/cmd/democp (or set DEMOCP)"
+		go build -o "$democp" ./tests/cmd/democp || die "build tests/cmd/democp"
+	fi
+	local began=$SECONDS
+	"$democp" --dir "$WORK/cp" --netns "$CP" --listen "$CP_IP" >"$WORK/cp.out" 2>"$WORK/cp.log" &
+	CP_PID=$!
+	local ready=
+	# Seconds when idle; a busy machine has needed 40.
+	for _ in $(seq 1200); do
+		ready=$(grep -m1 '^ready ' "$WORK/cp.out" 2>/dev/null || true)
+		[[ -n $ready ]] && break
+		kill -0 "$CP_PID" 2>/dev/null || { cat "$WORK/cp.log"; die "control plane exited"; }
+		sleep 0.1
+	done
+	[[ -n $ready ]] || { cat "$WORK/cp.log"; die "control plane not ready after 120s"; }
+	read -r _ API_URL ADMIN_KC CA_FILE <<<"$ready"
+	echo "  kube-apiserver $API_URL ready in $((SECONDS - began))s, in namespace $CP (logs in $WORK/cp)"
+	echo "  no controller-manager, scheduler or kubelet: objects are stored and watched as on a"
+	echo "  cluster, but nothing reconciles them, so this demo writes what those would"
+
+	section "install: Namespace, ServiceAccount, RBAC and IngressClass from manifests/"
+	echo "  (the DaemonSet is left out: without a kubelet it would run nothing; the agent runs as a"
+	echo "  process in node1's namespace, with the DaemonSet's ServiceAccount)"
+	show apply -f manifests/namespace.yaml -f manifests/rbac.yaml -f manifests/ingressclass.yaml
+	show auth can-i update ingresses --subresource=status --as=system:serviceaccount:nodegress:nodegress
+	show auth can-i create services --as=system:serviceaccount:nodegress:nodegress || true
+
+	# What kubelet would register: the Node and its InternalIP, which the
+	# agent lists as the Ingresses' address.
+	cat >"$WORK/node.yaml" <<EOT
+apiVersion: v1
+kind: Node
+metadata:
+  name: node1
+  labels: {kubernetes.io/hostname: node1, kubernetes.io/os: linux}
+spec:
+  podCIDR: 10.244.1.0/24
+EOT
+	k apply -f "$WORK/node.yaml" >/dev/null
+	k patch node node1 --subresource=status --type=merge \
+		-p "{\"status\":{\"addresses\":[{\"type\":\"InternalIP\",\"address\":\"$NODE_IP\"}]}}" >/dev/null
+	echo "  registered Node node1 (InternalIP $NODE_IP), as kubelet would"
+
+	# The agent authenticates with a token of the manifests' ServiceAccount:
+	# it can do what rbac.yaml grants and nothing else.
+	local token
+	token=$(k -n nodegress create token nodegress --duration=2h)
+	local kc=$WORK/agent.kubeconfig kubectl=$KUBE_BINS/kubectl
+	"$kubectl" --kubeconfig "$kc" config set-cluster demo --server "$API_URL" \
+		--certificate-authority "$CA_FILE" --embed-certs >/dev/null
+	"$kubectl" --kubeconfig "$kc" config set-credentials nodegress --token "$token" >/dev/null
+	"$kubectl" --kubeconfig "$kc" config set-context demo --cluster demo --user nodegress >/dev/null
+	"$kubectl" --kubeconfig "$kc" config use-context demo >/dev/null
+	start_agent --kubeconfig "$kc" --election-namespace nodegress
+	echo "  following $API_URL as system:serviceaccount:nodegress:nodegress"
+
+	section "kubectl apply -f app.yaml (Services, EndpointSlices, Ingresses; Secret from the certificate)"
+	local eps
+	eps=$(for i in "${!PODS[@]}"; do
+		printf '%s\n' "- addresses: [\"${POD_IPS[$i]}\"]" \
+			"  conditions: {ready: true, serving: true, terminating: false}" \
+			"  nodeName: node1" \
+			"  targetRef: {kind: Pod, namespace: demo, name: ${PODS[$i]}}"
+	done)
+	cat >"$WORK/app.yaml" <<EOT
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: demo
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: web
+  namespace: demo
+spec:
+  type: NodePort
+  selector: {app: web}
+  ports:
+  - {name: http, protocol: TCP, port: 80, targetPort: 8080, nodePort: $NODE_PORT}
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: web-lb
+  namespace: demo
+spec:
+  type: LoadBalancer
+  selector: {app: web}
+  ports:
+  - {name: http, protocol: TCP, port: 80, targetPort: 8080, nodePort: $LB_NODE_PORT}
+---
+# Without a controller-manager nothing turns the Services' selectors into
+# endpoints: these are the EndpointSlices its EndpointSlice controller
+# would write for the two pods.
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: web-1
+  namespace: demo
+  labels: {kubernetes.io/service-name: web}
+addressType: IPv4
+ports:
+- {name: http, protocol: TCP, port: 8080}
+endpoints:
+$eps
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: web-lb-1
+  namespace: demo
+  labels: {kubernetes.io/service-name: web-lb}
+addressType: IPv4
+ports:
+- {name: http, protocol: TCP, port: 8080}
+endpoints:
+$eps
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: app
+  namespace: demo
+spec:
+  ingressClassName: nodegress
+  rules:
+  - host: $APP_HOST
+    http:
+      paths:
+      - {path: /, pathType: Prefix, backend: {service: {name: web, port: {name: http}}}}
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: secure
+  namespace: demo
+  annotations:
+    nodegress.io/ssl-redirect: "true"
+spec:
+  ingressClassName: nodegress
+  tls:
+  - hosts: [$SECURE_HOST]
+    secretName: secure-tls
+  rules:
+  - host: $SECURE_HOST
+    http:
+      paths:
+      - {path: /, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}
+EOT
+	show apply -f "$WORK/app.yaml"
+	show -n demo create secret tls secure-tls --cert "$WORK/tls/tls.crt" --key "$WORK/tls/tls.key"
+	# A cloud's load balancer controller would publish web-lb's address.
+	k -n demo patch service web-lb --subresource=status --type=merge \
+		-p "{\"status\":{\"loadBalancer\":{\"ingress\":[{\"ip\":\"$LB_IP\"}]}}}" >/dev/null
+	echo "  web-lb's LoadBalancer IP $LB_IP set in its status, as a cloud controller would"
+	show -n demo get services,endpointslices
+}
+
+# A throw-away CA and a certificate it signed for the HTTPS host: the
+# Secret holds the certificate and key, the client trusts the CA.
+mkdir -p "$WORK/tls"
+"$PODSERVER" gencert --out "$WORK/tls" "$SECURE_HOST"
+if [[ $MODE == api ]]; then
+	api_setup
 else
-	echo "  XDP on ext0: native"
+	standalone_setup
+	start_agent --standalone "$WORK/manifests"
 fi
-echo "  pid $AGENT_PID, log $WORK/agent.log"
 
 in_ns "$NODE" "$NODEGRESS" trace --socket "$SOCK" --duration 30s >"$WORK/trace.txt" 2>&1 &
 PIDS+=($!)
@@ -331,7 +571,8 @@ secure() {
 # What a pod's JSON echo says about who it talked to.
 seen() { grep -o -e '"pod":"[^"]*"' -e '"client":"[^"]*"' -e '"X-Forwarded-For":\["[^"]*"\]' -e '"X-Forwarded-Proto":\["[^"]*"\]' | tr '\n' ' '; }
 for _ in $(seq 50); do
-	[[ $(app -o /dev/null -w '%{http_code}' "http://$APP_HOST/" 2>/dev/null) == 200 ]] && break
+	[[ $(app -o /dev/null -w '%{http_code}' "http://$APP_HOST/" 2>/dev/null) == 200 ]] &&
+		[[ $(secure -o /dev/null -w '%{http_code}' "https://$SECURE_HOST/" 2>/dev/null) == 200 ]] && break
 	sleep 0.1
 done
 
@@ -353,6 +594,50 @@ done
 printf '  plain http://%s/login: %s\n' "$SECURE_HOST" \
 	"$(secure -o /dev/null -w '%{http_code} -> %{redirect_url}' "http://$SECURE_HOST/login" 2>&1)"
 
+if [[ $MODE == api ]]; then
+	section "kubectl get ingress (status written by the elected agent: where the Ingresses are served)"
+	for _ in $(seq 150); do
+		[[ -n $(k -n demo get ingress secure -o jsonpath='{.status.loadBalancer.ingress[*].ip}' 2>/dev/null) ]] && break
+		sleep 0.1
+	done
+	show -n demo get ingress
+
+	section "a live change: kubectl apply an EndpointSlice without ${PODS[0]}"
+	cat >"$WORK/web-1.yaml" <<EOT
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: web-1
+  namespace: demo
+  labels: {kubernetes.io/service-name: web}
+addressType: IPv4
+ports:
+- {name: http, protocol: TCP, port: 8080}
+endpoints:
+- addresses: ["${POD_IPS[1]}"]
+  conditions: {ready: true, serving: true, terminating: false}
+  nodeName: node1
+  targetRef: {kind: Pod, namespace: demo, name: ${PODS[1]}}
+EOT
+	show apply -f "$WORK/web-1.yaml"
+	# Ten answers in a row from the remaining pod: the datapath has it.
+	began=$(date +%s%N) run=0 took=
+	for _ in $(seq 300); do
+		if [[ $(get "$NODE_IP:$NODE_PORT" 2>/dev/null) == "pod=${PODS[1]} "* ]]; then
+			run=$((run + 1))
+			[[ -z $took ]] && took=$((($(date +%s%N) - began) / 1000000))
+			[[ $run -ge 10 ]] && break
+		else
+			run=0 took=
+		fi
+	done
+	echo "  NodePort $NODE_IP:$NODE_PORT answered only by ${PODS[1]} ${took:-?} ms after kubectl returned (new connections; established ones keep their pod)"
+	for _ in 1 2 3; do
+		printf '  %s
+' "$(get "$NODE_IP:$NODE_PORT" 2>&1)"
+	done
+fi
+
 section "proxy access log (last lines)"
 sleep 0.3
 tail -n 5 "$WORK/access.log" | sed 's/^/  /'
@@ -363,3 +648,8 @@ head -n 8 "$WORK/trace.txt" | sed 's/^/  /'
 
 section "nodegress maps"
 in_ns "$NODE" "$NODEGRESS" maps --bpffs "$BPFFS" 2>&1 | head -n 40 | sed 's/^/  /'
+
+if [[ -z $KUBE_BINS ]]; then
+	echo
+	echo "demo: this was the standalone mode; run 'make kube-bins' once (builds a few minutes) for the same demo against a real kube-apiserver with kubectl"
+fi

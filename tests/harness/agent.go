@@ -27,8 +27,11 @@ const AgentReadyTimeout = 10 * time.Second
 // AgentConfig says how to run one agent. Zero values pick the defaults.
 type AgentConfig struct {
 	// Dir is the --standalone directory; agents of one cluster may share
-	// it. Required.
+	// it. Exactly one of Dir and Kubeconfig is required.
 	Dir string
+	// Kubeconfig runs the agent against an API server (--kubeconfig)
+	// instead of a standalone directory.
+	Kubeconfig string
 	// Devices default to the node's external device.
 	Devices []string
 	// NodeName defaults to the node's name.
@@ -68,8 +71,8 @@ type Agent struct {
 // runs `nodegress cleanup` and unmounts the pin directory.
 func StartAgent(t testing.TB, node *netns.Node, cfg AgentConfig) *Agent {
 	t.Helper()
-	if cfg.Dir == "" {
-		t.Fatal("AgentConfig.Dir is required")
+	if (cfg.Dir == "") == (cfg.Kubeconfig == "") {
+		t.Fatal("AgentConfig needs exactly one of Dir and Kubeconfig")
 	}
 	if len(cfg.Devices) == 0 {
 		cfg.Devices = []string{node.Dev}
@@ -139,13 +142,17 @@ func mountBPFFS(t testing.TB, dir string) {
 
 func (a *Agent) start(bin string) {
 	a.t.Helper()
-	args := []string{"agent",
-		"--standalone", a.cfg.Dir,
+	source := []string{"--standalone", a.cfg.Dir}
+	if a.cfg.Kubeconfig != "" {
+		source = []string{"--kubeconfig", a.cfg.Kubeconfig}
+	}
+	args := append([]string{"agent"}, source...)
+	args = append(args,
 		"--devices", strings.Join(a.cfg.Devices, ","),
 		"--node-name", a.cfg.NodeName,
 		"--bpffs", a.BPFFS,
 		"--trace-socket", a.Socket,
-	}
+	)
 	args = append(args, a.cfg.Args...)
 	logf, err := os.OpenFile(a.LogPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {

@@ -117,6 +117,26 @@ func TestTwoNodes(t *testing.T) {
 	})
 }
 
+func TestThreeNodes(t *testing.T) {
+	tp := Nodes(t, 1, 0, 1)
+	n2, n3 := tp.Nodes[1], tp.Nodes[2]
+	tests := []struct {
+		name string
+		from *NS
+		to   *NS
+		addr netip.Addr
+	}{
+		{"client to node3", tp.Client.NS, n3.NS, n3.Addr},
+		{"node2 to node3", n2.NS, n3.NS, n3.Addr},
+		{"node2 to pod on node3", n2.NS, tp.Pod("pod3a").NS, tp.Pod("pod3a").Addr},
+		{"pod on node1 to pod on node3", tp.Pod("pod1a").NS, tp.Pod("pod3a").NS, tp.Pod("pod3a").Addr},
+		{"pod on node3 to node2", tp.Pod("pod3a").NS, n2.NS, n2.Addr},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) { reach(t, tt.from, tt.to, tt.addr) })
+	}
+}
+
 // TestCleanupRemovesNamespaces checks that nothing a topology creates
 // outlives its test.
 func TestCleanupRemovesNamespaces(t *testing.T) {

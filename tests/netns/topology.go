@@ -27,6 +27,8 @@ const (
 	ExtDev = "ext0"
 	// PodDev is the name of the device inside every pod and the client.
 	PodDev = "eth0"
+	// SwitchBridge is the bridge in the switch namespace of Nodes.
+	SwitchBridge = "br0"
 )
 
 // NodeIP returns the wire address of node i (1-based): 10.100.0.i.
@@ -129,28 +131,44 @@ func SingleNode(t testing.TB, pods int) *Topology {
 
 // TwoNodes builds a client, node1 and node2 on one bridge in a switch
 // namespace, like a cluster network; node1 has pods1 pods and node2 pods2.
-// Each node routes the other's pod range via the other's wire address; the
-// client routes ServiceNet via node1.
+// It is Nodes(t, pods1, pods2).
+func TwoNodes(t testing.TB, pods1, pods2 int) *Topology {
+	t.Helper()
+	return Nodes(t, pods1, pods2)
+}
+
+// Nodes builds a client and one node per entry of pods (node1, node2, ...,
+// node i having pods[i-1] pods) on one bridge in a switch namespace, like a
+// cluster network. Each node routes every other node's pod range via that
+// node's wire address; the client routes ServiceNet via node1. The switch
+// namespace has no address of its own: a test needing a host every node
+// reaches on the wire (a control plane) may give br0 one in WireNet.
 //
 //	client eth0 ---- sw-client \
 //	node1  ext0 ---- sw-node1  -- br0 (switch)
 //	node2  ext0 ---- sw-node2  /
-func TwoNodes(t testing.TB, pods1, pods2 int) *Topology {
+//	...
+func Nodes(t testing.TB, pods ...int) *Topology {
 	t.Helper()
 	RequirePrivileged(t)
+	// A tenth node would take ClientIP.
+	if len(pods) < 2 || len(pods) > 9 {
+		t.Fatalf("netns.Nodes: %d nodes, want 2 to 9", len(pods))
+	}
 	tp := &Topology{Suffix: RandomSuffix(5)}
 	tp.Switch = New(t, tp.name("sw"))
 	tp.Client = &Host{NS: New(t, tp.name("client")), Addr: ClientIP, Dev: PodDev}
-	n1 := tp.newNode(t, 1)
-	n2 := tp.newNode(t, 2)
+	for i := range pods {
+		tp.newNode(t, i+1)
+	}
 
 	sw := tp.Switch
-	sw.MustIP("link", "add", "name", "br0", "type", "bridge")
-	sw.MustIP("link", "set", "br0", "up")
+	sw.MustIP("link", "add", "name", SwitchBridge, "type", "bridge")
+	sw.MustIP("link", "set", SwitchBridge, "up")
 
 	port := func(name string, peer *NS, peerDev string) {
 		sw.MustIP("link", "add", "name", name, "type", "veth", "peer", "name", peerDev, "netns", peer.Name)
-		sw.MustIP("link", "set", name, "master", "br0")
+		sw.MustIP("link", "set", name, "master", SwitchBridge)
 		sw.MustIP("link", "set", name, "up")
 		// The bridge forwards the skbs it gets; with offload on, a
 		// CHECKSUM_PARTIAL skb from a peer would reach the node unfinished.
@@ -168,15 +186,19 @@ func TwoNodes(t testing.TB, pods1, pods2 int) *Topology {
 		// what the node's XDP program sends with XDP_TX/redirect.
 		sw.AttachXDPPass(swDev)
 	}
-	n1.MustIP("route", "add", n2.PodCIDR.String(), "via", n2.Addr.String())
-	n2.MustIP("route", "add", n1.PodCIDR.String(), "via", n1.Addr.String())
-	tp.Client.MustIP("route", "add", ServiceNet.String(), "via", n1.Addr.String())
-
-	for i := range pods1 {
-		n1.addPod(t, tp, i)
+	for _, n := range tp.Nodes {
+		for _, other := range tp.Nodes {
+			if other != n {
+				n.MustIP("route", "add", other.PodCIDR.String(), "via", other.Addr.String())
+			}
+		}
 	}
-	for i := range pods2 {
-		n2.addPod(t, tp, i)
+	tp.Client.MustIP("route", "add", ServiceNet.String(), "via", tp.Nodes[0].Addr.String())
+
+	for i, n := range tp.Nodes {
+		for j := range pods[i] {
+			n.addPod(t, tp, j)
+		}
 	}
 	return tp
 }
