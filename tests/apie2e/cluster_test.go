@@ -39,9 +39,11 @@ const (
 	applyWithin = time.Second
 	// statusWithin is how soon the elected agent must write Ingress status.
 	statusWithin = 10 * time.Second
-	// catchUpWithin bounds how long agents take, under load, to apply a
-	// change made right after the API server came back.
-	catchUpWithin = 30 * time.Second
+	// catchUpWithin bounds how long agents take to apply a change made
+	// right after the API server came back. client-go's informers retry a
+	// broken watch with a jittered backoff that grows to 30-60 s, and
+	// shared informers do not let it be tuned: the bound follows it.
+	catchUpWithin = 75 * time.Second
 )
 
 // apiServerIP is the control plane's address: br0 in the switch
