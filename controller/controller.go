@@ -40,6 +40,19 @@ type Datapath interface {
 	Apply(services []loader.Service) error
 }
 
+// IncrementalDatapath is a Datapath that also takes changes: the services
+// added or replaced and the names of those removed (loader.Datapath.Update).
+// With it a sync costs what changed; a Datapath without it gets the full
+// state at every change.
+type IncrementalDatapath interface {
+	Datapath
+	Update(changed []loader.Service, removed []string) error
+}
+
+// fullResyncEvery is the period of the full sync that backs the
+// incremental ones up: everything is translated again and applied whole.
+const fullResyncEvery = 5 * time.Minute
+
 // Config configures a Controller.
 type Config struct {
 	// NodeName is this node's name: it selects the Node object and marks
@@ -100,21 +113,30 @@ type Controller struct {
 	synced  chan struct{}
 	runner  *syncRunner
 
-	services  corelisters.ServiceLister
-	slices    discoverylisters.EndpointSliceLister
-	nodes     corelisters.NodeLister
-	ingresses networkinglisters.IngressLister
-	classes   networkinglisters.IngressClassLister
-	secrets   corelisters.SecretLister
+	services     corelisters.ServiceLister
+	slices       discoverylisters.EndpointSliceLister
+	sliceIndexer cache.Indexer // by sliceServiceIndex
+	nodes        corelisters.NodeLister
+	ingresses    networkinglisters.IngressLister
+	classes      networkinglisters.IngressClassLister
+	secrets      corelisters.SecretLister
 
 	events    record.EventRecorder // nil: problems are only logged
 	status    *statusManager       // nil: no status write-back
 	nodeLease *nodeLease           // with status showing node addresses
 
+	tracker              *changeTracker
+	svcCount, sliceCount atomic.Int64
+
 	// Only the runner's goroutine touches these.
 	applied    bool
-	last       []loader.Service
+	needFull   bool // the last sync failed: the next one is full
+	node       NodeInfo
+	l4         *serviceState
+	l7Out      []loader.Service // L7 frontends of the last Ingress translation
+	l7Issues   []error
 	lastIssues map[string]bool
+	lastSync   syncStats
 	metrics    *metrics
 	// L7 state: the configuration the proxy last got and what it reported
 	// about it, repeated into every sync's issues so they are logged once.
@@ -155,13 +177,19 @@ func New(cfg Config, dp Datapath) (*Controller, error) {
 		}
 		cfg.L7 = &l7
 	}
+	quietFor := ""
+	if cfg.L7 != nil {
+		quietFor = cfg.L7.PublishService
+	}
 	c := &Controller{
+		l4:         newServiceState(quietFor),
 		cfg:        cfg,
 		log:        cfg.Logger,
 		dp:         dp,
 		client:     cfg.Client,
 		synced:     make(chan struct{}),
 		lastIssues: make(map[string]bool),
+		tracker:    newChangeTracker(),
 		certs:      newCertCache(),
 		metrics:    newMetrics(cfg.Registry),
 		events:     cfg.EventRecorder,
@@ -230,18 +258,25 @@ func (c *Controller) Run(ctx context.Context) error {
 	c.services = svcInformer.Lister()
 	c.slices = sliceInformer.Lister()
 	c.nodes = nodeInformer.Lister()
+	if err := sliceInformer.Informer().AddIndexers(cache.Indexers{sliceServiceIndex: sliceServiceIndexFunc}); err != nil {
+		return fmt.Errorf("add endpointslice index: %w", err)
+	}
+	c.sliceIndexer = sliceInformer.Informer().GetIndexer()
 
 	request := cache.ResourceEventHandlerFuncs{
-		AddFunc:    func(any) { c.runner.Request() },
-		UpdateFunc: func(any, any) { c.runner.Request() },
-		DeleteFunc: func(any) { c.runner.Request() },
+		AddFunc:    func(any) { c.tracker.ingress(); c.runner.Request() },
+		UpdateFunc: func(any, any) { c.tracker.ingress(); c.runner.Request() },
+		DeleteFunc: func(any) { c.tracker.ingress(); c.runner.Request() },
 	}
 	hasSynced := []cache.InformerSynced{}
-	for _, inf := range []cache.SharedIndexInformer{svcInformer.Informer(), sliceInformer.Informer()} {
-		if _, err := inf.AddEventHandler(request); err != nil {
+	for _, h := range []struct {
+		inf cache.SharedIndexInformer
+		h   cache.ResourceEventHandler
+	}{{svcInformer.Informer(), c.serviceHandler()}, {sliceInformer.Informer(), c.sliceHandler()}} {
+		if _, err := h.inf.AddEventHandler(h.h); err != nil {
 			return fmt.Errorf("add event handler: %w", err)
 		}
-		hasSynced = append(hasSynced, inf.HasSynced)
+		hasSynced = append(hasSynced, h.inf.HasSynced)
 	}
 	nodeInf := nodeInformer.Informer()
 	if _, err := nodeInf.AddEventHandler(cache.ResourceEventHandlerFuncs{
@@ -317,6 +352,19 @@ func (c *Controller) Run(ctx context.Context) error {
 			c.nodeLease.run(ctx)
 		})
 	}
+	wg.Go(func() {
+		t := time.NewTicker(fullResyncEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				c.tracker.resyncAll()
+				c.runner.Request()
+			}
+		}
+	})
 	c.runner.Request()
 	c.runner.Loop(ctx)
 	return nil
@@ -332,68 +380,160 @@ func (c *Controller) nodeChanged(oldObj, newObj any) {
 	if oldObj != nil && newObj != nil && slices.Equal(addrs(oldObj), addrs(newObj)) {
 		return
 	}
+	// Every NodePort frontend is a node address: rare, and worth a full
+	// translation.
+	c.tracker.everything()
 	c.runner.Request()
 }
 
-// sync translates the listers' content and applies it when it differs from
-// what the datapath last accepted.
+// lookup returns a Service from the informer cache (nil when unknown) and
+// its IPv4 EndpointSlices, sorted by name so translation sees them in a
+// stable order.
+func (c *Controller) lookup(key string) (*corev1.Service, []*discoveryv1.EndpointSlice) {
+	ns, name, _ := strings.Cut(key, "/")
+	svc, err := c.services.Services(ns).Get(name)
+	if err != nil {
+		svc = nil
+	}
+	objs, err := c.sliceIndexer.ByIndex(sliceServiceIndex, key)
+	if err != nil {
+		return svc, nil
+	}
+	out := make([]*discoveryv1.EndpointSlice, 0, len(objs))
+	for _, o := range objs {
+		if s, ok := o.(*discoveryv1.EndpointSlice); ok && s.AddressType == discoveryv1.AddressTypeIPv4 {
+			out = append(out, s)
+		}
+	}
+	slices.SortFunc(out, func(a, b *discoveryv1.EndpointSlice) int { return strings.Compare(a.Name, b.Name) })
+	return svc, out
+}
+
+// sync applies the changes recorded since the last sync. A failed sync
+// gives its changes back and makes the next one full, which re-applies the
+// whole state whatever the failure left half done.
 func (c *Controller) sync() error {
+	p := c.tracker.take()
+	if err := c.syncChanges(p); err != nil {
+		c.tracker.putBack(p)
+		c.needFull = true
+		return err
+	}
+	c.needFull = false
+	return nil
+}
+
+func (c *Controller) syncChanges(p pendingChanges) error {
 	start := time.Now()
 	var nodeObj *corev1.Node
 	if n, err := c.nodes.Get(c.cfg.NodeName); err == nil {
 		nodeObj = n
 	}
 	node := NodeInfoFrom(c.cfg.NodeName, c.cfg.NodeIPs, nodeObj)
-	svcs, err := c.services.List(labels.Everything())
-	if err != nil {
-		return fmt.Errorf("list services: %w", err)
+	full := p.all || !c.applied || c.needFull || !slices.Equal(node.Addrs, c.node.Addrs)
+	c.metrics.setObjects("Service", int(c.svcCount.Load()))
+	c.metrics.setObjects("EndpointSlice", int(c.sliceCount.Load()))
+
+	var keys []string
+	if full {
+		svcs, err := c.services.List(labels.Everything())
+		if err != nil {
+			return fmt.Errorf("list services: %w", err)
+		}
+		seen := make(map[string]bool, len(svcs))
+		for _, s := range svcs {
+			k := s.Namespace + "/" + s.Name
+			seen[k] = true
+			keys = append(keys, k)
+		}
+		for k := range c.l4.trans {
+			if !seen[k] {
+				keys = append(keys, k)
+			}
+		}
+	} else {
+		keys = make([]string, 0, len(p.svcs))
+		for k := range p.svcs {
+			keys = append(keys, k)
+		}
 	}
-	epSlices, err := c.slices.List(labels.Everything())
-	if err != nil {
-		return fmt.Errorf("list endpointslices: %w", err)
-	}
-	c.metrics.setObjects("Service", len(svcs))
-	c.metrics.setObjects("EndpointSlice", len(epSlices))
-	var issues []error
-	var l7Services []loader.Service
-	quietFor := ""
-	if c.cfg.L7 != nil {
-		var l7Issues []error
-		l7Services, l7Issues, err = c.syncProxy(node, svcs, epSlices)
+
+	var changed []loader.Service
+	var removed []string
+	if c.cfg.L7 != nil && (full || p.l7) {
+		l7Services, l7Issues, err := c.syncProxy(node)
 		if err != nil {
 			return err
 		}
-		issues = append(issues, l7Issues...)
-		quietFor = c.cfg.L7.PublishService
+		c.l7Issues = l7Issues
+		for _, s := range l7Services {
+			if i := slices.IndexFunc(c.l7Out, func(o loader.Service) bool { return o.Name == s.Name }); i < 0 || !servicesEqual(c.l7Out[i:i+1], []loader.Service{s}) {
+				changed = append(changed, s)
+			}
+		}
+		for _, o := range c.l7Out {
+			if !slices.ContainsFunc(l7Services, func(s loader.Service) bool { return s.Name == o.Name }) {
+				removed = append(removed, o.Name)
+			}
+		}
+		c.l7Out = l7Services
 	}
 	// The L7 frontends are the agent's own listeners: they win over any
 	// Service asking for the same address and port.
-	services, l4Issues := translate(node, svcs, epSlices, l7Services, quietFor)
-	issues = append(issues, l4Issues...)
-	if len(l7Services) > 0 {
-		services = append(services, l7Services...)
-		slices.SortFunc(services, func(a, b loader.Service) int { return strings.Compare(a.Name, b.Name) })
-	}
-	c.reportIssues(issues)
+	ch := c.l4.update(node, keys, c.lookup, reservedFrontends(c.l7Out))
+	c.node = node
+	c.lastSync = syncStats{full: full, translated: ch.services}
+	changed = append(changed, ch.changed...)
+	removed = append(removed, ch.removed...)
+	c.reportIssues(append(slices.Clip(c.l7Issues), c.l4.issuesInOrder()...))
 
-	if c.applied && servicesEqual(services, c.last) {
-		return nil
-	}
-	if err := c.dp.Apply(services); err != nil {
-		return fmt.Errorf("apply %d services: %w", len(services), err)
-	}
 	first := !c.applied
-	c.applied, c.last = true, services
+	switch {
+	case full && (first || c.needFull || p.resync || len(changed)+len(removed) > 0):
+		services := c.fullState()
+		if err := c.dp.Apply(services); err != nil {
+			return fmt.Errorf("apply %d services: %w", len(services), err)
+		}
+	case len(changed)+len(removed) == 0:
+		return nil
+	default:
+		if inc, ok := c.dp.(IncrementalDatapath); ok {
+			if err := inc.Update(changed, removed); err != nil {
+				return fmt.Errorf("update %d services, remove %d: %w", len(changed), len(removed), err)
+			}
+		} else if err := c.dp.Apply(c.fullState()); err != nil {
+			return fmt.Errorf("apply services: %w", err)
+		}
+	}
+	c.applied = true
 	level := slog.LevelDebug
 	if first {
 		level = slog.LevelInfo
 	}
-	c.log.Log(context.Background(), level, "datapath synced",
-		"services", len(services), "node_addrs", len(node.Addrs), "duration", time.Since(start))
+	c.log.Log(context.Background(), level, "datapath synced", "full", full,
+		"changed", len(changed), "removed", len(removed), "translated", ch.services,
+		"node_addrs", len(node.Addrs), "duration", time.Since(start))
 	if first {
 		close(c.synced)
 	}
 	return nil
+}
+
+// syncStats describes the last sync, for tests.
+type syncStats struct {
+	full bool
+	// translated counts the Services translated or resolved again.
+	translated int
+}
+
+// fullState is every datapath service, sorted by name.
+func (c *Controller) fullState() []loader.Service {
+	services := c.l4.all()
+	if len(c.l7Out) > 0 {
+		services = append(services, c.l7Out...)
+		slices.SortFunc(services, func(a, b loader.Service) int { return strings.Compare(a.Name, b.Name) })
+	}
+	return services
 }
 
 // syncProxy translates the Ingresses and hands the proxy its configuration
@@ -401,7 +541,13 @@ func (c *Controller) sync() error {
 // steered to the proxy for the first time finds its routes there. It
 // returns the L7 frontends and the problems found, including those the
 // proxy reported about its current configuration.
-func (c *Controller) syncProxy(node NodeInfo, svcs []*corev1.Service, epSlices []*discoveryv1.EndpointSlice) ([]loader.Service, []error, error) {
+//
+// The Ingress side is translated whole (Ingresses are few and the proxy
+// compiles an immutable table anyway), but only when an Ingress,
+// IngressClass or TLS Secret changed, or one of the Services the last
+// translation looked up (c.tracker.l7Refs): Services are read through
+// lookup, so the cost does not grow with the cluster's Services.
+func (c *Controller) syncProxy(node NodeInfo) ([]loader.Service, []error, error) {
 	ings, err := c.ingresses.List(labels.Everything())
 	if err != nil {
 		return nil, nil, fmt.Errorf("list ingresses: %w", err)
@@ -417,16 +563,18 @@ func (c *Controller) syncProxy(node NodeInfo, svcs []*corev1.Service, epSlices [
 	c.metrics.setObjects("Ingress", len(ings))
 	c.metrics.setObjects("IngressClass", len(classes))
 	c.metrics.setObjects("Secret", len(secrets))
+	refs := make(map[string]struct{})
 	cfg, l7Services, issues := TranslateIngress(IngressInput{
 		Ingresses:      ings,
 		IngressClasses: classes,
-		Services:       svcs,
-		EndpointSlices: epSlices,
 		Secrets:        secrets,
 		NodeAddrs:      node.Addrs,
 		Config:         *c.cfg.L7,
 		certs:          c.certs,
+		lookup:         c.lookup,
+		refs:           refs,
 	})
+	c.tracker.setL7Refs(refs)
 	// Unchanged certificates come from c.certs as the same pointers, so
 	// this comparison stays cheap.
 	if !c.proxyApplied || !reflect.DeepEqual(cfg, c.lastProxy) {

@@ -12,6 +12,10 @@
 // their last good version).
 //
 // Translate (L4) and TranslateIngress (L7) are pure functions of the
-// objects; the Controller adds the informers, change batching (at most one
-// sync per MinSyncInterval, with retries on error) and logging.
+// objects; the Controller adds the informers, change tracking and batching
+// (at most one sync per MinSyncInterval, with retries on error) and
+// logging. A sync translates only the Services whose objects changed
+// (serviceState keeps the rest, and who owns each frontend) and hands the
+// datapath only the difference, so its cost follows the size of the
+// change; a full sync every few minutes backs that up.
 package controller

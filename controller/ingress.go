@@ -170,6 +170,13 @@ type IngressInput struct {
 	// sync does not parse every Secret again and unchanged certificates
 	// are the same pointers (cheap to compare).
 	certs *certCache
+	// lookup, when set, replaces Services and EndpointSlices: the
+	// controller answers from its informer caches, so a translation only
+	// touches the Services the Ingresses name, not the whole cluster.
+	lookup func(key string) (*corev1.Service, []*discoveryv1.EndpointSlice)
+	// refs, when set, receives the keys of every Service looked up: a
+	// change to any other Service cannot change the result.
+	refs map[string]struct{}
 }
 
 // TranslateIngress computes the L7 proxy's configuration from the
@@ -259,16 +266,18 @@ func newIngressTranslator(in IngressInput) *ingressTranslator {
 		upstreams: make(map[string]*l7proxy.Upstream),
 	}
 	t.classes = newIngressClassSelector(in.IngressClasses, t.cfg.ControllerName)
-	for _, s := range in.Services {
-		t.services[s.Namespace+"/"+s.Name] = s
-	}
-	for _, s := range in.EndpointSlices {
-		name := s.Labels[discoveryv1.LabelServiceName]
-		if s.AddressType != discoveryv1.AddressTypeIPv4 || name == "" {
-			continue
+	if in.lookup == nil {
+		for _, s := range in.Services {
+			t.services[s.Namespace+"/"+s.Name] = s
 		}
-		k := s.Namespace + "/" + name
-		t.slices[k] = append(t.slices[k], s)
+		for _, s := range in.EndpointSlices {
+			name := s.Labels[discoveryv1.LabelServiceName]
+			if s.AddressType != discoveryv1.AddressTypeIPv4 || name == "" {
+				continue
+			}
+			k := s.Namespace + "/" + name
+			t.slices[k] = append(t.slices[k], s)
+		}
 	}
 	for _, s := range in.Secrets {
 		if s.Type == corev1.SecretTypeTLS {
@@ -276,6 +285,17 @@ func newIngressTranslator(in IngressInput) *ingressTranslator {
 		}
 	}
 	return t
+}
+
+// service returns the Service key and its IPv4 EndpointSlices.
+func (t *ingressTranslator) service(key string) (*corev1.Service, []*discoveryv1.EndpointSlice) {
+	if t.in.refs != nil {
+		t.in.refs[key] = struct{}{}
+	}
+	if t.in.lookup != nil {
+		return t.in.lookup(key)
+	}
+	return t.services[key], t.slices[key]
 }
 
 func (t *ingressTranslator) report(kind, object string, skipped bool, err error) {
@@ -481,7 +501,7 @@ func (t *ingressTranslator) serviceUpstream(ref serviceRef, ann ingressAnnotatio
 	svcKey := ref.key()
 	portID := cmp.Or(ref.Port.Name, strconv.Itoa(int(ref.Port.Number)))
 	var sp *corev1.ServicePort
-	svc := t.services[svcKey]
+	svc, svcSlices := t.service(svcKey)
 	switch {
 	case svc == nil:
 		problem = withReason(ReasonBackendNotFound, fmt.Errorf("service %s not found", svcKey))
@@ -522,7 +542,7 @@ func (t *ingressTranslator) serviceUpstream(ref serviceRef, ann ingressAnnotatio
 	if sp != nil {
 		// Every ready endpoint in the cluster: the proxy reaches pods on
 		// other nodes directly, so the node name does not matter here.
-		backends, errs := backendsFor("", *sp, loader.TCP, t.slices[svcKey])
+		backends, errs := backendsFor("", *sp, loader.TCP, svcSlices)
 		t.errs = append(t.errs, errs...)
 		for _, b := range backends {
 			up.Endpoints = append(up.Endpoints, l7proxy.Endpoint{Addr: netip.AddrPortFrom(b.Addr, b.Port), Terminating: b.Terminating})
@@ -626,7 +646,7 @@ func (t *ingressTranslator) publishedAddrs() []netip.Addr {
 		t.errs = append(t.errs, fmt.Errorf("publish service: %w", err))
 		return nil
 	}
-	svc := t.services[ref.key()]
+	svc, _ := t.service(ref.key())
 	if svc == nil {
 		t.report("Service", ref.key(), false, errors.New("publish service not found; serving the node's addresses only"))
 		return nil

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"slices"
 	"strconv"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -105,150 +106,197 @@ func Translate(node NodeInfo, svcs []*corev1.Service, epSlices []*discoveryv1.En
 // reported; quietly (as Skipped) for the Service named quietFor, the
 // ingress's own published Service, whose LoadBalancer IPs are expected to
 // be L7 frontends. reserved is not part of the result.
+//
+// It is the incremental state of the controller (serviceState) fed
+// everything at once, so the one-shot and the incremental translation
+// cannot disagree.
 func translate(node NodeInfo, svcs []*corev1.Service, epSlices []*discoveryv1.EndpointSlice, reserved []loader.Service, quietFor string) ([]loader.Service, []error) {
-	var errs []error
-
 	slicesBySvc := make(map[string][]*discoveryv1.EndpointSlice)
 	for _, s := range epSlices {
-		if s.AddressType != discoveryv1.AddressTypeIPv4 {
-			// Dual-stack clusters always have IPv6 slices; not worth a log.
-			continue
+		if key, ok := sliceServiceKey(s); ok {
+			slicesBySvc[key] = append(slicesBySvc[key], s)
 		}
-		name := s.Labels[discoveryv1.LabelServiceName]
-		if name == "" {
-			continue
-		}
-		key := s.Namespace + "/" + name
-		slicesBySvc[key] = append(slicesBySvc[key], s)
 	}
+	byKey := make(map[string]*corev1.Service, len(svcs))
+	keys := make([]string, 0, len(svcs))
+	for _, svc := range svcs {
+		k := svc.Namespace + "/" + svc.Name
+		if _, dup := byKey[k]; !dup {
+			keys = append(keys, k)
+		}
+		byKey[k] = svc
+	}
+	st := newServiceState(quietFor)
+	st.update(node, keys, func(k string) (*corev1.Service, []*discoveryv1.EndpointSlice) {
+		return byKey[k], slicesBySvc[k]
+	}, reservedFrontends(reserved))
+	return st.all(), st.issuesInOrder()
+}
 
-	// Two services may claim the same frontend (the datapath keys frontends
-	// by address, port and protocol). The oldest service keeps it, as the
-	// API server would have refused the younger one's nodePort; names break
-	// ties so the outcome does not depend on input order.
-	ordered := slices.Clone(svcs)
-	slices.SortFunc(ordered, func(a, b *corev1.Service) int {
-		if c := a.CreationTimestamp.Time.Compare(b.CreationTimestamp.Time); c != 0 {
-			return c
-		}
-		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
-	})
-	type frontendKey struct {
-		fe    loader.Frontend
-		proto loader.Proto
+// sliceServiceKey is the key of the Service an IPv4 EndpointSlice belongs
+// to; false for slices translation ignores.
+func sliceServiceKey(s *discoveryv1.EndpointSlice) (string, bool) {
+	if s.AddressType != discoveryv1.AddressTypeIPv4 {
+		// Dual-stack clusters always have IPv6 slices; not worth a log.
+		return "", false
 	}
-	claimed := make(map[frontendKey]string)
-	reservedBy := make(map[string]bool, len(reserved))
-	for _, rs := range reserved {
-		reservedBy[rs.Name] = true
-		for _, f := range rs.Frontends {
-			claimed[frontendKey{f, rs.Proto}] = rs.Name
-		}
+	name := s.Labels[discoveryv1.LabelServiceName]
+	if name == "" {
+		return "", false
 	}
+	return s.Namespace + "/" + name, true
+}
 
-	var out []loader.Service
-	for _, svc := range ordered {
-		key := svc.Namespace + "/" + svc.Name
-		svcErr := func(port string, skipped bool, format string, args ...any) {
-			errs = append(errs, &ObjectError{Kind: "Service", Object: key, Port: port, Err: fmt.Errorf(format, args...), Skipped: skipped})
-		}
-		conflict := func(port string, skipped bool, format string, args ...any) {
-			errs = append(errs, &ObjectError{Kind: "Service", Object: key, Port: port, Err: withReason(ReasonFrontendConflict, fmt.Errorf(format, args...)), Skipped: skipped})
-		}
-		if svc.Spec.Type == corev1.ServiceTypeExternalName || svc.Spec.ClusterIP == corev1.ClusterIPNone {
+// frontendKey is a frontend as the datapath keys it: address, port and
+// protocol.
+type frontendKey struct {
+	fe    loader.Frontend
+	proto loader.Proto
+}
+
+// svcOrder ranks claims on a frontend: the oldest service keeps it, as the
+// API server would have refused the younger one's nodePort; names break
+// ties so the outcome does not depend on input order; within a service,
+// the first port listed wins.
+type svcOrder struct {
+	created   time.Time
+	namespace string
+	name      string
+}
+
+func (a svcOrder) compare(b svcOrder) int {
+	return cmp.Or(a.created.Compare(b.created), cmp.Compare(a.namespace, b.namespace), cmp.Compare(a.name, b.name))
+}
+
+// svcTranslation is one Service translated on its own: every port with
+// all the frontends it asks for, before conflicts with other services are
+// resolved. items keep the order problems were found in.
+type svcTranslation struct {
+	order svcOrder
+	items []translationItem
+}
+
+// translationItem is either a problem of the service or one of its ports.
+type translationItem struct {
+	err  error
+	port *portCandidate
+}
+
+type portCandidate struct {
+	index  int    // in spec.ports: earlier ports win within a service
+	portID string // name or number, for problems
+	// svc has every frontend asked for, in the order asked, and sorted
+	// backends.
+	svc loader.Service
+	// preErrs precede the frontend conflicts; backendErrs follow them and
+	// count only when the port keeps a frontend.
+	preErrs, backendErrs []error
+}
+
+// translateService translates one Service with its EndpointSlices (the
+// IPv4 ones labelled with its name). It returns nil for services that ask
+// for nothing and have nothing to report.
+func translateService(node NodeInfo, svc *corev1.Service, svcSlices []*discoveryv1.EndpointSlice) *svcTranslation {
+	key := svc.Namespace + "/" + svc.Name
+	t := &svcTranslation{order: svcOrder{svc.CreationTimestamp.Time, svc.Namespace, svc.Name}}
+	svcErr := func(port string, skipped bool, format string, args ...any) {
+		t.items = append(t.items, translationItem{err: &ObjectError{Kind: "Service", Object: key, Port: port, Err: fmt.Errorf(format, args...), Skipped: skipped}})
+	}
+	if svc.Spec.Type == corev1.ServiceTypeExternalName || svc.Spec.ClusterIP == corev1.ClusterIPNone {
+		return nil
+	}
+	svcType := cmp.Or(svc.Spec.Type, corev1.ServiceTypeClusterIP)
+	var nodeAddrs, vips []netip.Addr
+	if svcType == corev1.ServiceTypeNodePort || svcType == corev1.ServiceTypeLoadBalancer {
+		nodeAddrs = node.Addrs
+	}
+	for _, s := range svc.Spec.ExternalIPs {
+		a, err := parseIPv4(s)
+		if err != nil {
+			svcErr("", errors.Is(err, errNotIPv4), "externalIP %q: %w", s, err)
 			continue
 		}
-		svcType := cmp.Or(svc.Spec.Type, corev1.ServiceTypeClusterIP)
-		var nodeAddrs, vips []netip.Addr
-		if svcType == corev1.ServiceTypeNodePort || svcType == corev1.ServiceTypeLoadBalancer {
-			nodeAddrs = node.Addrs
-		}
-		for _, s := range svc.Spec.ExternalIPs {
-			a, err := parseIPv4(s)
+		vips = append(vips, a)
+	}
+	if svcType == corev1.ServiceTypeLoadBalancer {
+		for _, ing := range svc.Status.LoadBalancer.Ingress {
+			// ipMode Proxy means the load balancer terminates the
+			// connection and reaches the node on its own address, as in
+			// kube-proxy; such an IP never arrives here as a destination.
+			if ing.IP == "" || (ing.IPMode != nil && *ing.IPMode == corev1.LoadBalancerIPModeProxy) {
+				continue
+			}
+			a, err := parseIPv4(ing.IP)
 			if err != nil {
-				svcErr("", errors.Is(err, errNotIPv4), "externalIP %q: %w", s, err)
+				svcErr("", errors.Is(err, errNotIPv4), "load balancer ingress IP %q: %w", ing.IP, err)
 				continue
 			}
 			vips = append(vips, a)
 		}
-		if svcType == corev1.ServiceTypeLoadBalancer {
-			for _, ing := range svc.Status.LoadBalancer.Ingress {
-				// ipMode Proxy means the load balancer terminates the
-				// connection and reaches the node on its own address, as in
-				// kube-proxy; such an IP never arrives here as a destination.
-				if ing.IP == "" || (ing.IPMode != nil && *ing.IPMode == corev1.LoadBalancerIPModeProxy) {
-					continue
-				}
-				a, err := parseIPv4(ing.IP)
-				if err != nil {
-					svcErr("", errors.Is(err, errNotIPv4), "load balancer ingress IP %q: %w", ing.IP, err)
-					continue
-				}
-				vips = append(vips, a)
-			}
+	}
+	if len(nodeAddrs) == 0 && len(vips) == 0 {
+		if len(t.items) == 0 {
+			return nil
 		}
-		if len(nodeAddrs) == 0 && len(vips) == 0 {
+		return t
+	}
+	// With externalTrafficPolicy Local, traffic arriving from outside
+	// (all of this datapath's traffic) only goes to endpoints on this
+	// node, which also keeps the client's source address.
+	localOnly := svc.Spec.ExternalTrafficPolicy == corev1.ServiceExternalTrafficPolicyLocal
+
+	for i, sp := range svc.Spec.Ports {
+		portID := cmp.Or(sp.Name, strconv.Itoa(int(sp.Port)))
+		proto, err := toProto(sp.Protocol)
+		if err != nil {
+			svcErr(portID, sp.Protocol == corev1.ProtocolSCTP, "%w", err)
 			continue
 		}
-		// With externalTrafficPolicy Local, traffic arriving from outside
-		// (all of this datapath's traffic) only goes to endpoints on this
-		// node, which also keeps the client's source address.
-		localOnly := svc.Spec.ExternalTrafficPolicy == corev1.ServiceExternalTrafficPolicyLocal
-
-		for _, sp := range svc.Spec.Ports {
-			portID := cmp.Or(sp.Name, strconv.Itoa(int(sp.Port)))
-			proto, err := toProto(sp.Protocol)
-			if err != nil {
-				svcErr(portID, sp.Protocol == corev1.ProtocolSCTP, "%w", err)
-				continue
+		if sp.Port < 1 || sp.Port > 65535 {
+			svcErr(portID, false, "invalid port %d", sp.Port)
+			continue
+		}
+		p := &portCandidate{
+			index:  i,
+			portID: portID,
+			svc:    loader.Service{Name: fmt.Sprintf("%s:%s/%s", key, portID, proto), Proto: proto},
+		}
+		add := func(a netip.Addr, port uint16) {
+			fe := loader.Frontend{Addr: a, Port: port}
+			if !slices.Contains(p.svc.Frontends, fe) {
+				p.svc.Frontends = append(p.svc.Frontends, fe)
 			}
-			if sp.Port < 1 || sp.Port > 65535 {
-				svcErr(portID, false, "invalid port %d", sp.Port)
-				continue
-			}
-			ls := loader.Service{
-				Name:  fmt.Sprintf("%s:%s/%s", key, portID, proto),
-				Proto: proto,
-			}
-			addFrontend := func(a netip.Addr, port uint16) {
-				fk := frontendKey{loader.Frontend{Addr: a, Port: port}, proto}
-				if owner, ok := claimed[fk]; ok {
-					if owner != ls.Name {
-						quiet := reservedBy[owner] && key == quietFor
-						conflict(portID, quiet, "frontend %s/%s already used by %s, skipped", fk.fe, proto, owner)
-					}
-					return
-				}
-				claimed[fk] = ls.Name
-				ls.Frontends = append(ls.Frontends, fk.fe)
-			}
-			if len(nodeAddrs) > 0 && sp.NodePort != 0 {
-				if sp.NodePort < 1 || sp.NodePort > 65535 {
-					svcErr(portID, false, "invalid nodePort %d", sp.NodePort)
-				} else {
-					for _, a := range nodeAddrs {
-						addFrontend(a, uint16(sp.NodePort))
-					}
+		}
+		if len(nodeAddrs) > 0 && sp.NodePort != 0 {
+			if sp.NodePort < 1 || sp.NodePort > 65535 {
+				p.preErrs = append(p.preErrs, &ObjectError{Kind: "Service", Object: key, Port: portID, Err: fmt.Errorf("invalid nodePort %d", sp.NodePort)})
+			} else {
+				for _, a := range nodeAddrs {
+					add(a, uint16(sp.NodePort))
 				}
 			}
-			for _, a := range vips {
-				addFrontend(a, uint16(sp.Port))
-			}
-			if len(ls.Frontends) == 0 {
-				continue
-			}
-			backends, berrs := backendsFor(node.Name, sp, proto, slicesBySvc[key])
-			errs = append(errs, berrs...)
+		}
+		for _, a := range vips {
+			add(a, uint16(sp.Port))
+		}
+		if len(p.svc.Frontends) > 0 {
+			backends, berrs := backendsFor(node.Name, sp, proto, svcSlices)
 			if localOnly {
 				backends = slices.DeleteFunc(backends, func(b loader.Backend) bool { return !b.Local })
 			}
-			ls.Backends = backends
-			sortService(&ls)
-			out = append(out, ls)
+			slices.SortFunc(backends, func(a, b loader.Backend) int {
+				return cmp.Or(a.Addr.Compare(b.Addr), cmp.Compare(a.Port, b.Port))
+			})
+			p.svc.Backends, p.backendErrs = backends, berrs
+		}
+		if len(p.svc.Frontends) > 0 || len(p.preErrs) > 0 {
+			t.items = append(t.items, translationItem{port: p})
 		}
 	}
-	slices.SortFunc(out, func(a, b loader.Service) int { return cmp.Compare(a.Name, b.Name) })
-	return out, errs
+	if len(t.items) == 0 {
+		return nil
+	}
+	return t
 }
 
 // backendsFor collects the endpoints of one service port from the service's
