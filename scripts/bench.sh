@@ -1,10 +1,16 @@
 #!/usr/bin/env bash
 # Runs the benchmarks (`make bench`). Knobs, as environment or make
 # variables:
-#   BENCH_FILTER    regexp over "row/proxy" names: http1, tls-new, h2 ×
+#   BENCH_SUITE     l7 (the proxy against nginx and haproxy), l4 (the
+#                   NodePort hop against kube-proxy) or all (default)
+#   BENCH_FILTER    regexp over "row/peer" names. L7: http1, tls-new, h2 ×
 #                   nginx, haproxy, nodegress, nodegress+accesslog
-#                   (e.g. BENCH_FILTER=http1, BENCH_FILTER='h2/(nginx|nodegress)')
-#   BENCH_DURATION  one measurement (default 10s)
+#                   (e.g. BENCH_FILTER=http1, BENCH_FILTER='h2/(nginx|nodegress)').
+#                   L4: keepalive-local, keepalive-remote, newconn-local,
+#                   newconn-remote, udp-local, udp-remote, firstpacket1,
+#                   firstpacket1k, epchange, scale10k × routing, iptables,
+#                   nftables, nodegress (e.g. BENCH_FILTER='keepalive-remote/')
+#   BENCH_DURATION  one measurement (default 10s for L7, 3s for L4)
 #   BENCH_ROUNDS    rounds per cell, the median is reported (default 3)
 #   BENCH_MODE      table (default), pprof (CPU profile of nodegress's
 #                   proxy under load, top 25), or all
@@ -34,18 +40,54 @@ cleanup() {
 		sleep 1
 		for g in "${pgids[@]}"; do kill -KILL -- "-$g" 2>/dev/null || true; done
 	fi
+	# The L4 suite records the pin directories it mounted and the
+	# network namespaces it made (exact names), for the same case.
+	local m n
+	if [ -s "$rundir/mounts" ]; then
+		while read -r m; do umount -l "$m" 2>/dev/null || true; done <"$rundir/mounts"
+	fi
+	if [ -s "$rundir/netns" ]; then
+		while read -r n; do
+			[ -e "/run/netns/$n" ] || continue
+			echo "removing leftover network namespace $n" >&2
+			ip netns pids "$n" 2>/dev/null | xargs -r kill -KILL 2>/dev/null || true
+			ip netns del "$n" 2>/dev/null || true
+		done <"$rundir/netns"
+	fi
 	rm -rf "$rundir"
 }
 trap cleanup EXIT
 
 cmdline="make bench"
-for v in BENCH_FILTER BENCH_DURATION BENCH_ROUNDS BENCH_MODE; do
+for v in BENCH_SUITE BENCH_FILTER BENCH_DURATION BENCH_ROUNDS BENCH_MODE; do
 	if [ -n "${!v:-}" ]; then cmdline+=" $v=${!v}"; fi
 done
 
+case ${BENCH_SUITE:-all} in
+l7) tests='^TestL7$' timeout=20m ;;
+l4) tests='^TestL4$' timeout=20m ;;
+all) tests='^TestL(4|7)$' timeout=40m ;;
+*)
+	echo "BENCH_SUITE=${BENCH_SUITE}: want l4, l7 or all" >&2
+	exit 2
+	;;
+esac
+env=()
+if [ "${BENCH_SUITE:-all}" != l7 ]; then
+	# The L4 suite runs the agent and pod servers `make build` made,
+	# and kube-proxy built from the API server's Kubernetes version
+	# (minutes the first time, cached after).
+	$GO build -o bin/nodegress ./cmd/nodegress
+	$GO build -o bin/podserver ./tests/cmd/podserver
+	env+=(NODEGRESS_BIN="$root/bin/nodegress" PODSERVER_BIN="$root/bin/podserver"
+		NODEGRESS_KUBE_BIN_DIR="$(scripts/kube-bins.sh)")
+fi
+
 $GO test -c -o "$rundir/bench.test" ./tests/bench
-# The harness and everything it starts default to core 0; the proxy under
-# test is pinned to core 1 by the harness.
+# The harness and everything it starts default to core 0; the system
+# under test (the L7 proxy; the L4 backends) is pinned to core 1 by the
+# harness.
 cd tests/bench
-NODEGRESS_BENCH=1 BENCH_RUNDIR=$rundir BENCH_COMMAND=$cmdline BENCHPROXY_BIN=$root/bin/benchproxy BENCHLOAD_BIN=$root/bin/benchload \
-	taskset -c 0 "$rundir/bench.test" -test.v -test.count=1 -test.timeout=20m -test.run '^TestL7$'
+env NODEGRESS_BENCH=1 BENCH_RUNDIR="$rundir" BENCH_COMMAND="$cmdline" BENCHPROXY_BIN="$root/bin/benchproxy" \
+	BENCHLOAD_BIN="$root/bin/benchload" "${env[@]}" \
+	taskset -c 0 "$rundir/bench.test" -test.v -test.count=1 -test.timeout=$timeout -test.run "$tests"

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what `make bench` needs beyond scripts/install-deps.sh: the peers
-# (nginx, haproxy) and the load generators (wrk, h2load), and nothing when
-# they are all there already. `make test` never runs this.
+# (nginx, haproxy; kube-proxy's userland: iptables, nft, conntrack) and the
+# load generators (wrk, h2load), and nothing when they are all there
+# already. kube-proxy itself is built by scripts/kube-bins.sh. `make test`
+# never runs this.
 set -euo pipefail
 
 need=()
@@ -12,6 +14,12 @@ have haproxy || need+=(haproxy)
 have wrk || need+=(wrk)
 have h2load || need+=(nghttp2-client)
 have taskset || need+=(util-linux)
+# kube-proxy execs iptables-restore (iptables mode; Debian's default
+# backend is iptables-nft) and nft (nftables mode), and conntrack to
+# flush stale UDP entries; the L4 benchmark flushes with conntrack -F.
+have iptables || need+=(iptables)
+have nft || need+=(nftables)
+have conntrack || need+=(conntrack)
 
 if [ ${#need[@]} -eq 0 ]; then
 	exit 0

@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"net/url"
 	"regexp"
 	"strconv"
+	"sync"
 	"time"
 )
 
@@ -50,6 +52,9 @@ type Wrk struct {
 	// Headers are "Name: value" lines; "Connection: close" makes every
 	// request use a new connection (and, over https, a full handshake).
 	Headers []string
+	// Netns runs wrk inside that network namespace (`ip netns exec`);
+	// empty: the harness's own.
+	Netns string
 }
 
 // Argv is the wrk command line.
@@ -67,7 +72,7 @@ func (w Wrk) Run(ctx context.Context, cpu int) (Result, string, error) {
 	if err := CheckLocal(w.URL); err != nil {
 		return Result{}, "", err
 	}
-	out, used, err := RunBounded(ctx, w.Duration+30*time.Second, cpu, nil, w.Argv()...)
+	out, used, err := RunBounded(ctx, w.Duration+30*time.Second, cpu, nil, InNetns(w.Netns, w.Argv()...)...)
 	if err != nil {
 		return Result{}, out, err
 	}
@@ -266,16 +271,109 @@ func secs(d time.Duration) string {
 	return strconv.Itoa(s) + "s"
 }
 
-// CheckLocal refuses any load target outside loopback: benchmarks never
-// send traffic anywhere else.
+// InNetns prefixes argv with `ip netns exec ns` when ns is not empty.
+func InNetns(ns string, argv ...string) []string {
+	if ns == "" {
+		return argv
+	}
+	return append([]string{"ip", "netns", "exec", ns}, argv...)
+}
+
+var allowed struct {
+	sync.Mutex
+	prefixes []netip.Prefix
+}
+
+// AllowTargets adds address ranges load may be sent to besides loopback:
+// the address plan of network namespaces the suite created itself, whose
+// traffic never leaves them.
+func AllowTargets(prefixes ...netip.Prefix) {
+	allowed.Lock()
+	defer allowed.Unlock()
+	allowed.prefixes = append(allowed.prefixes, prefixes...)
+}
+
+// CheckLocal refuses any load target outside loopback and the ranges
+// given to AllowTargets: benchmarks never send traffic anywhere else.
 func CheckLocal(rawURL string) error {
 	u, err := url.Parse(rawURL)
 	if err != nil {
 		return err
 	}
-	h := u.Hostname()
-	if a, err := netip.ParseAddr(h); h == "localhost" || err == nil && a.IsLoopback() {
+	return CheckAddr(u.Hostname())
+}
+
+// CheckAddr is CheckLocal for a host name or address (with or without a
+// port).
+func CheckAddr(host string) error {
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	a, err := netip.ParseAddr(host)
+	if host == "localhost" || err == nil && a.IsLoopback() {
 		return nil
 	}
-	return fmt.Errorf("load target %s is not loopback", rawURL)
+	if err == nil {
+		allowed.Lock()
+		defer allowed.Unlock()
+		for _, p := range allowed.prefixes {
+			if p.Contains(a) {
+				return nil
+			}
+		}
+	}
+	return fmt.Errorf("load target %s is neither loopback nor in the benchmark's namespaces", host)
+}
+
+// UDPRR describes a run of benchload's udp-rr mode: Connections sockets,
+// each with one datagram in flight, waiting for the answer before the
+// next (request/response, like DNS).
+type UDPRR struct {
+	// Bin is the benchload binary.
+	Bin         string
+	Addr        string
+	Connections int
+	Duration    time.Duration
+	// Netns runs the load inside that network namespace.
+	Netns string
+}
+
+// Argv is the benchload command line.
+func (l UDPRR) Argv() []string {
+	return []string{l.Bin, "udp-rr", "--addr", l.Addr, "-c", strconv.Itoa(l.Connections), "-d", l.Duration.String()}
+}
+
+// Run runs benchload on cpu with one Go thread and parses its report.
+func (l UDPRR) Run(ctx context.Context, cpu int) (Result, string, error) {
+	if err := CheckAddr(l.Addr); err != nil {
+		return Result{}, "", err
+	}
+	out, used, err := RunBounded(ctx, l.Duration+30*time.Second, cpu, []string{"GOMAXPROCS=1"}, InNetns(l.Netns, l.Argv()...)...)
+	if err != nil {
+		return Result{}, out, err
+	}
+	r, err := ParseUDPRR(out)
+	r.ToolCPU = used
+	return r, out, err
+}
+
+var udpRRLine = regexp.MustCompile(`(?m)^requests ([0-9]+) errors ([0-9]+) rate ([0-9.]+) p50 (\S+) p99 (\S+)$`)
+
+// ParseUDPRR reads benchload's udp-rr report.
+func ParseUDPRR(out string) (Result, error) {
+	var r Result
+	m := udpRRLine.FindStringSubmatch(out)
+	if m == nil {
+		return r, fmt.Errorf("benchload: no report line in output:\n%s", out)
+	}
+	r.Requests, _ = strconv.ParseInt(m[1], 10, 64)
+	r.Errors, _ = strconv.ParseInt(m[2], 10, 64)
+	r.Rate, _ = strconv.ParseFloat(m[3], 64)
+	var err1, err2 error
+	r.P50, err1 = time.ParseDuration(m[4])
+	r.P99, err2 = time.ParseDuration(m[5])
+	if err := errors.Join(err1, err2); err != nil {
+		return r, fmt.Errorf("benchload: %w", err)
+	}
+	return r, nil
 }

@@ -1,12 +1,14 @@
 // Command benchload is the benchmark's load generator for what wrk and
-// h2load cannot do: a full TLS 1.3 handshake per request. wrk speaks TLS
-// 1.2 and resumes sessions, which measures the cheap abbreviated handshake;
-// this client keeps no session cache, so every connection costs the server
-// a key exchange and a signature.
+// h2load cannot do: a full TLS 1.3 handshake per request (tls-new), and
+// UDP request/response (udp-rr). wrk speaks TLS 1.2 and resumes sessions,
+// which measures the cheap abbreviated handshake; this client keeps no
+// session cache, so every connection costs the server a key exchange and
+// a signature.
 //
 // Usage:
 //
 //	benchload tls-new --url https://127.0.0.1:PORT/ [--sni NAME] [-c 64] [-d 10s]
+//	benchload udp-rr --addr IP:PORT [-c 32] [-d 10s]
 //
 // Each of -c workers loops, from its own loopback source address: connect,
 // handshake (TLS 1.3, X25519 only, as OpenSSL 3.0 servers offer no hybrid
@@ -31,7 +33,6 @@ import (
 	"net/url"
 	"os"
 	"regexp"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -46,15 +47,24 @@ func main() {
 }
 
 func run(args []string) error {
-	if len(args) == 0 || args[0] != "tls-new" {
-		return errors.New("usage: benchload tls-new --url URL [--sni NAME] [-c N] [-d DURATION]")
+	if len(args) > 0 {
+		switch args[0] {
+		case "tls-new":
+			return tlsNew(args[1:])
+		case "udp-rr":
+			return udpRR(args[1:])
+		}
 	}
+	return errors.New("usage: benchload tls-new --url URL [--sni NAME] [-c N] [-d DURATION] | udp-rr --addr IP:PORT [-c N] [-d DURATION]")
+}
+
+func tlsNew(args []string) error {
 	fs := flag.NewFlagSet("tls-new", flag.ContinueOnError)
 	rawURL := fs.String("url", "", "https URL on loopback")
 	sni := fs.String("sni", "bench.example", "server name sent in the handshake and Host header")
 	conns := fs.Int("c", 64, "concurrent connections")
 	dur := fs.Duration("d", 10*time.Second, "duration")
-	if err := fs.Parse(args[1:]); err != nil {
+	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	u, err := url.Parse(*rawURL)
@@ -122,30 +132,7 @@ func run(args []string) error {
 		})
 	}
 	wg.Wait()
-	elapsed := time.Since(start)
-	slices.Sort(lat)
-	pct := func(p float64) time.Duration {
-		if len(lat) == 0 {
-			return 0
-		}
-		return lat[min(len(lat)-1, int(p*float64(len(lat))))]
-	}
-	total := 0
-	kinds := make([]string, 0, len(errs))
-	for k, n := range errs {
-		total += n
-		kinds = append(kinds, k)
-	}
-	fmt.Printf("connections %d errors %d rate %.1f p50 %s p99 %s\n",
-		len(lat), total, float64(len(lat))/elapsed.Seconds(), pct(0.50), pct(0.99))
-	if len(kinds) > 0 {
-		slices.SortFunc(kinds, func(a, b string) int { return errs[b] - errs[a] })
-		var parts []string
-		for _, k := range kinds[:min(3, len(kinds))] {
-			parts = append(parts, fmt.Sprintf("%d× %s", errs[k], k))
-		}
-		fmt.Printf("last error: %s\n", strings.Join(parts, "; "))
-	}
+	report("connections", lat, errs, time.Since(start))
 	return nil
 }
 
