@@ -188,3 +188,25 @@ func TestSNATPortUnrepliedReleased(t *testing.T) {
 		}
 	}
 }
+
+// TestSNATPortSkipsFrontends: a port the node serves a frontend on is
+// never handed out as a SNAT port, or the backend's replies to it would be
+// taken for new connections to that frontend.
+func TestSNATPortSkipsFrontends(t *testing.T) {
+	env := newFibEnv(t)
+	for _, k := range []hook{hookXDP, hookTCIngress} {
+		t.Run(k.String(), func(t *testing.T) {
+			h := onePortHarness(t, env)
+			// The one SNAT port is also a NodePort of another service.
+			h.service(99, nodeIP+":61000", TCP, false, beA)
+			a := tcpFrame("192.0.2.10:40000", feRemote, tcpSYN)
+			h.expect(k, a.bytes(t), VerdictDrop, ReasonDropSNATExhausted)
+
+			// For UDP the same port is free.
+			u := udpFrame("192.0.2.10:40000", feRemoteUDP)
+			in := u.bytes(t)
+			res := h.expect(k, in, forwardVerdict(k, true), ReasonFwdRemote)
+			checkRemoteForward(t, h, u, in, res.pkt, svcRemoteUDP, beRemoteUDP, nodeIP, hop{smac: env.mac0, dmac: node2MAC})
+		})
+	}
+}

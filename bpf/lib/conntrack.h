@@ -101,6 +101,23 @@ static __always_inline int snat_port_owned(const struct ct_entry *ct,
 }
 
 /*
+ * A port the node serves a frontend on (a NodePort, :80/:443 for the
+ * proxy) must never be a SNAT port: replies to it would be taken for new
+ * traffic to that frontend.
+ */
+static __always_inline int snat_port_is_frontend(__be32 addr, __be16 port,
+						 __u8 proto)
+{
+	struct frontend_key fk = {
+	    .addr = addr,
+	    .port = port,
+	    .proto = proto,
+	};
+
+	return bpf_map_lookup_elem(&frontends, &fk) != NULL;
+}
+
+/*
  * snat_alloc reserves a source port on nat_addr for the client's flow to a
  * remote backend by inserting its reverse_nat entry. It probes from a hashed
  * start so concurrent CPUs rarely collide; a port held by a stale flow or by
@@ -128,6 +145,8 @@ static __always_inline int snat_alloc(const struct flow_tuple *client,
 		struct rev_nat_entry *old;
 
 		key.dport = bpf_htons((__u16)(min + (hash + i) % range));
+		if (snat_port_is_frontend(nat_addr, key.dport, client->proto))
+			continue;
 		if (!bpf_map_update_elem(&reverse_nat, &key, &rn, BPF_NOEXIST))
 			goto done;
 		old = bpf_map_lookup_elem(&reverse_nat, &key);

@@ -31,7 +31,7 @@
 #endif
 /* Attempts at finding a free SNAT port before a new remote flow is dropped. */
 #ifndef SNAT_PORT_ATTEMPTS
-#define SNAT_PORT_ATTEMPTS 16
+#define SNAT_PORT_ATTEMPTS 32
 #endif
 
 /* Idle time after which a flow's state may be reused (SNAT port, backend). */

@@ -51,7 +51,7 @@ func runAgent(args []string) int {
 	fs.StringVar(&f.nodeName, "node-name", os.Getenv("NODE_NAME"), "this node's name: selects its Node object and marks its endpoints local (default $NODE_NAME, else the host name)")
 	fs.StringVar(&f.bpffs, "bpffs", loader.DefaultBPFFS, "directory the datapath's maps and links are pinned in (a bpffs is mounted there if needed)")
 	fs.StringVar(&f.traceSocket, "trace-socket", DefaultTraceSocket, "unix socket the trace command connects to")
-	fs.StringVar(&f.snatPorts, "snat-ports", "61000-65535", "source port range for flows SNAT'd to remote backends; keep it outside net.ipv4.ip_local_port_range")
+	fs.StringVar(&f.snatPorts, "snat-ports", "1024-29999", "source port range for flows SNAT'd to remote backends, per backend address and port; keep it outside net.ipv4.ip_local_port_range (the node's own connections); ports of frontends are skipped")
 	fs.StringVar(&f.xdpMode, "xdp-mode", string(loader.XDPAuto), "XDP attach mode: auto (native, else generic per device), native, generic or off (tc only)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&f.logFormat, "log-format", "text", "text or json")
