@@ -1,6 +1,7 @@
 package loader
 
 import (
+	"fmt"
 	"net/netip"
 	"testing"
 	"time"
@@ -207,6 +208,36 @@ func TestSNATPortSkipsFrontends(t *testing.T) {
 			in := u.bytes(t)
 			res := h.expect(k, in, forwardVerdict(k, true), ReasonFwdRemote)
 			checkRemoteForward(t, h, u, in, res.pkt, svcRemoteUDP, beRemoteUDP, nodeIP, hop{smac: env.mac0, dmac: node2MAC})
+		})
+	}
+}
+
+// TestSNATPortProbesJumpFrontendBlocks: when a block of NodePorts lies
+// inside the SNAT range (a cluster's node port range may overlap it), a
+// flow whose hashed start falls in the block still finds a port: probes
+// stride across the range instead of walking into the block.
+func TestSNATPortProbesJumpFrontendBlocks(t *testing.T) {
+	env := newFibEnv(t)
+	for _, k := range []hook{hookXDP, hookTCIngress} {
+		t.Run(k.String(), func(t *testing.T) {
+			h := remoteHarness(t, env)
+			cfg := h.config()
+			cfg.SnatPortMin, cfg.SnatPortMax = 20000, 29999
+			h.setConfig(cfg)
+			syn := tcpFrame("192.0.2.10:40000", feRemote, tcpSYN)
+			start := 20000 + flowHash(syn.tuple(), testHashSeed)%10000
+			block := map[uint16]bool{}
+			for i := uint32(0); i < 64; i++ {
+				p := uint16(20000 + (start-20000+i)%10000)
+				block[p] = true
+				h.service(1000+i, fmt.Sprintf("%s:%d", nodeIP, p), TCP, false, beA)
+			}
+			in := syn.bytes(t)
+			res := h.expect(k, in, forwardVerdict(k, true), ReasonFwdRemote)
+			port := checkRemoteForward(t, h, syn, in, res.pkt, svcRemote, beRemote, nodeIP, hop{smac: env.mac0, dmac: node2MAC})
+			if block[port] {
+				t.Errorf("SNAT port %d is a frontend", port)
+			}
 		})
 	}
 }

@@ -120,8 +120,8 @@ static __always_inline int snat_port_is_frontend(__be32 addr, __be16 port,
 /*
  * snat_alloc reserves a source port on nat_addr for the client's flow to a
  * remote backend by inserting its reverse_nat entry. It probes from a hashed
- * start so concurrent CPUs rarely collide; a port held by a stale flow or by
- * this very flow (state lost to LRU eviction) is taken over.
+ * start, in strides, so concurrent CPUs rarely collide; a port held by a stale
+ * flow or by this very flow (state lost to LRU eviction) is taken over.
  */
 static __always_inline int snat_alloc(const struct flow_tuple *client,
 				      const struct backend_value *be,
@@ -144,7 +144,11 @@ static __always_inline int snat_alloc(const struct flow_tuple *client,
 	for (i = 0; i < SNAT_PORT_ATTEMPTS; i++) {
 		struct rev_nat_entry *old;
 
-		key.dport = bpf_htons((__u16)(min + (hash + i) % range));
+		/* Probes jump across the range: a block of NodePorts inside it
+		 * (a cluster's node port range may overlap it) must not
+		 * swallow every probe of a flow. */
+		key.dport = bpf_htons(
+		    (__u16)(min + (hash + i * SNAT_PROBE_STRIDE) % range));
 		if (snat_port_is_frontend(nat_addr, key.dport, client->proto))
 			continue;
 		if (!bpf_map_update_elem(&reverse_nat, &key, &rn, BPF_NOEXIST))

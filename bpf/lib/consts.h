@@ -30,6 +30,8 @@
 #define EVENTS_RINGBUF_BYTES (1 << 22)
 #endif
 /* Attempts at finding a free SNAT port before a new remote flow is dropped. */
+/* Distance between SNAT port probes: prime, so every port is reachable. */
+#define SNAT_PROBE_STRIDE 40503
 #ifndef SNAT_PORT_ATTEMPTS
 #define SNAT_PORT_ATTEMPTS 32
 #endif
