@@ -28,6 +28,8 @@ func TestSteerToProxyListener(t *testing.T) {
 	ns.MustIP("link", "set", "ext1", "up")
 
 	bpffs := filepath.Join(t.TempDir(), "bpffs")
+	// Open mounts a bpffs there; take it down even when Open fails.
+	t.Cleanup(func() { _ = unix.Unmount(bpffs, unix.MNT_DETACH) })
 	var dp *Datapath
 	var ln *net.TCPListener
 	err := ns.Do(func() error {
