@@ -262,17 +262,7 @@ func (p *Proxy) exchangeH1(st *reqState, r *http.Request, f *h2fwd, uc *upConn, 
 		return false, false, errUnexpectedUpgrade
 	}
 
-	noBody := r.Method == http.MethodHead || resp.status == http.StatusNoContent ||
-		resp.status == http.StatusNotModified
-	kind := bodyUntilClose
-	switch {
-	case noBody:
-		kind = bodyNone
-	case resp.chunked:
-		kind = bodyChunked
-	case resp.contentLength >= 0:
-		kind = bodyLength
-	}
+	kind := responseBodyKind(r.Method, resp)
 	upKeep := resp.keepAlive() && kind != bodyUntilClose
 	announced := copyResponseHeader(st.Header(), respHead, resp, kind == bodyChunked)
 	st.WriteHeader(resp.status)

@@ -825,6 +825,21 @@ const (
 	bodyUntilClose
 )
 
+// responseBodyKind is how the body of an upstream response is delimited.
+// Responses to HEAD and 204/304 never carry one, whatever they announce
+// (RFC 9112 section 6.3).
+func responseBodyKind(method string, resp *h1resp) bodyKind {
+	switch {
+	case method == http.MethodHead || resp.status == http.StatusNoContent || resp.status == http.StatusNotModified:
+		return bodyNone
+	case resp.chunked:
+		return bodyChunked
+	case resp.contentLength >= 0:
+		return bodyLength
+	}
+	return bodyUntilClose
+}
+
 // Chunked decoding states.
 const (
 	csSize uint8 = iota

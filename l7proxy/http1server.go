@@ -909,17 +909,7 @@ func (hc *h1conn) exchange(uc *upConn, limit int64) (retry bool, err error) {
 		return false, nil
 	}
 
-	noBody := string(q.method) == http.MethodHead || resp.status == http.StatusNoContent ||
-		resp.status == http.StatusNotModified
-	kind := bodyUntilClose
-	switch {
-	case noBody:
-		kind = bodyNone
-	case resp.chunked:
-		kind = bodyChunked
-	case resp.contentLength >= 0:
-		kind = bodyLength
-	}
+	kind := responseBodyKind(string(q.method), resp)
 	chunkedOut := false
 	if kind == bodyChunked || kind == bodyUntilClose {
 		if q.minor >= 1 && kind == bodyChunked {
@@ -931,7 +921,7 @@ func (hc *h1conn) exchange(uc *upConn, limit int64) (retry bool, err error) {
 		}
 	}
 	upKeep := resp.keepAlive() && kind != bodyUntilClose
-	hc.writeResponseHead(resp, noBody, kind, chunkedOut)
+	hc.writeResponseHead(resp, kind == bodyNone, kind, chunkedOut)
 	hc.rbody.reset(&uc.rb, kind, resp.contentLength, false, maxResponseHead)
 	uerr, cerr := hc.copyResponseBody(uc, chunkedOut)
 	if bodyc != nil {
