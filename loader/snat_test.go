@@ -241,3 +241,104 @@ func TestSNATPortProbesJumpFrontendBlocks(t *testing.T) {
 		})
 	}
 }
+
+// TestSNATPortWaitsForBackendTimeWait: a port whose flow ended with FINs
+// less than SNAT_TIME_WAIT_NS ago may still be in the backend's TIME_WAIT.
+// Another client flow gets a free port instead (its SYN, with a timestamp
+// drawn for another 4-tuple, would likely be refused there), and that port
+// only when none is free; the same client flow coming back gets it at once.
+func TestSNATPortWaitsForBackendTimeWait(t *testing.T) {
+	env := newFibEnv(t)
+	up := monotonicUptime(t)
+	if up < 31*time.Second {
+		t.Skipf("host up for %v only", up)
+	}
+	closedAt := uint64(up - 30*time.Second)
+	for _, k := range []hook{hookXDP, hookTCIngress} {
+		t.Run(k.String(), func(t *testing.T) {
+			h := remoteHarness(t, env)
+			cfg := h.config()
+			cfg.SnatPortMin, cfg.SnatPortMax = 61000, 61001
+			h.setConfig(cfg)
+			srcPort := func(f frame) uint16 {
+				t.Helper()
+				res := h.expect(k, f.bytes(t), forwardVerdict(k, true), ReasonFwdRemote)
+				return decode(t, res.pkt).src().Port()
+			}
+
+			// a connects, and the connection ends with FINs 30s ago.
+			a := tcpFrame("192.0.2.10:40000", feRemote, tcpSYN)
+			portA := srcPort(a)
+			h.expect(k, remoteReply(a, beRemote, nodeIP, portA, tcpSYN|tcpACK).bytes(t), forwardVerdict(k, true), ReasonReplyRemote)
+			srcPort(tcpFrame(a.src.String(), a.dst.String(), tcpFIN|tcpACK))
+			h.expect(k, remoteReply(a, beRemote, nodeIP, portA, tcpFIN|tcpACK).bytes(t), forwardVerdict(k, true), ReasonReplyRemote)
+			keyA := tupleToBPF(Tuple{Src: beRemote.addrPort(), Dst: netip.AddrPortFrom(netip.MustParseAddr(nodeIP), portA), Proto: TCP})
+			rn, ok := h.revNAT(keyA)
+			if !ok {
+				t.Fatal("no reverse NAT entry for a's port")
+			}
+			rn.LastSeenNs = closedAt
+			if err := h.objs.ReverseNat.Update(keyA, rn, ebpf.UpdateExist); err != nil {
+				t.Fatal(err)
+			}
+			if ct, ok := h.ct(a); ok {
+				ct.LastSeenNs = closedAt
+				if err := h.objs.Conntrack.Update(a.tuple(), ct, ebpf.UpdateExist); err != nil {
+					t.Fatal(err)
+				}
+			}
+
+			// b, whose probes start at a's port, takes the other one.
+			var b frame
+			for p := 40000; ; p++ {
+				if p == 41000 {
+					t.Fatalf("no client port in 40000-40999 whose first probe is %d", portA)
+				}
+				b = tcpFrame(fmt.Sprintf("192.0.2.11:%d", p), feRemote, tcpSYN)
+				if snatPort(b, cfg) == portA {
+					break
+				}
+			}
+			if portB := srcPort(b); portB == portA {
+				t.Fatalf("b got port %d, closed by a 30s ago, while another was free", portA)
+			}
+			// c finds no free port: a's, closed for 30s, beats no connection.
+			c := tcpFrame("192.0.2.12:40000", feRemote, tcpSYN)
+			if portC := srcPort(c); portC != portA {
+				t.Fatalf("c got port %d, want a's %d (the only one not in use)", portC, portA)
+			}
+		})
+	}
+}
+
+// TestSNATPortSameFlowReturns: a client reusing its 4-tuple for a new
+// connection right after the last one closed gets the same SNAT port: the
+// backend's TIME_WAIT for it accepts the SYN, whose timestamps keep rising.
+func TestSNATPortSameFlowReturns(t *testing.T) {
+	env := newFibEnv(t)
+	for _, k := range []hook{hookXDP, hookTCIngress} {
+		t.Run(k.String(), func(t *testing.T) {
+			h := remoteHarness(t, env)
+			cfg := h.config()
+			cfg.SnatPortMin, cfg.SnatPortMax = 61000, 61063
+			h.setConfig(cfg)
+			srcPort := func(f frame) uint16 {
+				t.Helper()
+				res := h.expect(k, f.bytes(t), forwardVerdict(k, true), ReasonFwdRemote)
+				return decode(t, res.pkt).src().Port()
+			}
+			a := tcpFrame("192.0.2.10:40000", feRemote, tcpSYN)
+			first := srcPort(a)
+			h.expect(k, remoteReply(a, beRemote, nodeIP, first, tcpSYN|tcpACK).bytes(t), forwardVerdict(k, true), ReasonReplyRemote)
+			srcPort(tcpFrame(a.src.String(), a.dst.String(), tcpFIN|tcpACK))
+			h.expect(k, remoteReply(a, beRemote, nodeIP, first, tcpFIN|tcpACK).bytes(t), forwardVerdict(k, true), ReasonReplyRemote)
+			// Other clients take ports meanwhile.
+			for i := range 8 {
+				srcPort(tcpFrame(fmt.Sprintf("192.0.2.%d:40000", 20+i), feRemote, tcpSYN))
+			}
+			if again := srcPort(a); again != first {
+				t.Errorf("new connection on the same 4-tuple got port %d, want its last one %d", again, first)
+			}
+		})
+	}
+}

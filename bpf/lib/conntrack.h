@@ -118,10 +118,27 @@ static __always_inline int snat_port_is_frontend(__be32 addr, __be16 port,
 }
 
 /*
+ * A port another flow held may go to a new flow once that flow is stale and,
+ * if it ended with FINs, the backend's TIME_WAIT for the port is over.
+ */
+static __always_inline int
+snat_port_expired(__u64 now, const struct rev_nat_entry *old, __u8 proto)
+{
+	if (proto == IPPROTO_TCP && (old->flags & CT_F_SEEN_FIN) &&
+	    !(old->flags & CT_F_SEEN_RST))
+		return now - old->last_seen_ns > SNAT_TIME_WAIT_NS;
+	return ct_is_stale(now, old->last_seen_ns, proto, old->flags);
+}
+
+/*
  * snat_alloc reserves a source port on nat_addr for the client's flow to a
  * remote backend by inserting its reverse_nat entry. It probes from a hashed
- * start, in strides, so concurrent CPUs rarely collide; a port held by a stale
- * flow or by this very flow (state lost to LRU eviction) is taken over.
+ * start, in strides, so concurrent CPUs rarely collide and a client flow that
+ * comes back (a reused client port) finds the port it had. A free port, the
+ * flow's own port (state lost to LRU eviction, or a new connection on the same
+ * 4-tuple) or an expired one is taken; failing those, the first port whose
+ * flow is stale but may still be in the backend's TIME_WAIT, which is better
+ * than no connection.
  */
 static __always_inline int snat_alloc(const struct flow_tuple *client,
 				      const struct backend_value *be,
@@ -132,6 +149,7 @@ static __always_inline int snat_alloc(const struct flow_tuple *client,
 	struct rev_nat_entry rn;
 	struct flow_tuple key;
 	__u32 min = cfg->snat_port_min;
+	__be16 fallback = 0;
 	__u32 range;
 	int i;
 
@@ -157,14 +175,21 @@ static __always_inline int snat_alloc(const struct flow_tuple *client,
 		if (!old)
 			continue;
 		if (rev_nat_same_flow(old, client) ||
-		    ct_is_stale(now, old->last_seen_ns, client->proto,
-				old->flags)) {
+		    snat_port_expired(now, old, client->proto)) {
 			if (!bpf_map_update_elem(&reverse_nat, &key, &rn,
 						 BPF_ANY))
 				goto done;
+		} else if (!fallback &&
+			   ct_is_stale(now, old->last_seen_ns, client->proto,
+				       old->flags)) {
+			fallback = key.dport;
 		}
 	}
-	return -1;
+	if (!fallback)
+		return -1;
+	key.dport = fallback;
+	if (bpf_map_update_elem(&reverse_nat, &key, &rn, BPF_ANY))
+		return -1;
 done:
 	*port_out = key.dport;
 	return 0;

@@ -32,6 +32,7 @@ func (m l4Metric) formatAlso(v float64) string {
 
 func fmtRate(v float64) string    { return benchkit.Rate(v) + "/s" }
 func fmtLatency(v float64) string { return benchkit.Latency(time.Duration(v)) }
+func fmtCount(v float64) string   { return strconv.FormatFloat(v, 'f', 1, 64) }
 func fmtSeconds(v float64) string { return strconv.FormatFloat(v, 'f', 2, 64) + " s" }
 func fmtDuration(v float64) string {
 	if math.IsInf(v, 1) {
@@ -51,8 +52,19 @@ func l4Metrics() []l4Metric {
 			l4Metric{key: "keepalive-" + side.key + "/rate", title: "keep-alive requests/s, " + side.title, format: fmtRate},
 			l4Metric{key: "keepalive-" + side.key + "/p99", title: "keep-alive p99, " + side.title, lowerBetter: true, format: fmtLatency},
 			l4Metric{key: "newconn-" + side.key + "/rate", title: "new TCP connections/s, " + side.title, format: fmtRate},
-			l4Metric{key: "newconn-" + side.key + "/p99", title: "new connection p99, " + side.title, lowerBetter: true, format: fmtLatency},
+			l4Metric{key: "newconn-" + side.key + "/p99", title: "new connection p99 (wrk: request → answer, handshake not timed), " + side.title, lowerBetter: true, format: fmtLatency},
+			l4Metric{key: "connect-" + side.key + "/p99", title: "new connection p99 from connect() to the last byte, " + side.title, lowerBetter: true, format: fmtLatency,
+				also: "connect-" + side.key + "/p50", alsoLabel: "p50"},
+			l4Metric{key: "newconn-" + side.key + "/synretrans", title: "SYNs the client retransmitted per 1,000 new connections, " + side.title, lowerBetter: true, format: fmtCount},
 			l4Metric{key: "udp-" + side.key + "/rate", title: "UDP request/response/s, " + side.title, format: fmtRate, also: "udp-" + side.key + "/p99", alsoLabel: "p99", alsoFormat: fmtLatency},
+		)
+	}
+	for _, side := range []struct{ key, title string }{{"local", "same node"}, {"remote", "other node"}} {
+		ms = append(ms,
+			l4Metric{key: "fixedka-" + side.key + "/p99", title: fmt.Sprintf("keep-alive p99 at a fixed %s requests/s, %s", thousands(fixedKeepAliveRate), side.title),
+				lowerBetter: true, format: fmtLatency, also: "fixedka-" + side.key + "/p50", alsoLabel: "p50"},
+			l4Metric{key: "fixednc-" + side.key + "/p99", title: fmt.Sprintf("new connection p99 from connect() at a fixed %s connections/s, %s", thousands(fixedNewConnRate), side.title),
+				lowerBetter: true, format: fmtLatency, also: "fixednc-" + side.key + "/p50", alsoLabel: "p50"},
 		)
 	}
 	for _, side := range []struct{ key, title string }{{"local", "same node"}, {"remote", "other node"}} {
@@ -97,12 +109,27 @@ func (e *l4Env) median(metric, dp string) (float64, int) {
 	return benchkit.Median(xs), len(xs)
 }
 
-// better is how many times better v is than base (above 1: better).
+// better is how many times better v is than base (above 1: better); a
+// count of zero against a positive one is infinitely better.
 func better(m l4Metric, v, base float64) float64 {
 	if m.lowerBetter {
-		return base / v
+		v, base = base, v
+	}
+	if base == 0 {
+		if v == 0 {
+			return 1
+		}
+		return math.Inf(1)
 	}
 	return v / base
+}
+
+// fmtRatio formats a ratio for the table.
+func fmtRatio(f float64) string {
+	if math.IsInf(f, 1) {
+		return "∞"
+	}
+	return strconv.FormatFloat(f, 'f', 2, 64) + "×"
 }
 
 func (e *l4Env) report(took time.Duration) string {
@@ -132,7 +159,7 @@ func (e *l4Env) report(took time.Duration) string {
 				}
 			}
 			if dp != dpIptables && dp != dpRouting && base > 0 && !math.IsInf(base, 0) {
-				cell += " " + strconv.FormatFloat(v/base, 'f', 2, 64) + "×"
+				cell += " " + fmtRatio(v/base)
 			}
 			row = append(row, cell)
 		}
@@ -150,9 +177,9 @@ func (e *l4Env) report(took time.Duration) string {
 			}
 			if !math.IsNaN(bestKP) {
 				f := better(m, ng, bestKP)
-				verdict = "yes, " + strconv.FormatFloat(f, 'f', 2, 64) + "×"
+				verdict = "yes, " + fmtRatio(f)
 				if f < 1 {
-					verdict = "no, " + strconv.FormatFloat(f, 'f', 2, 64) + "×"
+					verdict = "no, " + fmtRatio(f)
 					behind = append(behind, m.title)
 				}
 			}
@@ -185,7 +212,8 @@ nodes, waits for its first sync and for every Service to answer, measures, stops
 tcx programs left), then flushes conntrack in every namespace. Phases alternate: kube-proxy
 iptables, nodegress, kube-proxy nftables, nodegress, … ; every value is the median of the phases.
 
-Pinning: wrk -t1 -c%d or benchload udp-rr -c%d (32 sockets, one datagram in flight each), the
+Pinning: wrk -t1 -c%d, benchload udp-rr -c%d (32 sockets, one datagram in flight each) or benchload
+tcp-crr/http-rr (one thread, raw epoll, 32 connections; fixed-rate rows: up to 1,024 in flight), the
 harness, the API server, kube-proxy and the agents on core %d; the backends (nginx with one worker,
 podserver with GOMAXPROCS=1 for UDP) on core %d. Scheduling priority: %s. With veths, a packet is
 processed in softirq on the core that sent it, so the request direction's NodePort hop runs on
@@ -197,8 +225,18 @@ core %d and the answer's on core %d.
 	b.WriteString(tbl.Markdown())
 	b.WriteString(`
 Ratios are to kube-proxy iptables (for latencies, CPU, time and memory, below 1× is better).
-"nodegress ahead?" compares with the better kube-proxy mode. Rates and p99 are wrk's (per
-request) or benchload's (per datagram). Network CPU: the softirq time of both cores from
+"nodegress ahead?" compares with the better kube-proxy mode. Keep-alive and new-connection rates
+and the first p99 of each are wrk's, as in the reference measurement; wrk starts a request's clock
+after the TCP handshake, so a SYN lost or answered with an ACK (the client resets and retries after
+1 s) slows the rate but never shows in that p99. The rows "from connect()" are benchload tcp-crr's,
+with the same 32 connections, timing connect() to the answer's last byte as a user waits; "SYNs
+the client retransmitted" counts TCPSynRetrans in the client namespace during wrk's rounds. The
+fixed-rate rows schedule requests (or connections) at that rate whatever the answers do (open
+loop: a late answer delays everything behind it, all of it timed from when it was due), so every
+dataplane carries the same load: a latency comparison a closed loop cannot give, as the faster
+dataplane there also loads the backend more. Between loads (and phases) conntrack is flushed and
+TIME_WAIT sockets closed in every namespace, so no load inherits another's state. UDP rates and p99 are benchload's (per datagram).
+Network CPU: the softirq time of both cores from
 /proc/stat per million requests — every namespace's packet processing (bridge, forwarding,
 netfilter, XDP, TCP receive) runs there, the load tool's and backend's own work does not; the
 kernel samples it per tick (no IRQ time accounting), so it is exact to a few percent over a

@@ -2,6 +2,7 @@ package bench
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -118,7 +119,25 @@ type l4Load struct {
 	udp      bool
 	// newConn sends "Connection: close": one request per connection.
 	newConn bool
+	// fromConnect runs benchload instead of wrk, which times new
+	// connections from connect() (wrk starts after the handshake, so a
+	// retransmitted SYN never shows in its latency).
+	fromConnect bool
+	// rate, when set, is benchload's fixed schedule (requests or
+	// connections per second): every dataplane is timed at the same
+	// offered load, below what any of them sustains.
+	rate float64
 }
+
+// Fixed rates of the latency rows, below every dataplane's capacity
+// (kube-proxy iptables: ~60k keep-alive requests/s, ~6k connections/s).
+const (
+	fixedKeepAliveRate = 40000
+	fixedNewConnRate   = 4000
+	// fixedRateMaxInFlight bounds the fixed-rate loads' open connections
+	// (keep-alive: the pool is opened before the clock starts).
+	fixedRateMaxInFlight = 1024
+)
 
 var l4Loads = []l4Load{
 	{key: "keepalive-local", title: "keep-alive, backend on the same node", svc: "ka-local", pod: "pod1a"},
@@ -127,6 +146,12 @@ var l4Loads = []l4Load{
 	{key: "newconn-remote", title: "new connection per request, other node", svc: "ka-remote", pod: "pod2a", newConn: true},
 	{key: "udp-local", title: "UDP request/response, same node", svc: "udp-local", pod: "pod1a", udp: true},
 	{key: "udp-remote", title: "UDP request/response, other node", svc: "udp-remote", pod: "pod2a", udp: true},
+	{key: "connect-local", title: "new connection per request from connect(), same node", svc: "ka-local", pod: "pod1a", newConn: true, fromConnect: true},
+	{key: "connect-remote", title: "new connection per request from connect(), other node", svc: "ka-remote", pod: "pod2a", newConn: true, fromConnect: true},
+	{key: "fixedka-local", title: "keep-alive at a fixed rate, same node", svc: "ka-local", pod: "pod1a", fromConnect: true, rate: fixedKeepAliveRate},
+	{key: "fixedka-remote", title: "keep-alive at a fixed rate, other node", svc: "ka-remote", pod: "pod2a", fromConnect: true, rate: fixedKeepAliveRate},
+	{key: "fixednc-local", title: "new connections at a fixed rate, same node", svc: "ka-local", pod: "pod1a", newConn: true, fromConnect: true, rate: fixedNewConnRate},
+	{key: "fixednc-remote", title: "new connections at a fixed rate, other node", svc: "ka-remote", pod: "pod2a", newConn: true, fromConnect: true, rate: fixedNewConnRate},
 }
 
 // l4Env is the state of one L4 run.
@@ -810,13 +835,24 @@ func (e *l4Env) loads(ctx context.Context, dp *dataplane) {
 		}
 		addr := e.target(dp, l.svc, l.pod)
 		before, _ := benchkit.ReadCPUStats(benchkit.LoadCPU, benchkit.SUTCPU)
+		synBefore := e.clientSynRetrans()
 		var r benchkit.Result
 		var out string
 		var err error
-		if l.udp {
+		switch {
+		case l.udp:
 			r, out, err = benchkit.UDPRR{Bin: e.load, Addr: addr.String(), Connections: l4Connections,
 				Duration: e.s.duration, Netns: e.tp.Client.Name}.Run(ctx, benchkit.LoadCPU)
-		} else {
+		case l.fromConnect:
+			conns := l4Connections
+			if l.rate > 0 {
+				// Users arrive on their own: a stalled connection holds
+				// up only itself.
+				conns = fixedRateMaxInFlight
+			}
+			r, out, err = benchkit.HTTPRR{Bin: e.load, Addr: addr.String(), NewConn: l.newConn, Connections: conns,
+				Duration: e.s.duration, Rate: l.rate, Netns: e.tp.Client.Name}.Run(ctx, benchkit.LoadCPU)
+		default:
 			w := benchkit.Wrk{URL: "http://" + addr.String() + "/", Threads: 1, Connections: l4Connections,
 				Duration: e.s.duration, Netns: e.tp.Client.Name}
 			if l.newConn {
@@ -825,6 +861,7 @@ func (e *l4Env) loads(ctx context.Context, dp *dataplane) {
 			r, out, err = w.Run(ctx, benchkit.LoadCPU)
 		}
 		after, _ := benchkit.ReadCPUStats(benchkit.LoadCPU, benchkit.SUTCPU)
+		synRetrans := e.clientSynRetrans() - synBefore
 		_ = os.WriteFile(filepath.Join(e.dir, fmt.Sprintf("%s-%s-%d.txt", l.key, dp.key, e.phase.Load())), []byte(out), 0o644)
 		if err != nil {
 			t.Errorf("%s %s: %v", l.key, dp.title, err)
@@ -844,15 +881,55 @@ func (e *l4Env) loads(ctx context.Context, dp *dataplane) {
 		e.record(l.key+"/softirq", dp, softirq)
 		e.record(l.key+"/busy", dp, busy)
 		e.record(l.key+"/errors", dp, float64(r.Errors))
+		if l.newConn {
+			// A retransmitted SYN stalls its connection for a second.
+			e.record(l.key+"/synretrans", dp, float64(synRetrans)/n*1000)
+		}
+		if l.rate > 0 && r.Rate < 0.95*l.rate {
+			e.notes = append(e.notes, fmt.Sprintf("%s %s: %s/s achieved of the %s/s scheduled", l.key, dp.title,
+				benchkit.Rate(r.Rate), benchkit.Rate(l.rate)))
+		}
 		if r.ErrorShare() > 0.001 {
 			e.notes = append(e.notes, fmt.Sprintf("%s %s: %d of %d requests failed in a round (%s)", l.key, dp.title,
 				r.Errors, r.Requests+r.Errors, firstNonEmpty(r.LastError, "see the load tool's output in the run directory")))
 		}
-		fmt.Printf("%-17s %-30s %8s/s  p50 %-9s p99 %-9s softirq %5.2f s/1M  all CPU %5.2f s/1M  errors %d\n",
-			l.key, dp.title, benchkit.Rate(r.Rate), benchkit.Latency(r.P50), benchkit.Latency(r.P99), softirq, busy, r.Errors)
-		// Let the sockets of the last run drain.
+		fmt.Printf("%-17s %-30s %8s/s  p50 %-9s p99 %-9s softirq %5.2f s/1M  all CPU %5.2f s/1M  errors %d  SYN retransmits %d\n",
+			l.key, dp.title, benchkit.Rate(r.Rate), benchkit.Latency(r.P50), benchkit.Latency(r.P99), softirq, busy, r.Errors, synRetrans)
+		// Let the sockets of the last run drain, then clear what they
+		// left: every load starts from the same state, whatever ran
+		// before it in the phase.
 		time.Sleep(300 * time.Millisecond)
+		e.flushConntrack()
 	}
+}
+
+// clientSynRetrans reads the client namespace's count of retransmitted
+// SYNs (TcpExt TCPSynRetrans); 0 when it cannot be read.
+func (e *l4Env) clientSynRetrans() int64 {
+	out, err := e.tp.Client.NS.Exec("cat", "/proc/net/netstat")
+	if err != nil {
+		return 0
+	}
+	return netstatValue(out, "TcpExt", "TCPSynRetrans")
+}
+
+// netstatValue finds one counter in /proc/net/netstat's text: each group
+// is a line of names followed by a line of values.
+func netstatValue(text, group, name string) int64 {
+	lines := strings.Split(text, "\n")
+	for i := 0; i+1 < len(lines); i++ {
+		names, values := strings.Fields(lines[i]), strings.Fields(lines[i+1])
+		if len(names) == 0 || names[0] != group+":" || len(values) != len(names) || values[0] != group+":" {
+			continue
+		}
+		for j, n := range names {
+			if n == name {
+				v, _ := strconv.ParseInt(values[j], 10, 64)
+				return v
+			}
+		}
+	}
+	return 0
 }
 
 func firstNonEmpty(s ...string) string {
@@ -999,7 +1076,12 @@ func (e *l4Env) recordRSS(dp *dataplane, p *benchkit.Proc) float64 {
 func mib(b float64) string { return strconv.FormatFloat(b/(1<<20), 'f', 0, 64) + " MiB" }
 
 // flushConntrack empties the connection tracking table of every
-// namespace, so that no phase finds the previous one's entries.
+// namespace and closes every TIME_WAIT socket, so that no phase finds the
+// previous one's flows: a backend's TIME_WAIT socket for a 4-tuple the
+// next dataplane's SNAT picks again answers that SYN with an ACK (the
+// client resets and retries after 1 s) whenever the SYN's timestamp is
+// not newer, which depends on the previous phase's traffic, not on the
+// dataplane measured.
 func (e *l4Env) flushConntrack() {
 	var all []*netns.NS
 	all = append(all, e.tp.Client.NS, e.tp.Switch)
@@ -1014,6 +1096,9 @@ func (e *l4Env) flushConntrack() {
 		out, err := ns.Exec("conntrack", "-F")
 		if err != nil && !strings.Contains(out, "flow entries have been deleted") {
 			e.t.Errorf("conntrack -F in %s: %v", ns.Name, err)
+		}
+		if out, err := ns.Exec("ss", "-K", "-t", "state", "time-wait"); err != nil {
+			e.t.Errorf("closing TIME_WAIT sockets in %s: %v: %s", ns.Name, err, out)
 		}
 	}
 }
@@ -1128,6 +1213,8 @@ func (e *l4Env) agentPaths(n *netns.Node) (bpffs, sock string) {
 	return filepath.Join(dir, "bpffs"), filepath.Join(dir, "trace.sock")
 }
 
+func xdpMode() string { return cmp.Or(os.Getenv("BENCH_XDP_MODE"), "auto") }
+
 // nodegressStart starts a fresh agent on every node, with its own new
 // pin directory: a bpffs mounted in the harness's mount namespace, as
 // `ip netns exec` gives the agent a private copy of the mounts.
@@ -1154,6 +1241,7 @@ func nodegressStart(e *l4Env) ([]*benchkit.Proc, error) {
 				// The L4 datapath alone: kube-proxy has no Ingress proxy.
 				"--ingress=false",
 				"--update-status=false",
+				"--xdp-mode", xdpMode(),
 			)...)
 		if err != nil {
 			stopAll(procs)
@@ -1179,7 +1267,7 @@ func nodegressReady(e *l4Env, i int, p *benchkit.Proc) error {
 	if err != nil {
 		return err
 	}
-	if mode == netns.XDPAttachedNone {
+	if mode == netns.XDPAttachedNone && xdpMode() != "off" {
 		return fmt.Errorf("%s: no xdp program on %s", p.Name, n.Dev)
 	}
 	return nil

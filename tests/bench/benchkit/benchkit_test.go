@@ -92,7 +92,7 @@ func TestParseH2load(t *testing.T) {
 	}
 }
 
-func TestParseTLSNew(t *testing.T) {
+func TestParseBenchloadTLS(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
 		out     string
@@ -106,7 +106,7 @@ func TestParseTLSNew(t *testing.T) {
 		{"garbage", "benchload: --url: not a loopback address\n", Result{}, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got, err := ParseTLSNew(tc.out)
+			got, err := ParseBenchload(tc.out)
 			if (err != nil) != tc.wantErr {
 				t.Fatalf("err = %v, want error %v", err, tc.wantErr)
 			}

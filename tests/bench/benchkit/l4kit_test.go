@@ -27,7 +27,7 @@ func TestParseCPUStats(t *testing.T) {
 	}
 }
 
-func TestParseUDPRR(t *testing.T) {
+func TestParseBenchloadUDP(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
 		out     string
@@ -35,11 +35,11 @@ func TestParseUDPRR(t *testing.T) {
 		wantErr bool
 	}{
 		{"ok", "requests 300000 errors 2 rate 99999.5 p50 310µs p99 1.2ms\nlast error: 2× timeout\n",
-			Result{Requests: 300000, Errors: 2, Rate: 99999.5, P50: 310 * time.Microsecond, P99: 1200 * time.Microsecond}, false},
+			Result{Requests: 300000, Errors: 2, Rate: 99999.5, P50: 310 * time.Microsecond, P99: 1200 * time.Microsecond, LastError: "2× timeout"}, false},
 		{"garbage", "benchload: --addr: nope\n", Result{}, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got, err := ParseUDPRR(tc.out)
+			got, err := ParseBenchload(tc.out)
 			if (err != nil) != tc.wantErr {
 				t.Fatalf("err = %v, want error %v", err, tc.wantErr)
 			}

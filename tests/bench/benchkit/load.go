@@ -231,26 +231,26 @@ func (l TLSNew) Run(ctx context.Context, cpu int) (Result, string, error) {
 	if err != nil {
 		return Result{}, out, err
 	}
-	r, err := ParseTLSNew(out)
+	r, err := ParseBenchload(out)
 	r.ToolCPU = used
 	return r, out, err
 }
 
-var tlsNewLine = regexp.MustCompile(`(?m)^connections ([0-9]+) errors ([0-9]+) rate ([0-9.]+) p50 (\S+) p99 (\S+)$`)
+var benchloadLine = regexp.MustCompile(`(?m)^(?:connections|requests) ([0-9]+) errors ([0-9]+) rate ([0-9.]+) p50 (\S+) p99 (\S+)$`)
 
-var tlsNewLastErr = regexp.MustCompile(`(?m)^last error: (.*)$`)
+var benchloadLastErr = regexp.MustCompile(`(?m)^last error: (.*)$`)
 
-// ParseTLSNew reads benchload's tls-new report.
-func ParseTLSNew(out string) (Result, error) {
+// ParseBenchload reads the report line every benchload mode prints.
+func ParseBenchload(out string) (Result, error) {
 	var r Result
-	m := tlsNewLine.FindStringSubmatch(out)
+	m := benchloadLine.FindStringSubmatch(out)
 	if m == nil {
 		return r, fmt.Errorf("benchload: no report line in output:\n%s", out)
 	}
 	r.Requests, _ = strconv.ParseInt(m[1], 10, 64)
 	r.Errors, _ = strconv.ParseInt(m[2], 10, 64)
 	r.Rate, _ = strconv.ParseFloat(m[3], 64)
-	if m := tlsNewLastErr.FindStringSubmatch(out); m != nil {
+	if m := benchloadLastErr.FindStringSubmatch(out); m != nil {
 		r.LastError = m[1]
 	}
 	var err1, err2 error
@@ -345,35 +345,51 @@ func (l UDPRR) Argv() []string {
 
 // Run runs benchload on cpu with one Go thread and parses its report.
 func (l UDPRR) Run(ctx context.Context, cpu int) (Result, string, error) {
-	if err := CheckAddr(l.Addr); err != nil {
+	return runBenchload(ctx, cpu, l.Addr, l.Netns, l.Duration, l.Argv())
+}
+
+// runBenchload runs a benchload mode aimed at addr on cpu, with one Go
+// thread as wrk has, and parses its report.
+func runBenchload(ctx context.Context, cpu int, addr, netns string, d time.Duration, argv []string) (Result, string, error) {
+	if err := CheckAddr(addr); err != nil {
 		return Result{}, "", err
 	}
-	out, used, err := RunBounded(ctx, l.Duration+30*time.Second, cpu, []string{"GOMAXPROCS=1"}, InNetns(l.Netns, l.Argv()...)...)
+	out, used, err := RunBounded(ctx, d+30*time.Second, cpu, []string{"GOMAXPROCS=1"}, InNetns(netns, argv...)...)
 	if err != nil {
 		return Result{}, out, err
 	}
-	r, err := ParseUDPRR(out)
+	r, err := ParseBenchload(out)
 	r.ToolCPU = used
 	return r, out, err
 }
 
-var udpRRLine = regexp.MustCompile(`(?m)^requests ([0-9]+) errors ([0-9]+) rate ([0-9.]+) p50 (\S+) p99 (\S+)$`)
+// HTTPRR describes a run of benchload's tcp-crr mode (NewConn: a new
+// connection per request, timed from connect() to the answer's last byte)
+// or http-rr mode (keep-alive requests), closed loop with Connections in
+// flight, or at Rate per second when Rate is set.
+type HTTPRR struct {
+	// Bin is the benchload binary.
+	Bin         string
+	Addr        string
+	NewConn     bool
+	Connections int
+	Duration    time.Duration
+	Rate        float64
+	// Netns runs the load inside that network namespace.
+	Netns string
+}
 
-// ParseUDPRR reads benchload's udp-rr report.
-func ParseUDPRR(out string) (Result, error) {
-	var r Result
-	m := udpRRLine.FindStringSubmatch(out)
-	if m == nil {
-		return r, fmt.Errorf("benchload: no report line in output:\n%s", out)
+// Argv is the benchload command line.
+func (l HTTPRR) Argv() []string {
+	mode := "http-rr"
+	if l.NewConn {
+		mode = "tcp-crr"
 	}
-	r.Requests, _ = strconv.ParseInt(m[1], 10, 64)
-	r.Errors, _ = strconv.ParseInt(m[2], 10, 64)
-	r.Rate, _ = strconv.ParseFloat(m[3], 64)
-	var err1, err2 error
-	r.P50, err1 = time.ParseDuration(m[4])
-	r.P99, err2 = time.ParseDuration(m[5])
-	if err := errors.Join(err1, err2); err != nil {
-		return r, fmt.Errorf("benchload: %w", err)
-	}
-	return r, nil
+	return []string{l.Bin, mode, "--addr", l.Addr, "-c", strconv.Itoa(l.Connections), "-d", l.Duration.String(),
+		"--rate", strconv.FormatFloat(l.Rate, 'f', -1, 64)}
+}
+
+// Run runs benchload on cpu with one Go thread and parses its report.
+func (l HTTPRR) Run(ctx context.Context, cpu int) (Result, string, error) {
+	return runBenchload(ctx, cpu, l.Addr, l.Netns, l.Duration, l.Argv())
 }

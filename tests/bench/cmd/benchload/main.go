@@ -1,23 +1,34 @@
 // Command benchload is the benchmark's load generator for what wrk and
-// h2load cannot do: a full TLS 1.3 handshake per request (tls-new), and
-// UDP request/response (udp-rr). wrk speaks TLS 1.2 and resumes sessions,
-// which measures the cheap abbreviated handshake; this client keeps no
-// session cache, so every connection costs the server a key exchange and
-// a signature.
+// h2load cannot do:
+//
+//   - tls-new: a full TLS 1.3 handshake per request. wrk speaks TLS 1.2
+//     and resumes sessions, which measures the cheap abbreviated
+//     handshake; this client keeps no session cache, so every connection
+//     costs the server a key exchange and a signature.
+//   - udp-rr: UDP request/response.
+//   - tcp-crr and http-rr: HTTP/1.1 timed the way a user waits. tcp-crr
+//     opens a new connection per request and times connect() to the
+//     answer's last byte (wrk starts its clock after the handshake, so a
+//     retransmitted SYN never shows); http-rr times keep-alive requests.
+//     Both can run on a fixed schedule (--rate), so that every dataplane
+//     is measured at the same offered load.
 //
 // Usage:
 //
 //	benchload tls-new --url https://127.0.0.1:PORT/ [--sni NAME] [-c 64] [-d 10s]
 //	benchload udp-rr --addr IP:PORT [-c 32] [-d 10s]
+//	benchload tcp-crr --addr IP:PORT [-c 32] [-d 10s] [--rate N]
+//	benchload http-rr --addr IP:PORT [-c 32] [-d 10s] [--rate N]
 //
-// Each of -c workers loops, from its own loopback source address: connect,
-// handshake (TLS 1.3, X25519 only, as OpenSSL 3.0 servers offer no hybrid
-// post-quantum group), one GET with "Connection: close", read the answer,
-// close. It prints one line, and a summary of the errors if there were any:
+// tls-new: each of -c workers loops, from its own loopback source address:
+// connect, handshake (TLS 1.3, X25519 only, as OpenSSL 3.0 servers offer
+// no hybrid post-quantum group), one GET with "Connection: close", read
+// the answer, close. Every mode prints one line, and a summary of the
+// errors if there were any:
 //
-//	connections N errors E rate R p50 D p99 D
+//	connections|requests N errors E rate R p50 D p99 D
 //
-// where the percentiles are of connect-to-last-byte times.
+// where the percentiles are of the timed operations.
 package main
 
 import (
@@ -53,9 +64,12 @@ func run(args []string) error {
 			return tlsNew(args[1:])
 		case "udp-rr":
 			return udpRR(args[1:])
+		case "tcp-crr", "http-rr":
+			return httpRR(args[0], args[1:])
 		}
 	}
-	return errors.New("usage: benchload tls-new --url URL [--sni NAME] [-c N] [-d DURATION] | udp-rr --addr IP:PORT [-c N] [-d DURATION]")
+	return errors.New("usage: benchload tls-new --url URL [--sni NAME] [-c N] [-d DURATION] | udp-rr --addr IP:PORT [-c N] [-d DURATION] | " +
+		"tcp-crr|http-rr --addr IP:PORT [-c N] [-d DURATION] [--rate N]")
 }
 
 func tlsNew(args []string) error {
