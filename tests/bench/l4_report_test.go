@@ -205,8 +205,8 @@ client sends to node1's address at the Service's NodePort; "same node" is nginx 
 measurement). Besides the benchmark's %d Services, %s extra NodePort Services with %d endpoints
 each exist during the rounds (%s for the last rows). Services, EndpointSlices and Nodes are written
 by the harness (no controller-manager runs); kube-proxy (--proxy-mode iptables|nftables,
---nodeport-addresses %s, default sync periods) and the nodegress agent (--kubeconfig, XDP on ext0,
---ingress=false) run in every node namespace. One dataplane at a time: each phase starts it on both
+--nodeport-addresses %s, default sync periods) and the nodegress agent (--kubeconfig, --xdp-mode %s
+on ext0, --ingress=false) run in every node namespace. One dataplane at a time: each phase starts it on both
 nodes, waits for its first sync and for every Service to answer, measures, stops it and cleans up
 (kube-proxy --cleanup and an empty nft ruleset, or nodegress cleanup; checked: no rules, no XDP or
 tcx programs left), then flushes conntrack in every namespace. Phases alternate: kube-proxy
@@ -220,7 +220,7 @@ processed in softirq on the core that sent it, so the request direction's NodePo
 core %d and the answer's on core %d.
 
 `, kubeVersion(e.kubeProxy), len(benchServices), thousands(scaleLevels[1]), endpointsPerExtra, thousands(scaleLevels[2]),
-		"10.100.0.0/24", l4Connections, l4Connections, benchkit.LoadCPU, benchkit.SUTCPU, benchkit.PriorityNote(),
+		"10.100.0.0/24", xdpMode(), l4Connections, l4Connections, benchkit.LoadCPU, benchkit.SUTCPU, benchkit.PriorityNote(),
 		benchkit.LoadCPU, benchkit.SUTCPU)
 	b.WriteString(tbl.Markdown())
 	b.WriteString(`
