@@ -24,11 +24,35 @@ func monotonicUptime(t *testing.T) time.Duration {
 }
 
 func onePortHarness(t *testing.T, env *fibEnv) *harness {
+	return snatRangeHarness(t, env, 61000, 61000)
+}
+
+// snatRangeHarness is remoteHarness with the SNAT ports min to max.
+func snatRangeHarness(t *testing.T, env *fibEnv, min, max uint16) *harness {
 	h := remoteHarness(t, env)
 	cfg := h.config()
-	cfg.SnatPortMin, cfg.SnatPortMax = 61000, 61000
+	cfg.SnatPortMin, cfg.SnatPortMax = min, max
 	h.setConfig(cfg)
 	return h
+}
+
+// forwardedPort runs f, which must be forwarded to the remote backend, and
+// returns the SNAT port it left with.
+func (h *harness) forwardedPort(k hook, f frame) uint16 {
+	h.t.Helper()
+	res := h.expect(k, f.bytes(h.t), forwardVerdict(k, true), ReasonFwdRemote)
+	return decode(h.t, res.pkt).src().Port()
+}
+
+// connectAndClose runs the client SYN a, the backend's answer and a FIN
+// each way through the datapath, and returns a's SNAT port.
+func (h *harness) connectAndClose(k hook, a frame) uint16 {
+	h.t.Helper()
+	port := h.forwardedPort(k, a)
+	h.expect(k, remoteReply(a, beRemote, nodeIP, port, tcpSYN|tcpACK).bytes(h.t), forwardVerdict(k, true), ReasonReplyRemote)
+	h.forwardedPort(k, tcpFrame(a.src.String(), a.dst.String(), tcpFIN|tcpACK))
+	h.expect(k, remoteReply(a, beRemote, nodeIP, port, tcpFIN|tcpACK).bytes(h.t), forwardVerdict(k, true), ReasonReplyRemote)
+	return port
 }
 
 // age makes the reverse NAT entry of the SNAT port look idle since boot.
@@ -256,22 +280,12 @@ func TestSNATPortWaitsForBackendTimeWait(t *testing.T) {
 	closedAt := uint64(up - 30*time.Second)
 	for _, k := range []hook{hookXDP, hookTCIngress} {
 		t.Run(k.String(), func(t *testing.T) {
-			h := remoteHarness(t, env)
+			h := snatRangeHarness(t, env, 61000, 61001)
 			cfg := h.config()
-			cfg.SnatPortMin, cfg.SnatPortMax = 61000, 61001
-			h.setConfig(cfg)
-			srcPort := func(f frame) uint16 {
-				t.Helper()
-				res := h.expect(k, f.bytes(t), forwardVerdict(k, true), ReasonFwdRemote)
-				return decode(t, res.pkt).src().Port()
-			}
 
 			// a connects, and the connection ends with FINs 30s ago.
 			a := tcpFrame("192.0.2.10:40000", feRemote, tcpSYN)
-			portA := srcPort(a)
-			h.expect(k, remoteReply(a, beRemote, nodeIP, portA, tcpSYN|tcpACK).bytes(t), forwardVerdict(k, true), ReasonReplyRemote)
-			srcPort(tcpFrame(a.src.String(), a.dst.String(), tcpFIN|tcpACK))
-			h.expect(k, remoteReply(a, beRemote, nodeIP, portA, tcpFIN|tcpACK).bytes(t), forwardVerdict(k, true), ReasonReplyRemote)
+			portA := h.connectAndClose(k, a)
 			keyA := tupleToBPF(Tuple{Src: beRemote.addrPort(), Dst: netip.AddrPortFrom(netip.MustParseAddr(nodeIP), portA), Proto: TCP})
 			rn, ok := h.revNAT(keyA)
 			if !ok {
@@ -299,12 +313,12 @@ func TestSNATPortWaitsForBackendTimeWait(t *testing.T) {
 					break
 				}
 			}
-			if portB := srcPort(b); portB == portA {
+			if portB := h.forwardedPort(k, b); portB == portA {
 				t.Fatalf("b got port %d, closed by a 30s ago, while another was free", portA)
 			}
 			// c finds no free port: a's, closed for 30s, beats no connection.
 			c := tcpFrame("192.0.2.12:40000", feRemote, tcpSYN)
-			if portC := srcPort(c); portC != portA {
+			if portC := h.forwardedPort(k, c); portC != portA {
 				t.Fatalf("c got port %d, want a's %d (the only one not in use)", portC, portA)
 			}
 		})
@@ -318,25 +332,14 @@ func TestSNATPortSameFlowReturns(t *testing.T) {
 	env := newFibEnv(t)
 	for _, k := range []hook{hookXDP, hookTCIngress} {
 		t.Run(k.String(), func(t *testing.T) {
-			h := remoteHarness(t, env)
-			cfg := h.config()
-			cfg.SnatPortMin, cfg.SnatPortMax = 61000, 61063
-			h.setConfig(cfg)
-			srcPort := func(f frame) uint16 {
-				t.Helper()
-				res := h.expect(k, f.bytes(t), forwardVerdict(k, true), ReasonFwdRemote)
-				return decode(t, res.pkt).src().Port()
-			}
+			h := snatRangeHarness(t, env, 61000, 61063)
 			a := tcpFrame("192.0.2.10:40000", feRemote, tcpSYN)
-			first := srcPort(a)
-			h.expect(k, remoteReply(a, beRemote, nodeIP, first, tcpSYN|tcpACK).bytes(t), forwardVerdict(k, true), ReasonReplyRemote)
-			srcPort(tcpFrame(a.src.String(), a.dst.String(), tcpFIN|tcpACK))
-			h.expect(k, remoteReply(a, beRemote, nodeIP, first, tcpFIN|tcpACK).bytes(t), forwardVerdict(k, true), ReasonReplyRemote)
+			first := h.connectAndClose(k, a)
 			// Other clients take ports meanwhile.
 			for i := range 8 {
-				srcPort(tcpFrame(fmt.Sprintf("192.0.2.%d:40000", 20+i), feRemote, tcpSYN))
+				h.forwardedPort(k, tcpFrame(fmt.Sprintf("192.0.2.%d:40000", 20+i), feRemote, tcpSYN))
 			}
-			if again := srcPort(a); again != first {
+			if again := h.forwardedPort(k, a); again != first {
 				t.Errorf("new connection on the same 4-tuple got port %d, want its last one %d", again, first)
 			}
 		})

@@ -244,13 +244,14 @@ round. "all" is every busy tick of both cores per million requests (load tool an
 included: they are the same in every column, so differences are the dataplane's). The routing-only
 column sends the same loads to the pods' addresses through node1 with no NodePort hop (answers
 from node2's pod go straight back to the client): the floor any NodePort implementation adds to.
-First-packet latency: 200 fresh connections, one after the other, from the client to the newest
+`)
+	fmt.Fprintf(&b, `First-packet latency: %s fresh connections, one after the other, from the client to the newest
 Service's NodePort (backend on the other node): connect to the first byte of the answer, p50 (p99).
 EndpointSlice change: the only endpoint of a Service moves between pods on both nodes; time from
 the API update to the first fresh connection the new pod answers (polled every few ms), median
 over all changes. Memory: VmRSS of node1's agent or kube-proxy 3 s after it served the newest
 Service (kernel memory of rules or maps not included).
-`)
+`, thousands(firstPacketConns))
 	if len(behind) > 0 {
 		fmt.Fprintf(&b, "\nnodegress is not ahead in: %s.\n", strings.Join(behind, "; "))
 	}
