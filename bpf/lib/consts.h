@@ -47,11 +47,11 @@
  * A SNAT port whose flow ended with FINs goes to another client flow only
  * after the backend's TIME_WAIT for it (60s on Linux) is surely over. A SYN
  * from another client flow would meet that TIME_WAIT socket, and clients
- * draw TCP timestamp offsets per 4-tuple (Linux does since 6.x), so its
+ * draw TCP timestamp offsets per 4-tuple (Linux 6.18 does), so its
  * timestamp is as likely older as newer: the backend answers with an ACK,
- * the client resets, and the connection waits for a SYN retransmission
- * (1s). The same client flow coming back may take its port at once (its
- * timestamps keep rising), as may any flow when nothing better is free.
+ * the client resets and retries (milliseconds later, a second after a
+ * second refusal). The same client flow coming back may take its port at once
+ * (its timestamps keep rising), as may any flow when nothing better is free.
  */
 #define SNAT_TIME_WAIT_NS (65ULL * 1000000000ULL)
 /* last_seen is refreshed at most this often, to keep hot flows off the bus. */

@@ -227,8 +227,8 @@ core %d and the answer's on core %d.
 Ratios are to kube-proxy iptables (for latencies, CPU, time and memory, below 1× is better).
 "nodegress ahead?" compares with the better kube-proxy mode. Keep-alive and new-connection rates
 and the first p99 of each are wrk's, as in the reference measurement; wrk starts a request's clock
-after the TCP handshake, so a SYN lost or answered with an ACK (the client resets and retries after
-1 s) slows the rate but never shows in that p99. The rows "from connect()" are benchload tcp-crr's,
+after the TCP handshake, so a SYN lost or answered with an ACK (the client resets and retries,
+milliseconds later the first time, a second later the next) slows the rate but never shows in that p99. The rows "from connect()" are benchload tcp-crr's,
 with the same 32 connections, timing connect() to the answer's last byte as a user waits; "SYNs
 the client retransmitted" counts TCPSynRetrans in the client namespace during wrk's rounds. The
 fixed-rate rows schedule requests (or connections) at that rate whatever the answers do (open

@@ -886,7 +886,8 @@ func (e *l4Env) loads(ctx context.Context, dp *dataplane) {
 		e.record(l.key+"/busy", dp, busy)
 		e.record(l.key+"/errors", dp, float64(r.Errors))
 		if l.newConn {
-			// A retransmitted SYN stalls its connection for a second.
+			// A retransmitted SYN delays its connection: milliseconds
+			// after a refusal, a second after a loss.
 			e.record(l.key+"/synretrans", dp, float64(synRetrans)/n*1000)
 		}
 		if l.rate > 0 && r.Rate < 0.95*l.rate {
@@ -1083,7 +1084,7 @@ func mib(b float64) string { return strconv.FormatFloat(b/(1<<20), 'f', 0, 64) +
 // namespace and closes every TIME_WAIT socket, so that no phase finds the
 // previous one's flows: a backend's TIME_WAIT socket for a 4-tuple the
 // next dataplane's SNAT picks again answers that SYN with an ACK (the
-// client resets and retries after 1 s) whenever the SYN's timestamp is
+// client resets and retries) whenever the SYN's timestamp is
 // not newer, which depends on the previous phase's traffic, not on the
 // dataplane measured.
 func (e *l4Env) flushConntrack() {
