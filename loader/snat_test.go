@@ -58,11 +58,18 @@ func (h *harness) connectAndClose(k hook, a frame) uint16 {
 // age makes the reverse NAT entry of the SNAT port look idle since boot.
 func (h *harness) age(key datapathFlowTuple) datapathRevNatEntry {
 	h.t.Helper()
+	return h.lastSeen(key, 0)
+}
+
+// lastSeen sets when the SNAT port's reverse NAT entry was last used
+// (monotonic nanoseconds).
+func (h *harness) lastSeen(key datapathFlowTuple, ns uint64) datapathRevNatEntry {
+	h.t.Helper()
 	rn, ok := h.revNAT(key)
 	if !ok {
 		h.t.Fatal("no reverse NAT entry for the SNAT port")
 	}
-	rn.LastSeenNs = 0
+	rn.LastSeenNs = ns
 	if err := h.objs.ReverseNat.Update(key, rn, ebpf.UpdateExist); err != nil {
 		h.t.Fatal(err)
 	}
@@ -196,14 +203,7 @@ func TestSNATPortUnrepliedReleased(t *testing.T) {
 				if c.replied {
 					h.expect(k, remoteReply(a, beRemote, nodeIP, 61000, tcpSYN|tcpACK).bytes(t), forwardVerdict(k, true), ReasonReplyRemote)
 				}
-				rn, ok := h.revNAT(key)
-				if !ok {
-					t.Fatal("no reverse NAT entry for the SNAT port")
-				}
-				rn.LastSeenNs = idleSince
-				if err := h.objs.ReverseNat.Update(key, rn, ebpf.UpdateExist); err != nil {
-					t.Fatal(err)
-				}
+				h.lastSeen(key, idleSince)
 				if c.takeOver {
 					h.expect(k, b.bytes(t), forwardVerdict(k, true), ReasonFwdRemote)
 				} else {
@@ -287,14 +287,7 @@ func TestSNATPortWaitsForBackendTimeWait(t *testing.T) {
 			a := tcpFrame("192.0.2.10:40000", feRemote, tcpSYN)
 			portA := h.connectAndClose(k, a)
 			keyA := tupleToBPF(Tuple{Src: beRemote.addrPort(), Dst: netip.AddrPortFrom(netip.MustParseAddr(nodeIP), portA), Proto: TCP})
-			rn, ok := h.revNAT(keyA)
-			if !ok {
-				t.Fatal("no reverse NAT entry for a's port")
-			}
-			rn.LastSeenNs = closedAt
-			if err := h.objs.ReverseNat.Update(keyA, rn, ebpf.UpdateExist); err != nil {
-				t.Fatal(err)
-			}
+			h.lastSeen(keyA, closedAt)
 			if ct, ok := h.ct(a); ok {
 				ct.LastSeenNs = closedAt
 				if err := h.objs.Conntrack.Update(a.tuple(), ct, ebpf.UpdateExist); err != nil {

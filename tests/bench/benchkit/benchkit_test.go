@@ -92,7 +92,7 @@ func TestParseH2load(t *testing.T) {
 	}
 }
 
-func TestParseBenchloadTLS(t *testing.T) {
+func TestParseBenchload(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
 		out     string
@@ -104,6 +104,9 @@ func TestParseBenchloadTLS(t *testing.T) {
 		{"none", "connections 0 errors 9 rate 0.0 p50 0s p99 0s\nlast error: handshake: EOF\n",
 			Result{Errors: 9, LastError: "handshake: EOF"}, false},
 		{"garbage", "benchload: --url: not a loopback address\n", Result{}, true},
+		{"udp-rr", "requests 300000 errors 2 rate 99999.5 p50 310µs p99 1.2ms\nlast error: 2× timeout\n",
+			Result{Requests: 300000, Errors: 2, Rate: 99999.5, P50: 310 * time.Microsecond, P99: 1200 * time.Microsecond, LastError: "2× timeout"}, false},
+		{"udp-rr garbage", "benchload: --addr: nope\n", Result{}, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := ParseBenchload(tc.out)

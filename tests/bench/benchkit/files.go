@@ -1,21 +1,14 @@
 package benchkit
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
-	"math/big"
-	"net"
 	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
-	"time"
+
+	"github.com/nodegress/nodegress/tests/harness/testcert"
 )
 
 var placeholder = regexp.MustCompile(`@[A-Z0-9_]+@`)
@@ -61,41 +54,20 @@ type CertFiles struct {
 	Bundle string
 }
 
-// WriteCert generates a self-signed ECDSA P-256 certificate for names
-// (DNS names, or IP addresses) into dir, in the formats the peers want.
-// Every server in a comparison serves this same certificate, so the
+// WriteCert writes an ECDSA P-256 certificate for names (DNS names, or IP
+// addresses), issued by a throw-away CA, into dir in the formats the peers
+// want. Every server in a comparison serves this same certificate, so the
 // handshake costs the same signature and the same chain size.
 func WriteCert(dir string, names ...string) (CertFiles, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	ca, err := testcert.NewCA("nodegress bench CA")
 	if err != nil {
-		return CertFiles{}, fmt.Errorf("generate key: %w", err)
+		return CertFiles{}, err
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(time.Now().UnixNano()),
-		Subject:               pkix.Name{CommonName: names[0]},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
-		KeyUsage:              x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		BasicConstraintsValid: true,
-	}
-	for _, n := range names {
-		if ip := net.ParseIP(n); ip != nil {
-			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
-		} else {
-			tmpl.DNSNames = append(tmpl.DNSNames, n)
-		}
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	leaf, err := ca.Issue(names...)
 	if err != nil {
-		return CertFiles{}, fmt.Errorf("create certificate: %w", err)
+		return CertFiles{}, err
 	}
-	kder, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		return CertFiles{}, fmt.Errorf("marshal key: %w", err)
-	}
-	certPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
-	keyPEM := pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder})
+	certPEM, keyPEM := leaf.CertPEM, leaf.KeyPEM
 	f := CertFiles{
 		Cert:   filepath.Join(dir, "bench.crt"),
 		Key:    filepath.Join(dir, "bench.key"),

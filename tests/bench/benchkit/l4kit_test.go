@@ -4,7 +4,6 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
-	"time"
 )
 
 func TestParseCPUStats(t *testing.T) {
@@ -22,29 +21,6 @@ func TestParseCPUStats(t *testing.T) {
 			got, err := parseCPUStats(strings.NewReader(stat), tc.cpus)
 			if err != nil || got != tc.want {
 				t.Errorf("got %+v, %v; want %+v", got, err, tc.want)
-			}
-		})
-	}
-}
-
-func TestParseBenchloadUDP(t *testing.T) {
-	for _, tc := range []struct {
-		name    string
-		out     string
-		want    Result
-		wantErr bool
-	}{
-		{"ok", "requests 300000 errors 2 rate 99999.5 p50 310µs p99 1.2ms\nlast error: 2× timeout\n",
-			Result{Requests: 300000, Errors: 2, Rate: 99999.5, P50: 310 * time.Microsecond, P99: 1200 * time.Microsecond, LastError: "2× timeout"}, false},
-		{"garbage", "benchload: --addr: nope\n", Result{}, true},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			got, err := ParseBenchload(tc.out)
-			if (err != nil) != tc.wantErr {
-				t.Fatalf("err = %v, want error %v", err, tc.wantErr)
-			}
-			if !tc.wantErr && got != tc.want {
-				t.Errorf("got %+v, want %+v", got, tc.want)
 			}
 		})
 	}
