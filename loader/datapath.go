@@ -43,8 +43,9 @@ func ParseXDPMode(s string) (XDPMode, error) {
 
 // Config says where and how the datapath runs.
 type Config struct {
-	// BPFFS is the directory maps and links are pinned in. A bpffs is
-	// mounted there when it is not on one.
+	// BPFFS is the directory maps and links are pinned in. When it is not
+	// on a bpffs, one is mounted at BPFFSRoot (for directories under it)
+	// or at BPFFS itself.
 	BPFFS string
 	// Devices are the external interfaces the programs attach to.
 	Devices []string
@@ -102,12 +103,12 @@ func Open(cfg Config) (*Datapath, error) {
 	if err := rlimit.RemoveMemlock(); err != nil {
 		return nil, fmt.Errorf("remove memlock limit: %w", err)
 	}
-	mounted, err := ensureBPFFS(cfg.BPFFS)
+	mountedAt, err := ensureBPFFS(cfg.BPFFS)
 	if err != nil {
 		return nil, err
 	}
-	if mounted {
-		cfg.Logger.Info("mounted bpffs", "dir", cfg.BPFFS)
+	if mountedAt != "" {
+		cfg.Logger.Info("mounted bpffs", "dir", mountedAt)
 	}
 	nl, err := netlink.NewHandle()
 	if err != nil {

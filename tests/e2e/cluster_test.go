@@ -30,8 +30,16 @@ type cluster struct {
 }
 
 // newCluster builds tp's manifests (its Nodes and svcs), starts a pod server
-// in every pod and an agent on every node listed in agentNodes (1-based).
+// in every pod and an agent with default settings on every node listed in
+// agentNodes (1-based).
 func newCluster(t *testing.T, tp *netns.Topology, agentNodes []int, svcs ...harness.Service) *cluster {
+	t.Helper()
+	return newClusterWith(t, tp, harness.AgentConfig{}, agentNodes, svcs...)
+}
+
+// newClusterWith is newCluster with agents configured as in base (its Dir is
+// the cluster's standalone directory).
+func newClusterWith(t *testing.T, tp *netns.Topology, base harness.AgentConfig, agentNodes []int, svcs ...harness.Service) *cluster {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	t.Cleanup(cancel)
@@ -50,8 +58,9 @@ func newCluster(t *testing.T, tp *netns.Topology, agentNodes []int, svcs ...harn
 			}
 		}
 	}
+	base.Dir = c.m.Dir
 	for _, i := range agentNodes {
-		c.agents = append(c.agents, harness.StartAgent(t, tp.Nodes[i-1], harness.AgentConfig{Dir: c.m.Dir}))
+		c.agents = append(c.agents, harness.StartAgent(t, tp.Nodes[i-1], base))
 	}
 	return c
 }

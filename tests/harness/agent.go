@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -18,6 +19,13 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/nodegress/nodegress/tests/netns"
+)
+
+// The agent's defaults for the pin directory and the trace socket.
+const (
+	DefaultBPFFSRoot   = "/sys/fs/bpf"
+	DefaultBPFFS       = DefaultBPFFSRoot + "/nodegress"
+	DefaultTraceSocket = "/run/nodegress/trace.sock"
 )
 
 // AgentReadyTimeout bounds how long an agent may take from start until its
@@ -39,6 +47,14 @@ type AgentConfig struct {
 	// BPFFS reuses another agent's pin directory (restart tests); by
 	// default every agent gets its own.
 	BPFFS string
+	// DefaultPaths runs the agent as the README's examples do: without
+	// --bpffs and --trace-socket. Under `ip netns exec` its /sys/fs/bpf is
+	// then a fresh sysfs directory, and the bpffs the agent mounts there
+	// lives and dies with the agent's mount namespace.
+	DefaultPaths bool
+	// XDPMode is passed as --xdp-mode when set; the agent's default is
+	// auto, which on the topologies' veth devices means tc only.
+	XDPMode string
 	// Args are appended to the agent command line.
 	Args []string
 }
@@ -97,7 +113,10 @@ func StartAgent(t testing.TB, node *netns.Node, cfg AgentConfig) *Agent {
 		Socket:  filepath.Join(work, "trace.sock"),
 		LogPath: filepath.Join(work, "agent.log"),
 	}
-	if a.BPFFS == "" {
+	if cfg.DefaultPaths {
+		a.BPFFS = DefaultBPFFS
+		a.Socket = DefaultTraceSocket
+	} else if a.BPFFS == "" {
 		a.BPFFS = filepath.Join(work, "bpffs")
 		mountBPFFS(t, a.BPFFS)
 	}
@@ -150,9 +169,13 @@ func (a *Agent) start(bin string) {
 	args = append(args,
 		"--devices", strings.Join(a.cfg.Devices, ","),
 		"--node-name", a.cfg.NodeName,
-		"--bpffs", a.BPFFS,
-		"--trace-socket", a.Socket,
 	)
+	if !a.cfg.DefaultPaths {
+		args = append(args, "--bpffs", a.BPFFS, "--trace-socket", a.Socket)
+	}
+	if a.cfg.XDPMode != "" {
+		args = append(args, "--xdp-mode", a.cfg.XDPMode)
+	}
 	args = append(args, a.cfg.Args...)
 	logf, err := os.OpenFile(a.LogPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
@@ -180,9 +203,10 @@ func (a *Agent) start(bin string) {
 	}(a.exited)
 }
 
-// WaitReady waits until the agent's trace socket accepts a connection and an
-// XDP program is attached to each of its devices, failing the test if the
-// agent exits or AgentReadyTimeout passes.
+// WaitReady waits until the agent's trace socket accepts a connection and its
+// programs are attached to each of its devices (tc always, XDP when its mode
+// asks for XDP), failing the test if the agent exits or AgentReadyTimeout
+// passes.
 func (a *Agent) WaitReady() {
 	a.t.Helper()
 	start := time.Now()
@@ -208,6 +232,12 @@ func (a *Agent) ready() error {
 	}
 	c.Close()
 	for _, dev := range a.cfg.Devices {
+		if in, eg, err := a.Node.TCXPrograms(dev); err != nil || in == 0 || eg == 0 {
+			return fmt.Errorf("tcx programs on %s: %d ingress, %d egress (%v)", dev, in, eg, err)
+		}
+		if !a.WantsXDP() {
+			continue
+		}
 		mode, err := a.Node.XDPMode(dev)
 		if err != nil {
 			return err
@@ -218,6 +248,16 @@ func (a *Agent) ready() error {
 	}
 	return nil
 }
+
+// WantsXDP tells whether the agent was told to attach XDP whatever the
+// device: --xdp-mode native or generic. With auto (the default) the test
+// topologies' veth devices get tc only.
+func (a *Agent) WantsXDP() bool {
+	return a.cfg.XDPMode == "native" || a.cfg.XDPMode == "generic"
+}
+
+// PID is the agent's process id while it runs.
+func (a *Agent) PID() int { return a.cmd.Process.Pid }
 
 // Running tells whether the agent process is still alive.
 func (a *Agent) Running() bool {
@@ -280,8 +320,22 @@ func (a *Agent) Cleanup() (string, error) {
 	return a.run(30*time.Second, "cleanup", "--bpffs", a.BPFFS)
 }
 
-// Maps runs `nodegress maps --bpffs DIR` inside the node's namespace.
+// Maps runs `nodegress maps --bpffs DIR` inside the node's namespace; with
+// DefaultPaths, plain `nodegress maps` inside the running agent's mount and
+// network namespaces, where its bpffs is.
 func (a *Agent) Maps() (string, error) {
+	if a.cfg.DefaultPaths {
+		if !a.Running() {
+			return "", errors.New("agent not running: its bpffs went with its mount namespace")
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		out, err := exec.CommandContext(ctx, "nsenter", "-t", strconv.Itoa(a.PID()), "-m", "-n", Nodegress(a.t), "maps").CombinedOutput()
+		if err != nil {
+			return string(out), fmt.Errorf("nodegress maps in the agent's namespaces: %w", err)
+		}
+		return string(out), nil
+	}
 	return a.run(30*time.Second, "maps", "--bpffs", a.BPFFS)
 }
 
@@ -325,10 +379,19 @@ func (a *Agent) WaitLog(substr string, timeout time.Duration) error {
 }
 
 // Pins lists every file left under the pin directory, except the kernel's
-// own iterators (maps.debug, progs.debug) that every bpffs root carries.
+// own iterators (maps.debug, progs.debug) that every bpffs root carries. With
+// DefaultPaths the directory is only visible in the running agent's mount
+// namespace, through /proc/PID/root.
 func (a *Agent) Pins() ([]string, error) {
 	var pins []string
-	err := filepath.WalkDir(a.BPFFS, func(p string, d fs.DirEntry, err error) error {
+	dir := a.BPFFS
+	if a.cfg.DefaultPaths {
+		if !a.Running() {
+			return nil, nil
+		}
+		dir = filepath.Join("/proc", strconv.Itoa(a.PID()), "root", a.BPFFS)
+	}
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			if errors.Is(err, fs.ErrNotExist) {
 				return nil
@@ -336,7 +399,7 @@ func (a *Agent) Pins() ([]string, error) {
 			return err
 		}
 		if !d.IsDir() {
-			rel, _ := filepath.Rel(a.BPFFS, p)
+			rel, _ := filepath.Rel(dir, p)
 			if rel != "maps.debug" && rel != "progs.debug" {
 				pins = append(pins, rel)
 			}
