@@ -79,6 +79,7 @@ int xdp_lb(struct xdp_md *ctx)
 		goto out;
 	}
 	lb_ingress(ctx, &pkt, ifindex, &d, 0);
+	xdp_check_csum(ctx, ifindex, &pkt, &d);
 
 	switch (d.action) {
 	case ACT_NAT_PASS:
@@ -106,7 +107,9 @@ out:
 	if (d.action == ACT_DROP)
 		ret = XDP_DROP;
 	account(ifindex, STAGE_XDP, &pkt.tuple, &d, pkt.len);
-	if (ret == XDP_PASS && d.reason != REASON_PASS_FIB)
+	/* What XDP passed on for tc to finish is not marked done. */
+	if (ret == XDP_PASS && d.reason != REASON_PASS_FIB &&
+	    d.reason != REASON_PASS_CSUM_PARTIAL)
 		xdp_mark_done(ctx);
 	return ret;
 }

@@ -43,7 +43,22 @@ func (d *Datapath) attachAll() error {
 		if err != nil {
 			return fmt.Errorf("device %s: %w", dev, err)
 		}
-		if d.cfg.XDPMode != XDPOff {
+		kind, err := d.deviceKind(iface)
+		if err != nil {
+			return err
+		}
+		switch {
+		case d.cfg.XDPMode == XDPOff:
+			d.detachXDP(iface)
+		case d.cfg.XDPMode == XDPAuto && kind.partialChecksums():
+			d.log.Info("xdp not attached: a virtual device may receive frames with partial checksums, tc translates them",
+				"dev", dev, "kind", string(kind))
+			d.detachXDP(iface)
+		default:
+			if kind.partialChecksums() {
+				d.log.Warn("xdp on a virtual device: frames without a complete checksum are left to tc (slower than --xdp-mode=auto, which uses tc only here)",
+					"dev", dev, "kind", string(kind))
+			}
 			if err := d.attachXDP(iface); err != nil {
 				return err
 			}
@@ -66,6 +81,48 @@ func (d *Datapath) attachAll() error {
 		}
 	}
 	return nil
+}
+
+// deviceKind is the netlink link kind of a device: "device" for one driven
+// by a hardware (or paravirtual NIC) driver, "veth", "bridge", "tuntap", ...
+type deviceKind string
+
+// partialChecksums tells whether frames received on the device may be
+// CHECKSUM_PARTIAL, their L4 checksum field holding only the pseudo-header
+// sum: true for every virtual device, which hands on what its peer or the
+// local stack sent unfinished. Hardware drivers deliver what was on the
+// wire, and virtio_net turns guest checksum offload off while XDP runs.
+func (k deviceKind) partialChecksums() bool { return k != "device" }
+
+func (d *Datapath) deviceKind(iface *net.Interface) (deviceKind, error) {
+	l, err := d.netlink.LinkByIndex(iface.Index)
+	if err != nil {
+		return "", fmt.Errorf("device %s: %w", iface.Name, err)
+	}
+	return deviceKind(l.Type()), nil
+}
+
+// detachXDP removes an XDP attachment an earlier run pinned on iface, for a
+// device where this run wants none (another --xdp-mode, or auto on a
+// virtual device).
+func (d *Datapath) detachXDP(iface *net.Interface) {
+	pin := filepath.Join(linksDir(d.cfg.BPFFS), iface.Name+"_xdp")
+	l, err := link.LoadPinnedLink(pin, nil)
+	if err != nil {
+		if !errors.Is(err, os.ErrNotExist) {
+			d.log.Warn("unusable pinned xdp link, removing it", "pin", pin, "err", err)
+			_ = os.Remove(pin)
+		}
+		return
+	}
+	defer l.Close()
+	if linkIfindex(l) == iface.Index {
+		if err := l.Detach(); err != nil && !errors.Is(err, os.ErrNotExist) {
+			d.log.Warn("detach xdp of an earlier run", "dev", iface.Name, "err", err)
+		}
+		d.log.Info("detached xdp attached by an earlier run", "dev", iface.Name)
+	}
+	_ = l.Unpin()
 }
 
 func (d *Datapath) attachXDP(iface *net.Interface) error {
@@ -148,8 +205,13 @@ func linkIfindex(l link.Link) int {
 	return -1
 }
 
+// devFlagPartialChecksums is DEV_F_PARTIAL_CSUM of bpf/lib/consts.h: XDP on
+// the device translates only frames whose checksum it verified complete.
+const devFlagPartialChecksums = 1 << 0
+
 // syncDevices records, per attached device, the address remote flows leaving
-// through it are SNAT'd to.
+// through it are SNAT'd to and whether its frames may carry partial
+// checksums.
 func (d *Datapath) syncDevices() error {
 	want := map[uint32]datapathDeviceValue{}
 	for _, dev := range d.cfg.Devices {
@@ -161,7 +223,14 @@ func (d *Datapath) syncDevices() error {
 		if err != nil {
 			return err
 		}
+		kind, err := d.deviceKind(iface)
+		if err != nil {
+			return err
+		}
 		var v datapathDeviceValue
+		if kind.partialChecksums() {
+			v.Flags |= devFlagPartialChecksums
+		}
 		if len(addrs) > 0 {
 			v.Addr = addrToBE(addrs[0])
 		} else {

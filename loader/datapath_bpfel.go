@@ -42,9 +42,9 @@ type datapathCtEntry struct {
 }
 
 type datapathDeviceValue struct {
-	_    structs.HostLayout
-	Addr uint32
-	Pad  uint32
+	_     structs.HostLayout
+	Addr  uint32
+	Flags uint32
 }
 
 type datapathDpConfig struct {

@@ -55,8 +55,11 @@ func TestOpenApplyRestartCleanup(t *testing.T) {
 		err := ns.Do(func() error {
 			var err error
 			d, err = Open(Config{
-				BPFFS:       bpffs,
-				Devices:     []string{"ext0"},
+				BPFFS:   bpffs,
+				Devices: []string{"ext0"},
+				// auto would leave XDP off on a veth: this test
+				// is about XDP's pins too.
+				XDPMode:     XDPNative,
 				SNATPortMin: 61000,
 				SNATPortMax: 65535,
 				Logger:      slog.New(slog.NewTextHandler(io.Discard, nil)),
@@ -120,7 +123,7 @@ func TestOpenApplyRestartCleanup(t *testing.T) {
 	if s.SNATPortMin != 61000 || s.SNATPortMax != 65535 || s.Tracing {
 		t.Errorf("config: snat %d-%d tracing %v", s.SNATPortMin, s.SNATPortMax, s.Tracing)
 	}
-	if want := map[uint32]netip.Addr{uint32(ext0.Attrs().Index): ap("10.0.0.1")}; !maps.Equal(s.Devices, want) {
+	if want := map[uint32]DeviceState{uint32(ext0.Attrs().Index): {SNATAddr: ap("10.0.0.1"), PartialChecksums: true}}; !maps.Equal(s.Devices, want) {
 		t.Errorf("devices %v, want %v", s.Devices, want)
 	}
 	fe := frontendsByAddr(s)
@@ -270,5 +273,88 @@ func checkFrontends(t *testing.T, got, want map[string]FrontendEntry) {
 	}
 	if len(got) != len(want) {
 		t.Errorf("%d frontends, want %d", len(got), len(want))
+	}
+}
+
+// TestXDPModeOnVirtualDevice checks where xdp_lb goes on a veth, whose
+// frames may carry partial checksums: --xdp-mode=auto leaves it to tc alone
+// (and removes an XDP attachment an earlier run pinned there), a forced mode
+// attaches XDP as asked; either way the device is flagged so that XDP
+// rewrites only frames with complete checksums.
+func TestXDPModeOnVirtualDevice(t *testing.T) {
+	netns.RequirePrivileged(t)
+	ns := netns.New(t, "ngmode-"+netns.RandomSuffix(6))
+	ns.MustIP("link", "add", "ext0", "type", "veth", "peer", "name", "ext0p")
+	ns.MustIP("addr", "add", "10.0.0.1/24", "dev", "ext0")
+	ns.MustIP("link", "set", "ext0", "up")
+	ns.MustIP("link", "set", "ext0p", "up")
+	ext0, err := ns.Link("ext0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	root := t.TempDir()
+	if err := unix.Mount("bpf", root, "bpf", 0, ""); err != nil {
+		t.Fatalf("mount bpffs: %v", err)
+	}
+	bpffs := filepath.Join(root, "nodegress")
+	t.Cleanup(func() {
+		if err := Cleanup(bpffs); err != nil {
+			t.Errorf("cleanup: %v", err)
+		}
+		if err := unix.Unmount(root, unix.MNT_DETACH); err != nil {
+			t.Errorf("unmount bpffs: %v", err)
+		}
+	})
+
+	// In this order, so that auto and off each follow a run that left an
+	// XDP attachment pinned.
+	for _, c := range []struct {
+		mode    XDPMode
+		wantXDP uint32
+	}{
+		{XDPNative, netns.XDPAttachedNative},
+		{XDPAuto, netns.XDPAttachedNone},
+		{XDPGeneric, netns.XDPAttachedGeneric},
+		{XDPOff, netns.XDPAttachedNone},
+		{XDPAuto, netns.XDPAttachedNone},
+	} {
+		t.Run(string(c.mode), func(t *testing.T) {
+			var dp *Datapath
+			err := ns.Do(func() error {
+				var err error
+				dp, err = Open(Config{
+					BPFFS: bpffs, Devices: []string{"ext0"}, XDPMode: c.mode,
+					SNATPortMin: 61000, SNATPortMax: 65535,
+					Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+				})
+				return err
+			})
+			if err != nil {
+				t.Fatalf("open: %v", err)
+			}
+			defer dp.Close()
+			if mode, err := ns.XDPMode("ext0"); err != nil || mode != c.wantXDP {
+				t.Errorf("xdp on ext0: mode %d (%v), want %d", mode, err, c.wantXDP)
+			}
+			// The positive side of "no XDP": tc carries the datapath.
+			if in, eg, err := ns.TCXPrograms("ext0"); err != nil || in != 1 || eg != 1 {
+				t.Errorf("tcx on ext0: %d ingress, %d egress (%v), want 1 and 1", in, eg, err)
+			}
+			hooks := map[string]bool{}
+			for _, a := range dp.Attachments() {
+				hooks[a.Hook] = true
+			}
+			if hooks["xdp"] != (c.wantXDP != netns.XDPAttachedNone) || !hooks["tcx-ingress"] || !hooks["tcx-egress"] {
+				t.Errorf("attachments %v", dp.Attachments())
+			}
+			s, err := ReadPinned(bpffs)
+			if err != nil {
+				t.Fatal(err)
+			}
+			dev, ok := s.Devices[uint32(ext0.Attrs().Index)]
+			if !ok || !dev.PartialChecksums || dev.SNATAddr != netip.MustParseAddr("10.0.0.1") {
+				t.Errorf("device state of ext0: %+v (present %v), want 10.0.0.1 with partial checksums", dev, ok)
+			}
+		})
 	}
 }

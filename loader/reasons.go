@@ -26,6 +26,7 @@ const (
 	ReasonDropTTLExceeded
 	ReasonDropMapFull
 	ReasonPassNotTracked
+	ReasonPassCsumPartial
 	reasonMax
 )
 
@@ -50,6 +51,7 @@ var reasonNames = [...]string{
 	ReasonDropTTLExceeded:   "drop_ttl_exceeded",
 	ReasonDropMapFull:       "drop_map_full",
 	ReasonPassNotTracked:    "pass_not_tracked",
+	ReasonPassCsumPartial:   "pass_csum_partial",
 }
 
 // Reasons lists every reason the datapath counts, in index order.

@@ -37,8 +37,17 @@ type Snapshot struct {
 	Tracing     bool
 	SNATPortMin uint16
 	SNATPortMax uint16
-	// Devices maps ifindex to the address remote flows are SNAT'd to.
-	Devices map[uint32]netip.Addr
+	// Devices are the attached devices by ifindex.
+	Devices map[uint32]DeviceState
+}
+
+// DeviceState is what the datapath knows of one attached device.
+type DeviceState struct {
+	// SNATAddr is the address remote flows leaving through it are SNAT'd to.
+	SNATAddr netip.Addr
+	// PartialChecksums is set on virtual devices: XDP there translates only
+	// frames whose checksum it verified complete.
+	PartialChecksums bool
 }
 
 // ReadPinned reads the maps pinned under bpffs by a running or stopped agent.
@@ -68,7 +77,7 @@ func ReadPinned(bpffs string) (*Snapshot, error) {
 		maps[n] = m
 	}
 
-	s := &Snapshot{Slots: map[uint32][]uint32{}, Devices: map[uint32]netip.Addr{}}
+	s := &Snapshot{Slots: map[uint32][]uint32{}, Devices: map[uint32]DeviceState{}}
 	var (
 		fk datapathFrontendKey
 		fv datapathFrontendValue
@@ -154,7 +163,7 @@ func ReadPinned(bpffs string) (*Snapshot, error) {
 	)
 	it = maps["devices"].Iterate()
 	for it.Next(&dk, &dv) {
-		s.Devices[dk] = addrFromBE(dv.Addr)
+		s.Devices[dk] = DeviceState{SNATAddr: addrFromBE(dv.Addr), PartialChecksums: dv.Flags&devFlagPartialChecksums != 0}
 	}
 	if err := it.Err(); err != nil {
 		return nil, fmt.Errorf("read devices: %w", err)

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# nodegress demo: a client, one node running the agent, two pods. Sends
-# requests through a NodePort and a LoadBalancer IP, shows what the pods saw,
+# nodegress demo: a client and two nodes on one switch, the agent on node1,
+# two pods on node1 and one on node2. Sends requests through a NodePort and a
+# LoadBalancer IP of node1 (the datapath forwards to node1's pods and, SNAT'd,
+# to node2's), shows what the pods saw,
 # then an Ingress with two hosts served by the node's L7 proxy, one of them
 # over HTTPS with a certificate from a Secret; a live trace of the datapath's
 # decisions, the proxy's access log and the pinned maps. Everything it
@@ -34,7 +36,7 @@ die() { echo "demo: $*" >&2; exit 1; }
 for b in "$NODEGRESS" "$PODSERVER"; do
 	[[ -x $b ]] || die "$b missing; run 'make build' first"
 done
-for tool in ip ethtool curl base64; do
+for tool in ip curl base64; do
 	command -v "$tool" >/dev/null || die "$tool not found (scripts/install-deps.sh installs it)"
 done
 
@@ -42,11 +44,16 @@ done
 SUFFIX=$(od -An -N3 -tx1 /dev/urandom | tr -d ' \n')
 CLIENT=ngdemo-$SUFFIX-client
 NODE=ngdemo-$SUFFIX-node1
+NODE2=ngdemo-$SUFFIX-node2
+SWITCH=ngdemo-$SUFFIX-sw
 CP=ngdemo-$SUFFIX-cp
-PODS=(web-1 web-2)
+PODS=(web-1 web-2 web-3)
+# The node each pod runs on (its namespace's, and its EndpointSlice nodeName).
+POD_NODES=(node1 node1 node2)
 CLIENT_IP=10.100.0.10
 NODE_IP=10.100.0.1
-POD_IPS=(10.244.1.10 10.244.1.11)
+NODE2_IP=10.100.0.2
+POD_IPS=(10.244.1.10 10.244.1.11 10.244.2.10)
 POD_GW=169.254.1.1
 LB_IP=10.96.20.1
 NODE_PORT=30080
@@ -57,6 +64,7 @@ SECURE_HOST=secure.demo.test
 CP_NODE_IP=10.200.0.1
 CP_IP=10.200.0.2
 METRICS=127.0.0.1:9254
+XDP_MODE=${DEMO_XDP_MODE:-auto}
 
 WORK=$(mktemp -d /tmp/nodegress-demo.XXXXXX)
 BPFFS=$WORK/bpffs
@@ -134,38 +142,53 @@ new_ns() {
 section "topology"
 new_ns "$CLIENT"
 new_ns "$NODE"
-in_ns "$NODE" sysctl -qw net.ipv4.ip_forward=1
-ip -n "$NODE" link add name ext0 type veth peer name eth0 netns "$CLIENT"
-ip -n "$NODE" addr add "$NODE_IP/24" dev ext0
-ip -n "$NODE" link set ext0 up
-ip -n "$CLIENT" addr add "$CLIENT_IP/24" dev eth0
-ip -n "$CLIENT" link set eth0 up
+new_ns "$NODE2"
+new_ns "$SWITCH"
+# One L2 segment, like a cluster network: a bridge with a port for the client
+# and each node. Every veth keeps the kernel's default offloads.
+ip -n "$SWITCH" link add br0 type bridge
+ip -n "$SWITCH" link set br0 up
+switch_port() { # port name, namespace, device in it, address
+	ip -n "$SWITCH" link add name "$1" type veth peer name "$3" netns "$2"
+	ip -n "$SWITCH" link set "$1" master br0
+	ip -n "$SWITCH" link set "$1" up
+	ip -n "$2" addr add "$4/24" dev "$3"
+	ip -n "$2" link set "$3" up
+	# A frame a node's XDP program sends with XDP_TX reaches the veth's
+	# peer only if that peer runs an XDP program (with --xdp-mode native).
+	in_ns "$SWITCH" "$PODSERVER" xdp-pass "$1"
+}
+switch_port sw-client "$CLIENT" eth0 "$CLIENT_IP"
+switch_port sw-node1 "$NODE" ext0 "$NODE_IP"
+switch_port sw-node2 "$NODE2" ext0 "$NODE2_IP"
+for ns in "$NODE" "$NODE2"; do
+	in_ns "$ns" sysctl -qw net.ipv4.ip_forward=1
+done
+ip -n "$NODE" route add 10.244.2.0/24 via "$NODE2_IP"
+ip -n "$NODE2" route add 10.244.1.0/24 via "$NODE_IP"
 ip -n "$CLIENT" route add 10.96.0.0/16 via "$NODE_IP"
-# The client's veth transmits into the node's ext0: full checksums on the
-# wire, like a real NIC. And frames the node's XDP program sends back with
-# XDP_TX reach a veth peer only if that peer runs an XDP program itself.
-in_ns "$CLIENT" ethtool -K eth0 tx off >/dev/null
-in_ns "$CLIENT" "$PODSERVER" xdp-pass eth0
 
 for i in "${!PODS[@]}"; do
 	pod=${PODS[$i]} ip4=${POD_IPS[$i]}
-	ns=ngdemo-$SUFFIX-$pod
+	ns=ngdemo-$SUFFIX-$pod host=$NODE
+	[[ ${POD_NODES[$i]} == node2 ]] && host=$NODE2
 	new_ns "$ns"
-	ip -n "$NODE" link add name "v$pod" type veth peer name eth0 netns "$ns"
-	ip -n "$NODE" link set "v$pod" up
-	ip -n "$NODE" route add "$ip4/32" dev "v$pod"
+	ip -n "$host" link add name "v$pod" type veth peer name eth0 netns "$ns"
+	ip -n "$host" link set "v$pod" up
+	ip -n "$host" route add "$ip4/32" dev "v$pod"
 	ip -n "$ns" addr add "$ip4/32" dev eth0
 	ip -n "$ns" link set eth0 up
 	ip -n "$ns" route add "$POD_GW" dev eth0 scope link
 	ip -n "$ns" route add default via "$POD_GW" dev eth0
-	mac=$(ip -n "$NODE" -br link show "v$pod" | awk '{print $3}')
+	mac=$(ip -n "$host" -br link show "v$pod" | awk '{print $3}')
 	ip -n "$ns" neigh add "$POD_GW" lladdr "$mac" dev eth0 nud permanent
-	in_ns "$ns" ethtool -K eth0 tx off >/dev/null
 done
 cat <<EOT
-  client  $CLIENT_IP  --veth--  ext0 $NODE_IP  node1
-                                  node1 --veth-- ${PODS[0]} ${POD_IPS[0]}
-                                  node1 --veth-- ${PODS[1]} ${POD_IPS[1]}
+  client $CLIENT_IP  --+
+  node1  $NODE_IP   --+-- switch (bridge)     node1 routes 10.244.2.0/24 via node2
+  node2  $NODE2_IP   --+
+  node1 --veth-- ${PODS[0]} ${POD_IPS[0]}, ${PODS[1]} ${POD_IPS[1]}
+  node2 --veth-- ${PODS[2]} ${POD_IPS[2]}
 EOT
 if [[ $MODE == api ]]; then
 	# The control plane's own link: the agent reaches the API server
@@ -176,7 +199,7 @@ if [[ $MODE == api ]]; then
 	ip -n "$NODE" link set cp0 up
 	ip -n "$CP" addr add "$CP_IP/24" dev eth0
 	ip -n "$CP" link set eth0 up
-	echo "                                  node1 cp0 $CP_NODE_IP --veth-- $CP_IP control plane"
+	echo "  node1 cp0 $CP_NODE_IP --veth-- $CP_IP control plane"
 fi
 echo "  client routes 10.96.0.0/16 (LoadBalancer IPs) via node1"
 
@@ -198,7 +221,7 @@ standalone_setup() {
 			cat <<EOT
 - addresses: ["${POD_IPS[$i]}"]
   conditions: {ready: true, serving: true, terminating: false}
-  nodeName: node1
+  nodeName: ${POD_NODES[$i]}
   targetRef: {kind: Pod, namespace: default, name: ${PODS[$i]}}
 EOT
 		done
@@ -331,7 +354,7 @@ start_agent() {
 	# `cleanup` (each in its own `ip netns exec`) see what the agent pinned.
 	mount -t bpf bpf "$BPFFS"
 	BPFFS_MOUNTED=1
-	in_ns "$NODE" "$NODEGRESS" agent "$@" --devices ext0 --node-name node1 \
+	in_ns "$NODE" "$NODEGRESS" agent "$@" --devices ext0 --node-name node1 --xdp-mode "$XDP_MODE" \
 		--bpffs "$BPFFS" --trace-socket "$SOCK" --access-log "$WORK/access.log" \
 		--metrics-addr "$METRICS" >"$WORK/agent.log" 2>&1 &
 	AGENT_PID=$!
@@ -347,8 +370,12 @@ start_agent() {
 	[[ -n $ready ]] || { cat "$WORK/agent.log"; die "agent not ready after 15s"; }
 	if ip -n "$NODE" link show ext0 | grep -q xdpgeneric; then
 		echo "  XDP on ext0: generic (the driver has no native XDP)"
+	elif ip -n "$NODE" link show ext0 | grep -q xdp; then
+		echo "  XDP on ext0: native (--xdp-mode $XDP_MODE; frames with unfinished checksums go on to tc)"
 	else
-		echo "  XDP on ext0: native"
+		echo "  XDP on ext0: none. ext0 is a veth, whose frames may carry unfinished (CHECKSUM_PARTIAL)"
+		echo "  checksums: --xdp-mode auto translates in tc there, and runs XDP on hardware NICs"
+		echo "  (DEMO_XDP_MODE=native runs XDP here too)"
 	fi
 	echo "  pid $AGENT_PID, log $WORK/agent.log; /readyz answers: first full sync done"
 }
@@ -432,7 +459,7 @@ EOT
 	eps=$(for i in "${!PODS[@]}"; do
 		printf '%s\n' "- addresses: [\"${POD_IPS[$i]}\"]" \
 			"  conditions: {ready: true, serving: true, terminating: false}" \
-			"  nodeName: node1" \
+			"  nodeName: ${POD_NODES[$i]}" \
 			"  targetRef: {kind: Pod, namespace: demo, name: ${PODS[$i]}}"
 	done)
 	cat >"$WORK/app.yaml" <<EOT
@@ -553,12 +580,14 @@ for _ in $(seq 50); do
 done
 
 section "client -> NodePort $NODE_IP:$NODE_PORT (pods answer with the client IP they saw)"
-for _ in 1 2 3 4; do
+echo "  node1's pods see the client itself; node2's pod sees node1's address (SNAT, so that"
+echo "  its replies come back through node1 to be translated)"
+for _ in 1 2 3 4 5 6; do
 	printf '  %s\n' "$(get "$NODE_IP:$NODE_PORT" 2>&1)"
 done
 
 section "client -> LoadBalancer IP $LB_IP:80"
-for _ in 1 2 3 4; do
+for _ in 1 2 3 4 5 6; do
 	printf '  %s\n' "$(get "$LB_IP:80" 2>&1)"
 done
 
@@ -602,7 +631,7 @@ if [[ $MODE == api ]]; then
 	done
 	show -n demo get ingress
 
-	section "a live change: kubectl apply an EndpointSlice without ${PODS[0]}"
+	section "a live change: kubectl apply an EndpointSlice with ${PODS[1]} alone"
 	cat >"$WORK/web-1.yaml" <<EOT
 apiVersion: discovery.k8s.io/v1
 kind: EndpointSlice
@@ -645,6 +674,8 @@ tail -n 5 "$WORK/access.log" | sed 's/^/  /'
 section "nodegress trace (first lines: one connection's packets, both directions)"
 sleep 0.5
 head -n 8 "$WORK/trace.txt" | sed 's/^/  /'
+echo "  ... and a flow to ${PODS[2]} on node2, SNAT'd on the way out, translated back on return:"
+{ grep -m 6 -e fwd_remote -e reply_remote "$WORK/trace.txt" || echo "(none seen)"; } | sed 's/^/  /'
 
 section "nodegress maps"
 in_ns "$NODE" "$NODEGRESS" maps --bpffs "$BPFFS" 2>&1 | head -n 40 | sed 's/^/  /'

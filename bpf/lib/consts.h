@@ -70,6 +70,17 @@
 #define CT_F_SEEN_RST (1 << 2)
 #define CT_F_REPLIED  (1 << 3) /* reverse_nat only: the backend answered */
 
+/*
+ * device_value.flags. A virtual device (veth, netkit, tun, ...) hands XDP the
+ * frames its peer transmitted, often CHECKSUM_PARTIAL: the L4 checksum field
+ * holds only the pseudo-header sum and XDP has no skb to tell. Rewritten and
+ * sent out from XDP, such a frame arrives with a broken checksum; passed up
+ * after an XDP rewrite, its checksum is finished from a wrong start. On these
+ * devices XDP translates only frames whose checksum it verified complete and
+ * leaves the rest to tc, whose skb helpers handle both kinds.
+ */
+#define DEV_F_PARTIAL_CSUM (1 << 0)
+
 /* dp_config.flags */
 #define CFG_F_TRACE (1 << 0) /* emit one ringbuf event per decision */
 
@@ -113,6 +124,8 @@ enum reason {
 	REASON_DROP_TTL_EXCEEDED, /* would forward with TTL <= 1 */
 	REASON_DROP_MAP_FULL,	  /* conntrack/NAT insert failed */
 	REASON_PASS_NOT_TRACKED,  /* egress packet of no translated flow */
+	REASON_PASS_CSUM_PARTIAL, /* XDP saw no complete checksum: tc rewrites
+				   */
 	REASON_MAX,
 };
 

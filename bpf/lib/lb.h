@@ -15,6 +15,7 @@
 
 #include "consts.h"
 #include "conntrack.h"
+#include "csum.h"
 #include "decision.h"
 #include "fib.h"
 #include "hash.h"
@@ -375,6 +376,29 @@ static __always_inline void lb_egress(const struct packet *pkt,
 	d->xlated.saddr = rn->frontend_addr;
 	d->xlated.sport = rn->frontend_port;
 	decide(d, ACT_NAT_PASS, VERDICT_PASS, REASON_REPLY_LOCAL);
+}
+
+/*
+ * XDP's own check before it carries out a rewrite: on a device whose frames
+ * may be CHECKSUM_PARTIAL (DEV_F_PARTIAL_CSUM), only a frame whose checksum
+ * is complete may be rewritten in XDP; any other is left to tc untouched,
+ * where the flow state this decision created is found again.
+ */
+static __always_inline void xdp_check_csum(struct xdp_md *ctx, __u32 ifindex,
+					   const struct packet *pkt,
+					   struct decision *d)
+{
+	struct device_value *dev;
+
+	if (d->action != ACT_NAT_PASS && d->action != ACT_FORWARD)
+		return;
+	dev = bpf_map_lookup_elem(&devices, &ifindex);
+	if (!dev || !(dev->flags & DEV_F_PARTIAL_CSUM))
+		return;
+	if (xdp_l4_csum_complete(ctx))
+		return;
+	d->xlated = pkt->tuple;
+	decide_pass(d, REASON_PASS_CSUM_PARTIAL);
 }
 
 #endif /* NODEGRESS_LB_H */

@@ -79,10 +79,13 @@ struct rev_nat_entry {
 	__u8 pad[3];
 };
 
-/* devices value, keyed by ifindex: the address SNAT uses leaving it. */
+/*
+ * devices value, keyed by ifindex: the address SNAT uses leaving it, and what
+ * XDP may trust about the frames it receives there.
+ */
 struct device_value {
 	__be32 addr;
-	__u32 pad;
+	__u32 flags; /* DEV_F_* */
 };
 
 /* config: single-entry array written by the agent. */

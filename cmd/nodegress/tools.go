@@ -4,9 +4,13 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"maps"
+	"net"
 	"os"
 	"os/signal"
+	"slices"
 	"sort"
+	"strconv"
 	"syscall"
 	"text/tabwriter"
 
@@ -77,6 +81,21 @@ func printSnapshot(s *loader.Snapshot) {
 	fmt.Fprintf(w, "BACKEND ID\tADDRESS\tLOCAL\tTERMINATING\n")
 	for _, b := range s.Backends {
 		fmt.Fprintf(w, "%d\t%s\t%t\t%t\n", b.ID, b.Backend, b.Local, b.Terminating)
+	}
+	w.Flush()
+	fmt.Println()
+	fmt.Fprintf(w, "DEVICE\tSNAT ADDRESS\tXDP\n")
+	for _, idx := range slices.Sorted(maps.Keys(s.Devices)) {
+		d := s.Devices[idx]
+		name := strconv.Itoa(int(idx))
+		if iface, err := net.InterfaceByIndex(int(idx)); err == nil {
+			name = iface.Name
+		}
+		xdp := "translates"
+		if d.PartialChecksums {
+			xdp = "translates only frames with complete checksums (virtual device)"
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\n", name, d.SNATAddr, xdp)
 	}
 	w.Flush()
 	fmt.Printf("\nconntrack entries: %d   reverse nat entries: %d   snat ports: %d-%d   tracing: %t\n\n",

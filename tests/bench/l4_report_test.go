@@ -206,7 +206,8 @@ measurement). Besides the benchmark's %d Services, %s extra NodePort Services wi
 each exist during the rounds (%s for the last rows). Services, EndpointSlices and Nodes are written
 by the harness (no controller-manager runs); kube-proxy (--proxy-mode iptables|nftables,
 --nodeport-addresses %s, default sync periods) and the nodegress agent (--kubeconfig, --xdp-mode %s
-on ext0, --ingress=false) run in every node namespace. One dataplane at a time: each phase starts it on both
+on ext0, which put it in: %s; --ingress=false) run in every node namespace. Checksum offloads:
+%s. One dataplane at a time: each phase starts it on both
 nodes, waits for its first sync and for every Service to answer, measures, stops it and cleans up
 (kube-proxy --cleanup and an empty nft ruleset, or nodegress cleanup; checked: no rules, no XDP or
 tcx programs left), then flushes conntrack in every namespace. Phases alternate: kube-proxy
@@ -220,7 +221,7 @@ processed in softirq on the core that sent it, so the request direction's NodePo
 core %d and the answer's on core %d.
 
 `, kubeVersion(e.kubeProxy), len(benchServices), thousands(scaleLevels[1]), endpointsPerExtra, thousands(scaleLevels[2]),
-		"10.100.0.0/24", xdpMode(), l4Connections, l4Connections, benchkit.LoadCPU, benchkit.SUTCPU, benchkit.PriorityNote(),
+		"10.100.0.0/24", xdpMode(), attachedOf(e), checksumsNote(e), l4Connections, l4Connections, benchkit.LoadCPU, benchkit.SUTCPU, benchkit.PriorityNote(),
 		benchkit.LoadCPU, benchkit.SUTCPU)
 	b.WriteString(tbl.Markdown())
 	b.WriteString(`

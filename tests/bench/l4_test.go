@@ -183,6 +183,9 @@ type l4Env struct {
 	notes []string
 	// loadStart is /proc/loadavg when the run began.
 	loadStart string
+	// attached says where the agents' datapath ran on ext0, as seen once
+	// they were ready (--xdp-mode auto picks per device).
+	attached atomic.Value
 }
 
 // TestL4 compares the NodePort hop of kube-proxy (iptables, nftables)
@@ -334,7 +337,7 @@ func (e *l4Env) anyLoad(dp *dataplane) bool {
 // and the benchmark's Services.
 func (e *l4Env) setup() {
 	t := e.t
-	tp := netns.TwoNodes(t, 2, 2)
+	tp := netns.NodesWith(t, benchChecksums(), 2, 2)
 	e.tp = tp
 	all := []*netns.NS{tp.Switch, tp.Client.NS}
 	for _, n := range tp.Nodes {
@@ -1220,6 +1223,31 @@ func (e *l4Env) agentPaths(n *netns.Node) (bpffs, sock string) {
 
 func xdpMode() string { return cmp.Or(os.Getenv("BENCH_XDP_MODE"), "auto") }
 
+// benchChecksums is the topology's checksum handling: the kernel's default
+// offloads, or full checksums from every sender into a node with
+// BENCH_CHECKSUMS=full (frames as a hardware NIC receives them, so that
+// forced XDP on the veths translates them itself).
+func benchChecksums() netns.Checksums {
+	if os.Getenv("BENCH_CHECKSUMS") == "full" {
+		return netns.FullChecksums
+	}
+	return netns.OffloadChecksums
+}
+
+func checksumsNote(e *l4Env) string {
+	if e.tp.Checksums == netns.FullChecksums {
+		return "off on every veth that sends into a node (BENCH_CHECKSUMS=full): frames carry complete checksums, as from a hardware NIC"
+	}
+	return "the kernel's defaults on every veth, as in kind: senders hand on CHECKSUM_PARTIAL frames"
+}
+
+func attachedOf(e *l4Env) string {
+	if a, ok := e.attached.Load().(string); ok {
+		return a
+	}
+	return "unknown (no agent became ready)"
+}
+
 // nodegressStart starts a fresh agent on every node, with its own new
 // pin directory: a bpffs mounted in the harness's mount namespace, as
 // `ip netns exec` gives the agent a private copy of the mounts.
@@ -1272,10 +1300,28 @@ func nodegressReady(e *l4Env, i int, p *benchkit.Proc) error {
 	if err != nil {
 		return err
 	}
-	if mode == netns.XDPAttachedNone && xdpMode() != "off" {
+	if in, eg, err := n.TCXPrograms(n.Dev); err != nil || in == 0 || eg == 0 {
+		return fmt.Errorf("%s: tcx programs on %s: %d ingress, %d egress (%v)", p.Name, n.Dev, in, eg, err)
+	}
+	forced := xdpMode() == "native" || xdpMode() == "generic"
+	if mode == netns.XDPAttachedNone && forced {
 		return fmt.Errorf("%s: no xdp program on %s", p.Name, n.Dev)
 	}
+	e.attached.Store(attachedDescription(mode))
 	return nil
+}
+
+// attachedDescription names where the datapath runs for an XDP attach mode.
+func attachedDescription(mode uint32) string {
+	switch mode {
+	case netns.XDPAttachedNative:
+		return "native XDP + tc"
+	case netns.XDPAttachedGeneric:
+		return "generic XDP + tc"
+	case netns.XDPAttachedNone:
+		return "tc only"
+	}
+	return fmt.Sprintf("xdp mode %d + tc", mode)
 }
 
 // nodegressStop stops the agents, removes their datapath with `nodegress

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"fmt"
 	"net/netip"
 	"strings"
 	"testing"
@@ -73,34 +74,9 @@ func TestRemoteBackends(t *testing.T) {
 		tl := c.requests(addr, 12, false, map[string]netip.Addr{"pod2a": n1.Addr})
 		t.Logf("%s: %s", addr, tl)
 	})
-	t.Run("remote flows are translated in XDP", func(t *testing.T) {
+	t.Run("remote flows are translated in tc on a veth", func(t *testing.T) {
 		c := c.with(t)
-		frontend := addrPort(n1.Addr, 30090)
-		backend := addrPort(pod2a.Addr, harness.PodHTTPPort)
-		out := runTrace(t, c, c.agents[0], frontend, "--output", "json", "--port", "30090", "--count", "20")
-		var fwd, reply int
-		for _, r := range parseTrace(t, out) {
-			switch r.Reason {
-			case loader.ReasonFwdRemote.String():
-				fwd++
-				// Sent straight back out of ext0 towards node2, never up
-				// node1's stack.
-				if r.Stage != loader.StageXDP.String() || (r.Verdict != loader.VerdictTX.String() && r.Verdict != loader.VerdictRedirect.String()) {
-					t.Errorf("remote forward at %s with verdict %s, want xdp TX or REDIRECT", r.Stage, r.Verdict)
-				}
-				if r.Xlated == nil || r.Xlated.Dst != backend.String() || !strings.HasPrefix(r.Xlated.Src, n1.Addr.String()+":") {
-					t.Errorf("remote forward translated to %+v, want %s:* > %s", r.Xlated, n1.Addr, backend)
-				}
-			case loader.ReasonReplyRemote.String():
-				reply++
-				if r.Xlated == nil || r.Xlated.Src != frontend.String() || !strings.HasPrefix(r.Xlated.Dst, netns.ClientIP.String()+":") {
-					t.Errorf("remote reply translated to %+v, want %s > %s:*", r.Xlated, frontend, netns.ClientIP)
-				}
-			}
-		}
-		if fwd == 0 || reply == 0 {
-			t.Errorf("got %d %s and %d %s events, want both:\n%s", fwd, loader.ReasonFwdRemote, reply, loader.ReasonReplyRemote, out)
-		}
+		checkRemoteTrace(t, c, c.agents[0], addrPort(n1.Addr, 30090), addrPort(pod2a.Addr, harness.PodHTTPPort), loader.StageTCIngress)
 	})
 	t.Run("one local one remote backend", func(t *testing.T) {
 		c := c.with(t)
@@ -117,6 +93,39 @@ func TestRemoteBackends(t *testing.T) {
 		tl := c.requests(addr, 12, false, map[string]netip.Addr{"pod2a": netns.ClientIP})
 		t.Logf("%s: %s", addr, tl)
 	})
+}
+
+// checkRemoteTrace traces a flow through frontend to the remote backend and
+// checks that its packets and the replies were translated by the hook of
+// stage and sent straight back out of the node's device, never up its stack.
+func checkRemoteTrace(t *testing.T, c *cluster, agent *harness.Agent, frontend, backend netip.AddrPort, stage loader.Stage) {
+	t.Helper()
+	node := agent.Node
+	out := runTrace(t, c, agent, frontend, "--output", "json", "--port", fmt.Sprint(frontend.Port()), "--count", "20")
+	var fwd, reply int
+	for _, r := range parseTrace(t, out) {
+		switch r.Reason {
+		case loader.ReasonFwdRemote.String(), loader.ReasonReplyRemote.String():
+			if r.Stage != stage.String() || (r.Verdict != loader.VerdictTX.String() && r.Verdict != loader.VerdictRedirect.String()) {
+				t.Errorf("%s at %s with verdict %s, want %s TX or REDIRECT", r.Reason, r.Stage, r.Verdict, stage)
+			}
+		}
+		switch r.Reason {
+		case loader.ReasonFwdRemote.String():
+			fwd++
+			if r.Xlated == nil || r.Xlated.Dst != backend.String() || !strings.HasPrefix(r.Xlated.Src, node.Addr.String()+":") {
+				t.Errorf("remote forward translated to %+v, want %s:* > %s", r.Xlated, node.Addr, backend)
+			}
+		case loader.ReasonReplyRemote.String():
+			reply++
+			if r.Xlated == nil || r.Xlated.Src != frontend.String() || !strings.HasPrefix(r.Xlated.Dst, netns.ClientIP.String()+":") {
+				t.Errorf("remote reply translated to %+v, want %s > %s:*", r.Xlated, frontend, netns.ClientIP)
+			}
+		}
+	}
+	if fwd == 0 || reply == 0 {
+		t.Errorf("got %d %s and %d %s events, want both:\n%s", fwd, loader.ReasonFwdRemote, reply, loader.ReasonReplyRemote, out)
+	}
 }
 
 // TestUDPNodePort sends datagrams through a NodePort: each new socket is a

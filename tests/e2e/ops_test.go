@@ -142,26 +142,6 @@ func TestTrace(t *testing.T) {
 	})
 }
 
-// TestNativeXDP checks that on veth, which supports XDP in the driver, the
-// agent attaches in native mode rather than falling back to generic.
-func TestNativeXDP(t *testing.T) {
-	tp := netns.SingleNode(t, 1)
-	c := newCluster(t, tp, []int{1})
-	node := c.node(1)
-	mode, err := node.XDPMode(node.Dev)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if mode != netns.XDPAttachedNative {
-		out, _ := node.IP("-d", "link", "show", "dev", node.Dev)
-		t.Errorf("xdp on %s attached in mode %d, want native (%d):\n%s", node.Dev, mode, netns.XDPAttachedNative, out)
-	}
-	out := node.MustIP("-d", "link", "show", "dev", node.Dev)
-	if strings.Contains(out, "xdpgeneric") {
-		t.Errorf("ip -d link shows generic xdp:\n%s", out)
-	}
-}
-
 // TestStopAndCleanup stops the agent, checks that the pinned datapath keeps
 // forwarding without it, then runs `nodegress cleanup` and checks that
 // nothing is left attached or pinned.

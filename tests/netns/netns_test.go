@@ -64,11 +64,12 @@ func TestSingleNode(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) { reach(t, tt.from, tt.to, tt.addr) })
 	}
 
-	t.Run("tx checksum offload off", func(t *testing.T) {
+	// As in kind: the kernel's default offloads stay on.
+	t.Run("tx checksum offload on", func(t *testing.T) {
 		for _, ns := range []*NS{tp.Client.NS, tp.Pod("pod1a").NS} {
 			out := ns.MustExec("ethtool", "-k", PodDev)
-			if !strings.Contains(out, "tx-checksumming: off") {
-				t.Errorf("%s %s: tx checksumming still on:\n%s", ns.Name, PodDev, out)
+			if !strings.Contains(out, "tx-checksumming: on") {
+				t.Errorf("%s %s: tx checksumming not on:\n%s", ns.Name, PodDev, out)
 			}
 		}
 	})
@@ -115,6 +116,37 @@ func TestTwoNodes(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestFullChecksums checks that FullChecksums turns TX checksum offload off
+// on every veth that sends into a node, and only there: nodes keep theirs.
+func TestFullChecksums(t *testing.T) {
+	tp := NodesWith(t, FullChecksums, 1, 1)
+	offloads := func(ns *NS, dev string) string {
+		out := ns.MustExec("ethtool", "-k", dev)
+		if strings.Contains(out, "tx-checksumming: on") {
+			return "on"
+		}
+		return "off"
+	}
+	for _, c := range []struct {
+		ns   *NS
+		dev  string
+		want string
+	}{
+		{tp.Client.NS, PodDev, "off"},
+		{tp.Pod("pod1a").NS, PodDev, "off"},
+		{tp.Pod("pod2a").NS, PodDev, "off"},
+		{tp.Switch, "sw-node1", "off"},
+		{tp.Switch, "sw-client", "off"},
+		{tp.Nodes[0].NS, ExtDev, "on"},
+	} {
+		if got := offloads(c.ns, c.dev); got != c.want {
+			t.Errorf("%s %s: tx checksumming %s, want %s", c.ns.Name, c.dev, got, c.want)
+		}
+	}
+	reach(t, tp.Client.NS, tp.Nodes[1].NS, tp.Nodes[1].Addr)
+	reach(t, tp.Pod("pod1a").NS, tp.Pod("pod2a").NS, tp.Pod("pod2a").Addr)
 }
 
 func TestThreeNodes(t *testing.T) {

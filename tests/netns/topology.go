@@ -72,11 +72,28 @@ type Pod struct {
 	HostDev string
 }
 
+// Checksums says how the topology's veths hand packets on.
+type Checksums int
+
+const (
+	// OffloadChecksums leaves every veth's checksum offload as the kernel
+	// sets it, as kind and container networks do: packets the client, the
+	// pods and the switch send cross as CHECKSUM_PARTIAL skbs, whose L4
+	// checksum field holds only the pseudo-header sum.
+	OffloadChecksums Checksums = iota
+	// FullChecksums turns TX checksum offload off on every veth that sends
+	// into a node (client, switch ports, pods), so that frames carry the
+	// complete checksums a real NIC puts on the wire. Only for tests about
+	// XDP translating frames itself.
+	FullChecksums
+)
+
 // Topology is a client and nodes on one L2 segment.
 type Topology struct {
 	// Suffix is shared by every namespace of the topology.
-	Suffix string
-	Client *Host
+	Suffix    string
+	Checksums Checksums
+	Client    *Host
 	// Switch is the namespace holding the bridge; nil in SingleNode.
 	Switch *NS
 	Nodes  []*Node
@@ -116,7 +133,7 @@ func SingleNode(t testing.TB, pods int) *Topology {
 
 	// The node's ext0 and the client's eth0 are the two ends of the wire.
 	node.MustIP("link", "add", "name", ExtDev, "type", "veth", "peer", "name", PodDev, "netns", tp.Client.Name)
-	tp.Client.wire(t)
+	tp.Client.wire(t, tp)
 	node.wire(t)
 	// The client's eth0 is the peer of ext0: it receives what the node's
 	// XDP program sends with XDP_TX/redirect.
@@ -150,12 +167,18 @@ func TwoNodes(t testing.TB, pods1, pods2 int) *Topology {
 //	...
 func Nodes(t testing.TB, pods ...int) *Topology {
 	t.Helper()
+	return NodesWith(t, OffloadChecksums, pods...)
+}
+
+// NodesWith is Nodes with the given checksum handling.
+func NodesWith(t testing.TB, cs Checksums, pods ...int) *Topology {
+	t.Helper()
 	RequirePrivileged(t)
 	// A tenth node would take ClientIP.
 	if len(pods) < 2 || len(pods) > 9 {
 		t.Fatalf("netns.Nodes: %d nodes, want 2 to 9", len(pods))
 	}
-	tp := &Topology{Suffix: RandomSuffix(5)}
+	tp := &Topology{Suffix: RandomSuffix(5), Checksums: cs}
 	tp.Switch = New(t, tp.name("sw"))
 	tp.Client = &Host{NS: New(t, tp.name("client")), Addr: ClientIP, Dev: PodDev}
 	for i := range pods {
@@ -170,14 +193,12 @@ func Nodes(t testing.TB, pods ...int) *Topology {
 		sw.MustIP("link", "add", "name", name, "type", "veth", "peer", "name", peerDev, "netns", peer.Name)
 		sw.MustIP("link", "set", name, "master", SwitchBridge)
 		sw.MustIP("link", "set", name, "up")
-		// The bridge forwards the skbs it gets; with offload on, a
-		// CHECKSUM_PARTIAL skb from a peer would reach the node unfinished.
-		if err := sw.DisableTxChecksum(name); err != nil {
-			t.Fatal(err)
-		}
+		// The bridge forwards the skbs it gets: with offload on, a
+		// CHECKSUM_PARTIAL skb from a peer reaches the node unfinished.
+		tp.fullChecksums(t, sw, name)
 	}
 	port("sw-client", tp.Client.NS, PodDev)
-	tp.Client.wire(t)
+	tp.Client.wire(t, tp)
 	for _, n := range tp.Nodes {
 		swDev := "sw-" + n.Name
 		port(swDev, n.NS, ExtDev)
@@ -221,16 +242,25 @@ func (tp *Topology) newNode(t testing.TB, i int) *Node {
 	return n
 }
 
+// fullChecksums turns TX checksum offload off on dev of ns when the topology
+// asks for full checksums.
+func (tp *Topology) fullChecksums(t testing.TB, ns *NS, dev string) {
+	t.Helper()
+	if tp.Checksums != FullChecksums {
+		return
+	}
+	if err := ns.DisableTxChecksum(dev); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // wire addresses and brings up the client's device once its veth exists. It
-// transmits (directly or through the switch) into a node's ext0, so it
-// computes checksums in software.
-func (h *Host) wire(t testing.TB) {
+// transmits (directly or through the switch) into a node's ext0.
+func (h *Host) wire(t testing.TB, tp *Topology) {
 	t.Helper()
 	h.MustIP("addr", "add", prefixOf(h.Addr, WireNet.Bits()), "dev", h.Dev)
 	h.MustIP("link", "set", h.Dev, "up")
-	if err := h.DisableTxChecksum(h.Dev); err != nil {
-		t.Fatal(err)
-	}
+	tp.fullChecksums(t, h.NS, h.Dev)
 }
 
 // wire addresses the node's ext0 and brings it up. ext0 keeps its offloads,
@@ -267,11 +297,8 @@ func (n *Node) addPod(t testing.TB, tp *Topology, i int) {
 	p.MustIP("route", "add", PodGateway.String(), "dev", PodDev, "scope", "link")
 	p.MustIP("route", "add", "default", "via", PodGateway.String(), "dev", PodDev)
 	p.MustIP("neigh", "add", PodGateway.String(), "lladdr", mac.String(), "dev", PodDev, "nud", "permanent")
-	// Pod replies cross the node and leave through ext0: give them full
-	// checksums as a pod behind a real NIC would have on the wire.
-	if err := p.DisableTxChecksum(PodDev); err != nil {
-		t.Fatal(err)
-	}
+	// Pod replies cross the node and leave through ext0.
+	tp.fullChecksums(t, p.NS, PodDev)
 	n.Pods = append(n.Pods, p)
 }
 
