@@ -12,7 +12,12 @@
 #                   nftables, nodegress (e.g. BENCH_FILTER='keepalive-remote/')
 #   BENCH_DURATION  one measurement (default 10s for L7, 3s for L4)
 #   BENCH_ROUNDS    rounds per cell, the median is reported (default 3)
-#   BENCH_XDP_MODE  the L4 agents' --xdp-mode (default auto; off: tc only)
+#   BENCH_XDP_MODE  the L4 agents' --xdp-mode (default auto: tc only on the
+#                   topology's veths; native: XDP, which hands frames without
+#                   a complete checksum to tc; off: tc only)
+#   BENCH_CHECKSUMS full turns TX checksum offload off on every veth sending
+#                   into a node (frames as from a hardware NIC, so forced XDP
+#                   translates them itself); default: the kernel's offloads
 #   BENCH_MODE      table (default), pprof (CPU profile of nodegress's
 #                   proxy under load, top 25), or all
 # Reports go to tests/bench/results/. See tests/bench/README.md.
