@@ -58,7 +58,8 @@ good() {
 		;;
 	agnhost)
 		v=$("$OUT/agnhost" --version 2>/dev/null) || return 1
-		[ "$v" = "agnhost version $AGNHOST_VERSION" ]
+		# cobra prints "app version X" (agnhost names its root command "app").
+		[[ $v == *" version $AGNHOST_VERSION" ]]
 		;;
 	*)
 		v=$("$OUT/$b" --version 2>/dev/null) || return 1
