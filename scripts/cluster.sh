@@ -351,7 +351,7 @@ start_control_plane() {
 		--shutdown-watch-termination-grace-period=1s
 }
 
-kubectl_() { "$KUBE_BIN/kubectl" --kubeconfig "$STATE/pki/admin.kubeconfig" "$@"; }
+kubectl_() { "$KUBE_BIN/kubectl" --kubeconfig "$STATE/pki/admin.kubeconfig" --request-timeout=10s "$@"; }
 
 apiserver_ready() { [ "$(kubectl_ get --raw /readyz 2>/dev/null)" = ok ]; }
 
@@ -603,9 +603,23 @@ nodes_ready() {
 # --- nodegress ---------------------------------------------------------------
 
 install_nodegress() {
+	local start=$SECONDS
 	log "installing nodegress (kubectl apply -k tests/cluster/overlay)"
 	kubectl_ apply -k "$ROOT/tests/cluster/overlay" >/dev/null
-	kubectl_ -n nodegress rollout status daemonset/nodegress --timeout="${NODEGRESS_TIMEOUT}s" >&2
+	wait_for "nodegress agents Ready on $NODES nodes" "$NODEGRESS_TIMEOUT" nodegress_ready
+	log "nodegress agents Ready on $NODES nodes in $((SECONDS - start))s"
+}
+
+# nodegress_ready reports whether the DaemonSet's current pods are Ready on
+# every node. (Polled with short calls rather than `kubectl rollout
+# status`, so an interrupted up leaves no long-running client behind.)
+nodegress_ready() {
+	local s
+	s=$(kubectl_ -n nodegress get daemonset nodegress \
+		-o jsonpath='{.metadata.generation} {.status.observedGeneration} {.status.updatedNumberScheduled} {.status.numberReady}')
+	local gen obs updated ready
+	read -r gen obs updated ready <<<"$s"
+	[ "$gen" = "$obs" ] && [ "$updated" = "$NODES" ] && [ "$ready" = "$NODES" ]
 }
 
 # --- commands ----------------------------------------------------------------
