@@ -27,7 +27,8 @@
 #   env     prints shell assignments for driving the cluster:
 #           eval "$(scripts/cluster.sh env)"; $KUBECTL get nodes;
 #           ip netns exec "$CLIENT_NETNS" curl http://NODE_IP:PORT/
-#   status  prints the nodes and the processes of the cluster
+#   status  prints the nodes and the processes of the cluster; exits 3
+#           when no cluster runs
 #   install-nodegress  applies tests/cluster/overlay and waits for the
 #           agents to be Ready on every node
 #
@@ -128,6 +129,8 @@ launch() {
 	shift 2
 	(
 		join_cgroup "$cg" "$BASHPID"
+		# Not the lock's descriptor: daemons must not hold it.
+		exec 8>&-
 		exec setsid "$@" </dev/null >>"$STATE/log/$name.log" 2>&1
 	) &
 	echo $! >"$STATE/pids/$name"
@@ -624,6 +627,30 @@ nodegress_ready() {
 
 # --- commands ----------------------------------------------------------------
 
+# lock serializes up and down (two `up`s at once would fight over the same
+# names). It is held on descriptor 8 until the command ends.
+LOCKED=0
+lock() {
+	[ "$LOCKED" = 1 ] && return 0
+	mkdir -p "$CACHE"
+	exec 8>"$CACHE/cluster.lock"
+	if ! flock -w 300 8; then
+		die "another scripts/cluster.sh up or down has been running for 5 minutes"
+	fi
+	LOCKED=1
+}
+
+# running reports whether a cluster's processes are alive.
+running() {
+	local f
+	for f in "$STATE"/pids/*; do
+		if [ -f "$f" ] && kill -0 "$(cat "$f")" 2>/dev/null; then
+			return 0
+		fi
+	done
+	return 1
+}
+
 load_config() {
 	if [ -f "$STATE/config" ]; then
 		# shellcheck disable=SC1091
@@ -644,6 +671,12 @@ cmd_up() {
 	[ "$(id -u)" -eq 0 ] || die "must run as root"
 
 	local start=$SECONDS i pids=()
+	lock
+	# Leftovers of a failed or killed run are removed; a running cluster is
+	# not, so that a test run cannot take away someone's cluster.
+	if running; then
+		die "a cluster is already up ($STATE); scripts/cluster.sh down first"
+	fi
 	cmd_down quiet
 	build_tools
 	log "tools ready in $((SECONDS - start))s"
@@ -733,6 +766,7 @@ kill_cgroup() {
 
 cmd_down() {
 	local quiet=${1:-} f pid name m ns mnt i
+	lock
 	[ "$quiet" = quiet ] || log "tearing down"
 	# Stop the kubelets first, so nothing restarts containers, then every
 	# recorded process politely, then whatever is left in the cgroups
@@ -826,10 +860,11 @@ KUBE_PROXY='$KUBE_PROXY'
 EOF
 }
 
+# cmd_status exits 0 when the cluster's processes run, 3 when none does.
 cmd_status() {
 	[ -f "$STATE/config" ] || {
 		echo "no cluster"
-		return 0
+		return 3
 	}
 	load_config
 	KUBE_BIN=$("$ROOT/scripts/kube-bins.sh" --check)
@@ -843,6 +878,9 @@ cmd_status() {
 			echo "  $(basename "$f"): NOT RUNNING"
 		fi
 	done
+	if ! running; then
+		return 3
+	fi
 	kubectl_ get nodes -o wide 2>&1 || true
 }
 

@@ -52,6 +52,7 @@ var hostSysctls = []string{
 // nothing behind.
 func TestClusterSmoke(t *testing.T) {
 	requireRoot(t)
+	requireNoCluster(t)
 	before := readSysctls(t)
 
 	t.Run("kube-proxy", func(t *testing.T) {
@@ -92,6 +93,26 @@ func requireRoot(t *testing.T) {
 		t.Fatal("the cluster test needs root, and CI runs as root")
 	}
 	t.Skip("the cluster test needs root (network namespaces, mounts, cgroups)")
+}
+
+// requireNoCluster skips (fails under CI) when a cluster made with `make
+// cluster` is running: the test's `up` would refuse, and its `down` would
+// take that cluster away.
+func requireNoCluster(t *testing.T) {
+	t.Helper()
+	err := exec.Command(filepath.Join(repoRoot(t), "scripts", "cluster.sh"), "status").Run()
+	var exit *exec.ExitError
+	if errors.As(err, &exit) && exit.ExitCode() == 3 {
+		return
+	}
+	msg := "a local cluster is running (make cluster-down first)"
+	if err != nil && !errors.As(err, &exit) {
+		msg = fmt.Sprintf("cluster.sh status: %v", err)
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatal(msg)
+	}
+	t.Skip(msg)
 }
 
 func repoRoot(t *testing.T) string {
