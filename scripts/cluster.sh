@@ -217,14 +217,22 @@ build_images() {
 		--entrypoint '["/pause"]' --user 65535:65535)
 
 	# agnhost: the binary from k8s.io/kubernetes, plus what e2e tests run
-	# inside it: a shell and the usual tools (busybox), curl.
+	# inside it: a shell, the usual tools (busybox), curl, wget, nc.
 	{
 		echo "file $KUBE_BIN/agnhost /agnhost"
 		echo "file /bin/busybox /bin/busybox"
-		/bin/busybox --list-full | grep -v '^bin/busybox$' |
+		/bin/busybox --list-full | grep -v -E '^(bin/busybox|bin/sh|usr/bin/nc|usr/bin/wget)$' |
 			while read -r applet; do echo "link /bin/busybox /$applet"; done
+		# Not busybox for these: its wget crashes (SIGSEGV) when given -T,
+		# its nc lacks -z and -v, and its sh runs its own applets ahead
+		# of PATH. e2e tests use all three; agnhost's image (Alpine) has
+		# GNU wget, OpenBSD nc and bash too.
+		echo "file /bin/dash /bin/sh"
+		echo "file /bin/bash /bin/bash"
+		echo "file /usr/bin/wget /usr/bin/wget"
+		echo "file /bin/nc.openbsd /usr/bin/nc"
 		echo "file /usr/bin/curl /usr/bin/curl"
-		libs_spec /usr/bin/curl
+		libs_spec /bin/dash /bin/bash /usr/bin/wget /bin/nc.openbsd /usr/bin/curl
 		if [ -f /etc/ssl/certs/ca-certificates.crt ]; then
 			echo "file /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt"
 		fi
@@ -721,6 +729,10 @@ cmd_up() {
 		fi
 	done
 	wait_for "$NODES nodes Ready" "$NODES_READY_TIMEOUT" nodes_ready
+	# Pods are refused until the controller-manager has made the
+	# namespace's default ServiceAccount.
+	wait_for "the default ServiceAccount" "$NODES_READY_TIMEOUT" \
+		kubectl_ -n default get serviceaccount default
 	log "$NODES nodes Ready in $((SECONDS - start))s"
 	if [ "$NODEGRESS" = on ]; then
 		install_nodegress

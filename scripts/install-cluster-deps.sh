@@ -19,6 +19,10 @@ have conntrack || need+=(conntrack)
 # The static build: it is copied alone into the test images.
 installed busybox-static || need+=(busybox-static)
 have curl || need+=(curl)
+# For the agnhost image: busybox 1.35's wget crashes with -T, and its nc
+# lacks -z and -v, which e2e tests use.
+have wget || need+=(wget)
+[ -x /bin/nc.openbsd ] || need+=(netcat-openbsd)
 have openssl || need+=(openssl)
 have nsenter || need+=(util-linux)
 have gcc || need+=(gcc)
