@@ -6,7 +6,7 @@ GOTEST_FLAGS ?= -count=1 -timeout 30m
 # e2e tests run exactly the binaries make built.
 TEST_ENV := NODEGRESS_BIN=$(CURDIR)/$(BIN)/nodegress PODSERVER_BIN=$(CURDIR)/$(BIN)/podserver
 
-.PHONY: all build deps generate check-generated kube-bins test unit e2e demo lint bench clean
+.PHONY: all build deps generate check-generated kube-bins test unit e2e demo lint bench cluster cluster-down clean
 
 all: build
 
@@ -17,8 +17,9 @@ build:
 	$(GO) build -o $(BIN)/nodegress ./cmd/nodegress
 	$(GO) build -o $(BIN)/podserver ./tests/cmd/podserver
 
-# kube-apiserver, kubectl, kube-proxy and etcd built from Go modules and
-# cached (minutes the first time, instant after).
+# The Kubernetes binaries (control plane, kubelet, kube-proxy, kubectl),
+# etcd and agnhost built from Go modules and cached (minutes the first
+# time, instant after).
 kube-bins:
 	@scripts/kube-bins.sh >/dev/null
 
@@ -50,6 +51,18 @@ demo: deps build
 # Side-by-side benchmarks; see tests/bench/README.md.
 bench: deps build
 	scripts/bench.sh
+
+# A local multi-node cluster (see scripts/cluster.sh): NODES nodes with
+# kubelet and containerd, kube-proxy on or off, nodegress installed from
+# manifests/ (NODEGRESS=off leaves it out). `make cluster-down` removes it.
+NODES ?= 2
+KUBE_PROXY ?= on
+NODEGRESS ?= on
+cluster:
+	NODES=$(NODES) KUBE_PROXY=$(KUBE_PROXY) NODEGRESS=$(NODEGRESS) scripts/cluster.sh up
+
+cluster-down:
+	scripts/cluster.sh down
 
 clean:
 	rm -rf $(BIN)

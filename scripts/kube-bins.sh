@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# Builds a real Kubernetes control plane (kube-apiserver, kubectl, kube-proxy,
-# etcd) from Go modules and caches it by version, for the tests and the demo.
+# Builds real Kubernetes components from Go modules and caches them by
+# version, for the tests, the demo and the local cluster: the control plane
+# (kube-apiserver, kube-controller-manager, kube-scheduler, etcd), the node
+# (kubelet, kube-proxy), kubectl and agnhost (the e2e tests' server image's
+# binary).
 #
 # Prebuilt release binaries cannot be downloaded here; the Go module proxy can
 # be reached, so everything is compiled from the published modules:
@@ -17,6 +20,8 @@
 #   Prints the directory holding the binaries on stdout (progress goes to
 #   stderr). With --check it builds nothing and exits 1 when the cache is
 #   incomplete. When the cache is complete it returns in well under a second.
+#   An incomplete cache is completed: binaries already there at the pinned
+#   version are kept, only the missing ones are built.
 #
 # Environment:
 #   NODEGRESS_KUBE_CACHE  cache root (default /var/cache/nodegress/kube)
@@ -26,28 +31,49 @@ set -euo pipefail
 KUBE_VERSION=v1.37.2
 STAGING_VERSION=v0.${KUBE_VERSION#v1.}
 ETCD_VERSION=v3.7.0
-BINS=(kube-apiserver kubectl kube-proxy etcd)
+# The agnhost k8s.io/kubernetes@KUBE_VERSION carries (test/images/agnhost/
+# VERSION) and its e2e tests name in their image tag.
+AGNHOST_VERSION=2.66.1
+KUBE_CMDS=(kube-apiserver kubectl kube-proxy kubelet kube-controller-manager kube-scheduler)
+BINS=("${KUBE_CMDS[@]}" etcd agnhost)
 
 CACHE_ROOT=${NODEGRESS_KUBE_CACHE:-/var/cache/nodegress/kube}
 OUT=$CACHE_ROOT/$KUBE_VERSION
 
 log() { echo "kube-bins: $*" >&2; }
 
+# good reports whether the binary b in the cache is there and is the pinned
+# version. Running --version also catches truncated or foreign binaries.
+good() {
+	local b=$1 v
+	[ -x "$OUT/$b" ] || return 1
+	case $b in
+	kubectl)
+		v=$("$OUT/kubectl" version --client 2>/dev/null) || return 1
+		[[ $v == *"$KUBE_VERSION"* ]]
+		;;
+	etcd)
+		v=$("$OUT/etcd" --version 2>/dev/null) || return 1
+		[[ $v == *"etcd Version: ${ETCD_VERSION#v}"* ]]
+		;;
+	agnhost)
+		v=$("$OUT/agnhost" --version 2>/dev/null) || return 1
+		# cobra prints "app version X" (agnhost names its root command "app").
+		[[ $v == *" version $AGNHOST_VERSION" ]]
+		;;
+	*)
+		v=$("$OUT/$b" --version 2>/dev/null) || return 1
+		[ "$v" = "Kubernetes $KUBE_VERSION" ]
+		;;
+	esac
+}
+
 # cached reports whether every binary is present and is the pinned version.
-# Running --version also catches truncated or foreign binaries.
 cached() {
-	local b v
+	local b
 	for b in "${BINS[@]}"; do
-		[ -x "$OUT/$b" ] || return 1
+		good "$b" || return 1
 	done
-	v=$("$OUT/kube-apiserver" --version 2>/dev/null) || return 1
-	[ "$v" = "Kubernetes $KUBE_VERSION" ] || return 1
-	v=$("$OUT/kubectl" version --client 2>/dev/null) || return 1
-	[[ $v == *"$KUBE_VERSION"* ]] || return 1
-	v=$("$OUT/kube-proxy" --version 2>/dev/null) || return 1
-	[ "$v" = "Kubernetes $KUBE_VERSION" ] || return 1
-	v=$("$OUT/etcd" --version 2>/dev/null) || return 1
-	[[ $v == *"etcd Version: ${ETCD_VERSION#v}"* ]] || return 1
 }
 
 if cached; then
@@ -127,20 +153,40 @@ for pkg in k8s.io/client-go/pkg/version k8s.io/component-base/version; do
 	ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
 done
 
-for cmd in kube-apiserver kubectl kube-proxy; do
+# Each binary is moved into the cache as soon as it is built (a rename on
+# one file system): an interrupted build keeps what it finished, and
+# cached() checks every binary's version, so a partial cache is never taken
+# for a complete one.
+mkdir -p "$OUT"
+for cmd in "${KUBE_CMDS[@]}"; do
+	good "$cmd" && continue
 	log "building $cmd $KUBE_VERSION"
 	"${NICE[@]}" go build -trimpath -ldflags "$ldflags" -o "$BUILD/bin/$cmd" "./cmd/$cmd"
+	mv -f "$BUILD/bin/$cmd" "$OUT/$cmd"
 done
 
-log "building etcd $ETCD_VERSION"
-mkdir -p "$BUILD/etcd"
-cd "$BUILD/etcd"
-cat >go.mod <<EOF
+if ! good agnhost; then
+	log "building agnhost $AGNHOST_VERSION"
+	have=$(cat test/images/agnhost/VERSION)
+	if [ "$have" != "$AGNHOST_VERSION" ]; then
+		log "k8s.io/kubernetes@$KUBE_VERSION carries agnhost $have, AGNHOST_VERSION is $AGNHOST_VERSION: update the script"
+		exit 1
+	fi
+	"${NICE[@]}" go build -trimpath -ldflags "-s -w -X main.Version=$AGNHOST_VERSION" \
+		-o "$BUILD/bin/agnhost" ./test/images/agnhost
+	mv -f "$BUILD/bin/agnhost" "$OUT/agnhost"
+fi
+
+if ! good etcd; then
+	log "building etcd $ETCD_VERSION"
+	mkdir -p "$BUILD/etcd"
+	cd "$BUILD/etcd"
+	cat >go.mod <<EOF
 module etcdwrapper
 
 go 1.26
 EOF
-cat >main.go <<'EOF'
+	cat >main.go <<'EOF'
 package main
 
 import (
@@ -151,17 +197,13 @@ import (
 
 func main() { etcdmain.Main(os.Args) }
 EOF
-# kubernetes' go.sum lists etcd and most of its graph: reuse it so those
-# modules are checked even with the checksum database off.
-cp "$BUILD/kubernetes/go.sum" go.sum
-go get "go.etcd.io/etcd/server/v3@$ETCD_VERSION" >&2
-"${NICE[@]}" go build -trimpath -ldflags "-s -w" -o "$BUILD/bin/etcd" .
-
-# Install all four together so a half-filled cache is never seen as complete.
-mkdir -p "$OUT"
-for b in "${BINS[@]}"; do
-	mv -f "$BUILD/bin/$b" "$OUT/$b"
-done
+	# kubernetes' go.sum lists etcd and most of its graph: reuse it so those
+	# modules are checked even with the checksum database off.
+	cp "$BUILD/kubernetes/go.sum" go.sum
+	go get "go.etcd.io/etcd/server/v3@$ETCD_VERSION" >&2
+	"${NICE[@]}" go build -trimpath -ldflags "-s -w" -o "$BUILD/bin/etcd" .
+	mv -f "$BUILD/bin/etcd" "$OUT/etcd"
+fi
 if ! cached; then
 	log "built binaries in $OUT do not report the pinned versions"
 	exit 1
