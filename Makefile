@@ -32,6 +32,7 @@ check-generated: deps
 lint: deps
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt: $$out"; exit 1; fi
 	$(GO) vet ./...
+	$(GO) vet -tags bench ./...
 	clang-format --dry-run -Werror bpf/*.c bpf/lib/*.h
 
 # Everything: unit tests, BPF_PROG_TEST_RUN tables, e2e in network

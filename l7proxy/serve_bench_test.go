@@ -1,3 +1,5 @@
+//go:build bench
+
 package l7proxy
 
 import (
@@ -17,9 +19,9 @@ import (
 // serve (default 60), L7PROXY_SERVE_TLS an HTTPS (HTTP/2) listen address
 // served as well, L7PROXY_CPUPROFILE a file for a CPU profile of the whole
 // run. It is how the engines are compared on one pinned
-// core:
+// core (the bench build tag keeps it out of `go test ./...`):
 //
-//	go test -c -o /tmp/l7.test ./l7proxy
+//	go test -tags bench -c -o /tmp/l7.test ./l7proxy
 //	L7PROXY_SERVE=127.0.0.1:18080 L7PROXY_BACKEND=127.0.0.1:18081 \
 //	    taskset -c 1 /tmp/l7.test -test.run TestServeForLoad
 func TestServeForLoad(t *testing.T) {

@@ -1,3 +1,5 @@
+//go:build bench
+
 package bench
 
 import (
@@ -11,24 +13,6 @@ import (
 
 	"github.com/nodegress/nodegress/tests/bench/benchkit"
 )
-
-// l4Metric is one row of the L4 table.
-type l4Metric struct {
-	key, title  string
-	lowerBetter bool
-	format      func(float64) string
-	// also names a metric shown in parentheses (a p99 beside a p50),
-	// formatted with alsoFormat (default: format).
-	also, alsoLabel string
-	alsoFormat      func(float64) string
-}
-
-func (m l4Metric) formatAlso(v float64) string {
-	if m.alsoFormat != nil {
-		return m.alsoFormat(v)
-	}
-	return m.format(v)
-}
 
 func fmtRate(v float64) string    { return benchkit.Rate(v) + "/s" }
 func fmtLatency(v float64) string { return benchkit.Latency(time.Duration(v)) }
@@ -107,29 +91,6 @@ func (e *l4Env) median(metric, dp string) (float64, int) {
 		return math.NaN(), 0
 	}
 	return benchkit.Median(xs), len(xs)
-}
-
-// better is how many times better v is than base (above 1: better); a
-// count of zero against a positive one is infinitely better.
-func better(m l4Metric, v, base float64) float64 {
-	if m.lowerBetter {
-		v, base = base, v
-	}
-	if base == 0 {
-		if v == 0 {
-			return 1
-		}
-		return math.Inf(1)
-	}
-	return v / base
-}
-
-// fmtRatio formats a ratio for the table.
-func fmtRatio(f float64) string {
-	if math.IsInf(f, 1) {
-		return "∞"
-	}
-	return strconv.FormatFloat(f, 'f', 2, 64) + "×"
 }
 
 func (e *l4Env) report(took time.Duration) string {

@@ -1,3 +1,5 @@
+//go:build bench
+
 package bench
 
 import (
@@ -919,25 +921,6 @@ func (e *l4Env) clientSynRetrans() int64 {
 		return 0
 	}
 	return netstatValue(out, "TcpExt", "TCPSynRetrans")
-}
-
-// netstatValue finds one counter in /proc/net/netstat's text: each group
-// is a line of names followed by a line of values.
-func netstatValue(text, group, name string) int64 {
-	lines := strings.Split(text, "\n")
-	for i := 0; i+1 < len(lines); i++ {
-		names, values := strings.Fields(lines[i]), strings.Fields(lines[i+1])
-		if len(names) == 0 || names[0] != group+":" || len(values) != len(names) || values[0] != group+":" {
-			continue
-		}
-		for j, n := range names {
-			if n == name {
-				v, _ := strconv.ParseInt(values[j], 10, 64)
-				return v
-			}
-		}
-	}
-	return 0
 }
 
 func firstNonEmpty(s ...string) string {
