@@ -14,13 +14,18 @@ import (
 // once flows close or go idle. All cases use a range of one port, so that
 // every flow competes for it.
 
-func monotonicUptime(t *testing.T) time.Duration {
+// idleFor returns the last_seen_ns of an entry last used d ago, on the
+// datapath's clock (bpf_ktime_get_ns, CLOCK_MONOTONIC). On a host up for
+// less than d the value wraps below zero; the datapath measures idle time
+// as now - last_seen in unsigned 64-bit arithmetic, which wraps back to d,
+// so the entry is exactly as idle on a fresh host as on an old one.
+func idleFor(t *testing.T, d time.Duration) uint64 {
 	t.Helper()
 	var ts unix.Timespec
 	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
 		t.Fatal(err)
 	}
-	return time.Duration(ts.Nano())
+	return uint64(ts.Nano()) - uint64(d)
 }
 
 func onePortHarness(t *testing.T, env *fibEnv) *harness {
@@ -55,14 +60,8 @@ func (h *harness) connectAndClose(k hook, a frame) uint16 {
 	return port
 }
 
-// age makes the reverse NAT entry of the SNAT port look idle since boot.
-func (h *harness) age(key datapathFlowTuple) datapathRevNatEntry {
-	h.t.Helper()
-	return h.lastSeen(key, 0)
-}
-
 // lastSeen sets when the SNAT port's reverse NAT entry was last used
-// (monotonic nanoseconds).
+// (monotonic nanoseconds, see idleFor).
 func (h *harness) lastSeen(key datapathFlowTuple, ns uint64) datapathRevNatEntry {
 	h.t.Helper()
 	rn, ok := h.revNAT(key)
@@ -82,9 +81,6 @@ func (h *harness) lastSeen(key datapathFlowTuple, ns uint64) datapathRevNatEntry
 // the backend's replies would all go to the new owner.
 func TestSNATPortNotShared(t *testing.T) {
 	env := newFibEnv(t)
-	if up := monotonicUptime(t); up < 61*time.Second {
-		t.Skipf("host up for %v only: a last_seen of 0 is not stale yet", up)
-	}
 	for _, k := range []hook{hookXDP, hookTCIngress} {
 		t.Run(k.String(), func(t *testing.T) {
 			h := onePortHarness(t, env)
@@ -97,10 +93,12 @@ func TestSNATPortNotShared(t *testing.T) {
 			res := h.expect(k, in, forwardVerdict(k, true), ReasonFwdRemote)
 			checkRemoteForward(t, h, a, in, res.pkt, svcRemoteUDP, beRemoteUDP, nodeIP, via)
 
-			// a goes quiet for longer than UDP's idle timeout; b takes the port.
-			h.age(key)
+			// a goes quiet for longer than UDP's idle timeout (60s); b
+			// takes the port.
+			quiet := idleFor(t, 61*time.Second)
+			h.lastSeen(key, quiet)
 			ct, _ := h.ct(a)
-			ct.LastSeenNs = 0
+			ct.LastSeenNs = quiet
 			if err := h.objs.Conntrack.Update(a.tuple(), ct, ebpf.UpdateExist); err != nil {
 				t.Fatal(err)
 			}
@@ -135,9 +133,6 @@ func TestSNATPortNotShared(t *testing.T) {
 // (10s), as those the client resets or finishes do.
 func TestSNATPortFreedByBackendReset(t *testing.T) {
 	env := newFibEnv(t)
-	if up := monotonicUptime(t); up < 11*time.Second {
-		t.Skipf("host up for %v only: a last_seen of 0 is not stale yet", up)
-	}
 	for _, k := range []hook{hookXDP, hookTCIngress} {
 		for _, c := range []struct {
 			name string
@@ -165,8 +160,8 @@ func TestSNATPortFreedByBackendReset(t *testing.T) {
 				}
 				h.expect(k, rst.bytes(t), forwardVerdict(k, true), reason)
 
-				// Long after the reset, another client wants the port.
-				h.age(key)
+				// After CT_TCP_CLOSED_NS, another client wants the port.
+				h.lastSeen(key, idleFor(t, 11*time.Second))
 				h.expect(k, b.bytes(t), forwardVerdict(k, true), ReasonFwdRemote)
 			})
 		}
@@ -179,11 +174,6 @@ func TestSNATPortFreedByBackendReset(t *testing.T) {
 // connection idle just as long keeps its port.
 func TestSNATPortUnrepliedReleased(t *testing.T) {
 	env := newFibEnv(t)
-	up := monotonicUptime(t)
-	if up < 62*time.Second {
-		t.Skipf("host up for %v only", up)
-	}
-	idleSince := uint64(up - 61*time.Second)
 	for _, k := range []hook{hookXDP, hookTCIngress} {
 		for _, c := range []struct {
 			name     string
@@ -203,7 +193,7 @@ func TestSNATPortUnrepliedReleased(t *testing.T) {
 				if c.replied {
 					h.expect(k, remoteReply(a, beRemote, nodeIP, 61000, tcpSYN|tcpACK).bytes(t), forwardVerdict(k, true), ReasonReplyRemote)
 				}
-				h.lastSeen(key, idleSince)
+				h.lastSeen(key, idleFor(t, 61*time.Second))
 				if c.takeOver {
 					h.expect(k, b.bytes(t), forwardVerdict(k, true), ReasonFwdRemote)
 				} else {
@@ -273,11 +263,6 @@ func TestSNATPortProbesJumpFrontendBlocks(t *testing.T) {
 // only when none is free; the same client flow coming back gets it at once.
 func TestSNATPortWaitsForBackendTimeWait(t *testing.T) {
 	env := newFibEnv(t)
-	up := monotonicUptime(t)
-	if up < 31*time.Second {
-		t.Skipf("host up for %v only", up)
-	}
-	closedAt := uint64(up - 30*time.Second)
 	for _, k := range []hook{hookXDP, hookTCIngress} {
 		t.Run(k.String(), func(t *testing.T) {
 			h := snatRangeHarness(t, env, 61000, 61001)
@@ -287,6 +272,7 @@ func TestSNATPortWaitsForBackendTimeWait(t *testing.T) {
 			a := tcpFrame("192.0.2.10:40000", feRemote, tcpSYN)
 			portA := h.connectAndClose(k, a)
 			keyA := tupleToBPF(Tuple{Src: beRemote.addrPort(), Dst: netip.AddrPortFrom(netip.MustParseAddr(nodeIP), portA), Proto: TCP})
+			closedAt := idleFor(t, 30*time.Second)
 			h.lastSeen(keyA, closedAt)
 			if ct, ok := h.ct(a); ok {
 				ct.LastSeenNs = closedAt
