@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -419,13 +420,16 @@ func TestH2ClientGoneIs499(t *testing.T) {
 // the endpoint closed is replaced transparently.
 func TestH2StaleUpstreamConnection(t *testing.T) {
 	forEachEngine(t, func(t *testing.T) {
+		var conns, closed atomic.Int64
 		addr := rawBackend(t, func(c net.Conn, r *bufio.Reader) {
+			conns.Add(1)
 			// One response per connection, then close without saying so.
 			if readRequestHead(r) {
 				_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
 			}
 			time.Sleep(50 * time.Millisecond)
 			_ = c.Close()
+			closed.Add(1)
 		})
 		p := startProxy(t, Options{}, Config{
 			Routes:    []Route{{Path: "/", Upstream: "u"}},
@@ -439,7 +443,8 @@ func TestH2StaleUpstreamConnection(t *testing.T) {
 			if resp.StatusCode != 200 || body != "ok" {
 				t.Fatalf("request %d: %d %q", i, resp.StatusCode, body)
 			}
-			time.Sleep(150 * time.Millisecond)
+			// The next request meets a pooled connection the endpoint closed.
+			waitFor(t, "the endpoint to close its connections", func() bool { return closed.Load() == conns.Load() })
 		}
 	})
 }

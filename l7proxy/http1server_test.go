@@ -348,13 +348,15 @@ func TestUpstreamResponseFraming(t *testing.T) {
 // fail for it.
 func TestStaleUpstreamConnection(t *testing.T) {
 	forEachEngine(t, func(t *testing.T) {
-		var conns atomic.Int64
+		var conns, closed atomic.Int64
 		addr := rawBackend(t, func(c net.Conn, r *bufio.Reader) {
 			conns.Add(1)
 			if readRequestHead(r) {
 				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
 			}
 			time.Sleep(20 * time.Millisecond)
+			_ = c.Close()
+			closed.Add(1)
 		})
 		p := startProxy(t, Options{}, Config{
 			Routes:    []Route{{Path: "/", Upstream: "u"}},
@@ -365,7 +367,8 @@ func TestStaleUpstreamConnection(t *testing.T) {
 			if code, body := get(t, c, p.httpAddr, "x", "/"); code != 200 || body != "ok" {
 				t.Fatalf("request %d: %d %q", i, code, body)
 			}
-			time.Sleep(50 * time.Millisecond) // the endpoint has closed by now
+			// The next request meets a pooled connection the endpoint closed.
+			waitFor(t, "the endpoint to close its connections", func() bool { return closed.Load() == conns.Load() })
 		}
 	})
 }

@@ -22,6 +22,18 @@ type testProxy struct {
 	httpsAddr string
 }
 
+// waitFor polls cond until it holds, failing the test after five seconds.
+func waitFor(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
 func startProxy(t testing.TB, opts Options, cfg Config) *testProxy {
 	t.Helper()
 	if opts.Engine == "" {
