@@ -169,7 +169,7 @@ func TestTerminatingBackend(t *testing.T) {
 
 	svc.Endpoints = []harness.Endpoint{{Pod: a, Terminating: true}, {Pod: b}}
 	c.apply(svc)
-	time.Sleep(settle)
+	c.waitBackends(addr, b)
 
 	t.Run("established flow keeps its backend", func(t *testing.T) {
 		for i := range 5 {
@@ -207,7 +207,7 @@ func TestRemovedBackendKeepsEstablishedFlow(t *testing.T) {
 
 	svc.Endpoints = harness.Endpoints(b)
 	c.apply(svc)
-	time.Sleep(settle)
+	c.waitBackends(addr, b)
 
 	for i := range 3 {
 		r, err := conn.Get(c.ctx)

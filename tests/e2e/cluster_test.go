@@ -91,6 +91,42 @@ func (c *cluster) get(addr netip.AddrPort) (harness.Reply, error) {
 	return harness.HTTPGet(c.ctx, c.client(), addr)
 }
 
+// waitBackends waits until the datapath of every agent selects new flows to
+// frontend addr (TCP) among exactly the pods' HTTP endpoints: a change
+// written with apply has reached the maps. Terminating endpoints are no
+// longer selected.
+func (c *cluster) waitBackends(addr netip.AddrPort, pods ...*netns.Pod) {
+	c.t.Helper()
+	want := make([]string, 0, len(pods))
+	for _, p := range pods {
+		want = append(want, netip.AddrPortFrom(p.Addr, harness.PodHTTPPort).String())
+	}
+	slices.Sort(want)
+	key := addr.String() + "/TCP"
+	start := time.Now()
+	for _, a := range c.agents {
+		err := harness.Eventually(settle, 50*time.Millisecond, func() error {
+			m, err := a.ParsedMaps()
+			if err != nil {
+				return err
+			}
+			got, ok := m.Backends(key)
+			if !ok {
+				return fmt.Errorf("no frontend %s", key)
+			}
+			got = slices.Sorted(slices.Values(got))
+			if !slices.Equal(got, want) {
+				return fmt.Errorf("%s selects %v, want %v", key, got, want)
+			}
+			return nil
+		})
+		if err != nil {
+			c.t.Fatalf("datapath on %s: %v\nagent log:\n%s", a.Node.Name, err, a.Log())
+		}
+	}
+	c.t.Logf("%s selects %v after %s", key, want, time.Since(start).Round(time.Millisecond))
+}
+
 // waitServed waits until a request to addr is answered, for the first
 // request after a change.
 func (c *cluster) waitServed(addr netip.AddrPort, timeout time.Duration) harness.Reply {

@@ -266,7 +266,7 @@ func TestSourcePortReuse(t *testing.T) {
 	}
 	svc.Endpoints = harness.Endpoints(b)
 	c.apply(svc)
-	time.Sleep(settle)
+	c.waitBackends(addr, b)
 	for i := range 3 {
 		r, err := get()
 		if err != nil {
