@@ -432,6 +432,7 @@ var fastStatusTiming = statusTiming{
 type apiAgent struct {
 	c      *Controller
 	dp     *fakeDatapath
+	logs   *logBuffer
 	writes *countingWriter
 	cancel context.CancelFunc
 	done   chan error
@@ -440,7 +441,7 @@ type apiAgent struct {
 
 func startAPIAgent(t *testing.T, client *fake.Clientset, nodeName string, publish string) *apiAgent {
 	t.Helper()
-	log, _ := testLogger(t)
+	log, logs := testLogger(t)
 	dp := &fakeDatapath{}
 	c, err := New(Config{
 		NodeName:     nodeName,
@@ -456,7 +457,7 @@ func startAPIAgent(t *testing.T, client *fake.Clientset, nodeName string, publis
 	if c.status == nil || (c.nodeLease == nil) != (publish != "") {
 		t.Fatal("status write-back not set up in API mode")
 	}
-	a := &apiAgent{c: c, dp: dp, writes: &countingWriter{inner: c.status.writer}, done: make(chan error, 1)}
+	a := &apiAgent{c: c, dp: dp, logs: logs, writes: &countingWriter{inner: c.status.writer}, done: make(chan error, 1)}
 	c.status.writer = a.writes
 	c.status.timing = fastStatusTiming
 	if c.nodeLease != nil {
@@ -567,11 +568,14 @@ func TestStatusPublishService(t *testing.T) {
 		ingress("web", className("nodegress"), withStatus("10.9.9.9")),
 		node("node-a", "InternalIP=10.0.0.1"),
 	)
-	startAPIAgent(t, client, "node-a", "nodegress/ingress")
+	a := startAPIAgent(t, client, "node-a", "nodegress/ingress")
 	ctx := context.Background()
 
-	// Missing publish Service: the status stays as it is.
-	time.Sleep(500 * time.Millisecond)
+	// Missing publish Service: the leader looks for it, finds none and
+	// leaves the status as it is.
+	waitFor(t, "the leader to find no publish service", waitLimit, func() bool {
+		return len(a.logs.lines("level=WARN", `msg="ingress status"`, "publish service not found")) > 0
+	})
 	if got := ingressStatus(t, client, "default", "web"); got != "10.9.9.9" {
 		t.Fatalf("status %q changed without a publish service", got)
 	}

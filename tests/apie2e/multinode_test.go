@@ -276,7 +276,17 @@ func (c *apiCluster) testOutage(t *testing.T, flip harness.Service) {
 		}
 		t.Logf("status of ingress app read %d times around the outage", read)
 	}()
-	time.Sleep(500 * time.Millisecond)
+	// The status is read before the outage too, not only during it.
+	if err := harness.Eventually(5*time.Second, 50*time.Millisecond, func() error {
+		for _, s := range status.snapshot() {
+			if s.err == nil {
+				return nil
+			}
+		}
+		return fmt.Errorf("status of ingress app not read yet")
+	}); err != nil {
+		t.Fatal(err)
+	}
 
 	start := time.Now()
 	if err := c.cp.StopAPIServer(); err != nil {
