@@ -376,14 +376,14 @@ func checkAgents(t *testing.T, c *cluster) {
 }
 
 // expectNodePort asks nodeIP:nodePort from the client namespace until
-// agnhost answers with a pod name (at most 30 tries), then sends a few
-// more requests, each a new connection, and logs how many were answered
-// and by which pods.
+// agnhost answers with a pod name (at most 30 tries), then sends 30 more
+// requests, each a new connection: every one must be answered, and every
+// web pod (one per node, so pods on other nodes too) must answer some.
 func (c *cluster) expectNodePort(t *testing.T, nodeIP string) {
 	t.Helper()
 	url := fmt.Sprintf("http://%s:%d/hostname", nodeIP, nodePort)
 	get := func() (string, error) {
-		out, err := exec.Command("ip", "netns", "exec", c.clientNS, "curl", "-sS", "-m", "1", url).CombinedOutput()
+		out, err := exec.Command("ip", "netns", "exec", c.clientNS, "curl", "-sS", "-m", "2", url).CombinedOutput()
 		if err == nil && !strings.HasPrefix(string(out), "web-") {
 			err = errors.New("not an agnhost answer")
 		}
@@ -403,15 +403,26 @@ func (c *cluster) expectNodePort(t *testing.T, nodeIP string) {
 		return
 	}
 	answered := map[string]int{}
-	const tries = 9
-	n := 0
+	// With one pod per node, a pod misses all 30 with probability
+	// 3 x (2/3)^30, about 1.6e-5.
+	const tries = 30
+	var failed []string
 	for i := 0; i < tries; i++ {
-		if out, err := get(); err == nil {
-			answered[out]++
-			n++
+		out, err := get()
+		if err != nil {
+			failed = append(failed, fmt.Sprintf("%v: %s", err, out))
+			continue
 		}
+		answered[out]++
 	}
-	t.Logf("%s: %d of %d new connections answered, by %v", url, n, tries, answered)
+	t.Logf("%s: %d of %d new connections answered, by %v", url, tries-len(failed), tries, answered)
+	if len(failed) > 0 {
+		c.dump(t)
+		t.Errorf("%s: %d of %d new connections failed, first: %s", url, len(failed), tries, failed[0])
+	}
+	if len(answered) != len(c.nodes) {
+		t.Errorf("%s answered by %d pods %v, want all %d (one per node)", url, len(answered), answered, len(c.nodes))
+	}
 }
 
 func (c *cluster) kubectl(args ...string) (string, error) {
