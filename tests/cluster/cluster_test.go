@@ -233,7 +233,8 @@ func nodeReady(n *corev1.Node) bool {
 
 // deployWeb runs agnhost netexec on every node (a Deployment spread by
 // hostname) behind a NodePort Service and waits for it to be available.
-func deployWeb(t *testing.T, c *cluster) {
+// Each change in changes is applied to the Deployment before it is created.
+func deployWeb(t *testing.T, c *cluster, changes ...func(*appsv1.Deployment)) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
@@ -271,6 +272,9 @@ func deployWeb(t *testing.T, c *cluster) {
 				},
 			},
 		},
+	}
+	for _, change := range changes {
+		change(dep)
 	}
 	if _, err := c.client.AppsV1().Deployments(testNS).Create(ctx, dep, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
