@@ -11,6 +11,7 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
 	"github.com/nodegress/nodegress/tests/netns"
@@ -20,33 +21,11 @@ import (
 // does: open on a device, apply service sets, restart, clean up; and reads
 // the result back from the pinned maps as `nodegress maps` does.
 func TestOpenApplyRestartCleanup(t *testing.T) {
-	netns.RequirePrivileged(t)
-	ns := netns.New(t, "ngopen-"+netns.RandomSuffix(6))
-	ns.MustIP("link", "add", "ext0", "type", "veth", "peer", "name", "ext0p")
-	ns.MustIP("addr", "add", "10.0.0.1/24", "dev", "ext0")
-	ns.MustIP("link", "set", "ext0", "up")
-	ns.MustIP("link", "set", "ext0p", "up")
-	ext0, err := ns.Link("ext0")
-	if err != nil {
-		t.Fatal(err)
-	}
-
-	// A private bpffs: pins of this test are invisible to anything else.
-	root := t.TempDir()
-	if err := unix.Mount("bpf", root, "bpf", 0, ""); err != nil {
-		t.Fatalf("mount bpffs: %v", err)
-	}
-	bpffs := filepath.Join(root, "nodegress")
+	ns, ext0, bpffs := newOpenEnv(t, "ngopen-")
 	var dp *Datapath
 	t.Cleanup(func() {
 		if dp != nil {
 			dp.Close()
-		}
-		if err := Cleanup(bpffs); err != nil {
-			t.Errorf("cleanup: %v", err)
-		}
-		if err := unix.Unmount(root, unix.MNT_DETACH); err != nil {
-			t.Errorf("unmount bpffs: %v", err)
 		}
 	})
 	open := func() *Datapath {
@@ -241,6 +220,38 @@ func TestOpenApplyRestartCleanup(t *testing.T) {
 	}
 }
 
+// newOpenEnv makes a namespace (named prefix + random) with a veth ext0
+// (10.0.0.1/24) and a private bpffs: pins of the test are invisible to
+// anything else. The returned pin directory is cleaned up and the bpffs
+// unmounted in t.Cleanup, after the test's own cleanups.
+func newOpenEnv(t *testing.T, prefix string) (*netns.NS, netlink.Link, string) {
+	t.Helper()
+	netns.RequirePrivileged(t)
+	ns := netns.New(t, prefix+netns.RandomSuffix(6))
+	ns.MustIP("link", "add", "ext0", "type", "veth", "peer", "name", "ext0p")
+	ns.MustIP("addr", "add", "10.0.0.1/24", "dev", "ext0")
+	ns.MustIP("link", "set", "ext0", "up")
+	ns.MustIP("link", "set", "ext0p", "up")
+	ext0, err := ns.Link("ext0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	root := t.TempDir()
+	if err := unix.Mount("bpf", root, "bpf", 0, ""); err != nil {
+		t.Fatalf("mount bpffs: %v", err)
+	}
+	bpffs := filepath.Join(root, "nodegress")
+	t.Cleanup(func() {
+		if err := Cleanup(bpffs); err != nil {
+			t.Errorf("cleanup: %v", err)
+		}
+		if err := unix.Unmount(root, unix.MNT_DETACH); err != nil {
+			t.Errorf("unmount bpffs: %v", err)
+		}
+	})
+	return ns, ext0, bpffs
+}
+
 func frontendsByAddr(s *Snapshot) map[string]FrontendEntry {
 	m := map[string]FrontendEntry{}
 	for _, f := range s.Frontends {
@@ -282,29 +293,7 @@ func checkFrontends(t *testing.T, got, want map[string]FrontendEntry) {
 // attaches XDP as asked; either way the device is flagged so that XDP
 // rewrites only frames with complete checksums.
 func TestXDPModeOnVirtualDevice(t *testing.T) {
-	netns.RequirePrivileged(t)
-	ns := netns.New(t, "ngmode-"+netns.RandomSuffix(6))
-	ns.MustIP("link", "add", "ext0", "type", "veth", "peer", "name", "ext0p")
-	ns.MustIP("addr", "add", "10.0.0.1/24", "dev", "ext0")
-	ns.MustIP("link", "set", "ext0", "up")
-	ns.MustIP("link", "set", "ext0p", "up")
-	ext0, err := ns.Link("ext0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	root := t.TempDir()
-	if err := unix.Mount("bpf", root, "bpf", 0, ""); err != nil {
-		t.Fatalf("mount bpffs: %v", err)
-	}
-	bpffs := filepath.Join(root, "nodegress")
-	t.Cleanup(func() {
-		if err := Cleanup(bpffs); err != nil {
-			t.Errorf("cleanup: %v", err)
-		}
-		if err := unix.Unmount(root, unix.MNT_DETACH); err != nil {
-			t.Errorf("unmount bpffs: %v", err)
-		}
-	})
+	ns, ext0, bpffs := newOpenEnv(t, "ngmode-")
 
 	// In this order, so that auto and off each follow a run that left an
 	// XDP attachment pinned.

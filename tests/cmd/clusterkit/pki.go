@@ -2,21 +2,18 @@ package main
 
 import (
 	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"flag"
 	"fmt"
-	"math/big"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"time"
 
+	"github.com/nodegress/nodegress/tests/internal/pki"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 )
@@ -62,7 +59,7 @@ func pkiCmd(args []string) error {
 	// year ahead, longer than any cluster lives here.
 	notBefore, notAfter := now.Add(-time.Hour), now.Add(365*24*time.Hour)
 
-	caKey, err := newKey()
+	caKey, err := pki.NewKey()
 	if err != nil {
 		return err
 	}
@@ -74,11 +71,11 @@ func pkiCmd(args []string) error {
 		BasicConstraintsValid: true,
 		IsCA:                  true,
 	}
-	caDER, caCert, err := sign(caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	caDER, caCert, err := pki.Sign(caTmpl, caTmpl, &caKey.PublicKey, caKey)
 	if err != nil {
 		return fmt.Errorf("ca: %w", err)
 	}
-	caPEM := pemBlock("CERTIFICATE", caDER)
+	caPEM := pki.PEM("CERTIFICATE", caDER)
 	if err := writeKeyPair(*dir, "ca", caDER, caKey); err != nil {
 		return err
 	}
@@ -107,7 +104,7 @@ func pkiCmd(args []string) error {
 		return err
 	}
 
-	saKey, err := newKey()
+	saKey, err := pki.NewKey()
 	if err != nil {
 		return err
 	}
@@ -115,14 +112,14 @@ func pkiCmd(args []string) error {
 	if err != nil {
 		return err
 	}
-	saKeyPEM, err := keyPEM(saKey)
+	saKeyPEM, err := pki.KeyPEM(saKey)
 	if err != nil {
 		return err
 	}
 	if err := os.WriteFile(filepath.Join(*dir, "sa.key"), saKeyPEM, 0o600); err != nil {
 		return err
 	}
-	if err := os.WriteFile(filepath.Join(*dir, "sa.pub"), pemBlock("PUBLIC KEY", saPub), 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(*dir, "sa.pub"), pki.PEM("PUBLIC KEY", saPub), 0o600); err != nil {
 		return err
 	}
 
@@ -136,21 +133,21 @@ func pkiCmd(args []string) error {
 		ids = append(ids, identity{n, "system:node:" + n, []string{"system:nodes"}, *server})
 	}
 	for _, id := range ids {
-		key, err := newKey()
+		key, err := pki.NewKey()
 		if err != nil {
 			return err
 		}
-		der, _, err := sign(clientTmpl(id.user, id.groups, notBefore, notAfter), caCert, &key.PublicKey, caKey)
+		der, _, err := pki.Sign(clientTmpl(id.user, id.groups, notBefore, notAfter), caCert, &key.PublicKey, caKey)
 		if err != nil {
 			return fmt.Errorf("%s: %w", id.file, err)
 		}
-		kp, err := keyPEM(key)
+		kp, err := pki.KeyPEM(key)
 		if err != nil {
 			return err
 		}
 		cfg := clientcmdapi.NewConfig()
 		cfg.Clusters["nodegress"] = &clientcmdapi.Cluster{Server: id.server, CertificateAuthorityData: caPEM}
-		cfg.AuthInfos[id.file] = &clientcmdapi.AuthInfo{ClientCertificateData: pemBlock("CERTIFICATE", der), ClientKeyData: kp}
+		cfg.AuthInfos[id.file] = &clientcmdapi.AuthInfo{ClientCertificateData: pki.PEM("CERTIFICATE", der), ClientKeyData: kp}
 		cfg.Contexts["nodegress"] = &clientcmdapi.Context{Cluster: "nodegress", AuthInfo: id.file}
 		cfg.CurrentContext = "nodegress"
 		if err := clientcmd.WriteToFile(*cfg, filepath.Join(*dir, id.file+".kubeconfig")); err != nil {
@@ -172,11 +169,11 @@ func clientTmpl(user string, groups []string, notBefore, notAfter time.Time) *x5
 
 // issue signs tmpl with the CA and writes name.crt and name.key.
 func issue(dir, name string, tmpl, ca *x509.Certificate, caKey *ecdsa.PrivateKey) error {
-	key, err := newKey()
+	key, err := pki.NewKey()
 	if err != nil {
 		return err
 	}
-	der, _, err := sign(tmpl, ca, &key.PublicKey, caKey)
+	der, _, err := pki.Sign(tmpl, ca, &key.PublicKey, caKey)
 	if err != nil {
 		return fmt.Errorf("%s: %w", name, err)
 	}
@@ -184,49 +181,17 @@ func issue(dir, name string, tmpl, ca *x509.Certificate, caKey *ecdsa.PrivateKey
 }
 
 func writeKeyPair(dir, name string, der []byte, key *ecdsa.PrivateKey) error {
-	kp, err := keyPEM(key)
+	kp, err := pki.KeyPEM(key)
 	if err != nil {
 		return err
 	}
-	if err := os.WriteFile(filepath.Join(dir, name+".crt"), pemBlock("CERTIFICATE", der), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, name+".crt"), pki.PEM("CERTIFICATE", der), 0o644); err != nil {
 		return err
 	}
 	return os.WriteFile(filepath.Join(dir, name+".key"), kp, 0o600)
 }
 
 // newKey makes an ECDSA P-256 key: fast to generate, accepted everywhere.
-func newKey() (*ecdsa.PrivateKey, error) {
-	return ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-}
-
-func sign(tmpl, parent *x509.Certificate, pub *ecdsa.PublicKey, key *ecdsa.PrivateKey) ([]byte, *x509.Certificate, error) {
-	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
-	if err != nil {
-		return nil, nil, err
-	}
-	tmpl.SerialNumber = serial
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, pub, key)
-	if err != nil {
-		return nil, nil, err
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		return nil, nil, err
-	}
-	return der, cert, nil
-}
-
-func keyPEM(k *ecdsa.PrivateKey) ([]byte, error) {
-	der, err := x509.MarshalECPrivateKey(k)
-	if err != nil {
-		return nil, err
-	}
-	return pemBlock("EC PRIVATE KEY", der), nil
-}
-
-func pemBlock(typ string, der []byte) []byte {
-	return pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der})
-}
 
 func splitList(s string) []string {
 	var out []string
