@@ -48,6 +48,23 @@ static __always_inline void decide_unparsed(struct decision *d, int reason)
 	}
 }
 
+/*
+ * xdp_l4_csum_complete is l4_csum_complete for the packet of an XDP program.
+ * It handles IPv4 headers without options, so that every offset is a
+ * constant the verifier can follow; a packet with options gets 0 (tc then
+ * rewrites it).
+ */
+__attribute__((noinline)) int xdp_l4_csum_complete(struct xdp_md *ctx)
+{
+	void *data_end = (void *)(long)ctx->data_end;
+	void *data = (void *)(long)ctx->data;
+	struct iphdr *ip = data + sizeof(struct ethhdr);
+
+	if ((void *)(ip + 1) > data_end || ip->ihl != 5)
+		return 0;
+	return l4_csum_complete(ip, ip + 1, data_end);
+}
+
 /* Tells tc_ingress that it has nothing left to do for this packet. */
 static __always_inline void xdp_mark_done(struct xdp_md *ctx)
 {

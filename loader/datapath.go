@@ -135,7 +135,8 @@ func mapsDir(bpffs string) string  { return filepath.Join(bpffs, "maps") }
 func linksDir(bpffs string) string { return filepath.Join(bpffs, "links") }
 
 // load loads the collection with its maps pinned by name. A pinned map
-// whose definition changed (an upgrade) is replaced, not reused.
+// whose definition changed (an upgrade) is replaced, not reused; every other
+// pinned map, and the flows in it, is kept.
 func (d *Datapath) load() error {
 	dir := mapsDir(d.cfg.BPFFS)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
@@ -153,8 +154,7 @@ func (d *Datapath) load() error {
 			return nil
 		}
 		if errors.Is(err, ebpf.ErrMapIncompatible) && attempt == 0 {
-			d.log.Warn("pinned maps do not match this version, replacing them", "dir", dir, "err", err)
-			if rmErr := removePinnedMaps(dir, spec); rmErr != nil {
+			if rmErr := d.removeIncompatibleMaps(dir, spec); rmErr != nil {
 				return rmErr
 			}
 			continue
@@ -167,9 +167,26 @@ func (d *Datapath) load() error {
 	}
 }
 
-func removePinnedMaps(dir string, spec *ebpf.CollectionSpec) error {
-	for name := range spec.Maps {
+// removeIncompatibleMaps removes the pins of the maps whose pinned
+// definition differs from spec's: those cannot be reused.
+func (d *Datapath) removeIncompatibleMaps(dir string, spec *ebpf.CollectionSpec) error {
+	for name, ms := range spec.Maps {
+		if ms.Pinning != ebpf.PinByName {
+			continue
+		}
 		p := filepath.Join(dir, name)
+		m, err := ebpf.LoadPinnedMap(p, nil)
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err == nil {
+			err = ms.Compatible(m)
+			m.Close()
+			if err == nil {
+				continue
+			}
+		}
+		d.log.Warn("pinned map does not match this version, replacing it", "map", name, "err", err)
 		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return fmt.Errorf("remove pinned map %s: %w", p, err)
 		}

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/cilium/ebpf"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
@@ -345,5 +346,57 @@ func TestXDPModeOnVirtualDevice(t *testing.T) {
 				t.Errorf("device state of ext0: %+v (present %v), want 10.0.0.1 with partial checksums", dev, ok)
 			}
 		})
+	}
+}
+
+// TestUpgradeKeepsCompatibleMaps opens the datapath over maps pinned by an
+// older build whose stats map was smaller: only that map is replaced, the
+// flows in conntrack (and every other map) are kept.
+func TestUpgradeKeepsCompatibleMaps(t *testing.T) {
+	ns, _, bpffs := newOpenEnv(t, "ngupg-")
+	spec, err := loadDatapath()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := mapsDir(bpffs)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	// The older build: stats sized by its enum reason (21 reasons).
+	spec.Maps["stats"].MaxEntries = 21
+	flow := datapathFlowTuple{Saddr: addrToBE(netip.MustParseAddr("192.0.2.10")), Daddr: addrToBE(netip.MustParseAddr("10.0.0.1")), Sport: portToBE(40000), Dport: portToBE(30080), Proto: uint8(TCP)}
+	for name, ms := range spec.Maps {
+		if ms.Pinning != ebpf.PinByName {
+			continue
+		}
+		m, err := ebpf.NewMapWithOptions(ms, ebpf.MapOptions{PinPath: dir})
+		if err != nil {
+			t.Fatalf("pin %s: %v", name, err)
+		}
+		if name == "conntrack" {
+			if err := m.Update(flow, datapathCtEntry{SvcId: 7, BackendId: 9}, ebpf.UpdateAny); err != nil {
+				t.Fatal(err)
+			}
+		}
+		m.Close()
+	}
+
+	var dp *Datapath
+	err = ns.Do(func() error {
+		var err error
+		dp, err = Open(Config{BPFFS: bpffs, Devices: []string{"ext0"}, SNATPortMin: 61000, SNATPortMax: 65535,
+			Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		return err
+	})
+	if err != nil {
+		t.Fatalf("open over older pins: %v", err)
+	}
+	defer dp.Close()
+	var ct datapathCtEntry
+	if err := dp.objs.Conntrack.Lookup(flow, &ct); err != nil || ct.SvcId != 7 || ct.BackendId != 9 {
+		t.Errorf("conntrack entry after the upgrade: %+v (%v), want the pinned one", ct, err)
+	}
+	if info, err := dp.objs.Stats.Info(); err != nil || info.MaxEntries <= 21 {
+		t.Errorf("stats map after the upgrade: %+v (%v), want the new size", info, err)
 	}
 }

@@ -124,8 +124,7 @@ enum reason {
 	REASON_DROP_TTL_EXCEEDED, /* would forward with TTL <= 1 */
 	REASON_DROP_MAP_FULL,	  /* conntrack/NAT insert failed */
 	REASON_PASS_NOT_TRACKED,  /* egress packet of no translated flow */
-	REASON_PASS_CSUM_PARTIAL, /* XDP saw no complete checksum: tc rewrites
-				   */
+	REASON_PASS_CSUM_PARTIAL, /* checksum not complete: tc rewrites */
 	REASON_MAX,
 };
 

@@ -159,21 +159,10 @@ static __always_inline int l4_csum_complete(const struct iphdr *ip, void *l4,
 }
 
 /*
- * xdp_l4_csum_complete is l4_csum_complete for the packet of an XDP program.
- * It handles IPv4 headers without options, so that every offset is a
- * constant the verifier can follow; a packet with options gets 0 (tc then
- * rewrites it). A global function: the verifier checks its loop once, not
- * once for every path that reaches it.
+ * xdp_l4_csum_complete is l4_csum_complete for the packet of an XDP program,
+ * defined (once) in the program file: a global function, so that the
+ * verifier checks its loop once, not once for every path that reaches it.
  */
-__attribute__((noinline)) int xdp_l4_csum_complete(struct xdp_md *ctx)
-{
-	void *data_end = (void *)(long)ctx->data_end;
-	void *data = (void *)(long)ctx->data;
-	struct iphdr *ip = data + sizeof(struct ethhdr);
-
-	if ((void *)(ip + 1) > data_end || ip->ihl != 5)
-		return 0;
-	return l4_csum_complete(ip, ip + 1, data_end);
-}
+int xdp_l4_csum_complete(struct xdp_md *ctx);
 
 #endif /* NODEGRESS_CSUM_H */

@@ -72,9 +72,17 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } config SEC(".maps");
 
+/*
+ * Room for reasons to come: a pinned map whose size changed would be
+ * replaced on upgrade, and with it the counters.
+ */
+#define STATS_SLOTS 64
+_Static_assert(REASON_MAX <= STATS_SLOTS,
+	       "stats map too small for enum reason");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, REASON_MAX);
+	__uint(max_entries, STATS_SLOTS);
 	__type(key, __u32); /* enum reason */
 	__type(value, struct reason_stats);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
