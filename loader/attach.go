@@ -89,10 +89,12 @@ type deviceKind string
 
 // partialChecksums tells whether frames received on the device may be
 // CHECKSUM_PARTIAL, their L4 checksum field holding only the pseudo-header
-// sum: true for every virtual device, which hands on what its peer or the
-// local stack sent unfinished. Hardware drivers deliver what was on the
-// wire, and virtio_net turns guest checksum offload off while XDP runs.
-func (k deviceKind) partialChecksums() bool { return k != "device" }
+// sum. Hardware drivers ("device") deliver what was on the wire (virtio_net
+// turns guest checksum offload off while native XDP runs), and so do bonds
+// of them; any other kind (veth, netkit, tuntap, bridge, macvlan, ipvlan,
+// vlan, vxlan, ...) may hand on what a peer or the local stack sent
+// unfinished, and is treated so.
+func (k deviceKind) partialChecksums() bool { return k != "device" && k != "bond" }
 
 func (d *Datapath) deviceKind(iface *net.Interface) (deviceKind, error) {
 	l, err := d.netlink.LinkByIndex(iface.Index)
@@ -119,8 +121,9 @@ func (d *Datapath) detachXDP(iface *net.Interface) {
 	if linkIfindex(l) == iface.Index {
 		if err := l.Detach(); err != nil && !errors.Is(err, os.ErrNotExist) {
 			d.log.Warn("detach xdp of an earlier run", "dev", iface.Name, "err", err)
+		} else {
+			d.log.Info("detached xdp attached by an earlier run", "dev", iface.Name)
 		}
-		d.log.Info("detached xdp attached by an earlier run", "dev", iface.Name)
 	}
 	_ = l.Unpin()
 }
@@ -143,6 +146,11 @@ func (d *Datapath) attachXDP(iface *net.Interface) error {
 			return l, "native", nil
 		}
 		d.log.Warn("native xdp unavailable, falling back to generic", "dev", iface.Name, "err", err)
+		// Generic XDP sees the skbs the stack built, which may be
+		// CHECKSUM_PARTIAL on any device: flag it before it runs.
+		if err := d.setDeviceFlags(iface.Index, devFlagPartialChecksums); err != nil {
+			return nil, "", err
+		}
 		l, err = attach(link.XDPGenericMode)
 		return l, "generic", err
 	})
@@ -228,7 +236,7 @@ func (d *Datapath) syncDevices() error {
 			return err
 		}
 		var v datapathDeviceValue
-		if kind.partialChecksums() {
+		if kind.partialChecksums() || d.cfg.XDPMode == XDPGeneric || d.genericXDPAttached(iface) {
 			v.Flags |= devFlagPartialChecksums
 		}
 		if len(addrs) > 0 {
@@ -261,6 +269,33 @@ func (d *Datapath) syncDevices() error {
 		if err := d.objs.Devices.Update(k, v, ebpf.UpdateAny); err != nil {
 			return fmt.Errorf("write device %d: %w", k, err)
 		}
+	}
+	return nil
+}
+
+// genericXDPAttached tells whether an XDP program (an earlier run's, kept
+// pinned) runs in generic mode on iface.
+func (d *Datapath) genericXDPAttached(iface *net.Interface) bool {
+	l, err := d.netlink.LinkByIndex(iface.Index)
+	if err != nil {
+		return false
+	}
+	x := l.Attrs().Xdp
+	return x != nil && x.Attached && x.AttachMode == xdpAttachedSKB
+}
+
+// xdpAttachedSKB is XDP_ATTACHED_SKB of linux/if_link.h: generic XDP.
+const xdpAttachedSKB = 2
+
+// setDeviceFlags adds flags to iface's entry in the devices map.
+func (d *Datapath) setDeviceFlags(ifindex int, flags uint32) error {
+	var v datapathDeviceValue
+	if err := d.objs.Devices.Lookup(uint32(ifindex), &v); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("read device %d: %w", ifindex, err)
+	}
+	v.Flags |= flags
+	if err := d.objs.Devices.Update(uint32(ifindex), v, ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("write device %d: %w", ifindex, err)
 	}
 	return nil
 }
