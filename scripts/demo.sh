@@ -155,8 +155,12 @@ switch_port() { # port name, namespace, device in it, address
 	ip -n "$2" addr add "$4/24" dev "$3"
 	ip -n "$2" link set "$3" up
 	# A frame a node's XDP program sends with XDP_TX reaches the veth's
-	# peer only if that peer runs an XDP program (with --xdp-mode native).
-	in_ns "$SWITCH" "$PODSERVER" xdp-pass "$1"
+	# peer only if that peer runs an XDP program: with XDP forced on the
+	# nodes' veths, the switch ports get a stub (in auto mode they need
+	# none, and a stub would only cost the peer its GSO).
+	if [[ $XDP_MODE == native || $XDP_MODE == generic ]]; then
+		in_ns "$SWITCH" "$PODSERVER" xdp-pass "$1"
+	fi
 }
 switch_port sw-client "$CLIENT" eth0 "$CLIENT_IP"
 switch_port sw-node1 "$NODE" ext0 "$NODE_IP"

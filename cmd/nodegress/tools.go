@@ -84,18 +84,18 @@ func printSnapshot(s *loader.Snapshot) {
 	}
 	w.Flush()
 	fmt.Println()
-	fmt.Fprintf(w, "DEVICE\tSNAT ADDRESS\tXDP\n")
+	fmt.Fprintf(w, "DEVICE\tSNAT ADDRESS\tCHECKSUMS\n")
 	for _, idx := range slices.Sorted(maps.Keys(s.Devices)) {
 		d := s.Devices[idx]
 		name := strconv.Itoa(int(idx))
 		if iface, err := net.InterfaceByIndex(int(idx)); err == nil {
 			name = iface.Name
 		}
-		xdp := "translates"
+		csum := "trusted: XDP, where attached, translates every frame"
 		if d.PartialChecksums {
-			xdp = "translates only frames with complete checksums (virtual device)"
+			csum = "may be partial (virtual device or generic XDP): XDP, where attached, leaves unverified frames to tc"
 		}
-		fmt.Fprintf(w, "%s\t%s\t%s\n", name, d.SNATAddr, xdp)
+		fmt.Fprintf(w, "%s\t%s\t%s\n", name, d.SNATAddr, csum)
 	}
 	w.Flush()
 	fmt.Printf("\nconntrack entries: %d   reverse nat entries: %d   snat ports: %d-%d   tracing: %t\n\n",
