@@ -6,7 +6,7 @@ GOTEST_FLAGS ?= -count=1 -timeout 30m
 # e2e tests run exactly the binaries make built.
 TEST_ENV := NODEGRESS_BIN=$(CURDIR)/$(BIN)/nodegress PODSERVER_BIN=$(CURDIR)/$(BIN)/podserver
 
-.PHONY: all build deps generate check-generated kube-bins test unit e2e demo lint bench cluster cluster-down clean
+.PHONY: all build deps generate check-generated kube-bins test unit e2e demo lint bench cluster cluster-down demo-cluster clean
 
 all: build
 
@@ -64,6 +64,11 @@ cluster:
 
 cluster-down:
 	scripts/cluster.sh down
+
+# The demo on the local cluster: real kubelets and pods, nodegress as its
+# DaemonSet, no kube-proxy; the cluster is removed at the end.
+demo-cluster: deps build
+	scripts/demo-cluster.sh
 
 clean:
 	rm -rf $(BIN)

@@ -21,7 +21,8 @@
 #
 # Usage: scripts/cluster.sh up|down|env|status|install-nodegress
 #   up      brings the cluster up (after a `down` of anything left over);
-#           on failure it tears everything down again and exits non-zero
+#           on failure it tears everything down again and exits non-zero;
+#           it exits 4, touching nothing, when a cluster is already up
 #   down    stops and removes everything `up` made, even a half-made
 #           cluster; idempotent
 #   env     prints shell assignments for driving the cluster:
@@ -683,7 +684,10 @@ cmd_up() {
 	# Leftovers of a failed or killed run are removed; a running cluster is
 	# not, so that a test run cannot take away someone's cluster.
 	if running; then
-		die "a cluster is already up ($STATE); scripts/cluster.sh down first"
+		# Its own exit status, so that a caller knows the cluster is
+		# someone else's and must not tear it down.
+		echo "cluster: a cluster is already up ($STATE); scripts/cluster.sh down first" >&2
+		exit 4
 	fi
 	cmd_down quiet
 	build_tools

@@ -136,13 +136,19 @@ type cluster struct {
 func up(t *testing.T, env ...string) *cluster {
 	t.Helper()
 	c := &cluster{script: filepath.Join(repoRoot(t), "scripts", "cluster.sh")}
-	t.Cleanup(func() { c.down(t) })
 	start := time.Now()
 	cmd := exec.Command(c.script, "up")
 	cmd.Env = append(os.Environ(), env...)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Run(); err != nil {
+	err := cmd.Run()
+	var exit *exec.ExitError
+	if errors.As(err, &exit) && exit.ExitCode() == 4 {
+		// Someone else's cluster came up first: leave it alone.
+		t.Fatalf("cluster.sh up: another cluster is up:\n%s", out.String())
+	}
+	t.Cleanup(func() { c.down(t) })
+	if err != nil {
 		logFailedRun(t)
 		t.Fatalf("cluster.sh up: %v\n%s", err, out.String())
 	}

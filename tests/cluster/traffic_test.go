@@ -113,6 +113,7 @@ func TestClusterTraffic(t *testing.T) {
 		if err != nil {
 			t.Fatalf("endpoint of %s never marked terminating: %v", victim, err)
 		}
+		waitAgentsTerminating(ctx, t, c, victim)
 		// The running connection stays with its pod; new ones go elsewhere.
 		for i := range 5 {
 			if got := conn.get(t); got != victim {
@@ -164,6 +165,43 @@ func TestClusterTraffic(t *testing.T) {
 		// agents hand their listeners over.
 		t.Logf("Ingress while the agents were replaced: %d of %d requests failed (first: %s)", ingr.failed, ingr.total(), ingr.firstErr)
 	})
+}
+
+// waitAgentsTerminating waits until every agent's datapath has pod's
+// backend marked terminating (or gone): from then on no new connection may
+// pick it.
+func waitAgentsTerminating(ctx context.Context, t *testing.T, c *cluster, pod string) {
+	t.Helper()
+	p, err := c.client.CoreV1().Pods(testNS).Get(ctx, pod, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := p.Status.PodIP + ":8080"
+	agents, err := c.client.CoreV1().Pods("nodegress").List(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range agents.Items {
+		var last string
+		err := poll(ctx, 200*time.Millisecond, func() (bool, error) {
+			out, err := c.kubectl("-n", "nodegress", "exec", a.Name, "--", "/nodegress", "maps")
+			if err != nil {
+				return false, fmt.Errorf("%v: %s", err, out)
+			}
+			last = out
+			for _, line := range strings.Split(out, "\n") {
+				f := strings.Fields(line)
+				// BACKEND ID, ADDRESS, LOCAL, TERMINATING
+				if len(f) == 4 && f[1] == addr {
+					return f[3] == "true", nil
+				}
+			}
+			return true, nil
+		})
+		if err != nil {
+			t.Fatalf("agent %s never marked %s (%s) terminating: %v\n%s", a.Name, pod, addr, err, last)
+		}
+	}
 }
 
 func createIngress(t *testing.T, c *cluster) {
