@@ -57,6 +57,8 @@ CGROUP_BASE=nodegress-cluster
 KUBE_VERSION=v1.37.2
 PAUSE_IMAGE=registry.k8s.io/pause:3.10.2
 AGNHOST_IMAGE=registry.k8s.io/e2e-test-images/agnhost:2.66.1
+# The DNS tests' glibc client (test/utils/image/manifest.go at KUBE_VERSION).
+GLIBC_DNS_IMAGE=registry.k8s.io/e2e-test-images/glibc-dns-testing:2.1.1
 NODEGRESS_IMAGE=ghcr.io/nodegress/nodegress:dev
 # The tag kubeadm 1.37 deploys (and the Gateway API conformance manifests).
 COREDNS_IMAGE=registry.k8s.io/coredns/coredns:v1.12.2
@@ -245,7 +247,9 @@ build_images() {
 		echo "file /usr/bin/wget /usr/bin/wget"
 		echo "file /bin/nc.openbsd /usr/bin/nc"
 		echo "file /usr/bin/curl /usr/bin/curl"
-		libs_spec /bin/dash /bin/bash /usr/bin/wget /bin/nc.openbsd /usr/bin/curl
+		# The DNS tests query with dig.
+		echo "file /usr/bin/dig /usr/bin/dig"
+		libs_spec /bin/dash /bin/bash /usr/bin/wget /bin/nc.openbsd /usr/bin/curl /usr/bin/dig
 		if [ -f /etc/ssl/certs/ca-certificates.crt ]; then
 			echo "file /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt"
 		fi
@@ -262,6 +266,12 @@ build_images() {
 	} >>"$work/agnhost.spec"
 	AGNHOST_TAR=$(image_from_spec agnhost "$work/agnhost.spec" --tag "$AGNHOST_IMAGE" \
 		--entrypoint '["/agnhost"]' --cmd '["pause"]')
+	# glibc-dns-testing: a glibc userland with dig, for the DNS tests'
+	# second client (the first is agnhost, musl upstream). The same
+	# tools as agnhost's, without agnhost.
+	grep -v ' /agnhost$' "$work/agnhost.spec" >"$work/glibc-dns.spec"
+	GLIBC_DNS_TAR=$(image_from_spec glibc-dns "$work/glibc-dns.spec" --tag "$GLIBC_DNS_IMAGE" \
+		--cmd '["/bin/sh"]')
 
 	# CoreDNS: the binary alone, run as root so that it binds :53.
 	if [ "$DNS" = on ]; then
@@ -598,7 +608,7 @@ ctr_() {
 import_images() {
 	local i=$1 tar
 	wait_for "containerd of node$i" "$CONTAINERD_TIMEOUT" ctr_ "$i" version || return 1
-	for tar in "$PAUSE_TAR" "$AGNHOST_TAR" "$NODEGRESS_TAR" ${COREDNS_TAR:+"$COREDNS_TAR"}; do
+	for tar in "$PAUSE_TAR" "$AGNHOST_TAR" "$GLIBC_DNS_TAR" "$NODEGRESS_TAR" ${COREDNS_TAR:+"$COREDNS_TAR"}; do
 		ctr_ "$i" images import "$tar" >/dev/null
 	done
 }
