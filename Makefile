@@ -6,7 +6,7 @@ GOTEST_FLAGS ?= -count=1 -timeout 30m
 # e2e tests run exactly the binaries make built.
 TEST_ENV := NODEGRESS_BIN=$(CURDIR)/$(BIN)/nodegress PODSERVER_BIN=$(CURDIR)/$(BIN)/podserver
 
-.PHONY: all build deps generate check-generated kube-bins test unit e2e demo lint bench cluster cluster-down clean
+.PHONY: all build deps generate check-generated kube-bins test unit e2e e2e-upstream demo lint bench cluster cluster-down clean
 
 all: build
 
@@ -64,6 +64,13 @@ cluster:
 
 cluster-down:
 	scripts/cluster.sh down
+
+# Kubernetes' own e2e tests of Services, EndpointSlices, NodePorts, session
+# affinity, traffic policies and Ingress on the local cluster, with
+# kube-proxy and then with nodegress instead (about 45 minutes); see
+# tests/upstream/README.md.
+e2e-upstream:
+	scripts/e2e-upstream.sh all
 
 clean:
 	rm -rf $(BIN)
