@@ -33,7 +33,7 @@ LOCK_WAIT=3600
 PROCS=${E2E_PROCS:-8}
 TIMEOUT=${E2E_TIMEOUT:-40m}
 # Some tests want 2 nodes, the HealthCheckNodePort one 3.
-NODES=3
+NUM_NODES=3
 
 # The tests that concern us, by name.
 FOCUS=${E2E_FOCUS:-'\[sig-network\].*(Services|EndpointSlice|NodePort|[Ss]ession ?[Aa]ffinity|ExternalTrafficPolicy|[Ii]ngress)'}
@@ -78,7 +78,7 @@ run_one() {
 	trap '"$ROOT/scripts/cluster.sh" down >/dev/null 2>&1 || true' EXIT
 	log "$name: cluster up (${CLUSTER_ENV[$name]})"
 	# shellcheck disable=SC2086
-	env NODES=$NODES DNS=on ${CLUSTER_ENV[$name]} "$ROOT/scripts/cluster.sh" up 2>"$dir/cluster-up.log" ||
+	env NODES=$NUM_NODES DNS=on ${CLUSTER_ENV[$name]} "$ROOT/scripts/cluster.sh" up 2>"$dir/cluster-up.log" ||
 		die "$name: cluster up failed, see $dir/cluster-up.log"
 	local up=$((SECONDS - start))
 	eval "$("$ROOT/scripts/cluster.sh" env)"
@@ -91,7 +91,7 @@ run_one() {
 		"$bin/ginkgo" --procs="$PROCS" --timeout="$TIMEOUT" --flake-attempts=1 \
 		--focus="$FOCUS" --skip="$SKIP" --no-color \
 		"$bin/e2e.test" -- \
-		--provider=skeleton --num-nodes="$NODES" \
+		--provider=skeleton --num-nodes="$NUM_NODES" \
 		--kubeconfig="$KUBECONFIG" --kubectl-path="$KUBECTL" \
 		--report-dir="$dir" --dump-logs-on-failure=false --disable-log-dump \
 		--allowed-not-ready-nodes=0 --node-schedulable-timeout=2m \
