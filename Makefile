@@ -67,7 +67,7 @@ cluster-down:
 
 # Kubernetes' own e2e tests of Services, EndpointSlices, NodePorts, session
 # affinity, traffic policies and Ingress on the local cluster, with
-# kube-proxy and then with nodegress instead (about 45 minutes); see
+# kube-proxy and then with nodegress instead (up to 50 minutes); see
 # tests/upstream/README.md.
 e2e-upstream:
 	scripts/e2e-upstream.sh all

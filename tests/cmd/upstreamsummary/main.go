@@ -248,10 +248,14 @@ func trimFile(f filter, in, out string) error {
 	return os.WriteFile(out, append([]byte(xml.Header), append(data, '\n')...), 0o644)
 }
 
-// result is a test's outcome: passed, failed, skipped (by the test itself,
-// at run time) or not run (filtered out by focus or skip).
+// result is a test's outcome: passed, failed, interrupted, skipped (by the
+// test itself, at run time) or not run (filtered out by focus or skip).
 func result(tc testcase) string {
 	switch {
+	case tc.Status == "interrupted":
+		// Ginkgo reports these with an <error>; they did not fail, they
+		// were stopped.
+		return "interrupted"
 	case tc.Failure != nil || tc.Error != nil:
 		return "failed"
 	case tc.Skipped != nil:
@@ -374,24 +378,24 @@ func summarize(w io.Writer, f filter, runs []runReport, causes []cause, title st
 		fmt.Fprintf(w, "%s\n\n", title)
 	}
 	// Counts first: they are what a reader looks for.
-	fmt.Fprintf(w, "| run | passed | failed | skipped at run time | not run (filtered out) |\n|---|---|---|---|---|\n")
+	fmt.Fprintf(w, "| run | passed | failed | interrupted | skipped at run time | not run (filtered out) |\n|---|---|---|---|---|---|\n")
 	for i, r := range runs {
 		c := map[string]int{}
 		for _, n := range names {
 			c[rows[n].results[i]]++
 		}
-		fmt.Fprintf(w, "| %s | %d | %d | %d | %d |\n", r.label, c["passed"], c["failed"], c["skipped"], c["not run"])
+		fmt.Fprintf(w, "| %s | %d | %d | %d | %d | %d |\n", r.label, c["passed"], c["failed"], c["interrupted"], c["skipped"], c["not run"])
 	}
 	last := len(runs) - 1
 	var regressions []string
 	for _, n := range names {
 		rs := rows[n].results
-		if rs[last] == "failed" && rs[0] == "passed" {
+		if failing(rs[last]) && rs[0] == "passed" {
 			regressions = append(regressions, n)
 		}
 	}
 	if last > 0 {
-		fmt.Fprintf(w, "\n%d tests pass %s and fail %s.\n", len(regressions), runs[0].label, runs[last].label)
+		fmt.Fprintf(w, "\n%d tests pass %s and fail (or were interrupted) %s.\n", len(regressions), runs[0].label, runs[last].label)
 	}
 
 	fmt.Fprintf(w, "\n| test |")
@@ -438,6 +442,10 @@ func summarize(w io.Writer, f filter, runs []runReport, causes []cause, title st
 	}
 }
 
+// failing reports whether a result counts as a failure: interrupted
+// tests were stopped while waiting for something that had not happened.
+func failing(result string) bool { return result == "failed" || result == "interrupted" }
+
 func causeOf(n string, causes []cause) string {
 	for _, c := range causes {
 		if c.re.MatchString(n) {
@@ -451,12 +459,18 @@ func note(n string, results []string, cases []testcase, last int, allNotRun bool
 	if allNotRun {
 		return cell(notRunReason(n))
 	}
-	if results[last] == "failed" && results[0] == "passed" {
+	if failing(results[last]) && results[0] == "passed" {
 		msg := firstLine(failureText(cases[last]))
+		if results[last] == "interrupted" {
+			msg = "interrupted: still waiting when the run's time was up"
+		}
 		if c := causeOf(n, causes); c != "cause not yet analysed" {
 			return cell(c) + ": " + msg
 		}
 		return msg
+	}
+	if results[last] == "not run" {
+		return "not reached: the run's time was up before it started"
 	}
 	for i, r := range results {
 		if r == "failed" {

@@ -71,9 +71,9 @@ func TestSummary(t *testing.T) {
 	}
 	md := string(data)
 	for _, want := range []string{
-		"| with kube-proxy | 2 | 1 | 1 | 1 |",
-		"| with nodegress | 1 | 2 | 1 | 1 |",
-		"1 tests pass with kube-proxy and fail with nodegress.",
+		"| with kube-proxy | 2 | 1 | 0 | 1 | 1 |",
+		"| with nodegress | 1 | 2 | 0 | 1 | 1 |",
+		"1 tests pass with kube-proxy and fail (or were interrupted) with nodegress.",
 		"| [sig-network] Services should be able to create a functioning NodePort service [Conformance] | passed | failed | NodePort from pods: not implemented: [FAILED] service is not reachable",
 		"| [sig-network] LoadBalancers [Feature:LoadBalancer] should be able to create LoadBalancer Service without NodePort and change it [Slow] | not run | not run | cloud-only: needs a cloud provider's load balancer |",
 		"| skipped - Only supported for providers [gce gke aws] (not skeleton) |",
