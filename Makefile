@@ -6,7 +6,7 @@ GOTEST_FLAGS ?= -count=1 -timeout 30m
 # e2e tests run exactly the binaries make built.
 TEST_ENV := NODEGRESS_BIN=$(CURDIR)/$(BIN)/nodegress PODSERVER_BIN=$(CURDIR)/$(BIN)/podserver
 
-.PHONY: all build deps generate check-generated kube-bins test unit e2e demo lint bench cluster cluster-down demo-cluster clean
+.PHONY: all build deps generate check-generated kube-bins test unit e2e e2e-upstream demo lint bench cluster cluster-down demo-cluster clean
 
 all: build
 
@@ -69,6 +69,13 @@ cluster-down:
 # DaemonSet, no kube-proxy; the cluster is removed at the end.
 demo-cluster: deps build
 	scripts/demo-cluster.sh
+
+# Kubernetes' own e2e tests of Services, EndpointSlices, NodePorts, session
+# affinity, traffic policies and Ingress on the local cluster, with
+# kube-proxy and then with nodegress instead (up to 50 minutes); see
+# tests/upstream/README.md.
+e2e-upstream:
+	scripts/e2e-upstream.sh all
 
 clean:
 	rm -rf $(BIN)

@@ -8,6 +8,8 @@
 #     and cgroup subtree, running a real kubelet with its own containerd
 #     (runc, CNI bridge/host-local/loopback) and, when KUBE_PROXY=on,
 #     kube-proxy;
+#   - with DNS=on, CoreDNS as the cluster DNS (Service kube-system/kube-dns
+#     at a fixed ClusterIP, answering cluster.local only, no forwarding);
 #   - a client namespace outside the cluster (the "internet");
 #   - one L2 segment (a bridge in a "switch" namespace) joining the
 #     control plane, the nodes' uplinks (eth0) and the client; every node's
@@ -37,6 +39,7 @@
 #   NODES=2               number of nodes
 #   KUBE_PROXY=on|off     kube-proxy on every node (iptables mode)
 #   NODEGRESS=on|off      install nodegress once the nodes are Ready
+#   DNS=on|off            CoreDNS as the cluster DNS (kubelet's clusterDNS)
 #   NODEGRESS_CLUSTER_STATE  state directory (default /var/lib/nodegress-cluster)
 #
 # Host settings are left alone: kubelet finds the kernel sysctls it wants
@@ -55,7 +58,11 @@ CGROUP_BASE=nodegress-cluster
 KUBE_VERSION=v1.37.2
 PAUSE_IMAGE=registry.k8s.io/pause:3.10.2
 AGNHOST_IMAGE=registry.k8s.io/e2e-test-images/agnhost:2.66.1
+# The DNS tests' glibc client (test/utils/image/manifest.go at KUBE_VERSION).
+GLIBC_DNS_IMAGE=registry.k8s.io/e2e-test-images/glibc-dns-testing:2.1.1
 NODEGRESS_IMAGE=ghcr.io/nodegress/nodegress:dev
+# The tag kubeadm 1.37 deploys (and the Gateway API conformance manifests).
+COREDNS_IMAGE=registry.k8s.io/coredns/coredns:v1.12.2
 
 # Address plan, clear of tests/netns (10.100.0.0/24, 10.244.0.0/16,
 # 10.96.0.0/16), tests/kube (10.0.0.0/16, 10.123.0.0/24), the demo
@@ -73,12 +80,16 @@ CLUSTER_CIDR=10.212.0.0/16
 pod_cidr() { echo "10.212.$1.0/24"; }
 SERVICE_CIDR=10.213.0.0/16
 KUBERNETES_SVC_IP=10.213.0.1
+# kube-dns, where kubeadm puts it (the tenth address of the range).
+DNS_SVC_IP=10.213.0.10
+CLUSTER_DOMAIN=cluster.local
 
 # Bounds of the waits.
 APISERVER_TIMEOUT=120
 CONTAINERD_TIMEOUT=30
 NODES_READY_TIMEOUT=120
 NODEGRESS_TIMEOUT=180
+DNS_TIMEOUT=120
 
 log() { echo "cluster: $*" >&2; }
 die() {
@@ -165,7 +176,11 @@ CLUSTERKIT=
 
 build_tools() {
 	"$ROOT/scripts/install-cluster-deps.sh"
-	KUBE_BIN=$("$ROOT/scripts/kube-bins.sh")
+	if [ "$DNS" = on ]; then
+		KUBE_BIN=$("$ROOT/scripts/kube-bins.sh" --coredns)
+	else
+		KUBE_BIN=$("$ROOT/scripts/kube-bins.sh")
+	fi
 	mkdir -p "$CACHE/bin"
 	CLUSTERKIT=$CACHE/bin/clusterkit
 	(cd "$ROOT" && go build -o "$CLUSTERKIT.tmp" ./tests/cmd/clusterkit && mv -f "$CLUSTERKIT.tmp" "$CLUSTERKIT")
@@ -233,7 +248,9 @@ build_images() {
 		echo "file /usr/bin/wget /usr/bin/wget"
 		echo "file /bin/nc.openbsd /usr/bin/nc"
 		echo "file /usr/bin/curl /usr/bin/curl"
-		libs_spec /bin/dash /bin/bash /usr/bin/wget /bin/nc.openbsd /usr/bin/curl
+		# The DNS tests query with dig.
+		echo "file /usr/bin/dig /usr/bin/dig"
+		libs_spec /bin/dash /bin/bash /usr/bin/wget /bin/nc.openbsd /usr/bin/curl /usr/bin/dig
 		if [ -f /etc/ssl/certs/ca-certificates.crt ]; then
 			echo "file /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt"
 		fi
@@ -250,6 +267,20 @@ build_images() {
 	} >>"$work/agnhost.spec"
 	AGNHOST_TAR=$(image_from_spec agnhost "$work/agnhost.spec" --tag "$AGNHOST_IMAGE" \
 		--entrypoint '["/agnhost"]' --cmd '["pause"]')
+	# glibc-dns-testing: a glibc userland with dig, for the DNS tests'
+	# second client (the first is agnhost, musl upstream). The same
+	# tools as agnhost's, without agnhost.
+	grep -v ' /agnhost$' "$work/agnhost.spec" >"$work/glibc-dns.spec"
+	GLIBC_DNS_TAR=$(image_from_spec glibc-dns "$work/glibc-dns.spec" --tag "$GLIBC_DNS_IMAGE" \
+		--cmd '["/bin/sh"]')
+
+	# CoreDNS: the binary alone, run as root so that it binds :53.
+	if [ "$DNS" = on ]; then
+		echo "file $KUBE_BIN/coredns /coredns" >"$work/coredns.spec"
+		echo "dir /etc/coredns" >>"$work/coredns.spec"
+		COREDNS_TAR=$(image_from_spec coredns "$work/coredns.spec" --tag "$COREDNS_IMAGE" \
+			--entrypoint '["/coredns"]')
+	fi
 
 	# nodegress: the Dockerfile's recipe (a static binary on an empty base).
 	(cd "$ROOT" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=dev" \
@@ -511,7 +542,8 @@ authentication:
     clientCAFile: $STATE/pki/ca.crt
 authorization:
   mode: Webhook
-clusterDomain: cluster.local
+clusterDomain: $CLUSTER_DOMAIN
+$([ "$DNS" = on ] && echo "clusterDNS: [$DNS_SVC_IP]")
 failSwapOn: false
 protectKernelDefaults: false
 serializeImagePulls: false
@@ -577,7 +609,7 @@ ctr_() {
 import_images() {
 	local i=$1 tar
 	wait_for "containerd of node$i" "$CONTAINERD_TIMEOUT" ctr_ "$i" version || return 1
-	for tar in "$PAUSE_TAR" "$AGNHOST_TAR" "$NODEGRESS_TAR"; do
+	for tar in "$PAUSE_TAR" "$AGNHOST_TAR" "$GLIBC_DNS_TAR" "$NODEGRESS_TAR" ${COREDNS_TAR:+"$COREDNS_TAR"}; do
 		ctr_ "$i" images import "$tar" >/dev/null
 	done
 }
@@ -610,6 +642,143 @@ nodes_ready() {
 	local n
 	n=$(kubectl_ get nodes -o jsonpath='{range .items[*]}{.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}' | grep -c '^True$')
 	[ "$n" -eq "$NODES" ]
+}
+
+# --- DNS ---------------------------------------------------------------------
+
+# install_dns deploys CoreDNS as kubeadm does (ServiceAccount, RBAC, the
+# Corefile, a Deployment, the kube-dns Service at DNS_SVC_IP), answering
+# only CLUSTER_DOMAIN and the reverse zones: nothing is forwarded (there is
+# no upstream to forward to). CoreDNS reaches the API server at its own
+# address, not through the kubernetes Service, so that it works the same
+# with and without kube-proxy; pods reach CoreDNS through the kube-dns
+# ClusterIP, which only kube-proxy (or its replacement) translates.
+install_dns() {
+	local start=$SECONDS
+	log "installing CoreDNS (kube-system/kube-dns at $DNS_SVC_IP)"
+	cat <<EOF | kubectl_ apply -f - >/dev/null
+apiVersion: v1
+kind: ServiceAccount
+metadata:
+  name: coredns
+  namespace: kube-system
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata:
+  name: system:coredns
+rules:
+- apiGroups: [""]
+  resources: [endpoints, services, pods, namespaces]
+  verbs: [list, watch]
+- apiGroups: [discovery.k8s.io]
+  resources: [endpointslices]
+  verbs: [list, watch]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata:
+  name: system:coredns
+roleRef:
+  apiGroup: rbac.authorization.k8s.io
+  kind: ClusterRole
+  name: system:coredns
+subjects:
+- kind: ServiceAccount
+  name: coredns
+  namespace: kube-system
+---
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: coredns
+  namespace: kube-system
+data:
+  Corefile: |
+    .:53 {
+        errors
+        health {
+            lameduck 5s
+        }
+        ready
+        kubernetes $CLUSTER_DOMAIN in-addr.arpa ip6.arpa {
+            pods insecure
+            fallthrough in-addr.arpa ip6.arpa
+            ttl 30
+        }
+        cache 30
+        loop
+        reload
+        loadbalance
+    }
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: coredns
+  namespace: kube-system
+  labels:
+    k8s-app: kube-dns
+spec:
+  replicas: 1
+  selector:
+    matchLabels:
+      k8s-app: kube-dns
+  template:
+    metadata:
+      labels:
+        k8s-app: kube-dns
+    spec:
+      serviceAccountName: coredns
+      dnsPolicy: Default
+      containers:
+      - name: coredns
+        image: $COREDNS_IMAGE
+        imagePullPolicy: IfNotPresent
+        args: [-conf, /etc/coredns/Corefile]
+        env:
+        - name: KUBERNETES_SERVICE_HOST
+          value: "$CP_IP"
+        - name: KUBERNETES_SERVICE_PORT
+          value: "6443"
+        ports:
+        - {name: dns, containerPort: 53, protocol: UDP}
+        - {name: dns-tcp, containerPort: 53, protocol: TCP}
+        volumeMounts:
+        - {name: config, mountPath: /etc/coredns, readOnly: true}
+        livenessProbe:
+          httpGet: {path: /health, port: 8080}
+          initialDelaySeconds: 10
+        readinessProbe:
+          httpGet: {path: /ready, port: 8181}
+          periodSeconds: 2
+      volumes:
+      - name: config
+        configMap:
+          name: coredns
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: kube-dns
+  namespace: kube-system
+  labels:
+    k8s-app: kube-dns
+    kubernetes.io/name: CoreDNS
+spec:
+  selector:
+    k8s-app: kube-dns
+  clusterIP: $DNS_SVC_IP
+  ports:
+  - {name: dns, port: 53, protocol: UDP}
+  - {name: dns-tcp, port: 53, protocol: TCP}
+EOF
+	wait_for "CoreDNS Ready" "$DNS_TIMEOUT" dns_ready
+	log "CoreDNS Ready in $((SECONDS - start))s"
+}
+
+dns_ready() {
+	[ "$(kubectl_ -n kube-system get deployment coredns -o jsonpath='{.status.readyReplicas}')" = 1 ]
 }
 
 # --- nodegress ---------------------------------------------------------------
@@ -668,15 +837,18 @@ load_config() {
 	NODES=${NODES:-2}
 	KUBE_PROXY=${KUBE_PROXY:-on}
 	NODEGRESS=${NODEGRESS:-on}
+	DNS=${DNS:-on}
 }
 
 cmd_up() {
 	NODES=${NODES:-2}
 	KUBE_PROXY=${KUBE_PROXY:-on}
 	NODEGRESS=${NODEGRESS:-on}
+	DNS=${DNS:-on}
 	[[ $NODES =~ ^[1-9][0-9]?$ ]] || die "NODES must be 1-99, not $NODES"
 	case $KUBE_PROXY in on | off) ;; *) die "KUBE_PROXY must be on or off" ;; esac
 	case $NODEGRESS in on | off) ;; *) die "NODEGRESS must be on or off" ;; esac
+	case $DNS in on | off) ;; *) die "DNS must be on or off" ;; esac
 	[ "$(id -u)" -eq 0 ] || die "must run as root"
 
 	local start=$SECONDS i pids=()
@@ -694,7 +866,7 @@ cmd_up() {
 	log "tools ready in $((SECONDS - start))s"
 
 	mkdir -p "$STATE"/{log,pids,ns,images,nodes}
-	printf 'NODES=%s\nKUBE_PROXY=%s\nNODEGRESS=%s\n' "$NODES" "$KUBE_PROXY" "$NODEGRESS" >"$STATE/config"
+	printf 'NODES=%s\nKUBE_PROXY=%s\nNODEGRESS=%s\nDNS=%s\n' "$NODES" "$KUBE_PROXY" "$NODEGRESS" "$DNS" >"$STATE/config"
 	# Tear everything down again if any step fails or up is interrupted.
 	# (An EXIT trap, not ERR: subshells and background jobs do not inherit
 	# it, so only this shell cleans up.)
@@ -738,6 +910,9 @@ cmd_up() {
 	wait_for "the default ServiceAccount" "$NODES_READY_TIMEOUT" \
 		kubectl_ -n default get serviceaccount default
 	log "$NODES nodes Ready in $((SECONDS - start))s"
+	if [ "$DNS" = on ]; then
+		install_dns
+	fi
 	if [ "$NODEGRESS" = on ]; then
 		install_nodegress
 	fi
@@ -873,6 +1048,8 @@ POD_CIDR='$CLUSTER_CIDR'
 SERVICE_CIDR='$SERVICE_CIDR'
 API_SERVER='https://$CP_IP:6443'
 KUBE_PROXY='$KUBE_PROXY'
+DNS='$DNS'
+DNS_IP='$([ "$DNS" = on ] && echo "$DNS_SVC_IP")'
 EOF
 }
 
@@ -884,7 +1061,7 @@ cmd_status() {
 	}
 	load_config
 	KUBE_BIN=$("$ROOT/scripts/kube-bins.sh" --check)
-	echo "nodes: $NODES, kube-proxy: $KUBE_PROXY, nodegress: $NODEGRESS"
+	echo "nodes: $NODES, kube-proxy: $KUBE_PROXY, nodegress: $NODEGRESS, dns: $DNS"
 	local f
 	for f in "$STATE"/pids/*; do
 		[ -f "$f" ] || continue

@@ -23,6 +23,8 @@ have curl || need+=(curl)
 # lacks -z and -v, which e2e tests use.
 have wget || need+=(wget)
 [ -x /bin/nc.openbsd ] || need+=(netcat-openbsd)
+# dig, for the DNS tests' clients.
+have dig || need+=(bind9-dnsutils)
 have openssl || need+=(openssl)
 have nsenter || need+=(util-linux)
 have gcc || need+=(gcc)

@@ -15,13 +15,21 @@
 #     calling etcdmain.Main, which is all the etcd binary is. ETCD_VERSION is
 #     the one k8s.io/kubernetes itself requires (its integration tests run
 #     that etcd; hack/lib/etcd.sh refuses older ones).
+#   - with --coredns, CoreDNS at COREDNS_VERSION (the cluster DNS kubeadm
+#     1.37 deploys) through a main package like CoreDNS's own, with only
+#     the plugins a cluster.local-only DNS needs (no forward, no clouds).
 #
-# Usage: scripts/kube-bins.sh [--check]
+# Usage: scripts/kube-bins.sh [--check] [--e2e] [--coredns]
 #   Prints the directory holding the binaries on stdout (progress goes to
 #   stderr). With --check it builds nothing and exits 1 when the cache is
 #   incomplete. When the cache is complete it returns in well under a second.
 #   An incomplete cache is completed: binaries already there at the pinned
 #   version are kept, only the missing ones are built.
+#   With --e2e the set also holds e2e.test, Kubernetes' own end-to-end
+#   suite (`go test -c ./test/e2e` in the same module copy, ~4 min more),
+#   and ginkgo, the runner that runs it in parallel (the version kubernetes
+#   requires); without it neither is built nor required. --coredns does the
+#   same for coredns.
 #
 # Environment:
 #   NODEGRESS_KUBE_CACHE  cache root (default /var/cache/nodegress/kube)
@@ -34,8 +42,21 @@ ETCD_VERSION=v3.7.0
 # The agnhost k8s.io/kubernetes@KUBE_VERSION carries (test/images/agnhost/
 # VERSION) and its e2e tests name in their image tag.
 AGNHOST_VERSION=2.66.1
+COREDNS_VERSION=v1.12.2
 KUBE_CMDS=(kube-apiserver kubectl kube-proxy kubelet kube-controller-manager kube-scheduler)
 BINS=("${KUBE_CMDS[@]}" etcd agnhost)
+CHECK=0
+for arg in "$@"; do
+	case $arg in
+	--check) CHECK=1 ;;
+	--e2e) BINS+=(e2e.test ginkgo) ;;
+	--coredns) BINS+=(coredns) ;;
+	*)
+		echo "usage: $0 [--check] [--e2e] [--coredns]" >&2
+		exit 2
+		;;
+	esac
+done
 
 CACHE_ROOT=${NODEGRESS_KUBE_CACHE:-/var/cache/nodegress/kube}
 OUT=$CACHE_ROOT/$KUBE_VERSION
@@ -61,6 +82,20 @@ good() {
 		# cobra prints "app version X" (agnhost names its root command "app").
 		[[ $v == *" version $AGNHOST_VERSION" ]]
 		;;
+	coredns)
+		v=$("$OUT/coredns" -version 2>/dev/null) || return 1
+		[[ $v == "CoreDNS-${COREDNS_VERSION#v}"* ]]
+		;;
+	ginkgo)
+		[ -x "$OUT/ginkgo" ] || return 1
+		v=$("$OUT/ginkgo" version 2>/dev/null) || return 1
+		[ "$v" = "Ginkgo Version $(cat "$OUT/ginkgo.version" 2>/dev/null)" ]
+		;;
+	e2e.test)
+		# e2e.test has no --version; the build writes a stamp next to it
+		# only once the binary is in place.
+		[ "$(cat "$OUT/e2e.test.version" 2>/dev/null)" = "$KUBE_VERSION" ]
+		;;
 	*)
 		v=$("$OUT/$b" --version 2>/dev/null) || return 1
 		[ "$v" = "Kubernetes $KUBE_VERSION" ]
@@ -80,7 +115,7 @@ if cached; then
 	echo "$OUT"
 	exit 0
 fi
-if [ "${1:-}" = "--check" ]; then
+if [ "$CHECK" = 1 ]; then
 	log "no complete cache in $OUT"
 	exit 1
 fi
@@ -165,6 +200,22 @@ for cmd in "${KUBE_CMDS[@]}"; do
 	mv -f "$BUILD/bin/$cmd" "$OUT/$cmd"
 done
 
+if [[ " ${BINS[*]} " == *" e2e.test "* ]] && ! good e2e.test; then
+	log "building e2e.test $KUBE_VERSION"
+	rm -f "$OUT/e2e.test.version"
+	"${NICE[@]}" go test -c -trimpath -ldflags "$ldflags" -o "$BUILD/bin/e2e.test" ./test/e2e
+	mv -f "$BUILD/bin/e2e.test" "$OUT/e2e.test"
+	echo "$KUBE_VERSION" >"$OUT/e2e.test.version"
+fi
+
+if [[ " ${BINS[*]} " == *" ginkgo "* ]] && ! good ginkgo; then
+	v=$(go list -m -f '{{.Version}}' github.com/onsi/ginkgo/v2)
+	log "building ginkgo $v"
+	"${NICE[@]}" go build -trimpath -ldflags "-s -w" -o "$BUILD/bin/ginkgo" github.com/onsi/ginkgo/v2/ginkgo
+	mv -f "$BUILD/bin/ginkgo" "$OUT/ginkgo"
+	echo "${v#v}" >"$OUT/ginkgo.version"
+fi
+
 if ! good agnhost; then
 	log "building agnhost $AGNHOST_VERSION"
 	have=$(cat test/images/agnhost/VERSION)
@@ -203,6 +254,38 @@ EOF
 	go get "go.etcd.io/etcd/server/v3@$ETCD_VERSION" >&2
 	"${NICE[@]}" go build -trimpath -ldflags "-s -w" -o "$BUILD/bin/etcd" .
 	mv -f "$BUILD/bin/etcd" "$OUT/etcd"
+fi
+if [[ " ${BINS[*]} " == *" coredns "* ]] && ! good coredns; then
+	log "building coredns $COREDNS_VERSION"
+	mkdir -p "$BUILD/coredns"
+	cd "$BUILD/coredns"
+	cat >go.mod <<EOF
+module corednswrapper
+
+go 1.26
+EOF
+	cat >main.go <<'EOF'
+package main
+
+import (
+	"github.com/coredns/coredns/coremain"
+
+	_ "github.com/coredns/coredns/plugin/cache"
+	_ "github.com/coredns/coredns/plugin/errors"
+	_ "github.com/coredns/coredns/plugin/health"
+	_ "github.com/coredns/coredns/plugin/kubernetes"
+	_ "github.com/coredns/coredns/plugin/loadbalance"
+	_ "github.com/coredns/coredns/plugin/log"
+	_ "github.com/coredns/coredns/plugin/loop"
+	_ "github.com/coredns/coredns/plugin/ready"
+	_ "github.com/coredns/coredns/plugin/reload"
+)
+
+func main() { coremain.Run() }
+EOF
+	go get "github.com/coredns/coredns@$COREDNS_VERSION" >&2
+	"${NICE[@]}" go build -trimpath -ldflags "-s -w" -o "$BUILD/bin/coredns" .
+	mv -f "$BUILD/bin/coredns" "$OUT/coredns"
 fi
 if ! cached; then
 	log "built binaries in $OUT do not report the pinned versions"
