@@ -58,6 +58,10 @@ CGROUP_BASE=nodegress-cluster
 KUBE_VERSION=v1.37.2
 PAUSE_IMAGE=registry.k8s.io/pause:3.10.2
 AGNHOST_IMAGE=registry.k8s.io/e2e-test-images/agnhost:2.66.1
+# The Gateway API conformance suite's backend, at the Gateway API version the
+# project pins; its manifests name the same image under these tags.
+GATEWAY_API_VERSION=v1.6.3
+ECHO_BASIC_TAGS=(v1.5.1 v1.6.0-dev.2 v1.6.0-dev.3)
 # The DNS tests' glibc client (test/utils/image/manifest.go at KUBE_VERSION).
 GLIBC_DNS_IMAGE=registry.k8s.io/e2e-test-images/glibc-dns-testing:2.1.1
 NODEGRESS_IMAGE=ghcr.io/nodegress/nodegress:dev
@@ -281,6 +285,29 @@ build_images() {
 		COREDNS_TAR=$(image_from_spec coredns "$work/coredns.spec" --tag "$COREDNS_IMAGE" \
 			--entrypoint '["/coredns"]')
 	fi
+
+	# echo-basic: the Gateway API conformance backend, built from its module
+	# (a module of our own requires both gateway-api modules: the conformance
+	# module's own replace of the root module does not apply from the proxy).
+	local echo=$CACHE/echo-basic/echo-basic-$GATEWAY_API_VERSION tag tags=()
+	if [ ! -x "$echo" ]; then
+		mkdir -p "$CACHE/echo-basic/build"
+		(
+			cd "$CACHE/echo-basic/build"
+			printf 'module echobasicbuild\n\ngo 1.26\n' >go.mod
+			export GOSUMDB=off GOFLAGS=-mod=mod GOWORK=off CGO_ENABLED=0
+			go get "sigs.k8s.io/gateway-api@$GATEWAY_API_VERSION" \
+				"sigs.k8s.io/gateway-api/conformance@$GATEWAY_API_VERSION" >&2
+			go build -trimpath -ldflags "-s -w" -o "$echo.tmp" sigs.k8s.io/gateway-api/conformance/echo-basic
+		)
+		mv -f "$echo.tmp" "$echo"
+	fi
+	echo "file $echo /echo-basic" >"$work/echo-basic.spec"
+	for tag in "${ECHO_BASIC_TAGS[@]}"; do
+		tags+=(--tag "registry.k8s.io/gateway-api/echo-basic:$tag")
+	done
+	ECHO_BASIC_TAR=$(image_from_spec echo-basic "$work/echo-basic.spec" "${tags[@]}" \
+		--entrypoint '["/echo-basic"]' --user 65532:65532)
 
 	# nodegress: the Dockerfile's recipe (a static binary on an empty base).
 	(cd "$ROOT" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=dev" \
@@ -609,7 +636,7 @@ ctr_() {
 import_images() {
 	local i=$1 tar
 	wait_for "containerd of node$i" "$CONTAINERD_TIMEOUT" ctr_ "$i" version || return 1
-	for tar in "$PAUSE_TAR" "$AGNHOST_TAR" "$GLIBC_DNS_TAR" "$NODEGRESS_TAR" ${COREDNS_TAR:+"$COREDNS_TAR"}; do
+	for tar in "$PAUSE_TAR" "$AGNHOST_TAR" "$ECHO_BASIC_TAR" "$GLIBC_DNS_TAR" "$NODEGRESS_TAR" ${COREDNS_TAR:+"$COREDNS_TAR"}; do
 		ctr_ "$i" images import "$tar" >/dev/null
 	done
 }

@@ -60,6 +60,7 @@ func TestClusterSmoke(t *testing.T) {
 		deployWeb(t, c)
 		checkEndpointSlices(t, c)
 		checkImageTools(t, c)
+		checkImages(t, c)
 		for _, ip := range c.nodeIPs {
 			c.expectNodePort(t, ip)
 		}
@@ -339,6 +340,34 @@ func checkEndpointSlices(t *testing.T, c *cluster) {
 	})
 	if err != nil {
 		t.Fatalf("EndpointSlices of web: ready endpoints on %v, want one on each of %v: %v", got, c.nodes, err)
+	}
+}
+
+// checkImages expects every node's containerd to hold the locally built
+// images under the names the manifests and suites use.
+func checkImages(t *testing.T, c *cluster) {
+	t.Helper()
+	want := []string{
+		"registry.k8s.io/pause:3.10.2",
+		agnhostImage,
+		"ghcr.io/nodegress/nodegress:dev",
+		"registry.k8s.io/coredns/coredns:v1.12.2",
+		"registry.k8s.io/gateway-api/echo-basic:v1.5.1",
+		"registry.k8s.io/gateway-api/echo-basic:v1.6.0-dev.2",
+		"registry.k8s.io/gateway-api/echo-basic:v1.6.0-dev.3",
+	}
+	for i := range c.nodes {
+		sock := filepath.Join("/var/lib/nodegress-cluster/nodes", fmt.Sprintf("node%d", i+1), "containerd.sock")
+		out, err := exec.Command("ctr", "--address", sock, "--namespace", "k8s.io", "images", "ls", "-q").CombinedOutput()
+		if err != nil {
+			t.Fatalf("images of node%d: %v\n%s", i+1, err, out)
+		}
+		have := strings.Fields(string(out))
+		for _, w := range want {
+			if !slices.Contains(have, w) {
+				t.Errorf("node%d has no image %s (has %v)", i+1, w, have)
+			}
+		}
 	}
 }
 
