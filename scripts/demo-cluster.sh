@@ -12,6 +12,8 @@
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
+# shellcheck source=lib/demo-ingresses.sh
+. scripts/lib/demo-ingresses.sh
 ROOT=$PWD
 PODSERVER=${PODSERVER:-$ROOT/bin/podserver}
 
@@ -132,36 +134,7 @@ spec:
   ports:
   - {name: http, port: 80, targetPort: http, nodePort: $LB_NODE_PORT}
 ---
-apiVersion: networking.k8s.io/v1
-kind: Ingress
-metadata:
-  name: app
-  namespace: $NS
-spec:
-  ingressClassName: nodegress
-  rules:
-  - host: $APP_HOST
-    http:
-      paths:
-      - {path: /, pathType: Prefix, backend: {service: {name: web, port: {name: http}}}}
----
-apiVersion: networking.k8s.io/v1
-kind: Ingress
-metadata:
-  name: secure
-  namespace: $NS
-  annotations:
-    nodegress.io/ssl-redirect: "true"
-spec:
-  ingressClassName: nodegress
-  tls:
-  - hosts: [$SECURE_HOST]
-    secretName: secure-tls
-  rules:
-  - host: $SECURE_HOST
-    http:
-      paths:
-      - {path: /, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}
+$(demo_ingresses "$NS")
 EOT
 show apply -f "$WORK/app.yaml"
 show -n "$NS" create secret tls secure-tls --cert "$WORK/tls/tls.crt" --key "$WORK/tls/tls.key"

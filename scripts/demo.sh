@@ -22,6 +22,8 @@
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
+# shellcheck source=lib/demo-ingresses.sh
+. scripts/lib/demo-ingresses.sh
 NODEGRESS=${NODEGRESS:-$PWD/bin/nodegress}
 PODSERVER=${PODSERVER:-$PWD/bin/podserver}
 
@@ -312,36 +314,7 @@ data:
   tls.crt: $(b64 "$WORK/tls/tls.crt")
   tls.key: $(b64 "$WORK/tls/tls.key")
 ---
-apiVersion: networking.k8s.io/v1
-kind: Ingress
-metadata:
-  name: app
-  namespace: default
-spec:
-  ingressClassName: nodegress
-  rules:
-  - host: $APP_HOST
-    http:
-      paths:
-      - {path: /, pathType: Prefix, backend: {service: {name: web, port: {name: http}}}}
----
-apiVersion: networking.k8s.io/v1
-kind: Ingress
-metadata:
-  name: secure
-  namespace: default
-  annotations:
-    nodegress.io/ssl-redirect: "true"
-spec:
-  ingressClassName: nodegress
-  tls:
-  - hosts: [$SECURE_HOST]
-    secretName: secure-tls
-  rules:
-  - host: $SECURE_HOST
-    http:
-      paths:
-      - {path: /, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}
+$(demo_ingresses default)
 EOT
 	echo "  http://$APP_HOST/      -> default/web (${PODS[*]})"
 	echo "  https://$SECURE_HOST/  -> default/web, certificate from Secret default/secure-tls; plain HTTP redirected (ssl-redirect)"
@@ -521,36 +494,7 @@ ports:
 endpoints:
 $eps
 ---
-apiVersion: networking.k8s.io/v1
-kind: Ingress
-metadata:
-  name: app
-  namespace: demo
-spec:
-  ingressClassName: nodegress
-  rules:
-  - host: $APP_HOST
-    http:
-      paths:
-      - {path: /, pathType: Prefix, backend: {service: {name: web, port: {name: http}}}}
----
-apiVersion: networking.k8s.io/v1
-kind: Ingress
-metadata:
-  name: secure
-  namespace: demo
-  annotations:
-    nodegress.io/ssl-redirect: "true"
-spec:
-  ingressClassName: nodegress
-  tls:
-  - hosts: [$SECURE_HOST]
-    secretName: secure-tls
-  rules:
-  - host: $SECURE_HOST
-    http:
-      paths:
-      - {path: /, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}
+$(demo_ingresses demo)
 EOT
 	show apply -f "$WORK/app.yaml"
 	show -n demo create secret tls secure-tls --cert "$WORK/tls/tls.crt" --key "$WORK/tls/tls.key"
