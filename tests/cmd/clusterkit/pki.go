@@ -59,22 +59,11 @@ func pkiCmd(args []string) error {
 	// year ahead, longer than any cluster lives here.
 	notBefore, notAfter := now.Add(-time.Hour), now.Add(365*24*time.Hour)
 
-	caKey, err := pki.NewKey()
+	ca, err := pki.NewCA("nodegress-cluster-ca", notBefore, notAfter)
 	if err != nil {
 		return err
 	}
-	caTmpl := &x509.Certificate{
-		Subject:               pkix.Name{CommonName: "nodegress-cluster-ca"},
-		NotBefore:             notBefore,
-		NotAfter:              notAfter,
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-	}
-	caDER, caCert, err := pki.Sign(caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		return fmt.Errorf("ca: %w", err)
-	}
+	caKey, caCert, caDER := ca.Key, ca.Cert, ca.DER
 	caPEM := pki.PEM("CERTIFICATE", caDER)
 	if err := writeKeyPair(*dir, "ca", caDER, caKey); err != nil {
 		return err

@@ -7,9 +7,11 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/pem"
 	"fmt"
 	"math/big"
+	"time"
 )
 
 // NewKey makes an ECDSA P-256 key: fast to generate, accepted everywhere.
@@ -49,4 +51,32 @@ func KeyPEM(k *ecdsa.PrivateKey) ([]byte, error) {
 // PEM encodes der as a PEM block of type typ.
 func PEM(typ string, der []byte) []byte {
 	return pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der})
+}
+
+// CA is a self-signed certificate authority.
+type CA struct {
+	Key  *ecdsa.PrivateKey
+	Cert *x509.Certificate
+	DER  []byte
+}
+
+// NewCA makes a CA named name, valid from notBefore to notAfter.
+func NewCA(name string, notBefore, notAfter time.Time) (*CA, error) {
+	key, err := NewKey()
+	if err != nil {
+		return nil, fmt.Errorf("ca key: %w", err)
+	}
+	tmpl := &x509.Certificate{
+		Subject:               pkix.Name{CommonName: name},
+		NotBefore:             notBefore,
+		NotAfter:              notAfter,
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+	}
+	der, cert, err := Sign(tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return nil, fmt.Errorf("ca certificate: %w", err)
+	}
+	return &CA{Key: key, Cert: cert, DER: der}, nil
 }

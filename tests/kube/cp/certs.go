@@ -32,22 +32,11 @@ func newPKI(dir string, ips []netip.Addr) (*credentials, error) {
 	// Valid from an hour back so a slightly skewed clock still accepts it.
 	notBefore, notAfter := now.Add(-time.Hour), now.Add(7*24*time.Hour)
 
-	caKey, err := pki.NewKey()
+	ca, err := pki.NewCA("nodegress-test-ca", notBefore, notAfter)
 	if err != nil {
-		return nil, fmt.Errorf("ca key: %w", err)
+		return nil, err
 	}
-	caTmpl := &x509.Certificate{
-		Subject:               pkix.Name{CommonName: "nodegress-test-ca"},
-		NotBefore:             notBefore,
-		NotAfter:              notAfter,
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-	}
-	caDER, caCert, err := pki.Sign(caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		return nil, fmt.Errorf("ca certificate: %w", err)
-	}
+	caKey, caCert, caDER := ca.Key, ca.Cert, ca.DER
 
 	srvKey, err := pki.NewKey()
 	if err != nil {
