@@ -25,28 +25,17 @@ char __license[] SEC("license") = "Dual BSD/GPL";
 
 /* Keep types only the Go side reads in BTF, so bpf2go generates them. */
 const struct trace_event *unused_trace_event __attribute__((unused));
+const enum frontend_flags *unused_frontend_flags __attribute__((unused));
+const enum backend_flags *unused_backend_flags __attribute__((unused));
+const enum ct_flags *unused_ct_flags __attribute__((unused));
+const enum device_flags *unused_device_flags __attribute__((unused));
+const enum config_flags *unused_config_flags __attribute__((unused));
+const enum stage *unused_stage __attribute__((unused));
+const enum verdict *unused_verdict __attribute__((unused));
+const enum reason *unused_reason __attribute__((unused));
 
 /* Written into XDP metadata for packets XDP has fully dealt with. */
 #define XDP_DONE_MAGIC 0x6e677264 /* "ngrd" */
-
-static __always_inline int reason_drops(int reason)
-{
-	return reason >= REASON_DROP_MALFORMED_L2 &&
-	       reason <= REASON_DROP_MAP_FULL;
-}
-
-/* Decision for a packet parse_packet refused. */
-static __always_inline void decide_unparsed(struct decision *d, int reason)
-{
-	d->reason = reason;
-	if (reason_drops(reason)) {
-		d->action = ACT_DROP;
-		d->verdict = VERDICT_DROP;
-	} else {
-		d->action = ACT_PASS;
-		d->verdict = VERDICT_PASS;
-	}
-}
 
 /*
  * xdp_l4_csum_complete is l4_csum_complete for the packet of an XDP program.
@@ -92,7 +81,7 @@ int xdp_lb(struct xdp_md *ctx)
 
 	reason = parse_packet(data, data_end, data_end - data, &pkt);
 	if (reason) {
-		decide_unparsed(&d, reason);
+		decide_unparsed(&d, reason, 0);
 		goto out;
 	}
 	lb_ingress(ctx, &pkt, ifindex, &d, 0);
@@ -103,12 +92,6 @@ int xdp_lb(struct xdp_md *ctx)
 		xdp_rewrite_l3_l4(&pkt, &d);
 		break;
 	case ACT_FORWARD:
-		if (pkt.ip->ttl <= 1) {
-			d.action = ACT_DROP;
-			d.verdict = VERDICT_DROP;
-			d.reason = REASON_DROP_TTL_EXCEEDED;
-			break;
-		}
 		xdp_rewrite_l3_l4(&pkt, &d);
 		xdp_decrease_ttl(pkt.ip);
 		xdp_set_macs(&pkt, &d);
@@ -125,8 +108,7 @@ out:
 		ret = XDP_DROP;
 	account(ifindex, STAGE_XDP, &pkt.tuple, &d, pkt.len);
 	/* What XDP passed on for tc to finish is not marked done. */
-	if (ret == XDP_PASS && d.reason != REASON_PASS_FIB &&
-	    d.reason != REASON_PASS_CSUM_PARTIAL)
+	if (ret == XDP_PASS && !decision_left_to_tc(&d))
 		xdp_mark_done(ctx);
 	return ret;
 }
@@ -171,7 +153,7 @@ int tc_ingress(struct __sk_buff *skb)
 
 	reason = tc_parse(skb, &pkt);
 	if (reason) {
-		decide_unparsed(&d, reason);
+		decide_unparsed(&d, reason, 0);
 		goto out;
 	}
 	ttl = pkt.ip->ttl;
@@ -179,32 +161,20 @@ int tc_ingress(struct __sk_buff *skb)
 
 	switch (d.action) {
 	case ACT_NAT_PASS:
-		if (tc_rewrite_l3_l4(skb, &pkt, &d)) {
-			d.action = ACT_DROP;
-			d.verdict = VERDICT_DROP;
-			d.reason = REASON_DROP_MALFORMED_L4;
-		}
+		if (tc_rewrite_l3_l4(skb, &pkt, &d))
+			decide_rewrite_failed(&d, REASON_DROP_MALFORMED_L4);
 		break;
 	case ACT_FORWARD:
 	case ACT_FORWARD_NEIGH:
-		if (ttl <= 1) {
-			d.action = ACT_DROP;
-			d.verdict = VERDICT_DROP;
-			d.reason = REASON_DROP_TTL_EXCEEDED;
-			break;
-		}
 		if (tc_rewrite_l3_l4(skb, &pkt, &d) ||
 		    tc_decrease_ttl(skb, &pkt, ttl)) {
-			d.action = ACT_DROP;
-			d.verdict = VERDICT_DROP;
-			d.reason = REASON_DROP_MALFORMED_L4;
+			decide_rewrite_failed(&d, REASON_DROP_MALFORMED_L4);
 			break;
 		}
 		if (d.action == ACT_FORWARD) {
 			if (tc_set_macs(skb, &d)) {
-				d.action = ACT_DROP;
-				d.verdict = VERDICT_DROP;
-				d.reason = REASON_DROP_MALFORMED_L2;
+				decide_rewrite_failed(&d,
+						      REASON_DROP_MALFORMED_L2);
 				break;
 			}
 			ret = bpf_redirect(d.ifindex, 0);
@@ -238,19 +208,12 @@ int tc_egress(struct __sk_buff *skb)
 
 	reason = tc_parse(skb, &pkt);
 	if (reason) {
-		/* The host's own packets: never dropped here, never ours. */
-		decide_unparsed(&d, reason_drops(reason)
-					? REASON_PASS_NOT_TRACKED
-					: reason);
-		d.action = ACT_PASS;
-		d.verdict = VERDICT_PASS;
+		decide_unparsed(&d, reason, 1);
 		goto out;
 	}
 	lb_egress(&pkt, &d);
 	if (d.action == ACT_NAT_PASS && tc_rewrite_l3_l4(skb, &pkt, &d)) {
-		d.action = ACT_DROP;
-		d.verdict = VERDICT_DROP;
-		d.reason = REASON_DROP_MALFORMED_L4;
+		decide_rewrite_failed(&d, REASON_DROP_MALFORMED_L4);
 		ret = TC_ACT_SHOT;
 	}
 out:

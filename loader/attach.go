@@ -215,7 +215,7 @@ func linkIfindex(l link.Link) int {
 
 // devFlagPartialChecksums is DEV_F_PARTIAL_CSUM of bpf/lib/consts.h: XDP on
 // the device translates only frames whose checksum it verified complete.
-const devFlagPartialChecksums = 1 << 0
+const devFlagPartialChecksums = uint32(datapathDeviceFlagsDEV_F_PARTIAL_CSUM)
 
 // syncDevices records, per attached device, the address remote flows leaving
 // through it are SNAT'd to and whether its frames may carry partial

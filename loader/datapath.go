@@ -218,7 +218,7 @@ func (d *Datapath) configure() error {
 }
 
 // Flags of datapathDpConfig, as CFG_F_* in bpf/lib/consts.h.
-const cfgFlagTrace = 1 << 0
+const cfgFlagTrace = uint32(datapathConfigFlagsCFG_F_TRACE)
 
 // Close releases this process's handles. Pinned maps and links stay, so the
 // datapath keeps forwarding until Cleanup.

@@ -13,6 +13,13 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type datapathBackendFlags uint32
+
+const (
+	datapathBackendFlagsBE_F_LOCAL       datapathBackendFlags = 1
+	datapathBackendFlagsBE_F_TERMINATING datapathBackendFlags = 2
+)
+
 type datapathBackendSlotKey struct {
 	_     structs.HostLayout
 	SvcId uint32
@@ -27,6 +34,12 @@ type datapathBackendValue struct {
 	Pad   uint8
 }
 
+type datapathConfigFlags uint32
+
+const (
+	datapathConfigFlagsCFG_F_TRACE datapathConfigFlags = 1
+)
+
 type datapathCtEntry struct {
 	_           structs.HostLayout
 	CreatedNs   uint64
@@ -40,6 +53,21 @@ type datapathCtEntry struct {
 	Flags       uint8
 	Pad         [3]uint8
 }
+
+type datapathCtFlags uint32
+
+const (
+	datapathCtFlagsCT_F_REMOTE   datapathCtFlags = 1
+	datapathCtFlagsCT_F_SEEN_FIN datapathCtFlags = 2
+	datapathCtFlagsCT_F_SEEN_RST datapathCtFlags = 4
+	datapathCtFlagsCT_F_REPLIED  datapathCtFlags = 8
+)
+
+type datapathDeviceFlags uint32
+
+const (
+	datapathDeviceFlagsDEV_F_PARTIAL_CSUM datapathDeviceFlags = 1
+)
 
 type datapathDeviceValue struct {
 	_     structs.HostLayout
@@ -66,6 +94,12 @@ type datapathFlowTuple struct {
 	Pad   [3]uint8
 }
 
+type datapathFrontendFlags uint32
+
+const (
+	datapathFrontendFlagsFE_F_L7 datapathFrontendFlags = 1
+)
+
 type datapathFrontendKey struct {
 	_     structs.HostLayout
 	Addr  uint32
@@ -80,6 +114,33 @@ type datapathFrontendValue struct {
 	BackendCount uint16
 	Flags        uint16
 }
+
+type datapathReason uint32
+
+const (
+	datapathReasonREASON_UNSPEC              datapathReason = 0
+	datapathReasonREASON_PASS_NOT_IPV4       datapathReason = 1
+	datapathReasonREASON_PASS_NOT_TCP_UDP    datapathReason = 2
+	datapathReasonREASON_PASS_NO_FRONTEND    datapathReason = 3
+	datapathReasonREASON_PASS_FRAGMENT       datapathReason = 4
+	datapathReasonREASON_PASS_L7             datapathReason = 5
+	datapathReasonREASON_PASS_FIB            datapathReason = 6
+	datapathReasonREASON_FWD_LOCAL           datapathReason = 7
+	datapathReasonREASON_FWD_REMOTE          datapathReason = 8
+	datapathReasonREASON_REPLY_LOCAL         datapathReason = 9
+	datapathReasonREASON_REPLY_REMOTE        datapathReason = 10
+	datapathReasonREASON_DROP_MALFORMED_L2   datapathReason = 11
+	datapathReasonREASON_DROP_MALFORMED_IP   datapathReason = 12
+	datapathReasonREASON_DROP_MALFORMED_L4   datapathReason = 13
+	datapathReasonREASON_DROP_NO_BACKEND     datapathReason = 14
+	datapathReasonREASON_DROP_SNAT_EXHAUSTED datapathReason = 15
+	datapathReasonREASON_DROP_NO_SNAT_ADDR   datapathReason = 16
+	datapathReasonREASON_DROP_TTL_EXCEEDED   datapathReason = 17
+	datapathReasonREASON_DROP_MAP_FULL       datapathReason = 18
+	datapathReasonREASON_PASS_NOT_TRACKED    datapathReason = 19
+	datapathReasonREASON_PASS_CSUM_PARTIAL   datapathReason = 20
+	datapathReasonREASON_MAX                 datapathReason = 21
+)
 
 type datapathReasonStats struct {
 	_       structs.HostLayout
@@ -98,6 +159,14 @@ type datapathRevNatEntry struct {
 	Pad          [3]uint8
 }
 
+type datapathStage uint32
+
+const (
+	datapathStageSTAGE_XDP        datapathStage = 1
+	datapathStageSTAGE_TC_INGRESS datapathStage = 2
+	datapathStageSTAGE_TC_EGRESS  datapathStage = 3
+)
+
 type datapathTraceEvent struct {
 	_         structs.HostLayout
 	TsNs      uint64
@@ -113,25 +182,43 @@ type datapathTraceEvent struct {
 	Pad       uint32
 }
 
+type datapathVerdict uint32
+
+const (
+	datapathVerdictVERDICT_PASS     datapathVerdict = 1
+	datapathVerdictVERDICT_TX       datapathVerdict = 2
+	datapathVerdictVERDICT_REDIRECT datapathVerdict = 3
+	datapathVerdictVERDICT_DROP     datapathVerdict = 4
+)
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	datapathMapBackendSlots     = "backend_slots"
-	datapathMapBackends         = "backends"
-	datapathMapConfig           = "config"
-	datapathMapConntrack        = "conntrack"
-	datapathMapDevices          = "devices"
-	datapathMapEvents           = "events"
-	datapathMapFrontends        = "frontends"
-	datapathMapProxySockets     = "proxy_sockets"
-	datapathMapReverseNat       = "reverse_nat"
-	datapathMapStats            = "stats"
-	datapathProgSkSteer         = "sk_steer"
-	datapathProgTcEgress        = "tc_egress"
-	datapathProgTcIngress       = "tc_ingress"
-	datapathProgXdpLb           = "xdp_lb"
-	datapathVarUnusedTraceEvent = "unused_trace_event"
+	datapathMapBackendSlots        = "backend_slots"
+	datapathMapBackends            = "backends"
+	datapathMapConfig              = "config"
+	datapathMapConntrack           = "conntrack"
+	datapathMapDevices             = "devices"
+	datapathMapEvents              = "events"
+	datapathMapFrontends           = "frontends"
+	datapathMapProxySockets        = "proxy_sockets"
+	datapathMapReverseNat          = "reverse_nat"
+	datapathMapStats               = "stats"
+	datapathProgSkSteer            = "sk_steer"
+	datapathProgTcEgress           = "tc_egress"
+	datapathProgTcIngress          = "tc_ingress"
+	datapathProgXdpLb              = "xdp_lb"
+	datapathVarReasonVerdicts      = "reason_verdicts"
+	datapathVarUnusedBackendFlags  = "unused_backend_flags"
+	datapathVarUnusedConfigFlags   = "unused_config_flags"
+	datapathVarUnusedCtFlags       = "unused_ct_flags"
+	datapathVarUnusedDeviceFlags   = "unused_device_flags"
+	datapathVarUnusedFrontendFlags = "unused_frontend_flags"
+	datapathVarUnusedReason        = "unused_reason"
+	datapathVarUnusedStage         = "unused_stage"
+	datapathVarUnusedTraceEvent    = "unused_trace_event"
+	datapathVarUnusedVerdict       = "unused_verdict"
 )
 
 // loadDatapath returns the embedded CollectionSpec for datapath.
@@ -202,7 +289,16 @@ type datapathMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type datapathVariableSpecs struct {
-	UnusedTraceEvent *ebpf.VariableSpec `ebpf:"unused_trace_event"`
+	ReasonVerdicts      *ebpf.VariableSpec `ebpf:"reason_verdicts"`
+	UnusedBackendFlags  *ebpf.VariableSpec `ebpf:"unused_backend_flags"`
+	UnusedConfigFlags   *ebpf.VariableSpec `ebpf:"unused_config_flags"`
+	UnusedCtFlags       *ebpf.VariableSpec `ebpf:"unused_ct_flags"`
+	UnusedDeviceFlags   *ebpf.VariableSpec `ebpf:"unused_device_flags"`
+	UnusedFrontendFlags *ebpf.VariableSpec `ebpf:"unused_frontend_flags"`
+	UnusedReason        *ebpf.VariableSpec `ebpf:"unused_reason"`
+	UnusedStage         *ebpf.VariableSpec `ebpf:"unused_stage"`
+	UnusedTraceEvent    *ebpf.VariableSpec `ebpf:"unused_trace_event"`
+	UnusedVerdict       *ebpf.VariableSpec `ebpf:"unused_verdict"`
 }
 
 // datapathObjects contains all objects after they have been loaded into the kernel.
@@ -256,7 +352,16 @@ func (m *datapathMaps) Close() error {
 //
 // It can be passed to loadDatapathObjects or ebpf.CollectionSpec.LoadAndAssign.
 type datapathVariables struct {
-	UnusedTraceEvent *ebpf.Variable `ebpf:"unused_trace_event"`
+	ReasonVerdicts      *ebpf.Variable `ebpf:"reason_verdicts"`
+	UnusedBackendFlags  *ebpf.Variable `ebpf:"unused_backend_flags"`
+	UnusedConfigFlags   *ebpf.Variable `ebpf:"unused_config_flags"`
+	UnusedCtFlags       *ebpf.Variable `ebpf:"unused_ct_flags"`
+	UnusedDeviceFlags   *ebpf.Variable `ebpf:"unused_device_flags"`
+	UnusedFrontendFlags *ebpf.Variable `ebpf:"unused_frontend_flags"`
+	UnusedReason        *ebpf.Variable `ebpf:"unused_reason"`
+	UnusedStage         *ebpf.Variable `ebpf:"unused_stage"`
+	UnusedTraceEvent    *ebpf.Variable `ebpf:"unused_trace_event"`
+	UnusedVerdict       *ebpf.Variable `ebpf:"unused_verdict"`
 }
 
 // datapathPrograms contains all programs after they have been loaded into the kernel.

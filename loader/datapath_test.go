@@ -108,8 +108,8 @@ func checkLocalForward(t *testing.T, h *harness, f frame, in, out []byte, svc ui
 
 // Flags of datapathCtEntry, as CT_F_* in bpf/lib/consts.h.
 const (
-	ctFlagRemote  = 1 << 0
-	ctFlagSeenFIN = 1 << 1
+	ctFlagRemote  = uint8(datapathCtFlagsCT_F_REMOTE)
+	ctFlagSeenFIN = uint8(datapathCtFlagsCT_F_SEEN_FIN)
 )
 
 // pktCase is a single packet sent to a datapath programmed by

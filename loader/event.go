@@ -10,9 +10,9 @@ type Stage uint8
 
 // Stages, as enum stage in bpf/lib/consts.h.
 const (
-	StageXDP       Stage = 1
-	StageTCIngress Stage = 2
-	StageTCEgress  Stage = 3
+	StageXDP       = Stage(datapathStageSTAGE_XDP)
+	StageTCIngress = Stage(datapathStageSTAGE_TC_INGRESS)
+	StageTCEgress  = Stage(datapathStageSTAGE_TC_EGRESS)
 )
 
 func (s Stage) String() string {
@@ -33,10 +33,10 @@ type Verdict uint8
 
 // Verdicts, as enum verdict in bpf/lib/consts.h.
 const (
-	VerdictPass     Verdict = 1
-	VerdictTX       Verdict = 2
-	VerdictRedirect Verdict = 3
-	VerdictDrop     Verdict = 4
+	VerdictPass     = Verdict(datapathVerdictVERDICT_PASS)
+	VerdictTX       = Verdict(datapathVerdictVERDICT_TX)
+	VerdictRedirect = Verdict(datapathVerdictVERDICT_REDIRECT)
+	VerdictDrop     = Verdict(datapathVerdictVERDICT_DROP)
 )
 
 func (v Verdict) String() string {

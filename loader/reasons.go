@@ -1,57 +1,67 @@
 package loader
 
 // Reason says why a packet got its verdict; it indexes the datapath's
-// per-CPU counters. The values follow enum reason in bpf/lib/consts.h.
+// per-CPU counters. The values are enum reason of bpf/lib/consts.h, as
+// bpf2go generates them; TestABI checks names and verdicts against the
+// object's BTF.
 type Reason uint16
 
 // Reasons, in the order of enum reason.
 const (
-	ReasonUnspec Reason = iota
-	ReasonPassNotIPv4
-	ReasonPassNotTCPUDP
-	ReasonPassNoFrontend
-	ReasonPassFragment
-	ReasonPassL7
-	ReasonPassFIB
-	ReasonFwdLocal
-	ReasonFwdRemote
-	ReasonReplyLocal
-	ReasonReplyRemote
-	ReasonDropMalformedL2
-	ReasonDropMalformedIP
-	ReasonDropMalformedL4
-	ReasonDropNoBackend
-	ReasonDropSNATExhausted
-	ReasonDropNoSNATAddr
-	ReasonDropTTLExceeded
-	ReasonDropMapFull
-	ReasonPassNotTracked
-	ReasonPassCsumPartial
-	reasonMax
+	ReasonUnspec            = Reason(datapathReasonREASON_UNSPEC)
+	ReasonPassNotIPv4       = Reason(datapathReasonREASON_PASS_NOT_IPV4)
+	ReasonPassNotTCPUDP     = Reason(datapathReasonREASON_PASS_NOT_TCP_UDP)
+	ReasonPassNoFrontend    = Reason(datapathReasonREASON_PASS_NO_FRONTEND)
+	ReasonPassFragment      = Reason(datapathReasonREASON_PASS_FRAGMENT)
+	ReasonPassL7            = Reason(datapathReasonREASON_PASS_L7)
+	ReasonPassFIB           = Reason(datapathReasonREASON_PASS_FIB)
+	ReasonFwdLocal          = Reason(datapathReasonREASON_FWD_LOCAL)
+	ReasonFwdRemote         = Reason(datapathReasonREASON_FWD_REMOTE)
+	ReasonReplyLocal        = Reason(datapathReasonREASON_REPLY_LOCAL)
+	ReasonReplyRemote       = Reason(datapathReasonREASON_REPLY_REMOTE)
+	ReasonDropMalformedL2   = Reason(datapathReasonREASON_DROP_MALFORMED_L2)
+	ReasonDropMalformedIP   = Reason(datapathReasonREASON_DROP_MALFORMED_IP)
+	ReasonDropMalformedL4   = Reason(datapathReasonREASON_DROP_MALFORMED_L4)
+	ReasonDropNoBackend     = Reason(datapathReasonREASON_DROP_NO_BACKEND)
+	ReasonDropSNATExhausted = Reason(datapathReasonREASON_DROP_SNAT_EXHAUSTED)
+	ReasonDropNoSNATAddr    = Reason(datapathReasonREASON_DROP_NO_SNAT_ADDR)
+	ReasonDropTTLExceeded   = Reason(datapathReasonREASON_DROP_TTL_EXCEEDED)
+	ReasonDropMapFull       = Reason(datapathReasonREASON_DROP_MAP_FULL)
+	ReasonPassNotTracked    = Reason(datapathReasonREASON_PASS_NOT_TRACKED)
+	ReasonPassCsumPartial   = Reason(datapathReasonREASON_PASS_CSUM_PARTIAL)
+	reasonMax               = Reason(datapathReasonREASON_MAX)
 )
 
-var reasonNames = [...]string{
-	ReasonUnspec:            "unspec",
-	ReasonPassNotIPv4:       "pass_not_ipv4",
-	ReasonPassNotTCPUDP:     "pass_not_tcp_udp",
-	ReasonPassNoFrontend:    "pass_no_frontend",
-	ReasonPassFragment:      "pass_fragment",
-	ReasonPassL7:            "pass_l7",
-	ReasonPassFIB:           "pass_fib",
-	ReasonFwdLocal:          "fwd_local",
-	ReasonFwdRemote:         "fwd_remote",
-	ReasonReplyLocal:        "reply_local",
-	ReasonReplyRemote:       "reply_remote",
-	ReasonDropMalformedL2:   "drop_malformed_l2",
-	ReasonDropMalformedIP:   "drop_malformed_ip",
-	ReasonDropMalformedL4:   "drop_malformed_l4",
-	ReasonDropNoBackend:     "drop_no_backend",
-	ReasonDropSNATExhausted: "drop_snat_exhausted",
-	ReasonDropNoSNATAddr:    "drop_no_snat_addr",
-	ReasonDropTTLExceeded:   "drop_ttl_exceeded",
-	ReasonDropMapFull:       "drop_map_full",
-	ReasonPassNotTracked:    "pass_not_tracked",
-	ReasonPassCsumPartial:   "pass_csum_partial",
+// reasonInfo is what the Go side knows of a reason: its name in traces and
+// metrics, and the verdict of every packet counted under it (as
+// REASON_TABLE in bpf/lib/consts.h says; forwards say VerdictRedirect).
+type reasonInfo struct {
+	name    string
+	verdict Verdict
+}
+
+var reasonTable = [...]reasonInfo{
+	ReasonUnspec:            {"unspec", VerdictPass},
+	ReasonPassNotIPv4:       {"pass_not_ipv4", VerdictPass},
+	ReasonPassNotTCPUDP:     {"pass_not_tcp_udp", VerdictPass},
+	ReasonPassNoFrontend:    {"pass_no_frontend", VerdictPass},
+	ReasonPassFragment:      {"pass_fragment", VerdictPass},
+	ReasonPassL7:            {"pass_l7", VerdictPass},
+	ReasonPassFIB:           {"pass_fib", VerdictPass},
+	ReasonFwdLocal:          {"fwd_local", VerdictPass},
+	ReasonFwdRemote:         {"fwd_remote", VerdictRedirect},
+	ReasonReplyLocal:        {"reply_local", VerdictPass},
+	ReasonReplyRemote:       {"reply_remote", VerdictRedirect},
+	ReasonDropMalformedL2:   {"drop_malformed_l2", VerdictDrop},
+	ReasonDropMalformedIP:   {"drop_malformed_ip", VerdictDrop},
+	ReasonDropMalformedL4:   {"drop_malformed_l4", VerdictDrop},
+	ReasonDropNoBackend:     {"drop_no_backend", VerdictDrop},
+	ReasonDropSNATExhausted: {"drop_snat_exhausted", VerdictDrop},
+	ReasonDropNoSNATAddr:    {"drop_no_snat_addr", VerdictDrop},
+	ReasonDropTTLExceeded:   {"drop_ttl_exceeded", VerdictDrop},
+	ReasonDropMapFull:       {"drop_map_full", VerdictDrop},
+	ReasonPassNotTracked:    {"pass_not_tracked", VerdictPass},
+	ReasonPassCsumPartial:   {"pass_csum_partial", VerdictPass},
 }
 
 // Reasons lists every reason the datapath counts, in index order.
@@ -64,13 +74,13 @@ func Reasons() []Reason {
 }
 
 func (r Reason) String() string {
-	if int(r) < len(reasonNames) {
-		return reasonNames[r]
+	if int(r) < len(reasonTable) && reasonTable[r].name != "" {
+		return reasonTable[r].name
 	}
 	return "unknown"
 }
 
 // IsDrop tells whether packets counted under r were dropped.
 func (r Reason) IsDrop() bool {
-	return r >= ReasonDropMalformedL2 && r <= ReasonDropMapFull
+	return int(r) < len(reasonTable) && reasonTable[r].verdict == VerdictDrop
 }

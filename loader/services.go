@@ -11,9 +11,9 @@ import (
 // Flags of datapathFrontendValue and datapathBackendValue, as FE_F_* and
 // BE_F_* in bpf/lib/consts.h.
 const (
-	frontendFlagL7                = 1 << 0
-	backendFlagLocal              = 1 << 0
-	backendFlagTerminating        = 1 << 1
+	frontendFlagL7                = uint16(datapathFrontendFlagsFE_F_L7)
+	backendFlagLocal              = uint8(datapathBackendFlagsBE_F_LOCAL)
+	backendFlagTerminating        = uint8(datapathBackendFlagsBE_F_TERMINATING)
 	maxBackendsPerService         = math.MaxUint16
 	firstID                uint32 = 1
 )

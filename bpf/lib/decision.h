@@ -9,6 +9,7 @@
 
 #include <linux/types.h>
 
+#include "consts.h"
 #include "structs.h"
 
 enum action {
@@ -32,5 +33,75 @@ struct decision {
 	__u8 dmac[6];
 	struct flow_tuple xlated;
 };
+
+/*
+ * The verdict of every reason, from REASON_TABLE. Global, so that it is in
+ * the object's BTF: the Go side checks its own table against it.
+ */
+#define REASON_VERDICT_ENTRY(name, verdict) [name] = verdict,
+const __u8 reason_verdicts[REASON_MAX] = {REASON_TABLE(REASON_VERDICT_ENTRY)};
+#undef REASON_VERDICT_ENTRY
+
+static __always_inline int reason_drops(__u32 reason)
+{
+	return reason >= REASON_MAX || reason_verdicts[reason] == VERDICT_DROP;
+}
+
+static __always_inline void decide(struct decision *d, __u8 action,
+				   __u8 verdict, __u16 reason)
+{
+	d->action = action;
+	d->verdict = verdict;
+	d->reason = reason;
+}
+
+static __always_inline void decide_drop(struct decision *d, __u16 reason)
+{
+	decide(d, ACT_DROP, VERDICT_DROP, reason);
+}
+
+/* Leaves the packet as it is: xlated stays equal to the original tuple. */
+static __always_inline void decide_pass(struct decision *d, __u16 reason)
+{
+	decide(d, ACT_PASS, VERDICT_PASS, reason);
+}
+
+/*
+ * A packet the parser refused (reason says why): dropped or passed as the
+ * reason's verdict says. on_egress: the host's own packets are never
+ * dropped on the way out, never ours.
+ */
+static __always_inline void decide_unparsed(struct decision *d, __u16 reason,
+					    int on_egress)
+{
+	if (on_egress && reason_drops(reason))
+		reason = REASON_PASS_NOT_TRACKED;
+	if (reason_drops(reason))
+		decide_drop(d, reason);
+	else
+		decide_pass(d, reason);
+}
+
+/* A forward that would leave with TTL <= 1 is dropped instead. */
+static __always_inline void decide_ttl(struct decision *d, __u8 ttl)
+{
+	if ((d->action == ACT_FORWARD || d->action == ACT_FORWARD_NEIGH) &&
+	    ttl <= 1)
+		decide_drop(d, REASON_DROP_TTL_EXCEEDED);
+}
+
+/* XDP passed the packet on for tc to translate (tc must not skip it). */
+static __always_inline int decision_left_to_tc(const struct decision *d)
+{
+	return d->reason == REASON_PASS_FIB ||
+	       d->reason == REASON_PASS_CSUM_PARTIAL;
+}
+
+/* The hook could not carry the decision out on this packet. */
+static __always_inline void decide_rewrite_failed(struct decision *d,
+						  __u16 reason)
+{
+	decide_drop(d, reason);
+}
 
 #endif /* NODEGRESS_DECISION_H */

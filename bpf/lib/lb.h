@@ -23,25 +23,6 @@
 #include "parsing.h"
 #include "structs.h"
 
-static __always_inline void decide(struct decision *d, __u8 action,
-				   __u8 verdict, __u16 reason)
-{
-	d->action = action;
-	d->verdict = verdict;
-	d->reason = reason;
-}
-
-static __always_inline void decide_drop(struct decision *d, __u16 reason)
-{
-	decide(d, ACT_DROP, VERDICT_DROP, reason);
-}
-
-/* Leaves the packet as it is: xlated stays equal to the original tuple. */
-static __always_inline void decide_pass(struct decision *d, __u16 reason)
-{
-	decide(d, ACT_PASS, VERDICT_PASS, reason);
-}
-
 static __always_inline void set_verdict_forward(struct decision *d,
 						__u32 in_ifindex, __u16 reason)
 {
@@ -322,10 +303,11 @@ static __always_inline int in_snat_range(__be16 port)
 	return cfg && p >= cfg->snat_port_min && p <= cfg->snat_port_max;
 }
 
-/* Decision for a parsed packet arriving on an external device. */
-static __always_inline void lb_ingress(void *ctx, const struct packet *pkt,
-				       __u32 ifindex, struct decision *d,
-				       int can_resolve)
+/* lb_ingress without the checks every forward gets. */
+static __always_inline void lb_ingress_decide(void *ctx,
+					      const struct packet *pkt,
+					      __u32 ifindex, struct decision *d,
+					      int can_resolve)
 {
 	struct frontend_key fk = {
 	    .addr = pkt->tuple.daddr,
@@ -354,6 +336,15 @@ static __always_inline void lb_ingress(void *ctx, const struct packet *pkt,
 		}
 	}
 	decide_pass(d, REASON_PASS_NO_FRONTEND);
+}
+
+/* Decision for a parsed packet arriving on an external device. */
+static __always_inline void lb_ingress(void *ctx, const struct packet *pkt,
+				       __u32 ifindex, struct decision *d,
+				       int can_resolve)
+{
+	lb_ingress_decide(ctx, pkt, ifindex, d, can_resolve);
+	decide_ttl(d, pkt->ip->ttl);
 }
 
 /* Decision for a packet leaving an external device: local backends' replies. */
