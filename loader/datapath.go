@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"sync"
@@ -72,10 +73,15 @@ type Datapath struct {
 	attachMu sync.Mutex
 	attached []Attachment
 
-	mu    sync.Mutex // guards everything below and the service maps
-	state programmedState
-	ids   idAllocator
-	names nameTable
+	mu sync.Mutex // guards everything below and the service maps
+	// lb are the service maps; syncL7 steers L7 services to the proxy
+	// listeners and routes their addresses locally. Both are the real thing
+	// after Open and fakes in the bookkeeping's unit tests.
+	lb     lbMaps
+	syncL7 func(l7 map[uint32]string, addrs map[netip.Addr]bool) []error
+	state  programmedState
+	ids    idAllocator
+	names  nameTable
 	// listeners are the proxy's sockets by name (our own descriptors);
 	// steered says which L7 service id points at which; lastL7 is the L7
 	// services of the last Apply.
@@ -122,6 +128,7 @@ func Open(cfg Config) (*Datapath, error) {
 		listeners: map[string]int{},
 		steered:   map[uint32]string{},
 	}
+	d.syncL7 = d.syncProxyListeners
 	for _, step := range []func() error{d.load, d.configure, d.recoverState, d.attachAll, d.attachSteering} {
 		if err := step(); err != nil {
 			d.Close()
@@ -151,6 +158,7 @@ func (d *Datapath) load() error {
 			Maps: ebpf.MapOptions{PinPath: dir},
 		})
 		if err == nil {
+			d.lb = bpfLBMaps(d.objs.Frontends, d.objs.BackendSlots, d.objs.Backends)
 			return nil
 		}
 		if errors.Is(err, ebpf.ErrMapIncompatible) && attempt == 0 {

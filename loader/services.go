@@ -76,40 +76,22 @@ func (d *Datapath) recoverState() error {
 		backends:  map[backendIdent]uint32{},
 		recovered: map[datapathFrontendKey]uint32{},
 	}
-	var (
-		fk  datapathFrontendKey
-		fv  datapathFrontendValue
-		sk  datapathBackendSlotKey
-		sv  uint32
-		bk  uint32
-		bv  datapathBackendValue
-		max uint32
-	)
-	it := d.objs.Frontends.Iterate()
-	for it.Next(&fk, &fv) {
-		st.frontends[fk] = fv
+	got, err := readServiceMaps(d.lb)
+	if err != nil {
+		return fmt.Errorf("pinned state: %w", err)
+	}
+	var max uint32
+	st.frontends, st.slots, st.backends = got.frontends, got.slots, got.backends
+	for fk, fv := range got.frontends {
 		ids.recovered[fk] = fv.SvcId
 		max = maxU32(max, fv.SvcId)
 	}
-	if err := it.Err(); err != nil {
-		return fmt.Errorf("read pinned frontends: %w", err)
-	}
-	it = d.objs.BackendSlots.Iterate()
-	for it.Next(&sk, &sv) {
-		st.slots[sk] = sv
+	for sk := range got.slots {
 		max = maxU32(max, sk.SvcId)
 	}
-	if err := it.Err(); err != nil {
-		return fmt.Errorf("read pinned backend slots: %w", err)
-	}
-	it = d.objs.Backends.Iterate()
-	for it.Next(&bk, &bv) {
-		st.backends[bk] = bv
+	for bk, bv := range got.backends {
 		ids.backends[backendIdent{addrFromBE(bv.Addr), portFromBE(bv.Port)}] = bk
 		max = maxU32(max, bk)
-	}
-	if err := it.Err(); err != nil {
-		return fmt.Errorf("read pinned backends: %w", err)
 	}
 	ids.next = max + 1
 	st.sweep = true

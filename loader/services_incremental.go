@@ -3,12 +3,9 @@ package loader
 import (
 	"errors"
 	"fmt"
-	"maps"
 	"net/netip"
 	"slices"
 	"strings"
-
-	"github.com/cilium/ebpf"
 )
 
 // programmedState is the one bookkeeping Apply and Update share: what the
@@ -41,9 +38,6 @@ type programmedState struct {
 	// sweep says the maps may hold entries no service owns (pinned by an
 	// earlier run): the next Apply looks at every entry.
 	sweep bool
-	// refused counts the services refused a frontend another one holds;
-	// while there are any, Apply re-claims everything in name order.
-	refused int
 
 	// ops counts map entries written or deleted, so tests can tell that a
 	// change costs what it touches.
@@ -69,7 +63,6 @@ func newProgrammedState() programmedState {
 // svcRecord is what one programmed service owns.
 type svcRecord struct {
 	svc       Service // as given, to tell whether Apply changes it
-	refused   bool
 	name      string
 	id        uint32
 	frontends []datapathFrontendKey // those it holds (not those refused)
@@ -94,11 +87,17 @@ type backendRefs struct {
 	refs, active, locals int
 }
 
+// ErrFrontendConflict is returned for a service that claims a frontend
+// another service holds. Frontends belong to one service; the caller
+// decides who gets a contested one (the controller does, by age), so the
+// loader refuses the claim and programs nothing of that service.
+var ErrFrontendConflict = errors.New("frontend belongs to another service")
+
 // Apply makes the datapath serve exactly services. Only entries that differ
 // from what is programmed are written, in an order that never lets a
-// frontend point at a missing slot or backend. Invalid services are skipped
-// and reported in the returned error; the valid ones are applied. A
-// frontend claimed by two services goes to the first by name.
+// frontend point at a missing slot or backend. Invalid services, and
+// services claiming a frontend another one holds, are skipped and reported
+// in the returned error; the valid ones are applied.
 //
 // Apply also removes whatever else the maps hold (entries pinned by an
 // earlier run), which makes it the way to start and to resynchronize.
@@ -118,27 +117,21 @@ func (d *Datapath) Apply(services []Service) error {
 			st.dirtyBE[k] = struct{}{}
 		}
 	}
+	// Services equal to what is programmed keep their entries as they are,
+	// and Apply costs what changed, like Update.
 	var changed []Service
 	var removed []string
-	if d.unchangedKeepClaims(services) {
-		// Without contested frontends, who claims first does not matter:
-		// services equal to what is programmed keep their entries as they
-		// are, and Apply costs what changed, like Update.
-		want := make(map[string]struct{}, len(services))
-		for _, svc := range services {
-			want[svc.Name] = struct{}{}
-			if rec := st.svcs[svc.Name]; rec == nil || !sameService(rec.svc, svc) {
-				changed = append(changed, svc)
-			}
+	want := make(map[string]struct{}, len(services))
+	for _, svc := range services {
+		want[svc.Name] = struct{}{}
+		if rec := st.svcs[svc.Name]; rec == nil || !sameService(rec.svc, svc) {
+			changed = append(changed, svc)
 		}
-		for name := range st.svcs {
-			if _, ok := want[name]; !ok {
-				removed = append(removed, name)
-			}
+	}
+	for name := range st.svcs {
+		if _, ok := want[name]; !ok {
+			removed = append(removed, name)
 		}
-	} else {
-		changed = services
-		removed = slices.Collect(maps.Keys(st.svcs))
 	}
 	problems, err := d.change(changed, removed, true)
 	d.ids.recovered = nil
@@ -147,31 +140,6 @@ func (d *Datapath) Apply(services []Service) error {
 	}
 	st.sweep = false
 	return errors.Join(problems...)
-}
-
-// unchangedKeepClaims tells whether Apply may leave unchanged services
-// alone: no frontend is contested, neither among services nor by a
-// service refused earlier, and no name is listed twice.
-func (d *Datapath) unchangedKeepClaims(services []Service) bool {
-	if d.state.refused > 0 {
-		return false
-	}
-	names := make(map[string]struct{}, len(services))
-	claimed := make(map[datapathFrontendKey]string, len(services))
-	for _, svc := range services {
-		if _, dup := names[svc.Name]; dup {
-			return false
-		}
-		names[svc.Name] = struct{}{}
-		for _, fe := range svc.Frontends {
-			k := frontendKeyOf(fe, svc.Proto)
-			if owner, ok := claimed[k]; ok && owner != svc.Name {
-				return false
-			}
-			claimed[k] = svc.Name
-		}
-	}
-	return true
 }
 
 func sameService(a, b Service) bool {
@@ -184,10 +152,9 @@ func sameService(a, b Service) bool {
 // cost follows the size of the change: only the entries these services
 // own, or owned, are computed and written, with the same ordering as Apply
 // (new entries bottom-up, stale ones top-down). Services not named keep
-// what they have; a frontend a changed service claims while another
-// service holds it is refused and reported (Apply, or the holder's
-// removal and an Update of the claimant, hands it over). Invalid services
-// are reported and whatever they had is removed, as Apply would.
+// what they have. Invalid services, and services claiming a frontend
+// another service holds (ErrFrontendConflict), are reported and whatever
+// they had is removed, as Apply would.
 func (d *Datapath) Update(changed []Service, removed []string) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -235,6 +202,10 @@ func (d *Datapath) change(changed []Service, removed []string, full bool) ([]err
 			problems = append(problems, err)
 			continue
 		}
+		if err := d.frontendsFree(svc); err != nil {
+			problems = append(problems, err)
+			continue
+		}
 		rec, probs := d.claimService(svc)
 		problems = append(problems, probs...)
 		touchedL7 = touchedL7 || rec.l7
@@ -279,16 +250,11 @@ func (d *Datapath) change(changed []Service, removed []string, full bool) ([]err
 				l7[rec.id] = rec.listener
 			}
 		}
-		if err := d.syncProxySockets(l7); err != nil {
-			problems = append(problems, err)
-		}
 		addrs := make(map[netip.Addr]bool, len(st.l7Addrs))
 		for a := range st.l7Addrs {
 			addrs[a] = true
 		}
-		if err := d.syncLocalRoutes(addrs); err != nil {
-			problems = append(problems, err)
-		}
+		problems = append(problems, d.syncL7(l7, addrs)...)
 	}
 	return problems, nil
 }
@@ -328,16 +294,31 @@ func (d *Datapath) releaseService(rec *svcRecord, released map[uint32]struct{}) 
 			}
 		}
 	}
-	if rec.refused {
-		st.refused--
-	}
 	delete(st.svcs, rec.name)
 	if st.byID[rec.id] == rec {
 		delete(st.byID, rec.id)
 	}
 }
 
-// claimService records what a valid service owns and marks it dirty.
+// frontendsFree checks the precondition of claimService: no frontend of
+// svc is held by another service, and svc lists none twice.
+func (d *Datapath) frontendsFree(svc Service) error {
+	seen := make(map[datapathFrontendKey]struct{}, len(svc.Frontends))
+	for _, fe := range svc.Frontends {
+		key := frontendKeyOf(fe, svc.Proto)
+		if owner, taken := d.state.feOwner[key]; taken {
+			return fmt.Errorf("service %s: frontend %s/%s: %w (%s)", svc.Name, fe, svc.Proto, ErrFrontendConflict, owner)
+		}
+		if _, dup := seen[key]; dup {
+			return fmt.Errorf("service %s: frontend %s/%s listed twice", svc.Name, fe, svc.Proto)
+		}
+		seen[key] = struct{}{}
+	}
+	return nil
+}
+
+// claimService records what a valid service owns and marks it dirty. Its
+// frontends must be free (frontendsFree).
 func (d *Datapath) claimService(svc Service) (*svcRecord, []error) {
 	st := &d.state
 	var problems []error
@@ -390,16 +371,6 @@ func (d *Datapath) claimService(svc Service) (*svcRecord, []error) {
 	}
 	for _, fe := range svc.Frontends {
 		key := frontendKeyOf(fe, svc.Proto)
-		if owner, taken := st.feOwner[key]; taken {
-			if owner != svc.Name {
-				problems = append(problems, fmt.Errorf("service %s: frontend %s/%s already belongs to %s", svc.Name, fe, svc.Proto, owner))
-				if !rec.refused {
-					rec.refused = true
-					st.refused++
-				}
-			}
-			continue
-		}
 		st.feOwner[key] = svc.Name
 		rec.frontends = append(rec.frontends, key)
 		st.dirtyFE[key] = struct{}{}
@@ -492,22 +463,22 @@ func (d *Datapath) flush() error {
 	beK, beV, beDel := pendingWrites(st.dirtyBE, st.backends, st.wantBackend)
 	slK, slV, slDel := pendingWrites(st.dirtySlot, st.slots, st.wantSlot)
 	feK, feV, feDel := pendingWrites(st.dirtyFE, st.frontends, st.wantFrontend)
-	if err := upsertEntries(d.objs.Backends, st.backends, st.dirtyBE, beK, beV, &st.ops); err != nil {
+	if err := upsertEntries(d.lb.backends, st.backends, st.dirtyBE, beK, beV, &st.ops); err != nil {
 		return fmt.Errorf("write backends: %w", err)
 	}
-	if err := upsertEntries(d.objs.BackendSlots, st.slots, st.dirtySlot, slK, slV, &st.ops); err != nil {
+	if err := upsertEntries(d.lb.slots, st.slots, st.dirtySlot, slK, slV, &st.ops); err != nil {
 		return fmt.Errorf("write backend slots: %w", err)
 	}
-	if err := upsertEntries(d.objs.Frontends, st.frontends, st.dirtyFE, feK, feV, &st.ops); err != nil {
+	if err := upsertEntries(d.lb.frontends, st.frontends, st.dirtyFE, feK, feV, &st.ops); err != nil {
 		return fmt.Errorf("write frontends: %w", err)
 	}
-	if err := deleteEntries(d.objs.Frontends, st.frontends, st.dirtyFE, feDel, &st.ops); err != nil {
+	if err := deleteEntries(d.lb.frontends, st.frontends, st.dirtyFE, feDel, &st.ops); err != nil {
 		return fmt.Errorf("delete frontends: %w", err)
 	}
-	if err := deleteEntries(d.objs.BackendSlots, st.slots, st.dirtySlot, slDel, &st.ops); err != nil {
+	if err := deleteEntries(d.lb.slots, st.slots, st.dirtySlot, slDel, &st.ops); err != nil {
 		return fmt.Errorf("delete backend slots: %w", err)
 	}
-	if err := deleteEntries(d.objs.Backends, st.backends, st.dirtyBE, beDel, &st.ops); err != nil {
+	if err := deleteEntries(d.lb.backends, st.backends, st.dirtyBE, beDel, &st.ops); err != nil {
 		return fmt.Errorf("delete backends: %w", err)
 	}
 	// Emptied maps are replaced: after an Apply they have the capacity of
@@ -518,58 +489,25 @@ func (d *Datapath) flush() error {
 	return nil
 }
 
-// upsertEntries writes keys/vals (in one batch where the kernel can) and
-// records them as programmed.
-func upsertEntries[K, V comparable](m *ebpf.Map, have map[K]V, dirty map[K]struct{}, keys []K, vals []V, ops *int) error {
-	if len(keys) == 0 {
-		return nil
+// upsertEntries writes keys/vals and records what was written as
+// programmed; what failed stays dirty for the next call.
+func upsertEntries[K, V comparable](m serviceMap[K, V], have map[K]V, dirty map[K]struct{}, keys []K, vals []V, ops *int) error {
+	n, err := m.Put(keys, vals)
+	for i := range n {
+		have[keys[i]] = vals[i]
+		delete(dirty, keys[i])
 	}
-	if _, err := m.BatchUpdate(keys, vals, nil); err != nil {
-		if !errors.Is(err, ebpf.ErrNotSupported) {
-			return err
-		}
-		for i := range keys {
-			if err := m.Update(keys[i], vals[i], ebpf.UpdateAny); err != nil {
-				return err
-			}
-			have[keys[i]] = vals[i]
-			delete(dirty, keys[i])
-			*ops++
-		}
-		return nil
-	}
-	for i, k := range keys {
-		have[k] = vals[i]
-		delete(dirty, k)
-	}
-	*ops += len(keys)
-	return nil
+	*ops += n
+	return err
 }
 
-// deleteEntries deletes keys (in one batch where the kernel can) and
-// records them as gone.
-func deleteEntries[K, V comparable](m *ebpf.Map, have map[K]V, dirty map[K]struct{}, keys []K, ops *int) error {
-	if len(keys) == 0 {
-		return nil
-	}
-	if _, err := m.BatchDelete(keys, nil); err != nil {
-		if !errors.Is(err, ebpf.ErrNotSupported) && !errors.Is(err, ebpf.ErrKeyNotExist) {
-			return err
-		}
-		for _, k := range keys {
-			if err := m.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-				return err
-			}
-			delete(have, k)
-			delete(dirty, k)
-			*ops++
-		}
-		return nil
-	}
-	for _, k := range keys {
+// deleteEntries deletes keys and records them as gone.
+func deleteEntries[K, V comparable](m serviceMap[K, V], have map[K]V, dirty map[K]struct{}, keys []K, ops *int) error {
+	n, err := m.Delete(keys)
+	for _, k := range keys[:n] {
 		delete(have, k)
 		delete(dirty, k)
 	}
-	*ops += len(keys)
-	return nil
+	*ops += n
+	return err
 }

@@ -2,6 +2,7 @@ package loader
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -71,36 +72,28 @@ func scaleServices(n, perSvc, changed, gen int) []Service {
 	return out
 }
 
-// readMaps reads the three service maps as the mirror keeps them.
+// readMaps reads the three service maps, real or fake, as the mirror
+// keeps them.
 func readMaps(t testing.TB, d *Datapath) programmedState {
 	t.Helper()
+	got, err := readServiceMaps(d.lb)
+	if err != nil {
+		t.Fatal(err)
+	}
 	st := newProgrammedState()
-	var (
-		fk datapathFrontendKey
-		fv datapathFrontendValue
-		sk datapathBackendSlotKey
-		sv uint32
-		bk uint32
-		bv datapathBackendValue
-	)
-	it := d.objs.Frontends.Iterate()
-	for it.Next(&fk, &fv) {
-		st.frontends[fk] = fv
-	}
-	it2 := d.objs.BackendSlots.Iterate()
-	for it2.Next(&sk, &sv) {
-		st.slots[sk] = sv
-	}
-	it3 := d.objs.Backends.Iterate()
-	for it3.Next(&bk, &bv) {
-		st.backends[bk] = bv
-	}
-	for _, err := range []error{it.Err(), it2.Err(), it3.Err()} {
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
+	st.frontends, st.slots, st.backends = got.frontends, got.slots, got.backends
 	return st
+}
+
+// serviceDatapaths runs a bookkeeping test on the in-memory maps and, with
+// privileges, on real BPF maps too: the two must behave alike.
+func serviceDatapaths(t *testing.T, test func(t *testing.T, open func(t testing.TB) *Datapath)) {
+	t.Run("fake", func(t *testing.T) {
+		test(t, func(testing.TB) *Datapath { d, _ := newFakeDatapath(); return d })
+	})
+	t.Run("bpf", func(t *testing.T) {
+		test(t, func(t testing.TB) *Datapath { d, _, _ := openServiceTestDatapath(t); return d })
+	})
 }
 
 // checkMirror fails unless the maps hold exactly what the bookkeeping says
@@ -122,7 +115,11 @@ func checkMirror(t *testing.T, d *Datapath) {
 // service's entries were written, every other entry is as it was, and a
 // later Apply of the same full state has nothing left to write.
 func TestUpdateTouchesOnlyTheChange(t *testing.T) {
-	d, _, _ := openServiceTestDatapath(t)
+	serviceDatapaths(t, testUpdateTouchesOnlyTheChange)
+}
+
+func testUpdateTouchesOnlyTheChange(t *testing.T, open func(testing.TB) *Datapath) {
+	d := open(t)
 	const n, per = 10000, 10
 	all := scaleServices(n, per, -1, 0)
 	if err := d.Apply(all); err != nil {
@@ -196,8 +193,11 @@ func TestUpdateTouchesOnlyTheChange(t *testing.T) {
 // Update and through Apply of the resulting full state, on two datapaths,
 // and compares what they program: ids may differ, the forwarding must not.
 func TestUpdateMatchesApply(t *testing.T) {
-	inc, _, _ := openServiceTestDatapath(t)
-	ref, _, _ := openServiceTestDatapath(t)
+	serviceDatapaths(t, testUpdateMatchesApply)
+}
+
+func testUpdateMatchesApply(t *testing.T, open func(testing.TB) *Datapath) {
+	inc, ref := open(t), open(t)
 	ap := netip.MustParseAddr
 	be := func(s string, flags ...string) Backend {
 		b := Backend{Addr: ap(s), Port: 8080}
@@ -384,41 +384,107 @@ func BenchmarkApplyOneServiceChanged(b *testing.B) {
 	}
 }
 
-// TestApplyContestedFrontend checks that Apply gives a contested frontend
-// to the first service by name, also after Updates, and hands it over when
-// the holder goes.
-func TestApplyContestedFrontend(t *testing.T) {
-	d, _, _ := openServiceTestDatapath(t)
+// TestContestedFrontendRefused checks the precondition that a frontend
+// belongs to one service: a service claiming a held frontend is refused
+// whole (none of its frontends programmed, whatever it had removed), and
+// gets the frontend once the holder is gone.
+func TestContestedFrontendRefused(t *testing.T) {
+	d, _ := newFakeDatapath()
 	fe := Frontend{Addr: netip.MustParseAddr("198.51.100.1"), Port: 80}
-	svc := func(name, backend string) Service {
-		return Service{Name: name, Proto: TCP, Frontends: []Frontend{fe}, Backends: []Backend{{Addr: netip.MustParseAddr(backend), Port: 8080}}}
+	other := Frontend{Addr: netip.MustParseAddr("198.51.100.2"), Port: 80}
+	svc := func(name, backend string, fes ...Frontend) Service {
+		return Service{Name: name, Proto: TCP, Frontends: fes, Backends: []Backend{{Addr: netip.MustParseAddr(backend), Port: 8080}}}
 	}
-	owner := func() string {
+	owner := func(f Frontend) string {
 		t.Helper()
-		v, ok := d.state.frontends[frontendKeyOf(fe, TCP)]
+		v, ok := d.state.frontends[frontendKeyOf(f, TCP)]
 		if !ok {
 			return ""
 		}
 		return d.state.byID[v.SvcId].name
 	}
-	a, b := svc("a", "10.1.0.1"), svc("b", "10.1.0.2")
-	if err := d.Update([]Service{b}, nil); err != nil {
+	b := svc("b", "10.1.0.2", fe)
+	if err := d.Update([]Service{b, svc("a", "10.1.0.1", other)}, nil); err != nil {
 		t.Fatal(err)
 	}
-	// Update leaves b its frontend; a is refused.
-	if err := d.Update([]Service{a}, nil); err == nil || owner() != "b" {
-		t.Fatalf("update of a contender: err %v, owner %q; want an error and b", err, owner())
-	}
-	// Apply decides by name.
-	if err := d.Apply([]Service{b, a}); err == nil || owner() != "a" {
-		t.Fatalf("apply: err %v, owner %q; want an error and a", err, owner())
+	// a now also claims b's frontend: refused whole, its own frontend goes.
+	err := d.Update([]Service{svc("a", "10.1.0.1", other, fe)}, nil)
+	if !errors.Is(err, ErrFrontendConflict) || owner(fe) != "b" || owner(other) != "" {
+		t.Fatalf("update of a contender: err %v, owners %q %q; want ErrFrontendConflict, b and none", err, owner(fe), owner(other))
 	}
 	checkMirror(t, d)
-	if err := d.Apply([]Service{b}); err != nil || owner() != "b" {
-		t.Fatalf("apply without a: err %v, owner %q; want b", err, owner())
+	// Apply leaves the holder its frontend too.
+	err = d.Apply([]Service{b, svc("a", "10.1.0.1", fe)})
+	if !errors.Is(err, ErrFrontendConflict) || owner(fe) != "b" {
+		t.Fatalf("apply: err %v, owner %q; want ErrFrontendConflict and b", err, owner(fe))
+	}
+	// Two new services of one change: the first by name is programmed.
+	fresh := Frontend{Addr: netip.MustParseAddr("198.51.100.3"), Port: 80}
+	err = d.Update([]Service{svc("y", "10.1.0.5", fresh), svc("x", "10.1.0.4", fresh)}, nil)
+	if !errors.Is(err, ErrFrontendConflict) || owner(fresh) != "x" {
+		t.Fatalf("two new contenders: err %v, owner %q; want ErrFrontendConflict and x", err, owner(fresh))
 	}
 	checkMirror(t, d)
-	if d.state.refused != 0 {
-		t.Errorf("%d refused services left", d.state.refused)
+	// A service listing one frontend twice is invalid.
+	if err := d.Update([]Service{svc("c", "10.1.0.3", other, other)}, nil); err == nil || owner(other) != "" {
+		t.Fatalf("duplicate frontend: err %v, owner %q", err, owner(other))
 	}
+	// The holder goes, the claimant's next Update gets the frontend.
+	if err := d.Update([]Service{svc("a", "10.1.0.1", other, fe)}, []string{"b", "c"}); err != nil || owner(fe) != "a" || owner(other) != "a" {
+		t.Fatalf("after the holder left: err %v, owners %q %q; want a", err, owner(fe), owner(other))
+	}
+	checkMirror(t, d)
+}
+
+// TestFailedWritesRetried fills a map to its capacity mid-Apply: what was
+// not written stays dirty, and the next Apply writes exactly that.
+func TestFailedWritesRetried(t *testing.T) {
+	d, f := newFakeDatapath()
+	all := scaleServices(20, 3, -1, 0)
+	f.backends.capacity = 30
+	if err := d.Apply(all); !errors.Is(err, errFakeMapFull) {
+		t.Fatalf("apply into a full map: %v", err)
+	}
+	// Frontends come last: none may point at a missing backend.
+	if len(f.frontends.m) != 0 {
+		t.Fatalf("%d frontends written before their backends", len(f.frontends.m))
+	}
+	f.backends.capacity = 0
+	ops := d.state.ops
+	if err := d.Apply(all); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := d.state.ops-ops, 30+60+20; got != want {
+		t.Errorf("retry: %d map operations, want %d (what failed)", got, want)
+	}
+	checkMirror(t, d)
+}
+
+// TestRecoverPinnedState starts on maps an earlier run filled: the same
+// services keep their ids and cost no write; entries nobody wants go.
+func TestRecoverPinnedState(t *testing.T) {
+	prev, f := newFakeDatapath()
+	all := scaleServices(10, 2, -1, 0)
+	if err := prev.Apply(all); err != nil {
+		t.Fatal(err)
+	}
+	ids := maps.Clone(prev.ids.services)
+	// An entry of a service the next run no longer has.
+	stray := Service{Name: "gone/svc:http/TCP", Proto: TCP, Frontends: []Frontend{{Addr: netip.MustParseAddr("203.0.113.9"), Port: 80}},
+		Backends: []Backend{{Addr: netip.MustParseAddr("10.9.9.9"), Port: 80}}}
+	if err := prev.Update([]Service{stray}, nil); err != nil {
+		t.Fatal(err)
+	}
+
+	d, _ := fakeDatapathOn(f)
+	if err := d.Apply(all); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := d.state.ops, 3; got != want {
+		t.Errorf("apply after restart: %d map operations, want %d (the stray service's entries)", got, want)
+	}
+	if !maps.Equal(d.ids.services, ids) {
+		t.Errorf("service ids after restart %v, want %v", d.ids.services, ids)
+	}
+	checkMirror(t, d)
 }

@@ -1,8 +1,10 @@
 package loader
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
 	"path/filepath"
 	"slices"
@@ -63,9 +65,9 @@ func ReadPinned(bpffs string) (*Snapshot, error) {
 		return m, nil
 	}
 	names := []string{"frontends", "backend_slots", "backends", "conntrack", "reverse_nat", "stats", "config", "devices"}
-	maps := map[string]*ebpf.Map{}
+	pinned := map[string]*ebpf.Map{}
 	defer func() {
-		for _, m := range maps {
+		for _, m := range pinned {
 			m.Close()
 		}
 	}()
@@ -74,16 +76,15 @@ func ReadPinned(bpffs string) (*Snapshot, error) {
 		if err != nil {
 			return nil, err
 		}
-		maps[n] = m
+		pinned[n] = m
 	}
 
 	s := &Snapshot{Slots: map[uint32][]uint32{}, Devices: map[uint32]DeviceState{}}
-	var (
-		fk datapathFrontendKey
-		fv datapathFrontendValue
-	)
-	it := maps["frontends"].Iterate()
-	for it.Next(&fk, &fv) {
+	got, err := readServiceMaps(bpfLBMaps(pinned["frontends"], pinned["backend_slots"], pinned["backends"]))
+	if err != nil {
+		return nil, err
+	}
+	for fk, fv := range got.frontends {
 		s.Frontends = append(s.Frontends, FrontendEntry{
 			Frontend:     Frontend{Addr: addrFromBE(fk.Addr), Port: portFromBE(fk.Port)},
 			Proto:        Proto(fk.Proto),
@@ -92,43 +93,16 @@ func ReadPinned(bpffs string) (*Snapshot, error) {
 			L7:           fv.Flags&frontendFlagL7 != 0,
 		})
 	}
-	if err := it.Err(); err != nil {
-		return nil, fmt.Errorf("read frontends: %w", err)
-	}
 	slices.SortFunc(s.Frontends, func(a, b FrontendEntry) int {
-		if c := a.Addr.Compare(b.Addr); c != 0 {
-			return c
-		}
-		return int(a.Port) - int(b.Port)
+		return cmp.Or(a.Addr.Compare(b.Addr), cmp.Compare(a.Port, b.Port), cmp.Compare(a.Proto, b.Proto))
 	})
-
-	var (
-		sk datapathBackendSlotKey
-		sv uint32
-	)
-	bySlot := map[uint32][]datapathBackendSlotKey{}
-	ids := map[datapathBackendSlotKey]uint32{}
-	it = maps["backend_slots"].Iterate()
-	for it.Next(&sk, &sv) {
-		bySlot[sk.SvcId] = append(bySlot[sk.SvcId], sk)
-		ids[sk] = sv
+	keys := slices.SortedFunc(maps.Keys(got.slots), func(a, b datapathBackendSlotKey) int {
+		return cmp.Or(cmp.Compare(a.SvcId, b.SvcId), cmp.Compare(a.Slot, b.Slot))
+	})
+	for _, k := range keys {
+		s.Slots[k.SvcId] = append(s.Slots[k.SvcId], got.slots[k])
 	}
-	if err := it.Err(); err != nil {
-		return nil, fmt.Errorf("read backend slots: %w", err)
-	}
-	for svc, keys := range bySlot {
-		slices.SortFunc(keys, func(a, b datapathBackendSlotKey) int { return int(a.Slot) - int(b.Slot) })
-		for _, k := range keys {
-			s.Slots[svc] = append(s.Slots[svc], ids[k])
-		}
-	}
-
-	var (
-		bk uint32
-		bv datapathBackendValue
-	)
-	it = maps["backends"].Iterate()
-	for it.Next(&bk, &bv) {
+	for bk, bv := range got.backends {
 		s.Backends = append(s.Backends, BackendEntry{ID: bk, Backend: Backend{
 			Addr:        addrFromBE(bv.Addr),
 			Port:        portFromBE(bv.Port),
@@ -136,23 +110,19 @@ func ReadPinned(bpffs string) (*Snapshot, error) {
 			Terminating: bv.Flags&backendFlagTerminating != 0,
 		}})
 	}
-	if err := it.Err(); err != nil {
-		return nil, fmt.Errorf("read backends: %w", err)
-	}
-	slices.SortFunc(s.Backends, func(a, b BackendEntry) int { return int(a.ID) - int(b.ID) })
+	slices.SortFunc(s.Backends, func(a, b BackendEntry) int { return cmp.Compare(a.ID, b.ID) })
 
-	var err error
-	if s.Conntrack, err = countEntries[datapathFlowTuple, datapathCtEntry](maps["conntrack"]); err != nil {
+	if s.Conntrack, err = countEntries[datapathFlowTuple, datapathCtEntry](pinned["conntrack"]); err != nil {
 		return nil, fmt.Errorf("read conntrack: %w", err)
 	}
-	if s.ReverseNAT, err = countEntries[datapathFlowTuple, datapathRevNatEntry](maps["reverse_nat"]); err != nil {
+	if s.ReverseNAT, err = countEntries[datapathFlowTuple, datapathRevNatEntry](pinned["reverse_nat"]); err != nil {
 		return nil, fmt.Errorf("read reverse nat: %w", err)
 	}
-	if s.Stats, err = readStats(maps["stats"]); err != nil {
+	if s.Stats, err = readStats(pinned["stats"]); err != nil {
 		return nil, err
 	}
 	var cfg datapathDpConfig
-	if err := maps["config"].Lookup(uint32(0), &cfg); err != nil {
+	if err := pinned["config"].Lookup(uint32(0), &cfg); err != nil {
 		return nil, fmt.Errorf("read config: %w", err)
 	}
 	s.Tracing = cfg.Flags&cfgFlagTrace != 0
@@ -161,7 +131,7 @@ func ReadPinned(bpffs string) (*Snapshot, error) {
 		dk uint32
 		dv datapathDeviceValue
 	)
-	it = maps["devices"].Iterate()
+	it := pinned["devices"].Iterate()
 	for it.Next(&dk, &dv) {
 		s.Devices[dk] = DeviceState{SNATAddr: addrFromBE(dv.Addr), PartialChecksums: dv.Flags&devFlagPartialChecksums != 0}
 	}

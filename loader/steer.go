@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -68,6 +69,19 @@ func (d *Datapath) RegisterProxyListener(name string, conn syscall.Conn) error {
 }
 
 // syncProxySockets points every L7 service's id at its listener's socket.
+// syncProxyListeners steers the L7 services to their listeners and routes
+// their addresses locally.
+func (d *Datapath) syncProxyListeners(l7 map[uint32]string, addrs map[netip.Addr]bool) []error {
+	var errs []error
+	if err := d.syncProxySockets(l7); err != nil {
+		errs = append(errs, err)
+	}
+	if err := d.syncLocalRoutes(addrs); err != nil {
+		errs = append(errs, err)
+	}
+	return errs
+}
+
 func (d *Datapath) syncProxySockets(l7 map[uint32]string) error {
 	var errs []error
 	for id, name := range l7 {
