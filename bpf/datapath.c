@@ -18,6 +18,7 @@
 #include "lib/lb.h"
 #include "lib/nat.h"
 #include "lib/parsing.h"
+#include "lib/reject.h"
 #include "lib/steer.h"
 #include "lib/trace.h"
 
@@ -85,6 +86,7 @@ int xdp_lb(struct xdp_md *ctx)
 		goto out;
 	}
 	lb_ingress(ctx, &pkt, ifindex, &d, 0);
+	xdp_defer(&pkt, &d);
 	xdp_check_csum(ctx, ifindex, &pkt, &d);
 
 	switch (d.action) {
@@ -187,6 +189,13 @@ int tc_ingress(struct __sk_buff *skb)
 			ret = bpf_redirect_neigh(d.ifindex, &nh, sizeof(nh), 0);
 		}
 		d.verdict = VERDICT_REDIRECT;
+		break;
+	case ACT_REJECT:
+		if (tc_reject(skb, &pkt)) {
+			decide_rewrite_failed(&d, REASON_DROP_NO_BACKEND);
+			break;
+		}
+		ret = bpf_redirect(ifindex, 0);
 		break;
 	default:
 		break;

@@ -47,8 +47,8 @@ func TestABI(t *testing.T) {
 		if r.String() != want {
 			t.Errorf("reason %d (%s): Go name %q, want %q", v.Value, v.Name, r, want)
 		}
-		if int(v.Value) >= len(verdicts) {
-			t.Errorf("reason %s has no verdict in reason_verdicts", v.Name)
+		if int(v.Value) >= len(verdicts) || int(v.Value) >= len(reasonTable) {
+			t.Errorf("reason %s has no verdict in reason_verdicts or the Go table", v.Name)
 			continue
 		}
 		if got := Verdict(verdicts[v.Value]); reasonTable[r].verdict != got {

@@ -158,7 +158,7 @@ func (d *Datapath) load() error {
 			Maps: ebpf.MapOptions{PinPath: dir},
 		})
 		if err == nil {
-			d.lb = bpfLBMaps(d.objs.Frontends, d.objs.BackendSlots, d.objs.Backends)
+			d.lb = bpfLBMaps(d.objs.Frontends, d.objs.BackendSlots, d.objs.Backends, d.objs.ServiceBackends, d.objs.SourceRanges)
 			return nil
 		}
 		if errors.Is(err, ebpf.ErrMapIncompatible) && attempt == 0 {

@@ -13,6 +13,19 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type datapathAffinityKey struct {
+	_      structs.HostLayout
+	SvcId  uint32
+	Client uint32
+}
+
+type datapathAffinityValue struct {
+	_          structs.HostLayout
+	LastUsedNs uint64
+	BackendId  uint32
+	Pad        uint32
+}
+
 type datapathBackendFlags uint32
 
 const (
@@ -97,7 +110,10 @@ type datapathFlowTuple struct {
 type datapathFrontendFlags uint32
 
 const (
-	datapathFrontendFlagsFE_F_L7 datapathFrontendFlags = 1
+	datapathFrontendFlagsFE_F_L7              datapathFrontendFlags = 1
+	datapathFrontendFlagsFE_F_SOURCE_RANGES   datapathFrontendFlags = 2
+	datapathFrontendFlagsFE_F_AFFINITY        datapathFrontendFlags = 4
+	datapathFrontendFlagsFE_F_NO_BACKEND_DROP datapathFrontendFlags = 8
 )
 
 type datapathFrontendKey struct {
@@ -109,10 +125,12 @@ type datapathFrontendKey struct {
 }
 
 type datapathFrontendValue struct {
-	_            structs.HostLayout
-	SvcId        uint32
-	BackendCount uint16
-	Flags        uint16
+	_                structs.HostLayout
+	SvcId            uint32
+	BackendCount     uint16
+	Flags            uint16
+	AffinityTimeoutS uint32
+	Pad              uint32
 }
 
 type datapathReason uint32
@@ -139,7 +157,10 @@ const (
 	datapathReasonREASON_DROP_MAP_FULL       datapathReason = 18
 	datapathReasonREASON_PASS_NOT_TRACKED    datapathReason = 19
 	datapathReasonREASON_PASS_CSUM_PARTIAL   datapathReason = 20
-	datapathReasonREASON_MAX                 datapathReason = 21
+	datapathReasonREASON_DROP_SOURCE_RANGE   datapathReason = 21
+	datapathReasonREASON_REJECT_NO_BACKEND   datapathReason = 22
+	datapathReasonREASON_PASS_REJECT         datapathReason = 23
+	datapathReasonREASON_MAX                 datapathReason = 24
 )
 
 type datapathReasonStats struct {
@@ -157,6 +178,19 @@ type datapathRevNatEntry struct {
 	FrontendPort uint16
 	Flags        uint8
 	Pad          [3]uint8
+}
+
+type datapathServiceBackendKey struct {
+	_         structs.HostLayout
+	SvcId     uint32
+	BackendId uint32
+}
+
+type datapathSourceRangeKey struct {
+	_         structs.HostLayout
+	Prefixlen uint32
+	SvcId     uint32
+	Addr      uint32
 }
 
 type datapathStage uint32
@@ -195,6 +229,7 @@ const (
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	datapathMapAffinity            = "affinity"
 	datapathMapBackendSlots        = "backend_slots"
 	datapathMapBackends            = "backends"
 	datapathMapConfig              = "config"
@@ -204,6 +239,8 @@ const (
 	datapathMapFrontends           = "frontends"
 	datapathMapProxySockets        = "proxy_sockets"
 	datapathMapReverseNat          = "reverse_nat"
+	datapathMapServiceBackends     = "service_backends"
+	datapathMapSourceRanges        = "source_ranges"
 	datapathMapStats               = "stats"
 	datapathProgSkSteer            = "sk_steer"
 	datapathProgTcEgress           = "tc_egress"
@@ -273,16 +310,19 @@ type datapathProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type datapathMapSpecs struct {
-	BackendSlots *ebpf.MapSpec `ebpf:"backend_slots"`
-	Backends     *ebpf.MapSpec `ebpf:"backends"`
-	Config       *ebpf.MapSpec `ebpf:"config"`
-	Conntrack    *ebpf.MapSpec `ebpf:"conntrack"`
-	Devices      *ebpf.MapSpec `ebpf:"devices"`
-	Events       *ebpf.MapSpec `ebpf:"events"`
-	Frontends    *ebpf.MapSpec `ebpf:"frontends"`
-	ProxySockets *ebpf.MapSpec `ebpf:"proxy_sockets"`
-	ReverseNat   *ebpf.MapSpec `ebpf:"reverse_nat"`
-	Stats        *ebpf.MapSpec `ebpf:"stats"`
+	Affinity        *ebpf.MapSpec `ebpf:"affinity"`
+	BackendSlots    *ebpf.MapSpec `ebpf:"backend_slots"`
+	Backends        *ebpf.MapSpec `ebpf:"backends"`
+	Config          *ebpf.MapSpec `ebpf:"config"`
+	Conntrack       *ebpf.MapSpec `ebpf:"conntrack"`
+	Devices         *ebpf.MapSpec `ebpf:"devices"`
+	Events          *ebpf.MapSpec `ebpf:"events"`
+	Frontends       *ebpf.MapSpec `ebpf:"frontends"`
+	ProxySockets    *ebpf.MapSpec `ebpf:"proxy_sockets"`
+	ReverseNat      *ebpf.MapSpec `ebpf:"reverse_nat"`
+	ServiceBackends *ebpf.MapSpec `ebpf:"service_backends"`
+	SourceRanges    *ebpf.MapSpec `ebpf:"source_ranges"`
+	Stats           *ebpf.MapSpec `ebpf:"stats"`
 }
 
 // datapathVariableSpecs contains global variables before they are loaded into the kernel.
@@ -321,20 +361,24 @@ func (o *datapathObjects) Close() error {
 //
 // It can be passed to loadDatapathObjects or ebpf.CollectionSpec.LoadAndAssign.
 type datapathMaps struct {
-	BackendSlots *ebpf.Map `ebpf:"backend_slots"`
-	Backends     *ebpf.Map `ebpf:"backends"`
-	Config       *ebpf.Map `ebpf:"config"`
-	Conntrack    *ebpf.Map `ebpf:"conntrack"`
-	Devices      *ebpf.Map `ebpf:"devices"`
-	Events       *ebpf.Map `ebpf:"events"`
-	Frontends    *ebpf.Map `ebpf:"frontends"`
-	ProxySockets *ebpf.Map `ebpf:"proxy_sockets"`
-	ReverseNat   *ebpf.Map `ebpf:"reverse_nat"`
-	Stats        *ebpf.Map `ebpf:"stats"`
+	Affinity        *ebpf.Map `ebpf:"affinity"`
+	BackendSlots    *ebpf.Map `ebpf:"backend_slots"`
+	Backends        *ebpf.Map `ebpf:"backends"`
+	Config          *ebpf.Map `ebpf:"config"`
+	Conntrack       *ebpf.Map `ebpf:"conntrack"`
+	Devices         *ebpf.Map `ebpf:"devices"`
+	Events          *ebpf.Map `ebpf:"events"`
+	Frontends       *ebpf.Map `ebpf:"frontends"`
+	ProxySockets    *ebpf.Map `ebpf:"proxy_sockets"`
+	ReverseNat      *ebpf.Map `ebpf:"reverse_nat"`
+	ServiceBackends *ebpf.Map `ebpf:"service_backends"`
+	SourceRanges    *ebpf.Map `ebpf:"source_ranges"`
+	Stats           *ebpf.Map `ebpf:"stats"`
 }
 
 func (m *datapathMaps) Close() error {
 	return _DatapathClose(
+		m.Affinity,
 		m.BackendSlots,
 		m.Backends,
 		m.Config,
@@ -344,6 +388,8 @@ func (m *datapathMaps) Close() error {
 		m.Frontends,
 		m.ProxySockets,
 		m.ReverseNat,
+		m.ServiceBackends,
+		m.SourceRanges,
 		m.Stats,
 	)
 }

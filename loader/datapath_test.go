@@ -17,7 +17,7 @@ const (
 
 	svcLocal = 1 // TCP NodePort, one local backend
 	svcUDP   = 2 // UDP NodePort, one local backend
-	svcEmpty = 3 // TCP NodePort whose only backend is terminating
+	svcEmpty = 3 // TCP NodePort whose only backend is terminating, dropping
 	svcL7    = 4 // the ingress: left to the proxy
 	svcPair  = 5 // TCP NodePort with two local backends
 
@@ -42,6 +42,9 @@ func (h *harness) localServices() {
 	h.service(svcLocal, feLocal, TCP, false, beLocal)
 	h.service(svcUDP, feUDP, UDP, false, beUDP)
 	h.service(svcEmpty, feEmpty, TCP, false, beGone)
+	// Dropped, not rejected (a Local policy without local endpoints), so
+	// both hooks give it the same verdict; services_dp_test.go rejects.
+	h.setFrontendFlags(feEmpty, TCP, frontendFlagNoBackendDrop)
 	h.service(svcL7, feL7, TCP, true, beL7)
 	h.service(svcPair, fePair, TCP, false, beA, beB)
 }

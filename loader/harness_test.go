@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"io"
+	"log/slog"
 	"net/netip"
 	"os"
 	"testing"
@@ -145,6 +147,8 @@ type harness struct {
 	// gsoSize and gsoSegs make tc programs see a GSO skb, as GRO hands
 	// them up from a NIC.
 	gsoSize, gsoSegs uint32
+	// dp is the bookkeeping apply programs through.
+	dp *Datapath
 }
 
 func newHarness(t *testing.T) *harness {
@@ -185,7 +189,9 @@ func newHarness(t *testing.T) *harness {
 // saves the verifier's time of loading one per case.
 func (h *harness) reset() {
 	h.t.Helper()
-	for _, m := range []*ebpf.Map{h.objs.Frontends, h.objs.BackendSlots, h.objs.Backends, h.objs.Conntrack, h.objs.ReverseNat, h.objs.Devices} {
+	h.dp = nil
+	for _, m := range []*ebpf.Map{h.objs.Frontends, h.objs.BackendSlots, h.objs.Backends, h.objs.Conntrack, h.objs.ReverseNat, h.objs.Devices,
+		h.objs.ServiceBackends, h.objs.SourceRanges, h.objs.Affinity} {
 		var keys [][]byte
 		var k, v []byte
 		it := m.Iterate()
@@ -271,6 +277,43 @@ func (h *harness) service(svcID uint32, frontend string, proto Proto, l7 bool, b
 	if err := h.objs.Frontends.Update(frontendKeyOf(Frontend{Addr: fe.Addr(), Port: fe.Port()}, proto), val, ebpf.UpdateAny); err != nil {
 		h.t.Fatalf("write frontend: %v", err)
 	}
+}
+
+// setFrontendFlags adds flags to a programmed frontend.
+func (h *harness) setFrontendFlags(frontend string, proto Proto, flags uint16) {
+	h.t.Helper()
+	fe := netip.MustParseAddrPort(frontend)
+	key := frontendKeyOf(Frontend{Addr: fe.Addr(), Port: fe.Port()}, proto)
+	var v datapathFrontendValue
+	if err := h.objs.Frontends.Lookup(key, &v); err != nil {
+		h.t.Fatalf("read frontend %s: %v", frontend, err)
+	}
+	v.Flags |= flags
+	if err := h.objs.Frontends.Update(key, v, ebpf.UpdateAny); err != nil {
+		h.t.Fatalf("write frontend %s: %v", frontend, err)
+	}
+}
+
+// apply programs services through the loader's own bookkeeping onto the
+// harness's maps, as the agent does, and returns their ids by name.
+func (h *harness) apply(svcs ...Service) map[string]uint32 {
+	h.t.Helper()
+	if h.dp == nil {
+		h.dp = &Datapath{log: slog.New(slog.NewTextHandler(io.Discard, nil)), names: newNameTable(),
+			lb:     bpfLBMaps(h.objs.Frontends, h.objs.BackendSlots, h.objs.Backends, h.objs.ServiceBackends, h.objs.SourceRanges),
+			syncL7: func(map[uint32]string, map[netip.Addr]bool) []error { return nil }}
+		if err := h.dp.recoverState(); err != nil {
+			h.t.Fatal(err)
+		}
+	}
+	if err := h.dp.Apply(svcs); err != nil {
+		h.t.Fatalf("apply: %v", err)
+	}
+	ids := map[string]uint32{}
+	for _, s := range svcs {
+		ids[s.Name] = h.dp.ids.services[s.Name]
+	}
+	return ids
 }
 
 func (h *harness) putBackend(b testBackend) {

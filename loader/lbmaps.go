@@ -26,13 +26,19 @@ type lbMaps struct {
 	frontends serviceMap[datapathFrontendKey, datapathFrontendValue]
 	slots     serviceMap[datapathBackendSlotKey, uint32]
 	backends  serviceMap[uint32, datapathBackendValue]
+	// members says which backends are active in which service, ranges
+	// which clients restricted frontends accept.
+	members serviceMap[datapathServiceBackendKey, uint32]
+	ranges  serviceMap[datapathSourceRangeKey, uint8]
 }
 
-func bpfLBMaps(frontends, slots, backends *ebpf.Map) lbMaps {
+func bpfLBMaps(frontends, slots, backends, members, ranges *ebpf.Map) lbMaps {
 	return lbMaps{
 		frontends: bpfMap[datapathFrontendKey, datapathFrontendValue]{frontends},
 		slots:     bpfMap[datapathBackendSlotKey, uint32]{slots},
 		backends:  bpfMap[uint32, datapathBackendValue]{backends},
+		members:   bpfMap[datapathServiceBackendKey, uint32]{members},
+		ranges:    bpfMap[datapathSourceRangeKey, uint8]{ranges},
 	}
 }
 
@@ -90,11 +96,13 @@ func (b bpfMap[K, V]) All(yield func(K, V) bool) error {
 	return it.Err()
 }
 
-// serviceMapContents is what the three service maps hold.
+// serviceMapContents is what the service maps hold.
 type serviceMapContents struct {
 	frontends map[datapathFrontendKey]datapathFrontendValue
 	slots     map[datapathBackendSlotKey]uint32
 	backends  map[uint32]datapathBackendValue
+	members   map[datapathServiceBackendKey]uint32
+	ranges    map[datapathSourceRangeKey]uint8
 }
 
 // readServiceMaps is the one walker over the service maps: agent start-up
@@ -104,6 +112,8 @@ func readServiceMaps(m lbMaps) (serviceMapContents, error) {
 		frontends: map[datapathFrontendKey]datapathFrontendValue{},
 		slots:     map[datapathBackendSlotKey]uint32{},
 		backends:  map[uint32]datapathBackendValue{},
+		members:   map[datapathServiceBackendKey]uint32{},
+		ranges:    map[datapathSourceRangeKey]uint8{},
 	}
 	if err := m.frontends.All(func(k datapathFrontendKey, v datapathFrontendValue) bool { c.frontends[k] = v; return true }); err != nil {
 		return c, fmt.Errorf("read frontends: %w", err)
@@ -113,6 +123,12 @@ func readServiceMaps(m lbMaps) (serviceMapContents, error) {
 	}
 	if err := m.backends.All(func(k uint32, v datapathBackendValue) bool { c.backends[k] = v; return true }); err != nil {
 		return c, fmt.Errorf("read backends: %w", err)
+	}
+	if err := m.members.All(func(k datapathServiceBackendKey, v uint32) bool { c.members[k] = v; return true }); err != nil {
+		return c, fmt.Errorf("read service backends: %w", err)
+	}
+	if err := m.ranges.All(func(k datapathSourceRangeKey, v uint8) bool { c.ranges[k] = v; return true }); err != nil {
+		return c, fmt.Errorf("read source ranges: %w", err)
 	}
 	return c, nil
 }

@@ -50,6 +50,8 @@ type fakeLBMaps struct {
 	frontends *fakeMap[datapathFrontendKey, datapathFrontendValue]
 	slots     *fakeMap[datapathBackendSlotKey, uint32]
 	backends  *fakeMap[uint32, datapathBackendValue]
+	members   *fakeMap[datapathServiceBackendKey, uint32]
+	ranges    *fakeMap[datapathSourceRangeKey, uint8]
 	// l7 records the last L7 steering the bookkeeping asked for.
 	l7      map[uint32]string
 	l7Addrs map[netip.Addr]bool
@@ -66,6 +68,8 @@ func newFakeLBMaps() *fakeLBMaps {
 		frontends: newFakeMap[datapathFrontendKey, datapathFrontendValue](),
 		slots:     newFakeMap[datapathBackendSlotKey, uint32](),
 		backends:  newFakeMap[uint32, datapathBackendValue](),
+		members:   newFakeMap[datapathServiceBackendKey, uint32](),
+		ranges:    newFakeMap[datapathSourceRangeKey, uint8](),
 	}
 }
 
@@ -73,7 +77,7 @@ func newFakeLBMaps() *fakeLBMaps {
 // entries, as Open does on pinned maps.
 func fakeDatapathOn(f *fakeLBMaps) (*Datapath, *fakeLBMaps) {
 	d := &Datapath{log: slog.New(slog.NewTextHandler(io.Discard, nil)), names: newNameTable()}
-	d.lb = lbMaps{frontends: f.frontends, slots: f.slots, backends: f.backends}
+	d.lb = lbMaps{frontends: f.frontends, slots: f.slots, backends: f.backends, members: f.members, ranges: f.ranges}
 	d.syncL7 = func(l7 map[uint32]string, addrs map[netip.Addr]bool) []error {
 		f.l7, f.l7Addrs = l7, addrs
 		return nil

@@ -29,6 +29,9 @@ const (
 	ReasonDropMapFull       = Reason(datapathReasonREASON_DROP_MAP_FULL)
 	ReasonPassNotTracked    = Reason(datapathReasonREASON_PASS_NOT_TRACKED)
 	ReasonPassCsumPartial   = Reason(datapathReasonREASON_PASS_CSUM_PARTIAL)
+	ReasonDropSourceRange   = Reason(datapathReasonREASON_DROP_SOURCE_RANGE)
+	ReasonRejectNoBackend   = Reason(datapathReasonREASON_REJECT_NO_BACKEND)
+	ReasonPassReject        = Reason(datapathReasonREASON_PASS_REJECT)
 	reasonMax               = Reason(datapathReasonREASON_MAX)
 )
 
@@ -62,6 +65,9 @@ var reasonTable = [...]reasonInfo{
 	ReasonDropMapFull:       {"drop_map_full", VerdictDrop},
 	ReasonPassNotTracked:    {"pass_not_tracked", VerdictPass},
 	ReasonPassCsumPartial:   {"pass_csum_partial", VerdictPass},
+	ReasonDropSourceRange:   {"drop_source_range", VerdictDrop},
+	ReasonRejectNoBackend:   {"reject_no_backend", VerdictRedirect},
+	ReasonPassReject:        {"pass_reject", VerdictPass},
 }
 
 // Reasons lists every reason the datapath counts, in index order.

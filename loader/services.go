@@ -6,12 +6,16 @@ import (
 	"math"
 	"net/netip"
 	"sync"
+	"time"
 )
 
 // Flags of datapathFrontendValue and datapathBackendValue, as FE_F_* and
 // BE_F_* in bpf/lib/consts.h.
 const (
 	frontendFlagL7                = uint16(datapathFrontendFlagsFE_F_L7)
+	frontendFlagSourceRanges      = uint16(datapathFrontendFlagsFE_F_SOURCE_RANGES)
+	frontendFlagAffinity          = uint16(datapathFrontendFlagsFE_F_AFFINITY)
+	frontendFlagNoBackendDrop     = uint16(datapathFrontendFlagsFE_F_NO_BACKEND_DROP)
 	backendFlagLocal              = uint8(datapathBackendFlagsBE_F_LOCAL)
 	backendFlagTerminating        = uint8(datapathBackendFlagsBE_F_TERMINATING)
 	maxBackendsPerService         = math.MaxUint16
@@ -82,6 +86,7 @@ func (d *Datapath) recoverState() error {
 	}
 	var max uint32
 	st.frontends, st.slots, st.backends = got.frontends, got.slots, got.backends
+	st.members, st.ranges = got.members, got.ranges
 	for fk, fv := range got.frontends {
 		ids.recovered[fk] = fv.SvcId
 		max = maxU32(max, fv.SvcId)
@@ -126,7 +131,28 @@ func validateService(svc Service) error {
 			return fmt.Errorf("service %s: invalid backend %s (IPv4 address and non-zero port needed)", svc.Name, b)
 		}
 	}
+	for _, p := range svc.SourceRanges {
+		if !p.IsValid() || !p.Addr().Is4() {
+			return fmt.Errorf("service %s: invalid source range %s (IPv4 prefix needed)", svc.Name, p)
+		}
+	}
+	if svc.AffinityTimeout < 0 || svc.AffinityTimeout > maxAffinityTimeout {
+		return fmt.Errorf("service %s: affinity timeout %s out of range (0 to %s)", svc.Name, svc.AffinityTimeout, maxAffinityTimeout)
+	}
+	if svc.AffinityTimeout > 0 && svc.AffinityTimeout < time.Second {
+		return fmt.Errorf("service %s: affinity timeout %s below one second", svc.Name, svc.AffinityTimeout)
+	}
 	return nil
+}
+
+// maxAffinityTimeout is the API's upper bound of
+// sessionAffinityConfig.clientIP.timeoutSeconds (one day).
+const maxAffinityTimeout = 24 * time.Hour
+
+// sourceRangeKey is the LPM key of prefix p for service id.
+func sourceRangeKey(id uint32, p netip.Prefix) datapathSourceRangeKey {
+	p = p.Masked()
+	return datapathSourceRangeKey{Prefixlen: 32 + uint32(p.Bits()), SvcId: id, Addr: addrToBE(p.Addr())}
 }
 
 func frontendKeyOf(fe Frontend, proto Proto) datapathFrontendKey {

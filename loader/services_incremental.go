@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"time"
 )
 
 // programmedState is the one bookkeeping Apply and Update share: what the
@@ -23,6 +24,8 @@ type programmedState struct {
 	frontends map[datapathFrontendKey]datapathFrontendValue
 	slots     map[datapathBackendSlotKey]uint32
 	backends  map[uint32]datapathBackendValue
+	members   map[datapathServiceBackendKey]uint32
+	ranges    map[datapathSourceRangeKey]uint8
 
 	svcs    map[string]*svcRecord
 	byID    map[uint32]*svcRecord
@@ -35,6 +38,8 @@ type programmedState struct {
 	dirtyFE   map[datapathFrontendKey]struct{}
 	dirtySlot map[datapathBackendSlotKey]struct{}
 	dirtyBE   map[uint32]struct{}
+	dirtyMem  map[datapathServiceBackendKey]struct{}
+	dirtyRng  map[datapathSourceRangeKey]struct{}
 	// sweep says the maps may hold entries no service owns (pinned by an
 	// earlier run): the next Apply looks at every entry.
 	sweep bool
@@ -49,6 +54,8 @@ func newProgrammedState() programmedState {
 		frontends: map[datapathFrontendKey]datapathFrontendValue{},
 		slots:     map[datapathBackendSlotKey]uint32{},
 		backends:  map[uint32]datapathBackendValue{},
+		members:   map[datapathServiceBackendKey]uint32{},
+		ranges:    map[datapathSourceRangeKey]uint8{},
 		svcs:      map[string]*svcRecord{},
 		byID:      map[uint32]*svcRecord{},
 		feOwner:   map[datapathFrontendKey]string{},
@@ -57,6 +64,8 @@ func newProgrammedState() programmedState {
 		dirtyFE:   map[datapathFrontendKey]struct{}{},
 		dirtySlot: map[datapathBackendSlotKey]struct{}{},
 		dirtyBE:   map[uint32]struct{}{},
+		dirtyMem:  map[datapathServiceBackendKey]struct{}{},
+		dirtyRng:  map[datapathSourceRangeKey]struct{}{},
 	}
 }
 
@@ -65,8 +74,11 @@ type svcRecord struct {
 	svc       Service // as given, to tell whether Apply changes it
 	name      string
 	id        uint32
-	frontends []datapathFrontendKey // those it holds (not those refused)
+	frontends []datapathFrontendKey // those it holds
 	feVal     datapathFrontendValue
+	// restricted are its frontends that only accept clients in ranges.
+	restricted map[datapathFrontendKey]bool
+	ranges     []datapathSourceRangeKey
 	slots     []uint32 // active backend ids; slot i+1 holds slots[i]
 	backends  []backendRef
 	l7        bool
@@ -116,6 +128,12 @@ func (d *Datapath) Apply(services []Service) error {
 		for k := range st.backends {
 			st.dirtyBE[k] = struct{}{}
 		}
+		for k := range st.members {
+			st.dirtyMem[k] = struct{}{}
+		}
+		for k := range st.ranges {
+			st.dirtyRng[k] = struct{}{}
+		}
 	}
 	// Services equal to what is programmed keep their entries as they are,
 	// and Apply costs what changed, like Update.
@@ -144,7 +162,9 @@ func (d *Datapath) Apply(services []Service) error {
 
 func sameService(a, b Service) bool {
 	return a.Name == b.Name && a.Proto == b.Proto && a.L7 == b.L7 && a.ProxyListener == b.ProxyListener &&
-		slices.Equal(a.Frontends, b.Frontends) && slices.Equal(a.Backends, b.Backends)
+		a.AffinityTimeout == b.AffinityTimeout && a.NoBackendDrop == b.NoBackendDrop &&
+		slices.Equal(a.Frontends, b.Frontends) && slices.Equal(a.Backends, b.Backends) &&
+		slices.Equal(a.SourceRanges, b.SourceRanges)
 }
 
 // Update programs a change: the services in changed are added or replace
@@ -270,8 +290,12 @@ func (d *Datapath) releaseService(rec *svcRecord, released map[uint32]struct{}) 
 		}
 		st.dirtyFE[k] = struct{}{}
 	}
-	for i := range rec.slots {
+	for i, id := range rec.slots {
 		st.dirtySlot[datapathBackendSlotKey{SvcId: rec.id, Slot: uint32(i + 1)}] = struct{}{}
+		st.dirtyMem[datapathServiceBackendKey{SvcId: rec.id, BackendId: id}] = struct{}{}
+	}
+	for _, k := range rec.ranges {
+		st.dirtyRng[k] = struct{}{}
 	}
 	for _, br := range rec.backends {
 		r := st.beRefs[br.id]
@@ -362,12 +386,35 @@ func (d *Datapath) claimService(svc Service) (*svcRecord, []error) {
 		}
 		st.dirtyBE[br.id] = struct{}{}
 	}
-	for i := range rec.slots {
+	for i, id := range rec.slots {
 		st.dirtySlot[datapathBackendSlotKey{SvcId: rec.id, Slot: uint32(i + 1)}] = struct{}{}
+		st.dirtyMem[datapathServiceBackendKey{SvcId: rec.id, BackendId: id}] = struct{}{}
 	}
 	rec.feVal = datapathFrontendValue{SvcId: rec.id, BackendCount: uint16(len(rec.slots))}
 	if svc.L7 {
 		rec.feVal.Flags |= frontendFlagL7
+	}
+	if svc.AffinityTimeout > 0 {
+		rec.feVal.Flags |= frontendFlagAffinity
+		rec.feVal.AffinityTimeoutS = uint32(svc.AffinityTimeout / time.Second)
+	}
+	if svc.NoBackendDrop {
+		rec.feVal.Flags |= frontendFlagNoBackendDrop
+	}
+	if len(svc.SourceRanges) > 0 {
+		rec.restricted = map[datapathFrontendKey]bool{}
+		for _, fe := range svc.Frontends {
+			if fe.Restricted {
+				rec.restricted[frontendKeyOf(fe, svc.Proto)] = true
+			}
+		}
+		for _, p := range svc.SourceRanges {
+			k := sourceRangeKey(rec.id, p)
+			if !slices.Contains(rec.ranges, k) {
+				rec.ranges = append(rec.ranges, k)
+				st.dirtyRng[k] = struct{}{}
+			}
+		}
 	}
 	for _, fe := range svc.Frontends {
 		key := frontendKeyOf(fe, svc.Proto)
@@ -411,7 +458,26 @@ func (st *programmedState) wantFrontend(k datapathFrontendKey) (datapathFrontend
 	if !ok {
 		return datapathFrontendValue{}, false
 	}
-	return st.svcs[owner].feVal, true
+	rec := st.svcs[owner]
+	v := rec.feVal
+	if rec.restricted[k] {
+		v.Flags |= frontendFlagSourceRanges
+	}
+	return v, true
+}
+
+func (st *programmedState) wantMember(k datapathServiceBackendKey) (uint32, bool) {
+	rec := st.byID[k.SvcId]
+	if rec == nil {
+		return 0, false
+	}
+	i := slices.Index(rec.slots, k.BackendId)
+	return uint32(i + 1), i >= 0
+}
+
+func (st *programmedState) wantRange(k datapathSourceRangeKey) (uint8, bool) {
+	rec := st.byID[k.SvcId]
+	return 1, rec != nil && slices.Contains(rec.ranges, k)
 }
 
 func (st *programmedState) wantSlot(k datapathBackendSlotKey) (uint32, bool) {
@@ -463,17 +529,31 @@ func (d *Datapath) flush() error {
 	beK, beV, beDel := pendingWrites(st.dirtyBE, st.backends, st.wantBackend)
 	slK, slV, slDel := pendingWrites(st.dirtySlot, st.slots, st.wantSlot)
 	feK, feV, feDel := pendingWrites(st.dirtyFE, st.frontends, st.wantFrontend)
+	meK, meV, meDel := pendingWrites(st.dirtyMem, st.members, st.wantMember)
+	rgK, rgV, rgDel := pendingWrites(st.dirtyRng, st.ranges, st.wantRange)
 	if err := upsertEntries(d.lb.backends, st.backends, st.dirtyBE, beK, beV, &st.ops); err != nil {
 		return fmt.Errorf("write backends: %w", err)
 	}
 	if err := upsertEntries(d.lb.slots, st.slots, st.dirtySlot, slK, slV, &st.ops); err != nil {
 		return fmt.Errorf("write backend slots: %w", err)
 	}
+	if err := upsertEntries(d.lb.members, st.members, st.dirtyMem, meK, meV, &st.ops); err != nil {
+		return fmt.Errorf("write service backends: %w", err)
+	}
+	if err := upsertEntries(d.lb.ranges, st.ranges, st.dirtyRng, rgK, rgV, &st.ops); err != nil {
+		return fmt.Errorf("write source ranges: %w", err)
+	}
 	if err := upsertEntries(d.lb.frontends, st.frontends, st.dirtyFE, feK, feV, &st.ops); err != nil {
 		return fmt.Errorf("write frontends: %w", err)
 	}
 	if err := deleteEntries(d.lb.frontends, st.frontends, st.dirtyFE, feDel, &st.ops); err != nil {
 		return fmt.Errorf("delete frontends: %w", err)
+	}
+	if err := deleteEntries(d.lb.ranges, st.ranges, st.dirtyRng, rgDel, &st.ops); err != nil {
+		return fmt.Errorf("delete source ranges: %w", err)
+	}
+	if err := deleteEntries(d.lb.members, st.members, st.dirtyMem, meDel, &st.ops); err != nil {
+		return fmt.Errorf("delete service backends: %w", err)
 	}
 	if err := deleteEntries(d.lb.slots, st.slots, st.dirtySlot, slDel, &st.ops); err != nil {
 		return fmt.Errorf("delete backend slots: %w", err)
@@ -486,6 +566,8 @@ func (d *Datapath) flush() error {
 	st.dirtyFE = map[datapathFrontendKey]struct{}{}
 	st.dirtySlot = map[datapathBackendSlotKey]struct{}{}
 	st.dirtyBE = map[uint32]struct{}{}
+	st.dirtyMem = map[datapathServiceBackendKey]struct{}{}
+	st.dirtyRng = map[datapathSourceRangeKey]struct{}{}
 	return nil
 }
 

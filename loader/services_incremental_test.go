@@ -82,6 +82,7 @@ func readMaps(t testing.TB, d *Datapath) programmedState {
 	}
 	st := newProgrammedState()
 	st.frontends, st.slots, st.backends = got.frontends, got.slots, got.backends
+	st.members, st.ranges = got.members, got.ranges
 	return st
 }
 
@@ -101,11 +102,12 @@ func serviceDatapaths(t *testing.T, test func(t *testing.T, open func(t testing.
 func checkMirror(t *testing.T, d *Datapath) {
 	t.Helper()
 	got := readMaps(t, d)
-	if !maps.Equal(got.frontends, d.state.frontends) || !maps.Equal(got.slots, d.state.slots) || !maps.Equal(got.backends, d.state.backends) {
+	if !maps.Equal(got.frontends, d.state.frontends) || !maps.Equal(got.slots, d.state.slots) || !maps.Equal(got.backends, d.state.backends) ||
+		!maps.Equal(got.members, d.state.members) || !maps.Equal(got.ranges, d.state.ranges) {
 		t.Fatalf("maps differ from the mirror: %d/%d/%d entries in maps, %d/%d/%d mirrored",
 			len(got.frontends), len(got.slots), len(got.backends), len(d.state.frontends), len(d.state.slots), len(d.state.backends))
 	}
-	if n := len(d.state.dirtyFE) + len(d.state.dirtySlot) + len(d.state.dirtyBE); n != 0 {
+	if n := len(d.state.dirtyFE) + len(d.state.dirtySlot) + len(d.state.dirtyBE) + len(d.state.dirtyMem) + len(d.state.dirtyRng); n != 0 {
 		t.Fatalf("%d entries still dirty", n)
 	}
 }
@@ -125,7 +127,8 @@ func testUpdateTouchesOnlyTheChange(t *testing.T, open func(testing.TB) *Datapat
 	if err := d.Apply(all); err != nil {
 		t.Fatal(err)
 	}
-	if got, want := d.state.ops, n+n*per+n*per; got != want {
+	// A frontend per service; a backend, a slot and a membership each.
+	if got, want := d.state.ops, n+3*n*per; got != want {
 		t.Fatalf("initial apply: %d map operations, want %d", got, want)
 	}
 	before := readMaps(t, d)
@@ -140,9 +143,10 @@ func testUpdateTouchesOnlyTheChange(t *testing.T, open func(testing.TB) *Datapat
 	if err := d.Update([]Service{svc}, nil); err != nil {
 		t.Fatal(err)
 	}
-	// One backend written, one slot rewritten, one backend deleted.
-	if got := d.state.ops - ops; got != 3 {
-		t.Errorf("update of one backend: %d map operations, want 3", got)
+	// One backend written, one slot rewritten, one membership added and
+	// one deleted, one backend deleted.
+	if got := d.state.ops - ops; got != 5 {
+		t.Errorf("update of one backend: %d map operations, want 5", got)
 	}
 	checkMirror(t, d)
 	after := readMaps(t, d)
@@ -178,12 +182,13 @@ func testUpdateTouchesOnlyTheChange(t *testing.T, open func(testing.TB) *Datapat
 		t.Errorf("apply after update: %d map operations, want 0", got)
 	}
 
-	// Removing one service deletes its frontend, slots and backends only.
+	// Removing one service deletes its frontend, slots, memberships and
+	// backends only.
 	ops = d.state.ops
 	if err := d.Update(nil, []string{all[7].Name}); err != nil {
 		t.Fatal(err)
 	}
-	if got, want := d.state.ops-ops, 1+per+per; got != want {
+	if got, want := d.state.ops-ops, 1+3*per; got != want {
 		t.Errorf("remove: %d map operations, want %d", got, want)
 	}
 	checkMirror(t, d)
@@ -454,7 +459,7 @@ func TestFailedWritesRetried(t *testing.T) {
 	if err := d.Apply(all); err != nil {
 		t.Fatal(err)
 	}
-	if got, want := d.state.ops-ops, 30+60+20; got != want {
+	if got, want := d.state.ops-ops, 30+60+60+20; got != want {
 		t.Errorf("retry: %d map operations, want %d (what failed)", got, want)
 	}
 	checkMirror(t, d)
@@ -480,7 +485,7 @@ func TestRecoverPinnedState(t *testing.T) {
 	if err := d.Apply(all); err != nil {
 		t.Fatal(err)
 	}
-	if got, want := d.state.ops, 3; got != want {
+	if got, want := d.state.ops, 4; got != want {
 		t.Errorf("apply after restart: %d map operations, want %d (the stray service's entries)", got, want)
 	}
 	if !maps.Equal(d.ids.services, ids) {

@@ -64,7 +64,7 @@ func ReadPinned(bpffs string) (*Snapshot, error) {
 		}
 		return m, nil
 	}
-	names := []string{"frontends", "backend_slots", "backends", "conntrack", "reverse_nat", "stats", "config", "devices"}
+	names := []string{"frontends", "backend_slots", "backends", "service_backends", "source_ranges", "conntrack", "reverse_nat", "stats", "config", "devices"}
 	pinned := map[string]*ebpf.Map{}
 	defer func() {
 		for _, m := range pinned {
@@ -80,7 +80,7 @@ func ReadPinned(bpffs string) (*Snapshot, error) {
 	}
 
 	s := &Snapshot{Slots: map[uint32][]uint32{}, Devices: map[uint32]DeviceState{}}
-	got, err := readServiceMaps(bpfLBMaps(pinned["frontends"], pinned["backend_slots"], pinned["backends"]))
+	got, err := readServiceMaps(bpfLBMaps(pinned["frontends"], pinned["backend_slots"], pinned["backends"], pinned["service_backends"], pinned["source_ranges"]))
 	if err != nil {
 		return nil, err
 	}

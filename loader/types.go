@@ -3,6 +3,7 @@ package loader
 import (
 	"fmt"
 	"net/netip"
+	"time"
 )
 
 // Proto is an IP protocol number as the datapath keys frontends by it.
@@ -31,6 +32,9 @@ func (p Proto) String() string {
 type Frontend struct {
 	Addr netip.Addr
 	Port uint16
+	// Restricted frontends accept new flows only from the service's
+	// SourceRanges (a LoadBalancer's IPs with loadBalancerSourceRanges).
+	Restricted bool
 }
 
 func (f Frontend) String() string { return netip.AddrPortFrom(f.Addr, f.Port).String() }
@@ -63,4 +67,15 @@ type Service struct {
 	// listener registered under ProxyListener.
 	L7            bool
 	ProxyListener string
+	// SourceRanges are the client prefixes Restricted frontends accept;
+	// empty means every client.
+	SourceRanges []netip.Prefix
+	// AffinityTimeout, when positive, keeps ClientIP session affinity: a
+	// client's new flows go to the backend of its last new flow if that
+	// was less than AffinityTimeout ago and the backend is still active.
+	AffinityTimeout time.Duration
+	// NoBackendDrop drops new flows while no backend is active instead of
+	// rejecting them (ICMP port unreachable): for a Local traffic policy
+	// on a node without local endpoints, as kube-proxy does.
+	NoBackendDrop bool
 }

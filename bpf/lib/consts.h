@@ -19,6 +19,12 @@
 #ifndef MAX_CONNTRACK
 #define MAX_CONNTRACK 262144
 #endif
+#ifndef MAX_SOURCE_RANGES
+#define MAX_SOURCE_RANGES 65536
+#endif
+#ifndef MAX_AFFINITY
+#define MAX_AFFINITY 262144
+#endif
 #ifndef MAX_DEVICES
 #define MAX_DEVICES 64
 #endif
@@ -65,6 +71,13 @@
 /* frontend_value.flags */
 enum frontend_flags {
 	FE_F_L7 = 1 << 0, /* hand to the local proxy: XDP_PASS untouched */
+	/* only clients in the service's source_ranges may connect */
+	FE_F_SOURCE_RANGES = 1 << 1,
+	/* ClientIP affinity: a client's new flows keep their backend */
+	FE_F_AFFINITY = 1 << 2,
+	/* no active backend: drop new flows instead of rejecting them (a
+	 * Local traffic policy without local endpoints, as kube-proxy) */
+	FE_F_NO_BACKEND_DROP = 1 << 3,
 };
 
 /* backend_value.flags */
@@ -161,7 +174,13 @@ enum verdict {
 	/* egress packet of no translated flow */                              \
 	X(REASON_PASS_NOT_TRACKED, VERDICT_PASS)                               \
 	/* checksum not complete: tc rewrites */                               \
-	X(REASON_PASS_CSUM_PARTIAL, VERDICT_PASS)
+	X(REASON_PASS_CSUM_PARTIAL, VERDICT_PASS)                              \
+	/* client outside the service's loadBalancerSourceRanges */            \
+	X(REASON_DROP_SOURCE_RANGE, VERDICT_DROP)                              \
+	/* no backend: ICMP port unreachable sent to the client */             \
+	X(REASON_REJECT_NO_BACKEND, VERDICT_REDIRECT)                          \
+	/* XDP leaves the reject to tc, which builds the ICMP reply */         \
+	X(REASON_PASS_REJECT, VERDICT_PASS)
 
 #define REASON_ENUM_ENTRY(name, verdict) name,
 enum reason {

@@ -19,6 +19,7 @@ enum action {
 	ACT_FORWARD,  /* rewrite, set MACs, send out ifindex */
 	ACT_FORWARD_NEIGH, /* rewrite, let the kernel resolve the neighbour (tc)
 			    */
+	ACT_REJECT,	   /* answer with ICMP port unreachable (tc) */
 };
 
 struct decision {
@@ -94,7 +95,8 @@ static __always_inline void decide_ttl(struct decision *d, __u8 ttl)
 static __always_inline int decision_left_to_tc(const struct decision *d)
 {
 	return d->reason == REASON_PASS_FIB ||
-	       d->reason == REASON_PASS_CSUM_PARTIAL;
+	       d->reason == REASON_PASS_CSUM_PARTIAL ||
+	       d->reason == REASON_PASS_REJECT;
 }
 
 /* The hook could not carry the decision out on this packet. */

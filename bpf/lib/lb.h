@@ -13,6 +13,7 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 
+#include "affinity.h"
 #include "consts.h"
 #include "conntrack.h"
 #include "csum.h"
@@ -21,6 +22,7 @@
 #include "hash.h"
 #include "maps.h"
 #include "parsing.h"
+#include "source_ranges.h"
 #include "structs.h"
 
 static __always_inline void set_verdict_forward(struct decision *d,
@@ -34,7 +36,7 @@ static __always_inline void set_verdict_forward(struct decision *d,
 }
 
 /* Picks an active backend of the frontend's service by flow hash. */
-static __always_inline int select_backend(const struct frontend_value *fe,
+static __always_inline int select_by_hash(const struct frontend_value *fe,
 					  __u32 hash, __u32 *backend_id,
 					  struct backend_value **be)
 {
@@ -52,6 +54,52 @@ static __always_inline int select_backend(const struct frontend_value *fe,
 		return -1;
 	*backend_id = *id;
 	return 0;
+}
+
+/*
+ * Picks the backend of a new flow: the client's affinity backend when the
+ * service keeps ClientIP affinity and it is still valid, else one by flow
+ * hash (which then becomes the client's affinity backend).
+ */
+static __always_inline int select_backend(const struct frontend_value *fe,
+					  const struct flow_tuple *t,
+					  __u32 hash, __u64 now,
+					  __u32 *backend_id,
+					  struct backend_value **be)
+{
+	__u32 id;
+
+	if (!(fe->flags & FE_F_AFFINITY))
+		return select_by_hash(fe, hash, backend_id, be);
+	id = affinity_backend(fe, t->saddr, now);
+	if (id) {
+		*be = bpf_map_lookup_elem(&backends, &id);
+		if (*be) {
+			*backend_id = id;
+			affinity_record(fe->svc_id, t->saddr, id, now);
+			return 0;
+		}
+	}
+	if (select_by_hash(fe, hash, backend_id, be))
+		return -1;
+	affinity_record(fe->svc_id, t->saddr, *backend_id, now);
+	return 0;
+}
+
+/*
+ * A new flow to a frontend without an active backend: rejected, so the
+ * client learns at once, or dropped when the service has endpoints
+ * elsewhere that this traffic may not use (kube-proxy's rules for Local
+ * traffic policies).
+ */
+static __always_inline void decide_no_backend(const struct frontend_value *fe,
+					      struct decision *d)
+{
+	if (fe->flags & FE_F_NO_BACKEND_DROP)
+		decide_drop(d, REASON_DROP_NO_BACKEND);
+	else
+		decide(d, ACT_REJECT, VERDICT_REDIRECT,
+		       REASON_REJECT_NO_BACKEND);
 }
 
 /*
@@ -197,9 +245,18 @@ static __always_inline void lb_frontend(void *ctx, const struct packet *pkt,
 		return;
 	}
 
+	if ((fe->flags & FE_F_SOURCE_RANGES) &&
+	    !source_range_allows(fe->svc_id, pkt->tuple.saddr)) {
+		decide_drop(d, REASON_DROP_SOURCE_RANGE);
+		return;
+	}
+	if (fe->backend_count == 0) {
+		decide_no_backend(fe, d);
+		return;
+	}
 	cfg = get_config();
 	hash = flow_hash(&pkt->tuple, cfg ? cfg->hash_seed : 0);
-	if (select_backend(fe, hash, &backend_id, &be)) {
+	if (select_backend(fe, &pkt->tuple, hash, now, &backend_id, &be)) {
 		decide_drop(d, REASON_DROP_NO_BACKEND);
 		return;
 	}
@@ -367,6 +424,19 @@ static __always_inline void lb_egress(const struct packet *pkt,
 	d->xlated.saddr = rn->frontend_addr;
 	d->xlated.sport = rn->frontend_port;
 	decide(d, ACT_NAT_PASS, VERDICT_PASS, REASON_REPLY_LOCAL);
+}
+
+/*
+ * What XDP leaves to tc: a reject, which needs the packet resized, is passed
+ * on untouched for tc_ingress to decide again and answer.
+ */
+static __always_inline void xdp_defer(const struct packet *pkt,
+				      struct decision *d)
+{
+	if (d->action != ACT_REJECT)
+		return;
+	d->xlated = pkt->tuple;
+	decide_pass(d, REASON_PASS_REJECT);
 }
 
 /*

@@ -38,6 +38,34 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } backends SEC(".maps");
 
+/* Clients allowed to reach restricted frontends, per service. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, MAX_SOURCE_RANGES);
+	__type(key, struct source_range_key);
+	__type(value, __u8);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} source_ranges SEC(".maps");
+
+/* Which backends are active in which service (affinity checks). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_BACKEND_SLOTS);
+	__type(key, struct service_backend_key);
+	__type(value, __u32); /* slot */
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} service_backends SEC(".maps");
+
+/* ClientIP affinity: the backend of each client of each service. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, MAX_AFFINITY);
+	__type(key, struct affinity_key);
+	__type(value, struct affinity_value);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} affinity SEC(".maps");
+
 /* Client -> frontend flows and the backend each one is bound to. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);

@@ -32,6 +32,39 @@ struct frontend_value {
 	__u32 svc_id;
 	__u16 backend_count; /* slots 1..backend_count in backend_slots */
 	__u16 flags;	     /* FE_F_* */
+	__u32
+	    affinity_timeout_s; /* FE_F_AFFINITY: ClientIP affinity lifetime */
+	__u32 pad;
+};
+
+/*
+ * source_ranges key (LPM trie): a client prefix allowed to reach the
+ * service's restricted frontends. prefixlen counts the 32 bits of svc_id
+ * plus the prefix's, so only the service's own ranges match.
+ */
+struct source_range_key {
+	__u32 prefixlen;
+	__u32 svc_id;
+	__be32 addr;
+};
+
+/* service_backends key: backend_id is an active backend of svc_id. */
+struct service_backend_key {
+	__u32 svc_id;
+	__u32 backend_id;
+};
+
+/* affinity key: one client address of one service (ClientIP affinity). */
+struct affinity_key {
+	__u32 svc_id;
+	__be32 client;
+};
+
+/* affinity value: the backend the client's new connections go to. */
+struct affinity_value {
+	__u64 last_used_ns;
+	__u32 backend_id;
+	__u32 pad;
 };
 
 /* backend_slots key: slot N (1-based) of a service's active backends. */
