@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -206,7 +207,7 @@ func translateService(node NodeInfo, svc *corev1.Service, svcSlices []*discovery
 		return nil
 	}
 	svcType := cmp.Or(svc.Spec.Type, corev1.ServiceTypeClusterIP)
-	var nodeAddrs, vips []netip.Addr
+	var nodeAddrs, vips, lbIPs []netip.Addr
 	if svcType == corev1.ServiceTypeNodePort || svcType == corev1.ServiceTypeLoadBalancer {
 		nodeAddrs = node.Addrs
 	}
@@ -232,8 +233,11 @@ func translateService(node NodeInfo, svc *corev1.Service, svcSlices []*discovery
 				continue
 			}
 			vips = append(vips, a)
+			lbIPs = append(lbIPs, a)
 		}
 	}
+	sourceRanges := loadBalancerSourceRanges(node, svc, lbIPs, func(format string, args ...any) { svcErr("", false, format, args...) })
+	affinity := sessionAffinityTimeout(svc)
 	if len(nodeAddrs) == 0 && len(vips) == 0 {
 		if len(t.items) == 0 {
 			return nil
@@ -261,11 +265,17 @@ func translateService(node NodeInfo, svc *corev1.Service, svcSlices []*discovery
 			portID: portID,
 			svc:    loader.Service{Name: fmt.Sprintf("%s:%s/%s", key, portID, proto), Proto: proto},
 		}
+		p.svc.SourceRanges = sourceRanges
+		p.svc.AffinityTimeout = affinity
 		add := func(a netip.Addr, port uint16) {
-			fe := loader.Frontend{Addr: a, Port: port}
-			if !slices.Contains(p.svc.Frontends, fe) {
-				p.svc.Frontends = append(p.svc.Frontends, fe)
+			// Source ranges restrict the load balancer's IPs only, as in
+			// kube-proxy: NodePorts and externalIPs stay open.
+			fe := loader.Frontend{Addr: a, Port: port, Restricted: len(sourceRanges) > 0 && port == uint16(sp.Port) && slices.Contains(lbIPs, a)}
+			if i := slices.IndexFunc(p.svc.Frontends, func(f loader.Frontend) bool { return f.Addr == fe.Addr && f.Port == fe.Port }); i >= 0 {
+				p.svc.Frontends[i].Restricted = p.svc.Frontends[i].Restricted || fe.Restricted
+				return
 			}
+			p.svc.Frontends = append(p.svc.Frontends, fe)
 		}
 		if len(nodeAddrs) > 0 && sp.NodePort != 0 {
 			if sp.NodePort < 1 || sp.NodePort > 65535 {
@@ -282,7 +292,12 @@ func translateService(node NodeInfo, svc *corev1.Service, svcSlices []*discovery
 		if len(p.svc.Frontends) > 0 {
 			backends, berrs := backendsFor(node.Name, sp, proto, svcSlices)
 			if localOnly {
+				// Endpoints elsewhere but none here: external traffic is
+				// dropped, not rejected (kube-proxy's rule); without any
+				// endpoint it is rejected.
+				hasAny := len(backends) > 0
 				backends = slices.DeleteFunc(backends, func(b loader.Backend) bool { return !b.Local })
+				p.svc.NoBackendDrop = hasAny && !slices.ContainsFunc(backends, func(b loader.Backend) bool { return !b.Terminating })
 			}
 			slices.SortFunc(backends, func(a, b loader.Backend) int {
 				return cmp.Or(a.Addr.Compare(b.Addr), cmp.Compare(a.Port, b.Port))
@@ -297,6 +312,62 @@ func translateService(node NodeInfo, svc *corev1.Service, svcSlices []*discovery
 		return nil
 	}
 	return t
+}
+
+// defaultAffinityTimeout is the API's default of
+// sessionAffinityConfig.clientIP.timeoutSeconds (3 hours).
+const defaultAffinityTimeout = 10800 * time.Second
+
+// sessionAffinityTimeout is how long ClientIP affinity lasts for svc, 0
+// without affinity.
+func sessionAffinityTimeout(svc *corev1.Service) time.Duration {
+	if svc.Spec.SessionAffinity != corev1.ServiceAffinityClientIP {
+		return 0
+	}
+	if c := svc.Spec.SessionAffinityConfig; c != nil && c.ClientIP != nil && c.ClientIP.TimeoutSeconds != nil && *c.ClientIP.TimeoutSeconds > 0 {
+		return time.Duration(*c.ClientIP.TimeoutSeconds) * time.Second
+	}
+	return defaultAffinityTimeout
+}
+
+// loadBalancerSourceRanges are the client prefixes svc's load balancer
+// IPs accept, with kube-proxy's additions: when a range covers one of this
+// node's addresses, the load balancer IPs themselves are allowed too
+// (traffic the node sends to its own load balancer, hairpinned back with
+// the LB IP as source). IPv6 ranges do not apply to the IPv4 datapath; if
+// no IPv4 range is left (only IPv6 ones, or none parses), nobody may
+// connect over IPv4 rather than everybody.
+func loadBalancerSourceRanges(node NodeInfo, svc *corev1.Service, lbIPs []netip.Addr, report func(format string, args ...any)) []netip.Prefix {
+	if len(svc.Spec.LoadBalancerSourceRanges) == 0 {
+		return nil
+	}
+	var out []netip.Prefix
+	for _, r := range svc.Spec.LoadBalancerSourceRanges {
+		p, err := netip.ParsePrefix(strings.TrimSpace(r))
+		if err != nil {
+			report("loadBalancerSourceRanges %q: %w", r, err)
+			continue
+		}
+		if p.Addr().Is4() {
+			out = append(out, p.Masked())
+		}
+	}
+	if len(out) == 0 {
+		// A prefix no IPv4 client has: the restriction stays closed.
+		return []netip.Prefix{netip.MustParsePrefix("255.255.255.255/32")}
+	}
+	for _, p := range out {
+		if slices.ContainsFunc(node.Addrs, p.Contains) {
+			for _, a := range lbIPs {
+				out = append(out, netip.PrefixFrom(a, 32))
+			}
+			break
+		}
+	}
+	slices.SortFunc(out, func(a, b netip.Prefix) int {
+		return cmp.Or(a.Addr().Compare(b.Addr()), cmp.Compare(a.Bits(), b.Bits()))
+	})
+	return slices.Compact(out)
 }
 
 // backendsFor collects the endpoints of one service port from the service's

@@ -1,0 +1,112 @@
+package controller
+
+import (
+	"net/netip"
+	"reflect"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/nodegress/nodegress/loader"
+)
+
+// TestServiceFields covers the Service fields the datapath enforces beyond
+// addresses: loadBalancerSourceRanges, ClientIP affinity and what a Local
+// traffic policy does without local endpoints.
+func TestServiceFields(t *testing.T) {
+	node := NodeInfo{Name: "node-a", Addrs: []netip.Addr{addr("192.0.2.10")}}
+	lbSvc := func(opts ...svcOpt) *corev1.Service {
+		return service("default", "web", corev1.ServiceTypeLoadBalancer,
+			append([]svcOpt{port("http", "", 80, 30080, intstr.FromInt(8080)), lbIPs("203.0.113.5"), externalIPs("198.51.100.9")}, opts...)...)
+	}
+	ranges := func(r ...string) svcOpt {
+		return func(s *corev1.Service) { s.Spec.LoadBalancerSourceRanges = r }
+	}
+	affinity := func(timeout *int32) svcOpt {
+		return func(s *corev1.Service) {
+			s.Spec.SessionAffinity = corev1.ServiceAffinityClientIP
+			if timeout != nil {
+				s.Spec.SessionAffinityConfig = &corev1.SessionAffinityConfig{ClientIP: &corev1.ClientIPConfig{TimeoutSeconds: timeout}}
+			}
+		}
+	}
+	local := func(s *corev1.Service) { s.Spec.ExternalTrafficPolicy = corev1.ServiceExternalTrafficPolicyLocal }
+	remoteOnly := epSlice("default", "web-1", "web", slicePort("http", "", 8080), endpoint("10.0.1.1", "node-b", "true", "", ""))
+	restricted := func(f loader.Frontend) loader.Frontend { f.Restricted = true; return f }
+	frontends := func(lb loader.Frontend) []loader.Frontend {
+		return []loader.Frontend{fe("192.0.2.10", 30080), fe("198.51.100.9", 80), lb}
+	}
+	remote := []loader.Backend{be("10.0.1.1", 8080, false, false)}
+
+	tests := []struct {
+		name   string
+		svc    *corev1.Service
+		slices []*discoveryv1.EndpointSlice
+		want   loader.Service
+	}{
+		{
+			name: "source ranges restrict the load balancer IP only",
+			svc:  lbSvc(ranges("100.64.0.0/10", " 10.1.0.0/16 ", "2001:db8::/32")),
+			want: loader.Service{Frontends: frontends(restricted(fe("203.0.113.5", 80))),
+				SourceRanges: []netip.Prefix{netip.MustParsePrefix("10.1.0.0/16"), netip.MustParsePrefix("100.64.0.0/10")}},
+		},
+		{
+			name: "a range covering the node admits the load balancer IP itself",
+			svc:  lbSvc(ranges("192.0.2.0/24")),
+			want: loader.Service{Frontends: frontends(restricted(fe("203.0.113.5", 80))),
+				SourceRanges: []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24"), netip.MustParsePrefix("203.0.113.5/32")}},
+		},
+		{
+			name: "only IPv6 ranges close the IPv4 load balancer",
+			svc:  lbSvc(ranges("2001:db8::/32")),
+			want: loader.Service{Frontends: frontends(restricted(fe("203.0.113.5", 80))),
+				SourceRanges: []netip.Prefix{netip.MustParsePrefix("255.255.255.255/32")}},
+		},
+		{
+			name: "ClientIP affinity with the API's default timeout",
+			svc:  lbSvc(affinity(nil)),
+			want: loader.Service{Frontends: frontends(fe("203.0.113.5", 80)), AffinityTimeout: 3 * time.Hour},
+		},
+		{
+			name: "ClientIP affinity with its own timeout",
+			svc:  lbSvc(affinity(ptr(int32(60)))),
+			want: loader.Service{Frontends: frontends(fe("203.0.113.5", 80)), AffinityTimeout: time.Minute},
+		},
+		{
+			name:   "Local policy, endpoints only elsewhere: drop",
+			svc:    lbSvc(local),
+			slices: []*discoveryv1.EndpointSlice{remoteOnly},
+			want:   loader.Service{Frontends: frontends(fe("203.0.113.5", 80)), NoBackendDrop: true},
+		},
+		{
+			name: "Local policy, no endpoint at all: reject",
+			svc:  lbSvc(local),
+			want: loader.Service{Frontends: frontends(fe("203.0.113.5", 80))},
+		},
+		{
+			name:   "Cluster policy keeps every endpoint",
+			svc:    lbSvc(),
+			slices: []*discoveryv1.EndpointSlice{remoteOnly},
+			want:   loader.Service{Frontends: frontends(fe("203.0.113.5", 80)), Backends: remote},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, errs := Translate(node, []*corev1.Service{tc.svc}, tc.slices)
+			if len(errs) != 0 {
+				t.Fatalf("errors: %v", errs)
+			}
+			tc.want.Name, tc.want.Proto = "default/web:http/TCP", loader.TCP
+			sortService(&tc.want)
+			if len(got) == 1 && len(got[0].Backends) == 0 {
+				got[0].Backends = nil
+			}
+			if len(got) != 1 || !reflect.DeepEqual(got[0], tc.want) {
+				t.Fatalf("got %+v\nwant %+v", got, tc.want)
+			}
+		})
+	}
+}
