@@ -87,8 +87,8 @@ var errNotIPv4 = errors.New("not an IPv4 address, skipped")
 //   - spec.externalIPs × port,
 //   - status.loadBalancer.ingress[].ip × port (type LoadBalancer),
 //
-// and, as backends, the IPv4 endpoints of the service's EndpointSlices that
-// are ready (or serving and terminating, then marked Terminating). Services
+// and, as backends, the IPv4 endpoints of the service's EndpointSlices
+// chosen as kube-proxy chooses them (see backendsFor). Services
 // with no frontend (ClusterIP without externalIPs, headless, ExternalName)
 // produce nothing: cluster-internal traffic is not this datapath's job.
 //
@@ -240,9 +240,9 @@ func translateService(node NodeInfo, svc *corev1.Service, svcSlices []*discovery
 		}
 		return t
 	}
-	// With externalTrafficPolicy Local, traffic arriving from outside
-	// (all of this datapath's traffic) only goes to endpoints on this
-	// node, which also keeps the client's source address.
+	// With externalTrafficPolicy Local, new connections arriving from
+	// outside (all of this datapath's traffic) only go to endpoints on
+	// this node, which also keeps the client's source address.
 	localOnly := svc.Spec.ExternalTrafficPolicy == corev1.ServiceExternalTrafficPolicyLocal
 
 	for i, sp := range svc.Spec.Ports {
@@ -280,14 +280,7 @@ func translateService(node NodeInfo, svc *corev1.Service, svcSlices []*discovery
 			add(a, uint16(sp.Port))
 		}
 		if len(p.svc.Frontends) > 0 {
-			backends, berrs := backendsFor(node.Name, sp, proto, svcSlices)
-			if localOnly {
-				backends = slices.DeleteFunc(backends, func(b loader.Backend) bool { return !b.Local })
-			}
-			slices.SortFunc(backends, func(a, b loader.Backend) int {
-				return cmp.Or(a.Addr.Compare(b.Addr), cmp.Compare(a.Port, b.Port))
-			})
-			p.svc.Backends, p.backendErrs = backends, berrs
+			p.svc.Backends, p.backendErrs = backendsFor(sp, svcSlices, endpointSelection{nodeName: node.Name, localOnly: localOnly})
 		}
 		if len(p.svc.Frontends) > 0 || len(p.preErrs) > 0 {
 			t.items = append(t.items, translationItem{port: p})
@@ -297,77 +290,6 @@ func translateService(node NodeInfo, svc *corev1.Service, svcSlices []*discovery
 		return nil
 	}
 	return t
-}
-
-// backendsFor collects the endpoints of one service port from the service's
-// IPv4 EndpointSlices. The target port comes from the slice port with the
-// service port's name and protocol, which is how the EndpointSlice
-// controller resolves named target ports per pod.
-func backendsFor(nodeName string, sp corev1.ServicePort, proto loader.Proto, epSlices []*discoveryv1.EndpointSlice) ([]loader.Backend, []error) {
-	var errs []error
-	byAddr := make(map[netip.AddrPort]loader.Backend)
-	for _, s := range epSlices {
-		var port int32
-		found := false
-		for _, p := range s.Ports {
-			pname := ""
-			if p.Name != nil {
-				pname = *p.Name
-			}
-			pproto := corev1.ProtocolTCP
-			if p.Protocol != nil {
-				pproto = *p.Protocol
-			}
-			if pname == sp.Name && pproto == cmp.Or(sp.Protocol, corev1.ProtocolTCP) && p.Port != nil {
-				port, found = *p.Port, true
-				break
-			}
-		}
-		if !found {
-			continue
-		}
-		sliceKey := s.Namespace + "/" + s.Name
-		if port < 1 || port > 65535 {
-			errs = append(errs, &ObjectError{Kind: "EndpointSlice", Object: sliceKey, Port: cmp.Or(sp.Name, strconv.Itoa(int(sp.Port))), Err: fmt.Errorf("invalid port %d", port)})
-			continue
-		}
-		for _, ep := range s.Endpoints {
-			if len(ep.Addresses) == 0 {
-				continue
-			}
-			ready := ep.Conditions.Ready == nil || *ep.Conditions.Ready
-			serving := ep.Conditions.Serving == nil || *ep.Conditions.Serving
-			terminating := ep.Conditions.Terminating != nil && *ep.Conditions.Terminating
-			if !ready && !(serving && terminating) {
-				continue
-			}
-			// The addresses of one endpoint are fungible; like kube-proxy,
-			// use the first.
-			a, err := parseIPv4(ep.Addresses[0])
-			if err != nil {
-				errs = append(errs, &ObjectError{Kind: "EndpointSlice", Object: sliceKey, Err: fmt.Errorf("endpoint address %q: %w", ep.Addresses[0], err)})
-				continue
-			}
-			b := loader.Backend{
-				Addr:        a,
-				Port:        uint16(port),
-				Local:       ep.NodeName != nil && *ep.NodeName == nodeName && nodeName != "",
-				Terminating: !ready,
-			}
-			// While a pod moves between slices it can appear twice; the
-			// ready copy wins.
-			k := netip.AddrPortFrom(a, b.Port)
-			if old, ok := byAddr[k]; ok && !old.Terminating {
-				continue
-			}
-			byAddr[k] = b
-		}
-	}
-	out := make([]loader.Backend, 0, len(byAddr))
-	for _, b := range byAddr {
-		out = append(out, b)
-	}
-	return out, errs
 }
 
 func sortService(s *loader.Service) {

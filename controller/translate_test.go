@@ -304,7 +304,7 @@ func TestTranslate(t *testing.T) {
 			}},
 		},
 		{
-			name: "externalTrafficPolicy Local keeps only local backends",
+			name: "externalTrafficPolicy Local: only local backends take new connections, remote ones keep their flows",
 			node: node,
 			svcs: []*corev1.Service{service("default", "web", corev1.ServiceTypeNodePort, port("http", "", 80, 30080, intstr.FromString("http")),
 				func(s *corev1.Service) { s.Spec.ExternalTrafficPolicy = corev1.ServiceExternalTrafficPolicyLocal })},
@@ -312,7 +312,21 @@ func TestTranslate(t *testing.T) {
 			want: []loader.Service{{
 				Name: "default/web:http/TCP", Proto: loader.TCP,
 				Frontends: []loader.Frontend{fe("192.0.2.10", 30080), fe("192.0.2.11", 30080)},
-				Backends:  []loader.Backend{be("10.0.0.1", 8080, true, false)},
+				Backends:  []loader.Backend{be("10.0.0.1", 8080, true, false), be("10.0.1.1", 8080, false, true)},
+			}},
+		},
+		{
+			name: "every endpoint terminating: the serving ones take new connections",
+			node: node,
+			svcs: []*corev1.Service{service("default", "web", corev1.ServiceTypeNodePort, port("http", "", 80, 30080, intstr.FromString("http")))},
+			slices: []*discoveryv1.EndpointSlice{epSlice("default", "web-1", "web", slicePort("http", "", 8080),
+				endpoint("10.0.0.1", "node-a", "false", "true", "true"),
+				endpoint("10.0.0.2", "node-b", "false", "true", "true"),
+				endpoint("10.0.0.3", "node-b", "false", "false", "true"))},
+			want: []loader.Service{{
+				Name: "default/web:http/TCP", Proto: loader.TCP,
+				Frontends: []loader.Frontend{fe("192.0.2.10", 30080), fe("192.0.2.11", 30080)},
+				Backends:  []loader.Backend{be("10.0.0.1", 8080, true, false), be("10.0.0.2", 8080, false, false)},
 			}},
 		},
 		{
