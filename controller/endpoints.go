@@ -21,6 +21,8 @@ type portEndpoint struct {
 	// The conditions as kube-proxy reads them: an unset ready or serving
 	// counts as true, an unset terminating as false.
 	ready, serving, terminating bool
+	// hints.forZones and hints.forNodes names; nil without hints.
+	zoneHints, nodeHints []string
 }
 
 // endpointSelection says which endpoints of a service port take new
@@ -28,12 +30,27 @@ type portEndpoint struct {
 // particular, which is what the L7 proxy needs: it reaches every pod
 // directly.
 type endpointSelection struct {
-	// nodeName marks the endpoints on this node Local.
+	// nodeName marks the endpoints on this node Local and is matched
+	// against node hints.
 	nodeName string
+	// zone is this node's zone, matched against zone hints.
+	zone string
 	// localOnly is externalTrafficPolicy Local: only this node's endpoints
 	// take new connections.
 	localOnly bool
+	// topology honours the endpoints' hints for cluster-wide traffic.
+	topology bool
 }
+
+// topologyMode is which hints choose the endpoints of cluster-wide
+// traffic.
+type topologyMode int
+
+const (
+	topologyNone topologyMode = iota
+	topologySameZone
+	topologySameNode
+)
 
 // backendsFor returns the backends of one service port, gathered from the
 // service's IPv4 EndpointSlices, sorted by address.
@@ -45,6 +62,11 @@ type endpointSelection struct {
 // serve. With localOnly the same rule applies to this node's endpoints
 // alone.
 //
+// For cluster-wide traffic, topology hints narrow the ready endpoints
+// first (see topologyFromHints); the fallback to terminating endpoints
+// ignores them, as kube-proxy's does. Traffic policy Local ignores hints:
+// it already keeps this node's endpoints only.
+//
 // The others that still serve are listed with Terminating set, which the
 // datapath reads as "keeps its flows, gets no new ones": kube-proxy leaves
 // the conntrack entries of every serving endpoint alone, whatever the
@@ -53,8 +75,12 @@ type endpointSelection struct {
 // Endpoints that do not serve are left out.
 func backendsFor(sp corev1.ServicePort, epSlices []*discoveryv1.EndpointSlice, sel endpointSelection) ([]loader.Backend, []error) {
 	eps, errs := endpointsFor(sp, epSlices, sel.nodeName)
+	mode := topologyNone
+	if sel.topology && !sel.localOnly {
+		mode = topologyFromHints(eps, sel.nodeName, sel.zone)
+	}
 	takesNew := func(e portEndpoint) bool {
-		return e.ready && (e.local || !sel.localOnly)
+		return e.ready && (e.local || !sel.localOnly) && availableForTopology(e, mode, sel.nodeName, sel.zone)
 	}
 	if !slices.ContainsFunc(eps, takesNew) {
 		// Non-serving terminating endpoints never get new connections:
@@ -72,6 +98,62 @@ func backendsFor(sp corev1.ServicePort, epSlices []*discoveryv1.EndpointSlice, s
 		out = append(out, loader.Backend{Addr: e.addr.Addr(), Port: e.addr.Port(), Local: e.local, Terminating: !active})
 	}
 	return out, errs
+}
+
+// topologyFromHints decides, as kube-proxy's topologyModeFromHints, which
+// hints to follow, looking at the ready endpoints only: node hints when
+// every one has some and one is for this node, else zone hints when every
+// one has some and one is for this node's zone, else none. One endpoint
+// without hints, or hints that leave this node or zone nothing, turn
+// topology off rather than sending the traffic nowhere.
+//
+// The Service's spec.trafficDistribution (PreferClose, PreferSameZone,
+// PreferSameNode) and the service.kubernetes.io/topology-mode annotation
+// reach the datapath through these hints: the EndpointSlice controller
+// writes them, and kube-proxy reads nothing else either.
+func topologyFromHints(eps []portEndpoint, nodeName, zone string) topologyMode {
+	anyReady := false
+	allNodeHints, forNode := true, false
+	allZoneHints, forZone := true, false
+	for _, e := range eps {
+		if !e.ready {
+			continue
+		}
+		anyReady = true
+		if len(e.nodeHints) == 0 {
+			allNodeHints = false
+		} else if slices.Contains(e.nodeHints, nodeName) {
+			forNode = true
+		}
+		if len(e.zoneHints) == 0 {
+			allZoneHints = false
+		} else if slices.Contains(e.zoneHints, zone) {
+			forZone = true
+		}
+	}
+	switch {
+	case !anyReady:
+		return topologyNone
+	case allNodeHints && forNode:
+		return topologySameNode
+	case allZoneHints && forZone:
+		return topologySameZone
+	default:
+		return topologyNone
+	}
+}
+
+// availableForTopology tells whether an endpoint is one the hints give
+// this node, under a mode topologyFromHints chose.
+func availableForTopology(e portEndpoint, mode topologyMode, nodeName, zone string) bool {
+	switch mode {
+	case topologySameNode:
+		return slices.Contains(e.nodeHints, nodeName)
+	case topologySameZone:
+		return slices.Contains(e.zoneHints, zone)
+	default:
+		return true
+	}
 }
 
 // endpointsFor collects the endpoints of one service port, sorted by
@@ -120,6 +202,14 @@ func endpointsFor(sp corev1.ServicePort, epSlices []*discoveryv1.EndpointSlice, 
 				ready:       ep.Conditions.Ready == nil || *ep.Conditions.Ready,
 				serving:     ep.Conditions.Serving == nil || *ep.Conditions.Serving,
 				terminating: ep.Conditions.Terminating != nil && *ep.Conditions.Terminating,
+			}
+			if ep.Hints != nil {
+				for _, z := range ep.Hints.ForZones {
+					e.zoneHints = append(e.zoneHints, z.Name)
+				}
+				for _, n := range ep.Hints.ForNodes {
+					e.nodeHints = append(e.nodeHints, n.Name)
+				}
 			}
 			// The addresses of one endpoint are fungible; like kube-proxy,
 			// use the first.

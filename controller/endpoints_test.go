@@ -143,6 +143,141 @@ func TestBackendsFor(t *testing.T) {
 	}
 }
 
+// hints sets the topology hints of the slice's last endpoint.
+func hints(zones, nodes []string) sliceOpt {
+	return func(s *discoveryv1.EndpointSlice) {
+		h := &discoveryv1.EndpointHints{}
+		for _, z := range zones {
+			h.ForZones = append(h.ForZones, discoveryv1.ForZone{Name: z})
+		}
+		for _, n := range nodes {
+			h.ForNodes = append(h.ForNodes, discoveryv1.ForNode{Name: n})
+		}
+		s.Endpoints[len(s.Endpoints)-1].Hints = h
+	}
+}
+
+// TestBackendsForTopology checks the choice of hints against kube-proxy's
+// topologyModeFromHints and availableForTopology.
+func TestBackendsForTopology(t *testing.T) {
+	http := corev1.ServicePort{Name: "http", Port: 80, TargetPort: intstr.FromString("http")}
+	slice := func(eps ...sliceOpt) []*discoveryv1.EndpointSlice {
+		return []*discoveryv1.EndpointSlice{epSlice("default", "web-1", "web", append([]sliceOpt{slicePort("http", "", 8080)}, eps...)...)}
+	}
+	zoneA := endpointSelection{nodeName: "node-a", zone: "zone-a", topology: true}
+	tests := []struct {
+		name   string
+		sel    endpointSelection
+		slices []*discoveryv1.EndpointSlice
+		want   []loader.Backend
+	}{
+		{
+			name: "zone hints: endpoints for this zone take new connections, the others keep their flows",
+			sel:  zoneA,
+			slices: slice(
+				endpoint("10.0.0.1", "node-b", "true", "true", "false"), hints([]string{"zone-a"}, nil),
+				endpoint("10.0.0.2", "node-c", "true", "true", "false"), hints([]string{"zone-b"}, nil),
+				endpoint("10.0.0.3", "node-c", "true", "true", "false"), hints([]string{"zone-b", "zone-a"}, nil),
+				// Not ready: its missing hint does not count.
+				endpoint("10.0.0.4", "node-c", "false", "true", "true"),
+			),
+			want: []loader.Backend{be("10.0.0.1", 8080, false, false), be("10.0.0.2", 8080, false, true), be("10.0.0.3", 8080, false, false), be("10.0.0.4", 8080, false, true)},
+		},
+		{
+			name: "a ready endpoint without zone hint: hints ignored",
+			sel:  zoneA,
+			slices: slice(
+				endpoint("10.0.0.1", "node-b", "true", "true", "false"), hints([]string{"zone-a"}, nil),
+				endpoint("10.0.0.2", "node-c", "true", "true", "false"),
+			),
+			want: []loader.Backend{be("10.0.0.1", 8080, false, false), be("10.0.0.2", 8080, false, false)},
+		},
+		{
+			name: "no endpoint hinted for this zone: hints ignored",
+			sel:  zoneA,
+			slices: slice(
+				endpoint("10.0.0.1", "node-b", "true", "true", "false"), hints([]string{"zone-b"}, nil),
+				endpoint("10.0.0.2", "node-c", "true", "true", "false"), hints([]string{"zone-c"}, nil),
+			),
+			want: []loader.Backend{be("10.0.0.1", 8080, false, false), be("10.0.0.2", 8080, false, false)},
+		},
+		{
+			name: "node without zone label: zone hints ignored",
+			sel:  endpointSelection{nodeName: "node-a", topology: true},
+			slices: slice(
+				endpoint("10.0.0.1", "node-b", "true", "true", "false"), hints([]string{"zone-a"}, nil),
+				endpoint("10.0.0.2", "node-c", "true", "true", "false"), hints([]string{"zone-b"}, nil),
+			),
+			want: []loader.Backend{be("10.0.0.1", 8080, false, false), be("10.0.0.2", 8080, false, false)},
+		},
+		{
+			name: "node hints win over zone hints",
+			sel:  zoneA,
+			slices: slice(
+				endpoint("10.0.0.1", "node-a", "true", "true", "false"), hints([]string{"zone-a"}, []string{"node-a"}),
+				endpoint("10.0.0.2", "node-b", "true", "true", "false"), hints([]string{"zone-a"}, []string{"node-b"}),
+			),
+			want: []loader.Backend{be("10.0.0.1", 8080, true, false), be("10.0.0.2", 8080, false, true)},
+		},
+		{
+			name: "no node hint for this node: zone hints",
+			sel:  zoneA,
+			slices: slice(
+				endpoint("10.0.0.1", "node-b", "true", "true", "false"), hints([]string{"zone-a"}, []string{"node-b"}),
+				endpoint("10.0.0.2", "node-c", "true", "true", "false"), hints([]string{"zone-b"}, []string{"node-c"}),
+			),
+			want: []loader.Backend{be("10.0.0.1", 8080, false, false), be("10.0.0.2", 8080, false, true)},
+		},
+		{
+			name: "a ready endpoint without node hint: zone hints",
+			sel:  zoneA,
+			slices: slice(
+				endpoint("10.0.0.1", "node-a", "true", "true", "false"), hints([]string{"zone-b"}, []string{"node-a"}),
+				endpoint("10.0.0.2", "node-c", "true", "true", "false"), hints([]string{"zone-a"}, nil),
+			),
+			want: []loader.Backend{be("10.0.0.1", 8080, true, true), be("10.0.0.2", 8080, false, false)},
+		},
+		{
+			name: "no ready endpoint: the terminating fallback ignores hints",
+			sel:  zoneA,
+			slices: slice(
+				endpoint("10.0.0.1", "node-b", "false", "true", "true"), hints([]string{"zone-b"}, nil),
+				endpoint("10.0.0.2", "node-c", "false", "true", "true"), hints([]string{"zone-a"}, nil),
+			),
+			want: []loader.Backend{be("10.0.0.1", 8080, false, false), be("10.0.0.2", 8080, false, false)},
+		},
+		{
+			name: "traffic policy Local ignores hints",
+			sel:  endpointSelection{nodeName: "node-a", zone: "zone-a", topology: true, localOnly: true},
+			slices: slice(
+				endpoint("10.0.0.1", "node-a", "true", "true", "false"), hints([]string{"zone-b"}, nil),
+				endpoint("10.0.0.2", "node-c", "true", "true", "false"), hints([]string{"zone-a"}, nil),
+			),
+			want: []loader.Backend{be("10.0.0.1", 8080, true, false), be("10.0.0.2", 8080, false, true)},
+		},
+		{
+			name: "topology off (the L7 proxy): hints ignored",
+			sel:  endpointSelection{},
+			slices: slice(
+				endpoint("10.0.0.1", "node-b", "true", "true", "false"), hints([]string{"zone-a"}, nil),
+				endpoint("10.0.0.2", "node-c", "true", "true", "false"), hints([]string{"zone-b"}, nil),
+			),
+			want: []loader.Backend{be("10.0.0.1", 8080, false, false), be("10.0.0.2", 8080, false, false)},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, errs := backendsFor(http, tt.slices, tt.sel)
+			if len(errs) > 0 {
+				t.Fatalf("unexpected errors %v", errs)
+			}
+			if !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("backends\n got %v\nwant %v", describeBackends(got), describeBackends(tt.want))
+			}
+		})
+	}
+}
+
 // describeBackends shows the flags, which %v of a loader.Backend does not.
 func describeBackends(bs []loader.Backend) []string {
 	out := make([]string, 0, len(bs))

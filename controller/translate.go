@@ -22,12 +22,16 @@ type NodeInfo struct {
 	Name string
 	// Addrs are the node's IPv4 addresses, each a NodePort frontend.
 	Addrs []netip.Addr
+	// Zone is the node's topology.kubernetes.io/zone label, matched
+	// against the zone hints of endpoints.
+	Zone string
 }
 
 // NodeInfoFrom merges the addresses of the agent's devices with the
 // InternalIP and ExternalIP addresses of its Node object (nil when the Node
-// is unknown). Only IPv4 addresses are kept, because the datapath is
-// IPv4-only; the result is sorted and free of duplicates.
+// is unknown), and takes the zone from the Node's labels. Only IPv4
+// addresses are kept, because the datapath is IPv4-only; the result is
+// sorted and free of duplicates.
 func NodeInfoFrom(name string, deviceAddrs []netip.Addr, node *corev1.Node) NodeInfo {
 	addrs := make([]netip.Addr, 0, len(deviceAddrs))
 	for _, a := range deviceAddrs {
@@ -35,7 +39,9 @@ func NodeInfoFrom(name string, deviceAddrs []netip.Addr, node *corev1.Node) Node
 			addrs = append(addrs, a)
 		}
 	}
+	zone := ""
 	if node != nil {
+		zone = node.Labels[corev1.LabelTopologyZone]
 		for _, na := range node.Status.Addresses {
 			if na.Type != corev1.NodeInternalIP && na.Type != corev1.NodeExternalIP {
 				continue
@@ -50,7 +56,7 @@ func NodeInfoFrom(name string, deviceAddrs []netip.Addr, node *corev1.Node) Node
 		}
 	}
 	slices.SortFunc(addrs, netip.Addr.Compare)
-	return NodeInfo{Name: name, Addrs: slices.Compact(addrs)}
+	return NodeInfo{Name: name, Addrs: slices.Compact(addrs), Zone: zone}
 }
 
 // ObjectError is a problem translation found in one Kubernetes object. The
@@ -280,7 +286,8 @@ func translateService(node NodeInfo, svc *corev1.Service, svcSlices []*discovery
 			add(a, uint16(sp.Port))
 		}
 		if len(p.svc.Frontends) > 0 {
-			p.svc.Backends, p.backendErrs = backendsFor(sp, svcSlices, endpointSelection{nodeName: node.Name, localOnly: localOnly})
+			sel := endpointSelection{nodeName: node.Name, zone: node.Zone, localOnly: localOnly, topology: true}
+			p.svc.Backends, p.backendErrs = backendsFor(sp, svcSlices, sel)
 		}
 		if len(p.svc.Frontends) > 0 || len(p.preErrs) > 0 {
 			t.items = append(t.items, translationItem{port: p})

@@ -316,6 +316,19 @@ func TestTranslate(t *testing.T) {
 			}},
 		},
 		{
+			name: "zone hints: the node's zone takes new connections, the other zone keeps its flows",
+			node: NodeInfo{Name: "node-a", Addrs: node.Addrs, Zone: "zone-a"},
+			svcs: []*corev1.Service{service("default", "web", corev1.ServiceTypeNodePort, port("http", "", 80, 30080, intstr.FromString("http")))},
+			slices: []*discoveryv1.EndpointSlice{epSlice("default", "web-1", "web", slicePort("http", "", 8080),
+				endpoint("10.0.0.1", "node-b", "true", "true", "false"), hints([]string{"zone-a"}, nil),
+				endpoint("10.0.0.2", "node-c", "true", "true", "false"), hints([]string{"zone-b"}, nil))},
+			want: []loader.Service{{
+				Name: "default/web:http/TCP", Proto: loader.TCP,
+				Frontends: []loader.Frontend{fe("192.0.2.10", 30080), fe("192.0.2.11", 30080)},
+				Backends:  []loader.Backend{be("10.0.0.1", 8080, false, false), be("10.0.0.2", 8080, false, true)},
+			}},
+		},
+		{
 			name: "every endpoint terminating: the serving ones take new connections",
 			node: node,
 			svcs: []*corev1.Service{service("default", "web", corev1.ServiceTypeNodePort, port("http", "", 80, 30080, intstr.FromString("http")))},
@@ -404,7 +417,7 @@ func TestTranslateDeterministic(t *testing.T) {
 
 func TestNodeInfoFrom(t *testing.T) {
 	n := &corev1.Node{
-		ObjectMeta: metav1.ObjectMeta{Name: "node-a"},
+		ObjectMeta: metav1.ObjectMeta{Name: "node-a", Labels: map[string]string{corev1.LabelTopologyZone: "zone-a"}},
 		Status: corev1.NodeStatus{Addresses: []corev1.NodeAddress{
 			{Type: corev1.NodeInternalIP, Address: "10.1.0.5"},
 			{Type: corev1.NodeExternalIP, Address: "203.0.113.5"},
@@ -414,23 +427,24 @@ func TestNodeInfoFrom(t *testing.T) {
 		}},
 	}
 	tests := []struct {
-		name    string
-		devices []netip.Addr
-		node    *corev1.Node
-		want    []netip.Addr
+		name     string
+		devices  []netip.Addr
+		node     *corev1.Node
+		want     []netip.Addr
+		wantZone string
 	}{
 		{"devices only", []netip.Addr{addr("192.0.2.10"), addr("2001:db8::1"), addr("::ffff:192.0.2.11")}, nil,
-			[]netip.Addr{addr("192.0.2.10"), addr("192.0.2.11")}},
+			[]netip.Addr{addr("192.0.2.10"), addr("192.0.2.11")}, ""},
 		{"devices and Node object, deduplicated", []netip.Addr{addr("192.0.2.10")}, n,
-			[]netip.Addr{addr("10.1.0.5"), addr("192.0.2.10"), addr("203.0.113.5")}},
+			[]netip.Addr{addr("10.1.0.5"), addr("192.0.2.10"), addr("203.0.113.5")}, "zone-a"},
 		{"Node object only", nil, n,
-			[]netip.Addr{addr("10.1.0.5"), addr("192.0.2.10"), addr("203.0.113.5")}},
+			[]netip.Addr{addr("10.1.0.5"), addr("192.0.2.10"), addr("203.0.113.5")}, "zone-a"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			got := NodeInfoFrom("node-a", tt.devices, tt.node)
-			if got.Name != "node-a" || !reflect.DeepEqual(got.Addrs, tt.want) {
-				t.Errorf("got %+v, want addrs %v", got, tt.want)
+			if got.Name != "node-a" || !reflect.DeepEqual(got.Addrs, tt.want) || got.Zone != tt.wantZone {
+				t.Errorf("got %+v, want addrs %v, zone %q", got, tt.want, tt.wantZone)
 			}
 		})
 	}
