@@ -320,3 +320,27 @@ func TestIngressUpstreamTerminatingFallback(t *testing.T) {
 		t.Errorf("upstreams\n got %q\nwant %q", got, want)
 	}
 }
+
+// TestIngressToServiceOfAnotherProxy checks that the L7 proxy still routes
+// to the pods of a Service the L4 datapath leaves to another proxy.
+func TestIngressToServiceOfAnotherProxy(t *testing.T) {
+	in := ingressFixture(t)
+	for i, s := range in.Services {
+		if s.Name == "web" {
+			s = s.DeepCopy()
+			s.Labels = map[string]string{labelServiceProxyName: "other-proxy"}
+			in.Services[i] = s
+		}
+	}
+	in.Ingresses = []*networkingv1.Ingress{
+		ingress("web", className("nodegress"), rule("web.example.com", path("/", networkingv1.PathTypePrefix, "web:http"))),
+	}
+	cfg, _, errs := TranslateIngress(in)
+	if len(errs) > 0 {
+		t.Fatalf("unexpected issues: %v", errs)
+	}
+	want := []string{"default/web:http: 10.0.0.1:8080 10.0.1.1:8080 10.0.1.2:8080~ 10.0.2.1:8080"}
+	if got := upstreamLines(cfg); !reflect.DeepEqual(got, want) {
+		t.Errorf("upstreams\n got %q\nwant %q", got, want)
+	}
+}

@@ -327,6 +327,16 @@ func TestIncrementalSync(t *testing.T) {
 			removed:    []string{"default/c:http/TCP"},
 		},
 		{
+			name: "service handed to another proxy",
+			change: func(tc *testCluster) {
+				s := smallSvc("c", "198.51.100.3", 3)
+				s.Labels = map[string]string{labelServiceProxyName: "other"}
+				tc.apply(s)
+			},
+			translated: 1,
+			removed:    []string{"default/c:http/TCP"},
+		},
+		{
 			name:       "slice deleted",
 			change:     func(tc *testCluster) { tc.remove(smallSlice("b-1", "b")) },
 			translated: 1,

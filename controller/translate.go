@@ -95,8 +95,9 @@ var errNotIPv4 = errors.New("not an IPv4 address, skipped")
 //
 // and, as backends, the IPv4 endpoints of the service's EndpointSlices
 // chosen as kube-proxy chooses them (see backendsFor). Services
-// with no frontend (ClusterIP without externalIPs, headless, ExternalName)
-// produce nothing: cluster-internal traffic is not this datapath's job.
+// with no frontend (ClusterIP without externalIPs) produce nothing:
+// cluster-internal traffic is not this datapath's job; nor do those
+// kube-proxy leaves alone (see skipService).
 //
 // Translate is a pure function of its arguments. The output is sorted by
 // Name, with sorted frontends and backends, so the same objects always give
@@ -208,7 +209,7 @@ func translateService(node NodeInfo, svc *corev1.Service, svcSlices []*discovery
 	svcErr := func(port string, skipped bool, format string, args ...any) {
 		t.items = append(t.items, translationItem{err: &ObjectError{Kind: "Service", Object: key, Port: port, Err: fmt.Errorf(format, args...), Skipped: skipped}})
 	}
-	if svc.Spec.Type == corev1.ServiceTypeExternalName || svc.Spec.ClusterIP == corev1.ClusterIPNone {
+	if skipService(svc) {
 		return nil
 	}
 	svcType := cmp.Or(svc.Spec.Type, corev1.ServiceTypeClusterIP)
@@ -297,6 +298,35 @@ func translateService(node NodeInfo, svc *corev1.Service, svcSlices []*discovery
 		return nil
 	}
 	return t
+}
+
+// labelServiceProxyName on a Service hands it to another service proxy:
+// kube-proxy does not watch such Services (a label selector on its
+// informers), and neither does the L4 datapath.
+const labelServiceProxyName = "service.kubernetes.io/service-proxy-name"
+
+// skipService tells the Services the L4 datapath leaves alone entirely,
+// without a word, as kube-proxy does (its ShouldSkipService and informer
+// label selector):
+//
+//   - ExternalName Services are DNS names, with nothing to forward;
+//   - headless Services (clusterIP None) have clients reach the pods
+//     directly;
+//   - Services with the service-proxy-name label, whatever its value, are
+//     another proxy's.
+//
+// The L7 proxy may still route an Ingress to the pods of a Service
+// labelled for another proxy: it talks to pod addresses, not to the
+// Service.
+//
+// Unlike kube-proxy, a Service without clusterIP is served: standalone
+// objects never meet the API server's allocation, and through an API
+// server every Service other than headless and ExternalName has one.
+func skipService(svc *corev1.Service) bool {
+	if _, ok := svc.Labels[labelServiceProxyName]; ok {
+		return true
+	}
+	return svc.Spec.Type == corev1.ServiceTypeExternalName || svc.Spec.ClusterIP == corev1.ClusterIPNone
 }
 
 func sortService(s *loader.Service) {

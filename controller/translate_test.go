@@ -193,6 +193,29 @@ func TestTranslate(t *testing.T) {
 					func(s *corev1.Service) { s.Spec.ClusterIP = corev1.ClusterIPNone }),
 				service("default", "ext", corev1.ServiceTypeExternalName, port("http", "", 80, 0, intstr.FromInt32(80)), externalIPs("198.51.100.1")),
 			},
+			slices: []*discoveryv1.EndpointSlice{webSlice,
+				epSlice("default", "headless-1", "headless", slicePort("http", "", 80), endpoint("10.0.4.1", "node-a", "", "", ""))},
+		},
+		{
+			name: "headless and ExternalName are not even checked: no problem reported",
+			node: node,
+			svcs: []*corev1.Service{
+				service("default", "headless", corev1.ServiceTypeNodePort, port("http", corev1.ProtocolSCTP, 80, 70000, intstr.FromInt32(80)),
+					externalIPs("not-an-ip", "2001:db8::1"), func(s *corev1.Service) { s.Spec.ClusterIP = corev1.ClusterIPNone }),
+				service("default", "ext", corev1.ServiceTypeExternalName, port("http", "", 80, 0, intstr.FromInt32(80)), externalIPs("not-an-ip")),
+			},
+		},
+		{
+			name: "service-proxy-name label, whatever its value: left to that proxy, no problem reported",
+			node: node,
+			svcs: []*corev1.Service{
+				service("default", "web", corev1.ServiceTypeLoadBalancer, port("http", "", 80, 30080, intstr.FromString("http")),
+					lbIPs("203.0.113.7"), externalIPs("not-an-ip"),
+					func(s *corev1.Service) { s.Labels = map[string]string{labelServiceProxyName: "other-proxy"} }),
+				service("default", "empty", corev1.ServiceTypeNodePort, port("http", "", 80, 30081, intstr.FromString("http")),
+					func(s *corev1.Service) { s.Labels = map[string]string{labelServiceProxyName: ""} }),
+			},
+			slices: []*discoveryv1.EndpointSlice{webSlice},
 		},
 		{
 			name: "named ports resolve per slice: two slices with different target ports, two service ports",
