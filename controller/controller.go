@@ -635,11 +635,14 @@ func (c *Controller) reportIssues(issues []error) {
 			if errors.As(oe.Err, &ae) {
 				attrs = append(attrs, "annotation", ae.Annotation, "value", ae.Value)
 			}
-			attrs = append(attrs, "err", oe.Err)
-			if oe.Skipped {
-				c.log.Debug("skipped part of object", attrs...)
-			} else {
-				c.log.Warn("invalid object", attrs...)
+			var ue *unsupportedFieldError
+			switch {
+			case oe.Skipped:
+				c.log.Debug("skipped part of object", append(attrs, "err", oe.Err)...)
+			case errors.As(oe.Err, &ue):
+				c.log.Warn("unsupported service field", append(attrs, "field", ue.Field, "err", oe.Err)...)
+			default:
+				c.log.Warn("invalid object", append(attrs, "err", oe.Err)...)
 			}
 			c.recordEvent(oe)
 			continue

@@ -69,7 +69,10 @@ type ObjectError struct {
 	Port string
 	Err  error
 	// Skipped marks things that are valid Kubernetes but that the datapath
-	// does not handle (SCTP, IPv6): worth a debug line, not a warning.
+	// does not handle and that are routine (an IPv6 address next to IPv4
+	// ones, another controller's Ingress): worth a debug line, not a
+	// warning. Unsupported uses of a Service field are warnings (see
+	// serviceFields).
 	Skipped bool
 }
 
@@ -213,6 +216,20 @@ func translateService(node NodeInfo, svc *corev1.Service, svcSlices []*discovery
 		return nil
 	}
 	svcType := cmp.Or(svc.Spec.Type, corev1.ServiceTypeClusterIP)
+	// Fields are only worth a word on Services that ask for what this
+	// datapath serves; on the others every field is moot alike.
+	if svcType == corev1.ServiceTypeNodePort || svcType == corev1.ServiceTypeLoadBalancer || len(svc.Spec.ExternalIPs) > 0 {
+		for _, ue := range unsupportedFields(svc) {
+			t.items = append(t.items, translationItem{err: &ObjectError{Kind: "Service", Object: key, Port: ue.Port,
+				Err: withReason(ReasonUnsupportedServiceField, ue)}})
+		}
+	}
+	if !servesIPv4(svc) {
+		if len(t.items) == 0 {
+			return nil
+		}
+		return t
+	}
 	var nodeAddrs, vips []netip.Addr
 	if svcType == corev1.ServiceTypeNodePort || svcType == corev1.ServiceTypeLoadBalancer {
 		nodeAddrs = node.Addrs
@@ -254,9 +271,12 @@ func translateService(node NodeInfo, svc *corev1.Service, svcSlices []*discovery
 
 	for i, sp := range svc.Spec.Ports {
 		portID := cmp.Or(sp.Name, strconv.Itoa(int(sp.Port)))
+		if sp.Protocol == corev1.ProtocolSCTP {
+			continue // reported with the unsupported fields
+		}
 		proto, err := toProto(sp.Protocol)
 		if err != nil {
-			svcErr(portID, sp.Protocol == corev1.ProtocolSCTP, "%w", err)
+			svcErr(portID, false, "%w", err)
 			continue
 		}
 		if sp.Port < 1 || sp.Port > 65535 {
