@@ -282,7 +282,7 @@ func (c *Controller) Run(ctx context.Context) error {
 	if _, err := nodeInf.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc: func(obj any) { c.nodeChanged(nil, obj) },
 		// Node status is rewritten all the time (conditions, heartbeats);
-		// only its addresses matter here.
+		// only its addresses and its zone matter here.
 		UpdateFunc: c.nodeChanged,
 		DeleteFunc: func(obj any) { c.nodeChanged(obj, nil) },
 	}); err != nil {
@@ -371,16 +371,24 @@ func (c *Controller) Run(ctx context.Context) error {
 }
 
 func (c *Controller) nodeChanged(oldObj, newObj any) {
-	addrs := func(obj any) []corev1.NodeAddress {
+	node := func(obj any) *corev1.Node {
 		if n, ok := obj.(*corev1.Node); ok && n.Name == c.cfg.NodeName {
-			return n.Status.Addresses
+			return n
 		}
 		return nil
 	}
-	if oldObj != nil && newObj != nil && slices.Equal(addrs(oldObj), addrs(newObj)) {
+	same := func(a, b *corev1.Node) bool {
+		if a == nil || b == nil {
+			return a == b
+		}
+		return slices.Equal(a.Status.Addresses, b.Status.Addresses) &&
+			a.Labels[corev1.LabelTopologyZone] == b.Labels[corev1.LabelTopologyZone]
+	}
+	if oldObj != nil && newObj != nil && same(node(oldObj), node(newObj)) {
 		return
 	}
-	// Every NodePort frontend is a node address: rare, and worth a full
+	// Every NodePort frontend is a node address, and the zone picks the
+	// endpoints of every Service with zone hints: rare, and worth a full
 	// translation.
 	c.tracker.everything()
 	c.runner.Request()
@@ -430,7 +438,7 @@ func (c *Controller) syncChanges(p pendingChanges) error {
 		nodeObj = n
 	}
 	node := NodeInfoFrom(c.cfg.NodeName, c.cfg.NodeIPs, nodeObj)
-	full := p.all || !c.applied || c.needFull || !slices.Equal(node.Addrs, c.node.Addrs)
+	full := p.all || !c.applied || c.needFull || !slices.Equal(node.Addrs, c.node.Addrs) || node.Zone != c.node.Zone
 	c.metrics.setObjects("Service", int(c.svcCount.Load()))
 	c.metrics.setObjects("EndpointSlice", int(c.sliceCount.Load()))
 
@@ -627,11 +635,14 @@ func (c *Controller) reportIssues(issues []error) {
 			if errors.As(oe.Err, &ae) {
 				attrs = append(attrs, "annotation", ae.Annotation, "value", ae.Value)
 			}
-			attrs = append(attrs, "err", oe.Err)
-			if oe.Skipped {
-				c.log.Debug("skipped part of object", attrs...)
-			} else {
-				c.log.Warn("invalid object", attrs...)
+			var ue *unsupportedFieldError
+			switch {
+			case oe.Skipped:
+				c.log.Debug("skipped part of object", append(attrs, "err", oe.Err)...)
+			case errors.As(oe.Err, &ue):
+				c.log.Warn("unsupported service field", append(attrs, "field", ue.Field, "err", oe.Err)...)
+			default:
+				c.log.Warn("invalid object", append(attrs, "err", oe.Err)...)
 			}
 			c.recordEvent(oe)
 			continue

@@ -79,7 +79,9 @@ func TestServiceFields(t *testing.T) {
 			name:   "Local policy, endpoints only elsewhere: drop",
 			svc:    lbSvc(local),
 			slices: []*discoveryv1.EndpointSlice{remoteOnly},
-			want:   loader.Service{Frontends: frontends(fe("203.0.113.5", 80)), NoBackendDrop: true},
+			// The remote endpoint keeps the flows it has, gets no new one.
+			want: loader.Service{Frontends: frontends(fe("203.0.113.5", 80)), NoBackendDrop: true,
+				Backends: []loader.Backend{be("10.0.1.1", 8080, false, true)}},
 		},
 		{
 			name: "Local policy, no endpoint at all: reject",

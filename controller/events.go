@@ -22,7 +22,7 @@ const EventComponent = "nodegress"
 
 // Reasons of the Warning Events recorded on objects nodegress cannot serve
 // as written. Objects nodegress merely skips (another controller's Ingress,
-// an SCTP port) get none.
+// another proxy's Service) get none.
 const (
 	ReasonInvalidIngress       = "InvalidIngress"
 	ReasonInvalidService       = "InvalidService"
@@ -34,6 +34,10 @@ const (
 	ReasonBackendNotFound      = "BackendNotFound"
 	ReasonUnsupportedBackend   = "UnsupportedBackend"
 	ReasonFrontendConflict     = "FrontendConflict"
+	// ReasonUnsupportedServiceField: the Service uses a field the
+	// datapath does not implement (see serviceFields); the message says
+	// what nodegress does instead.
+	ReasonUnsupportedServiceField = "UnsupportedServiceField"
 )
 
 // maxEventMessage keeps Event messages within what the API server accepts.

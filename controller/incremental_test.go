@@ -250,6 +250,15 @@ func smallSlice(name, svc string, addrs ...string) *discoveryv1.EndpointSlice {
 	return s
 }
 
+// zonedSlice is smallSlice with each endpoint hinted for the zone given.
+func zonedSlice(name, svc string, zones map[string]string) *discoveryv1.EndpointSlice {
+	s := smallSlice(name, svc, slices.Sorted(maps.Keys(zones))...)
+	for i := range s.Endpoints {
+		s.Endpoints[i].Hints = &discoveryv1.EndpointHints{ForZones: []discoveryv1.ForZone{{Name: zones[s.Endpoints[i].Addresses[0]]}}}
+	}
+	return s
+}
+
 func nodePortSvc(name string, nodePort int32) *corev1.Service {
 	s := smallSvc(name, "198.51.100.99", 0)
 	s.Spec.ExternalIPs = nil
@@ -277,6 +286,8 @@ func TestIncrementalSync(t *testing.T) {
 		// has it.
 		smallSvc("d", "198.51.100.1", 4), smallSlice("d-1", "d", "10.0.0.4"),
 		nodePortSvc("np", 30080),
+		// z's endpoints are hinted for two zones.
+		smallSvc("z", "198.51.100.26", 5), zonedSlice("z-1", "z", map[string]string{"10.0.0.26": "zone-a", "10.0.0.27": "zone-b"}),
 		nodeWith("192.0.2.1"),
 	}
 	tests := []struct {
@@ -316,6 +327,16 @@ func TestIncrementalSync(t *testing.T) {
 			removed:    []string{"default/c:http/TCP"},
 		},
 		{
+			name: "service handed to another proxy",
+			change: func(tc *testCluster) {
+				s := smallSvc("c", "198.51.100.3", 3)
+				s.Labels = map[string]string{labelServiceProxyName: "other"}
+				tc.apply(s)
+			},
+			translated: 1,
+			removed:    []string{"default/c:http/TCP"},
+		},
+		{
 			name:       "slice deleted",
 			change:     func(tc *testCluster) { tc.remove(smallSlice("b-1", "b")) },
 			translated: 1,
@@ -346,6 +367,15 @@ func TestIncrementalSync(t *testing.T) {
 			change:     func(tc *testCluster) { tc.apply(nodeWith("192.0.2.1", "192.0.2.2")) },
 			full:       true,
 			translated: 5,
+		},
+		{
+			name: "node zone change translates everything",
+			change: func(tc *testCluster) {
+				n := nodeWith("192.0.2.1")
+				n.Labels = map[string]string{corev1.LabelTopologyZone: "zone-a"}
+				tc.apply(n)
+			},
+			full: true,
 		},
 		{
 			name:       "node change without address change is ignored",
@@ -583,6 +613,40 @@ func TestChangeTrackerIngressRefs(t *testing.T) {
 			}
 			if again := tr.take(); again.l7 || again.all || len(again.svcs) > 0 {
 				t.Errorf("second take not empty: %+v", again)
+			}
+		})
+	}
+}
+
+// TestNodeChangedTriggers checks which changes of the Node object ask for
+// a full translation: those of its addresses and of its zone.
+func TestNodeChangedTriggers(t *testing.T) {
+	zoned := func(zone string, addrs ...string) *corev1.Node {
+		n := nodeWith(addrs...)
+		n.Labels = map[string]string{corev1.LabelTopologyZone: zone, "team": "net"}
+		return n
+	}
+	other := nodeWith("192.0.2.9")
+	other.Name = "node-2"
+	tests := []struct {
+		name     string
+		old, new any
+		want     bool
+	}{
+		{"added", nil, nodeWith("192.0.2.1"), true},
+		{"deleted", nodeWith("192.0.2.1"), nil, true},
+		{"address changed", nodeWith("192.0.2.1"), nodeWith("192.0.2.2"), true},
+		{"zone set", nodeWith("192.0.2.1"), zoned("zone-a", "192.0.2.1"), true},
+		{"zone changed", zoned("zone-a", "192.0.2.1"), zoned("zone-b", "192.0.2.1"), true},
+		{"other label changed", zoned("zone-a", "192.0.2.1"), func() *corev1.Node { n := zoned("zone-a", "192.0.2.1"); n.Labels["team"] = "web"; return n }(), false},
+		{"another node", other, other.DeepCopy(), false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tc := newTestCluster(t)
+			tc.c.nodeChanged(tt.old, tt.new)
+			if got := tc.c.tracker.take().all; got != tt.want {
+				t.Errorf("full translation asked: %v, want %v", got, tt.want)
 			}
 		})
 	}

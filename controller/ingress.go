@@ -192,11 +192,12 @@ type IngressInput struct {
 //     are ignored (reported as skipped).
 //   - Every path of every rule becomes an l7proxy.Route (a rule without
 //     host matches every host; ImplementationSpecific is Prefix). Its
-//     upstream holds all ready endpoints of the Service port in the
-//     cluster, whatever their node, and the serving terminating ones marked
-//     Terminating. A missing Service or port still gets its route, to an
-//     upstream without endpoints: the proxy answers 503, which tells the
-//     client more than a 404 from another rule would.
+//     upstream holds the endpoints of the Service port in the whole
+//     cluster, whatever their node: the ready ones take new requests, or,
+//     when none is ready, the serving terminating ones; the other serving
+//     ones are marked Terminating. A missing Service or port still gets
+//     its route, to an upstream without endpoints: the proxy answers 503,
+//     which tells the client more than a 404 from another rule would.
 //   - An Ingress with an invalid nodegress.io/ annotation is not served at
 //     all (see annotations.go).
 //   - The oldest Ingress's defaultBackend is Config.DefaultUpstream; without
@@ -540,9 +541,10 @@ func (t *ingressTranslator) serviceUpstream(ref serviceRef, ann ingressAnnotatio
 		IdleTimeout:    ann.IdleTimeout,
 	}
 	if sp != nil {
-		// Every ready endpoint in the cluster: the proxy reaches pods on
-		// other nodes directly, so the node name does not matter here.
-		backends, errs := backendsFor("", *sp, loader.TCP, svcSlices)
+		// Endpoints anywhere in the cluster, chosen as for cluster-wide
+		// traffic: the proxy reaches pods on other nodes directly, so
+		// the node does not matter here.
+		backends, errs := backendsFor(*sp, svcSlices, endpointSelection{})
 		t.errs = append(t.errs, errs...)
 		for _, b := range backends {
 			up.Endpoints = append(up.Endpoints, l7proxy.Endpoint{Addr: netip.AddrPortFrom(b.Addr, b.Port), Terminating: b.Terminating})

@@ -23,12 +23,16 @@ type NodeInfo struct {
 	Name string
 	// Addrs are the node's IPv4 addresses, each a NodePort frontend.
 	Addrs []netip.Addr
+	// Zone is the node's topology.kubernetes.io/zone label, matched
+	// against the zone hints of endpoints.
+	Zone string
 }
 
 // NodeInfoFrom merges the addresses of the agent's devices with the
 // InternalIP and ExternalIP addresses of its Node object (nil when the Node
-// is unknown). Only IPv4 addresses are kept, because the datapath is
-// IPv4-only; the result is sorted and free of duplicates.
+// is unknown), and takes the zone from the Node's labels. Only IPv4
+// addresses are kept, because the datapath is IPv4-only; the result is
+// sorted and free of duplicates.
 func NodeInfoFrom(name string, deviceAddrs []netip.Addr, node *corev1.Node) NodeInfo {
 	addrs := make([]netip.Addr, 0, len(deviceAddrs))
 	for _, a := range deviceAddrs {
@@ -36,7 +40,9 @@ func NodeInfoFrom(name string, deviceAddrs []netip.Addr, node *corev1.Node) Node
 			addrs = append(addrs, a)
 		}
 	}
+	zone := ""
 	if node != nil {
+		zone = node.Labels[corev1.LabelTopologyZone]
 		for _, na := range node.Status.Addresses {
 			if na.Type != corev1.NodeInternalIP && na.Type != corev1.NodeExternalIP {
 				continue
@@ -51,7 +57,7 @@ func NodeInfoFrom(name string, deviceAddrs []netip.Addr, node *corev1.Node) Node
 		}
 	}
 	slices.SortFunc(addrs, netip.Addr.Compare)
-	return NodeInfo{Name: name, Addrs: slices.Compact(addrs)}
+	return NodeInfo{Name: name, Addrs: slices.Compact(addrs), Zone: zone}
 }
 
 // ObjectError is a problem translation found in one Kubernetes object. The
@@ -64,7 +70,10 @@ type ObjectError struct {
 	Port string
 	Err  error
 	// Skipped marks things that are valid Kubernetes but that the datapath
-	// does not handle (SCTP, IPv6): worth a debug line, not a warning.
+	// does not handle and that are routine (an IPv6 address next to IPv4
+	// ones, another controller's Ingress): worth a debug line, not a
+	// warning. Unsupported uses of a Service field are warnings (see
+	// serviceFields).
 	Skipped bool
 }
 
@@ -88,10 +97,11 @@ var errNotIPv4 = errors.New("not an IPv4 address, skipped")
 //   - spec.externalIPs × port,
 //   - status.loadBalancer.ingress[].ip × port (type LoadBalancer),
 //
-// and, as backends, the IPv4 endpoints of the service's EndpointSlices that
-// are ready (or serving and terminating, then marked Terminating). Services
-// with no frontend (ClusterIP without externalIPs, headless, ExternalName)
-// produce nothing: cluster-internal traffic is not this datapath's job.
+// and, as backends, the IPv4 endpoints of the service's EndpointSlices
+// chosen as kube-proxy chooses them (see backendsFor). Services
+// with no frontend (ClusterIP without externalIPs) produce nothing:
+// cluster-internal traffic is not this datapath's job; nor do those
+// kube-proxy leaves alone (see skipService).
 //
 // Translate is a pure function of its arguments. The output is sorted by
 // Name, with sorted frontends and backends, so the same objects always give
@@ -203,10 +213,24 @@ func translateService(node NodeInfo, svc *corev1.Service, svcSlices []*discovery
 	svcErr := func(port string, skipped bool, format string, args ...any) {
 		t.items = append(t.items, translationItem{err: &ObjectError{Kind: "Service", Object: key, Port: port, Err: fmt.Errorf(format, args...), Skipped: skipped}})
 	}
-	if svc.Spec.Type == corev1.ServiceTypeExternalName || svc.Spec.ClusterIP == corev1.ClusterIPNone {
+	if skipService(svc) {
 		return nil
 	}
 	svcType := cmp.Or(svc.Spec.Type, corev1.ServiceTypeClusterIP)
+	// Fields are only worth a word on Services that ask for what this
+	// datapath serves; on the others every field is moot alike.
+	if svcType == corev1.ServiceTypeNodePort || svcType == corev1.ServiceTypeLoadBalancer || len(svc.Spec.ExternalIPs) > 0 {
+		for _, ue := range unsupportedFields(svc) {
+			t.items = append(t.items, translationItem{err: &ObjectError{Kind: "Service", Object: key, Port: ue.Port,
+				Err: withReason(ReasonUnsupportedServiceField, ue)}})
+		}
+	}
+	if !servesIPv4(svc) {
+		if len(t.items) == 0 {
+			return nil
+		}
+		return t
+	}
 	var nodeAddrs, vips, lbIPs []netip.Addr
 	if svcType == corev1.ServiceTypeNodePort || svcType == corev1.ServiceTypeLoadBalancer {
 		nodeAddrs = node.Addrs
@@ -244,16 +268,19 @@ func translateService(node NodeInfo, svc *corev1.Service, svcSlices []*discovery
 		}
 		return t
 	}
-	// With externalTrafficPolicy Local, traffic arriving from outside
-	// (all of this datapath's traffic) only goes to endpoints on this
-	// node, which also keeps the client's source address.
+	// With externalTrafficPolicy Local, new connections arriving from
+	// outside (all of this datapath's traffic) only go to endpoints on
+	// this node, which also keeps the client's source address.
 	localOnly := svc.Spec.ExternalTrafficPolicy == corev1.ServiceExternalTrafficPolicyLocal
 
 	for i, sp := range svc.Spec.Ports {
 		portID := cmp.Or(sp.Name, strconv.Itoa(int(sp.Port)))
+		if sp.Protocol == corev1.ProtocolSCTP {
+			continue // reported with the unsupported fields
+		}
 		proto, err := toProto(sp.Protocol)
 		if err != nil {
-			svcErr(portID, sp.Protocol == corev1.ProtocolSCTP, "%w", err)
+			svcErr(portID, false, "%w", err)
 			continue
 		}
 		if sp.Port < 1 || sp.Port > 65535 {
@@ -290,19 +317,15 @@ func translateService(node NodeInfo, svc *corev1.Service, svcSlices []*discovery
 			add(a, uint16(sp.Port))
 		}
 		if len(p.svc.Frontends) > 0 {
-			backends, berrs := backendsFor(node.Name, sp, proto, svcSlices)
+			sel := endpointSelection{nodeName: node.Name, zone: node.Zone, localOnly: localOnly, topology: true}
+			p.svc.Backends, p.backendErrs = backendsFor(sp, svcSlices, sel)
 			if localOnly {
 				// Endpoints elsewhere but none here: external traffic is
 				// dropped, not rejected (kube-proxy's rule); without any
 				// endpoint it is rejected.
-				hasAny := len(backends) > 0
-				backends = slices.DeleteFunc(backends, func(b loader.Backend) bool { return !b.Local })
-				p.svc.NoBackendDrop = hasAny && !slices.ContainsFunc(backends, func(b loader.Backend) bool { return !b.Terminating })
+				p.svc.NoBackendDrop = len(p.svc.Backends) > 0 &&
+					!slices.ContainsFunc(p.svc.Backends, func(b loader.Backend) bool { return !b.Terminating })
 			}
-			slices.SortFunc(backends, func(a, b loader.Backend) int {
-				return cmp.Or(a.Addr.Compare(b.Addr), cmp.Compare(a.Port, b.Port))
-			})
-			p.svc.Backends, p.backendErrs = backends, berrs
 		}
 		if len(p.svc.Frontends) > 0 || len(p.preErrs) > 0 {
 			t.items = append(t.items, translationItem{port: p})
@@ -338,7 +361,7 @@ func sessionAffinityTimeout(svc *corev1.Service) time.Duration {
 // no IPv4 range is left (only IPv6 ones, or none parses), nobody may
 // connect over IPv4 rather than everybody.
 func loadBalancerSourceRanges(node NodeInfo, svc *corev1.Service, lbIPs []netip.Addr, report func(format string, args ...any)) []netip.Prefix {
-	if len(svc.Spec.LoadBalancerSourceRanges) == 0 {
+	if len(svc.Spec.LoadBalancerSourceRanges) == 0 || len(lbIPs) == 0 {
 		return nil
 	}
 	var out []netip.Prefix
@@ -370,75 +393,33 @@ func loadBalancerSourceRanges(node NodeInfo, svc *corev1.Service, lbIPs []netip.
 	return slices.Compact(out)
 }
 
-// backendsFor collects the endpoints of one service port from the service's
-// IPv4 EndpointSlices. The target port comes from the slice port with the
-// service port's name and protocol, which is how the EndpointSlice
-// controller resolves named target ports per pod.
-func backendsFor(nodeName string, sp corev1.ServicePort, proto loader.Proto, epSlices []*discoveryv1.EndpointSlice) ([]loader.Backend, []error) {
-	var errs []error
-	byAddr := make(map[netip.AddrPort]loader.Backend)
-	for _, s := range epSlices {
-		var port int32
-		found := false
-		for _, p := range s.Ports {
-			pname := ""
-			if p.Name != nil {
-				pname = *p.Name
-			}
-			pproto := corev1.ProtocolTCP
-			if p.Protocol != nil {
-				pproto = *p.Protocol
-			}
-			if pname == sp.Name && pproto == cmp.Or(sp.Protocol, corev1.ProtocolTCP) && p.Port != nil {
-				port, found = *p.Port, true
-				break
-			}
-		}
-		if !found {
-			continue
-		}
-		sliceKey := s.Namespace + "/" + s.Name
-		if port < 1 || port > 65535 {
-			errs = append(errs, &ObjectError{Kind: "EndpointSlice", Object: sliceKey, Port: cmp.Or(sp.Name, strconv.Itoa(int(sp.Port))), Err: fmt.Errorf("invalid port %d", port)})
-			continue
-		}
-		for _, ep := range s.Endpoints {
-			if len(ep.Addresses) == 0 {
-				continue
-			}
-			ready := ep.Conditions.Ready == nil || *ep.Conditions.Ready
-			serving := ep.Conditions.Serving == nil || *ep.Conditions.Serving
-			terminating := ep.Conditions.Terminating != nil && *ep.Conditions.Terminating
-			if !ready && !(serving && terminating) {
-				continue
-			}
-			// The addresses of one endpoint are fungible; like kube-proxy,
-			// use the first.
-			a, err := parseIPv4(ep.Addresses[0])
-			if err != nil {
-				errs = append(errs, &ObjectError{Kind: "EndpointSlice", Object: sliceKey, Err: fmt.Errorf("endpoint address %q: %w", ep.Addresses[0], err)})
-				continue
-			}
-			b := loader.Backend{
-				Addr:        a,
-				Port:        uint16(port),
-				Local:       ep.NodeName != nil && *ep.NodeName == nodeName && nodeName != "",
-				Terminating: !ready,
-			}
-			// While a pod moves between slices it can appear twice; the
-			// ready copy wins.
-			k := netip.AddrPortFrom(a, b.Port)
-			if old, ok := byAddr[k]; ok && !old.Terminating {
-				continue
-			}
-			byAddr[k] = b
-		}
+// labelServiceProxyName on a Service hands it to another service proxy:
+// kube-proxy does not watch such Services (a label selector on its
+// informers), and neither does the L4 datapath.
+const labelServiceProxyName = "service.kubernetes.io/service-proxy-name"
+
+// skipService tells the Services the L4 datapath leaves alone entirely,
+// without a word, as kube-proxy does (its ShouldSkipService and informer
+// label selector):
+//
+//   - ExternalName Services are DNS names, with nothing to forward;
+//   - headless Services (clusterIP None) have clients reach the pods
+//     directly;
+//   - Services with the service-proxy-name label, whatever its value, are
+//     another proxy's.
+//
+// The L7 proxy may still route an Ingress to the pods of a Service
+// labelled for another proxy: it talks to pod addresses, not to the
+// Service.
+//
+// Unlike kube-proxy, a Service without clusterIP is served: standalone
+// objects never meet the API server's allocation, and through an API
+// server every Service other than headless and ExternalName has one.
+func skipService(svc *corev1.Service) bool {
+	if _, ok := svc.Labels[labelServiceProxyName]; ok {
+		return true
 	}
-	out := make([]loader.Backend, 0, len(byAddr))
-	for _, b := range byAddr {
-		out = append(out, b)
-	}
-	return out, errs
+	return svc.Spec.Type == corev1.ServiceTypeExternalName || svc.Spec.ClusterIP == corev1.ClusterIPNone
 }
 
 func sortService(s *loader.Service) {

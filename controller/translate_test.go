@@ -193,6 +193,29 @@ func TestTranslate(t *testing.T) {
 					func(s *corev1.Service) { s.Spec.ClusterIP = corev1.ClusterIPNone }),
 				service("default", "ext", corev1.ServiceTypeExternalName, port("http", "", 80, 0, intstr.FromInt32(80)), externalIPs("198.51.100.1")),
 			},
+			slices: []*discoveryv1.EndpointSlice{webSlice,
+				epSlice("default", "headless-1", "headless", slicePort("http", "", 80), endpoint("10.0.4.1", "node-a", "", "", ""))},
+		},
+		{
+			name: "headless and ExternalName are not even checked: no problem reported",
+			node: node,
+			svcs: []*corev1.Service{
+				service("default", "headless", corev1.ServiceTypeNodePort, port("http", corev1.ProtocolSCTP, 80, 70000, intstr.FromInt32(80)),
+					externalIPs("not-an-ip", "2001:db8::1"), func(s *corev1.Service) { s.Spec.ClusterIP = corev1.ClusterIPNone }),
+				service("default", "ext", corev1.ServiceTypeExternalName, port("http", "", 80, 0, intstr.FromInt32(80)), externalIPs("not-an-ip")),
+			},
+		},
+		{
+			name: "service-proxy-name label, whatever its value: left to that proxy, no problem reported",
+			node: node,
+			svcs: []*corev1.Service{
+				service("default", "web", corev1.ServiceTypeLoadBalancer, port("http", "", 80, 30080, intstr.FromString("http")),
+					lbIPs("203.0.113.7"), externalIPs("not-an-ip"),
+					func(s *corev1.Service) { s.Labels = map[string]string{labelServiceProxyName: "other-proxy"} }),
+				service("default", "empty", corev1.ServiceTypeNodePort, port("http", "", 80, 30081, intstr.FromString("http")),
+					func(s *corev1.Service) { s.Labels = map[string]string{labelServiceProxyName: ""} }),
+			},
+			slices: []*discoveryv1.EndpointSlice{webSlice},
 		},
 		{
 			name: "named ports resolve per slice: two slices with different target ports, two service ports",
@@ -304,7 +327,7 @@ func TestTranslate(t *testing.T) {
 			}},
 		},
 		{
-			name: "externalTrafficPolicy Local keeps only local backends",
+			name: "externalTrafficPolicy Local: only local backends take new connections, remote ones keep their flows",
 			node: node,
 			svcs: []*corev1.Service{service("default", "web", corev1.ServiceTypeNodePort, port("http", "", 80, 30080, intstr.FromString("http")),
 				func(s *corev1.Service) { s.Spec.ExternalTrafficPolicy = corev1.ServiceExternalTrafficPolicyLocal })},
@@ -312,7 +335,34 @@ func TestTranslate(t *testing.T) {
 			want: []loader.Service{{
 				Name: "default/web:http/TCP", Proto: loader.TCP,
 				Frontends: []loader.Frontend{fe("192.0.2.10", 30080), fe("192.0.2.11", 30080)},
-				Backends:  []loader.Backend{be("10.0.0.1", 8080, true, false)},
+				Backends:  []loader.Backend{be("10.0.0.1", 8080, true, false), be("10.0.1.1", 8080, false, true)},
+			}},
+		},
+		{
+			name: "zone hints: the node's zone takes new connections, the other zone keeps its flows",
+			node: NodeInfo{Name: "node-a", Addrs: node.Addrs, Zone: "zone-a"},
+			svcs: []*corev1.Service{service("default", "web", corev1.ServiceTypeNodePort, port("http", "", 80, 30080, intstr.FromString("http")))},
+			slices: []*discoveryv1.EndpointSlice{epSlice("default", "web-1", "web", slicePort("http", "", 8080),
+				endpoint("10.0.0.1", "node-b", "true", "true", "false"), hints([]string{"zone-a"}, nil),
+				endpoint("10.0.0.2", "node-c", "true", "true", "false"), hints([]string{"zone-b"}, nil))},
+			want: []loader.Service{{
+				Name: "default/web:http/TCP", Proto: loader.TCP,
+				Frontends: []loader.Frontend{fe("192.0.2.10", 30080), fe("192.0.2.11", 30080)},
+				Backends:  []loader.Backend{be("10.0.0.1", 8080, false, false), be("10.0.0.2", 8080, false, true)},
+			}},
+		},
+		{
+			name: "every endpoint terminating: the serving ones take new connections",
+			node: node,
+			svcs: []*corev1.Service{service("default", "web", corev1.ServiceTypeNodePort, port("http", "", 80, 30080, intstr.FromString("http")))},
+			slices: []*discoveryv1.EndpointSlice{epSlice("default", "web-1", "web", slicePort("http", "", 8080),
+				endpoint("10.0.0.1", "node-a", "false", "true", "true"),
+				endpoint("10.0.0.2", "node-b", "false", "true", "true"),
+				endpoint("10.0.0.3", "node-b", "false", "false", "true"))},
+			want: []loader.Service{{
+				Name: "default/web:http/TCP", Proto: loader.TCP,
+				Frontends: []loader.Frontend{fe("192.0.2.10", 30080), fe("192.0.2.11", 30080)},
+				Backends:  []loader.Backend{be("10.0.0.1", 8080, true, false), be("10.0.0.2", 8080, false, false)},
 			}},
 		},
 		{
@@ -390,7 +440,7 @@ func TestTranslateDeterministic(t *testing.T) {
 
 func TestNodeInfoFrom(t *testing.T) {
 	n := &corev1.Node{
-		ObjectMeta: metav1.ObjectMeta{Name: "node-a"},
+		ObjectMeta: metav1.ObjectMeta{Name: "node-a", Labels: map[string]string{corev1.LabelTopologyZone: "zone-a"}},
 		Status: corev1.NodeStatus{Addresses: []corev1.NodeAddress{
 			{Type: corev1.NodeInternalIP, Address: "10.1.0.5"},
 			{Type: corev1.NodeExternalIP, Address: "203.0.113.5"},
@@ -400,23 +450,24 @@ func TestNodeInfoFrom(t *testing.T) {
 		}},
 	}
 	tests := []struct {
-		name    string
-		devices []netip.Addr
-		node    *corev1.Node
-		want    []netip.Addr
+		name     string
+		devices  []netip.Addr
+		node     *corev1.Node
+		want     []netip.Addr
+		wantZone string
 	}{
 		{"devices only", []netip.Addr{addr("192.0.2.10"), addr("2001:db8::1"), addr("::ffff:192.0.2.11")}, nil,
-			[]netip.Addr{addr("192.0.2.10"), addr("192.0.2.11")}},
+			[]netip.Addr{addr("192.0.2.10"), addr("192.0.2.11")}, ""},
 		{"devices and Node object, deduplicated", []netip.Addr{addr("192.0.2.10")}, n,
-			[]netip.Addr{addr("10.1.0.5"), addr("192.0.2.10"), addr("203.0.113.5")}},
+			[]netip.Addr{addr("10.1.0.5"), addr("192.0.2.10"), addr("203.0.113.5")}, "zone-a"},
 		{"Node object only", nil, n,
-			[]netip.Addr{addr("10.1.0.5"), addr("192.0.2.10"), addr("203.0.113.5")}},
+			[]netip.Addr{addr("10.1.0.5"), addr("192.0.2.10"), addr("203.0.113.5")}, "zone-a"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			got := NodeInfoFrom("node-a", tt.devices, tt.node)
-			if got.Name != "node-a" || !reflect.DeepEqual(got.Addrs, tt.want) {
-				t.Errorf("got %+v, want addrs %v", got, tt.want)
+			if got.Name != "node-a" || !reflect.DeepEqual(got.Addrs, tt.want) || got.Zone != tt.wantZone {
+				t.Errorf("got %+v, want addrs %v, zone %q", got, tt.want, tt.wantZone)
 			}
 		})
 	}
