@@ -138,7 +138,11 @@ type Service struct {
 	LoadBalancerIPs []netip.Addr
 	// ExternalTrafficPolicy is Cluster (default) or Local.
 	ExternalTrafficPolicy string
-	Endpoints             []Endpoint
+	// LoadBalancerSourceRanges restrict the LoadBalancerIPs' clients.
+	LoadBalancerSourceRanges []string
+	// AffinitySeconds > 0 sets sessionAffinity ClientIP with that timeout.
+	AffinitySeconds int
+	Endpoints       []Endpoint
 }
 
 func (s Service) namespace() string {
@@ -175,6 +179,15 @@ spec:
 			etp = "Cluster"
 		}
 		fmt.Fprintf(&b, "  externalTrafficPolicy: %s\n", etp)
+	}
+	if len(s.LoadBalancerSourceRanges) > 0 {
+		b.WriteString("  loadBalancerSourceRanges:\n")
+		for _, r := range s.LoadBalancerSourceRanges {
+			fmt.Fprintf(&b, "  - %s\n", r)
+		}
+	}
+	if s.AffinitySeconds > 0 {
+		fmt.Fprintf(&b, "  sessionAffinity: ClientIP\n  sessionAffinityConfig:\n    clientIP:\n      timeoutSeconds: %d\n", s.AffinitySeconds)
 	}
 	if len(s.ExternalIPs) > 0 {
 		b.WriteString("  externalIPs:\n")

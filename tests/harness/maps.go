@@ -111,3 +111,20 @@ func (a *Agent) ParsedMaps() (*MapsOutput, error) {
 	}
 	return ParseMaps(out)
 }
+
+// Counted returns how many packets the agent's datapath counted under
+// reason (its name, as `nodegress maps` prints it).
+func (a *Agent) Counted(reason string) (uint64, error) {
+	out, err := a.Maps()
+	if err != nil {
+		return 0, fmt.Errorf("%w\n%s", err, out)
+	}
+	sc := bufio.NewScanner(strings.NewReader(out))
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) == 3 && f[0] == reason {
+			return strconv.ParseUint(f[1], 10, 64)
+		}
+	}
+	return 0, nil
+}
