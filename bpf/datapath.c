@@ -19,6 +19,7 @@
 #include "lib/nat.h"
 #include "lib/parsing.h"
 #include "lib/reject.h"
+#include "lib/sock_lb.h"
 #include "lib/steer.h"
 #include "lib/trace.h"
 
@@ -34,6 +35,7 @@ const enum config_flags *unused_config_flags __attribute__((unused));
 const enum stage *unused_stage __attribute__((unused));
 const enum verdict *unused_verdict __attribute__((unused));
 const enum reason *unused_reason __attribute__((unused));
+const enum frontend_scope *unused_frontend_scope __attribute__((unused));
 
 /* Written into XDP metadata for packets XDP has fully dealt with. */
 #define XDP_DONE_MAGIC 0x6e677264 /* "ngrd" */
@@ -243,4 +245,57 @@ int sk_steer(struct bpf_sk_lookup *ctx)
 	/* A proxy socket that cannot take the connection: normal lookup. */
 	(void)err;
 	return SK_PASS;
+}
+
+/*
+ * Socket-level load balancing: connect() and unconnected sendmsg() to a
+ * frontend go to a backend; getpeername() and recvmsg() show the frontend.
+ */
+static __always_inline int sock_lb(struct bpf_sock_addr *ctx)
+{
+	__u64 cookie = bpf_get_socket_cookie(ctx);
+	struct decision d = {};
+	struct flow_tuple orig;
+
+	sock_lb_decide(ctx, cookie, &d);
+	if (d.reason == REASON_PASS_NO_FRONTEND)
+		return 1; /* not a service: not even counted */
+	orig = d.xlated;
+	orig.daddr = ctx->user_ip4;
+	orig.dport = (__be16)ctx->user_port;
+	account(0, STAGE_SOCK, &orig, &d, 0);
+	if (d.action == ACT_REJECT) {
+		bpf_set_retval(-ECONNREFUSED);
+		return 0;
+	}
+	sock_rev_record(cookie, &d, ctx->user_ip4, (__be16)ctx->user_port);
+	ctx->user_ip4 = d.xlated.daddr;
+	ctx->user_port = (__u32)d.xlated.dport;
+	return 1;
+}
+
+SEC("cgroup/connect4")
+int sock_connect4(struct bpf_sock_addr *ctx)
+{
+	return sock_lb(ctx);
+}
+
+SEC("cgroup/sendmsg4")
+int sock_sendmsg4(struct bpf_sock_addr *ctx)
+{
+	return sock_lb(ctx);
+}
+
+SEC("cgroup/recvmsg4")
+int sock_recvmsg4(struct bpf_sock_addr *ctx)
+{
+	sock_rev_xlate(ctx);
+	return 1;
+}
+
+SEC("cgroup/getpeername4")
+int sock_getpeername4(struct bpf_sock_addr *ctx)
+{
+	sock_rev_xlate(ctx);
+	return 1;
 }

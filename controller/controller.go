@@ -75,6 +75,11 @@ type Config struct {
 	Logger *slog.Logger
 	// Registry receives the controller's metrics; nil means none.
 	Registry prometheus.Registerer
+	// SocketLB makes every Service port also an Internal datapath service
+	// (ClusterIPs and the node's frontends for in-cluster clients): the
+	// datapath replaces kube-proxy. Off, ClusterIP traffic is left to
+	// kube-proxy.
+	SocketLB bool
 	// L7, when set, turns on L7 ingress: Ingresses of nodegress's class
 	// configure L7.Proxy, and the L7 frontends are steered to it. Nil
 	// leaves Ingresses alone.
@@ -438,6 +443,7 @@ func (c *Controller) syncChanges(p pendingChanges) error {
 		nodeObj = n
 	}
 	node := NodeInfoFrom(c.cfg.NodeName, c.cfg.NodeIPs, nodeObj)
+	node.SocketLB = c.cfg.SocketLB
 	full := p.all || !c.applied || c.needFull || !slices.Equal(node.Addrs, c.node.Addrs) || node.Zone != c.node.Zone
 	c.metrics.setObjects("Service", int(c.svcCount.Load()))
 	c.metrics.setObjects("EndpointSlice", int(c.sliceCount.Load()))

@@ -112,3 +112,83 @@ func TestServiceFields(t *testing.T) {
 		})
 	}
 }
+
+// TestInternalServices: with the socket load balancer every service port
+// also becomes an Internal service for in-cluster clients, at its
+// ClusterIPs and the node's frontends, with backends by
+// internalTrafficPolicy whatever the external policy.
+func TestInternalServices(t *testing.T) {
+	node := NodeInfo{Name: "node-a", Addrs: []netip.Addr{addr("192.0.2.10")}, SocketLB: true}
+	slice := epSlice("default", "web-1", "web", slicePort("http", "", 8080),
+		endpoint("10.0.0.1", "node-a", "true", "", ""), endpoint("10.0.1.1", "node-b", "true", "", ""))
+	remoteOnly := epSlice("default", "web-1", "web", slicePort("http", "", 8080), endpoint("10.0.1.1", "node-b", "true", "", ""))
+	itpLocal := func(s *corev1.Service) {
+		s.Spec.InternalTrafficPolicy = ptr(corev1.ServiceInternalTrafficPolicyLocal)
+	}
+	etpLocal := func(s *corev1.Service) { s.Spec.ExternalTrafficPolicy = corev1.ServiceExternalTrafficPolicyLocal }
+	both := []loader.Backend{be("10.0.0.1", 8080, true, false), be("10.0.1.1", 8080, false, false)}
+
+	tests := []struct {
+		name   string
+		svc    *corev1.Service
+		slices []*discoveryv1.EndpointSlice
+		want   loader.Service // the internal one
+	}{
+		{
+			name: "ClusterIP service",
+			svc:  service("default", "web", corev1.ServiceTypeClusterIP, port("http", "", 80, 0, intstr.FromInt(8080))),
+			want: loader.Service{Frontends: []loader.Frontend{fe("10.96.0.10", 80)}, Backends: both},
+		},
+		{
+			name: "Local external policy: in-cluster clients still reach every endpoint",
+			svc: service("default", "web", corev1.ServiceTypeLoadBalancer, port("http", "", 80, 30080, intstr.FromInt(8080)),
+				lbIPs("203.0.113.5"), etpLocal),
+			want: loader.Service{Frontends: []loader.Frontend{fe("10.96.0.10", 80), fe("192.0.2.10", 30080), fe("203.0.113.5", 80)}, Backends: both},
+		},
+		{
+			name: "Local internal policy: local endpoints only",
+			svc:  service("default", "web", corev1.ServiceTypeClusterIP, port("http", "", 80, 0, intstr.FromInt(8080)), itpLocal),
+			want: loader.Service{Frontends: []loader.Frontend{fe("10.96.0.10", 80)},
+				Backends: []loader.Backend{be("10.0.0.1", 8080, true, false), be("10.0.1.1", 8080, false, true)}},
+		},
+		{
+			name:   "Local internal policy without a local endpoint: dropped",
+			svc:    service("default", "web", corev1.ServiceTypeClusterIP, port("http", "", 80, 0, intstr.FromInt(8080)), itpLocal),
+			slices: []*discoveryv1.EndpointSlice{remoteOnly},
+			want: loader.Service{Frontends: []loader.Frontend{fe("10.96.0.10", 80)}, NoBackendDrop: true,
+				Backends: []loader.Backend{be("10.0.1.1", 8080, false, true)}},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			slices := tc.slices
+			if slices == nil {
+				slices = []*discoveryv1.EndpointSlice{slice}
+			}
+			got, errs := Translate(node, []*corev1.Service{tc.svc}, slices)
+			if len(errs) != 0 {
+				t.Fatalf("errors: %v", errs)
+			}
+			tc.want.Name, tc.want.Proto, tc.want.Internal = "default/web:http/TCP/internal", loader.TCP, true
+			sortService(&tc.want)
+			var internal *loader.Service
+			for i := range got {
+				if got[i].Internal {
+					internal = &got[i]
+				}
+			}
+			if internal == nil {
+				t.Fatalf("no internal service in %+v", got)
+			}
+			sortService(internal)
+			if !reflect.DeepEqual(*internal, tc.want) {
+				t.Fatalf("got %+v\nwant %+v", *internal, tc.want)
+			}
+		})
+	}
+	// Without the socket load balancer a ClusterIP service yields nothing.
+	node.SocketLB = false
+	if got, _ := Translate(node, []*corev1.Service{tests[0].svc}, []*discoveryv1.EndpointSlice{slice}); len(got) != 0 {
+		t.Errorf("without the socket load balancer: %+v", got)
+	}
+}

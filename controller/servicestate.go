@@ -60,7 +60,7 @@ func reservedFrontends(l7 []loader.Service) map[frontendKey]string {
 	out := make(map[frontendKey]string)
 	for _, s := range l7 {
 		for _, f := range s.Frontends {
-			out[frontendKey{f, s.Proto}] = s.Name
+			out[keyOf(f, s.Proto, s.Internal)] = s.Name
 		}
 	}
 	return out
@@ -154,7 +154,7 @@ func (st *serviceState) claim(key string, t *svcTranslation, affected map[fronte
 		}
 		c := claimant{order: t.order, index: it.port.index, key: key, name: it.port.svc.Name}
 		for _, fe := range it.port.svc.Frontends {
-			fk := frontendKey{fe, it.port.svc.Proto}
+			fk := keyOf(fe, it.port.svc.Proto, it.port.svc.Internal)
 			list := st.claims[fk]
 			i, _ := slices.BinarySearchFunc(list, c, claimant.compare)
 			st.claims[fk] = slices.Insert(list, i, c)
@@ -169,7 +169,7 @@ func (st *serviceState) unclaim(key string, t *svcTranslation, affected map[fron
 			continue
 		}
 		for _, fe := range it.port.svc.Frontends {
-			fk := frontendKey{fe, it.port.svc.Proto}
+			fk := keyOf(fe, it.port.svc.Proto, it.port.svc.Internal)
 			list := slices.DeleteFunc(st.claims[fk], func(c claimant) bool { return c.key == key })
 			if len(list) == 0 {
 				delete(st.claims, fk)
@@ -201,7 +201,7 @@ func (st *serviceState) resolve(key string) ([]loader.Service, []error) {
 		ls := p.svc
 		ls.Frontends = nil
 		for _, fe := range p.svc.Frontends {
-			fk := frontendKey{fe, ls.Proto}
+			fk := keyOf(fe, ls.Proto, ls.Internal)
 			if owner, ok := st.reserved[fk]; ok {
 				errs = append(errs, st.conflict(key, p.portID, key == st.quietFor, fk, owner))
 				continue

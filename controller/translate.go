@@ -26,6 +26,11 @@ type NodeInfo struct {
 	// Zone is the node's topology.kubernetes.io/zone label, matched
 	// against the zone hints of endpoints.
 	Zone string
+	// SocketLB says the datapath also balances in-cluster clients'
+	// sockets (kube-proxy replacement): every Service port then also
+	// gets an Internal datapath service, reached at its ClusterIPs and
+	// the node's other frontends.
+	SocketLB bool
 }
 
 // NodeInfoFrom merges the addresses of the agent's devices with the
@@ -163,6 +168,16 @@ func sliceServiceKey(s *discoveryv1.EndpointSlice) (string, bool) {
 type frontendKey struct {
 	fe    loader.Frontend
 	proto loader.Proto
+	// internal frontends are the socket load balancer's, apart from the
+	// external ones.
+	internal bool
+}
+
+// keyOf is the key of a frontend; whether it is restricted to source
+// ranges does not make it another frontend.
+func keyOf(fe loader.Frontend, proto loader.Proto, internal bool) frontendKey {
+	fe.Restricted = false
+	return frontendKey{fe: fe, proto: proto, internal: internal}
 }
 
 // svcOrder ranks claims on a frontend: the oldest service keeps it, as the
@@ -262,7 +277,11 @@ func translateService(node NodeInfo, svc *corev1.Service, svcSlices []*discovery
 	}
 	sourceRanges := loadBalancerSourceRanges(node, svc, lbIPs, func(format string, args ...any) { svcErr("", false, format, args...) })
 	affinity := sessionAffinityTimeout(svc)
-	if len(nodeAddrs) == 0 && len(vips) == 0 {
+	var clusterIPs []netip.Addr
+	if node.SocketLB {
+		clusterIPs = serviceClusterIPs(svc)
+	}
+	if len(nodeAddrs) == 0 && len(vips) == 0 && len(clusterIPs) == 0 {
 		if len(t.items) == 0 {
 			return nil
 		}
@@ -327,6 +346,11 @@ func translateService(node NodeInfo, svc *corev1.Service, svcSlices []*discovery
 					!slices.ContainsFunc(p.svc.Backends, func(b loader.Backend) bool { return !b.Terminating })
 			}
 		}
+		if node.SocketLB {
+			if q := internalPort(node, svc, sp, p, clusterIPs, svcSlices); q != nil {
+				t.items = append(t.items, translationItem{port: q})
+			}
+		}
 		if len(p.svc.Frontends) > 0 || len(p.preErrs) > 0 {
 			t.items = append(t.items, translationItem{port: p})
 		}
@@ -335,6 +359,58 @@ func translateService(node NodeInfo, svc *corev1.Service, svcSlices []*discovery
 		return nil
 	}
 	return t
+}
+
+// internalServiceSuffix ends the names of Internal datapath services.
+const internalServiceSuffix = "/internal"
+
+// internalPort is the Internal datapath service of one service port: what
+// in-cluster clients (pods, the node, hostNetwork pods) get at connect
+// time from the socket-level load balancer. Its frontends are the
+// ClusterIPs and every frontend of the external service ext; its backends
+// follow internalTrafficPolicy, never externalTrafficPolicy: kube-proxy
+// sends in-cluster traffic to a Local-policy NodePort or load balancer
+// IP to every endpoint too. Source ranges are not applied: a socket has
+// no source address yet when it connects.
+func internalPort(node NodeInfo, svc *corev1.Service, sp corev1.ServicePort, ext *portCandidate, clusterIPs []netip.Addr, svcSlices []*discoveryv1.EndpointSlice) *portCandidate {
+	q := &portCandidate{index: ext.index, portID: ext.portID}
+	q.svc = loader.Service{Name: ext.svc.Name + internalServiceSuffix, Proto: ext.svc.Proto, Internal: true, AffinityTimeout: ext.svc.AffinityTimeout}
+	for _, a := range clusterIPs {
+		q.svc.Frontends = append(q.svc.Frontends, loader.Frontend{Addr: a, Port: uint16(sp.Port)})
+	}
+	for _, f := range ext.svc.Frontends {
+		f.Restricted = false
+		if !slices.Contains(q.svc.Frontends, f) {
+			q.svc.Frontends = append(q.svc.Frontends, f)
+		}
+	}
+	if len(q.svc.Frontends) == 0 {
+		return nil
+	}
+	localOnly := svc.Spec.InternalTrafficPolicy != nil && *svc.Spec.InternalTrafficPolicy == corev1.ServiceInternalTrafficPolicyLocal
+	sel := endpointSelection{nodeName: node.Name, zone: node.Zone, localOnly: localOnly, topology: true}
+	// Endpoint problems are reported once, with the external service.
+	q.svc.Backends, _ = backendsFor(sp, svcSlices, sel)
+	if localOnly {
+		q.svc.NoBackendDrop = len(q.svc.Backends) > 0 &&
+			!slices.ContainsFunc(q.svc.Backends, func(b loader.Backend) bool { return !b.Terminating })
+	}
+	return q
+}
+
+// serviceClusterIPs are a Service's IPv4 cluster IPs.
+func serviceClusterIPs(svc *corev1.Service) []netip.Addr {
+	ips := svc.Spec.ClusterIPs
+	if len(ips) == 0 && svc.Spec.ClusterIP != "" {
+		ips = []string{svc.Spec.ClusterIP}
+	}
+	var out []netip.Addr
+	for _, s := range ips {
+		if a, err := parseIPv4(s); err == nil && !slices.Contains(out, a) {
+			out = append(out, a)
+		}
+	}
+	return out
 }
 
 // defaultAffinityTimeout is the API's default of

@@ -54,7 +54,12 @@ type Config struct {
 	// SNATPortMin and SNATPortMax bound the source ports used towards
 	// remote backends. Keep them outside the kernel's ephemeral range.
 	SNATPortMin, SNATPortMax uint16
-	Logger                   *slog.Logger
+	// SocketLB attaches the socket-level load balancer to CgroupRoot (see
+	// the CgroupRoot function for the default), which serves Internal
+	// services to every process below it.
+	SocketLB   bool
+	CgroupRoot string
+	Logger     *slog.Logger
 }
 
 // DefaultBPFFS is where the agent pins its state unless told otherwise.
@@ -129,7 +134,7 @@ func Open(cfg Config) (*Datapath, error) {
 		steered:   map[uint32]string{},
 	}
 	d.syncL7 = d.syncProxyListeners
-	for _, step := range []func() error{d.load, d.configure, d.recoverState, d.attachAll, d.attachSteering} {
+	for _, step := range []func() error{d.load, d.configure, d.recoverState, d.attachAll, d.attachSteering, d.attachSocketLB} {
 		if err := step(); err != nil {
 			d.Close()
 			return nil, err

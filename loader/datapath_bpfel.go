@@ -121,8 +121,15 @@ type datapathFrontendKey struct {
 	Addr  uint32
 	Port  uint16
 	Proto uint8
-	Pad   uint8
+	Scope uint8
 }
+
+type datapathFrontendScope uint32
+
+const (
+	datapathFrontendScopeFE_SCOPE_EXTERNAL datapathFrontendScope = 0
+	datapathFrontendScopeFE_SCOPE_SOCKET   datapathFrontendScope = 1
+)
 
 type datapathFrontendValue struct {
 	_                structs.HostLayout
@@ -160,7 +167,9 @@ const (
 	datapathReasonREASON_DROP_SOURCE_RANGE   datapathReason = 21
 	datapathReasonREASON_REJECT_NO_BACKEND   datapathReason = 22
 	datapathReasonREASON_PASS_REJECT         datapathReason = 23
-	datapathReasonREASON_MAX                 datapathReason = 24
+	datapathReasonREASON_SOCK_FWD            datapathReason = 24
+	datapathReasonREASON_SOCK_REJECT         datapathReason = 25
+	datapathReasonREASON_MAX                 datapathReason = 26
 )
 
 type datapathReasonStats struct {
@@ -186,6 +195,21 @@ type datapathServiceBackendKey struct {
 	BackendId uint32
 }
 
+type datapathSockRevKey struct {
+	_      structs.HostLayout
+	Cookie uint64
+	Addr   uint32
+	Port   uint16
+	Pad    uint16
+}
+
+type datapathSockRevValue struct {
+	_    structs.HostLayout
+	Addr uint32
+	Port uint16
+	Pad  uint16
+}
+
 type datapathSourceRangeKey struct {
 	_         structs.HostLayout
 	Prefixlen uint32
@@ -199,6 +223,7 @@ const (
 	datapathStageSTAGE_XDP        datapathStage = 1
 	datapathStageSTAGE_TC_INGRESS datapathStage = 2
 	datapathStageSTAGE_TC_EGRESS  datapathStage = 3
+	datapathStageSTAGE_SOCK       datapathStage = 4
 )
 
 type datapathTraceEvent struct {
@@ -240,9 +265,14 @@ const (
 	datapathMapProxySockets        = "proxy_sockets"
 	datapathMapReverseNat          = "reverse_nat"
 	datapathMapServiceBackends     = "service_backends"
+	datapathMapSockRevNat          = "sock_rev_nat"
 	datapathMapSourceRanges        = "source_ranges"
 	datapathMapStats               = "stats"
 	datapathProgSkSteer            = "sk_steer"
+	datapathProgSockConnect4       = "sock_connect4"
+	datapathProgSockGetpeername4   = "sock_getpeername4"
+	datapathProgSockRecvmsg4       = "sock_recvmsg4"
+	datapathProgSockSendmsg4       = "sock_sendmsg4"
 	datapathProgTcEgress           = "tc_egress"
 	datapathProgTcIngress          = "tc_ingress"
 	datapathProgXdpLb              = "xdp_lb"
@@ -252,6 +282,7 @@ const (
 	datapathVarUnusedCtFlags       = "unused_ct_flags"
 	datapathVarUnusedDeviceFlags   = "unused_device_flags"
 	datapathVarUnusedFrontendFlags = "unused_frontend_flags"
+	datapathVarUnusedFrontendScope = "unused_frontend_scope"
 	datapathVarUnusedReason        = "unused_reason"
 	datapathVarUnusedStage         = "unused_stage"
 	datapathVarUnusedTraceEvent    = "unused_trace_event"
@@ -300,10 +331,14 @@ type datapathSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type datapathProgramSpecs struct {
-	SkSteer   *ebpf.ProgramSpec `ebpf:"sk_steer"`
-	TcEgress  *ebpf.ProgramSpec `ebpf:"tc_egress"`
-	TcIngress *ebpf.ProgramSpec `ebpf:"tc_ingress"`
-	XdpLb     *ebpf.ProgramSpec `ebpf:"xdp_lb"`
+	SkSteer          *ebpf.ProgramSpec `ebpf:"sk_steer"`
+	SockConnect4     *ebpf.ProgramSpec `ebpf:"sock_connect4"`
+	SockGetpeername4 *ebpf.ProgramSpec `ebpf:"sock_getpeername4"`
+	SockRecvmsg4     *ebpf.ProgramSpec `ebpf:"sock_recvmsg4"`
+	SockSendmsg4     *ebpf.ProgramSpec `ebpf:"sock_sendmsg4"`
+	TcEgress         *ebpf.ProgramSpec `ebpf:"tc_egress"`
+	TcIngress        *ebpf.ProgramSpec `ebpf:"tc_ingress"`
+	XdpLb            *ebpf.ProgramSpec `ebpf:"xdp_lb"`
 }
 
 // datapathMapSpecs contains maps before they are loaded into the kernel.
@@ -321,6 +356,7 @@ type datapathMapSpecs struct {
 	ProxySockets    *ebpf.MapSpec `ebpf:"proxy_sockets"`
 	ReverseNat      *ebpf.MapSpec `ebpf:"reverse_nat"`
 	ServiceBackends *ebpf.MapSpec `ebpf:"service_backends"`
+	SockRevNat      *ebpf.MapSpec `ebpf:"sock_rev_nat"`
 	SourceRanges    *ebpf.MapSpec `ebpf:"source_ranges"`
 	Stats           *ebpf.MapSpec `ebpf:"stats"`
 }
@@ -335,6 +371,7 @@ type datapathVariableSpecs struct {
 	UnusedCtFlags       *ebpf.VariableSpec `ebpf:"unused_ct_flags"`
 	UnusedDeviceFlags   *ebpf.VariableSpec `ebpf:"unused_device_flags"`
 	UnusedFrontendFlags *ebpf.VariableSpec `ebpf:"unused_frontend_flags"`
+	UnusedFrontendScope *ebpf.VariableSpec `ebpf:"unused_frontend_scope"`
 	UnusedReason        *ebpf.VariableSpec `ebpf:"unused_reason"`
 	UnusedStage         *ebpf.VariableSpec `ebpf:"unused_stage"`
 	UnusedTraceEvent    *ebpf.VariableSpec `ebpf:"unused_trace_event"`
@@ -372,6 +409,7 @@ type datapathMaps struct {
 	ProxySockets    *ebpf.Map `ebpf:"proxy_sockets"`
 	ReverseNat      *ebpf.Map `ebpf:"reverse_nat"`
 	ServiceBackends *ebpf.Map `ebpf:"service_backends"`
+	SockRevNat      *ebpf.Map `ebpf:"sock_rev_nat"`
 	SourceRanges    *ebpf.Map `ebpf:"source_ranges"`
 	Stats           *ebpf.Map `ebpf:"stats"`
 }
@@ -389,6 +427,7 @@ func (m *datapathMaps) Close() error {
 		m.ProxySockets,
 		m.ReverseNat,
 		m.ServiceBackends,
+		m.SockRevNat,
 		m.SourceRanges,
 		m.Stats,
 	)
@@ -404,6 +443,7 @@ type datapathVariables struct {
 	UnusedCtFlags       *ebpf.Variable `ebpf:"unused_ct_flags"`
 	UnusedDeviceFlags   *ebpf.Variable `ebpf:"unused_device_flags"`
 	UnusedFrontendFlags *ebpf.Variable `ebpf:"unused_frontend_flags"`
+	UnusedFrontendScope *ebpf.Variable `ebpf:"unused_frontend_scope"`
 	UnusedReason        *ebpf.Variable `ebpf:"unused_reason"`
 	UnusedStage         *ebpf.Variable `ebpf:"unused_stage"`
 	UnusedTraceEvent    *ebpf.Variable `ebpf:"unused_trace_event"`
@@ -414,15 +454,23 @@ type datapathVariables struct {
 //
 // It can be passed to loadDatapathObjects or ebpf.CollectionSpec.LoadAndAssign.
 type datapathPrograms struct {
-	SkSteer   *ebpf.Program `ebpf:"sk_steer"`
-	TcEgress  *ebpf.Program `ebpf:"tc_egress"`
-	TcIngress *ebpf.Program `ebpf:"tc_ingress"`
-	XdpLb     *ebpf.Program `ebpf:"xdp_lb"`
+	SkSteer          *ebpf.Program `ebpf:"sk_steer"`
+	SockConnect4     *ebpf.Program `ebpf:"sock_connect4"`
+	SockGetpeername4 *ebpf.Program `ebpf:"sock_getpeername4"`
+	SockRecvmsg4     *ebpf.Program `ebpf:"sock_recvmsg4"`
+	SockSendmsg4     *ebpf.Program `ebpf:"sock_sendmsg4"`
+	TcEgress         *ebpf.Program `ebpf:"tc_egress"`
+	TcIngress        *ebpf.Program `ebpf:"tc_ingress"`
+	XdpLb            *ebpf.Program `ebpf:"xdp_lb"`
 }
 
 func (p *datapathPrograms) Close() error {
 	return _DatapathClose(
 		p.SkSteer,
+		p.SockConnect4,
+		p.SockGetpeername4,
+		p.SockRecvmsg4,
+		p.SockSendmsg4,
 		p.TcEgress,
 		p.TcIngress,
 		p.XdpLb,

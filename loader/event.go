@@ -13,6 +13,8 @@ const (
 	StageXDP       = Stage(datapathStageSTAGE_XDP)
 	StageTCIngress = Stage(datapathStageSTAGE_TC_INGRESS)
 	StageTCEgress  = Stage(datapathStageSTAGE_TC_EGRESS)
+	// StageSock is the socket-level load balancer (cgroup hooks).
+	StageSock = Stage(datapathStageSTAGE_SOCK)
 )
 
 func (s Stage) String() string {
@@ -23,6 +25,8 @@ func (s Stage) String() string {
 		return "tc-ingress"
 	case StageTCEgress:
 		return "tc-egress"
+	case StageSock:
+		return "sock"
 	default:
 		return "unknown"
 	}

@@ -32,6 +32,8 @@ const (
 	ReasonDropSourceRange   = Reason(datapathReasonREASON_DROP_SOURCE_RANGE)
 	ReasonRejectNoBackend   = Reason(datapathReasonREASON_REJECT_NO_BACKEND)
 	ReasonPassReject        = Reason(datapathReasonREASON_PASS_REJECT)
+	ReasonSockFwd           = Reason(datapathReasonREASON_SOCK_FWD)
+	ReasonSockReject        = Reason(datapathReasonREASON_SOCK_REJECT)
 	reasonMax               = Reason(datapathReasonREASON_MAX)
 )
 
@@ -68,6 +70,8 @@ var reasonTable = [...]reasonInfo{
 	ReasonDropSourceRange:   {"drop_source_range", VerdictDrop},
 	ReasonRejectNoBackend:   {"reject_no_backend", VerdictRedirect},
 	ReasonPassReject:        {"pass_reject", VerdictPass},
+	ReasonSockFwd:           {"sock_fwd", VerdictRedirect},
+	ReasonSockReject:        {"sock_reject", VerdictDrop},
 }
 
 // Reasons lists every reason the datapath counts, in index order.

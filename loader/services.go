@@ -12,14 +12,14 @@ import (
 // Flags of datapathFrontendValue and datapathBackendValue, as FE_F_* and
 // BE_F_* in bpf/lib/consts.h.
 const (
-	frontendFlagL7                = uint16(datapathFrontendFlagsFE_F_L7)
-	frontendFlagSourceRanges      = uint16(datapathFrontendFlagsFE_F_SOURCE_RANGES)
-	frontendFlagAffinity          = uint16(datapathFrontendFlagsFE_F_AFFINITY)
-	frontendFlagNoBackendDrop     = uint16(datapathFrontendFlagsFE_F_NO_BACKEND_DROP)
-	backendFlagLocal              = uint8(datapathBackendFlagsBE_F_LOCAL)
-	backendFlagTerminating        = uint8(datapathBackendFlagsBE_F_TERMINATING)
-	maxBackendsPerService         = math.MaxUint16
-	firstID                uint32 = 1
+	frontendFlagL7                   = uint16(datapathFrontendFlagsFE_F_L7)
+	frontendFlagSourceRanges         = uint16(datapathFrontendFlagsFE_F_SOURCE_RANGES)
+	frontendFlagAffinity             = uint16(datapathFrontendFlagsFE_F_AFFINITY)
+	frontendFlagNoBackendDrop        = uint16(datapathFrontendFlagsFE_F_NO_BACKEND_DROP)
+	backendFlagLocal                 = uint8(datapathBackendFlagsBE_F_LOCAL)
+	backendFlagTerminating           = uint8(datapathBackendFlagsBE_F_TERMINATING)
+	maxBackendsPerService            = math.MaxUint16
+	firstID                   uint32 = 1
 )
 
 type backendIdent struct {
@@ -131,6 +131,9 @@ func validateService(svc Service) error {
 			return fmt.Errorf("service %s: invalid backend %s (IPv4 address and non-zero port needed)", svc.Name, b)
 		}
 	}
+	if svc.Internal && svc.L7 {
+		return fmt.Errorf("service %s: an internal service cannot be L7", svc.Name)
+	}
 	for _, p := range svc.SourceRanges {
 		if !p.IsValid() || !p.Addr().Is4() {
 			return fmt.Errorf("service %s: invalid source range %s (IPv4 prefix needed)", svc.Name, p)
@@ -155,8 +158,18 @@ func sourceRangeKey(id uint32, p netip.Prefix) datapathSourceRangeKey {
 	return datapathSourceRangeKey{Prefixlen: 32 + uint32(p.Bits()), SvcId: id, Addr: addrToBE(p.Addr())}
 }
 
+// frontendKeyOf is the key of an external frontend.
 func frontendKeyOf(fe Frontend, proto Proto) datapathFrontendKey {
 	return datapathFrontendKey{Addr: addrToBE(fe.Addr), Port: portToBE(fe.Port), Proto: uint8(proto)}
+}
+
+// serviceFrontendKey is the key of one of svc's frontends, in svc's scope.
+func serviceFrontendKey(svc Service, fe Frontend) datapathFrontendKey {
+	k := frontendKeyOf(fe, svc.Proto)
+	if svc.Internal {
+		k.Scope = uint8(datapathFrontendScopeFE_SCOPE_SOCKET)
+	}
+	return k
 }
 
 // serviceID keeps a service's id across updates and, right after a restart,
@@ -166,7 +179,7 @@ func (d *Datapath) serviceID(svc Service) uint32 {
 		return id
 	}
 	for _, fe := range svc.Frontends {
-		key := frontendKeyOf(fe, svc.Proto)
+		key := serviceFrontendKey(svc, fe)
 		if id, ok := d.ids.recovered[key]; ok {
 			// Claimed once: other frontends of that old id now map elsewhere.
 			for k, v := range d.ids.recovered {

@@ -79,11 +79,11 @@ type svcRecord struct {
 	// restricted are its frontends that only accept clients in ranges.
 	restricted map[datapathFrontendKey]bool
 	ranges     []datapathSourceRangeKey
-	slots     []uint32 // active backend ids; slot i+1 holds slots[i]
-	backends  []backendRef
-	l7        bool
-	listener  string
-	l7Addrs   []netip.Addr
+	slots      []uint32 // active backend ids; slot i+1 holds slots[i]
+	backends   []backendRef
+	l7         bool
+	listener   string
+	l7Addrs    []netip.Addr
 }
 
 type backendRef struct {
@@ -161,7 +161,7 @@ func (d *Datapath) Apply(services []Service) error {
 }
 
 func sameService(a, b Service) bool {
-	return a.Name == b.Name && a.Proto == b.Proto && a.L7 == b.L7 && a.ProxyListener == b.ProxyListener &&
+	return a.Name == b.Name && a.Proto == b.Proto && a.L7 == b.L7 && a.ProxyListener == b.ProxyListener && a.Internal == b.Internal &&
 		a.AffinityTimeout == b.AffinityTimeout && a.NoBackendDrop == b.NoBackendDrop &&
 		slices.Equal(a.Frontends, b.Frontends) && slices.Equal(a.Backends, b.Backends) &&
 		slices.Equal(a.SourceRanges, b.SourceRanges)
@@ -329,7 +329,7 @@ func (d *Datapath) releaseService(rec *svcRecord, released map[uint32]struct{}) 
 func (d *Datapath) frontendsFree(svc Service) error {
 	seen := make(map[datapathFrontendKey]struct{}, len(svc.Frontends))
 	for _, fe := range svc.Frontends {
-		key := frontendKeyOf(fe, svc.Proto)
+		key := serviceFrontendKey(svc, fe)
 		if owner, taken := d.state.feOwner[key]; taken {
 			return fmt.Errorf("service %s: frontend %s/%s: %w (%s)", svc.Name, fe, svc.Proto, ErrFrontendConflict, owner)
 		}
@@ -405,7 +405,7 @@ func (d *Datapath) claimService(svc Service) (*svcRecord, []error) {
 		rec.restricted = map[datapathFrontendKey]bool{}
 		for _, fe := range svc.Frontends {
 			if fe.Restricted {
-				rec.restricted[frontendKeyOf(fe, svc.Proto)] = true
+				rec.restricted[serviceFrontendKey(svc, fe)] = true
 			}
 		}
 		for _, p := range svc.SourceRanges {
@@ -417,7 +417,7 @@ func (d *Datapath) claimService(svc Service) (*svcRecord, []error) {
 		}
 	}
 	for _, fe := range svc.Frontends {
-		key := frontendKeyOf(fe, svc.Proto)
+		key := serviceFrontendKey(svc, fe)
 		st.feOwner[key] = svc.Name
 		rec.frontends = append(rec.frontends, key)
 		st.dirtyFE[key] = struct{}{}

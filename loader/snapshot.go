@@ -19,6 +19,8 @@ type FrontendEntry struct {
 	ServiceID    uint32
 	BackendCount int
 	L7           bool
+	// Internal frontends are looked up by the socket-level load balancer.
+	Internal bool
 }
 
 // BackendEntry is one programmed backend as read back from the maps.
@@ -91,10 +93,11 @@ func ReadPinned(bpffs string) (*Snapshot, error) {
 			ServiceID:    fv.SvcId,
 			BackendCount: int(fv.BackendCount),
 			L7:           fv.Flags&frontendFlagL7 != 0,
+			Internal:     fk.Scope == uint8(datapathFrontendScopeFE_SCOPE_SOCKET),
 		})
 	}
 	slices.SortFunc(s.Frontends, func(a, b FrontendEntry) int {
-		return cmp.Or(a.Addr.Compare(b.Addr), cmp.Compare(a.Port, b.Port), cmp.Compare(a.Proto, b.Proto))
+		return cmp.Or(a.Addr.Compare(b.Addr), cmp.Compare(a.Port, b.Port), cmp.Compare(a.Proto, b.Proto), compareBool(a.Internal, b.Internal))
 	})
 	keys := slices.SortedFunc(maps.Keys(got.slots), func(a, b datapathBackendSlotKey) int {
 		return cmp.Or(cmp.Compare(a.SvcId, b.SvcId), cmp.Compare(a.Slot, b.Slot))
@@ -155,4 +158,14 @@ func countEntries[K, V any](m *ebpf.Map) (int, error) {
 		return n, err
 	}
 	return n, nil
+}
+
+func compareBool(a, b bool) int {
+	switch {
+	case a == b:
+		return 0
+	case a:
+		return 1
+	}
+	return -1
 }

@@ -67,6 +67,11 @@ type Service struct {
 	// listener registered under ProxyListener.
 	L7            bool
 	ProxyListener string
+	// Internal services serve in-cluster clients through the socket-level
+	// load balancer (Config.SocketLB): their frontends (ClusterIPs, and
+	// the node's other frontends) are looked up by sockets, not packets,
+	// and do not clash with external services' frontends.
+	Internal bool
 	// SourceRanges are the client prefixes Restricted frontends accept;
 	// empty means every client.
 	SourceRanges []netip.Prefix

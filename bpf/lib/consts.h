@@ -68,6 +68,12 @@
  * sides drift apart.
  */
 
+/* frontend_key.scope */
+enum frontend_scope {
+	FE_SCOPE_EXTERNAL = 0, /* xdp_lb and tc_ingress */
+	FE_SCOPE_SOCKET = 1,   /* the socket-level load balancer */
+};
+
 /* frontend_value.flags */
 enum frontend_flags {
 	FE_F_L7 = 1 << 0, /* hand to the local proxy: XDP_PASS untouched */
@@ -117,6 +123,7 @@ enum stage {
 	STAGE_XDP = 1,
 	STAGE_TC_INGRESS = 2,
 	STAGE_TC_EGRESS = 3,
+	STAGE_SOCK = 4, /* socket-level load balancing (cgroup hooks) */
 };
 
 /* trace_event.verdict */
@@ -180,7 +187,11 @@ enum verdict {
 	/* no backend: ICMP port unreachable sent to the client */             \
 	X(REASON_REJECT_NO_BACKEND, VERDICT_REDIRECT)                          \
 	/* XDP leaves the reject to tc, which builds the ICMP reply */         \
-	X(REASON_PASS_REJECT, VERDICT_PASS)
+	X(REASON_PASS_REJECT, VERDICT_PASS)                                    \
+	/* a socket's connect/sendmsg went to a backend instead */             \
+	X(REASON_SOCK_FWD, VERDICT_REDIRECT)                                   \
+	/* a socket's connect/sendmsg to a service without backends failed */  \
+	X(REASON_SOCK_REJECT, VERDICT_DROP)
 
 #define REASON_ENUM_ENTRY(name, verdict) name,
 enum reason {

@@ -13,7 +13,6 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 
-#include "affinity.h"
 #include "consts.h"
 #include "conntrack.h"
 #include "csum.h"
@@ -22,6 +21,7 @@
 #include "hash.h"
 #include "maps.h"
 #include "parsing.h"
+#include "select.h"
 #include "source_ranges.h"
 #include "structs.h"
 
@@ -33,57 +33,6 @@ static __always_inline void set_verdict_forward(struct decision *d,
 		d->verdict = VERDICT_TX;
 	else
 		d->verdict = VERDICT_REDIRECT;
-}
-
-/* Picks an active backend of the frontend's service by flow hash. */
-static __always_inline int select_by_hash(const struct frontend_value *fe,
-					  __u32 hash, __u32 *backend_id,
-					  struct backend_value **be)
-{
-	struct backend_slot_key slot = {.svc_id = fe->svc_id};
-	__u32 *id;
-
-	if (fe->backend_count == 0)
-		return -1;
-	slot.slot = hash % fe->backend_count + 1;
-	id = bpf_map_lookup_elem(&backend_slots, &slot);
-	if (!id)
-		return -1;
-	*be = bpf_map_lookup_elem(&backends, id);
-	if (!*be)
-		return -1;
-	*backend_id = *id;
-	return 0;
-}
-
-/*
- * Picks the backend of a new flow: the client's affinity backend when the
- * service keeps ClientIP affinity and it is still valid, else one by flow
- * hash (which then becomes the client's affinity backend).
- */
-static __always_inline int select_backend(const struct frontend_value *fe,
-					  const struct flow_tuple *t,
-					  __u32 hash, __u64 now,
-					  __u32 *backend_id,
-					  struct backend_value **be)
-{
-	__u32 id;
-
-	if (!(fe->flags & FE_F_AFFINITY))
-		return select_by_hash(fe, hash, backend_id, be);
-	id = affinity_backend(fe, t->saddr, now);
-	if (id) {
-		*be = bpf_map_lookup_elem(&backends, &id);
-		if (*be) {
-			*backend_id = id;
-			affinity_record(fe->svc_id, t->saddr, id, now);
-			return 0;
-		}
-	}
-	if (select_by_hash(fe, hash, backend_id, be))
-		return -1;
-	affinity_record(fe->svc_id, t->saddr, *backend_id, now);
-	return 0;
 }
 
 /*

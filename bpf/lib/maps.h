@@ -38,6 +38,15 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } backends SEC(".maps");
 
+/* What each translated socket asked for, to show it back to the socket. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, MAX_CONNTRACK);
+	__type(key, struct sock_rev_key);
+	__type(value, struct sock_rev_value);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} sock_rev_nat SEC(".maps");
+
 /* Clients allowed to reach restricted frontends, per service. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);

@@ -19,12 +19,16 @@ struct flow_tuple {
 	__u8 pad[3];
 };
 
-/* frontends key: an address clients connect to. */
+/*
+ * frontends key: an address clients connect to, in one scope: packets
+ * arriving on external devices, or sockets of in-cluster clients (whose
+ * backends differ under Local traffic policies).
+ */
 struct frontend_key {
 	__be32 addr;
 	__be16 port;
 	__u8 proto;
-	__u8 pad;
+	__u8 scope; /* enum frontend_scope */
 };
 
 /* frontends value: which service, how many active backend slots it has. */
@@ -79,6 +83,24 @@ struct backend_value {
 	__be16 port;
 	__u8 flags; /* BE_F_* */
 	__u8 pad;
+};
+
+/*
+ * sock_rev_nat key: a socket (by cookie) and the backend it was sent to
+ * by the socket-level load balancer.
+ */
+struct sock_rev_key {
+	__u64 cookie;
+	__be32 addr;
+	__be16 port;
+	__u16 pad;
+};
+
+/* sock_rev_nat value: the frontend the socket asked for. */
+struct sock_rev_value {
+	__be32 addr;
+	__be16 port;
+	__u16 pad;
 };
 
 /* conntrack value, keyed by the client's flow_tuple (client -> frontend). */

@@ -26,17 +26,19 @@ import (
 const DefaultTraceSocket = "/run/nodegress/trace.sock"
 
 type agentFlags struct {
-	standalone  string
-	kubeconfig  string
-	devices     string
-	nodeName    string
-	bpffs       string
-	traceSocket string
-	snatPorts   string
-	xdpMode     string
-	logLevel    string
-	logFormat   string
-	l7          l7Flags
+	standalone       string
+	kubeconfig       string
+	devices          string
+	nodeName         string
+	bpffs            string
+	traceSocket      string
+	snatPorts        string
+	xdpMode          string
+	replaceKubeProxy bool
+	cgroupRoot       string
+	logLevel         string
+	logFormat        string
+	l7               l7Flags
 	// Ingress status write-back (API server mode only).
 	updateStatus      bool
 	electionNamespace string
@@ -52,6 +54,8 @@ func runAgent(args []string) int {
 	fs.StringVar(&f.bpffs, "bpffs", loader.DefaultBPFFS, "directory the datapath's maps and links are pinned in (a bpffs is mounted there if needed)")
 	fs.StringVar(&f.traceSocket, "trace-socket", DefaultTraceSocket, "unix socket the trace command connects to")
 	fs.StringVar(&f.snatPorts, "snat-ports", "1024-29999", "source port range for flows SNAT'd to remote backends, per backend address and port; keep it outside net.ipv4.ip_local_port_range (the node's own connections); ports of frontends are skipped")
+	fs.BoolVar(&f.replaceKubeProxy, "replace-kube-proxy", false, "serve every Service to in-cluster clients too (ClusterIPs, and NodePorts, externalIPs and load balancer IPs from pods and the node) with socket-level load balancing, so kube-proxy can be removed; off, ClusterIP traffic is left to kube-proxy")
+	fs.StringVar(&f.cgroupRoot, "cgroup-root", "", "cgroup2 directory whose processes the socket-level load balancer serves (default: /sys/fs/cgroup if it is cgroup2, else /sys/fs/cgroup/unified)")
 	fs.StringVar(&f.xdpMode, "xdp-mode", string(loader.XDPAuto), "XDP attach mode: auto (native, else generic per device), native, generic or off (tc only)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&f.logFormat, "log-format", "text", "text or json")
@@ -100,6 +104,8 @@ func agent(f agentFlags, log *slog.Logger) error {
 		XDPMode:     mode,
 		SNATPortMin: portMin,
 		SNATPortMax: portMax,
+		SocketLB:    f.replaceKubeProxy,
+		CgroupRoot:  f.cgroupRoot,
 		Logger:      log,
 	})
 	if err != nil {
@@ -132,6 +138,7 @@ func agent(f agentFlags, log *slog.Logger) error {
 		StandaloneDir:     f.standalone,
 		Client:            client,
 		L7:                l7,
+		SocketLB:          f.replaceKubeProxy,
 		UpdateStatus:      f.updateStatus,
 		ElectionNamespace: f.electionNamespace,
 		Logger:            log,

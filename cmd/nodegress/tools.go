@@ -71,8 +71,11 @@ func printSnapshot(s *loader.Snapshot) {
 	fmt.Fprintf(w, "FRONTEND\tPROTO\tSERVICE ID\tBACKENDS\tKIND\n")
 	for _, f := range s.Frontends {
 		kind := "L4"
-		if f.L7 {
+		switch {
+		case f.L7:
 			kind = "L7"
+		case f.Internal:
+			kind = "socket" // in-cluster clients' connect/sendmsg
 		}
 		fmt.Fprintf(w, "%s\t%s\t%d\t%v\t%s\n", f.Frontend, f.Proto, f.ServiceID, s.Slots[f.ServiceID], kind)
 	}

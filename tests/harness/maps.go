@@ -10,8 +10,9 @@ import (
 // MapsOutput is what `nodegress maps` printed, parsed: which backends each
 // frontend of the datapath selects from.
 type MapsOutput struct {
-	// Frontends maps "ADDR:PORT/PROTO" (10.100.0.1:30080/TCP) to the
-	// addresses ("ADDR:PORT") of its active backends, in slot order.
+	// Frontends maps "ADDR:PORT/PROTO" (10.100.0.1:30080/TCP), with
+	// "/socket" appended for the socket load balancer's, to the addresses
+	// ("ADDR:PORT") of its active backends, in slot order.
 	Frontends map[string][]string
 	// L7 holds the frontends steered to the proxy (KIND L7).
 	L7 map[string]bool
@@ -61,6 +62,9 @@ func ParseMaps(out string) (*MapsOutput, error) {
 				return nil, fmt.Errorf("maps: malformed frontend line %q", line)
 			}
 			f := frontend{key: head[0] + "/" + head[1]}
+			if kind == "socket" {
+				f.key += "/socket"
+			}
 			for _, id := range strings.Fields(line[open+1 : close]) {
 				n, err := strconv.ParseUint(id, 10, 32)
 				if err != nil {
