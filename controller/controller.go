@@ -96,6 +96,14 @@ type Config struct {
 	// the API server's Events with a Client, and none standalone (there is
 	// nowhere to record them; the problems are logged either way).
 	EventRecorder record.EventRecorder
+	// ProxyHealth, when set, is told of every requested and every
+	// successful sync and of this node's Node: the state behind
+	// kube-proxy's /healthz (see healthsync.go).
+	ProxyHealth ProxyHealthTracker
+	// ServiceHealth, when set, serves the healthCheckNodePorts of
+	// LoadBalancer Services with externalTrafficPolicy Local, with the
+	// local endpoint counts of the last successful sync.
+	ServiceHealth ServiceHealthServer
 }
 
 // Controller keeps the datapath equal to the Services and EndpointSlices of
@@ -132,6 +140,7 @@ type Controller struct {
 
 	tracker              *changeTracker
 	svcCount, sliceCount atomic.Int64
+	health               *healthState
 
 	// Only the runner's goroutine touches these.
 	applied    bool
@@ -198,6 +207,7 @@ func New(cfg Config, dp Datapath) (*Controller, error) {
 		certs:      newCertCache(),
 		metrics:    newMetrics(cfg.Registry),
 		events:     cfg.EventRecorder,
+		health:     newHealthState(),
 	}
 	if cfg.StandaloneDir != "" {
 		c.source = newStandaloneSource(cfg.StandaloneDir, cfg.Logger)
@@ -213,6 +223,7 @@ func New(cfg Config, dp Datapath) (*Controller, error) {
 	c.runner = newSyncRunner(cfg.MinSyncInterval, 30*time.Second, c.metrics.observe(c.sync), func(err error, retryIn time.Duration) {
 		c.log.Error("datapath sync", "err", err, "retry_in", retryIn)
 	})
+	c.runner.onRequest = c.healthQueued
 	return c, nil
 }
 
@@ -370,12 +381,14 @@ func (c *Controller) Run(ctx context.Context) error {
 			}
 		}
 	})
+	c.healthStarted()
 	c.runner.Request()
 	c.runner.Loop(ctx)
 	return nil
 }
 
 func (c *Controller) nodeChanged(oldObj, newObj any) {
+	c.healthNode(oldObj, newObj)
 	node := func(obj any) *corev1.Node {
 		if n, ok := obj.(*corev1.Node); ok && n.Name == c.cfg.NodeName {
 			return n
@@ -433,6 +446,7 @@ func (c *Controller) sync() error {
 		return err
 	}
 	c.needFull = false
+	c.syncHealth(p)
 	return nil
 }
 

@@ -18,4 +18,9 @@
 // (serviceState keeps the rest, and who owns each frontend) and hands the
 // datapath only the difference, so its cost follows the size of the
 // change; a full sync every few minutes backs that up.
+//
+// After every successful sync the controller also feeds the health servers
+// of package healthcheck, which answer load balancers as kube-proxy would:
+// the healthCheckNodePorts with their local endpoint counts, and the sync
+// loop's progress and the Node's state behind /healthz (healthsync.go).
 package controller

@@ -15,7 +15,10 @@ type syncRunner struct {
 	maxBackoff  time.Duration
 	fn          func() error
 	onError     func(err error, retryIn time.Duration)
-	pending     chan struct{}
+	// onRequest, when set before the first Request, runs at every
+	// Request: the proxy health counts a sync as due from then on.
+	onRequest func()
+	pending   chan struct{}
 }
 
 func newSyncRunner(minInterval, maxBackoff time.Duration, fn func() error, onError func(error, time.Duration)) *syncRunner {
@@ -30,6 +33,9 @@ func newSyncRunner(minInterval, maxBackoff time.Duration, fn func() error, onErr
 
 // Request asks for a sync. It never blocks.
 func (r *syncRunner) Request() {
+	if r.onRequest != nil {
+		r.onRequest()
+	}
 	select {
 	case r.pending <- struct{}{}:
 	default:

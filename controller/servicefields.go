@@ -61,7 +61,7 @@ var serviceFields = []serviceField{
 	{"spec.loadBalancerSourceRanges", fieldComing, "", nil},
 	{"spec.externalName", fieldNotProxied, "answered by the cluster DNS; nothing to forward", nil},
 	{"spec.externalTrafficPolicy", fieldServed, "Local: this node's endpoints only", nil},
-	{"spec.healthCheckNodePort", fieldComing, "", nil},
+	{"spec.healthCheckNodePort", fieldServed, "answered on every node address as kube-proxy does (healthsync.go), unless --health-check-node-ports=false", nil},
 	{"spec.publishNotReadyAddresses", fieldNotProxied, "the EndpointSlice controller marks such endpoints ready", nil},
 	{"spec.sessionAffinityConfig", fieldComing, "", nil},
 	{"spec.ipFamilies", fieldServed, "IPv4", unsupportedIPFamilies},

@@ -42,6 +42,7 @@ type agentFlags struct {
 	// Ingress status write-back (API server mode only).
 	updateStatus      bool
 	electionNamespace string
+	health            healthFlags
 }
 
 func runAgent(args []string) int {
@@ -62,6 +63,7 @@ func runAgent(args []string) int {
 	f.l7.register(fs)
 	fs.BoolVar(&f.updateStatus, "update-status", true, "write status.loadBalancer of our Ingresses (API server mode; one elected agent writes)")
 	fs.StringVar(&f.electionNamespace, "election-namespace", defaultElectionNamespace(), "namespace of the Leases electing the status writer and telling which nodes run an agent; $POD_NAMESPACE when set")
+	f.health.register(fs)
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -94,6 +96,11 @@ func agent(f agentFlags, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("--xdp-mode: %w", err)
 	}
+	health, err := newHealthServers(f.health, log)
+	if err != nil {
+		return err
+	}
+	defer health.close()
 	if err := enableForwarding(log); err != nil {
 		return err
 	}
@@ -132,7 +139,7 @@ func agent(f agentFlags, log *slog.Logger) error {
 		defer ingress.shutdown()
 		l7 = cfg
 	}
-	ctrl, err := controller.New(controller.Config{
+	ctrlCfg := controller.Config{
 		NodeName:          f.nodeName,
 		NodeIPs:           nodeIPs,
 		StandaloneDir:     f.standalone,
@@ -143,10 +150,21 @@ func agent(f agentFlags, log *slog.Logger) error {
 		ElectionNamespace: f.electionNamespace,
 		Logger:            log,
 		Registry:          reg,
-	}, dp)
+	}
+	health.configure(&ctrlCfg)
+	ctrl, err := controller.New(ctrlCfg, dp)
 	if err != nil {
 		return err
 	}
+	healthDone := make(chan struct{})
+	go func() {
+		defer close(healthDone)
+		health.run(ctx, log)
+	}()
+	defer func() {
+		stop()
+		<-healthDone
+	}()
 
 	traceDone := make(chan error, 1)
 	go func() {

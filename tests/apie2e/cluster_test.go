@@ -118,9 +118,9 @@ func newAPICluster(t *testing.T, pods ...int) *apiCluster {
 }
 
 // startAgents starts an agent on every node with the manifests'
-// ServiceAccount, and returns when each has its datapath attached (not yet
-// synced: see waitReady).
-func (c *apiCluster) startAgents() {
+// ServiceAccount and extra appended to its flags, and returns when each
+// has its datapath attached (not yet synced: see waitReady).
+func (c *apiCluster) startAgents(extra ...string) {
 	c.t.Helper()
 	kc, err := c.cp.ServiceAccountKubeconfig(c.ctx, agentNS, agentSA)
 	if err != nil {
@@ -130,11 +130,11 @@ func (c *apiCluster) startAgents() {
 	for _, n := range c.tp.Nodes {
 		c.agents = append(c.agents, harness.StartAgent(c.t, n, harness.AgentConfig{
 			Kubeconfig: kc,
-			Args: []string{
+			Args: append([]string{
 				"--metrics-addr", metricsAddr,
 				"--election-namespace", agentNS,
 				"--access-log", filepath.Join(logs, n.Name+"-access.log"),
-			},
+			}, extra...),
 		}))
 	}
 }
@@ -206,11 +206,17 @@ func (c *apiCluster) nodeIPs() []string {
 // agentHTTP sends GET path to the agent's metrics address inside its node
 // and returns the status code and body.
 func agentHTTP(ctx context.Context, n *netns.Node, path string) (int, string, error) {
+	return nodeHTTP(ctx, n, metricsAddr, path)
+}
+
+// nodeHTTP sends GET path to addr from inside the node and returns the
+// status code and body.
+func nodeHTTP(ctx context.Context, n *netns.Node, addr, path string) (int, string, error) {
 	cl := &http.Client{
 		Transport: &http.Transport{DialContext: n.DialContext, DisableKeepAlives: true},
 		Timeout:   2 * time.Second,
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+metricsAddr+path, nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+path, nil)
 	if err != nil {
 		return 0, "", err
 	}
