@@ -55,6 +55,9 @@ type AgentConfig struct {
 	// XDPMode is passed as --xdp-mode when set; the agent's default is
 	// auto, which on the topologies' veth devices means tc only.
 	XDPMode string
+	// SocketLB, when set, runs agents with --replace-kube-proxy, each
+	// attached to its node's cgroup (see NodeCgroups).
+	SocketLB map[string]string
 	// Args are appended to the agent command line.
 	Args []string
 }
@@ -175,6 +178,9 @@ func (a *Agent) start(bin string) {
 	}
 	if a.cfg.XDPMode != "" {
 		args = append(args, "--xdp-mode", a.cfg.XDPMode)
+	}
+	if dir, ok := a.cfg.SocketLB[a.Node.Name]; ok {
+		args = append(args, "--replace-kube-proxy", "--cgroup-root", dir)
 	}
 	args = append(args, a.cfg.Args...)
 	logf, err := os.OpenFile(a.LogPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)

@@ -131,9 +131,13 @@ type Service struct {
 	// Namespace defaults to "default".
 	Namespace string
 	// Type is NodePort (default), LoadBalancer or ClusterIP.
-	Type        string
-	Ports       []Port
-	ExternalIPs []netip.Addr
+	Type string
+	// ClusterIP is spec.clusterIP (none when invalid).
+	ClusterIP netip.Addr
+	// InternalTrafficPolicy is Cluster (default) or Local.
+	InternalTrafficPolicy string
+	Ports                 []Port
+	ExternalIPs           []netip.Addr
 	// LoadBalancerIPs go to status.loadBalancer.ingress.
 	LoadBalancerIPs []netip.Addr
 	// ExternalTrafficPolicy is Cluster (default) or Local.
@@ -173,6 +177,12 @@ spec:
   selector:
     app: %s
 `, s.Name, s.namespace(), typ, s.Name)
+	if s.ClusterIP.IsValid() {
+		fmt.Fprintf(&b, "  clusterIP: %s\n  clusterIPs:\n  - %s\n", s.ClusterIP, s.ClusterIP)
+	}
+	if s.InternalTrafficPolicy != "" {
+		fmt.Fprintf(&b, "  internalTrafficPolicy: %s\n", s.InternalTrafficPolicy)
+	}
 	if typ != "ClusterIP" {
 		etp := s.ExternalTrafficPolicy
 		if etp == "" {
