@@ -57,7 +57,7 @@ bench: deps build
 # kubelet and containerd, kube-proxy on or off, nodegress installed from
 # manifests/ (NODEGRESS=off leaves it out). `make cluster-down` removes it.
 NODES ?= 2
-KUBE_PROXY ?= on
+KUBE_PROXY ?= off
 NODEGRESS ?= on
 cluster:
 	NODES=$(NODES) KUBE_PROXY=$(KUBE_PROXY) NODEGRESS=$(NODEGRESS) scripts/cluster.sh up

@@ -37,12 +37,13 @@ func (d *Datapath) socketHooks() []struct {
 func cgroupPin(bpffs, hook string) string { return filepath.Join(linksDir(bpffs), "cgroup_"+hook) }
 
 // CgroupRoot resolves where the socket-level load balancer attaches: dir
-// itself when given (it must be on cgroup2), else the first of
-// DefaultCgroupRoots that is.
+// when given, or its unified/ subdirectory when dir holds the v1
+// hierarchies of a "hybrid" host; else the first of DefaultCgroupRoots
+// that is cgroup2.
 func CgroupRoot(dir string) (string, error) {
 	candidates := DefaultCgroupRoots
 	if dir != "" {
-		candidates = []string{dir}
+		candidates = []string{dir, filepath.Join(dir, "unified")}
 	}
 	for _, c := range candidates {
 		var st unix.Statfs_t

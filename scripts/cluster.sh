@@ -37,7 +37,9 @@
 #
 # Environment (for up):
 #   NODES=2               number of nodes
-#   KUBE_PROXY=on|off     kube-proxy on every node (iptables mode)
+#   KUBE_PROXY=on|off     kube-proxy on every node (iptables mode); off
+#                         (default) leaves Services to nodegress, which then
+#                         replaces kube-proxy (tests/cluster/overlay)
 #   NODEGRESS=on|off      install nodegress once the nodes are Ready
 #   DNS=on|off            CoreDNS as the cluster DNS (kubelet's clusterDNS)
 #   NODEGRESS_CLUSTER_STATE  state directory (default /var/lib/nodegress-cluster)
@@ -811,9 +813,14 @@ dns_ready() {
 # --- nodegress ---------------------------------------------------------------
 
 install_nodegress() {
-	local start=$SECONDS
-	log "installing nodegress (kubectl apply -k tests/cluster/overlay)"
-	kubectl_ apply -k "$ROOT/tests/cluster/overlay" >/dev/null
+	local start=$SECONDS overlay=tests/cluster/overlay
+	# Without kube-proxy nodegress replaces it; beside it, it leaves
+	# ClusterIPs and the health ports to kube-proxy.
+	if [ "$KUBE_PROXY" = on ]; then
+		overlay=tests/cluster/overlay-beside-kube-proxy
+	fi
+	log "installing nodegress (kubectl apply -k $overlay)"
+	kubectl_ apply -k "$ROOT/$overlay" >/dev/null
 	wait_for "nodegress agents Ready on $NODES nodes" "$NODEGRESS_TIMEOUT" nodegress_ready
 	log "nodegress agents Ready on $NODES nodes in $((SECONDS - start))s"
 }
@@ -862,14 +869,14 @@ load_config() {
 		. "$STATE/config"
 	fi
 	NODES=${NODES:-2}
-	KUBE_PROXY=${KUBE_PROXY:-on}
+	KUBE_PROXY=${KUBE_PROXY:-off}
 	NODEGRESS=${NODEGRESS:-on}
 	DNS=${DNS:-on}
 }
 
 cmd_up() {
 	NODES=${NODES:-2}
-	KUBE_PROXY=${KUBE_PROXY:-on}
+	KUBE_PROXY=${KUBE_PROXY:-off}
 	NODEGRESS=${NODEGRESS:-on}
 	DNS=${DNS:-on}
 	[[ $NODES =~ ^[1-9][0-9]?$ ]] || die "NODES must be 1-99, not $NODES"
@@ -937,11 +944,13 @@ cmd_up() {
 	wait_for "the default ServiceAccount" "$NODES_READY_TIMEOUT" \
 		kubectl_ -n default get serviceaccount default
 	log "$NODES nodes Ready in $((SECONDS - start))s"
-	if [ "$DNS" = on ]; then
-		install_dns
-	fi
+	# nodegress first: without kube-proxy, pods reach CoreDNS only
+	# through it.
 	if [ "$NODEGRESS" = on ]; then
 		install_nodegress
+	fi
+	if [ "$DNS" = on ]; then
+		install_dns
 	fi
 	UP_DONE=1
 	log "up in $((SECONDS - start))s; eval \"\$($0 env)\" to use it"
