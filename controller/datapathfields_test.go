@@ -1,6 +1,7 @@
 package controller
 
 import (
+	"errors"
 	"net/netip"
 	"reflect"
 	"testing"
@@ -190,5 +191,45 @@ func TestInternalServices(t *testing.T) {
 	node.SocketLB = false
 	if got, _ := Translate(node, []*corev1.Service{tests[0].svc}, []*discoveryv1.EndpointSlice{slice}); len(got) != 0 {
 		t.Errorf("without the socket load balancer: %+v", got)
+	}
+}
+
+// TestLBAlgorithm: the nodegress.io/lb-algorithm annotation picks Maglev
+// or hash per Service over the agent's default; a bad value is reported
+// and the default kept.
+func TestLBAlgorithm(t *testing.T) {
+	annotated := func(v string) svcOpt {
+		return func(s *corev1.Service) { s.Annotations = map[string]string{AnnotationLBAlgorithm: v} }
+	}
+	tests := []struct {
+		name          string
+		defaultMaglev bool
+		opts          []svcOpt
+		want, wantErr bool
+	}{
+		{name: "default hash", want: false},
+		{name: "default maglev", defaultMaglev: true, want: true},
+		{name: "annotated maglev", opts: []svcOpt{annotated("maglev")}, want: true},
+		{name: "annotated hash over a maglev default", defaultMaglev: true, opts: []svcOpt{annotated("hash")}, want: false},
+		{name: "bad value keeps the default", defaultMaglev: true, opts: []svcOpt{annotated("round-robin")}, want: true, wantErr: true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			node := NodeInfo{Name: "node-a", Addrs: []netip.Addr{addr("192.0.2.10")}, Maglev: tc.defaultMaglev, SocketLB: true}
+			svc := service("default", "web", corev1.ServiceTypeNodePort, append([]svcOpt{port("http", "", 80, 30080, intstr.FromInt(8080))}, tc.opts...)...)
+			got, errs := Translate(node, []*corev1.Service{svc}, nil)
+			var ae *AnnotationError
+			if tc.wantErr != (len(errs) == 1 && errors.As(errs[0], &ae)) {
+				t.Fatalf("errors %v", errs)
+			}
+			if len(got) != 2 {
+				t.Fatalf("got %+v, want the external and the internal service", got)
+			}
+			for _, s := range got {
+				if s.Maglev != tc.want {
+					t.Errorf("%s: Maglev %t, want %t", s.Name, s.Maglev, tc.want)
+				}
+			}
+		})
 	}
 }

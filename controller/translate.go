@@ -31,6 +31,9 @@ type NodeInfo struct {
 	// gets an Internal datapath service, reached at its ClusterIPs and
 	// the node's other frontends.
 	SocketLB bool
+	// Maglev is the default backend selection of Services without a
+	// nodegress.io/lb-algorithm annotation (--lb-algorithm).
+	Maglev bool
 }
 
 // NodeInfoFrom merges the addresses of the agent's devices with the
@@ -277,6 +280,10 @@ func translateService(node NodeInfo, svc *corev1.Service, svcSlices []*discovery
 	}
 	sourceRanges := loadBalancerSourceRanges(node, svc, lbIPs, func(format string, args ...any) { svcErr("", false, format, args...) })
 	affinity := sessionAffinityTimeout(svc)
+	maglev, err := serviceMaglev(node, svc)
+	if err != nil {
+		t.items = append(t.items, translationItem{err: &ObjectError{Kind: "Service", Object: key, Err: err}})
+	}
 	var clusterIPs []netip.Addr
 	if node.SocketLB {
 		clusterIPs = serviceClusterIPs(svc)
@@ -313,6 +320,7 @@ func translateService(node NodeInfo, svc *corev1.Service, svcSlices []*discovery
 		}
 		p.svc.SourceRanges = sourceRanges
 		p.svc.AffinityTimeout = affinity
+		p.svc.Maglev = maglev
 		add := func(a netip.Addr, port uint16) {
 			// Source ranges restrict the load balancer's IPs only, as in
 			// kube-proxy: NodePorts and externalIPs stay open.
@@ -374,7 +382,8 @@ const internalServiceSuffix = "/internal"
 // no source address yet when it connects.
 func internalPort(node NodeInfo, svc *corev1.Service, sp corev1.ServicePort, ext *portCandidate, clusterIPs []netip.Addr, svcSlices []*discoveryv1.EndpointSlice) *portCandidate {
 	q := &portCandidate{index: ext.index, portID: ext.portID}
-	q.svc = loader.Service{Name: ext.svc.Name + internalServiceSuffix, Proto: ext.svc.Proto, Internal: true, AffinityTimeout: ext.svc.AffinityTimeout}
+	q.svc = loader.Service{Name: ext.svc.Name + internalServiceSuffix, Proto: ext.svc.Proto, Internal: true,
+		AffinityTimeout: ext.svc.AffinityTimeout, Maglev: ext.svc.Maglev}
 	for _, a := range clusterIPs {
 		q.svc.Frontends = append(q.svc.Frontends, loader.Frontend{Addr: a, Port: uint16(sp.Port)})
 	}
@@ -411,6 +420,28 @@ func serviceClusterIPs(svc *corev1.Service) []netip.Addr {
 		}
 	}
 	return out
+}
+
+// AnnotationLBAlgorithm picks a Service's backend selection: "maglev" (the
+// same backend for a flow on every node, few flows moved by a backend
+// change) or "hash" (a per-node hash of the flow).
+const AnnotationLBAlgorithm = AnnotationPrefix + "lb-algorithm"
+
+// serviceMaglev tells whether svc's backends are picked by Maglev: its
+// annotation, else the agent's default. An invalid annotation is reported
+// and the default used.
+func serviceMaglev(node NodeInfo, svc *corev1.Service) (bool, error) {
+	v, ok := svc.Annotations[AnnotationLBAlgorithm]
+	if !ok {
+		return node.Maglev, nil
+	}
+	switch strings.TrimSpace(v) {
+	case "maglev":
+		return true, nil
+	case "hash":
+		return false, nil
+	}
+	return node.Maglev, &AnnotationError{Annotation: AnnotationLBAlgorithm, Value: v, Err: errors.New(`want "maglev" or "hash"`)}
 }
 
 // defaultAffinityTimeout is the API's default of

@@ -59,7 +59,13 @@ type Config struct {
 	// services to every process below it.
 	SocketLB   bool
 	CgroupRoot string
-	Logger     *slog.Logger
+	// MaglevTableSize is the size of every Maglev table (a prime; 0 means
+	// DefaultMaglevTableSize). MaglevSeed seeds the Maglev tables and flow
+	// hash: give every node of a cluster the same, so that they all pick
+	// the same backend for a flow.
+	MaglevTableSize uint32
+	MaglevSeed      uint32
+	Logger          *slog.Logger
 }
 
 // DefaultBPFFS is where the agent pins its state unless told otherwise.
@@ -107,6 +113,12 @@ func Open(cfg Config) (*Datapath, error) {
 	}
 	if cfg.XDPMode == "" {
 		cfg.XDPMode = XDPAuto
+	}
+	if cfg.MaglevTableSize == 0 {
+		cfg.MaglevTableSize = DefaultMaglevTableSize
+	}
+	if !IsPrime(cfg.MaglevTableSize) || cfg.MaglevTableSize > 1<<20 {
+		return nil, fmt.Errorf("maglev table size %d: want a prime up to %d", cfg.MaglevTableSize, 1<<20)
 	}
 	if cfg.SNATPortMin == 0 || cfg.SNATPortMax < cfg.SNATPortMin {
 		return nil, fmt.Errorf("invalid snat port range %d-%d", cfg.SNATPortMin, cfg.SNATPortMax)
@@ -159,11 +171,13 @@ func (d *Datapath) load() error {
 		if err != nil {
 			return fmt.Errorf("load datapath spec: %w", err)
 		}
+		spec.Maps["maglev_tables"].InnerMap.MaxEntries = d.cfg.MaglevTableSize
 		err = spec.LoadAndAssign(&d.objs, &ebpf.CollectionOptions{
 			Maps: ebpf.MapOptions{PinPath: dir},
 		})
 		if err == nil {
 			d.lb = bpfLBMaps(d.objs.Frontends, d.objs.BackendSlots, d.objs.Backends, d.objs.ServiceBackends, d.objs.SourceRanges)
+			d.lb.maglev = bpfMaglevMaps{outer: d.objs.MaglevTables, inner: spec.Maps["maglev_tables"].InnerMap}
 			return nil
 		}
 		if errors.Is(err, ebpf.ErrMapIncompatible) && attempt == 0 {
@@ -221,6 +235,8 @@ func (d *Datapath) configure() error {
 		}
 		cfg.HashSeed = binary.LittleEndian.Uint32(b[:]) | 1
 	}
+	cfg.MaglevSeed = d.cfg.MaglevSeed
+	cfg.MaglevSize = d.cfg.MaglevTableSize
 	cfg.SnatPortMin = d.cfg.SNATPortMin
 	cfg.SnatPortMax = d.cfg.SNATPortMax
 	cfg.Flags &^= cfgFlagTrace

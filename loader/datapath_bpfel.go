@@ -94,6 +94,8 @@ type datapathDpConfig struct {
 	SnatPortMin uint16
 	SnatPortMax uint16
 	HashSeed    uint32
+	MaglevSeed  uint32
+	MaglevSize  uint32
 	Pad         uint32
 }
 
@@ -114,6 +116,7 @@ const (
 	datapathFrontendFlagsFE_F_SOURCE_RANGES   datapathFrontendFlags = 2
 	datapathFrontendFlagsFE_F_AFFINITY        datapathFrontendFlags = 4
 	datapathFrontendFlagsFE_F_NO_BACKEND_DROP datapathFrontendFlags = 8
+	datapathFrontendFlagsFE_F_MAGLEV          datapathFrontendFlags = 16
 )
 
 type datapathFrontendKey struct {
@@ -262,6 +265,7 @@ const (
 	datapathMapDevices             = "devices"
 	datapathMapEvents              = "events"
 	datapathMapFrontends           = "frontends"
+	datapathMapMaglevTables        = "maglev_tables"
 	datapathMapProxySockets        = "proxy_sockets"
 	datapathMapReverseNat          = "reverse_nat"
 	datapathMapServiceBackends     = "service_backends"
@@ -353,6 +357,7 @@ type datapathMapSpecs struct {
 	Devices         *ebpf.MapSpec `ebpf:"devices"`
 	Events          *ebpf.MapSpec `ebpf:"events"`
 	Frontends       *ebpf.MapSpec `ebpf:"frontends"`
+	MaglevTables    *ebpf.MapSpec `ebpf:"maglev_tables"`
 	ProxySockets    *ebpf.MapSpec `ebpf:"proxy_sockets"`
 	ReverseNat      *ebpf.MapSpec `ebpf:"reverse_nat"`
 	ServiceBackends *ebpf.MapSpec `ebpf:"service_backends"`
@@ -406,6 +411,7 @@ type datapathMaps struct {
 	Devices         *ebpf.Map `ebpf:"devices"`
 	Events          *ebpf.Map `ebpf:"events"`
 	Frontends       *ebpf.Map `ebpf:"frontends"`
+	MaglevTables    *ebpf.Map `ebpf:"maglev_tables"`
 	ProxySockets    *ebpf.Map `ebpf:"proxy_sockets"`
 	ReverseNat      *ebpf.Map `ebpf:"reverse_nat"`
 	ServiceBackends *ebpf.Map `ebpf:"service_backends"`
@@ -424,6 +430,7 @@ func (m *datapathMaps) Close() error {
 		m.Devices,
 		m.Events,
 		m.Frontends,
+		m.MaglevTables,
 		m.ProxySockets,
 		m.ReverseNat,
 		m.ServiceBackends,

@@ -43,6 +43,10 @@ const (
 	testSNATMin  = 61000
 	testSNATMax  = 65535
 	testHashSeed = 0x5eed1234
+	// testMaglevSeed seeds the Maglev tables and hash; testMaglevSize is
+	// the table size the object is built with.
+	testMaglevSeed = 0x3a61e7
+	testMaglevSize = DefaultMaglevTableSize
 )
 
 type hook int
@@ -148,7 +152,8 @@ type harness struct {
 	// them up from a NIC.
 	gsoSize, gsoSegs uint32
 	// dp is the bookkeeping apply programs through.
-	dp *Datapath
+	dp          *Datapath
+	maglevInner *ebpf.MapSpec
 }
 
 func newHarness(t *testing.T) *harness {
@@ -171,7 +176,7 @@ func newHarness(t *testing.T) *harness {
 			m.MaxEntries = 1 << 16
 		}
 	}
-	h := &harness{t: t}
+	h := &harness{t: t, maglevInner: spec.Maps["maglev_tables"].InnerMap.Copy()}
 	if err := spec.LoadAndAssign(&h.objs, nil); err != nil {
 		var verr *ebpf.VerifierError
 		if errors.As(err, &verr) {
@@ -191,7 +196,7 @@ func (h *harness) reset() {
 	h.t.Helper()
 	h.dp = nil
 	for _, m := range []*ebpf.Map{h.objs.Frontends, h.objs.BackendSlots, h.objs.Backends, h.objs.Conntrack, h.objs.ReverseNat, h.objs.Devices,
-		h.objs.ServiceBackends, h.objs.SourceRanges, h.objs.Affinity} {
+		h.objs.ServiceBackends, h.objs.SourceRanges, h.objs.Affinity, h.objs.MaglevTables} {
 		var keys [][]byte
 		var k, v []byte
 		it := m.Iterate()
@@ -207,7 +212,8 @@ func (h *harness) reset() {
 			}
 		}
 	}
-	h.setConfig(datapathDpConfig{SnatPortMin: testSNATMin, SnatPortMax: testSNATMax, HashSeed: testHashSeed})
+	h.setConfig(datapathDpConfig{SnatPortMin: testSNATMin, SnatPortMax: testSNATMax, HashSeed: testHashSeed,
+		MaglevSeed: testMaglevSeed, MaglevSize: testMaglevSize})
 }
 
 func (h *harness) setConfig(cfg datapathDpConfig) {
@@ -301,7 +307,9 @@ func (h *harness) apply(svcs ...Service) map[string]uint32 {
 	if h.dp == nil {
 		h.dp = &Datapath{log: slog.New(slog.NewTextHandler(io.Discard, nil)), names: newNameTable(),
 			lb:     bpfLBMaps(h.objs.Frontends, h.objs.BackendSlots, h.objs.Backends, h.objs.ServiceBackends, h.objs.SourceRanges),
-			syncL7: func(map[uint32]string, map[netip.Addr]bool) []error { return nil }}
+			syncL7: func(map[uint32]string, map[netip.Addr]bool) []error { return nil },
+			cfg:    Config{MaglevTableSize: testMaglevSize, MaglevSeed: testMaglevSeed}}
+		h.dp.lb.maglev = bpfMaglevMaps{outer: h.objs.MaglevTables, inner: h.maglevInner}
 		if err := h.dp.recoverState(); err != nil {
 			h.t.Fatal(err)
 		}

@@ -30,6 +30,7 @@ type lbMaps struct {
 	// which clients restricted frontends accept.
 	members serviceMap[datapathServiceBackendKey, uint32]
 	ranges  serviceMap[datapathSourceRangeKey, uint8]
+	maglev  maglevMaps
 }
 
 func bpfLBMaps(frontends, slots, backends, members, ranges *ebpf.Map) lbMaps {
@@ -103,6 +104,7 @@ type serviceMapContents struct {
 	backends  map[uint32]datapathBackendValue
 	members   map[datapathServiceBackendKey]uint32
 	ranges    map[datapathSourceRangeKey]uint8
+	maglev    []uint32 // services with a Maglev table
 }
 
 // readServiceMaps is the one walker over the service maps: agent start-up
@@ -129,6 +131,13 @@ func readServiceMaps(m lbMaps) (serviceMapContents, error) {
 	}
 	if err := m.ranges.All(func(k datapathSourceRangeKey, v uint8) bool { c.ranges[k] = v; return true }); err != nil {
 		return c, fmt.Errorf("read source ranges: %w", err)
+	}
+	if m.maglev != nil {
+		ids, err := m.maglev.IDs()
+		if err != nil {
+			return c, fmt.Errorf("read maglev tables: %w", err)
+		}
+		c.maglev = ids
 	}
 	return c, nil
 }

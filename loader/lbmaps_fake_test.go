@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"maps"
 	"net/netip"
+	"slices"
 )
 
 // fakeMap is an in-memory serviceMap. It refuses new keys beyond capacity
@@ -52,6 +53,7 @@ type fakeLBMaps struct {
 	backends  *fakeMap[uint32, datapathBackendValue]
 	members   *fakeMap[datapathServiceBackendKey, uint32]
 	ranges    *fakeMap[datapathSourceRangeKey, uint8]
+	maglev    fakeMaglev
 	// l7 records the last L7 steering the bookkeeping asked for.
 	l7      map[uint32]string
 	l7Addrs map[netip.Addr]bool
@@ -70,14 +72,23 @@ func newFakeLBMaps() *fakeLBMaps {
 		backends:  newFakeMap[uint32, datapathBackendValue](),
 		members:   newFakeMap[datapathServiceBackendKey, uint32](),
 		ranges:    newFakeMap[datapathSourceRangeKey, uint8](),
+		maglev:    fakeMaglev{},
 	}
 }
+
+// fakeMaglev holds Maglev tables in memory.
+type fakeMaglev map[uint32][]uint32
+
+func (f fakeMaglev) Set(id uint32, table []uint32) error { f[id] = slices.Clone(table); return nil }
+func (f fakeMaglev) Delete(id uint32) error              { delete(f, id); return nil }
+func (f fakeMaglev) IDs() ([]uint32, error)              { return slices.Collect(maps.Keys(f)), nil }
 
 // fakeDatapathOn starts a Datapath on maps that may hold an earlier run's
 // entries, as Open does on pinned maps.
 func fakeDatapathOn(f *fakeLBMaps) (*Datapath, *fakeLBMaps) {
-	d := &Datapath{log: slog.New(slog.NewTextHandler(io.Discard, nil)), names: newNameTable()}
-	d.lb = lbMaps{frontends: f.frontends, slots: f.slots, backends: f.backends, members: f.members, ranges: f.ranges}
+	d := &Datapath{log: slog.New(slog.NewTextHandler(io.Discard, nil)), names: newNameTable(),
+		cfg: Config{MaglevTableSize: 251, MaglevSeed: testMaglevSeed}}
+	d.lb = lbMaps{frontends: f.frontends, slots: f.slots, backends: f.backends, members: f.members, ranges: f.ranges, maglev: f.maglev}
 	d.syncL7 = func(l7 map[uint32]string, addrs map[netip.Addr]bool) []error {
 		f.l7, f.l7Addrs = l7, addrs
 		return nil

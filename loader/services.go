@@ -16,6 +16,7 @@ const (
 	frontendFlagSourceRanges         = uint16(datapathFrontendFlagsFE_F_SOURCE_RANGES)
 	frontendFlagAffinity             = uint16(datapathFrontendFlagsFE_F_AFFINITY)
 	frontendFlagNoBackendDrop        = uint16(datapathFrontendFlagsFE_F_NO_BACKEND_DROP)
+	frontendFlagMaglev               = uint16(datapathFrontendFlagsFE_F_MAGLEV)
 	backendFlagLocal                 = uint8(datapathBackendFlagsBE_F_LOCAL)
 	backendFlagTerminating           = uint8(datapathBackendFlagsBE_F_TERMINATING)
 	maxBackendsPerService            = math.MaxUint16
@@ -87,6 +88,14 @@ func (d *Datapath) recoverState() error {
 	var max uint32
 	st.frontends, st.slots, st.backends = got.frontends, got.slots, got.backends
 	st.members, st.ranges = got.members, got.ranges
+	for _, id := range got.maglev {
+		st.maglev[id] = "" // rewritten by the first Apply
+		max = maxU32(max, id)
+	}
+	for _, id := range got.maglev {
+		st.maglev[id] = "" // rewritten by the first Apply
+		max = maxU32(max, id)
+	}
 	for fk, fv := range got.frontends {
 		ids.recovered[fk] = fv.SvcId
 		max = maxU32(max, fv.SvcId)

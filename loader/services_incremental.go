@@ -26,6 +26,9 @@ type programmedState struct {
 	backends  map[uint32]datapathBackendValue
 	members   map[datapathServiceBackendKey]uint32
 	ranges    map[datapathSourceRangeKey]uint8
+	// maglev maps the services with a Maglev table to what it was built
+	// from (backend names and ids), to rebuild it only when that changes.
+	maglev map[uint32]string
 
 	svcs    map[string]*svcRecord
 	byID    map[uint32]*svcRecord
@@ -40,6 +43,7 @@ type programmedState struct {
 	dirtyBE   map[uint32]struct{}
 	dirtyMem  map[datapathServiceBackendKey]struct{}
 	dirtyRng  map[datapathSourceRangeKey]struct{}
+	dirtyMgl  map[uint32]struct{}
 	// sweep says the maps may hold entries no service owns (pinned by an
 	// earlier run): the next Apply looks at every entry.
 	sweep bool
@@ -56,6 +60,7 @@ func newProgrammedState() programmedState {
 		backends:  map[uint32]datapathBackendValue{},
 		members:   map[datapathServiceBackendKey]uint32{},
 		ranges:    map[datapathSourceRangeKey]uint8{},
+		maglev:    map[uint32]string{},
 		svcs:      map[string]*svcRecord{},
 		byID:      map[uint32]*svcRecord{},
 		feOwner:   map[datapathFrontendKey]string{},
@@ -66,6 +71,7 @@ func newProgrammedState() programmedState {
 		dirtyBE:   map[uint32]struct{}{},
 		dirtyMem:  map[datapathServiceBackendKey]struct{}{},
 		dirtyRng:  map[datapathSourceRangeKey]struct{}{},
+		dirtyMgl:  map[uint32]struct{}{},
 	}
 }
 
@@ -79,6 +85,7 @@ type svcRecord struct {
 	// restricted are its frontends that only accept clients in ranges.
 	restricted map[datapathFrontendKey]bool
 	ranges     []datapathSourceRangeKey
+	maglev     bool
 	slots      []uint32 // active backend ids; slot i+1 holds slots[i]
 	backends   []backendRef
 	l7         bool
@@ -134,6 +141,9 @@ func (d *Datapath) Apply(services []Service) error {
 		for k := range st.ranges {
 			st.dirtyRng[k] = struct{}{}
 		}
+		for k := range st.maglev {
+			st.dirtyMgl[k] = struct{}{}
+		}
 	}
 	// Services equal to what is programmed keep their entries as they are,
 	// and Apply costs what changed, like Update.
@@ -162,7 +172,7 @@ func (d *Datapath) Apply(services []Service) error {
 
 func sameService(a, b Service) bool {
 	return a.Name == b.Name && a.Proto == b.Proto && a.L7 == b.L7 && a.ProxyListener == b.ProxyListener && a.Internal == b.Internal &&
-		a.AffinityTimeout == b.AffinityTimeout && a.NoBackendDrop == b.NoBackendDrop &&
+		a.AffinityTimeout == b.AffinityTimeout && a.NoBackendDrop == b.NoBackendDrop && a.Maglev == b.Maglev &&
 		slices.Equal(a.Frontends, b.Frontends) && slices.Equal(a.Backends, b.Backends) &&
 		slices.Equal(a.SourceRanges, b.SourceRanges)
 }
@@ -297,6 +307,9 @@ func (d *Datapath) releaseService(rec *svcRecord, released map[uint32]struct{}) 
 	for _, k := range rec.ranges {
 		st.dirtyRng[k] = struct{}{}
 	}
+	if rec.maglev {
+		st.dirtyMgl[rec.id] = struct{}{}
+	}
 	for _, br := range rec.backends {
 		r := st.beRefs[br.id]
 		r.refs--
@@ -401,6 +414,11 @@ func (d *Datapath) claimService(svc Service) (*svcRecord, []error) {
 	if svc.NoBackendDrop {
 		rec.feVal.Flags |= frontendFlagNoBackendDrop
 	}
+	if svc.Maglev {
+		rec.feVal.Flags |= frontendFlagMaglev
+		rec.maglev = true
+		st.dirtyMgl[rec.id] = struct{}{}
+	}
 	if len(svc.SourceRanges) > 0 {
 		rec.restricted = map[datapathFrontendKey]bool{}
 		for _, fe := range svc.Frontends {
@@ -475,6 +493,53 @@ func (st *programmedState) wantMember(k datapathServiceBackendKey) (uint32, bool
 	return uint32(i + 1), i >= 0
 }
 
+// wantMaglev returns the backends of service id's Maglev table and a
+// fingerprint of them; false means the service should have none.
+func (st *programmedState) wantMaglev(id uint32) ([]maglevBackend, string, bool) {
+	rec := st.byID[id]
+	if rec == nil || !rec.maglev || len(rec.slots) == 0 {
+		return nil, "", false
+	}
+	bs := make([]maglevBackend, 0, len(rec.slots))
+	var fp strings.Builder
+	for _, bid := range rec.slots {
+		r := st.beRefs[bid]
+		name := netip.AddrPortFrom(r.ident.addr, r.ident.port).String()
+		bs = append(bs, maglevBackend{id: bid, name: name})
+		fmt.Fprintf(&fp, "%s=%d,", name, bid)
+	}
+	return bs, fp.String(), true
+}
+
+// flushMaglev writes the dirty Maglev tables (del false) or deletes the
+// ones no longer wanted (del true).
+func (d *Datapath) flushMaglev(del bool) error {
+	st := &d.state
+	for id := range st.dirtyMgl {
+		bs, fp, ok := st.wantMaglev(id)
+		have, had := st.maglev[id]
+		switch {
+		case ok && (!had || have != fp) && !del:
+			if err := d.lb.maglev.Set(id, maglevTable(bs, d.cfg.MaglevTableSize, d.cfg.MaglevSeed)); err != nil {
+				return err
+			}
+			st.maglev[id] = fp
+			st.ops++
+		case !ok && had && del:
+			if err := d.lb.maglev.Delete(id); err != nil {
+				return err
+			}
+			delete(st.maglev, id)
+			st.ops++
+		case ok == had && (!ok || have == fp):
+		default:
+			continue
+		}
+		delete(st.dirtyMgl, id)
+	}
+	return nil
+}
+
 func (st *programmedState) wantRange(k datapathSourceRangeKey) (uint8, bool) {
 	rec := st.byID[k.SvcId]
 	return 1, rec != nil && slices.Contains(rec.ranges, k)
@@ -543,6 +608,9 @@ func (d *Datapath) flush() error {
 	if err := upsertEntries(d.lb.ranges, st.ranges, st.dirtyRng, rgK, rgV, &st.ops); err != nil {
 		return fmt.Errorf("write source ranges: %w", err)
 	}
+	if err := d.flushMaglev(false); err != nil {
+		return fmt.Errorf("write maglev tables: %w", err)
+	}
 	if err := upsertEntries(d.lb.frontends, st.frontends, st.dirtyFE, feK, feV, &st.ops); err != nil {
 		return fmt.Errorf("write frontends: %w", err)
 	}
@@ -551,6 +619,9 @@ func (d *Datapath) flush() error {
 	}
 	if err := deleteEntries(d.lb.ranges, st.ranges, st.dirtyRng, rgDel, &st.ops); err != nil {
 		return fmt.Errorf("delete source ranges: %w", err)
+	}
+	if err := d.flushMaglev(true); err != nil {
+		return fmt.Errorf("delete maglev tables: %w", err)
 	}
 	if err := deleteEntries(d.lb.members, st.members, st.dirtyMem, meDel, &st.ops); err != nil {
 		return fmt.Errorf("delete service backends: %w", err)
@@ -568,6 +639,7 @@ func (d *Datapath) flush() error {
 	st.dirtyBE = map[uint32]struct{}{}
 	st.dirtyMem = map[datapathServiceBackendKey]struct{}{}
 	st.dirtyRng = map[datapathSourceRangeKey]struct{}{}
+	st.dirtyMgl = map[uint32]struct{}{}
 	return nil
 }
 

@@ -79,6 +79,10 @@ type Service struct {
 	// client's new flows go to the backend of its last new flow if that
 	// was less than AffinityTimeout ago and the backend is still active.
 	AffinityTimeout time.Duration
+	// Maglev picks backends through a Maglev table instead of a per-node
+	// hash: every node picks the same backend for a flow, and a backend
+	// change moves about 1/N of the flows.
+	Maglev bool
 	// NoBackendDrop drops new flows while no backend is active instead of
 	// rejecting them (ICMP port unreachable): for a Local traffic policy
 	// on a node without local endpoints, as kube-proxy does.

@@ -25,6 +25,14 @@
 #ifndef MAX_AFFINITY
 #define MAX_AFFINITY 262144
 #endif
+/* Entries of a Maglev table as the object is built; the agent sets the
+ * inner map's size (--maglev-table-size) before loading. */
+#ifndef MAGLEV_TABLE_SIZE
+#define MAGLEV_TABLE_SIZE 16381
+#endif
+#ifndef MAX_MAGLEV_SERVICES
+#define MAX_MAGLEV_SERVICES 16384
+#endif
 #ifndef MAX_DEVICES
 #define MAX_DEVICES 64
 #endif
@@ -84,6 +92,10 @@ enum frontend_flags {
 	/* no active backend: drop new flows instead of rejecting them (a
 	 * Local traffic policy without local endpoints, as kube-proxy) */
 	FE_F_NO_BACKEND_DROP = 1 << 3,
+	/* backends picked through the service's Maglev table: the same flow
+	 * gets the same backend on every node, and a backend change moves
+	 * few flows */
+	FE_F_MAGLEV = 1 << 4,
 };
 
 /* backend_value.flags */

@@ -38,6 +38,26 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } backends SEC(".maps");
 
+/*
+ * Maglev lookup tables by service id: entry i is the backend id of flows
+ * whose Maglev hash is i modulo the table size. Each service's table is a
+ * map of its own, replaced whole when its backends change.
+ */
+struct maglev_table {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, MAGLEV_TABLE_SIZE);
+	__type(key, __u32);
+	__type(value, __u32); /* backend id */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH_OF_MAPS);
+	__uint(max_entries, MAX_MAGLEV_SERVICES);
+	__type(key, __u32); /* svc_id */
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+	__array(values, struct maglev_table);
+} maglev_tables SEC(".maps");
+
 /* What each translated socket asked for, to show it back to the socket. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);

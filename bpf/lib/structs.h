@@ -149,6 +149,8 @@ struct dp_config {
 	__u16 snat_port_min; /* host order, inclusive */
 	__u16 snat_port_max; /* host order, inclusive */
 	__u32 hash_seed;     /* per-node seed of the backend selection hash */
+	__u32 maglev_seed;   /* cluster-wide seed of the Maglev flow hash */
+	__u32 maglev_size;   /* entries of every Maglev table (prime) */
 	__u32 pad;
 };
 

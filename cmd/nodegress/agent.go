@@ -35,6 +35,9 @@ type agentFlags struct {
 	snatPorts        string
 	xdpMode          string
 	replaceKubeProxy bool
+	lbAlgorithm      string
+	maglevTableSize  uint
+	maglevSeed       string
 	cgroupRoot       string
 	logLevel         string
 	logFormat        string
@@ -57,6 +60,9 @@ func runAgent(args []string) int {
 	fs.StringVar(&f.snatPorts, "snat-ports", "1024-29999", "source port range for flows SNAT'd to remote backends, per backend address and port; keep it outside net.ipv4.ip_local_port_range (the node's own connections); ports of frontends are skipped")
 	fs.BoolVar(&f.replaceKubeProxy, "replace-kube-proxy", false, "serve every Service to in-cluster clients too (ClusterIPs, and NodePorts, externalIPs and load balancer IPs from pods and the node) with socket-level load balancing, so kube-proxy can be removed; off, ClusterIP traffic is left to kube-proxy")
 	fs.StringVar(&f.cgroupRoot, "cgroup-root", "", "cgroup2 directory whose processes the socket-level load balancer serves (default: /sys/fs/cgroup if it is cgroup2, else /sys/fs/cgroup/unified)")
+	fs.StringVar(&f.lbAlgorithm, "lb-algorithm", "hash", "backend selection of Services without a nodegress.io/lb-algorithm annotation: hash (per node) or maglev (every node picks the same backend for a flow; a backend change moves about 1/N of the flows)")
+	fs.UintVar(&f.maglevTableSize, "maglev-table-size", loader.DefaultMaglevTableSize, "entries of each Maglev table, a prime well above 100 times the backends of the largest service")
+	fs.StringVar(&f.maglevSeed, "maglev-seed", "", "seed of the Maglev tables and flow hash, the same on every node (default: derived from the UID of the default/kubernetes Service, the same cluster-wide; in standalone mode a fixed value)")
 	fs.StringVar(&f.xdpMode, "xdp-mode", string(loader.XDPAuto), "XDP attach mode: auto (native, else generic per device), native, generic or off (tc only)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&f.logFormat, "log-format", "text", "text or json")
@@ -105,15 +111,28 @@ func agent(f agentFlags, log *slog.Logger) error {
 		return err
 	}
 
+	if f.lbAlgorithm != "hash" && f.lbAlgorithm != "maglev" {
+		return fmt.Errorf("--lb-algorithm %q: want hash or maglev", f.lbAlgorithm)
+	}
+	if f.maglevTableSize > 1<<20 || !loader.IsPrime(uint32(f.maglevTableSize)) {
+		return fmt.Errorf("--maglev-table-size %d: want a prime up to %d", f.maglevTableSize, 1<<20)
+	}
+	seed, err := maglevSeed(f.maglevSeed, client, log)
+	if err != nil {
+		return err
+	}
+
 	dp, err := loader.Open(loader.Config{
-		BPFFS:       f.bpffs,
-		Devices:     devices,
-		XDPMode:     mode,
-		SNATPortMin: portMin,
-		SNATPortMax: portMax,
-		SocketLB:    f.replaceKubeProxy,
-		CgroupRoot:  f.cgroupRoot,
-		Logger:      log,
+		BPFFS:           f.bpffs,
+		Devices:         devices,
+		XDPMode:         mode,
+		SNATPortMin:     portMin,
+		SNATPortMax:     portMax,
+		SocketLB:        f.replaceKubeProxy,
+		CgroupRoot:      f.cgroupRoot,
+		MaglevTableSize: uint32(f.maglevTableSize),
+		MaglevSeed:      seed,
+		Logger:          log,
 	})
 	if err != nil {
 		return err
@@ -146,6 +165,7 @@ func agent(f agentFlags, log *slog.Logger) error {
 		Client:            client,
 		L7:                l7,
 		SocketLB:          f.replaceKubeProxy,
+		Maglev:            f.lbAlgorithm == "maglev",
 		UpdateStatus:      f.updateStatus,
 		ElectionNamespace: f.electionNamespace,
 		Logger:            log,
