@@ -233,3 +233,28 @@ func TestLBAlgorithm(t *testing.T) {
 		})
 	}
 }
+
+// TestHeadlessLabel: EndpointSlices (and Services) labelled
+// service.kubernetes.io/headless or for another proxy are not seen, as
+// kube-proxy's informers do not see them: the Service has no endpoint.
+func TestHeadlessLabel(t *testing.T) {
+	node := NodeInfo{Name: "node-a", Addrs: []netip.Addr{addr("192.0.2.10")}}
+	svc := service("default", "web", corev1.ServiceTypeNodePort, port("http", "", 80, 30080, intstr.FromInt(8080)))
+	for _, label := range []string{"service.kubernetes.io/headless", "service.kubernetes.io/service-proxy-name"} {
+		slice := epSlice("default", "web-1", "web", slicePort("http", "", 8080), endpoint("10.0.0.1", "node-a", "true", "", ""))
+		got, _ := Translate(node, []*corev1.Service{svc}, []*discoveryv1.EndpointSlice{slice})
+		if len(got) != 1 || len(got[0].Backends) != 1 {
+			t.Fatalf("unlabelled slice: %+v", got)
+		}
+		slice.Labels[label] = ""
+		got, _ = Translate(node, []*corev1.Service{svc}, []*discoveryv1.EndpointSlice{slice})
+		if len(got) != 1 || len(got[0].Backends) != 0 {
+			t.Errorf("slice labelled %s: %+v, want the service without backends", label, got)
+		}
+	}
+	labelled := service("default", "web", corev1.ServiceTypeNodePort, port("http", "", 80, 30080, intstr.FromInt(8080)),
+		func(s *corev1.Service) { s.Labels = map[string]string{"service.kubernetes.io/headless": ""} })
+	if got, _ := Translate(node, []*corev1.Service{labelled}, nil); len(got) != 0 {
+		t.Errorf("service labelled headless: %+v", got)
+	}
+}

@@ -234,6 +234,7 @@ func translateService(node NodeInfo, svc *corev1.Service, svcSlices []*discovery
 	if skipService(svc) {
 		return nil
 	}
+	svcSlices = slices.DeleteFunc(slices.Clone(svcSlices), func(s *discoveryv1.EndpointSlice) bool { return proxyIgnores(s.Labels) })
 	svcType := cmp.Or(svc.Spec.Type, corev1.ServiceTypeClusterIP)
 	// Fields are only worth a word on Services that ask for what this
 	// datapath serves; on the others every field is moot alike.
@@ -500,6 +501,19 @@ func loadBalancerSourceRanges(node NodeInfo, svc *corev1.Service, lbIPs []netip.
 	return slices.Compact(out)
 }
 
+// labelHeadless on a Service or an EndpointSlice (set by the EndpointSlice
+// controller for headless Services) tells service proxies to leave it
+// alone: kube-proxy's informers select only objects without it.
+const labelHeadless = "service.kubernetes.io/headless"
+
+// proxyIgnores tells the objects kube-proxy's informers never see: those
+// labelled for another proxy or as headless.
+func proxyIgnores(labels map[string]string) bool {
+	_, other := labels[labelServiceProxyName]
+	_, headless := labels[labelHeadless]
+	return other || headless
+}
+
 // labelServiceProxyName on a Service hands it to another service proxy:
 // kube-proxy does not watch such Services (a label selector on its
 // informers), and neither does the L4 datapath.
@@ -523,7 +537,7 @@ const labelServiceProxyName = "service.kubernetes.io/service-proxy-name"
 // objects never meet the API server's allocation, and through an API
 // server every Service other than headless and ExternalName has one.
 func skipService(svc *corev1.Service) bool {
-	if _, ok := svc.Labels[labelServiceProxyName]; ok {
+	if proxyIgnores(svc.Labels) {
 		return true
 	}
 	return svc.Spec.Type == corev1.ServiceTypeExternalName || svc.Spec.ClusterIP == corev1.ClusterIPNone
