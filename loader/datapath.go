@@ -88,11 +88,12 @@ type Datapath struct {
 	// lb are the service maps; syncL7 steers L7 services to the proxy
 	// listeners and routes their addresses locally. Both are the real thing
 	// after Open and fakes in the bookkeeping's unit tests.
-	lb     lbMaps
-	syncL7 func(l7 map[uint32]string, addrs map[netip.Addr]bool) []error
-	state  programmedState
-	ids    idAllocator
-	names  nameTable
+	lb         lbMaps
+	migrations []*migration
+	syncL7     func(l7 map[uint32]string, addrs map[netip.Addr]bool) []error
+	state      programmedState
+	ids        idAllocator
+	names      nameTable
 	// listeners are the proxy's sockets by name (our own descriptors);
 	// steered says which L7 service id points at which; lastL7 is the L7
 	// services of the last Apply.
@@ -146,7 +147,7 @@ func Open(cfg Config) (*Datapath, error) {
 		steered:   map[uint32]string{},
 	}
 	d.syncL7 = d.syncProxyListeners
-	for _, step := range []func() error{d.load, d.configure, d.recoverState, d.attachAll, d.attachSteering, d.attachSocketLB} {
+	for _, step := range []func() error{d.load, d.configure, d.recoverState, d.attachAll, d.attachSteering, d.attachSocketLB, d.finishMigrations} {
 		if err := step(); err != nil {
 			d.Close()
 			return nil, err
@@ -166,58 +167,44 @@ func (d *Datapath) load() error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("create map pin dir: %w", err)
 	}
-	for attempt := 0; ; attempt++ {
-		spec, err := loadDatapath()
-		if err != nil {
-			return fmt.Errorf("load datapath spec: %w", err)
-		}
-		spec.Maps["maglev_tables"].InnerMap.MaxEntries = d.cfg.MaglevTableSize
-		err = spec.LoadAndAssign(&d.objs, &ebpf.CollectionOptions{
-			Maps: ebpf.MapOptions{PinPath: dir},
-		})
-		if err == nil {
-			d.lb = bpfLBMaps(d.objs.Frontends, d.objs.BackendSlots, d.objs.Backends, d.objs.ServiceBackends, d.objs.SourceRanges)
-			d.lb.maglev = bpfMaglevMaps{outer: d.objs.MaglevTables, inner: spec.Maps["maglev_tables"].InnerMap}
-			return nil
-		}
-		if errors.Is(err, ebpf.ErrMapIncompatible) && attempt == 0 {
-			if rmErr := d.removeIncompatibleMaps(dir, spec); rmErr != nil {
-				return rmErr
-			}
-			continue
-		}
+	spec, err := loadDatapath()
+	if err != nil {
+		return fmt.Errorf("load datapath spec: %w", err)
+	}
+	spec.Maps["maglev_tables"].InnerMap.MaxEntries = d.cfg.MaglevTableSize
+	// Pinned maps of another layout (an upgrade) are migrated; every
+	// other pinned map, and the flows in it, is reused as it is.
+	d.migrations, err = d.migrateMaps(dir, spec)
+	if err != nil {
+		return err
+	}
+	err = spec.LoadAndAssign(&d.objs, &ebpf.CollectionOptions{
+		Maps: ebpf.MapOptions{PinPath: dir},
+	})
+	if err != nil {
 		var verr *ebpf.VerifierError
 		if errors.As(err, &verr) {
 			return fmt.Errorf("load datapath: %+v", verr)
 		}
 		return fmt.Errorf("load datapath: %w", err)
 	}
+	d.lb = bpfLBMaps(d.objs.Frontends, d.objs.BackendSlots, d.objs.Backends, d.objs.ServiceBackends, d.objs.SourceRanges)
+	d.lb.maglev = bpfMaglevMaps{outer: d.objs.MaglevTables, inner: spec.Maps["maglev_tables"].InnerMap}
+	return nil
 }
 
-// removeIncompatibleMaps removes the pins of the maps whose pinned
-// definition differs from spec's: those cannot be reused.
-func (d *Datapath) removeIncompatibleMaps(dir string, spec *ebpf.CollectionSpec) error {
-	for name, ms := range spec.Maps {
-		if ms.Pinning != ebpf.PinByName {
-			continue
-		}
-		p := filepath.Join(dir, name)
-		m, err := ebpf.LoadPinnedMap(p, nil)
-		if errors.Is(err, os.ErrNotExist) {
-			continue
-		}
-		if err == nil {
-			err = ms.Compatible(m)
-			m.Close()
-			if err == nil {
-				continue
-			}
-		}
-		d.log.Warn("pinned map does not match this version, replacing it", "map", name, "err", err)
-		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return fmt.Errorf("remove pinned map %s: %w", p, err)
+// finishMigrations copies what the previous agent's programs wrote to the
+// old maps since they were migrated: they ran until attachAll replaced
+// them.
+func (d *Datapath) finishMigrations() error {
+	for _, m := range d.migrations {
+		if n, err := m.catchUp(); err != nil {
+			d.log.Warn("catching up with a migrated map", "map", m.name, "err", err)
+		} else if n > 0 {
+			d.log.Info("caught up with a migrated map", "map", m.name, "entries", n)
 		}
 	}
+	d.migrations = nil
 	return nil
 }
 
@@ -263,6 +250,10 @@ func (d *Datapath) Close() error {
 		unix.Close(fd)
 	}
 	d.listeners = map[string]int{}
+	for _, m := range d.migrations {
+		m.close()
+	}
+	d.migrations = nil
 	d.mu.Unlock()
 	d.netlink.Close()
 	return d.objs.Close()

@@ -58,6 +58,9 @@ type AgentConfig struct {
 	// SocketLB, when set, runs agents with --replace-kube-proxy, each
 	// attached to its node's cgroup (see NodeCgroups).
 	SocketLB map[string]string
+	// Binary runs this nodegress binary instead of the one under test
+	// (an older release, for upgrade tests).
+	Binary string
 	// Args are appended to the agent command line.
 	Args []string
 }
@@ -99,7 +102,10 @@ func StartAgent(t testing.TB, node *netns.Node, cfg AgentConfig) *Agent {
 	if cfg.NodeName == "" {
 		cfg.NodeName = node.Name
 	}
-	bin := Nodegress(t)
+	bin := cfg.Binary
+	if bin == "" {
+		bin = Nodegress(t)
+	}
 	// Unix socket paths are limited to 108 bytes: keep the work directory
 	// short instead of nesting it under the test's long TempDir.
 	work, err := os.MkdirTemp("", "ng-"+node.Name+"-")
@@ -295,6 +301,29 @@ func (a *Agent) Stop() error {
 	_ = a.cmd.Process.Kill()
 	<-a.exited
 	return errors.New("agent did not exit within 10s of SIGTERM; killed")
+}
+
+// Kill ends the agent with SIGKILL: nothing of its shutdown runs.
+func (a *Agent) Kill() {
+	a.t.Helper()
+	if a.cmd == nil || !a.Running() {
+		a.t.Fatalf("agent on %s is not running", a.Node.Name)
+	}
+	a.stopped = true
+	_ = a.cmd.Process.Kill()
+	<-a.exited
+}
+
+// StartBinary starts a stopped agent again from bin (another build), with
+// the same configuration, pin directory and trace socket, and waits until
+// it is ready.
+func (a *Agent) StartBinary(bin string) {
+	a.t.Helper()
+	if a.Running() {
+		a.t.Fatalf("agent on %s is already running", a.Node.Name)
+	}
+	a.start(bin)
+	a.WaitReady()
 }
 
 // Restart stops the agent and starts it again with the same configuration,

@@ -131,3 +131,45 @@ func ModuleRoot() (string, error) {
 		dir = parent
 	}
 }
+
+// NodegressAt returns a nodegress binary built from commit (of this
+// repository's history), for upgrade tests: the agent of an older release.
+// Builds are cached by commit under /var/cache/nodegress/builds.
+func NodegressAt(t testing.TB, commit string) string {
+	t.Helper()
+	root, err := ModuleRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join("/var/cache/nodegress/builds", commit, "nodegress")
+	if _, err := os.Stat(out); err == nil {
+		return out
+	}
+	buildMu.Lock()
+	defer buildMu.Unlock()
+	src, err := os.MkdirTemp("", "nodegress-"+commit+"-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		_ = exec.Command("git", "-C", root, "worktree", "remove", "--force", src).Run()
+		_ = os.RemoveAll(src)
+	}()
+	run := func(dir string, name string, args ...string) {
+		t.Helper()
+		cmd := exec.Command(name, args...)
+		cmd.Dir = dir
+		if msg, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("%s %v: %v\n%s", name, args, err, msg)
+		}
+	}
+	run(root, "git", "worktree", "add", "--detach", src, commit)
+	if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	run(src, "go", "build", "-o", out+".tmp", "./cmd/nodegress")
+	if err := os.Rename(out+".tmp", out); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
