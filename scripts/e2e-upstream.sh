@@ -36,11 +36,11 @@ TIMEOUT=${E2E_TIMEOUT:-40m}
 NUM_NODES=3
 
 # The tests that concern us, by name.
-FOCUS=${E2E_FOCUS:-'\[sig-network\].*(Services|EndpointSlice|NodePort|[Ss]ession ?[Aa]ffinity|ExternalTrafficPolicy|[Ii]ngress)'}
-# Not run: long ([Slow]), needing the cluster alone ([Serial]) or restarting
-# its parts ([Disruptive]), IPv6, feature-gated ones (cloud load balancers
-# among them), and NetworkPolicy (its names mention "ingress").
-SKIP=${E2E_SKIP:-'\[Disruptive\]|\[Serial\]|\[Slow\]|IPv6|\[Feature:[^]]*\]|Netpol'}
+FOCUS=${E2E_FOCUS:-'\[sig-network\].*(Services|EndpointSlice|NodePort|[Ss]ession ?[Aa]ffinity|ExternalTrafficPolicy|[Ii]ngress|Networking)'}
+# Not run: needing the cluster alone ([Serial]) or restarting its parts
+# ([Disruptive]), IPv6, feature-gated ones (cloud load balancers among
+# them), and NetworkPolicy (its names mention "ingress"). [Slow] ones run.
+SKIP=${E2E_SKIP:-'\[Disruptive\]|\[Serial\]|IPv6|\[Feature:[^]]*\]|Netpol'}
 # Listed in the summary as not run, with the reason; NetworkPolicy tests are
 # not listed at all.
 HIDE='Netpol|NetworkPolicy'

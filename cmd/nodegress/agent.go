@@ -13,6 +13,7 @@ import (
 	"syscall"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -179,7 +180,7 @@ func agent(f agentFlags, log *slog.Logger) error {
 	healthDone := make(chan struct{})
 	go func() {
 		defer close(healthDone)
-		health.run(ctx, log)
+		health.run(ctx, log, promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	}()
 	defer func() {
 		stop()

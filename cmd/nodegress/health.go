@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/netip"
 	"strconv"
 	"time"
@@ -21,20 +22,23 @@ const healthzRetryIn = 5 * time.Second
 // healthFlags are the health servers kube-proxy runs, served by the
 // agent in its place.
 type healthFlags struct {
-	nodePorts   bool
-	bindAddress string
+	nodePorts     bool
+	bindAddress   string
+	statusAddress string
 }
 
 func (h *healthFlags) register(fs *flag.FlagSet) {
 	fs.BoolVar(&h.nodePorts, "health-check-node-ports", true, "serve the healthCheckNodePort of LoadBalancer Services with externalTrafficPolicy Local, as kube-proxy does, so load balancers send their traffic only to nodes with local endpoints; turn off where kube-proxy still runs (it opens the same ports)")
+	fs.StringVar(&h.statusAddress, "proxy-status-address", "", "IP:PORT of kube-proxy's status server (/proxyMode, /healthz, /livez, /metrics), e.g. 127.0.0.1:10249 where tools look for kube-proxy's mode and metrics once it is gone; /proxyMode answers \"nodegress\"; empty: off")
 	fs.StringVar(&h.bindAddress, "healthz-bind-address", "", "IP:PORT of kube-proxy's node health server (/healthz, /livez), e.g. 0.0.0.0:10256 where load balancers probe kube-proxy; an IP alone means port 10256; empty: off")
 }
 
 // healthServers are the servers the flags asked for; nil fields are off.
 type healthServers struct {
-	proxy    *healthcheck.Proxy
-	services *healthcheck.ServiceServer
-	addr     string // of the node health server
+	proxy      *healthcheck.Proxy
+	services   *healthcheck.ServiceServer
+	addr       string // of the node health server
+	statusAddr string // of the status server
 }
 
 func newHealthServers(f healthFlags, log *slog.Logger) (*healthServers, error) {
@@ -42,8 +46,15 @@ func newHealthServers(f healthFlags, log *slog.Logger) (*healthServers, error) {
 	if err != nil {
 		return nil, fmt.Errorf("--healthz-bind-address: %w", err)
 	}
-	h := &healthServers{addr: addr}
-	if !f.nodePorts && addr == "" {
+	status := ""
+	if f.statusAddress != "" {
+		if _, _, err := net.SplitHostPort(f.statusAddress); err != nil {
+			return nil, fmt.Errorf("--proxy-status-address %q: want IP:PORT", f.statusAddress)
+		}
+		status = f.statusAddress
+	}
+	h := &healthServers{addr: addr, statusAddr: status}
+	if !f.nodePorts && addr == "" && status == "" {
 		return h, nil
 	}
 	// The healthCheckNodePorts report the sync loop's health too, so it
@@ -67,19 +78,26 @@ func (h *healthServers) configure(cfg *controller.Config) {
 	}
 }
 
-// run serves the node health server until ctx is done, trying again while
-// its address cannot be listened on (another kube-proxy, a slow restart).
-func (h *healthServers) run(ctx context.Context, log *slog.Logger) {
-	if h.addr == "" {
-		return
+// run serves the node health server and the status server until ctx is
+// done, trying again while an address cannot be listened on (another
+// kube-proxy, a slow restart).
+func (h *healthServers) run(ctx context.Context, log *slog.Logger, metrics http.Handler) {
+	if h.statusAddr != "" {
+		go serveRetrying(ctx, log, "status server", h.statusAddr, h.proxy.StatusHandler("nodegress", metrics))
 	}
-	log.Info("node health server", "addr", h.addr)
+	if h.addr != "" {
+		serveRetrying(ctx, log, "node health server", h.addr, h.proxy.Handler())
+	}
+}
+
+func serveRetrying(ctx context.Context, log *slog.Logger, what, addr string, handler http.Handler) {
+	log.Info(what, "addr", addr)
 	for {
-		err := h.proxy.ListenAndServe(ctx, h.addr)
+		err := healthcheck.ListenAndServe(ctx, addr, handler)
 		if ctx.Err() != nil {
 			return
 		}
-		log.Error("node health server", "addr", h.addr, "err", err, "retry_in", healthzRetryIn)
+		log.Error(what, "addr", addr, "err", err, "retry_in", healthzRetryIn)
 		t := time.NewTimer(healthzRetryIn)
 		select {
 		case <-ctx.Done():

@@ -220,12 +220,36 @@ func (p *Proxy) writeHealth(w http.ResponseWriter, h Health, ok bool) {
 // ListenAndServe serves Handler on addr until ctx is done, then returns
 // nil. A failure to listen is returned at once, for the caller to retry.
 func (p *Proxy) ListenAndServe(ctx context.Context, addr string) error {
+	return ListenAndServe(ctx, addr, p.Handler())
+}
+
+// StatusHandler is kube-proxy's status server (its metrics address,
+// 127.0.0.1:10249 by default): /healthz and /livez as Handler,
+// /proxyMode naming the proxy (mode), and /metrics when given.
+func (p *Proxy) StatusHandler(mode string, metrics http.Handler) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/healthz", p.Handler())
+	mux.Handle("/livez", p.Handler())
+	mux.HandleFunc("/proxyMode", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.Header().Set("X-Content-Type-Options", "nosniff")
+		_, _ = fmt.Fprint(w, mode)
+	})
+	if metrics != nil {
+		mux.Handle("/metrics", metrics)
+	}
+	return mux
+}
+
+// ListenAndServe serves h on addr until ctx is done, then returns nil. A
+// failure to listen is returned at once, for the caller to retry.
+func ListenAndServe(ctx context.Context, addr string, h http.Handler) error {
 	var lc net.ListenConfig
 	ln, err := lc.Listen(ctx, "tcp", addr)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", addr, err)
 	}
-	return serve(ctx, ln, p.Handler())
+	return serve(ctx, ln, h)
 }
 
 // serve runs an HTTP server on ln until ctx is done.
