@@ -15,6 +15,7 @@
 
 #include "lib/consts.h"
 #include "lib/decision.h"
+#include "lib/icmp_nat.h"
 #include "lib/lb.h"
 #include "lib/nat.h"
 #include "lib/parsing.h"
@@ -77,16 +78,21 @@ int xdp_lb(struct xdp_md *ctx)
 	void *data_end = (void *)(long)ctx->data_end;
 	void *data = (void *)(long)ctx->data;
 	__u32 ifindex = ctx->ingress_ifindex;
+	struct icmp_error ie = {};
 	struct decision d = {};
 	struct packet pkt = {};
 	int ret = XDP_PASS;
 	int reason;
 
 	reason = parse_packet(data, data_end, data_end - data, &pkt);
+	if (reason == REASON_PASS_NOT_TCP_UDP &&
+	    !parse_icmp_error(data_end, &pkt, &ie))
+		reason = REASON_PASS_ICMP_ERROR;
 	if (reason) {
 		decide_unparsed(&d, reason, 0);
 		goto out;
 	}
+	pkt.mtu_len = bpf_ntohs(pkt.ip->tot_len);
 	lb_ingress(ctx, &pkt, ifindex, &d, 0);
 	xdp_defer(&pkt, &d);
 	xdp_check_csum(ctx, ifindex, &pkt, &d);
@@ -134,6 +140,51 @@ static __always_inline int tc_parse(struct __sk_buff *skb, struct packet *pkt)
 			    (void *)(long)skb->data_end, skb->len, pkt);
 }
 
+/*
+ * tc_icmp_error recognizes an ICMP error about a TCP/UDP flow in a packet
+ * tc_parse passed as not TCP/UDP, and gives pkt the outer tuple.
+ */
+static __always_inline int
+tc_icmp_error(struct __sk_buff *skb, struct packet *pkt, struct icmp_error *ie)
+{
+	if (parse_icmp_error((void *)(long)skb->data_end, pkt, ie))
+		return -1;
+	pkt->tuple.saddr = pkt->ip->saddr;
+	pkt->tuple.daddr = pkt->ip->daddr;
+	pkt->tuple.proto = IPPROTO_ICMP;
+	return 0;
+}
+
+/*
+ * The IPv4 length of what leaves the node for this skb: the packet, or
+ * each segment of a GSO skb (headers plus gso_size), whatever device
+ * later cuts it.
+ */
+static __always_inline __u16 tc_segment_len(struct __sk_buff *skb,
+					    const struct packet *pkt)
+{
+	__u32 hdrs = pkt->l4_off - pkt->l3_off;
+
+	if (skb->gso_size == 0)
+		return bpf_ntohs(pkt->ip->tot_len);
+	if (pkt->tuple.proto == IPPROTO_TCP)
+		hdrs += ((((__u8 *)pkt->ports)[12] >> 4) & 0xf) * 4;
+	else
+		hdrs += sizeof(struct udphdr);
+	return (__u16)(hdrs + skb->gso_size);
+}
+
+/* Translates a TCP/UDP packet, or an ICMP error (icmp set). */
+static __always_inline int tc_rewrite(struct __sk_buff *skb,
+				      const struct packet *pkt,
+				      const struct icmp_error *icmp,
+				      const struct decision *d)
+{
+	if (icmp)
+		return tc_rewrite_icmp(skb, pkt, icmp, d);
+	return tc_rewrite_l3_l4(skb, pkt, d);
+}
+
 static __always_inline int xdp_already_done(struct __sk_buff *skb)
 {
 	void *meta = (void *)(long)skb->data_meta;
@@ -148,6 +199,7 @@ int tc_ingress(struct __sk_buff *skb)
 	struct decision d = {};
 	struct packet pkt = {};
 	__u32 ifindex = skb->ifindex;
+	struct icmp_error ie = {}, *icmp = NULL;
 	int ret = TC_ACT_OK;
 	__u8 ttl;
 	int reason;
@@ -156,21 +208,28 @@ int tc_ingress(struct __sk_buff *skb)
 		return TC_ACT_OK;
 
 	reason = tc_parse(skb, &pkt);
-	if (reason) {
+	if (reason == REASON_PASS_NOT_TCP_UDP &&
+	    !tc_icmp_error(skb, &pkt, &ie)) {
+		icmp = &ie;
+		ttl = pkt.ip->ttl;
+		lb_icmp_ingress(skb, &pkt, &ie, ifindex, &d);
+	} else if (reason) {
 		decide_unparsed(&d, reason, 0);
 		goto out;
+	} else {
+		ttl = pkt.ip->ttl;
+		pkt.mtu_len = tc_segment_len(skb, &pkt);
+		lb_ingress(skb, &pkt, ifindex, &d, 1);
 	}
-	ttl = pkt.ip->ttl;
-	lb_ingress(skb, &pkt, ifindex, &d, 1);
 
 	switch (d.action) {
 	case ACT_NAT_PASS:
-		if (tc_rewrite_l3_l4(skb, &pkt, &d))
+		if (tc_rewrite(skb, &pkt, icmp, &d))
 			decide_rewrite_failed(&d, REASON_DROP_MALFORMED_L4);
 		break;
 	case ACT_FORWARD:
 	case ACT_FORWARD_NEIGH:
-		if (tc_rewrite_l3_l4(skb, &pkt, &d) ||
+		if (tc_rewrite(skb, &pkt, icmp, &d) ||
 		    tc_decrease_ttl(skb, &pkt, ttl)) {
 			decide_rewrite_failed(&d, REASON_DROP_MALFORMED_L4);
 			break;
@@ -199,6 +258,14 @@ int tc_ingress(struct __sk_buff *skb)
 		}
 		ret = bpf_redirect(ifindex, 0);
 		break;
+	case ACT_FRAG_NEEDED:
+		if (tc_icmp_reply(skb, &pkt, ICMP_DEST_UNREACH,
+				  ICMP_FRAG_NEEDED, d.mtu)) {
+			decide_rewrite_failed(&d, REASON_DROP_FRAG_NEEDED);
+			break;
+		}
+		ret = bpf_redirect(ifindex, 0);
+		break;
 	default:
 		break;
 	}
@@ -212,18 +279,24 @@ out:
 SEC("tcx/egress")
 int tc_egress(struct __sk_buff *skb)
 {
+	struct icmp_error ie = {}, *icmp = NULL;
 	struct decision d = {};
 	struct packet pkt = {};
 	int ret = TC_ACT_OK;
 	int reason;
 
 	reason = tc_parse(skb, &pkt);
-	if (reason) {
+	if (reason == REASON_PASS_NOT_TCP_UDP &&
+	    !tc_icmp_error(skb, &pkt, &ie)) {
+		icmp = &ie;
+		lb_icmp_egress(&pkt, &ie, &d);
+	} else if (reason) {
 		decide_unparsed(&d, reason, 1);
 		goto out;
+	} else {
+		lb_egress(&pkt, &d);
 	}
-	lb_egress(&pkt, &d);
-	if (d.action == ACT_NAT_PASS && tc_rewrite_l3_l4(skb, &pkt, &d)) {
+	if (d.action == ACT_NAT_PASS && tc_rewrite(skb, &pkt, icmp, &d)) {
 		decide_rewrite_failed(&d, REASON_DROP_MALFORMED_L4);
 		ret = TC_ACT_SHOT;
 	}

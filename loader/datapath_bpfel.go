@@ -172,7 +172,12 @@ const (
 	datapathReasonREASON_PASS_REJECT         datapathReason = 23
 	datapathReasonREASON_SOCK_FWD            datapathReason = 24
 	datapathReasonREASON_SOCK_REJECT         datapathReason = 25
-	datapathReasonREASON_MAX                 datapathReason = 26
+	datapathReasonREASON_ICMP_FWD            datapathReason = 26
+	datapathReasonREASON_ICMP_XLATE          datapathReason = 27
+	datapathReasonREASON_ICMP_FRAG_NEEDED    datapathReason = 28
+	datapathReasonREASON_DROP_FRAG_NEEDED    datapathReason = 29
+	datapathReasonREASON_PASS_ICMP_ERROR     datapathReason = 30
+	datapathReasonREASON_MAX                 datapathReason = 31
 )
 
 type datapathReasonStats struct {

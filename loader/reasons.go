@@ -34,6 +34,11 @@ const (
 	ReasonPassReject        = Reason(datapathReasonREASON_PASS_REJECT)
 	ReasonSockFwd           = Reason(datapathReasonREASON_SOCK_FWD)
 	ReasonSockReject        = Reason(datapathReasonREASON_SOCK_REJECT)
+	ReasonICMPFwd           = Reason(datapathReasonREASON_ICMP_FWD)
+	ReasonICMPXlate         = Reason(datapathReasonREASON_ICMP_XLATE)
+	ReasonICMPFragNeeded    = Reason(datapathReasonREASON_ICMP_FRAG_NEEDED)
+	ReasonDropFragNeeded    = Reason(datapathReasonREASON_DROP_FRAG_NEEDED)
+	ReasonPassICMPError     = Reason(datapathReasonREASON_PASS_ICMP_ERROR)
 	reasonMax               = Reason(datapathReasonREASON_MAX)
 )
 
@@ -72,6 +77,11 @@ var reasonTable = [...]reasonInfo{
 	ReasonPassReject:        {"pass_reject", VerdictPass},
 	ReasonSockFwd:           {"sock_fwd", VerdictRedirect},
 	ReasonSockReject:        {"sock_reject", VerdictDrop},
+	ReasonICMPFwd:           {"icmp_fwd", VerdictRedirect},
+	ReasonICMPXlate:         {"icmp_xlate", VerdictPass},
+	ReasonICMPFragNeeded:    {"icmp_frag_needed", VerdictRedirect},
+	ReasonDropFragNeeded:    {"drop_frag_needed", VerdictDrop},
+	ReasonPassICMPError:     {"pass_icmp_error", VerdictPass},
 }
 
 // Reasons lists every reason the datapath counts, in index order.

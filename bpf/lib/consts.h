@@ -203,7 +203,17 @@ enum verdict {
 	/* a socket's connect/sendmsg went to a backend instead */             \
 	X(REASON_SOCK_FWD, VERDICT_REDIRECT)                                   \
 	/* a socket's connect/sendmsg to a service without backends failed */  \
-	X(REASON_SOCK_REJECT, VERDICT_DROP)
+	X(REASON_SOCK_REJECT, VERDICT_DROP)                                    \
+	/* ICMP error of a translated flow, translated and sent on */          \
+	X(REASON_ICMP_FWD, VERDICT_REDIRECT)                                   \
+	/* ICMP error of a translated flow, translated and passed up/out */    \
+	X(REASON_ICMP_XLATE, VERDICT_PASS)                                     \
+	/* too big for the route, DF set: "fragmentation needed" sent back */  \
+	X(REASON_ICMP_FRAG_NEEDED, VERDICT_REDIRECT)                           \
+	/* too big for the route, DF clear: not fragmented here */             \
+	X(REASON_DROP_FRAG_NEEDED, VERDICT_DROP)                               \
+	/* an ICMP error XDP leaves to tc, which translates its flow's */      \
+	X(REASON_PASS_ICMP_ERROR, VERDICT_PASS)
 
 #define REASON_ENUM_ENTRY(name, verdict) name,
 enum reason {

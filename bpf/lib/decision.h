@@ -20,6 +20,7 @@ enum action {
 	ACT_FORWARD_NEIGH, /* rewrite, let the kernel resolve the neighbour (tc)
 			    */
 	ACT_REJECT,	   /* answer with ICMP port unreachable (tc) */
+	ACT_FRAG_NEEDED,   /* answer with ICMP fragmentation needed (tc) */
 };
 
 struct decision {
@@ -32,7 +33,11 @@ struct decision {
 	__be32 nexthop;
 	__u8 smac[6];
 	__u8 dmac[6];
+	__u16 mtu; /* ACT_FRAG_NEEDED: the route's MTU */
+	__u16 pad;
 	struct flow_tuple xlated;
+	/* ICMP errors: the quoted packet as translated (xlated is the outer) */
+	struct flow_tuple inner_xlated;
 };
 
 /*
@@ -95,6 +100,7 @@ static __always_inline void decide_ttl(struct decision *d, __u8 ttl)
 static __always_inline int decision_left_to_tc(const struct decision *d)
 {
 	return d->reason == REASON_PASS_FIB ||
+	       d->reason == REASON_PASS_ICMP_ERROR ||
 	       d->reason == REASON_PASS_CSUM_PARTIAL ||
 	       d->reason == REASON_PASS_REJECT;
 }

@@ -19,14 +19,19 @@
 #define AF_INET 2
 #endif
 
+/* fib_forward's answer for a packet too big for the route (d->mtu). */
+#define FIB_FRAG_NEEDED (-2)
+
 /*
  * fib_forward fills d's egress device and MACs for sending xlated out.
  * With can_resolve (tc), a missing neighbour entry still forwards: the kernel
  * resolves it (bpf_redirect_neigh). Without (XDP), the packet is left to the
- * next hook untouched. Returns 0 when d says how to forward.
+ * next hook untouched. A packet of check_len bytes (0: not checked) that
+ * exceeds the route's MTU gets FIB_FRAG_NEEDED, with the MTU in d->mtu.
+ * Returns 0 when d says how to forward.
  */
 static __always_inline int fib_forward(void *ctx, __u32 ifindex, __u8 tos,
-				       __u16 tot_len, struct decision *d,
+				       __u16 check_len, struct decision *d,
 				       int can_resolve)
 {
 	struct bpf_fib_lookup p = {};
@@ -35,7 +40,7 @@ static __always_inline int fib_forward(void *ctx, __u32 ifindex, __u8 tos,
 	p.family = AF_INET;
 	p.tos = tos;
 	p.l4_protocol = d->xlated.proto;
-	p.tot_len = can_resolve ? 0 : tot_len;
+	p.tot_len = check_len;
 	p.ipv4_src = d->xlated.saddr;
 	p.ipv4_dst = d->xlated.daddr;
 	p.ifindex = ifindex;
@@ -47,6 +52,10 @@ static __always_inline int fib_forward(void *ctx, __u32 ifindex, __u8 tos,
 		__builtin_memcpy(d->smac, p.smac, ETH_ALEN);
 		__builtin_memcpy(d->dmac, p.dmac, ETH_ALEN);
 		return 0;
+	}
+	if (rc == BPF_FIB_LKUP_RET_FRAG_NEEDED) {
+		d->mtu = p.mtu_result;
+		return FIB_FRAG_NEEDED;
 	}
 	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH && can_resolve) {
 		d->action = ACT_FORWARD_NEIGH;

@@ -25,6 +25,32 @@
 #include "source_ranges.h"
 #include "structs.h"
 
+/* The length fib_forward checks against the route's MTU, 0 for none. */
+static __always_inline __u16 mtu_check_len(const struct packet *pkt)
+{
+	return pkt->mtu_len;
+}
+
+/*
+ * A packet fib_forward would not forward: too big for the route (rc
+ * FIB_FRAG_NEEDED) it is answered with "fragmentation needed" when it may
+ * not be fragmented, dropped when it may (the datapath does not fragment);
+ * otherwise the kernel resolves what the lookup could not. The packet is
+ * left untranslated.
+ */
+static __always_inline void decide_unforwarded(const struct packet *pkt,
+					       struct decision *d, int rc)
+{
+	d->xlated = pkt->tuple;
+	if (rc != FIB_FRAG_NEEDED)
+		decide_pass(d, REASON_PASS_FIB);
+	else if (pkt->ip->frag_off & bpf_htons(IP_DF))
+		decide(d, ACT_FRAG_NEEDED, VERDICT_REDIRECT,
+		       REASON_ICMP_FRAG_NEEDED);
+	else
+		decide_drop(d, REASON_DROP_FRAG_NEEDED);
+}
+
 static __always_inline void set_verdict_forward(struct decision *d,
 						__u32 in_ifindex, __u16 reason)
 {
@@ -129,12 +155,14 @@ new_remote_flow(void *ctx, const struct packet *pkt, __u32 ifindex,
 	struct device_value *dev;
 	struct dp_config *cfg;
 	__be16 port;
+	int rc;
 
 	d->xlated.daddr = be->addr;
 	d->xlated.dport = be->port;
-	if (fib_forward(ctx, ifindex, pkt->ip->tos, bpf_ntohs(pkt->ip->tot_len),
-			d, can_resolve)) {
-		decide_pass(d, REASON_PASS_FIB);
+	rc = fib_forward(ctx, ifindex, pkt->ip->tos, mtu_check_len(pkt), d,
+			 can_resolve);
+	if (rc) {
+		decide_unforwarded(pkt, d, rc);
 		return -1;
 	}
 	dev = bpf_map_lookup_elem(&devices, &d->ifindex);
@@ -170,6 +198,7 @@ static __always_inline void lb_frontend(void *ctx, const struct packet *pkt,
 	struct dp_config *cfg;
 	__u32 backend_id = 0;
 	__u32 hash;
+	int rc;
 
 	d->svc_id = fe->svc_id;
 	ct = bpf_map_lookup_elem(&conntrack, &pkt->tuple);
@@ -184,10 +213,10 @@ static __always_inline void lb_frontend(void *ctx, const struct packet *pkt,
 		}
 		d->xlated.saddr = ct->nat_addr;
 		d->xlated.sport = ct->nat_port;
-		if (fib_forward(ctx, ifindex, pkt->ip->tos,
-				bpf_ntohs(pkt->ip->tot_len), d, can_resolve)) {
-			d->xlated = pkt->tuple;
-			decide_pass(d, REASON_PASS_FIB);
+		rc = fib_forward(ctx, ifindex, pkt->ip->tos, mtu_check_len(pkt),
+				 d, can_resolve);
+		if (rc) {
+			decide_unforwarded(pkt, d, rc);
 			return;
 		}
 		set_verdict_forward(d, ifindex, REASON_FWD_REMOTE);
@@ -281,6 +310,7 @@ static __always_inline void lb_remote_reply(void *ctx, const struct packet *pkt,
 {
 	__u64 now = bpf_ktime_get_ns();
 	__u8 seen;
+	int rc;
 
 	trace_ids(rn, pkt->tuple.proto, d);
 	if (now - rn->last_seen_ns >= CT_REFRESH_NS)
@@ -292,10 +322,10 @@ static __always_inline void lb_remote_reply(void *ctx, const struct packet *pkt,
 	d->xlated.sport = rn->frontend_port;
 	d->xlated.daddr = rn->client_addr;
 	d->xlated.dport = rn->client_port;
-	if (fib_forward(ctx, ifindex, pkt->ip->tos, bpf_ntohs(pkt->ip->tot_len),
-			d, can_resolve)) {
-		d->xlated = pkt->tuple;
-		decide_pass(d, REASON_PASS_FIB);
+	rc = fib_forward(ctx, ifindex, pkt->ip->tos, mtu_check_len(pkt), d,
+			 can_resolve);
+	if (rc) {
+		decide_unforwarded(pkt, d, rc);
 		return;
 	}
 	set_verdict_forward(d, ifindex, REASON_REPLY_REMOTE);
@@ -375,17 +405,124 @@ static __always_inline void lb_egress(const struct packet *pkt,
 	decide(d, ACT_NAT_PASS, VERDICT_PASS, REASON_REPLY_LOCAL);
 }
 
+/* The tuple a packet quoted in an ICMP error is answered with. */
+static __always_inline void reversed(struct flow_tuple *out,
+				     const struct flow_tuple *t)
+{
+	out->saddr = t->daddr;
+	out->daddr = t->saddr;
+	out->sport = t->dport;
+	out->dport = t->sport;
+	out->proto = t->proto;
+	out->pad[0] = 0;
+	out->pad[1] = 0;
+	out->pad[2] = 0;
+}
+
 /*
- * What XDP leaves to tc: a reject, which needs the packet resized, is passed
- * on untouched for tc_ingress to decide again and answer.
+ * lb_icmp_ingress decides for an ICMP error arriving on an external device
+ * that belongs to a translated flow:
+ *  - about a packet this node sent to a remote backend (from a SNAT port):
+ *    back to the client, as if the frontend had sent it;
+ *  - about a reply this node sent to a client from a frontend (e.g. a
+ *    router's "fragmentation needed"): to the backend, as if sent to what
+ *    the backend's packet was addressed to.
+ * An error sent by the backend itself appears to come from the frontend.
+ * Anything else is passed up untouched.
+ */
+static __always_inline void lb_icmp_ingress(void *ctx, const struct packet *pkt,
+					    const struct icmp_error *ie,
+					    __u32 ifindex, struct decision *d)
+{
+	struct rev_nat_entry *rn;
+	struct flow_tuple key;
+	struct ct_entry *ct;
+	int rc;
+
+	d->xlated = pkt->tuple;
+	d->inner_xlated = ie->inner;
+	reversed(&key, &ie->inner);
+	rn = bpf_map_lookup_elem(&reverse_nat, &key);
+	if (rn && (rn->flags & CT_F_REMOTE)) {
+		if (pkt->tuple.saddr == ie->inner.daddr)
+			d->xlated.saddr = rn->frontend_addr;
+		d->xlated.daddr = rn->client_addr;
+		d->inner_xlated.saddr = rn->client_addr;
+		d->inner_xlated.sport = rn->client_port;
+		d->inner_xlated.daddr = rn->frontend_addr;
+		d->inner_xlated.dport = rn->frontend_port;
+		goto forward;
+	}
+	ct = bpf_map_lookup_elem(&conntrack, &key);
+	if (!ct) {
+		decide_pass(d, REASON_PASS_NOT_TCP_UDP);
+		return;
+	}
+	d->svc_id = ct->svc_id;
+	d->backend_id = ct->backend_id;
+	d->xlated.daddr = ct->backend_addr;
+	d->inner_xlated.saddr = ct->backend_addr;
+	d->inner_xlated.sport = ct->backend_port;
+	if (!(ct->flags & CT_F_REMOTE)) {
+		decide(d, ACT_NAT_PASS, VERDICT_PASS, REASON_ICMP_XLATE);
+		return;
+	}
+	d->xlated.saddr = ct->nat_addr;
+	d->inner_xlated.daddr = ct->nat_addr;
+	d->inner_xlated.dport = ct->nat_port;
+forward:
+	rc = fib_forward(ctx, ifindex, pkt->ip->tos, 0, d, 1);
+	if (rc) {
+		d->xlated = pkt->tuple;
+		d->inner_xlated = ie->inner;
+		decide_pass(d, REASON_PASS_FIB);
+		return;
+	}
+	set_verdict_forward(d, ifindex, REASON_ICMP_FWD);
+	decide_ttl(d, pkt->ip->ttl);
+}
+
+/*
+ * lb_icmp_egress decides for an ICMP error a local backend sends to a
+ * client about a translated flow: it names the frontend the client used.
+ */
+static __always_inline void lb_icmp_egress(const struct packet *pkt,
+					   const struct icmp_error *ie,
+					   struct decision *d)
+{
+	struct rev_nat_entry *rn;
+	struct flow_tuple key;
+
+	d->xlated = pkt->tuple;
+	d->inner_xlated = ie->inner;
+	reversed(&key, &ie->inner);
+	rn = bpf_map_lookup_elem(&reverse_nat, &key);
+	if (!rn || (rn->flags & CT_F_REMOTE)) {
+		decide_pass(d, REASON_PASS_NOT_TRACKED);
+		return;
+	}
+	if (pkt->tuple.saddr == ie->inner.daddr)
+		d->xlated.saddr = rn->frontend_addr;
+	d->inner_xlated.daddr = rn->frontend_addr;
+	d->inner_xlated.dport = rn->frontend_port;
+	decide(d, ACT_NAT_PASS, VERDICT_PASS, REASON_ICMP_XLATE);
+}
+
+/*
+ * What XDP leaves to tc: a reject or a "fragmentation needed", which need
+ * the packet resized, is passed on untouched for tc_ingress to decide again
+ * and answer.
  */
 static __always_inline void xdp_defer(const struct packet *pkt,
 				      struct decision *d)
 {
-	if (d->action != ACT_REJECT)
-		return;
-	d->xlated = pkt->tuple;
-	decide_pass(d, REASON_PASS_REJECT);
+	if (d->action == ACT_REJECT) {
+		d->xlated = pkt->tuple;
+		decide_pass(d, REASON_PASS_REJECT);
+	} else if (d->action == ACT_FRAG_NEEDED) {
+		d->xlated = pkt->tuple;
+		decide_pass(d, REASON_PASS_FIB);
+	}
 }
 
 /*

@@ -31,7 +31,27 @@ struct packet {
 	__u32 l4_off;	/* offset of the TCP/UDP header */
 	__u32 len;	/* bytes from the Ethernet header to data_end */
 	__u8 tcp_flags; /* byte 13 of the TCP header, 0 for UDP */
+	/* The IPv4 length of the packet, or of each segment of a GSO skb,
+	 * that forwarding checks against the route's MTU (0: none). */
+	__u16 mtu_len;
 	struct flow_tuple tuple;
+};
+
+#define ICMP_DEST_UNREACH  3
+#define ICMP_PORT_UNREACH  3
+#define ICMP_FRAG_NEEDED   4
+#define ICMP_TIME_EXCEEDED 11
+#define ICMP_PARAMETERPROB 12
+#define IP_DF		   0x4000
+
+/*
+ * An ICMP error quoting a TCP or UDP packet of a flow the datapath may have
+ * translated: where its parts are, and the quoted packet's tuple as quoted.
+ */
+struct icmp_error {
+	__u32 icmp_off;	 /* the ICMP header */
+	__u32 inner_off; /* the quoted IPv4 header (without options) */
+	struct flow_tuple inner;
 };
 
 #define TCP_FLAG_FIN 0x01
@@ -107,6 +127,47 @@ static __always_inline int parse_packet(void *data, void *data_end,
 	pkt->tuple.sport = pkt->ports[0];
 	pkt->tuple.dport = pkt->ports[1];
 	pkt->tuple.proto = ip->protocol;
+	return 0;
+}
+
+/*
+ * parse_icmp_error fills ie for a packet parse_packet passed as not TCP/UDP
+ * when it is an ICMP error (destination unreachable, time exceeded,
+ * parameter problem) quoting at least the ports of a TCP or UDP packet.
+ * Returns 0 then. Quoted headers with options are not looked at.
+ */
+static __always_inline int parse_icmp_error(void *data_end,
+					    const struct packet *pkt,
+					    struct icmp_error *ie)
+{
+	struct iphdr *ip = pkt->ip, *inner;
+	__u8 *icmp;
+	__be16 *ports;
+
+	if (!ip || ip->protocol != IPPROTO_ICMP ||
+	    (ip->frag_off & bpf_htons(IP_MF | IP_OFFSET)))
+		return -1;
+	icmp = (void *)ip + ip->ihl * 4;
+	if ((void *)(icmp + 8) > data_end)
+		return -1;
+	if (icmp[0] != ICMP_DEST_UNREACH && icmp[0] != ICMP_TIME_EXCEEDED &&
+	    icmp[0] != ICMP_PARAMETERPROB)
+		return -1;
+	inner = (void *)(icmp + 8);
+	if ((void *)(inner + 1) > data_end || inner->version != 4 ||
+	    inner->ihl != 5 ||
+	    (inner->protocol != IPPROTO_TCP && inner->protocol != IPPROTO_UDP))
+		return -1;
+	ports = (void *)(inner + 1);
+	if ((void *)(ports + 2) > data_end)
+		return -1;
+	ie->icmp_off = pkt->l4_off;
+	ie->inner_off = pkt->l4_off + 8;
+	ie->inner.saddr = inner->saddr;
+	ie->inner.daddr = inner->daddr;
+	ie->inner.sport = ports[0];
+	ie->inner.dport = ports[1];
+	ie->inner.proto = inner->protocol;
 	return 0;
 }
 

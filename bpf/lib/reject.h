@@ -1,8 +1,10 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
- * Rejecting a new flow as kube-proxy does for a service without endpoints:
- * the packet is turned into an ICMP port unreachable to its sender (who sees
- * "connection refused" at once) and sent back out the device it came in on.
+ * ICMP errors the datapath answers with itself: port unreachable for a new
+ * flow to a service without endpoints (as kube-proxy rejects it: the sender
+ * sees "connection refused" at once), and fragmentation needed for a packet
+ * too big for the route to its backend (path MTU discovery). The packet is
+ * turned into the reply and sent back out the device it came in on.
  */
 #ifndef NODEGRESS_REJECT_H
 #define NODEGRESS_REJECT_H
@@ -25,9 +27,6 @@ struct icmp_error_hdr {
 	__u32 unused;
 };
 
-#define ICMP_DEST_UNREACH 3
-#define ICMP_PORT_UNREACH 3
-
 /* The whole reply: headers, then the offending IP header and 8 bytes. */
 struct icmp_reject {
 	struct ethhdr eth;
@@ -45,12 +44,14 @@ static __always_inline __u16 csum_of(void *p, __u32 len)
 }
 
 /*
- * tc_reject rewrites the skb into the ICMP reply to pkt's sender; the caller
- * redirects it out the ingress device. Returns non-zero (drop) for packets it
- * cannot answer: VLAN-tagged frames or IP options.
+ * tc_icmp_reply rewrites the skb into an ICMP error (type, code; mtu for
+ * "fragmentation needed") to pkt's sender, from the address it sent to; the
+ * caller redirects it out the ingress device. Returns non-zero (drop) for
+ * packets it cannot answer: VLAN-tagged frames or IP options.
  */
-static __always_inline int tc_reject(struct __sk_buff *skb,
-				     const struct packet *pkt)
+static __always_inline int tc_icmp_reply(struct __sk_buff *skb,
+					 const struct packet *pkt, __u8 type,
+					 __u8 code, __u16 mtu)
 {
 	struct icmp_reject r = {};
 
@@ -73,13 +74,21 @@ static __always_inline int tc_reject(struct __sk_buff *skb,
 	r.ip.saddr = r.orig_ip.daddr;
 	r.ip.daddr = r.orig_ip.saddr;
 	r.ip.check = csum_of(&r.ip, sizeof(r.ip));
-	r.icmp.type = ICMP_DEST_UNREACH;
-	r.icmp.code = ICMP_PORT_UNREACH;
+	r.icmp.type = type;
+	r.icmp.code = code;
+	r.icmp.unused = bpf_htonl(mtu); /* RFC 1191: next-hop MTU */
 	r.icmp.checksum = csum_of(&r.icmp, sizeof(r.icmp) + sizeof(r.orig_ip) +
 					       sizeof(r.orig_l4));
 	if (bpf_skb_change_tail(skb, sizeof(r), 0))
 		return -1;
 	return bpf_skb_store_bytes(skb, 0, &r, sizeof(r), 0);
+}
+
+/* The reply to a new flow of a service without endpoints. */
+static __always_inline int tc_reject(struct __sk_buff *skb,
+				     const struct packet *pkt)
+{
+	return tc_icmp_reply(skb, pkt, ICMP_DEST_UNREACH, ICMP_PORT_UNREACH, 0);
 }
 
 #endif /* NODEGRESS_REJECT_H */

@@ -21,7 +21,8 @@ static __always_inline int reason_is_noise(__u16 reason)
 	return reason == REASON_PASS_NOT_IPV4 ||
 	       reason == REASON_PASS_NOT_TCP_UDP ||
 	       reason == REASON_PASS_NO_FRONTEND ||
-	       reason == REASON_PASS_NOT_TRACKED;
+	       reason == REASON_PASS_NOT_TRACKED ||
+	       reason == REASON_PASS_ICMP_ERROR;
 }
 
 static __always_inline void account(__u32 ifindex, __u8 stage,
