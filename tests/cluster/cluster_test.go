@@ -44,12 +44,16 @@ var hostSysctls = []string{
 	"vm/panic_on_oom",
 }
 
-// TestClusterSmoke brings a three-node cluster up twice: with kube-proxy,
-// where a NodePort Service is answered through kube-proxy's rules, and
-// without it, with nodegress installed from tests/cluster/overlay, where
-// the agents answer the same NodePort. Each time the workload is a real
-// Deployment whose EndpointSlices Kubernetes writes, and `down` must leave
-// nothing behind.
+// TestClusterSmoke brings a three-node cluster up three times: with
+// kube-proxy alone, where a NodePort Service is answered through
+// kube-proxy's rules; with nodegress instead of kube-proxy
+// (tests/cluster/overlay), where the agents answer the same NodePort and
+// pods reach Services by name, the API server and NodePorts through their
+// socket load balancer; and with nodegress next to kube-proxy
+// (tests/cluster/overlay-beside-kube-proxy), where nodegress serves the
+// NodePorts and kube-proxy the ClusterIPs. Each time the workload is a
+// real Deployment whose EndpointSlices Kubernetes writes, and `down` must
+// leave nothing behind.
 func TestClusterSmoke(t *testing.T) {
 	requireRoot(t)
 	requireNoCluster(t)
@@ -76,6 +80,23 @@ func TestClusterSmoke(t *testing.T) {
 		for _, ip := range c.nodeIPs {
 			c.expectNodePort(t, ip)
 		}
+		checkInCluster(t, c, true)
+		c.down(t)
+		checkClean(t)
+	})
+
+	// nodegress installed next to kube-proxy: it serves the NodePorts
+	// (its datapath sees them first), kube-proxy the ClusterIPs.
+	t.Run("nodegress beside kube-proxy", func(t *testing.T) {
+		c := up(t, "NODES=3", "KUBE_PROXY=on", "NODEGRESS=on")
+		checkAgents(t, c)
+		deployWeb(t, c)
+		before := datapathForwarded(t, c, c.nodes[0])
+		c.expectNodePort(t, c.nodeIPs[0])
+		if after := datapathForwarded(t, c, c.nodes[0]); after <= before {
+			t.Errorf("NodePort traffic did not cross nodegress's datapath on %s (forwarded %d, then %d)", c.nodes[0], before, after)
+		}
+		checkInCluster(t, c, false)
 		c.down(t)
 		checkClean(t)
 	})
