@@ -138,9 +138,9 @@ type skbMD struct {
 }
 
 type harness struct {
-	// t is the test failures are reported to; subtests that share a
-	// harness set it to themselves.
-	t    *testing.T
+	// t is the test (or benchmark) failures are reported to; subtests
+	// that share a harness set it to themselves.
+	t    testing.TB
 	objs datapathObjects
 	// ns, when set, is where programs run: bpf_fib_lookup resolves routes
 	// and neighbours in the network namespace of the test run.
@@ -156,7 +156,7 @@ type harness struct {
 	maglevInner *ebpf.MapSpec
 }
 
-func newHarness(t *testing.T) *harness {
+func newHarness(t testing.TB) *harness {
 	t.Helper()
 	netns.RequirePrivileged(t)
 	if err := rlimit.RemoveMemlock(); err != nil {
@@ -195,8 +195,16 @@ func newHarness(t *testing.T) *harness {
 func (h *harness) reset() {
 	h.t.Helper()
 	h.dp = nil
-	for _, m := range []*ebpf.Map{h.objs.Frontends, h.objs.BackendSlots, h.objs.Backends, h.objs.Conntrack, h.objs.ReverseNat, h.objs.Devices,
-		h.objs.ServiceBackends, h.objs.SourceRanges, h.objs.Affinity, h.objs.MaglevTables} {
+	h.clear(h.objs.Frontends, h.objs.BackendSlots, h.objs.Backends, h.objs.Conntrack, h.objs.ReverseNat, h.objs.Devices,
+		h.objs.ServiceBackends, h.objs.SourceRanges, h.objs.Affinity, h.objs.MaglevTables)
+	h.setConfig(datapathDpConfig{SnatPortMin: testSNATMin, SnatPortMax: testSNATMax, HashSeed: testHashSeed,
+		MaglevSeed: testMaglevSeed, MaglevSize: testMaglevSize})
+}
+
+// clear deletes every entry of the maps ms.
+func (h *harness) clear(ms ...*ebpf.Map) {
+	h.t.Helper()
+	for _, m := range ms {
 		var keys [][]byte
 		var k, v []byte
 		it := m.Iterate()
@@ -212,8 +220,6 @@ func (h *harness) reset() {
 			}
 		}
 	}
-	h.setConfig(datapathDpConfig{SnatPortMin: testSNATMin, SnatPortMax: testSNATMax, HashSeed: testHashSeed,
-		MaglevSeed: testMaglevSeed, MaglevSize: testMaglevSize})
 }
 
 func (h *harness) setConfig(cfg datapathDpConfig) {

@@ -51,6 +51,17 @@ func l4Metrics() []l4Metric {
 				lowerBetter: true, format: fmtLatency, also: "fixednc-" + side.key + "/p50", alsoLabel: "p50"},
 		)
 	}
+	// Features, each against newconn-remote in the same phase.
+	ms = append(ms,
+		l4Metric{key: "affinity-remote/rate", title: fmt.Sprintf("new TCP connections/s with ClientIP affinity (%d backends), other node", len(affinityBackends)),
+			format: fmtRate, also: "affinity-remote/synretrans", alsoLabel: "SYN retransmits/1k", alsoFormat: fmtCount},
+		l4Metric{key: "affinity-remote/vsbase", title: "ClientIP affinity: new connections/s with ÷ without (same phase), other node",
+			format: fmtRatio, relative: true},
+		l4Metric{key: "maglev-remote/rate", title: "new TCP connections/s with Maglev (nodegress only), other node",
+			format: fmtRate, also: "newconn-remote/rate", alsoLabel: "default hash"},
+		l4Metric{key: "maglev-remote/vsbase", title: "Maglev ÷ default hash, new connections/s (same phase), other node",
+			format: fmtRatio, relative: true},
+	)
 	for _, side := range []struct{ key, title string }{{"local", "same node"}, {"remote", "other node"}} {
 		for _, l := range []struct{ key, title string }{{"keepalive", "keep-alive"}, {"newconn", "new-connection"}, {"udp", "UDP"}} {
 			ms = append(ms, l4Metric{key: l.key + "-" + side.key + "/softirq",
@@ -74,7 +85,7 @@ func l4Metrics() []l4Metric {
 }
 
 // benchServices are the benchmark's own NodePort Services.
-var benchServices = []string{"ka-local", "ka-remote", "udp-local", "udp-remote", "flip", "probe"}
+var benchServices = []string{"ka-local", "ka-remote", "udp-local", "udp-remote", "flip", "probe", "aff-remote", "mag-remote"}
 
 func thousands(n int) string {
 	s := strconv.Itoa(n)
@@ -119,7 +130,7 @@ func (e *l4Env) report(took time.Duration) string {
 					cell += " (" + m.alsoLabel + " " + m.formatAlso(a) + ")"
 				}
 			}
-			if dp != dpIptables && dp != dpRouting && base > 0 && !math.IsInf(base, 0) {
+			if dp != dpIptables && dp != dpRouting && !m.relative && base > 0 && !math.IsInf(base, 0) {
 				cell += " " + fmtRatio(v/base)
 			}
 			row = append(row, cell)
@@ -129,7 +140,7 @@ func (e *l4Env) report(took time.Duration) string {
 		}
 		ng, n := e.median(m.key, dpNodegress.key)
 		verdict := "–"
-		if n > 0 {
+		if n > 0 && !m.relative {
 			bestKP := math.NaN()
 			for _, dp := range []*dataplane{dpIptables, dpNftables} {
 				if v, k := e.median(m.key, dp.key); k > 0 && (math.IsNaN(bestKP) || better(m, v, bestKP) > 1) {
@@ -159,9 +170,10 @@ func (e *l4Env) report(took time.Duration) string {
 	fmt.Fprintf(&b, "- load average at the start: %s; at the end: %s\n", e.loadStart, loadAvg())
 	fmt.Fprintf(&b, `
 Topology (tests/netns.TwoNodes): a client, node1 and node2 on one L2 segment (a bridge in a switch
-namespace), two pods per node behind veths, pod ranges routed between the nodes; the API server
-(etcd + kube-apiserver %s, the same build as kube-proxy) on the switch's bridge address. The
-client sends to node1's address at the Service's NodePort; "same node" is nginx in a pod on node1,
+namespace), pods behind veths (two on node1, five on node2), pod ranges routed between the
+nodes; the API server (etcd + kube-apiserver %s, the same build as kube-proxy) on the switch's
+bridge address. The client sends to node1's address at the Service's NodePort; "same node" is
+nginx in a pod on node1,
 "other node" nginx in a pod on node2 (NodePort → pod on the other node, as in the reference
 measurement). Besides the benchmark's %d Services, %s extra NodePort Services with %d endpoints
 each exist during the rounds (%s for the last rows). Services, EndpointSlices and Nodes are written
@@ -207,6 +219,24 @@ included: they are the same in every column, so differences are the dataplane's)
 column sends the same loads to the pods' addresses through node1 with no NodePort hop (answers
 from node2's pod go straight back to the client): the floor any NodePort implementation adds to.
 `)
+	fmt.Fprintf(&b, `The feature rows send the other-node new-connection load to a Service that differs from its
+Service only in the feature, later in the same phase, and give the ratio of the two rates per
+phase (median over phases). Their backends are nginx pods on node2 that no other load reaches: the
+flush between loads clears the kernel's conntrack but not nodegress's flow maps, where the SNAT
+ports of an earlier load's closed flows to the same backend stay reserved for the backend's
+TIME_WAIT. ClientIP affinity: sessionAffinity ClientIP (the default 3 h timeout) over %d
+backends. With one client address every connection goes to the backend its first one went to, as
+the one-backend row's go to their only one, and the ratio is what keeping affinity costs:
+kube-proxy iptables checks an xt_recent list per endpoint until one holds the client and sets it
+again, kube-proxy nftables does the same with a set per endpoint, nodegress looks up and refreshes
+one map entry per client and Service. After each such load the harness finds the client in that
+state on node1, or records no sample. kube-proxy iptables matches a connection's first packet
+against KUBE-NODEPORTS's rules in order, and writes them in a random order on every sync: with
+1,000 Services the two Services' places (in the notes, per phase) move its ratio as much as
+affinity does. Maglev (nodegress only: kube-proxy has none): a one-backend Service annotated
+nodegress.io/lb-algorithm: maglev, checked to have the only Maglev table; its ratio is Maglev's
+table lookup against the default hash.
+`, len(affinityBackends))
 	fmt.Fprintf(&b, `First-packet latency: %s fresh connections, one after the other, from the client to the newest
 Service's NodePort (backend on the other node): connect to the first byte of the answer, p50 (p99).
 EndpointSlice change: the only endpoint of a Service moves between pods on both nodes; time from
@@ -225,11 +255,14 @@ Service (kernel memory of rules or maps not included).
 	}
 	b.WriteString("\n## Every sample\n\n")
 	det := benchkit.Table{Header: []string{"metric", "dataplane", "samples (phase order)"}}
+	// A row's also may be another row's metric (Maglev's hash baseline).
+	listed := map[string]bool{}
 	for _, m := range l4Metrics() {
 		for i, key := range []string{m.key, m.also} {
-			if key == "" {
+			if key == "" || listed[key] {
 				continue
 			}
+			listed[key] = true
 			format := m.format
 			if i == 1 {
 				format = m.formatAlso
@@ -282,7 +315,7 @@ func (e *l4Env) chart() string {
 	}
 	for _, m := range l4Metrics() {
 		base, n := e.median(m.key, dpIptables.key)
-		if n == 0 {
+		if n == 0 || m.relative {
 			continue
 		}
 		g := benchkit.BarGroup{Label: shortTitle(m.title)}

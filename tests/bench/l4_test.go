@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -23,6 +24,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -31,6 +33,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
+	"github.com/nodegress/nodegress/controller"
 	"github.com/nodegress/nodegress/tests/bench/benchkit"
 	"github.com/nodegress/nodegress/tests/harness"
 	"github.com/nodegress/nodegress/tests/kube"
@@ -129,6 +132,25 @@ type l4Load struct {
 	// connections per second): every dataplane is timed at the same
 	// offered load, below what any of them sustains.
 	rate float64
+	// dataplanes, when set, are the only ones the load runs on: a
+	// feature that the others lack, or that a Service reached without
+	// the NodePort hop (routing) does not have.
+	dataplanes []*dataplane
+	// baseline is the load this one is a variant of (the same path
+	// without the feature the row is about). It runs in the same
+	// phase, selected or not, and the report gives the ratio of the two
+	// rates per phase: the two share what differs between phases (how
+	// busy the machine was, that start of the dataplane).
+	baseline string
+	// verify checks, after the load, that the dataplane really applied
+	// the row's feature; the samples of a load that measured something
+	// else are not recorded.
+	verify func(e *l4Env, dp *dataplane) error
+}
+
+// on tells whether the load runs on dp at all.
+func (l l4Load) on(dp *dataplane) bool {
+	return l.dataplanes == nil || slices.Contains(l.dataplanes, dp)
 }
 
 // Fixed rates of the latency rows, below every dataplane's capacity
@@ -154,7 +176,34 @@ var l4Loads = []l4Load{
 	{key: "fixedka-remote", title: "keep-alive at a fixed rate, other node", svc: "ka-remote", pod: "pod2a", fromConnect: true, rate: fixedKeepAliveRate},
 	{key: "fixednc-local", title: "new connections at a fixed rate, same node", svc: "ka-local", pod: "pod1a", newConn: true, fromConnect: true, rate: fixedNewConnRate},
 	{key: "fixednc-remote", title: "new connections at a fixed rate, other node", svc: "ka-remote", pod: "pod2a", newConn: true, fromConnect: true, rate: fixedNewConnRate},
+	// The cost of features, each against newconn-remote: the same load
+	// to an nginx on node2, so that only the feature differs. One client
+	// means one affinity entry, so every connection reaches the same one
+	// of the affinity Service's backends, as newconn-remote's reach
+	// their only one. Last in the phase, so that the rows before them
+	// run as they did without them.
+	{key: "affinity-remote", title: "new connection per request, ClientIP affinity, other node", svc: "aff-remote", pod: "pod2c", newConn: true,
+		dataplanes: []*dataplane{dpIptables, dpNftables, dpNodegress}, baseline: "newconn-remote", verify: verifyAffinity},
+	{key: "maglev-remote", title: "new connection per request, Maglev, other node", svc: "mag-remote", pod: maglevBackend, newConn: true,
+		dataplanes: []*dataplane{dpNodegress}, baseline: "newconn-remote", verify: verifyMaglev},
 }
+
+// The feature rows' backends: nginx pods on node2 that no other load
+// reaches, so that each row starts as newconn-remote does, with no
+// earlier load's flows to its backend. The per-load flush clears the
+// kernel's conntrack and the backends' TIME_WAIT sockets, but not
+// nodegress's own flow maps: there the SNAT ports of an earlier load's
+// closed flows to the same backend stay reserved for the backend's
+// TIME_WAIT, and a second load to pod2a within seconds ran out of ports
+// and lost SYNs, measuring that instead of the feature.
+var (
+	// affinityBackends are the pods behind the ClientIP affinity
+	// Service; whichever the first connection picks, the path is
+	// newconn-remote's.
+	affinityBackends = []string{"pod2c", "pod2d", "pod2e"}
+	// maglevBackend is the only pod behind the Maglev Service.
+	maglevBackend = "pod2b"
+)
 
 // l4Env is the state of one L4 run.
 type l4Env struct {
@@ -306,11 +355,33 @@ func l4Rows() []string {
 }
 
 func l4Selected(s settings) bool {
-	for _, r := range l4Rows() {
-		for _, dp := range l4Dataplanes {
+	for _, dp := range l4Dataplanes {
+		for _, l := range l4Loads {
+			if loadSelected(s, l, dp) {
+				return true
+			}
+		}
+		for _, r := range []string{"firstpacket1", "firstpacket1k", "epchange", "scale10k"} {
 			if s.match(r + "/" + dp.key) {
 				return true
 			}
+		}
+	}
+	return false
+}
+
+// loadSelected tells whether load l runs in dp's phases: the filter
+// selects it there, or a load that l is the baseline of.
+func loadSelected(s settings, l l4Load, dp *dataplane) bool {
+	if !l.on(dp) {
+		return false
+	}
+	if s.match(l.key + "/" + dp.key) {
+		return true
+	}
+	for _, o := range l4Loads {
+		if o.baseline == l.key && o.on(dp) && s.match(o.key+"/"+dp.key) {
+			return true
 		}
 	}
 	return false
@@ -328,7 +399,7 @@ func (e *l4Env) any(row string) bool {
 
 func (e *l4Env) anyLoad(dp *dataplane) bool {
 	for _, l := range l4Loads {
-		if e.s.match(l.key + "/" + dp.key) {
+		if loadSelected(e.s, l, dp) {
 			return true
 		}
 	}
@@ -339,7 +410,9 @@ func (e *l4Env) anyLoad(dp *dataplane) bool {
 // and the benchmark's Services.
 func (e *l4Env) setup() {
 	t := e.t
-	tp := netns.NodesWith(t, benchChecksums(), 2, 2)
+	// node2's pods beyond pod2a and pod2b are the ClientIP affinity
+	// Service's backends.
+	tp := netns.NodesWith(t, benchChecksums(), 2, 2+len(affinityBackends))
 	e.tp = tp
 	all := []*netns.NS{tp.Switch, tp.Client.NS}
 	for _, n := range tp.Nodes {
@@ -377,21 +450,39 @@ func (e *l4Env) setup() {
 		}
 	}
 	e.startBackends()
-	pod := tp.Pod
+	on := func(pods ...string) []endpoint {
+		var eps []endpoint
+		for _, name := range pods {
+			p := tp.Pod(name)
+			eps = append(eps, endpoint{p.Addr, p.Node.Name})
+		}
+		return eps
+	}
 	for _, svc := range []struct {
 		name  string
 		proto corev1.Protocol
 		port  int32
-		pod   *netns.Pod
+		eps   []endpoint
+		mod   func(*corev1.Service)
 	}{
-		{"ka-local", corev1.ProtocolTCP, 80, pod("pod1a")},
-		{"ka-remote", corev1.ProtocolTCP, 80, pod("pod2a")},
-		{"udp-local", corev1.ProtocolUDP, harness.PodUDPPort, pod("pod1a")},
-		{"udp-remote", corev1.ProtocolUDP, harness.PodUDPPort, pod("pod2a")},
-		{"flip", corev1.ProtocolTCP, harness.PodHTTPPort, pod("pod1b")},
-		{"probe", corev1.ProtocolTCP, 80, pod("pod2a")},
+		{"ka-local", corev1.ProtocolTCP, 80, on("pod1a"), nil},
+		{"ka-remote", corev1.ProtocolTCP, 80, on("pod2a"), nil},
+		{"udp-local", corev1.ProtocolUDP, harness.PodUDPPort, on("pod1a"), nil},
+		{"udp-remote", corev1.ProtocolUDP, harness.PodUDPPort, on("pod2a"), nil},
+		{"flip", corev1.ProtocolTCP, harness.PodHTTPPort, on("pod1b"), nil},
+		{"probe", corev1.ProtocolTCP, 80, on("pod2a"), nil},
+		// The API server defaults the timeout to 3 hours, which
+		// every dataplane reads.
+		{"aff-remote", corev1.ProtocolTCP, 80, on(affinityBackends...), func(s *corev1.Service) {
+			s.Spec.SessionAffinity = corev1.ServiceAffinityClientIP
+		}},
+		// ka-remote with Maglev (on its own backend), for nodegress's
+		// row only: kube-proxy ignores the annotation.
+		{"mag-remote", corev1.ProtocolTCP, 80, on(maglevBackend), func(s *corev1.Service) {
+			s.Annotations = map[string]string{controller.AnnotationLBAlgorithm: "maglev"}
+		}},
 	} {
-		np, err := e.createService(ctx, svc.name, svc.proto, svc.port, []endpoint{{svc.pod.Addr, svc.pod.Node.Name}})
+		np, err := e.createService(ctx, svc.name, svc.proto, svc.port, svc.eps, svc.mod)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -442,20 +533,24 @@ func (e *l4Env) createNode(ctx context.Context, n *netns.Node) error {
 
 // createService creates a NodePort Service without selector and its
 // EndpointSlice (no controller-manager runs), and returns the allocated
-// NodePort.
-func (e *l4Env) createService(ctx context.Context, name string, proto corev1.Protocol, port int32, eps []endpoint) (int32, error) {
-	return e.createServiceOn(ctx, name, proto, port, 0, eps)
+// NodePort. mod, when not nil, adds to the Service before it is created.
+func (e *l4Env) createService(ctx context.Context, name string, proto corev1.Protocol, port int32, eps []endpoint, mod func(*corev1.Service)) (int32, error) {
+	return e.createServiceOn(ctx, name, proto, port, 0, eps, mod)
 }
 
 // createServiceOn is createService with a chosen NodePort (0: allocated).
-func (e *l4Env) createServiceOn(ctx context.Context, name string, proto corev1.Protocol, port, nodePort int32, eps []endpoint) (int32, error) {
-	svc, err := e.client.CoreV1().Services(l4Namespace).Create(ctx, &corev1.Service{
+func (e *l4Env) createServiceOn(ctx context.Context, name string, proto corev1.Protocol, port, nodePort int32, eps []endpoint, mod func(*corev1.Service)) (int32, error) {
+	obj := &corev1.Service{
 		ObjectMeta: metav1.ObjectMeta{Name: name},
 		Spec: corev1.ServiceSpec{
 			Type:  corev1.ServiceTypeNodePort,
 			Ports: []corev1.ServicePort{{Port: port, Protocol: proto, TargetPort: intstr.FromInt32(port), NodePort: nodePort}},
 		},
-	}, metav1.CreateOptions{})
+	}
+	if mod != nil {
+		mod(obj)
+	}
+	svc, err := e.client.CoreV1().Services(l4Namespace).Create(ctx, obj, metav1.CreateOptions{})
 	if err != nil {
 		return 0, fmt.Errorf("create service %s: %w", name, err)
 	}
@@ -534,7 +629,7 @@ func (e *l4Env) addExtras(ctx context.Context, n int) {
 					a[3] = byte(20 + (i*endpointsPerExtra+j)%230)
 					eps[j] = endpoint{netip.AddrFrom4(a), node.Name}
 				}
-				if _, err := e.createServiceOn(ctx, fmt.Sprintf("x-%05d", i), corev1.ProtocolTCP, 8080, ports[i], eps); err != nil {
+				if _, err := e.createServiceOn(ctx, fmt.Sprintf("x-%05d", i), corev1.ProtocolTCP, 8080, ports[i], eps, nil); err != nil {
 					firstErr.CompareAndSwap(nil, err)
 				}
 			}
@@ -553,7 +648,7 @@ func (e *l4Env) addExtras(ctx context.Context, n int) {
 	}
 	e.extras = n
 	probe := e.tp.Pod("pod2a")
-	np, err := e.createService(ctx, "probe", corev1.ProtocolTCP, 80, []endpoint{{probe.Addr, probe.Node.Name}})
+	np, err := e.createService(ctx, "probe", corev1.ProtocolTCP, 80, []endpoint{{probe.Addr, probe.Node.Name}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -608,7 +703,8 @@ func setControlPlaneAffinity(set *unix.CPUSet) {
 	}
 }
 
-// startBackends runs nginx (port 80) in pod1a and pod2a and podserver
+// startBackends runs nginx (port 80) in pod1a and in every pod of node2
+// (pod2a, and the feature rows' backends, idle but for them) and podserver
 // (HTTP 8080, UDP 9090) in every pod, all pinned to benchkit.SUTCPU:
 // the load and the dataplanes' control processes run on LoadCPU.
 func (e *l4Env) startBackends() {
@@ -627,7 +723,7 @@ func (e *l4Env) startBackends() {
 		}
 		t.Cleanup(ps.Stop)
 		ports := []int{harness.PodHTTPPort}
-		if p.Name == "pod1a" || p.Name == "pod2a" {
+		if p.Name == "pod1a" || p.Node == e.tp.Nodes[1] {
 			conf := filepath.Join(dir, "nginx.conf")
 			if err := benchkit.Render("l4/backend-nginx.conf", conf, map[string]string{"RUNDIR": dir}); err != nil {
 				t.Fatal(err)
@@ -767,6 +863,11 @@ func (e *l4Env) checkServices(ctx context.Context, dp *dataplane) error {
 		}
 	}
 	if dp != dpRouting {
+		for _, svc := range []string{"aff-remote", "mag-remote"} {
+			if _, err := firstByte(ctx, e.tp.Client.NS, e.target(dp, svc, ""), time.Second); err != nil {
+				return fmt.Errorf("service %s: %w", svc, err)
+			}
+		}
 		ctx, cancel := context.WithTimeout(ctx, time.Second)
 		defer cancel()
 		if _, err := harness.HTTPGet(ctx, e.tp.Client.NS, e.target(dp, "flip", "")); err != nil {
@@ -838,8 +939,10 @@ func (e *l4Env) loads(ctx context.Context, dp *dataplane) {
 		Connections: l4Connections, Duration: time.Second, Netns: e.tp.Client.Name}).Run(ctx, benchkit.LoadCPU); err != nil {
 		t.Fatalf("%s: warm up: %v", dp.title, err)
 	}
+	// rates of this phase, for the loads compared with a baseline.
+	rates := map[string]float64{}
 	for _, l := range l4Loads {
-		if !e.s.match(l.key + "/" + dp.key) {
+		if !loadSelected(e.s, l, dp) {
 			continue
 		}
 		addr := e.target(dp, l.svc, l.pod)
@@ -881,6 +984,19 @@ func (e *l4Env) loads(ctx context.Context, dp *dataplane) {
 		if n == 0 {
 			t.Errorf("%s %s: no request completed", l.key, dp.title)
 			continue
+		}
+		if l.verify != nil {
+			if err := l.verify(e, dp); err != nil {
+				t.Errorf("%s %s: the row's feature was not in effect: %v", l.key, dp.title, err)
+				continue
+			}
+		}
+		rates[l.key] = r.Rate
+		if base, ok := rates[l.baseline]; ok && base > 0 {
+			e.record(l.key+"/vsbase", dp, r.Rate/base)
+			if dp == dpIptables {
+				e.noteNodePortOrder(l)
+			}
 		}
 		softirq := float64(cpu.Softirq) / benchkit.ClockTick / n * 1e6
 		busy := float64(cpu.Busy) / benchkit.ClockTick / n * 1e6
@@ -1195,6 +1311,105 @@ func stopAll(procs []*benchkit.Proc) {
 		wg.Go(p.Stop)
 	}
 	wg.Wait()
+}
+
+// Checks that a feature row measured the feature. Each looks at node1,
+// where the NodePort hop happens, for the client's state after the load:
+// that a dataplane accepted the Service does not prove it applied the
+// field (an annotation misspelt, a field a version ignores).
+
+// verifyAffinity finds the client's address in the dataplane's affinity
+// state: kube-proxy iptables' recent lists (one per endpoint, in the
+// namespace's /proc/net/xt_recent), kube-proxy nftables' affinity sets,
+// nodegress's affinity map.
+func verifyAffinity(e *l4Env, dp *dataplane) error {
+	n := e.tp.Nodes[0]
+	client := e.tp.Client.Addr.String()
+	switch dp {
+	case dpIptables:
+		// A shell for the glob; `ip netns exec` gives it the node's
+		// /proc/net.
+		out, err := n.Exec("sh", "-c", "cat /proc/net/xt_recent/*")
+		if err != nil {
+			return fmt.Errorf("recent lists: %w: %s", err, out)
+		}
+		if !strings.Contains(out, "src="+client+" ") {
+			return fmt.Errorf("no recent list holds %s:\n%s", client, out)
+		}
+	case dpNftables:
+		out, err := n.Exec("nft", "list", "table", "ip", "kube-proxy")
+		if err != nil {
+			return fmt.Errorf("nft: %w: %s", err, out)
+		}
+		if !nftAffinityHas(out, client) {
+			return fmt.Errorf("no affinity set holds %s", client)
+		}
+	case dpNodegress:
+		if c, err := pinnedEntries(e, "affinity"); err != nil || c == 0 {
+			return fmt.Errorf("affinity map: %d entries (%v)", c, err)
+		}
+	default:
+		return fmt.Errorf("%s keeps no affinity", dp.title)
+	}
+	return nil
+}
+
+// verifyMaglev checks that nodegress built exactly one Maglev table: the
+// annotated Service's, while every other one keeps the default hash.
+func verifyMaglev(e *l4Env, dp *dataplane) error {
+	if dp != dpNodegress {
+		return fmt.Errorf("%s has no Maglev", dp.title)
+	}
+	if c, err := pinnedEntries(e, "maglev_tables"); err != nil || c != 1 {
+		return fmt.Errorf("%d Maglev tables, want 1 (%v)", c, err)
+	}
+	return nil
+}
+
+// noteNodePortOrder notes where l's Service and its baseline's are in
+// node1's KUBE-NODEPORTS chain. kube-proxy iptables matches a new
+// connection's first packet against that chain's rules in order (after
+// every ClusterIP rule of KUBE-SERVICES), and writes them in a random order
+// on every sync, so with 1,000 Services the two rows' costs differ by
+// their places as much as by the feature: the note lets readers weigh a
+// phase's ratio.
+func (e *l4Env) noteNodePortOrder(l l4Load) {
+	out, err := e.tp.Nodes[0].Exec("iptables-save", "-t", "nat")
+	if err != nil {
+		return
+	}
+	var base string
+	for _, o := range l4Loads {
+		if o.key == l.baseline {
+			base = o.svc
+		}
+	}
+	pos, rules := chainPosition(out, "KUBE-NODEPORTS", l4Namespace+"/"+l.svc)
+	basePos, _ := chainPosition(out, "KUBE-NODEPORTS", l4Namespace+"/"+base)
+	e.notes = append(e.notes, fmt.Sprintf("%s kube-proxy iptables, phase %d: in KUBE-NODEPORTS (%s rules, matched in order) %s is rule %s, %s's %s rule %s",
+		l.key, e.phase.Load(), thousands(rules), l.svc, thousands(pos), l.baseline, base, thousands(basePos)))
+}
+
+// pinnedEntries counts the entries of one of node1's agent's pinned maps.
+func pinnedEntries(e *l4Env, name string) (int, error) {
+	bpffs, _ := e.agentPaths(e.tp.Nodes[0])
+	m, err := ebpf.LoadPinnedMap(filepath.Join(bpffs, "maps", name), &ebpf.LoadPinOptions{ReadOnly: true})
+	if err != nil {
+		return 0, err
+	}
+	defer m.Close()
+	// Keys only: the maps' values (map ids, structs) need no decoding.
+	var prev any // nil: the first key
+	for c := 0; ; c++ {
+		key := make([]byte, m.KeySize())
+		if err := m.NextKey(prev, key); err != nil {
+			if errors.Is(err, ebpf.ErrKeyNotExist) {
+				return c, nil
+			}
+			return c, err
+		}
+		prev = key
+	}
 }
 
 // nodegress.
