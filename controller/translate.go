@@ -106,10 +106,12 @@ var errNotIPv4 = errors.New("not an IPv4 address, skipped")
 //   - status.loadBalancer.ingress[].ip × port (type LoadBalancer),
 //
 // and, as backends, the IPv4 endpoints of the service's EndpointSlices
-// chosen as kube-proxy chooses them (see backendsFor). Services
-// with no frontend (ClusterIP without externalIPs) produce nothing:
-// cluster-internal traffic is not this datapath's job; nor do those
-// kube-proxy leaves alone (see skipService).
+// chosen as kube-proxy chooses them (see backendsFor). With
+// node.SocketLB, every port also gets an Internal service for in-cluster
+// clients (its ClusterIPs and the frontends above, see internalPort);
+// without, Services with no frontend (ClusterIP without externalIPs)
+// produce nothing, their traffic being kube-proxy's. Those kube-proxy
+// leaves alone produce nothing either (see skipService).
 //
 // Translate is a pure function of its arguments. The output is sorted by
 // Name, with sorted frontends and backends, so the same objects always give
