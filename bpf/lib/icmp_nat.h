@@ -15,10 +15,12 @@
 #include <bpf/bpf_helpers.h>
 
 #include "decision.h"
+#include "nat.h"
 #include "parsing.h"
 
 #define ICMP_CSUM_OFF 2
 
+/* An outer address: no pseudo-header in the ICMP checksum. */
 static __always_inline int tc_icmp_outer4(struct __sk_buff *skb,
 					  const struct packet *pkt,
 					  __u32 field_off, __be32 from,
@@ -26,13 +28,7 @@ static __always_inline int tc_icmp_outer4(struct __sk_buff *skb,
 {
 	if (from == to)
 		return 0;
-	if (bpf_l3_csum_replace(skb,
-				pkt->l3_off + offsetof(struct iphdr, check),
-				from, to, sizeof(to)) ||
-	    bpf_skb_store_bytes(skb, pkt->l3_off + field_off, &to, sizeof(to),
-				0))
-		return -1;
-	return 0;
+	return tc_store_addr(skb, pkt->l3_off, field_off, from, to);
 }
 
 /* A quoted IPv4 address: its header checksum, and the ICMP checksum. */

@@ -81,6 +81,18 @@ static __always_inline void xdp_set_macs(const struct packet *pkt,
 	__builtin_memcpy(pkt->eth->h_source, d->smac, ETH_ALEN);
 }
 
+/* Writes an IPv4 address of the header at l3_off and fixes its checksum. */
+static __always_inline int tc_store_addr(struct __sk_buff *skb, __u32 l3_off,
+					 __u32 field_off, __be32 from,
+					 __be32 to)
+{
+	if (bpf_l3_csum_replace(skb, l3_off + offsetof(struct iphdr, check),
+				from, to, sizeof(to)) ||
+	    bpf_skb_store_bytes(skb, l3_off + field_off, &to, sizeof(to), 0))
+		return -1;
+	return 0;
+}
+
 static __always_inline int tc_replace4(struct __sk_buff *skb,
 				       const struct packet *pkt,
 				       __u32 field_off, __be32 from, __be32 to,
@@ -95,11 +107,7 @@ static __always_inline int tc_replace4(struct __sk_buff *skb,
 		return 0;
 	if (bpf_l4_csum_replace(skb, l4_csum_off, from, to,
 				l4_flags | BPF_F_PSEUDO_HDR | sizeof(to)) ||
-	    bpf_l3_csum_replace(skb,
-				pkt->l3_off + offsetof(struct iphdr, check),
-				from, to, sizeof(to)) ||
-	    bpf_skb_store_bytes(skb, pkt->l3_off + field_off, &to, sizeof(to),
-				0))
+	    tc_store_addr(skb, pkt->l3_off, field_off, from, to))
 		return -1;
 	return 0;
 }
