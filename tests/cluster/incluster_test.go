@@ -26,7 +26,7 @@ func checkInCluster(t *testing.T, c *cluster, replaceKubeProxy bool) {
 	}
 	pod := pods.Items[0]
 	script := fmt.Sprintf(`set -e
-for i in $(seq 1 16); do curl -sS -m 3 http://web.%s/hostname; echo; done
+for i in $(seq 1 30); do curl -sS -m 3 http://web.%s/hostname; echo; done
 echo api=$(curl -sk -m 3 -o /dev/null -w '%%{http_code}' https://kubernetes.default/version)
 echo nodeport=$(curl -sS -m 3 http://%s:%d/hostname)`, testNS, pod.Status.HostIP, nodePort)
 	out, err := c.kubectl("-n", testNS, "exec", pod.Name, "--", "sh", "-c", script)
@@ -49,7 +49,12 @@ echo nodeport=$(curl -sS -m 3 http://%s:%d/hostname)`, testNS, pod.Status.HostIP
 			}
 		}
 	}
+	// New sockets, each balanced anew: a pod misses all 30 with
+	// probability 3 x (2/3)^30, about 1.6e-5.
 	if len(answered) != len(c.nodes) {
+		if m, err := c.kubectl("-n", "nodegress", "exec", "ds/nodegress", "--", "/nodegress", "maps", "--bpffs", "/sys/fs/bpf/nodegress"); err == nil {
+			t.Logf("maps of one agent:\n%s", m)
+		}
 		t.Errorf("web by name from %s answered by %v, want all %d pods", pod.Name, answered, len(c.nodes))
 	}
 	t.Logf("in-cluster from %s: web answered by %v", pod.Name, answered)
