@@ -15,6 +15,7 @@
 
 #include "lib/consts.h"
 #include "lib/decision.h"
+#include "lib/dsr.h"
 #include "lib/icmp_nat.h"
 #include "lib/lb.h"
 #include "lib/nat.h"
@@ -79,9 +80,11 @@ int xdp_lb(struct xdp_md *ctx)
 	void *data = (void *)(long)ctx->data;
 	__u32 ifindex = ctx->ingress_ifindex;
 	struct icmp_error ie = {};
+	struct dsr_packet dp = {};
 	struct decision d = {};
 	struct packet pkt = {};
 	int ret = XDP_PASS;
+	__u16 ip_len = 0;
 	int reason;
 
 	reason = parse_packet(data, data_end, data_end - data, &pkt);
@@ -92,7 +95,14 @@ int xdp_lb(struct xdp_md *ctx)
 		decide_unparsed(&d, reason, 0);
 		goto out;
 	}
-	pkt.mtu_len = bpf_ntohs(pkt.ip->tot_len);
+	if (dsr_candidate(&pkt) && dsr_parse(data_end, &pkt, &dp) >= 0) {
+		/* Decapsulation resizes the skb: tc does it. */
+		d.xlated = pkt.tuple;
+		decide_pass(&d, REASON_PASS_DSR);
+		goto out;
+	}
+	ip_len = bpf_ntohs(pkt.ip->tot_len);
+	pkt.mtu_len = ip_len;
 	lb_ingress(ctx, &pkt, ifindex, &d, 0);
 	xdp_defer(&pkt, &d);
 	xdp_check_csum(ctx, ifindex, &pkt, &d);
@@ -104,7 +114,12 @@ int xdp_lb(struct xdp_md *ctx)
 	case ACT_FORWARD:
 		xdp_rewrite_l3_l4(&pkt, &d);
 		xdp_decrease_ttl(pkt.ip);
-		xdp_set_macs(&pkt, &d);
+		if (!d.encap_daddr)
+			xdp_set_macs(&pkt, &d);
+		else if (xdp_dsr_encap(ctx, &d, &pkt.tuple, ip_len)) {
+			decide_rewrite_failed(&d, REASON_DROP_MALFORMED_L2);
+			break;
+		}
 		if (d.ifindex == ifindex)
 			ret = XDP_TX;
 		else
@@ -127,7 +142,8 @@ out:
  * Headers a tc program reads must be in the skb's linear part; pull them
  * in when a driver or GSO left them in fragments.
  */
-#define TC_PULL_LEN (sizeof(struct ethhdr) + 60 + sizeof(struct tcphdr))
+#define TC_PULL_LEN                                                            \
+	(sizeof(struct ethhdr) + DSR_ENCAP_LEN + 60 + sizeof(struct tcphdr))
 
 static __always_inline int tc_parse(struct __sk_buff *skb, struct packet *pkt)
 {
@@ -200,7 +216,10 @@ int tc_ingress(struct __sk_buff *skb)
 	struct packet pkt = {};
 	__u32 ifindex = skb->ifindex;
 	struct icmp_error ie = {}, *icmp = NULL;
+	struct flow_tuple *orig = &pkt.tuple, dsr_orig;
+	struct dsr_packet dp = {};
 	int ret = TC_ACT_OK;
+	__u16 ip_len = 0;
 	__u8 ttl;
 	int reason;
 
@@ -216,8 +235,23 @@ int tc_ingress(struct __sk_buff *skb)
 	} else if (reason) {
 		decide_unparsed(&d, reason, 0);
 		goto out;
+	} else if (dsr_candidate(&pkt) &&
+		   (reason = dsr_parse((void *)(long)skb->data_end, &pkt,
+				       &dp)) >= 0) {
+		d.xlated = pkt.tuple;
+		if (reason) {
+			decide_drop(&d, reason);
+			goto out;
+		}
+		/* Traced as the flow the client sent, as it arrives here. */
+		dsr_orig = dp.inner;
+		dsr_orig.daddr = dp.frontend_addr;
+		dsr_orig.dport = dp.frontend_port;
+		orig = &dsr_orig;
+		lb_dsr_decap(&dp, &d);
 	} else {
 		ttl = pkt.ip->ttl;
+		ip_len = bpf_ntohs(pkt.ip->tot_len);
 		pkt.mtu_len = tc_segment_len(skb, &pkt);
 		lb_ingress(skb, &pkt, ifindex, &d, 1);
 	}
@@ -232,6 +266,11 @@ int tc_ingress(struct __sk_buff *skb)
 		if (tc_rewrite(skb, &pkt, icmp, &d) ||
 		    tc_decrease_ttl(skb, &pkt, ttl)) {
 			decide_rewrite_failed(&d, REASON_DROP_MALFORMED_L4);
+			break;
+		}
+		if (d.encap_daddr &&
+		    tc_dsr_encap(skb, &d, &pkt.tuple, ip_len)) {
+			decide_rewrite_failed(&d, REASON_DROP_MALFORMED_L2);
 			break;
 		}
 		if (d.action == ACT_FORWARD) {
@@ -266,13 +305,17 @@ int tc_ingress(struct __sk_buff *skb)
 		}
 		ret = bpf_redirect(ifindex, 0);
 		break;
+	case ACT_DECAP:
+		if (tc_dsr_decap(skb, &dp))
+			decide_rewrite_failed(&d, REASON_DROP_DSR_MALFORMED);
+		break;
 	default:
 		break;
 	}
 out:
 	if (d.action == ACT_DROP)
 		ret = TC_ACT_SHOT;
-	account(ifindex, STAGE_TC_INGRESS, &pkt.tuple, &d, pkt.len);
+	account(ifindex, STAGE_TC_INGRESS, orig, &d, pkt.len);
 	return ret;
 }
 

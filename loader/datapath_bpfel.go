@@ -74,6 +74,7 @@ const (
 	datapathCtFlagsCT_F_SEEN_FIN datapathCtFlags = 2
 	datapathCtFlagsCT_F_SEEN_RST datapathCtFlags = 4
 	datapathCtFlagsCT_F_REPLIED  datapathCtFlags = 8
+	datapathCtFlagsCT_F_DSR      datapathCtFlags = 16
 )
 
 type datapathDeviceFlags uint32
@@ -117,6 +118,7 @@ const (
 	datapathFrontendFlagsFE_F_AFFINITY        datapathFrontendFlags = 4
 	datapathFrontendFlagsFE_F_NO_BACKEND_DROP datapathFrontendFlags = 8
 	datapathFrontendFlagsFE_F_MAGLEV          datapathFrontendFlags = 16
+	datapathFrontendFlagsFE_F_DSR             datapathFrontendFlags = 32
 )
 
 type datapathFrontendKey struct {
@@ -177,7 +179,13 @@ const (
 	datapathReasonREASON_ICMP_FRAG_NEEDED    datapathReason = 28
 	datapathReasonREASON_DROP_FRAG_NEEDED    datapathReason = 29
 	datapathReasonREASON_PASS_ICMP_ERROR     datapathReason = 30
-	datapathReasonREASON_MAX                 datapathReason = 31
+	datapathReasonREASON_FWD_DSR             datapathReason = 31
+	datapathReasonREASON_DSR_DECAP           datapathReason = 32
+	datapathReasonREASON_REPLY_DSR           datapathReason = 33
+	datapathReasonREASON_PASS_DSR            datapathReason = 34
+	datapathReasonREASON_DROP_DSR_MALFORMED  datapathReason = 35
+	datapathReasonREASON_DROP_DSR_NO_NODE    datapathReason = 36
+	datapathReasonREASON_MAX                 datapathReason = 37
 )
 
 type datapathReasonStats struct {

@@ -39,6 +39,12 @@ const (
 	ReasonICMPFragNeeded    = Reason(datapathReasonREASON_ICMP_FRAG_NEEDED)
 	ReasonDropFragNeeded    = Reason(datapathReasonREASON_DROP_FRAG_NEEDED)
 	ReasonPassICMPError     = Reason(datapathReasonREASON_PASS_ICMP_ERROR)
+	ReasonFwdDSR            = Reason(datapathReasonREASON_FWD_DSR)
+	ReasonDSRDecap          = Reason(datapathReasonREASON_DSR_DECAP)
+	ReasonReplyDSR          = Reason(datapathReasonREASON_REPLY_DSR)
+	ReasonPassDSR           = Reason(datapathReasonREASON_PASS_DSR)
+	ReasonDropDSRMalformed  = Reason(datapathReasonREASON_DROP_DSR_MALFORMED)
+	ReasonDropDSRNoNode     = Reason(datapathReasonREASON_DROP_DSR_NO_NODE)
 	reasonMax               = Reason(datapathReasonREASON_MAX)
 )
 
@@ -82,6 +88,12 @@ var reasonTable = [...]reasonInfo{
 	ReasonICMPFragNeeded:    {"icmp_frag_needed", VerdictRedirect},
 	ReasonDropFragNeeded:    {"drop_frag_needed", VerdictDrop},
 	ReasonPassICMPError:     {"pass_icmp_error", VerdictPass},
+	ReasonFwdDSR:            {"fwd_dsr", VerdictRedirect},
+	ReasonDSRDecap:          {"dsr_decap", VerdictPass},
+	ReasonReplyDSR:          {"reply_dsr", VerdictPass},
+	ReasonPassDSR:           {"pass_dsr", VerdictPass},
+	ReasonDropDSRMalformed:  {"drop_dsr_malformed", VerdictDrop},
+	ReasonDropDSRNoNode:     {"drop_dsr_no_node", VerdictDrop},
 }
 
 // Reasons lists every reason the datapath counts, in index order.

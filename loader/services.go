@@ -17,6 +17,7 @@ const (
 	frontendFlagAffinity             = uint16(datapathFrontendFlagsFE_F_AFFINITY)
 	frontendFlagNoBackendDrop        = uint16(datapathFrontendFlagsFE_F_NO_BACKEND_DROP)
 	frontendFlagMaglev               = uint16(datapathFrontendFlagsFE_F_MAGLEV)
+	frontendFlagDSR                  = uint16(datapathFrontendFlagsFE_F_DSR)
 	backendFlagLocal                 = uint8(datapathBackendFlagsBE_F_LOCAL)
 	backendFlagTerminating           = uint8(datapathBackendFlagsBE_F_TERMINATING)
 	maxBackendsPerService            = math.MaxUint16

@@ -172,7 +172,7 @@ func (d *Datapath) Apply(services []Service) error {
 
 func sameService(a, b Service) bool {
 	return a.Name == b.Name && a.Proto == b.Proto && a.L7 == b.L7 && a.ProxyListener == b.ProxyListener && a.Internal == b.Internal &&
-		a.AffinityTimeout == b.AffinityTimeout && a.NoBackendDrop == b.NoBackendDrop && a.Maglev == b.Maglev &&
+		a.AffinityTimeout == b.AffinityTimeout && a.NoBackendDrop == b.NoBackendDrop && a.Maglev == b.Maglev && a.DSR == b.DSR &&
 		slices.Equal(a.Frontends, b.Frontends) && slices.Equal(a.Backends, b.Backends) &&
 		slices.Equal(a.SourceRanges, b.SourceRanges)
 }
@@ -413,6 +413,9 @@ func (d *Datapath) claimService(svc Service) (*svcRecord, []error) {
 	}
 	if svc.NoBackendDrop {
 		rec.feVal.Flags |= frontendFlagNoBackendDrop
+	}
+	if svc.DSR && !svc.Internal {
+		rec.feVal.Flags |= frontendFlagDSR
 	}
 	if svc.Maglev {
 		rec.feVal.Flags |= frontendFlagMaglev

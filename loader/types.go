@@ -83,6 +83,12 @@ type Service struct {
 	// hash: every node picks the same backend for a flow, and a backend
 	// change moves about 1/N of the flows.
 	Maglev bool
+	// DSR reaches remote backends by direct server return: a client's
+	// packets go to the backend's node encapsulated (GENEVE), and that
+	// node's datapath sends the replies to the client itself, from the
+	// frontend. Backends behind a route without a gateway (on this node's
+	// link) are SNAT'd all the same. Socket frontends (Internal) ignore it.
+	DSR bool
 	// NoBackendDrop drops new flows while no backend is active instead of
 	// rejecting them (ICMP port unreachable): for a Local traffic policy
 	// on a node without local endpoints, as kube-proxy does.

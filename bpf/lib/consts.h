@@ -96,6 +96,9 @@ enum frontend_flags {
 	 * gets the same backend on every node, and a backend change moves
 	 * few flows */
 	FE_F_MAGLEV = 1 << 4,
+	/* direct server return: a remote backend gets the client's packets
+	 * encapsulated to its node, which answers the client itself */
+	FE_F_DSR = 1 << 5,
 };
 
 /* backend_value.flags */
@@ -110,6 +113,9 @@ enum ct_flags {
 	CT_F_SEEN_FIN = 1 << 1,
 	CT_F_SEEN_RST = 1 << 2,
 	CT_F_REPLIED = 1 << 3, /* reverse_nat only: the backend answered */
+	/* conntrack: forwarded by DSR, not SNAT'd; reverse_nat: the reply of
+	 * a local backend to a flow another node forwarded by DSR */
+	CT_F_DSR = 1 << 4,
 };
 
 /*
@@ -213,7 +219,19 @@ enum verdict {
 	/* too big for the route, DF clear: not fragmented here */             \
 	X(REASON_DROP_FRAG_NEEDED, VERDICT_DROP)                               \
 	/* an ICMP error XDP leaves to tc, which translates its flow's */      \
-	X(REASON_PASS_ICMP_ERROR, VERDICT_PASS)
+	X(REASON_PASS_ICMP_ERROR, VERDICT_PASS)                                \
+	/* DNAT, encapsulated to the remote backend's node (DSR) */            \
+	X(REASON_FWD_DSR, VERDICT_REDIRECT)                                    \
+	/* another node's DSR packet: decapsulated for the local backend */    \
+	X(REASON_DSR_DECAP, VERDICT_PASS)                                      \
+	/* a local backend's reply to a DSR flow: from the frontend, direct */ \
+	X(REASON_REPLY_DSR, VERDICT_PASS)                                      \
+	/* a DSR packet XDP leaves to tc, which decapsulates it */             \
+	X(REASON_PASS_DSR, VERDICT_PASS)                                       \
+	/* DSR encapsulation carrying no IPv4 TCP/UDP packet */                \
+	X(REASON_DROP_DSR_MALFORMED, VERDICT_DROP)                             \
+	/* DSR flow whose backend's route has no node to tunnel to */          \
+	X(REASON_DROP_DSR_NO_NODE, VERDICT_DROP)
 
 #define REASON_ENUM_ENTRY(name, verdict) name,
 enum reason {

@@ -21,6 +21,8 @@ enum action {
 			    */
 	ACT_REJECT,	   /* answer with ICMP port unreachable (tc) */
 	ACT_FRAG_NEEDED,   /* answer with ICMP fragmentation needed (tc) */
+	ACT_DECAP, /* strip a DSR encapsulation, pass the inner packet up (tc)
+		    */
 };
 
 struct decision {
@@ -34,7 +36,12 @@ struct decision {
 	__u8 smac[6];
 	__u8 dmac[6];
 	__u16 mtu; /* ACT_FRAG_NEEDED: the route's MTU */
-	__u16 pad;
+	/* DSR: a forward goes encapsulated from encap_saddr to encap_daddr
+	 * (the backend's node; 0: not encapsulated), UDP source port
+	 * encap_sport */
+	__be16 encap_sport;
+	__be32 encap_saddr;
+	__be32 encap_daddr;
 	struct flow_tuple xlated;
 	/* ICMP errors: the quoted packet as translated (xlated is the outer) */
 	struct flow_tuple inner_xlated;
@@ -101,6 +108,7 @@ static __always_inline int decision_left_to_tc(const struct decision *d)
 {
 	return d->reason == REASON_PASS_FIB ||
 	       d->reason == REASON_PASS_ICMP_ERROR ||
+	       d->reason == REASON_PASS_DSR ||
 	       d->reason == REASON_PASS_CSUM_PARTIAL ||
 	       d->reason == REASON_PASS_REJECT;
 }

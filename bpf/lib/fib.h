@@ -23,7 +23,8 @@
 #define FIB_FRAG_NEEDED (-2)
 
 /*
- * fib_forward fills d's egress device and MACs for sending xlated out.
+ * fib_forward fills d's egress device, next hop and MACs for sending xlated
+ * out.
  * With can_resolve (tc), a missing neighbour entry still forwards: the kernel
  * resolves it (bpf_redirect_neigh). Without (XDP), the packet is left to the
  * next hook untouched. A packet of check_len bytes (0: not checked) that
@@ -49,6 +50,7 @@ static __always_inline int fib_forward(void *ctx, __u32 ifindex, __u8 tos,
 	if (rc == BPF_FIB_LKUP_RET_SUCCESS) {
 		d->action = ACT_FORWARD;
 		d->ifindex = p.ifindex;
+		d->nexthop = p.ipv4_dst; /* the gateway, or xlated.daddr */
 		__builtin_memcpy(d->smac, p.smac, ETH_ALEN);
 		__builtin_memcpy(d->dmac, p.dmac, ETH_ALEN);
 		return 0;

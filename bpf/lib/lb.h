@@ -17,6 +17,7 @@
 #include "conntrack.h"
 #include "csum.h"
 #include "decision.h"
+#include "dsr.h"
 #include "fib.h"
 #include "hash.h"
 #include "maps.h"
@@ -107,7 +108,8 @@ static __always_inline int ct_backend(struct ct_entry *ct,
 			return -1;
 		be->addr = ct->backend_addr;
 		be->port = ct->backend_port;
-		be->flags = (ct->flags & CT_F_REMOTE) ? 0 : BE_F_LOCAL;
+		be->flags =
+		    (ct->flags & (CT_F_REMOTE | CT_F_DSR)) ? 0 : BE_F_LOCAL;
 		be->pad = 0;
 	}
 	if ((ct->flags & CT_F_REMOTE) &&
@@ -184,6 +186,52 @@ new_remote_flow(void *ctx, const struct packet *pkt, __u32 ifindex,
 	return 0;
 }
 
+/*
+ * dsr_forward routes a packet of a DSR flow to remote backend be: DNAT'd,
+ * then encapsulated to the route's gateway, the backend's node, from the
+ * egress device's address. The route's MTU must hold the encapsulation
+ * too; a client learns the smaller MTU from "fragmentation needed". Returns
+ * 0 with d ready to forward, 1 when the route has no gateway (no node to
+ * tunnel to: the backend is on the same link), and -1 when d says what
+ * else to do.
+ */
+static __always_inline int dsr_forward(void *ctx, const struct packet *pkt,
+				       __u32 ifindex,
+				       const struct backend_value *be,
+				       struct decision *d, int can_resolve)
+{
+	struct device_value *dev;
+	__u32 len = mtu_check_len(pkt);
+	int rc;
+
+	d->xlated.daddr = be->addr;
+	d->xlated.dport = be->port;
+	if (len) {
+		len += DSR_ENCAP_LEN;
+		if (len > 0xffff)
+			len = 0xffff;
+	}
+	rc = fib_forward(ctx, ifindex, pkt->ip->tos, len, d, can_resolve);
+	if (rc == FIB_FRAG_NEEDED && d->mtu > DSR_ENCAP_LEN)
+		d->mtu -= DSR_ENCAP_LEN;
+	if (rc) {
+		decide_unforwarded(pkt, d, rc);
+		return -1;
+	}
+	if (d->nexthop == be->addr)
+		return 1;
+	dev = bpf_map_lookup_elem(&devices, &d->ifindex);
+	if (!dev || !dev->addr) {
+		d->xlated = pkt->tuple;
+		decide_drop(d, REASON_DROP_NO_SNAT_ADDR);
+		return -1;
+	}
+	d->encap_saddr = dev->addr;
+	d->encap_daddr = d->nexthop;
+	d->encap_sport = dsr_source_port(flow_hash(&pkt->tuple, 0));
+	return 0;
+}
+
 /* A packet to a frontend: pick or keep its backend and translate. */
 static __always_inline void lb_frontend(void *ctx, const struct packet *pkt,
 					__u32 ifindex,
@@ -207,6 +255,17 @@ static __always_inline void lb_frontend(void *ctx, const struct packet *pkt,
 		ct_refresh(ct, pkt, &kept, now);
 		d->xlated.daddr = kept.addr;
 		d->xlated.dport = kept.port;
+		if (ct->flags & CT_F_DSR) {
+			rc = dsr_forward(ctx, pkt, ifindex, &kept, d,
+					 can_resolve);
+			if (rc > 0) {
+				d->xlated = pkt->tuple;
+				decide_drop(d, REASON_DROP_DSR_NO_NODE);
+			} else if (rc == 0) {
+				set_verdict_forward(d, ifindex, REASON_FWD_DSR);
+			}
+			return;
+		}
 		if (!(ct->flags & CT_F_REMOTE)) {
 			decide(d, ACT_NAT_PASS, VERDICT_PASS, REASON_FWD_LOCAL);
 			return;
@@ -266,6 +325,24 @@ static __always_inline void lb_frontend(void *ctx, const struct packet *pkt,
 		return;
 	}
 
+	if (fe->flags & FE_F_DSR) {
+		rc = dsr_forward(ctx, pkt, ifindex, be, d, can_resolve);
+		if (rc < 0)
+			return;
+		if (rc == 0) {
+			fresh.flags |= CT_F_DSR;
+			if (bpf_map_update_elem(&conntrack, &pkt->tuple, &fresh,
+						BPF_ANY)) {
+				d->xlated = pkt->tuple;
+				decide_drop(d, REASON_DROP_MAP_FULL);
+				return;
+			}
+			set_verdict_forward(d, ifindex, REASON_FWD_DSR);
+			return;
+		}
+		/* The backend shares a link with this node: SNAT it. */
+		d->xlated = pkt->tuple;
+	}
 	if (new_remote_flow(ctx, pkt, ifindex, be, &fresh, d, can_resolve, hash,
 			    now)) {
 		d->xlated = pkt->tuple;
@@ -383,6 +460,20 @@ static __always_inline void lb_ingress(void *ctx, const struct packet *pkt,
 	decide_ttl(d, pkt->ip->ttl);
 }
 
+/* The tuple of a packet's answer (or of the packet an ICMP error quotes). */
+static __always_inline void reversed(struct flow_tuple *out,
+				     const struct flow_tuple *t)
+{
+	out->saddr = t->daddr;
+	out->daddr = t->saddr;
+	out->sport = t->dport;
+	out->dport = t->sport;
+	out->proto = t->proto;
+	out->pad[0] = 0;
+	out->pad[1] = 0;
+	out->pad[2] = 0;
+}
+
 /* Decision for a packet leaving an external device: local backends' replies. */
 static __always_inline void lb_egress(const struct packet *pkt,
 				      struct decision *d)
@@ -402,21 +493,46 @@ static __always_inline void lb_egress(const struct packet *pkt,
 	trace_ids(rn, pkt->tuple.proto, d);
 	d->xlated.saddr = rn->frontend_addr;
 	d->xlated.sport = rn->frontend_port;
-	decide(d, ACT_NAT_PASS, VERDICT_PASS, REASON_REPLY_LOCAL);
+	decide(d, ACT_NAT_PASS, VERDICT_PASS,
+	       (rn->flags & CT_F_DSR) ? REASON_REPLY_DSR : REASON_REPLY_LOCAL);
 }
 
-/* The tuple a packet quoted in an ICMP error is answered with. */
-static __always_inline void reversed(struct flow_tuple *out,
-				     const struct flow_tuple *t)
+/*
+ * lb_dsr_decap decides for a DSR packet another node sent this one: the
+ * inner packet goes up to its local backend, and the backend's replies will
+ * leave with the frontend the client used as their source (lb_egress).
+ */
+static __always_inline void lb_dsr_decap(const struct dsr_packet *dp,
+					 struct decision *d)
 {
-	out->saddr = t->daddr;
-	out->daddr = t->saddr;
-	out->sport = t->dport;
-	out->dport = t->sport;
-	out->proto = t->proto;
-	out->pad[0] = 0;
-	out->pad[1] = 0;
-	out->pad[2] = 0;
+	struct flow_tuple client = {
+	    .saddr = dp->inner.saddr,
+	    .daddr = dp->frontend_addr,
+	    .sport = dp->inner.sport,
+	    .dport = dp->frontend_port,
+	    .proto = dp->inner.proto,
+	};
+	__u8 closing = ct_flags_from_tcp(dp->tcp_flags);
+	__u64 now = bpf_ktime_get_ns();
+	struct rev_nat_entry *old, rn;
+	struct flow_tuple key;
+
+	d->xlated = dp->inner;
+	reversed(&key, &dp->inner);
+	old = bpf_map_lookup_elem(&reverse_nat, &key);
+	if (old && (old->flags & CT_F_DSR) && rev_nat_same_flow(old, &client)) {
+		if (now - old->last_seen_ns >= CT_REFRESH_NS)
+			old->last_seen_ns = now;
+		if ((old->flags & closing) != closing)
+			old->flags |= closing;
+	} else {
+		rev_nat_fill(&rn, &client, now, CT_F_DSR | closing);
+		if (bpf_map_update_elem(&reverse_nat, &key, &rn, BPF_ANY)) {
+			decide_drop(d, REASON_DROP_MAP_FULL);
+			return;
+		}
+	}
+	decide(d, ACT_DECAP, VERDICT_PASS, REASON_DSR_DECAP);
 }
 
 /*
