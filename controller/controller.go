@@ -83,6 +83,9 @@ type Config struct {
 	// Maglev makes Maglev the backend selection of Services without a
 	// nodegress.io/lb-algorithm annotation.
 	Maglev bool
+	// DSR makes direct server return the forwarding to remote backends of
+	// Services without a nodegress.io/forwarding-mode annotation.
+	DSR bool
 	// L7, when set, turns on L7 ingress: Ingresses of nodegress's class
 	// configure L7.Proxy, and the L7 frontends are steered to it. Nil
 	// leaves Ingresses alone.
@@ -462,6 +465,7 @@ func (c *Controller) syncChanges(p pendingChanges) error {
 	node := NodeInfoFrom(c.cfg.NodeName, c.cfg.NodeIPs, nodeObj)
 	node.SocketLB = c.cfg.SocketLB
 	node.Maglev = c.cfg.Maglev
+	node.DSR = c.cfg.DSR
 	full := p.all || !c.applied || c.needFull || !slices.Equal(node.Addrs, c.node.Addrs) || node.Zone != c.node.Zone
 	c.metrics.setObjects("Service", int(c.svcCount.Load()))
 	c.metrics.setObjects("EndpointSlice", int(c.sliceCount.Load()))

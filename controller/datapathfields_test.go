@@ -234,6 +234,47 @@ func TestLBAlgorithm(t *testing.T) {
 	}
 }
 
+// TestForwardingMode: the nodegress.io/forwarding-mode annotation picks
+// DSR or SNAT per Service over the agent's default, for the external
+// service only (sockets reach backends directly); a bad value is reported
+// and the default kept.
+func TestForwardingMode(t *testing.T) {
+	annotated := func(v string) svcOpt {
+		return func(s *corev1.Service) { s.Annotations = map[string]string{AnnotationForwardingMode: v} }
+	}
+	tests := []struct {
+		name          string
+		defaultDSR    bool
+		opts          []svcOpt
+		want, wantErr bool
+	}{
+		{name: "default snat", want: false},
+		{name: "default dsr", defaultDSR: true, want: true},
+		{name: "annotated dsr", opts: []svcOpt{annotated("dsr")}, want: true},
+		{name: "annotated snat over a dsr default", defaultDSR: true, opts: []svcOpt{annotated(" snat ")}, want: false},
+		{name: "bad value keeps the default", defaultDSR: true, opts: []svcOpt{annotated("direct")}, want: true, wantErr: true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			node := NodeInfo{Name: "node-a", Addrs: []netip.Addr{addr("192.0.2.10")}, DSR: tc.defaultDSR, SocketLB: true}
+			svc := service("default", "web", corev1.ServiceTypeNodePort, append([]svcOpt{port("http", "", 80, 30080, intstr.FromInt(8080))}, tc.opts...)...)
+			got, errs := Translate(node, []*corev1.Service{svc}, nil)
+			var ae *AnnotationError
+			if tc.wantErr != (len(errs) == 1 && errors.As(errs[0], &ae)) {
+				t.Fatalf("errors %v", errs)
+			}
+			if len(got) != 2 {
+				t.Fatalf("got %+v, want the external and the internal service", got)
+			}
+			for _, s := range got {
+				if want := tc.want && !s.Internal; s.DSR != want {
+					t.Errorf("%s: DSR %t, want %t", s.Name, s.DSR, want)
+				}
+			}
+		})
+	}
+}
+
 // TestHeadlessLabel: EndpointSlices (and Services) labelled
 // service.kubernetes.io/headless or for another proxy are not seen, as
 // kube-proxy's informers do not see them: the Service has no endpoint.

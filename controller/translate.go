@@ -34,6 +34,9 @@ type NodeInfo struct {
 	// Maglev is the default backend selection of Services without a
 	// nodegress.io/lb-algorithm annotation (--lb-algorithm).
 	Maglev bool
+	// DSR is the default forwarding to remote backends of Services
+	// without a nodegress.io/forwarding-mode annotation (--forwarding-mode).
+	DSR bool
 }
 
 // NodeInfoFrom merges the addresses of the agent's devices with the
@@ -287,6 +290,10 @@ func translateService(node NodeInfo, svc *corev1.Service, svcSlices []*discovery
 	if err != nil {
 		t.items = append(t.items, translationItem{err: &ObjectError{Kind: "Service", Object: key, Err: err}})
 	}
+	dsr, err := serviceDSR(node, svc)
+	if err != nil {
+		t.items = append(t.items, translationItem{err: &ObjectError{Kind: "Service", Object: key, Err: err}})
+	}
 	var clusterIPs []netip.Addr
 	if node.SocketLB {
 		clusterIPs = serviceClusterIPs(svc)
@@ -324,6 +331,7 @@ func translateService(node NodeInfo, svc *corev1.Service, svcSlices []*discovery
 		p.svc.SourceRanges = sourceRanges
 		p.svc.AffinityTimeout = affinity
 		p.svc.Maglev = maglev
+		p.svc.DSR = dsr
 		add := func(a netip.Addr, port uint16) {
 			// Source ranges restrict the load balancer's IPs only, as in
 			// kube-proxy: NodePorts and externalIPs stay open.
@@ -445,6 +453,29 @@ func serviceMaglev(node NodeInfo, svc *corev1.Service) (bool, error) {
 		return false, nil
 	}
 	return node.Maglev, &AnnotationError{Annotation: AnnotationLBAlgorithm, Value: v, Err: errors.New(`want "maglev" or "hash"`)}
+}
+
+// AnnotationForwardingMode picks how a Service's remote backends are
+// reached: "snat" (the node translates the client's address to its own, and
+// replies return through it) or "dsr" (direct server return: the backend's
+// node answers the client itself).
+const AnnotationForwardingMode = AnnotationPrefix + "forwarding-mode"
+
+// serviceDSR tells whether svc's remote backends are reached by direct
+// server return: its annotation, else the agent's default. An invalid
+// annotation is reported and the default used.
+func serviceDSR(node NodeInfo, svc *corev1.Service) (bool, error) {
+	v, ok := svc.Annotations[AnnotationForwardingMode]
+	if !ok {
+		return node.DSR, nil
+	}
+	switch strings.TrimSpace(v) {
+	case "dsr":
+		return true, nil
+	case "snat":
+		return false, nil
+	}
+	return node.DSR, &AnnotationError{Annotation: AnnotationForwardingMode, Value: v, Err: errors.New(`want "dsr" or "snat"`)}
 }
 
 // defaultAffinityTimeout is the API's default of

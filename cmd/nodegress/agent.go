@@ -37,6 +37,7 @@ type agentFlags struct {
 	xdpMode          string
 	replaceKubeProxy bool
 	lbAlgorithm      string
+	forwardingMode   string
 	maglevTableSize  uint
 	maglevSeed       string
 	cgroupRoot       string
@@ -62,6 +63,7 @@ func runAgent(args []string) int {
 	fs.BoolVar(&f.replaceKubeProxy, "replace-kube-proxy", false, "serve every Service to in-cluster clients too (ClusterIPs, and NodePorts, externalIPs and load balancer IPs from pods and the node) with socket-level load balancing, so kube-proxy can be removed; off, ClusterIP traffic is left to kube-proxy")
 	fs.StringVar(&f.cgroupRoot, "cgroup-root", "", "cgroup2 directory whose processes the socket-level load balancer serves (default: /sys/fs/cgroup if it is cgroup2, else /sys/fs/cgroup/unified)")
 	fs.StringVar(&f.lbAlgorithm, "lb-algorithm", "hash", "backend selection of Services without a nodegress.io/lb-algorithm annotation: hash (per node) or maglev (every node picks the same backend for a flow; a backend change moves about 1/N of the flows)")
+	fs.StringVar(&f.forwardingMode, "forwarding-mode", "snat", "how remote backends of Services without a nodegress.io/forwarding-mode annotation are reached: snat (replies return through this node) or dsr (direct server return: the client's packets go GENEVE-encapsulated to the backend's node, which answers the client itself; needs routed pod CIDRs, 48 bytes of MTU and a network that lets nodes send from the Services' addresses)")
 	fs.UintVar(&f.maglevTableSize, "maglev-table-size", loader.DefaultMaglevTableSize, "entries of each Maglev table, a prime well above 100 times the backends of the largest service")
 	fs.StringVar(&f.maglevSeed, "maglev-seed", "", "seed of the Maglev tables and flow hash, the same on every node (default: derived from the UID of the default/kubernetes Service, the same cluster-wide; in standalone mode a fixed value)")
 	fs.StringVar(&f.xdpMode, "xdp-mode", string(loader.XDPAuto), "XDP attach mode: auto (native, else generic per device), native, generic or off (tc only)")
@@ -115,6 +117,9 @@ func agent(f agentFlags, log *slog.Logger) error {
 	if f.lbAlgorithm != "hash" && f.lbAlgorithm != "maglev" {
 		return fmt.Errorf("--lb-algorithm %q: want hash or maglev", f.lbAlgorithm)
 	}
+	if f.forwardingMode != "snat" && f.forwardingMode != "dsr" {
+		return fmt.Errorf("--forwarding-mode %q: want snat or dsr", f.forwardingMode)
+	}
 	if f.maglevTableSize > 1<<20 || !loader.IsPrime(uint32(f.maglevTableSize)) {
 		return fmt.Errorf("--maglev-table-size %d: want a prime up to %d", f.maglevTableSize, 1<<20)
 	}
@@ -167,6 +172,7 @@ func agent(f agentFlags, log *slog.Logger) error {
 		L7:                l7,
 		SocketLB:          f.replaceKubeProxy,
 		Maglev:            f.lbAlgorithm == "maglev",
+		DSR:               f.forwardingMode == "dsr",
 		UpdateStatus:      f.updateStatus,
 		ElectionNamespace: f.electionNamespace,
 		Logger:            log,

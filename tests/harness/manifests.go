@@ -2,9 +2,11 @@ package harness
 
 import (
 	"fmt"
+	"maps"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -146,7 +148,9 @@ type Service struct {
 	LoadBalancerSourceRanges []string
 	// AffinitySeconds > 0 sets sessionAffinity ClientIP with that timeout.
 	AffinitySeconds int
-	Endpoints       []Endpoint
+	// Annotations go to the Service's metadata.
+	Annotations map[string]string
+	Endpoints   []Endpoint
 }
 
 func (s Service) namespace() string {
@@ -172,11 +176,18 @@ kind: Service
 metadata:
   name: %s
   namespace: %s
-spec:
+`, s.Name, s.namespace())
+	if len(s.Annotations) > 0 {
+		b.WriteString("  annotations:\n")
+		for _, k := range slices.Sorted(maps.Keys(s.Annotations)) {
+			fmt.Fprintf(&b, "    %s: %q\n", k, s.Annotations[k])
+		}
+	}
+	fmt.Fprintf(&b, `spec:
   type: %s
   selector:
     app: %s
-`, s.Name, s.namespace(), typ, s.Name)
+`, typ, s.Name)
 	if s.ClusterIP.IsValid() {
 		fmt.Fprintf(&b, "  clusterIP: %s\n  clusterIPs:\n  - %s\n", s.ClusterIP, s.ClusterIP)
 	}
