@@ -81,6 +81,7 @@ func TestClusterSmoke(t *testing.T) {
 			c.expectNodePort(t, ip)
 		}
 		checkInCluster(t, c, true)
+		checkDSR(t, c)
 		c.down(t)
 		checkClean(t)
 	})

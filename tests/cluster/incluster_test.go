@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os/exec"
 	"strconv"
+	"slices"
 	"strings"
 	"testing"
 
@@ -82,9 +83,16 @@ echo nodeport=$(curl -sS -m 3 http://%s:%d/hostname)`, testNS, pod.Status.HostIP
 }
 
 // datapathForwarded is how many packets nodegress's datapath on node
-// forwarded to backends (local and remote), from `nodegress maps` in the
-// agent's pod: NodePort traffic must cross it, with or without kube-proxy.
+// forwarded to backends (local and remote): NodePort traffic must cross it,
+// with or without kube-proxy.
 func datapathForwarded(t *testing.T, c *cluster, node string) int {
+	t.Helper()
+	return datapathCounted(t, c, node, "fwd_local", "fwd_remote")
+}
+
+// datapathCounted is how many packets nodegress's datapath on node counted
+// under the reasons, from `nodegress maps` in the agent's pod.
+func datapathCounted(t *testing.T, c *cluster, node string, reasons ...string) int {
 	t.Helper()
 	pods, err := c.client.CoreV1().Pods("nodegress").List(context.Background(), metav1.ListOptions{FieldSelector: "spec.nodeName=" + node})
 	if err != nil || len(pods.Items) != 1 {
@@ -97,7 +105,7 @@ func datapathForwarded(t *testing.T, c *cluster, node string) int {
 	n := 0
 	for _, l := range strings.Split(out, "\n") {
 		f := strings.Fields(l)
-		if len(f) == 3 && (f[0] == "fwd_local" || f[0] == "fwd_remote") {
+		if len(f) == 3 && slices.Contains(reasons, f[0]) {
 			v, _ := strconv.Atoi(f[1])
 			n += v
 		}
