@@ -23,6 +23,7 @@
 #include "lib/reject.h"
 #include "lib/sock_lb.h"
 #include "lib/steer.h"
+#include "lib/tcp_ts.h"
 #include "lib/trace.h"
 
 char __license[] SEC("license") = "Dual BSD/GPL";
@@ -57,6 +58,21 @@ __attribute__((noinline)) int xdp_l4_csum_complete(struct xdp_md *ctx)
 	if ((void *)(ip + 1) > data_end || ip->ihl != 5)
 		return 0;
 	return l4_csum_complete(ip, ip + 1, data_end);
+}
+
+/* tcp_ts_scan for the packet of an XDP program and of a tc program. */
+__attribute__((noinline)) __u32 xdp_tcp_ts_field(struct xdp_md *ctx,
+						 __u32 l4_off)
+{
+	return tcp_ts_scan((void *)(long)ctx->data, (void *)(long)ctx->data_end,
+			   l4_off);
+}
+
+__attribute__((noinline)) __u32 tc_tcp_ts_field(struct __sk_buff *skb,
+						__u32 l4_off)
+{
+	return tcp_ts_scan((void *)(long)skb->data, (void *)(long)skb->data_end,
+			   l4_off);
 }
 
 /* Tells tc_ingress that it has nothing left to do for this packet. */
@@ -103,6 +119,8 @@ int xdp_lb(struct xdp_md *ctx)
 	}
 	ip_len = bpf_ntohs(pkt.ip->tot_len);
 	pkt.mtu_len = ip_len;
+	if (pkt.tuple.proto == IPPROTO_TCP)
+		pkt.ts_field = xdp_tcp_ts_field(ctx, pkt.l4_off);
 	lb_ingress(ctx, &pkt, ifindex, &d, 0);
 	xdp_defer(&pkt, &d);
 	xdp_check_csum(ctx, ifindex, &pkt, &d);
@@ -113,6 +131,7 @@ int xdp_lb(struct xdp_md *ctx)
 		break;
 	case ACT_FORWARD:
 		xdp_rewrite_l3_l4(&pkt, &d);
+		xdp_rewrite_ts(&pkt, &d);
 		xdp_decrease_ttl(pkt.ip);
 		if (!d.encap_daddr)
 			xdp_set_macs(&pkt, &d);
@@ -253,6 +272,8 @@ int tc_ingress(struct __sk_buff *skb)
 		ttl = pkt.ip->ttl;
 		ip_len = bpf_ntohs(pkt.ip->tot_len);
 		pkt.mtu_len = tc_segment_len(skb, &pkt);
+		if (pkt.tuple.proto == IPPROTO_TCP)
+			pkt.ts_field = tc_tcp_ts_field(skb, pkt.l4_off);
 		lb_ingress(skb, &pkt, ifindex, &d, 1);
 	}
 
@@ -264,6 +285,7 @@ int tc_ingress(struct __sk_buff *skb)
 	case ACT_FORWARD:
 	case ACT_FORWARD_NEIGH:
 		if (tc_rewrite(skb, &pkt, icmp, &d) ||
+		    tc_rewrite_ts(skb, &pkt, &d) ||
 		    tc_decrease_ttl(skb, &pkt, ttl)) {
 			decide_rewrite_failed(&d, REASON_DROP_MALFORMED_L4);
 			break;

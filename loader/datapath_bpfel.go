@@ -65,16 +65,21 @@ type datapathCtEntry struct {
 	NatPort     uint16
 	Flags       uint8
 	Pad         [3]uint8
+	TsOff       uint32
+	Pad2        uint32
 }
 
 type datapathCtFlags uint32
 
 const (
-	datapathCtFlagsCT_F_REMOTE   datapathCtFlags = 1
-	datapathCtFlagsCT_F_SEEN_FIN datapathCtFlags = 2
-	datapathCtFlagsCT_F_SEEN_RST datapathCtFlags = 4
-	datapathCtFlagsCT_F_REPLIED  datapathCtFlags = 8
-	datapathCtFlagsCT_F_DSR      datapathCtFlags = 16
+	datapathCtFlagsCT_F_REMOTE      datapathCtFlags = 1
+	datapathCtFlagsCT_F_SEEN_FIN    datapathCtFlags = 2
+	datapathCtFlagsCT_F_SEEN_RST    datapathCtFlags = 4
+	datapathCtFlagsCT_F_REPLIED     datapathCtFlags = 8
+	datapathCtFlagsCT_F_DSR         datapathCtFlags = 16
+	datapathCtFlagsCT_F_TS          datapathCtFlags = 32
+	datapathCtFlagsCT_F_FIN_CLIENT  datapathCtFlags = 64
+	datapathCtFlagsCT_F_FIN_BACKEND datapathCtFlags = 128
 )
 
 type datapathDeviceFlags uint32
@@ -203,6 +208,8 @@ type datapathRevNatEntry struct {
 	FrontendPort uint16
 	Flags        uint8
 	Pad          [3]uint8
+	TsOff        uint32
+	Pad2         uint32
 }
 
 type datapathServiceBackendKey struct {

@@ -44,6 +44,49 @@ type frame struct {
 	moreFragments   bool
 	fragOffset      uint16 // in 8-byte units
 	srcMAC, dstMAC  net.HardwareAddr
+	// ts, when set, adds a TCP timestamp option, in the layout Linux
+	// sends: after MSS and SACK-permitted on a SYN, after two NOPs on
+	// other segments.
+	ts *tcpTimestamps
+}
+
+// tcpTimestamps is a TCP timestamp option's TSval and TSecr.
+type tcpTimestamps struct{ val, ecr uint32 }
+
+func (ts tcpTimestamps) option() layers.TCPOption {
+	data := binary.BigEndian.AppendUint32(nil, ts.val)
+	return layers.TCPOption{OptionType: layers.TCPOptionKindTimestamps, OptionLength: 10,
+		OptionData: binary.BigEndian.AppendUint32(data, ts.ecr)}
+}
+
+func (f frame) tcpOptions() []layers.TCPOption {
+	if f.ts == nil {
+		return nil
+	}
+	nop := layers.TCPOption{OptionType: layers.TCPOptionKindNop, OptionLength: 1}
+	if f.flags&tcpSYN == 0 {
+		return []layers.TCPOption{nop, nop, f.ts.option()}
+	}
+	return []layers.TCPOption{
+		{OptionType: layers.TCPOptionKindMSS, OptionLength: 4, OptionData: []byte{0x05, 0xb4}},
+		{OptionType: layers.TCPOptionKindSACKPermitted, OptionLength: 2},
+		f.ts.option(),
+		nop,
+		{OptionType: layers.TCPOptionKindWindowScale, OptionLength: 3, OptionData: []byte{7}},
+	}
+}
+
+// timestampsOf returns the TCP timestamp option of a decoded frame.
+func timestampsOf(d decoded) (tcpTimestamps, bool) {
+	if d.tcp == nil {
+		return tcpTimestamps{}, false
+	}
+	for _, o := range d.tcp.Options {
+		if o.OptionType == layers.TCPOptionKindTimestamps && len(o.OptionData) == 8 {
+			return tcpTimestamps{binary.BigEndian.Uint32(o.OptionData), binary.BigEndian.Uint32(o.OptionData[4:])}, true
+		}
+	}
+	return tcpTimestamps{}, false
 }
 
 func tcpFrame(src, dst string, flags uint8) frame {
@@ -106,6 +149,7 @@ func (f frame) bytes(t testing.TB) []byte {
 	case TCP:
 		ip.Protocol = layers.IPProtocolTCP
 		tcp := &layers.TCP{
+			Options: f.tcpOptions(),
 			SrcPort: layers.TCPPort(f.src.Port()),
 			DstPort: layers.TCPPort(f.dst.Port()),
 			Seq:     1000,

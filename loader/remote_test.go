@@ -177,6 +177,7 @@ func checkRemoteForward(t *testing.T, h *harness, f frame, in, out []byte, svc u
 		ClientPort:   portToBE(f.src.Port()),
 		FrontendPort: portToBE(f.dst.Port()),
 		Flags:        rn.Flags | ctFlagRemote,
+		TsOff:        ct.TsOff,
 	}
 	if rn != want {
 		t.Errorf("reverse NAT entry %+v, want %+v", rn, want)

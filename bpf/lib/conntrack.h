@@ -72,6 +72,8 @@ static __always_inline void rev_nat_fill(struct rev_nat_entry *rn,
 	rn->pad[0] = 0;
 	rn->pad[1] = 0;
 	rn->pad[2] = 0;
+	rn->ts_off = 0;
+	rn->pad2 = 0;
 }
 
 static __always_inline int rev_nat_same_flow(const struct rev_nat_entry *rn,
@@ -118,15 +120,24 @@ static __always_inline int snat_port_is_frontend(__be32 addr, __be16 port,
 }
 
 /*
- * A port another flow held may go to a new flow once that flow is stale and,
- * if it ended with FINs, the backend's TIME_WAIT for the port is over.
+ * A port another flow held may go to a new flow (new_flags) once that flow
+ * is stale and, if it ended with FINs, the backend's TIME_WAIT for the port
+ * takes the new flow's SYN: at once when both flows' timestamps are
+ * translated and the old one closed both ways, else once it is surely over.
  */
-static __always_inline int
-snat_port_expired(__u64 now, const struct rev_nat_entry *old, __u8 proto)
+static __always_inline int snat_port_expired(__u64 now,
+					     const struct rev_nat_entry *old,
+					     __u8 proto, __u8 new_flags)
 {
+	const __u8 closed = CT_F_FIN_CLIENT | CT_F_FIN_BACKEND;
+
 	if (proto == IPPROTO_TCP && (old->flags & CT_F_SEEN_FIN) &&
-	    !(old->flags & CT_F_SEEN_RST))
+	    !(old->flags & CT_F_SEEN_RST)) {
+		if ((new_flags & CT_F_TS) && (old->flags & CT_F_TS) &&
+		    (old->flags & closed) == closed)
+			return now - old->last_seen_ns > SNAT_TS_REUSE_NS;
 		return now - old->last_seen_ns > SNAT_TIME_WAIT_NS;
+	}
 	return ct_is_stale(now, old->last_seen_ns, proto, old->flags);
 }
 
@@ -140,11 +151,10 @@ snat_port_expired(__u64 now, const struct rev_nat_entry *old, __u8 proto)
  * flow is stale but may still be in the backend's TIME_WAIT, which is better
  * than no connection.
  */
-static __always_inline int snat_alloc(const struct flow_tuple *client,
-				      const struct backend_value *be,
-				      __be32 nat_addr,
-				      const struct dp_config *cfg, __u32 hash,
-				      __u64 now, __be16 *port_out)
+static __always_inline int
+snat_alloc(const struct flow_tuple *client, const struct backend_value *be,
+	   __be32 nat_addr, const struct dp_config *cfg, __u32 hash, __u64 now,
+	   __u32 ts_off, __u8 ts_flag, __be16 *port_out)
 {
 	struct rev_nat_entry rn;
 	struct flow_tuple key;
@@ -156,7 +166,8 @@ static __always_inline int snat_alloc(const struct flow_tuple *client,
 	if (cfg->snat_port_max < cfg->snat_port_min || min == 0)
 		return -1;
 	range = (__u32)cfg->snat_port_max - min + 1;
-	rev_nat_fill(&rn, client, now, CT_F_REMOTE);
+	rev_nat_fill(&rn, client, now, CT_F_REMOTE | ts_flag);
+	rn.ts_off = ts_off;
 	reply_key(&key, be, nat_addr, 0, client->proto);
 
 	for (i = 0; i < SNAT_PORT_ATTEMPTS; i++) {
@@ -175,7 +186,7 @@ static __always_inline int snat_alloc(const struct flow_tuple *client,
 		if (!old)
 			continue;
 		if (rev_nat_same_flow(old, client) ||
-		    snat_port_expired(now, old, client->proto)) {
+		    snat_port_expired(now, old, client->proto, rn.flags)) {
 			if (!bpf_map_update_elem(&reverse_nat, &key, &rn,
 						 BPF_ANY))
 				goto done;

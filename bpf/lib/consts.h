@@ -57,16 +57,25 @@
  * SNAT port up quickly. */
 #define CT_UNREPLIED_NS (60ULL * 1000000000ULL)
 /*
- * A SNAT port whose flow ended with FINs goes to another client flow only
- * after the backend's TIME_WAIT for it (60s on Linux) is surely over. A SYN
- * from another client flow would meet that TIME_WAIT socket, and clients
- * draw TCP timestamp offsets per 4-tuple (Linux 6.18 does), so its
- * timestamp is as likely older as newer: the backend answers with an ACK,
- * the client resets and retries (milliseconds later, a second after a
- * second refusal). The same client flow coming back may take its port at once
- * (its timestamps keep rising), as may any flow when nothing better is free.
+ * A SNAT port whose flow ended with FINs but carried no translated
+ * timestamps goes to another client flow only after the backend's TIME_WAIT
+ * for it (60s on Linux) is surely over. A SYN from another client flow would
+ * meet that TIME_WAIT socket, and clients draw TCP timestamp offsets per
+ * 4-tuple (Linux 6.18 does), so its timestamp is as likely older as newer:
+ * the backend answers with an ACK, the client resets and retries
+ * (milliseconds later, a second after a second refusal). The same client
+ * flow coming back may take its port at once (its timestamps keep rising),
+ * as may any flow when nothing better is free.
  */
 #define SNAT_TIME_WAIT_NS (65ULL * 1000000000ULL)
+/*
+ * A port whose flow closed both ways with translated timestamps (tcp_ts.h)
+ * goes to a new flow with translated timestamps once it has been idle this
+ * long: the new SYN's timestamp is newer than any the old flow carried, so
+ * the backend's TIME_WAIT takes it over (RFC 6191). The wait covers the
+ * closing ACK's retransmissions and the old client's clock running ahead.
+ */
+#define SNAT_TS_REUSE_NS (2ULL * 1000000000ULL)
 /* last_seen is refreshed at most this often, to keep hot flows off the bus. */
 #define CT_REFRESH_NS (1000000000ULL)
 
@@ -116,6 +125,11 @@ enum ct_flags {
 	/* conntrack: forwarded by DSR, not SNAT'd; reverse_nat: the reply of
 	 * a local backend to a flow another node forwarded by DSR */
 	CT_F_DSR = 1 << 4,
+	/* remote TCP flow whose timestamps are translated by ts_off */
+	CT_F_TS = 1 << 5,
+	/* reverse_nat of a remote flow: the client's / the backend's FIN */
+	CT_F_FIN_CLIENT = 1 << 6,
+	CT_F_FIN_BACKEND = 1 << 7,
 };
 
 /*

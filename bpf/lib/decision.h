@@ -42,6 +42,10 @@ struct decision {
 	__be16 encap_sport;
 	__be32 encap_saddr;
 	__be32 encap_daddr;
+	/* TCP timestamp translation: ts_delta is added to the 32-bit field
+	 * ts_field bytes from the packet's start (0: none) */
+	__u32 ts_delta;
+	__u16 ts_field;
 	struct flow_tuple xlated;
 	/* ICMP errors: the quoted packet as translated (xlated is the outer) */
 	struct flow_tuple inner_xlated;

@@ -25,6 +25,7 @@
 #include "select.h"
 #include "source_ranges.h"
 #include "structs.h"
+#include "tcp_ts.h"
 
 /* The length fib_forward checks against the route's MTU, 0 for none. */
 static __always_inline __u16 mtu_check_len(const struct packet *pkt)
@@ -142,7 +143,23 @@ static __always_inline void ct_refresh(struct ct_entry *ct,
 	if (rn) {
 		rn->last_seen_ns = now;
 		rn->flags |= closing;
+		if (closing & CT_F_SEEN_FIN)
+			rn->flags |= CT_F_FIN_CLIENT;
 	}
+}
+
+/*
+ * ts_translate has a remote TCP flow's packet carry its timestamp field
+ * (TSval from the client, TSecr from the backend; echo says which) shifted
+ * by delta, if the segment has timestamps.
+ */
+static __always_inline void ts_translate(const struct packet *pkt, int echo,
+					 __u32 delta, struct decision *d)
+{
+	if (!pkt->ts_field)
+		return;
+	d->ts_field = pkt->l4_off + pkt->ts_field + (echo ? 4 : 0);
+	d->ts_delta = delta;
 }
 
 /*
@@ -154,8 +171,10 @@ new_remote_flow(void *ctx, const struct packet *pkt, __u32 ifindex,
 		const struct backend_value *be, struct ct_entry *ct,
 		struct decision *d, int can_resolve, __u32 hash, __u64 now)
 {
+	__u32 tsval, ts_off = 0;
 	struct device_value *dev;
 	struct dp_config *cfg;
+	__u8 ts_flag = 0;
 	__be16 port;
 	int rc;
 
@@ -172,15 +191,23 @@ new_remote_flow(void *ctx, const struct packet *pkt, __u32 ifindex,
 		decide_drop(d, REASON_DROP_NO_SNAT_ADDR);
 		return -1;
 	}
+	/* A TCP flow with timestamps gets its own offset (tcp_ts.h). */
+	if (pkt->ts_field && !tcp_ts_read(pkt, pkt->ts_field, &tsval)) {
+		ts_off = ts_clock_ms(now) - tsval;
+		ts_flag = CT_F_TS;
+	}
 	cfg = get_config();
-	if (!cfg ||
-	    snat_alloc(&pkt->tuple, be, dev->addr, cfg, hash, now, &port)) {
+	if (!cfg || snat_alloc(&pkt->tuple, be, dev->addr, cfg, hash, now,
+			       ts_off, ts_flag, &port)) {
 		decide_drop(d, REASON_DROP_SNAT_EXHAUSTED);
 		return -1;
 	}
-	ct->flags |= CT_F_REMOTE;
+	ct->flags |= CT_F_REMOTE | ts_flag;
+	ct->ts_off = ts_off;
 	ct->nat_addr = dev->addr;
 	ct->nat_port = port;
+	if (ts_flag)
+		ts_translate(pkt, 0, ts_off, d);
 	d->xlated.saddr = dev->addr;
 	d->xlated.sport = port;
 	return 0;
@@ -278,6 +305,8 @@ static __always_inline void lb_frontend(void *ctx, const struct packet *pkt,
 			decide_unforwarded(pkt, d, rc);
 			return;
 		}
+		if (ct->flags & CT_F_TS)
+			ts_translate(pkt, 0, ct->ts_off, d);
 		set_verdict_forward(d, ifindex, REASON_FWD_REMOTE);
 		return;
 	}
@@ -393,6 +422,8 @@ static __always_inline void lb_remote_reply(void *ctx, const struct packet *pkt,
 	if (now - rn->last_seen_ns >= CT_REFRESH_NS)
 		rn->last_seen_ns = now;
 	seen = ct_flags_from_tcp(pkt->tcp_flags) | CT_F_REPLIED;
+	if (seen & CT_F_SEEN_FIN)
+		seen |= CT_F_FIN_BACKEND;
 	if ((rn->flags & seen) != seen)
 		rn->flags |= seen;
 	d->xlated.saddr = rn->frontend_addr;
@@ -405,6 +436,8 @@ static __always_inline void lb_remote_reply(void *ctx, const struct packet *pkt,
 		decide_unforwarded(pkt, d, rc);
 		return;
 	}
+	if (rn->flags & CT_F_TS)
+		ts_translate(pkt, 1, -rn->ts_off, d);
 	set_verdict_forward(d, ifindex, REASON_REPLY_REMOTE);
 }
 

@@ -64,6 +64,21 @@ static __always_inline void xdp_rewrite_l3_l4(const struct packet *pkt,
 		*l4_csum = UDP_CSUM_MANGLED_0;
 }
 
+/* Adds d->ts_delta to the TCP timestamp field d->ts_field (tcp_ts.h). */
+static __always_inline void xdp_rewrite_ts(const struct packet *pkt,
+					   const struct decision *d)
+{
+	__u8 *p = (__u8 *)pkt->eth + (d->ts_field & 0xff);
+	__be32 from, to;
+
+	if (!d->ts_field || (void *)(p + 4) > pkt->data_end)
+		return;
+	__builtin_memcpy(&from, p, sizeof(from));
+	to = bpf_htonl(bpf_ntohl(from) + d->ts_delta);
+	csum_replace4(pkt->l4_csum, from, to);
+	__builtin_memcpy(p, &to, sizeof(to));
+}
+
 /* Like the kernel's ip_decrease_ttl: TTL is the high byte of its word. */
 static __always_inline void xdp_decrease_ttl(struct iphdr *ip)
 {
@@ -151,6 +166,25 @@ static __always_inline int tc_rewrite_l3_l4(struct __sk_buff *skb,
 			    l4_flags) ||
 	    tc_replace_port(skb, pkt, 2, pkt->tuple.dport, d->xlated.dport,
 			    l4_flags))
+		return -1;
+	return 0;
+}
+
+/* xdp_rewrite_ts for an skb; pkt's offsets only (pointers are stale). */
+static __always_inline int tc_rewrite_ts(struct __sk_buff *skb,
+					 const struct packet *pkt,
+					 const struct decision *d)
+{
+	__u32 csum_off = pkt->l4_off + offsetof(struct tcphdr, check);
+	__be32 from, to;
+
+	if (!d->ts_field)
+		return 0;
+	if (bpf_skb_load_bytes(skb, d->ts_field, &from, sizeof(from)))
+		return -1;
+	to = bpf_htonl(bpf_ntohl(from) + d->ts_delta);
+	if (bpf_l4_csum_replace(skb, csum_off, from, to, sizeof(to)) ||
+	    bpf_skb_store_bytes(skb, d->ts_field, &to, sizeof(to), 0))
 		return -1;
 	return 0;
 }

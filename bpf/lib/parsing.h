@@ -29,8 +29,12 @@ struct packet {
 	__u16 *l4_csum; /* TCP or UDP checksum field */
 	__u32 l3_off;	/* offset of the IPv4 header from the packet start */
 	__u32 l4_off;	/* offset of the TCP/UDP header */
+	void *data_end;
 	__u32 len;	/* bytes from the Ethernet header to data_end */
 	__u8 tcp_flags; /* byte 13 of the TCP header, 0 for UDP */
+	/* TCP: the offset of the timestamp option's TSval from the TCP
+	 * header (tcp_ts.h), 0 for none; set by the hook */
+	__u16 ts_field;
 	/* The IPv4 length of the packet, or of each segment of a GSO skb,
 	 * that forwarding checks against the route's MTU (0: none). */
 	__u16 mtu_len;
@@ -74,6 +78,7 @@ static __always_inline int parse_packet(void *data, void *data_end,
 	void *l4;
 
 	pkt->len = wire_len;
+	pkt->data_end = data_end;
 	if ((void *)(eth + 1) > data_end)
 		return REASON_DROP_MALFORMED_L2;
 	pkt->eth = eth;

@@ -117,6 +117,9 @@ struct ct_entry {
 	__be16 nat_port; /* SNAT source port for remote backends, else 0 */
 	__u8 flags;	 /* CT_F_* */
 	__u8 pad[3];
+	/* CT_F_TS: added to the client's TCP timestamps (tcp_ts.h) */
+	__u32 ts_off;
+	__u32 pad2;
 };
 
 /*
@@ -132,6 +135,9 @@ struct rev_nat_entry {
 	__be16 frontend_port;
 	__u8 flags; /* CT_F_* of the forward entry */
 	__u8 pad[3];
+	/* CT_F_TS: taken from the backend's timestamp echoes */
+	__u32 ts_off;
+	__u32 pad2;
 };
 
 /*

@@ -1,15 +1,19 @@
 package e2e
 
 import (
+	"context"
 	"crypto/rand"
 	"fmt"
 	"io"
 	"net"
 	"net/netip"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/nodegress/nodegress/loader"
 	"github.com/nodegress/nodegress/tests/harness"
 	"github.com/nodegress/nodegress/tests/netns"
 )
@@ -276,4 +280,92 @@ func TestSourcePortReuse(t *testing.T) {
 			t.Errorf("connection %d from port %d after the change answered by %s, want pod1b", i, srcPort, r.Pod)
 		}
 	}
+}
+
+// synRetransmits is the client namespace's count of retransmitted SYNs.
+func synRetransmits(t *testing.T, ns *netns.NS) int {
+	t.Helper()
+	out, err := ns.Exec("cat", "/proc/net/netstat")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(out, "\n")
+	for i := 0; i+1 < len(lines); i += 2 {
+		names, values := strings.Fields(lines[i]), strings.Fields(lines[i+1])
+		if len(names) == 0 || names[0] != "TcpExt:" || len(values) != len(names) {
+			continue
+		}
+		for j, n := range names {
+			if n == "TCPSynRetrans" {
+				v, err := strconv.Atoi(values[j])
+				if err != nil {
+					t.Fatal(err)
+				}
+				return v
+			}
+		}
+	}
+	t.Fatalf("no TcpExt TCPSynRetrans in /proc/net/netstat:\n%s", out)
+	return 0
+}
+
+// TestSNATPortReuse cycles new connections to one remote backend through
+// a range of 16 SNAT ports, three times over: the backend (a real Linux
+// stack) holds each closed connection in TIME_WAIT, and takes the next
+// client's SYN from the same port over it because the datapath gives every
+// flow timestamps that start at the node's clock. No SYN is lost or
+// refused. Without client timestamps the same path keeps closed ports for
+// the backend's whole TIME_WAIT, and the seventeenth connection finds none
+// (to another backend: ports are per backend).
+func TestSNATPortReuse(t *testing.T) {
+	tp := netns.TwoNodes(t, 1, 2)
+	svc := harness.Service{Name: "reuse-remote", Ports: []harness.Port{http80(30191)}, Endpoints: harness.Endpoints(tp.Pod("pod2a"))}
+	other := harness.Service{Name: "reuse-other", Ports: []harness.Port{http80(30192)}, Endpoints: harness.Endpoints(tp.Pod("pod2b"))}
+	c := newClusterWith(t, tp, harness.AgentConfig{Args: []string{"--snat-ports", "20000-20015"}}, []int{1, 2}, svc, other)
+	n1 := c.node(1)
+	addr := addrPort(n1.Addr, 30191)
+	c.waitServed(addr, 5*settle)
+	agent := c.agents[0]
+
+	// In any 2 s (the idle time before a port is reused) at most 11 of
+	// the 16 ports are taken, with waitServed's.
+	retrans, exhausted := synRetransmits(t, c.client()), counted(t, agent, loader.ReasonDropSNATExhausted)
+	const conns, pace = 48, 200 * time.Millisecond // a port comes back every 3.2 s
+	start := time.Now()
+	for i := range conns {
+		time.Sleep(time.Until(start.Add(time.Duration(i) * pace)))
+		r, err := c.get(addr)
+		if err != nil {
+			t.Fatalf("connection %d: %v", i, err)
+		}
+		if r.Pod != "pod2a" || r.Client != n1.Addr {
+			t.Fatalf("connection %d answered by %v, want pod2a seeing %s", i, r, n1.Addr)
+		}
+	}
+	if got := synRetransmits(t, c.client()) - retrans; got != 0 {
+		t.Errorf("%d SYNs retransmitted for %d connections through 16 ports", got, conns)
+	}
+	if got := counted(t, agent, loader.ReasonDropSNATExhausted); got != exhausted {
+		t.Errorf("%d SYNs found no SNAT port", got-exhausted)
+	}
+
+	t.Run("without client timestamps", func(t *testing.T) {
+		c := c.with(t)
+		addr := addrPort(n1.Addr, 30192)
+		tp.Client.MustSysctl("net.ipv4.tcp_timestamps", "0")
+		exhausted := counted(t, agent, loader.ReasonDropSNATExhausted)
+		for i := range 16 {
+			if _, err := c.get(addr); err != nil {
+				t.Fatalf("connection %d of 16 (one per port): %v", i, err)
+			}
+		}
+		ctx, cancel := context.WithTimeout(c.ctx, 500*time.Millisecond)
+		defer cancel()
+		if r, err := harness.HTTPGet(ctx, c.client(), addr); err == nil {
+			t.Errorf("a seventeenth connection was answered (%v) while every port's backend TIME_WAIT lasts", r)
+		}
+		if got := counted(t, agent, loader.ReasonDropSNATExhausted); got == exhausted {
+			t.Errorf("no SYN counted under %s", loader.ReasonDropSNATExhausted)
+		}
+	})
 }
