@@ -327,6 +327,14 @@ int tc_ingress(struct __sk_buff *skb)
 		}
 		ret = bpf_redirect(ifindex, 0);
 		break;
+	case ACT_REDIRECT_PEER:
+		if (tc_rewrite(skb, &pkt, icmp, &d) ||
+		    tc_decrease_ttl(skb, &pkt, ttl) || tc_set_macs(skb, &d)) {
+			decide_rewrite_failed(&d, REASON_DROP_MALFORMED_L4);
+			break;
+		}
+		ret = bpf_redirect_peer(d.ifindex, 0);
+		break;
 	case ACT_DECAP:
 		if (tc_dsr_decap(skb, &dp))
 			decide_rewrite_failed(&d, REASON_DROP_DSR_MALFORMED);

@@ -65,7 +65,13 @@ type Config struct {
 	// the same backend for a flow.
 	MaglevTableSize uint32
 	MaglevSeed      uint32
-	Logger          *slog.Logger
+	// PodRedirect has tc hand packets for local pods straight to the
+	// pod's end of its veth (or netkit) pair, skipping the host's routing
+	// and netfilter. Replies still cross them: rules that drop
+	// conntrack-INVALID packets (kube-proxy's) drop the pod's first
+	// answer, whose request they never saw.
+	PodRedirect bool
+	Logger      *slog.Logger
 }
 
 // DefaultBPFFS is where the agent pins its state unless told otherwise.
@@ -100,6 +106,8 @@ type Datapath struct {
 	listeners map[string]int
 	steered   map[uint32]string
 	lastL7    map[uint32]string
+	// stopPeers ends the watch that keeps peer_devices current.
+	stopPeers func()
 }
 
 // Open loads the programs, re-uses pinned maps from an earlier run (so
@@ -147,7 +155,7 @@ func Open(cfg Config) (*Datapath, error) {
 		steered:   map[uint32]string{},
 	}
 	d.syncL7 = d.syncProxyListeners
-	for _, step := range []func() error{d.load, d.configure, d.recoverState, d.attachAll, d.attachSteering, d.attachSocketLB, d.finishMigrations} {
+	for _, step := range []func() error{d.load, d.configure, d.recoverState, d.watchPeerDevices, d.attachAll, d.attachSteering, d.attachSocketLB, d.finishMigrations} {
 		if err := step(); err != nil {
 			d.Close()
 			return nil, err
@@ -227,6 +235,10 @@ func (d *Datapath) configure() error {
 	cfg.SnatPortMin = d.cfg.SNATPortMin
 	cfg.SnatPortMax = d.cfg.SNATPortMax
 	cfg.Flags &^= cfgFlagTrace
+	cfg.Flags &^= cfgFlagPodRedirect
+	if d.cfg.PodRedirect {
+		cfg.Flags |= cfgFlagPodRedirect
+	}
 	if err := d.objs.Config.Update(uint32(0), &cfg, ebpf.UpdateAny); err != nil {
 		return fmt.Errorf("write datapath config: %w", err)
 	}
@@ -234,7 +246,10 @@ func (d *Datapath) configure() error {
 }
 
 // Flags of datapathDpConfig, as CFG_F_* in bpf/lib/consts.h.
-const cfgFlagTrace = uint32(datapathConfigFlagsCFG_F_TRACE)
+const (
+	cfgFlagTrace       = uint32(datapathConfigFlagsCFG_F_TRACE)
+	cfgFlagPodRedirect = uint32(datapathConfigFlagsCFG_F_POD_REDIRECT)
+)
 
 // Close releases this process's handles. Pinned maps and links stay, so the
 // datapath keeps forwarding until Cleanup.
@@ -255,6 +270,10 @@ func (d *Datapath) Close() error {
 	}
 	d.migrations = nil
 	d.mu.Unlock()
+	if d.stopPeers != nil {
+		d.stopPeers()
+		d.stopPeers = nil
+	}
 	d.netlink.Close()
 	return d.objs.Close()
 }

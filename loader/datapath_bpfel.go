@@ -50,7 +50,8 @@ type datapathBackendValue struct {
 type datapathConfigFlags uint32
 
 const (
-	datapathConfigFlagsCFG_F_TRACE datapathConfigFlags = 1
+	datapathConfigFlagsCFG_F_TRACE        datapathConfigFlags = 1
+	datapathConfigFlagsCFG_F_POD_REDIRECT datapathConfigFlags = 2
 )
 
 type datapathCtEntry struct {
@@ -190,7 +191,8 @@ const (
 	datapathReasonREASON_PASS_DSR            datapathReason = 34
 	datapathReasonREASON_DROP_DSR_MALFORMED  datapathReason = 35
 	datapathReasonREASON_DROP_DSR_NO_NODE    datapathReason = 36
-	datapathReasonREASON_MAX                 datapathReason = 37
+	datapathReasonREASON_FWD_LOCAL_PEER      datapathReason = 37
+	datapathReasonREASON_MAX                 datapathReason = 38
 )
 
 type datapathReasonStats struct {
@@ -286,6 +288,7 @@ const (
 	datapathMapEvents              = "events"
 	datapathMapFrontends           = "frontends"
 	datapathMapMaglevTables        = "maglev_tables"
+	datapathMapPeerDevices         = "peer_devices"
 	datapathMapProxySockets        = "proxy_sockets"
 	datapathMapReverseNat          = "reverse_nat"
 	datapathMapServiceBackends     = "service_backends"
@@ -378,6 +381,7 @@ type datapathMapSpecs struct {
 	Events          *ebpf.MapSpec `ebpf:"events"`
 	Frontends       *ebpf.MapSpec `ebpf:"frontends"`
 	MaglevTables    *ebpf.MapSpec `ebpf:"maglev_tables"`
+	PeerDevices     *ebpf.MapSpec `ebpf:"peer_devices"`
 	ProxySockets    *ebpf.MapSpec `ebpf:"proxy_sockets"`
 	ReverseNat      *ebpf.MapSpec `ebpf:"reverse_nat"`
 	ServiceBackends *ebpf.MapSpec `ebpf:"service_backends"`
@@ -432,6 +436,7 @@ type datapathMaps struct {
 	Events          *ebpf.Map `ebpf:"events"`
 	Frontends       *ebpf.Map `ebpf:"frontends"`
 	MaglevTables    *ebpf.Map `ebpf:"maglev_tables"`
+	PeerDevices     *ebpf.Map `ebpf:"peer_devices"`
 	ProxySockets    *ebpf.Map `ebpf:"proxy_sockets"`
 	ReverseNat      *ebpf.Map `ebpf:"reverse_nat"`
 	ServiceBackends *ebpf.Map `ebpf:"service_backends"`
@@ -451,6 +456,7 @@ func (m *datapathMaps) Close() error {
 		m.Events,
 		m.Frontends,
 		m.MaglevTables,
+		m.PeerDevices,
 		m.ProxySockets,
 		m.ReverseNat,
 		m.ServiceBackends,

@@ -45,6 +45,7 @@ const (
 	ReasonPassDSR           = Reason(datapathReasonREASON_PASS_DSR)
 	ReasonDropDSRMalformed  = Reason(datapathReasonREASON_DROP_DSR_MALFORMED)
 	ReasonDropDSRNoNode     = Reason(datapathReasonREASON_DROP_DSR_NO_NODE)
+	ReasonFwdLocalPeer      = Reason(datapathReasonREASON_FWD_LOCAL_PEER)
 	reasonMax               = Reason(datapathReasonREASON_MAX)
 )
 
@@ -94,6 +95,7 @@ var reasonTable = [...]reasonInfo{
 	ReasonPassDSR:           {"pass_dsr", VerdictPass},
 	ReasonDropDSRMalformed:  {"drop_dsr_malformed", VerdictDrop},
 	ReasonDropDSRNoNode:     {"drop_dsr_no_node", VerdictDrop},
+	ReasonFwdLocalPeer:      {"fwd_local_peer", VerdictRedirect},
 }
 
 // Reasons lists every reason the datapath counts, in index order.

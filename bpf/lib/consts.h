@@ -36,6 +36,9 @@
 #ifndef MAX_DEVICES
 #define MAX_DEVICES 64
 #endif
+#ifndef MAX_PEER_DEVICES
+#define MAX_PEER_DEVICES 16384
+#endif
 #ifndef MAX_PROXY_SOCKETS
 #define MAX_PROXY_SOCKETS 64
 #endif
@@ -148,6 +151,8 @@ enum device_flags {
 /* dp_config.flags */
 enum config_flags {
 	CFG_F_TRACE = 1 << 0, /* emit one ringbuf event per decision */
+	/* tc hands packets for local pods to the pod's veth peer */
+	CFG_F_POD_REDIRECT = 1 << 1,
 };
 
 /* trace_event.stage */
@@ -245,7 +250,9 @@ enum verdict {
 	/* DSR encapsulation carrying no IPv4 TCP/UDP packet */                \
 	X(REASON_DROP_DSR_MALFORMED, VERDICT_DROP)                             \
 	/* DSR flow whose backend's route has no node to tunnel to */          \
-	X(REASON_DROP_DSR_NO_NODE, VERDICT_DROP)
+	X(REASON_DROP_DSR_NO_NODE, VERDICT_DROP)                               \
+	/* DNAT, handed straight into the local pod (tc, bpf_redirect_peer) */ \
+	X(REASON_FWD_LOCAL_PEER, VERDICT_REDIRECT)
 
 #define REASON_ENUM_ENTRY(name, verdict) name,
 enum reason {

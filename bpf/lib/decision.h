@@ -21,8 +21,8 @@ enum action {
 			    */
 	ACT_REJECT,	   /* answer with ICMP port unreachable (tc) */
 	ACT_FRAG_NEEDED,   /* answer with ICMP fragmentation needed (tc) */
-	ACT_DECAP, /* strip a DSR encapsulation, pass the inner packet up (tc)
-		    */
+	ACT_DECAP, /* strip DSR's encapsulation, pass the rest up (tc) */
+	ACT_REDIRECT_PEER, /* rewrite, set MACs, into ifindex's peer (tc) */
 };
 
 struct decision {
@@ -102,7 +102,8 @@ static __always_inline void decide_unparsed(struct decision *d, __u16 reason,
 /* A forward that would leave with TTL <= 1 is dropped instead. */
 static __always_inline void decide_ttl(struct decision *d, __u8 ttl)
 {
-	if ((d->action == ACT_FORWARD || d->action == ACT_FORWARD_NEIGH) &&
+	if ((d->action == ACT_FORWARD || d->action == ACT_FORWARD_NEIGH ||
+	     d->action == ACT_REDIRECT_PEER) &&
 	    ttl <= 1)
 		decide_drop(d, REASON_DROP_TTL_EXCEEDED);
 }

@@ -214,6 +214,34 @@ new_remote_flow(void *ctx, const struct packet *pkt, __u32 ifindex,
 }
 
 /*
+ * local_deliver sends a packet to local backend be: DNAT'd and passed up
+ * to the kernel, which routes it to the pod; or, in tc with
+ * CFG_F_POD_REDIRECT, handed straight to the pod when the route to it
+ * leaves through the host end of a veth pair the agent registered: the
+ * host's routing and netfilter are skipped.
+ */
+static __always_inline void local_deliver(void *ctx, const struct packet *pkt,
+					  __u32 ifindex,
+					  const struct backend_value *be,
+					  struct decision *d, int in_tc)
+{
+	struct dp_config *cfg;
+
+	d->xlated.daddr = be->addr;
+	d->xlated.dport = be->port;
+	cfg = get_config();
+	if (in_tc && cfg && (cfg->flags & CFG_F_POD_REDIRECT) &&
+	    !fib_forward(ctx, ifindex, pkt->ip->tos, 0, d, 0) &&
+	    d->ifindex != ifindex &&
+	    bpf_map_lookup_elem(&peer_devices, &d->ifindex)) {
+		decide(d, ACT_REDIRECT_PEER, VERDICT_REDIRECT,
+		       REASON_FWD_LOCAL_PEER);
+		return;
+	}
+	decide(d, ACT_NAT_PASS, VERDICT_PASS, REASON_FWD_LOCAL);
+}
+
+/*
  * dsr_forward routes a packet of a DSR flow to remote backend be: DNAT'd,
  * then encapsulated to the route's gateway, the backend's node, from the
  * egress device's address. The route's MTU must hold the encapsulation
@@ -294,7 +322,7 @@ static __always_inline void lb_frontend(void *ctx, const struct packet *pkt,
 			return;
 		}
 		if (!(ct->flags & CT_F_REMOTE)) {
-			decide(d, ACT_NAT_PASS, VERDICT_PASS, REASON_FWD_LOCAL);
+			local_deliver(ctx, pkt, ifindex, &kept, d, can_resolve);
 			return;
 		}
 		d->xlated.saddr = ct->nat_addr;
@@ -348,9 +376,7 @@ static __always_inline void lb_frontend(void *ctx, const struct packet *pkt,
 			decide_drop(d, REASON_DROP_MAP_FULL);
 			return;
 		}
-		d->xlated.daddr = be->addr;
-		d->xlated.dport = be->port;
-		decide(d, ACT_NAT_PASS, VERDICT_PASS, REASON_FWD_LOCAL);
+		local_deliver(ctx, pkt, ifindex, be, d, can_resolve);
 		return;
 	}
 

@@ -152,6 +152,19 @@ struct {
 } events SEC(".maps");
 
 /*
+ * The host-side ends of pods' veth (or netkit) pairs, by ifindex, as the
+ * agent sees them come and go: a packet routed out of one may be handed
+ * straight to its peer inside the pod (bpf_redirect_peer).
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_PEER_DEVICES);
+	__type(key, __u32); /* ifindex */
+	__type(value, __u8);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} peer_devices SEC(".maps");
+
+/*
  * The local L7 proxy's listening sockets, keyed by the service id of the L7
  * frontends they serve. A socket leaves the map by itself when it closes.
  */

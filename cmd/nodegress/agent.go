@@ -38,6 +38,7 @@ type agentFlags struct {
 	replaceKubeProxy bool
 	lbAlgorithm      string
 	forwardingMode   string
+	podRedirect      string
 	maglevTableSize  uint
 	maglevSeed       string
 	cgroupRoot       string
@@ -64,6 +65,7 @@ func runAgent(args []string) int {
 	fs.StringVar(&f.cgroupRoot, "cgroup-root", "", "cgroup2 directory whose processes the socket-level load balancer serves (default: /sys/fs/cgroup if it is cgroup2, else /sys/fs/cgroup/unified)")
 	fs.StringVar(&f.lbAlgorithm, "lb-algorithm", "hash", "backend selection of Services without a nodegress.io/lb-algorithm annotation: hash (per node) or maglev (every node picks the same backend for a flow; a backend change moves about 1/N of the flows)")
 	fs.StringVar(&f.forwardingMode, "forwarding-mode", "snat", "how remote backends of Services without a nodegress.io/forwarding-mode annotation are reached: snat (replies return through this node) or dsr (direct server return: the client's packets go GENEVE-encapsulated to the backend's node, which answers the client itself; needs routed pod CIDRs, 48 bytes of MTU and a network that lets nodes send from the Services' addresses)")
+	fs.StringVar(&f.podRedirect, "pod-redirect", "auto", "hand packets for pods on this node straight into the pod (tc bpf_redirect_peer to the pod's veth or netkit peer), skipping the host's routing and netfilter: on, off, or auto (on with --replace-kube-proxy; kube-proxy's rules drop a pod's first reply to a request they never saw)")
 	fs.UintVar(&f.maglevTableSize, "maglev-table-size", loader.DefaultMaglevTableSize, "entries of each Maglev table, a prime well above 100 times the backends of the largest service")
 	fs.StringVar(&f.maglevSeed, "maglev-seed", "", "seed of the Maglev tables and flow hash, the same on every node (default: derived from the UID of the default/kubernetes Service, the same cluster-wide; in standalone mode a fixed value)")
 	fs.StringVar(&f.xdpMode, "xdp-mode", string(loader.XDPAuto), "XDP attach mode: auto (native, else generic per device), native, generic or off (tc only)")
@@ -120,6 +122,10 @@ func agent(f agentFlags, log *slog.Logger) error {
 	if f.forwardingMode != "snat" && f.forwardingMode != "dsr" {
 		return fmt.Errorf("--forwarding-mode %q: want snat or dsr", f.forwardingMode)
 	}
+	podRedirect, err := parsePodRedirect(f.podRedirect, f.replaceKubeProxy)
+	if err != nil {
+		return err
+	}
 	if f.maglevTableSize > 1<<20 || !loader.IsPrime(uint32(f.maglevTableSize)) {
 		return fmt.Errorf("--maglev-table-size %d: want a prime up to %d", f.maglevTableSize, 1<<20)
 	}
@@ -138,6 +144,7 @@ func agent(f agentFlags, log *slog.Logger) error {
 		CgroupRoot:      f.cgroupRoot,
 		MaglevTableSize: uint32(f.maglevTableSize),
 		MaglevSeed:      seed,
+		PodRedirect:     podRedirect,
 		Logger:          log,
 	})
 	if err != nil {
@@ -320,4 +327,19 @@ func kubeClient(f agentFlags) (kubernetes.Interface, error) {
 		return nil, fmt.Errorf("api server client: %w", err)
 	}
 	return client, nil
+}
+
+// parsePodRedirect resolves --pod-redirect: auto means on when nodegress
+// replaces kube-proxy, whose rules would otherwise drop pods' first
+// replies as conntrack-INVALID.
+func parsePodRedirect(v string, replaceKubeProxy bool) (bool, error) {
+	switch v {
+	case "on":
+		return true, nil
+	case "off":
+		return false, nil
+	case "auto":
+		return replaceKubeProxy, nil
+	}
+	return false, fmt.Errorf("--pod-redirect %q: want auto, on or off", v)
 }

@@ -302,4 +302,12 @@ func (n *Node) addPod(t testing.TB, tp *Topology, i int) {
 	n.Pods = append(n.Pods, p)
 }
 
+// AddPod adds a pod to node n of tp after the topology was built, as a
+// pod scheduled later: the next letter.
+func (tp *Topology) AddPod(t testing.TB, n *Node) *Pod {
+	t.Helper()
+	n.addPod(t, tp, len(n.Pods))
+	return n.Pods[len(n.Pods)-1]
+}
+
 func prefixOf(a netip.Addr, bits int) string { return netip.PrefixFrom(a, bits).String() }
