@@ -6,7 +6,7 @@
 #     kube-scheduler) in its own network namespace;
 #   - NODES nodes, each a network namespace with its own mount namespace
 #     and cgroup subtree, running a real kubelet with its own containerd
-#     (runc, CNI bridge/host-local/loopback) and, when KUBE_PROXY=on,
+#     (runc, CNI ptp/host-local/loopback) and, when KUBE_PROXY=on,
 #     kube-proxy;
 #   - with DNS=on, CoreDNS as the cluster DNS (Service kube-system/kube-dns
 #     at a fixed ClusterIP, answering cluster.local only, no forwarding);
@@ -380,6 +380,9 @@ setup_network() {
 			[ "$i" = "$j" ] && continue
 			ip -n "$P-node$i" route add "$(pod_cidr "$j")" via "$(node_ip "$j")"
 		done
+		# A node routes each of its own pods through the pod's veth
+		# (CNI ptp); the rest of its range goes nowhere.
+		ip -n "$P-node$j" route add unreachable "$(pod_cidr "$j")"
 	done
 }
 
@@ -536,11 +539,8 @@ EOF
   "name": "nodegress-cluster",
   "plugins": [
     {
-      "type": "bridge",
-      "bridge": "cni0",
-      "isGateway": true,
+      "type": "ptp",
       "ipMasq": false,
-      "hairpinMode": true,
       "ipam": {
         "type": "host-local",
         "ranges": [[{"subnet": "$(pod_cidr "$i")"}]],

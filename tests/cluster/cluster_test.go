@@ -77,8 +77,14 @@ func TestClusterSmoke(t *testing.T) {
 		checkAgents(t, c)
 		deployWeb(t, c)
 		checkEndpointSlices(t, c)
+		redirected := datapathCounted(t, c, c.nodes[0], "fwd_local_peer")
 		for _, ip := range c.nodeIPs {
 			c.expectNodePort(t, ip)
+		}
+		// Replacing kube-proxy, the agents hand local pods their packets
+		// at tc (--pod-redirect auto).
+		if after := datapathCounted(t, c, c.nodes[0], "fwd_local_peer"); after <= redirected {
+			t.Errorf("%s handed no packet straight to its pod (fwd_local_peer %d, then %d)", c.nodes[0], redirected, after)
 		}
 		checkInCluster(t, c, true)
 		checkDSR(t, c)
@@ -96,6 +102,10 @@ func TestClusterSmoke(t *testing.T) {
 		c.expectNodePort(t, c.nodeIPs[0])
 		if after := datapathForwarded(t, c, c.nodes[0]); after <= before {
 			t.Errorf("NodePort traffic did not cross nodegress's datapath on %s (forwarded %d, then %d)", c.nodes[0], before, after)
+		}
+		// Beside kube-proxy, local pods are reached through the host.
+		if n := datapathCounted(t, c, c.nodes[0], "fwd_local_peer"); n != 0 {
+			t.Errorf("%s handed %d packets straight to pods beside kube-proxy", c.nodes[0], n)
 		}
 		checkInCluster(t, c, false)
 		c.down(t)
