@@ -8,7 +8,9 @@
 #                   (e.g. BENCH_FILTER=http1, BENCH_FILTER='h2/(nginx|nodegress)').
 #                   L4: keepalive-local, keepalive-remote, newconn-local,
 #                   newconn-remote, udp-local, udp-remote, affinity-remote,
-#                   maglev-remote (nodegress only), firstpacket1,
+#                   maglev-remote (nodegress only), fixednc{1k,5k,10k}-remote,
+#                   dsr-{keepalive,newconn,connect}-remote,
+#                   dsr-fixednc{1k,5k,10k}-remote, firstpacket1,
 #                   firstpacket1k, epchange, scale10k × routing, iptables,
 #                   nftables, nodegress (e.g. BENCH_FILTER='keepalive-remote/')
 #   BENCH_DURATION  one measurement (default 10s for L7, 3s for L4)

@@ -62,6 +62,27 @@ func l4Metrics() []l4Metric {
 		l4Metric{key: "maglev-remote/vsbase", title: "Maglev ÷ default hash, new connections/s (same phase), other node",
 			format: fmtRatio, relative: true},
 	)
+	// SNAT ports under load, and direct server return.
+	for _, rate := range []struct{ key, title string }{{"1k", "1,000"}, {"5k", "5,000"}, {"10k", "10,000"}} {
+		ms = append(ms, l4Metric{key: "fixednc" + rate.key + "-remote/synretrans",
+			title: "SYNs retransmitted per 1,000 new connections at a fixed " + rate.title + "/s to one backend, other node", lowerBetter: true,
+			format: fmtCount, also: "fixednc" + rate.key + "-remote/p99", alsoLabel: "p99", alsoFormat: fmtLatency})
+	}
+	ms = append(ms,
+		l4Metric{key: "dsr-newconn-remote/rate", title: "new TCP connections/s, other node, nodegress by DSR (kube-proxy: SNAT)",
+			format: fmtRate, also: "dsr-newconn-remote/synretrans", alsoLabel: "SYN retransmits/1k", alsoFormat: fmtCount},
+		l4Metric{key: "dsr-newconn-remote/vsbase", title: "DSR ÷ SNAT, new connections/s (same phase), other node",
+			format: fmtRatio, relative: true},
+		l4Metric{key: "dsr-connect-remote/p99", title: "new connection p99 from connect() to the last byte, other node, DSR", lowerBetter: true,
+			format: fmtLatency, also: "dsr-connect-remote/p50", alsoLabel: "p50"},
+		l4Metric{key: "dsr-keepalive-remote/rate", title: "keep-alive requests/s, other node, DSR", format: fmtRate,
+			also: "dsr-keepalive-remote/p99", alsoLabel: "p99", alsoFormat: fmtLatency},
+	)
+	for _, rate := range []struct{ key, title string }{{"1k", "1,000"}, {"5k", "5,000"}, {"10k", "10,000"}} {
+		ms = append(ms, l4Metric{key: "dsr-fixednc" + rate.key + "-remote/synretrans",
+			title: "SYNs retransmitted per 1,000 new connections at a fixed " + rate.title + "/s to one backend, other node, DSR", lowerBetter: true,
+			format: fmtCount, also: "dsr-fixednc" + rate.key + "-remote/p99", alsoLabel: "p99", alsoFormat: fmtLatency})
+	}
 	for _, side := range []struct{ key, title string }{{"local", "same node"}, {"remote", "other node"}} {
 		for _, l := range []struct{ key, title string }{{"keepalive", "keep-alive"}, {"newconn", "new-connection"}, {"udp", "UDP"}} {
 			ms = append(ms, l4Metric{key: l.key + "-" + side.key + "/softirq",
@@ -85,7 +106,7 @@ func l4Metrics() []l4Metric {
 }
 
 // benchServices are the benchmark's own NodePort Services.
-var benchServices = []string{"ka-local", "ka-remote", "udp-local", "udp-remote", "flip", "probe", "aff-remote", "mag-remote"}
+var benchServices = []string{"ka-local", "ka-remote", "udp-local", "udp-remote", "flip", "probe", "aff-remote", "mag-remote", "dsr-remote"}
 
 func thousands(n int) string {
 	s := strconv.Itoa(n)

@@ -186,7 +186,33 @@ var l4Loads = []l4Load{
 		dataplanes: []*dataplane{dpIptables, dpNftables, dpNodegress}, baseline: "newconn-remote", verify: verifyAffinity},
 	{key: "maglev-remote", title: "new connection per request, Maglev, other node", svc: "mag-remote", pod: maglevBackend, newConn: true,
 		dataplanes: []*dataplane{dpNodegress}, baseline: "newconn-remote", verify: verifyMaglev},
+	// New connections to one backend at fixed rates, for the SYNs the
+	// client retransmits when a SNAT port is refused or missing.
+	{key: "fixednc1k-remote", title: "new connections at a fixed 1,000/s, other node", svc: "ka-remote", pod: "pod2a", newConn: true, fromConnect: true, rate: 1000,
+		dataplanes: kubeProxyAndNodegress},
+	{key: "fixednc5k-remote", title: "new connections at a fixed 5,000/s, other node", svc: "ka-remote", pod: "pod2a", newConn: true, fromConnect: true, rate: 5000,
+		dataplanes: kubeProxyAndNodegress},
+	{key: "fixednc10k-remote", title: "new connections at a fixed 10,000/s, other node", svc: "ka-remote", pod: "pod2a", newConn: true, fromConnect: true, rate: 10000,
+		dataplanes: kubeProxyAndNodegress},
+	// Direct server return: the same loads to a Service annotated for it,
+	// on a backend of its own. kube-proxy ignores the annotation and
+	// SNATs as ever: its cells are its usual path to another node.
+	{key: "dsr-keepalive-remote", title: "keep-alive, other node, DSR", svc: "dsr-remote", pod: dsrBackend,
+		dataplanes: kubeProxyAndNodegress, verify: verifyDSR},
+	{key: "dsr-newconn-remote", title: "new connection per request, other node, DSR", svc: "dsr-remote", pod: dsrBackend, newConn: true,
+		dataplanes: kubeProxyAndNodegress, baseline: "newconn-remote", verify: verifyDSR},
+	{key: "dsr-connect-remote", title: "new connection per request from connect(), other node, DSR", svc: "dsr-remote", pod: dsrBackend, newConn: true, fromConnect: true,
+		dataplanes: kubeProxyAndNodegress, verify: verifyDSR},
+	{key: "dsr-fixednc1k-remote", title: "new connections at a fixed 1,000/s, other node, DSR", svc: "dsr-remote", pod: dsrBackend, newConn: true, fromConnect: true, rate: 1000,
+		dataplanes: kubeProxyAndNodegress, verify: verifyDSR},
+	{key: "dsr-fixednc5k-remote", title: "new connections at a fixed 5,000/s, other node, DSR", svc: "dsr-remote", pod: dsrBackend, newConn: true, fromConnect: true, rate: 5000,
+		dataplanes: kubeProxyAndNodegress, verify: verifyDSR},
+	{key: "dsr-fixednc10k-remote", title: "new connections at a fixed 10,000/s, other node, DSR", svc: "dsr-remote", pod: dsrBackend, newConn: true, fromConnect: true, rate: 10000,
+		dataplanes: kubeProxyAndNodegress, verify: verifyDSR},
 }
+
+// kubeProxyAndNodegress are the dataplanes with a NodePort hop.
+var kubeProxyAndNodegress = []*dataplane{dpIptables, dpNftables, dpNodegress}
 
 // The feature rows' backends: nginx pods on node2 that no other load
 // reaches, so that each row starts as newconn-remote does, with no
@@ -203,6 +229,8 @@ var (
 	affinityBackends = []string{"pod2c", "pod2d", "pod2e"}
 	// maglevBackend is the only pod behind the Maglev Service.
 	maglevBackend = "pod2b"
+	// dsrBackend is the only pod behind the DSR Service.
+	dsrBackend = "pod2f"
 )
 
 // l4Env is the state of one L4 run.
@@ -412,7 +440,7 @@ func (e *l4Env) setup() {
 	t := e.t
 	// node2's pods beyond pod2a and pod2b are the ClientIP affinity
 	// Service's backends.
-	tp := netns.NodesWith(t, benchChecksums(), 2, 2+len(affinityBackends))
+	tp := netns.NodesWith(t, benchChecksums(), 2, 3+len(affinityBackends))
 	e.tp = tp
 	all := []*netns.NS{tp.Switch, tp.Client.NS}
 	for _, n := range tp.Nodes {
@@ -480,6 +508,9 @@ func (e *l4Env) setup() {
 		// row only: kube-proxy ignores the annotation.
 		{"mag-remote", corev1.ProtocolTCP, 80, on(maglevBackend), func(s *corev1.Service) {
 			s.Annotations = map[string]string{controller.AnnotationLBAlgorithm: "maglev"}
+		}},
+		{"dsr-remote", corev1.ProtocolTCP, 80, on(dsrBackend), func(s *corev1.Service) {
+			s.Annotations = map[string]string{controller.AnnotationForwardingMode: "dsr"}
 		}},
 	} {
 		np, err := e.createService(ctx, svc.name, svc.proto, svc.port, svc.eps, svc.mod)
@@ -1366,6 +1397,38 @@ func verifyMaglev(e *l4Env, dp *dataplane) error {
 	return nil
 }
 
+// verifyDSR checks that nodegress reached the DSR row's backend by direct
+// server return: node1 encapsulated, node2 decapsulated. kube-proxy SNATs.
+func verifyDSR(e *l4Env, dp *dataplane) error {
+	if dp != dpNodegress {
+		return nil
+	}
+	for i, reason := range []string{"fwd_dsr", "dsr_decap"} {
+		n := e.tp.Nodes[i]
+		bpffs, _ := e.agentPaths(n)
+		out, err := n.Exec(e.nodegress, "maps", "--bpffs", bpffs)
+		if err != nil {
+			return fmt.Errorf("nodegress maps on %s: %w: %s", n.Name, err, out)
+		}
+		if !countedAny(out, reason) {
+			return fmt.Errorf("%s counted no %s", n.Name, reason)
+		}
+	}
+	return nil
+}
+
+// countedAny tells whether `nodegress maps` output counted packets under
+// reason.
+func countedAny(mapsOut, reason string) bool {
+	for _, l := range strings.Split(mapsOut, "\n") {
+		f := strings.Fields(l)
+		if len(f) == 3 && f[0] == reason && f[1] != "0" {
+			return true
+		}
+	}
+	return false
+}
+
 // noteNodePortOrder notes where l's Service and its baseline's are in
 // node1's KUBE-NODEPORTS chain. kube-proxy iptables matches a new
 // connection's first packet against that chain's rules in order (after
@@ -1473,6 +1536,10 @@ func nodegressStart(e *l4Env) ([]*benchkit.Proc, error) {
 				"--ingress=false",
 				"--update-status=false",
 				"--xdp-mode", xdpMode(),
+				// kube-proxy is not running beside it: local pods get
+				// their packets straight from tc, as when nodegress
+				// replaces kube-proxy (the default there).
+				"--pod-redirect", "on",
 			)...)
 		if err != nil {
 			stopAll(procs)
