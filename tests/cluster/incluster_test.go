@@ -4,8 +4,8 @@ import (
 	"context"
 	"fmt"
 	"os/exec"
-	"strconv"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
