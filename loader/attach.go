@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -241,6 +242,18 @@ func (d *Datapath) syncDevices() error {
 		}
 		if len(addrs) > 0 {
 			v.Addr = addrToBE(addrs[0])
+			extra := snatExtras(addrs, d.cfg.SNATAddresses)
+			if len(extra) > MaxSNATExtra {
+				d.log.Warn("more SNAT addresses than a device can use", "dev", dev, "using", extra[:MaxSNATExtra], "unused", extra[MaxSNATExtra:])
+				extra = extra[:MaxSNATExtra]
+			}
+			for i, a := range extra {
+				v.SnatAddrs[i] = addrToBE(a)
+			}
+			v.SnatExtra = uint32(len(extra))
+			if len(d.cfg.SNATAddresses) > 0 {
+				d.log.Info("SNAT source addresses", "dev", dev, "addrs", append([]netip.Addr{addrs[0]}, extra...))
+			}
 		} else {
 			d.log.Warn("device has no IPv4 address: flows to remote backends through it will be dropped", "dev", dev)
 		}
@@ -271,6 +284,22 @@ func (d *Datapath) syncDevices() error {
 		}
 	}
 	return nil
+}
+
+// MaxSNATExtra is how many SNAT addresses a device may have besides its
+// first (MAX_SNAT_EXTRA of bpf/lib/consts.h).
+const MaxSNATExtra = len(datapathDeviceValue{}.SnatAddrs)
+
+// snatExtras are a device's addresses (addrs, its first in front) that
+// SNAT may use besides the first: those inside prefixes, in order.
+func snatExtras(addrs []netip.Addr, prefixes []netip.Prefix) []netip.Addr {
+	var out []netip.Addr
+	for _, a := range addrs[1:] {
+		if slices.ContainsFunc(prefixes, func(p netip.Prefix) bool { return p.Contains(a) }) {
+			out = append(out, a)
+		}
+	}
+	return out
 }
 
 // genericXDPAttached tells whether an XDP program (an earlier run's, kept

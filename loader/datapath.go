@@ -54,6 +54,10 @@ type Config struct {
 	// SNATPortMin and SNATPortMax bound the source ports used towards
 	// remote backends. Keep them outside the kernel's ephemeral range.
 	SNATPortMin, SNATPortMax uint16
+	// SNATAddresses are prefixes of more SNAT source addresses: a
+	// device's addresses inside them (other than its first, always used)
+	// multiply the ports of the SNAT range, up to MaxSNATExtra per device.
+	SNATAddresses []netip.Prefix
 	// SocketLB attaches the socket-level load balancer to CgroupRoot (see
 	// the CgroupRoot function for the default), which serves Internal
 	// services to every process below it.

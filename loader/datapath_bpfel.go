@@ -90,9 +90,11 @@ const (
 )
 
 type datapathDeviceValue struct {
-	_     structs.HostLayout
-	Addr  uint32
-	Flags uint32
+	_         structs.HostLayout
+	Addr      uint32
+	Flags     uint32
+	SnatAddrs [8]uint32
+	SnatExtra uint32
 }
 
 type datapathDpConfig struct {

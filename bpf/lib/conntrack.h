@@ -142,43 +142,65 @@ static __always_inline int snat_port_expired(__u64 now,
 }
 
 /*
- * snat_alloc reserves a source port on nat_addr for the client's flow to a
- * remote backend by inserting its reverse_nat entry. It probes from a hashed
- * start, in strides, so concurrent CPUs rarely collide and a client flow that
- * comes back (a reused client port) finds the port it had. A free port, the
+ * The source address of SNAT slot a (0: the device's own address, then its
+ * extra SNAT addresses).
+ */
+static __always_inline __be32 snat_slot_addr(const struct device_value *dev,
+					     __u32 a)
+{
+	if (a == 0 || a > MAX_SNAT_EXTRA)
+		return dev->addr;
+	return dev->snat_addrs[(a - 1) & (MAX_SNAT_EXTRA - 1)];
+}
+
+/*
+ * snat_alloc reserves a source address and port of the egress device dev
+ * for the client's flow to a remote backend by inserting its reverse_nat
+ * entry. The pool is every port of the range on each of the device's SNAT
+ * addresses; it probes from a hashed start, in strides, so concurrent CPUs
+ * rarely collide and a client flow that comes back (a reused client port)
+ * finds the address and port it had. A free port, the
  * flow's own port (state lost to LRU eviction, or a new connection on the same
  * 4-tuple) or an expired one is taken; failing those, the first port whose
  * flow is stale but may still be in the backend's TIME_WAIT, which is better
  * than no connection.
  */
-static __always_inline int
-snat_alloc(const struct flow_tuple *client, const struct backend_value *be,
-	   __be32 nat_addr, const struct dp_config *cfg, __u32 hash, __u64 now,
-	   __u32 ts_off, __u8 ts_flag, __be16 *port_out)
+static __always_inline int snat_alloc(const struct flow_tuple *client,
+				      const struct backend_value *be,
+				      const struct device_value *dev,
+				      const struct dp_config *cfg, __u32 hash,
+				      __u64 now, __u32 ts_off, __u8 ts_flag,
+				      __be32 *addr_out, __be16 *port_out)
 {
 	struct rev_nat_entry rn;
 	struct flow_tuple key;
 	__u32 min = cfg->snat_port_min;
+	__be32 fallback_addr = 0;
 	__be16 fallback = 0;
-	__u32 range;
+	__u32 range, slots;
 	int i;
 
 	if (cfg->snat_port_max < cfg->snat_port_min || min == 0)
 		return -1;
 	range = (__u32)cfg->snat_port_max - min + 1;
+	slots = range;
+	if (dev->snat_extra > 0 && dev->snat_extra <= MAX_SNAT_EXTRA)
+		slots = range * (1 + dev->snat_extra);
 	rev_nat_fill(&rn, client, now, CT_F_REMOTE | ts_flag);
 	rn.ts_off = ts_off;
-	reply_key(&key, be, nat_addr, 0, client->proto);
+	reply_key(&key, be, dev->addr, 0, client->proto);
 
 	for (i = 0; i < SNAT_PORT_ATTEMPTS; i++) {
 		struct rev_nat_entry *old;
+		__u32 slot;
 
 		/* Probes jump across the range: a block of NodePorts inside it
 		 * (a cluster's node port range may overlap it) must not
 		 * swallow every probe of a flow. */
-		key.dport = bpf_htons(
-		    (__u16)(min + (hash + i * SNAT_PROBE_STRIDE) % range));
-		if (snat_port_is_frontend(nat_addr, key.dport, client->proto))
+		slot = (hash + i * SNAT_PROBE_STRIDE) % slots;
+		key.daddr = snat_slot_addr(dev, slot / range);
+		key.dport = bpf_htons((__u16)(min + slot % range));
+		if (snat_port_is_frontend(key.daddr, key.dport, client->proto))
 			continue;
 		if (!bpf_map_update_elem(&reverse_nat, &key, &rn, BPF_NOEXIST))
 			goto done;
@@ -193,15 +215,18 @@ snat_alloc(const struct flow_tuple *client, const struct backend_value *be,
 		} else if (!fallback &&
 			   ct_is_stale(now, old->last_seen_ns, client->proto,
 				       old->flags)) {
+			fallback_addr = key.daddr;
 			fallback = key.dport;
 		}
 	}
 	if (!fallback)
 		return -1;
+	key.daddr = fallback_addr;
 	key.dport = fallback;
 	if (bpf_map_update_elem(&reverse_nat, &key, &rn, BPF_ANY))
 		return -1;
 done:
+	*addr_out = key.daddr;
 	*port_out = key.dport;
 	return 0;
 }

@@ -45,9 +45,12 @@
 #ifndef EVENTS_RINGBUF_BYTES
 #define EVENTS_RINGBUF_BYTES (1 << 22)
 #endif
+/* SNAT source addresses of a device besides its first (--snat-addresses);
+ * a power of two, so that an index is bounded by a mask. */
+#define MAX_SNAT_EXTRA 8
 /* Attempts at finding a free SNAT port before a new remote flow is dropped. */
 /* Distance between SNAT port probes: prime, so every port is reachable. */
-#define SNAT_PROBE_STRIDE 40503
+#define SNAT_PROBE_STRIDE 40507
 #ifndef SNAT_PORT_ATTEMPTS
 #define SNAT_PORT_ATTEMPTS 32
 #endif

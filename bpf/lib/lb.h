@@ -175,6 +175,7 @@ new_remote_flow(void *ctx, const struct packet *pkt, __u32 ifindex,
 	struct device_value *dev;
 	struct dp_config *cfg;
 	__u8 ts_flag = 0;
+	__be32 addr;
 	__be16 port;
 	int rc;
 
@@ -197,18 +198,18 @@ new_remote_flow(void *ctx, const struct packet *pkt, __u32 ifindex,
 		ts_flag = CT_F_TS;
 	}
 	cfg = get_config();
-	if (!cfg || snat_alloc(&pkt->tuple, be, dev->addr, cfg, hash, now,
-			       ts_off, ts_flag, &port)) {
+	if (!cfg || snat_alloc(&pkt->tuple, be, dev, cfg, hash, now, ts_off,
+			       ts_flag, &addr, &port)) {
 		decide_drop(d, REASON_DROP_SNAT_EXHAUSTED);
 		return -1;
 	}
 	ct->flags |= CT_F_REMOTE | ts_flag;
 	ct->ts_off = ts_off;
-	ct->nat_addr = dev->addr;
+	ct->nat_addr = addr;
 	ct->nat_port = port;
 	if (ts_flag)
 		ts_translate(pkt, 0, ts_off, d);
-	d->xlated.saddr = dev->addr;
+	d->xlated.saddr = addr;
 	d->xlated.sport = port;
 	return 0;
 }

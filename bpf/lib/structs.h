@@ -9,6 +9,8 @@
 
 #include <linux/types.h>
 
+#include "consts.h"
+
 /* A packet's IPv4 5-tuple as it appears on the wire. */
 struct flow_tuple {
 	__be32 saddr;
@@ -147,6 +149,9 @@ struct rev_nat_entry {
 struct device_value {
 	__be32 addr;
 	__u32 flags; /* DEV_F_* */
+	/* more SNAT sources (--snat-addresses): the first snat_extra */
+	__be32 snat_addrs[MAX_SNAT_EXTRA];
+	__u32 snat_extra;
 };
 
 /* config: single-entry array written by the agent. */

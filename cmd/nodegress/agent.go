@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"os"
 	"os/signal"
 	"strconv"
@@ -39,6 +40,7 @@ type agentFlags struct {
 	lbAlgorithm      string
 	forwardingMode   string
 	podRedirect      string
+	snatAddresses    string
 	maglevTableSize  uint
 	maglevSeed       string
 	cgroupRoot       string
@@ -65,6 +67,7 @@ func runAgent(args []string) int {
 	fs.StringVar(&f.cgroupRoot, "cgroup-root", "", "cgroup2 directory whose processes the socket-level load balancer serves (default: /sys/fs/cgroup if it is cgroup2, else /sys/fs/cgroup/unified)")
 	fs.StringVar(&f.lbAlgorithm, "lb-algorithm", "hash", "backend selection of Services without a nodegress.io/lb-algorithm annotation: hash (per node) or maglev (every node picks the same backend for a flow; a backend change moves about 1/N of the flows)")
 	fs.StringVar(&f.forwardingMode, "forwarding-mode", "snat", "how remote backends of Services without a nodegress.io/forwarding-mode annotation are reached: snat (replies return through this node) or dsr (direct server return: the client's packets go GENEVE-encapsulated to the backend's node, which answers the client itself; needs routed pod CIDRs, 48 bytes of MTU and a network that lets nodes send from the Services' addresses)")
+	fs.StringVar(&f.snatAddresses, "snat-addresses", "", "CIDR[,CIDR...]: a device's IPv4 addresses inside these prefixes (besides its first, always used) are SNAT sources too, each with the whole --snat-ports range (at most 8 per device); replies to them must reach this node")
 	fs.StringVar(&f.podRedirect, "pod-redirect", "auto", "hand packets for pods on this node straight into the pod (tc bpf_redirect_peer to the pod's veth or netkit peer), skipping the host's routing and netfilter: on, off, or auto (on with --replace-kube-proxy; kube-proxy's rules drop a pod's first reply to a request they never saw)")
 	fs.UintVar(&f.maglevTableSize, "maglev-table-size", loader.DefaultMaglevTableSize, "entries of each Maglev table, a prime well above 100 times the backends of the largest service")
 	fs.StringVar(&f.maglevSeed, "maglev-seed", "", "seed of the Maglev tables and flow hash, the same on every node (default: derived from the UID of the default/kubernetes Service, the same cluster-wide; in standalone mode a fixed value)")
@@ -126,6 +129,10 @@ func agent(f agentFlags, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	snatAddresses, err := parsePrefixes(f.snatAddresses)
+	if err != nil {
+		return fmt.Errorf("--snat-addresses: %w", err)
+	}
 	if f.maglevTableSize > 1<<20 || !loader.IsPrime(uint32(f.maglevTableSize)) {
 		return fmt.Errorf("--maglev-table-size %d: want a prime up to %d", f.maglevTableSize, 1<<20)
 	}
@@ -140,6 +147,7 @@ func agent(f agentFlags, log *slog.Logger) error {
 		XDPMode:         mode,
 		SNATPortMin:     portMin,
 		SNATPortMax:     portMax,
+		SNATAddresses:   snatAddresses,
 		SocketLB:        f.replaceKubeProxy,
 		CgroupRoot:      f.cgroupRoot,
 		MaglevTableSize: uint32(f.maglevTableSize),
@@ -342,4 +350,29 @@ func parsePodRedirect(v string, replaceKubeProxy bool) (bool, error) {
 		return replaceKubeProxy, nil
 	}
 	return false, fmt.Errorf("--pod-redirect %q: want auto, on or off", v)
+}
+
+// parsePrefixes parses a comma-separated list of IPv4 prefixes (an
+// address alone is its /32); empty means none.
+func parsePrefixes(v string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, f := range strings.Split(v, ",") {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			continue
+		}
+		p, err := netip.ParsePrefix(f)
+		if err != nil {
+			a, aerr := netip.ParseAddr(f)
+			if aerr != nil {
+				return nil, fmt.Errorf("%q: not an IPv4 prefix or address", f)
+			}
+			p = netip.PrefixFrom(a, a.BitLen())
+		}
+		if !p.Addr().Is4() {
+			return nil, fmt.Errorf("%q: not IPv4", f)
+		}
+		out = append(out, p.Masked())
+	}
+	return out, nil
 }

@@ -369,3 +369,45 @@ func TestSNATPortReuse(t *testing.T) {
 		}
 	})
 }
+
+// TestSNATAddresses gives node1 a second address for SNAT
+// (--snat-addresses) and two SNAT ports: four connections held open to one
+// remote backend all get through, from both addresses, and a fifth finds
+// no port.
+func TestSNATAddresses(t *testing.T) {
+	tp := netns.TwoNodes(t, 1, 1)
+	n1 := tp.Nodes[0]
+	second := netip.MustParseAddr("10.100.0.101")
+	n1.MustIP("addr", "add", netip.PrefixFrom(second, netns.WireNet.Bits()).String(), "dev", n1.Dev)
+	svc := harness.Service{Name: "two-addrs", Ports: []harness.Port{http80(30193)}, Endpoints: harness.Endpoints(tp.Pod("pod2a"))}
+	c := newClusterWith(t, tp, harness.AgentConfig{Args: []string{"--snat-ports", "20000-20001", "--snat-addresses", second.String() + "/32"}}, []int{1}, svc)
+	addr := addrPort(n1.Addr, 30193)
+	// Programmed, without a connection that would hold a port.
+	c.waitBackends(addr, tp.Pod("pod2a"))
+
+	seen := map[netip.Addr]int{}
+	for i := range 4 {
+		hc, err := harness.DialHTTP(c.ctx, c.client(), addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { hc.Close() })
+		r, err := hc.Get(c.ctx)
+		if err != nil {
+			t.Fatalf("connection %d of 4 (two addresses, two ports): %v", i, err)
+		}
+		seen[r.Client]++
+	}
+	if seen[n1.Addr] != 2 || seen[second] != 2 {
+		t.Errorf("pod2a saw the connections from %v, want two from each of %s and %s", seen, n1.Addr, second)
+	}
+	exhausted := counted(t, c.agents[0], loader.ReasonDropSNATExhausted)
+	ctx, cancel := context.WithTimeout(c.ctx, 500*time.Millisecond)
+	defer cancel()
+	if r, err := harness.HTTPGet(ctx, c.client(), addr); err == nil {
+		t.Errorf("a fifth connection was answered (%v) with every address and port held", r)
+	}
+	if counted(t, c.agents[0], loader.ReasonDropSNATExhausted) == exhausted {
+		t.Errorf("no SYN counted under %s", loader.ReasonDropSNATExhausted)
+	}
+}
