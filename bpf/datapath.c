@@ -267,7 +267,7 @@ int tc_ingress(struct __sk_buff *skb)
 		dsr_orig.daddr = dp.frontend_addr;
 		dsr_orig.dport = dp.frontend_port;
 		orig = &dsr_orig;
-		lb_dsr_decap(&dp, &d);
+		lb_dsr_decap(skb, ifindex, &dp, &d);
 	} else {
 		ttl = pkt.ip->ttl;
 		ip_len = bpf_ntohs(pkt.ip->tot_len);
@@ -336,8 +336,17 @@ int tc_ingress(struct __sk_buff *skb)
 		ret = bpf_redirect_peer(d.ifindex, 0);
 		break;
 	case ACT_DECAP:
-		if (tc_dsr_decap(skb, &dp))
+		if (tc_dsr_decap(skb, &dp)) {
 			decide_rewrite_failed(&d, REASON_DROP_DSR_MALFORMED);
+			break;
+		}
+		if (d.reason != REASON_DSR_DECAP_PEER)
+			break;
+		if (tc_set_macs(skb, &d)) {
+			decide_rewrite_failed(&d, REASON_DROP_MALFORMED_L2);
+			break;
+		}
+		ret = bpf_redirect_peer(d.ifindex, 0);
 		break;
 	default:
 		break;

@@ -194,7 +194,8 @@ const (
 	datapathReasonREASON_DROP_DSR_MALFORMED  datapathReason = 35
 	datapathReasonREASON_DROP_DSR_NO_NODE    datapathReason = 36
 	datapathReasonREASON_FWD_LOCAL_PEER      datapathReason = 37
-	datapathReasonREASON_MAX                 datapathReason = 38
+	datapathReasonREASON_DSR_DECAP_PEER      datapathReason = 38
+	datapathReasonREASON_MAX                 datapathReason = 39
 )
 
 type datapathReasonStats struct {

@@ -1,6 +1,7 @@
 package loader
 
 import (
+	"bytes"
 	"net"
 	"testing"
 )
@@ -20,12 +21,31 @@ var (
 // podRedirectHarness is remoteHarness with a local pod behind vpod0;
 // redirect sets CFG_F_POD_REDIRECT and registers vpod0 as a peer device.
 func podRedirectHarness(t *testing.T, env *fibEnv, redirect, registered bool) (*harness, net.HardwareAddr) {
+	vpod, mac := addPodVeth(t, env, bePod.addrPort().Addr().String())
+	h := remoteHarness(t, env)
+	h.service(svcPod, fePod, TCP, false, bePod)
+	if redirect {
+		h.podRedirect(vpod, registered)
+	}
+	if !redirect && registered {
+		h.podRedirect(vpod, true)
+		cfg := h.config()
+		cfg.Flags &^= cfgFlagPodRedirect
+		h.setConfig(cfg)
+	}
+	return h, mac
+}
+
+// addPodVeth puts pod address addr of env's node behind the host end of
+// its own veth pair, vpod0, and returns that end's ifindex and MAC.
+func addPodVeth(t *testing.T, env *fibEnv, addr string) (uint32, net.HardwareAddr) {
+	t.Helper()
 	for _, args := range [][]string{
 		{"link", "add", "vpod0", "type", "veth", "peer", "name", "vpod0p"},
 		{"link", "set", "vpod0", "up"},
 		{"link", "set", "vpod0p", "up"},
-		{"route", "add", "10.244.0.20/32", "dev", "vpod0", "scope", "link"},
-		{"neigh", "add", "10.244.0.20", "lladdr", podMAC.String(), "nud", "permanent", "dev", "vpod0"},
+		{"route", "add", addr + "/32", "dev", "vpod0", "scope", "link"},
+		{"neigh", "add", addr, "lladdr", podMAC.String(), "nud", "permanent", "dev", "vpod0"},
 	} {
 		env.ns.MustIP(args...)
 	}
@@ -33,20 +53,21 @@ func podRedirectHarness(t *testing.T, env *fibEnv, redirect, registered bool) (*
 	if err != nil {
 		t.Fatal(err)
 	}
-	vpod := uint32(l.Attrs().Index)
-	h := remoteHarness(t, env)
-	h.service(svcPod, fePod, TCP, false, bePod)
-	if redirect {
-		cfg := h.config()
-		cfg.Flags |= cfgFlagPodRedirect
-		h.setConfig(cfg)
-	}
+	return uint32(l.Attrs().Index), l.Attrs().HardwareAddr
+}
+
+// podRedirect sets CFG_F_POD_REDIRECT and, when registered, registers
+// ifindex as a peer device, as the agent does.
+func (h *harness) podRedirect(ifindex uint32, registered bool) {
+	h.t.Helper()
+	cfg := h.config()
+	cfg.Flags |= cfgFlagPodRedirect
+	h.setConfig(cfg)
 	if registered {
-		if err := h.objs.PeerDevices.Put(vpod, uint8(1)); err != nil {
-			t.Fatal(err)
+		if err := h.objs.PeerDevices.Put(ifindex, uint8(1)); err != nil {
+			h.t.Fatal(err)
 		}
 	}
-	return h, l.Attrs().HardwareAddr
 }
 
 // TestPodRedirect: with pod redirect on, tc hands a local backend's packet
@@ -86,5 +107,25 @@ func TestPodRedirect(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestDSRPodRedirect: on the backend's node, a decapsulated DSR packet for
+// a pod behind a registered veth goes straight into the pod.
+func TestDSRPodRedirect(t *testing.T) {
+	ingress := dsrHarness(t, newFibEnv(t))
+	benv := newFibEnv(t)
+	vpod, vpodMAC := addPodVeth(t, benv, beDSR.addrPort().Addr().String())
+	backendNode := newHarness(t)
+	backendNode.ns, backendNode.ifindex = benv.ns, benv.ext0
+	backendNode.podRedirect(vpod, true)
+
+	encap := ingress.expect(hookTCIngress, tcpFrame(clientAP, feDSR, tcpSYN).bytes(t), VerdictRedirect, ReasonFwdDSR).pkt
+	res := backendNode.expect(hookTCIngress, encap, VerdictRedirect, ReasonDSRDecapPeer)
+	want := append(append([]byte(nil), podMAC...), vpodMAC...)
+	want = append(want, encap[12:ethLen]...)
+	want = append(want, encap[dsrInner:]...)
+	if !bytes.Equal(res.pkt, want) {
+		t.Errorf("handed to the pod\n% x\nwant\n% x", res.pkt, want)
 	}
 }

@@ -46,6 +46,7 @@ const (
 	ReasonDropDSRMalformed  = Reason(datapathReasonREASON_DROP_DSR_MALFORMED)
 	ReasonDropDSRNoNode     = Reason(datapathReasonREASON_DROP_DSR_NO_NODE)
 	ReasonFwdLocalPeer      = Reason(datapathReasonREASON_FWD_LOCAL_PEER)
+	ReasonDSRDecapPeer      = Reason(datapathReasonREASON_DSR_DECAP_PEER)
 	reasonMax               = Reason(datapathReasonREASON_MAX)
 )
 
@@ -96,6 +97,7 @@ var reasonTable = [...]reasonInfo{
 	ReasonDropDSRMalformed:  {"drop_dsr_malformed", VerdictDrop},
 	ReasonDropDSRNoNode:     {"drop_dsr_no_node", VerdictDrop},
 	ReasonFwdLocalPeer:      {"fwd_local_peer", VerdictRedirect},
+	ReasonDSRDecapPeer:      {"dsr_decap_peer", VerdictRedirect},
 }
 
 // Reasons lists every reason the datapath counts, in index order.

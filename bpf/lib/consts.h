@@ -255,7 +255,9 @@ enum verdict {
 	/* DSR flow whose backend's route has no node to tunnel to */          \
 	X(REASON_DROP_DSR_NO_NODE, VERDICT_DROP)                               \
 	/* DNAT, handed straight into the local pod (tc, bpf_redirect_peer) */ \
-	X(REASON_FWD_LOCAL_PEER, VERDICT_REDIRECT)
+	X(REASON_FWD_LOCAL_PEER, VERDICT_REDIRECT)                             \
+	/* another node's DSR packet: decapsulated, straight into the pod */   \
+	X(REASON_DSR_DECAP_PEER, VERDICT_REDIRECT)
 
 #define REASON_ENUM_ENTRY(name, verdict) name,
 enum reason {

@@ -215,26 +215,34 @@ new_remote_flow(void *ctx, const struct packet *pkt, __u32 ifindex,
 }
 
 /*
+ * pod_peer tells whether tc may hand d->xlated straight to a local pod
+ * (CFG_F_POD_REDIRECT): the route to it leaves through the host end of a
+ * veth pair the agent registered. It fills d's device and MACs then.
+ */
+static __always_inline int pod_peer(void *ctx, __u32 ifindex, __u8 tos,
+				    struct decision *d)
+{
+	struct dp_config *cfg = get_config();
+
+	return cfg && (cfg->flags & CFG_F_POD_REDIRECT) &&
+	       !fib_forward(ctx, ifindex, tos, 0, d, 0) &&
+	       d->ifindex != ifindex &&
+	       bpf_map_lookup_elem(&peer_devices, &d->ifindex);
+}
+
+/*
  * local_deliver sends a packet to local backend be: DNAT'd and passed up
- * to the kernel, which routes it to the pod; or, in tc with
- * CFG_F_POD_REDIRECT, handed straight to the pod when the route to it
- * leaves through the host end of a veth pair the agent registered: the
- * host's routing and netfilter are skipped.
+ * to the kernel, which routes it to the pod; or, in tc, straight into the
+ * pod (pod_peer), skipping the host's routing and netfilter.
  */
 static __always_inline void local_deliver(void *ctx, const struct packet *pkt,
 					  __u32 ifindex,
 					  const struct backend_value *be,
 					  struct decision *d, int in_tc)
 {
-	struct dp_config *cfg;
-
 	d->xlated.daddr = be->addr;
 	d->xlated.dport = be->port;
-	cfg = get_config();
-	if (in_tc && cfg && (cfg->flags & CFG_F_POD_REDIRECT) &&
-	    !fib_forward(ctx, ifindex, pkt->ip->tos, 0, d, 0) &&
-	    d->ifindex != ifindex &&
-	    bpf_map_lookup_elem(&peer_devices, &d->ifindex)) {
+	if (in_tc && pod_peer(ctx, ifindex, pkt->ip->tos, d)) {
 		decide(d, ACT_REDIRECT_PEER, VERDICT_REDIRECT,
 		       REASON_FWD_LOCAL_PEER);
 		return;
@@ -559,10 +567,12 @@ static __always_inline void lb_egress(const struct packet *pkt,
 
 /*
  * lb_dsr_decap decides for a DSR packet another node sent this one: the
- * inner packet goes up to its local backend, and the backend's replies will
- * leave with the frontend the client used as their source (lb_egress).
+ * inner packet goes to its local backend (up to the kernel, or straight
+ * into the pod: pod_peer), and the backend's replies will leave with the
+ * frontend the client used as their source (lb_egress).
  */
-static __always_inline void lb_dsr_decap(const struct dsr_packet *dp,
+static __always_inline void lb_dsr_decap(void *ctx, __u32 ifindex,
+					 const struct dsr_packet *dp,
 					 struct decision *d)
 {
 	struct flow_tuple client = {
@@ -591,6 +601,10 @@ static __always_inline void lb_dsr_decap(const struct dsr_packet *dp,
 			decide_drop(d, REASON_DROP_MAP_FULL);
 			return;
 		}
+	}
+	if (pod_peer(ctx, ifindex, 0, d)) {
+		decide(d, ACT_DECAP, VERDICT_REDIRECT, REASON_DSR_DECAP_PEER);
+		return;
 	}
 	decide(d, ACT_DECAP, VERDICT_PASS, REASON_DSR_DECAP);
 }

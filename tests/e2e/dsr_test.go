@@ -34,19 +34,27 @@ func counted(t *testing.T, a *harness.Agent, reason loader.Reason) uint64 {
 // itself, from the frontend. The pod sees the client's address; node1
 // never sees a reply. The same Service without the annotation (SNAT) runs
 // beside it on the same path. It runs in the default XDP mode (on veths:
-// tc only) and with XDP forced.
+// tc only), with XDP forced, and with --pod-redirect on (node2 hands the
+// decapsulated packet straight into the pod).
 func TestDSR(t *testing.T) {
 	for _, mode := range []string{"", "native"} {
-		t.Run("xdp-mode="+cmp.Or(mode, "auto"), func(t *testing.T) { testDSR(t, mode) })
+		t.Run("xdp-mode="+cmp.Or(mode, "auto"), func(t *testing.T) { testDSR(t, mode, false) })
 	}
+	t.Run("pod-redirect", func(t *testing.T) { testDSR(t, "", true) })
 }
 
-func testDSR(t *testing.T, xdpMode string) {
+func testDSR(t *testing.T, xdpMode string, podRedirect bool) {
+	base := harness.AgentConfig{XDPMode: xdpMode}
+	decapReason := loader.ReasonDSRDecap
+	if podRedirect {
+		base.Args = []string{"--pod-redirect", "on"}
+		decapReason = loader.ReasonDSRDecapPeer
+	}
 	tp := netns.TwoNodes(t, 1, 1)
 	pod1a, pod2a := tp.Pod("pod1a"), tp.Pod("pod2a")
 	dsr := map[string]string{controller.AnnotationForwardingMode: "dsr"}
 	dsrMaglev := map[string]string{controller.AnnotationForwardingMode: "dsr", controller.AnnotationLBAlgorithm: "maglev"}
-	c := newClusterWith(t, tp, harness.AgentConfig{XDPMode: xdpMode}, []int{1, 2},
+	c := newClusterWith(t, tp, base, []int{1, 2},
 		harness.Service{Name: "dsr", Ports: []harness.Port{http80(30170)}, Annotations: dsr, Endpoints: harness.Endpoints(pod2a)},
 		harness.Service{Name: "dsr-udp", Ports: []harness.Port{{Name: "echo", Protocol: "UDP", Port: 9090, TargetPort: harness.PodUDPPort, NodePort: 30171}}, Annotations: dsr, Endpoints: harness.Endpoints(pod2a)},
 		harness.Service{Name: "snat", Ports: []harness.Port{http80(30172)}, Endpoints: harness.Endpoints(pod2a)},
@@ -62,7 +70,7 @@ func testDSR(t *testing.T, xdpMode string) {
 	t.Run("the pod sees the client and answers it directly", func(t *testing.T) {
 		c := c.with(t)
 		fwd, replies, decap, direct := counted(t, a1, loader.ReasonFwdDSR), counted(t, a1, loader.ReasonReplyRemote),
-			counted(t, a2, loader.ReasonDSRDecap), counted(t, a2, loader.ReasonReplyDSR)
+			counted(t, a2, decapReason), counted(t, a2, loader.ReasonReplyDSR)
 		tl := c.requests(viaDSR, 20, false, map[string]netip.Addr{"pod2a": netns.ClientIP})
 		t.Logf("%s: %s", viaDSR, tl)
 		if got := counted(t, a1, loader.ReasonReplyRemote); got != replies {
@@ -71,7 +79,7 @@ func testDSR(t *testing.T, xdpMode string) {
 		if got := counted(t, a1, loader.ReasonFwdDSR); got < fwd+20*3 {
 			t.Errorf("node1 encapsulated %d packets for 20 connections, want at least 60", got-fwd)
 		}
-		if got := counted(t, a2, loader.ReasonDSRDecap); got < decap+20*3 {
+		if got := counted(t, a2, decapReason); got < decap+20*3 {
 			t.Errorf("node2 decapsulated %d packets for 20 connections, want at least 60", got-decap)
 		}
 		if got := counted(t, a2, loader.ReasonReplyDSR); got < direct+20*2 {
@@ -95,7 +103,7 @@ func testDSR(t *testing.T, xdpMode string) {
 
 	t.Run("trace on both nodes", func(t *testing.T) {
 		c := c.with(t)
-		checkDSRTrace(t, c, a1, a2, viaDSR, netip.AddrPortFrom(pod2a.Addr, harness.PodHTTPPort))
+		checkDSRTrace(t, c, a1, a2, viaDSR, netip.AddrPortFrom(pod2a.Addr, harness.PodHTTPPort), decapReason)
 	})
 
 	t.Run("large transfers learn the smaller path MTU", func(t *testing.T) {
@@ -138,7 +146,10 @@ func testDSR(t *testing.T, xdpMode string) {
 				hc.Close()
 			}
 		})
-		before := counted(t, a2, loader.ReasonFwdLocal) + counted(t, a2, loader.ReasonFwdDSR)
+		forwarded := func() uint64 {
+			return counted(t, a2, loader.ReasonFwdLocal) + counted(t, a2, loader.ReasonFwdLocalPeer) + counted(t, a2, loader.ReasonFwdDSR)
+		}
+		before := forwarded()
 		tp.Client.MustIP("route", "replace", netns.ServiceNet.String(), "via", n2.Addr.String())
 		for i, hc := range conns {
 			r, err := hc.Get(c.ctx)
@@ -150,7 +161,7 @@ func testDSR(t *testing.T, xdpMode string) {
 				t.Errorf("connection %d moved from %s to %v", i, pods[i], r)
 			}
 		}
-		if after := counted(t, a2, loader.ReasonFwdLocal) + counted(t, a2, loader.ReasonFwdDSR); after < before+uint64(len(conns)) {
+		if after := forwarded(); after < before+uint64(len(conns)) {
 			t.Errorf("node2 forwarded %d packets, want the moved connections' requests", after-before)
 		}
 	})
@@ -160,7 +171,7 @@ func testDSR(t *testing.T, xdpMode string) {
 // (ingress) and node2 (the backend's), and checks what each says: node1
 // encapsulates the client's packets DNAT'd with the client's address kept;
 // node2 decapsulates them and sends replies from the frontend.
-func checkDSRTrace(t *testing.T, c *cluster, ingress, backendNode *harness.Agent, frontend, backend netip.AddrPort) {
+func checkDSRTrace(t *testing.T, c *cluster, ingress, backendNode *harness.Agent, frontend, backend netip.AddrPort, decapReason loader.Reason) {
 	t.Helper()
 	port := frontend.Port()
 	var fwd int
@@ -178,7 +189,7 @@ func checkDSRTrace(t *testing.T, c *cluster, ingress, backendNode *harness.Agent
 	var decap, reply int
 	for _, r := range parseTrace(t, runTrace(t, c, backendNode, frontend, "--output", "json", "--port", strconv.Itoa(int(port)), "--count", "10")) {
 		switch r.Reason {
-		case loader.ReasonDSRDecap.String():
+		case decapReason.String():
 			decap++
 			if r.Orig.Dst != frontend.String() || r.Xlated == nil || r.Xlated.Dst != backend.String() {
 				t.Errorf("decapsulated %+v -> %+v, want the flow to %s delivered to %s", r.Orig, r.Xlated, frontend, backend)
@@ -191,6 +202,6 @@ func checkDSRTrace(t *testing.T, c *cluster, ingress, backendNode *harness.Agent
 		}
 	}
 	if fwd == 0 || decap == 0 || reply == 0 {
-		t.Errorf("traced %d %s on node1, %d %s and %d %s on node2: want each", fwd, loader.ReasonFwdDSR, decap, loader.ReasonDSRDecap, reply, loader.ReasonReplyDSR)
+		t.Errorf("traced %d %s on node1, %d %s and %d %s on node2: want each", fwd, loader.ReasonFwdDSR, decap, decapReason, reply, loader.ReasonReplyDSR)
 	}
 }
