@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net/netip"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -194,84 +195,57 @@ func TestInternalServices(t *testing.T) {
 	}
 }
 
-// TestLBAlgorithm: the nodegress.io/lb-algorithm annotation picks Maglev
-// or hash per Service over the agent's default; a bad value is reported
-// and the default kept.
-func TestLBAlgorithm(t *testing.T) {
-	annotated := func(v string) svcOpt {
-		return func(s *corev1.Service) { s.Annotations = map[string]string{AnnotationLBAlgorithm: v} }
+// TestChoiceAnnotations: nodegress.io/lb-algorithm (Maglev or hash) and
+// nodegress.io/forwarding-mode (DSR or SNAT) pick per Service over the
+// agent's default; a bad value is reported and the default kept. DSR is
+// for the external service only (sockets reach backends directly).
+func TestChoiceAnnotations(t *testing.T) {
+	kinds := []struct {
+		annotation, yes, no string
+		setDefault          func(*NodeInfo, bool)
+		get                 func(loader.Service) bool
+		externalOnly        bool
+	}{
+		{AnnotationLBAlgorithm, "maglev", "hash", func(n *NodeInfo, v bool) { n.Maglev = v }, func(s loader.Service) bool { return s.Maglev }, false},
+		{AnnotationForwardingMode, "dsr", "snat", func(n *NodeInfo, v bool) { n.DSR = v }, func(s loader.Service) bool { return s.DSR }, true},
 	}
 	tests := []struct {
 		name          string
-		defaultMaglev bool
-		opts          []svcOpt
+		def           bool
+		value         string // "" for none
 		want, wantErr bool
 	}{
-		{name: "default hash", want: false},
-		{name: "default maglev", defaultMaglev: true, want: true},
-		{name: "annotated maglev", opts: []svcOpt{annotated("maglev")}, want: true},
-		{name: "annotated hash over a maglev default", defaultMaglev: true, opts: []svcOpt{annotated("hash")}, want: false},
-		{name: "bad value keeps the default", defaultMaglev: true, opts: []svcOpt{annotated("round-robin")}, want: true, wantErr: true},
+		{name: "default no", want: false},
+		{name: "default yes", def: true, want: true},
+		{name: "annotated yes", value: "yes", want: true},
+		{name: "annotated no over a yes default", def: true, value: " no ", want: false},
+		{name: "bad value keeps the default", def: true, value: "round-robin", want: true, wantErr: true},
 	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			node := NodeInfo{Name: "node-a", Addrs: []netip.Addr{addr("192.0.2.10")}, Maglev: tc.defaultMaglev, SocketLB: true}
-			svc := service("default", "web", corev1.ServiceTypeNodePort, append([]svcOpt{port("http", "", 80, 30080, intstr.FromInt(8080))}, tc.opts...)...)
-			got, errs := Translate(node, []*corev1.Service{svc}, nil)
-			var ae *AnnotationError
-			if tc.wantErr != (len(errs) == 1 && errors.As(errs[0], &ae)) {
-				t.Fatalf("errors %v", errs)
-			}
-			if len(got) != 2 {
-				t.Fatalf("got %+v, want the external and the internal service", got)
-			}
-			for _, s := range got {
-				if s.Maglev != tc.want {
-					t.Errorf("%s: Maglev %t, want %t", s.Name, s.Maglev, tc.want)
+	for _, k := range kinds {
+		for _, tc := range tests {
+			t.Run(k.annotation+"/"+tc.name, func(t *testing.T) {
+				node := NodeInfo{Name: "node-a", Addrs: []netip.Addr{addr("192.0.2.10")}, SocketLB: true}
+				k.setDefault(&node, tc.def)
+				opts := []svcOpt{port("http", "", 80, 30080, intstr.FromInt(8080))}
+				if tc.value != "" {
+					v := strings.NewReplacer("yes", k.yes, "no", k.no).Replace(tc.value)
+					opts = append(opts, func(s *corev1.Service) { s.Annotations = map[string]string{k.annotation: v} })
 				}
-			}
-		})
-	}
-}
-
-// TestForwardingMode: the nodegress.io/forwarding-mode annotation picks
-// DSR or SNAT per Service over the agent's default, for the external
-// service only (sockets reach backends directly); a bad value is reported
-// and the default kept.
-func TestForwardingMode(t *testing.T) {
-	annotated := func(v string) svcOpt {
-		return func(s *corev1.Service) { s.Annotations = map[string]string{AnnotationForwardingMode: v} }
-	}
-	tests := []struct {
-		name          string
-		defaultDSR    bool
-		opts          []svcOpt
-		want, wantErr bool
-	}{
-		{name: "default snat", want: false},
-		{name: "default dsr", defaultDSR: true, want: true},
-		{name: "annotated dsr", opts: []svcOpt{annotated("dsr")}, want: true},
-		{name: "annotated snat over a dsr default", defaultDSR: true, opts: []svcOpt{annotated(" snat ")}, want: false},
-		{name: "bad value keeps the default", defaultDSR: true, opts: []svcOpt{annotated("direct")}, want: true, wantErr: true},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			node := NodeInfo{Name: "node-a", Addrs: []netip.Addr{addr("192.0.2.10")}, DSR: tc.defaultDSR, SocketLB: true}
-			svc := service("default", "web", corev1.ServiceTypeNodePort, append([]svcOpt{port("http", "", 80, 30080, intstr.FromInt(8080))}, tc.opts...)...)
-			got, errs := Translate(node, []*corev1.Service{svc}, nil)
-			var ae *AnnotationError
-			if tc.wantErr != (len(errs) == 1 && errors.As(errs[0], &ae)) {
-				t.Fatalf("errors %v", errs)
-			}
-			if len(got) != 2 {
-				t.Fatalf("got %+v, want the external and the internal service", got)
-			}
-			for _, s := range got {
-				if want := tc.want && !s.Internal; s.DSR != want {
-					t.Errorf("%s: DSR %t, want %t", s.Name, s.DSR, want)
+				got, errs := Translate(node, []*corev1.Service{service("default", "web", corev1.ServiceTypeNodePort, opts...)}, nil)
+				var ae *AnnotationError
+				if tc.wantErr != (len(errs) == 1 && errors.As(errs[0], &ae)) {
+					t.Fatalf("errors %v", errs)
 				}
-			}
-		})
+				if len(got) != 2 {
+					t.Fatalf("got %+v, want the external and the internal service", got)
+				}
+				for _, s := range got {
+					if want := tc.want && !(k.externalOnly && s.Internal); k.get(s) != want {
+						t.Errorf("%s: %s %t, want %t", s.Name, k.annotation, k.get(s), want)
+					}
+				}
+			})
+		}
 	}
 }
 

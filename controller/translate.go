@@ -439,20 +439,25 @@ func serviceClusterIPs(svc *corev1.Service) []netip.Addr {
 const AnnotationLBAlgorithm = AnnotationPrefix + "lb-algorithm"
 
 // serviceMaglev tells whether svc's backends are picked by Maglev: its
-// annotation, else the agent's default. An invalid annotation is reported
-// and the default used.
+// annotation, else the agent's default.
 func serviceMaglev(node NodeInfo, svc *corev1.Service) (bool, error) {
-	v, ok := svc.Annotations[AnnotationLBAlgorithm]
+	return annotationChoice(svc, AnnotationLBAlgorithm, "maglev", "hash", node.Maglev)
+}
+
+// annotationChoice reads an annotation of two values: true for yes, false
+// for no, def when absent. Any other value is reported and def used.
+func annotationChoice(svc *corev1.Service, key, yes, no string, def bool) (bool, error) {
+	v, ok := svc.Annotations[key]
 	if !ok {
-		return node.Maglev, nil
+		return def, nil
 	}
 	switch strings.TrimSpace(v) {
-	case "maglev":
+	case yes:
 		return true, nil
-	case "hash":
+	case no:
 		return false, nil
 	}
-	return node.Maglev, &AnnotationError{Annotation: AnnotationLBAlgorithm, Value: v, Err: errors.New(`want "maglev" or "hash"`)}
+	return def, &AnnotationError{Annotation: key, Value: v, Err: fmt.Errorf("want %q or %q", yes, no)}
 }
 
 // AnnotationForwardingMode picks how a Service's remote backends are
@@ -462,20 +467,9 @@ func serviceMaglev(node NodeInfo, svc *corev1.Service) (bool, error) {
 const AnnotationForwardingMode = AnnotationPrefix + "forwarding-mode"
 
 // serviceDSR tells whether svc's remote backends are reached by direct
-// server return: its annotation, else the agent's default. An invalid
-// annotation is reported and the default used.
+// server return: its annotation, else the agent's default.
 func serviceDSR(node NodeInfo, svc *corev1.Service) (bool, error) {
-	v, ok := svc.Annotations[AnnotationForwardingMode]
-	if !ok {
-		return node.DSR, nil
-	}
-	switch strings.TrimSpace(v) {
-	case "dsr":
-		return true, nil
-	case "snat":
-		return false, nil
-	}
-	return node.DSR, &AnnotationError{Annotation: AnnotationForwardingMode, Value: v, Err: errors.New(`want "dsr" or "snat"`)}
+	return annotationChoice(svc, AnnotationForwardingMode, "dsr", "snat", node.DSR)
 }
 
 // defaultAffinityTimeout is the API's default of
