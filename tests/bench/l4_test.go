@@ -1403,26 +1403,28 @@ func verifyDSR(e *l4Env, dp *dataplane) error {
 	if dp != dpNodegress {
 		return nil
 	}
-	for i, reason := range []string{"fwd_dsr", "dsr_decap"} {
+	// node2 hands decapsulated packets straight to the pod with
+	// --pod-redirect (dsr_decap_peer), else to its routing (dsr_decap).
+	for i, reasons := range [][]string{{"fwd_dsr"}, {"dsr_decap", "dsr_decap_peer"}} {
 		n := e.tp.Nodes[i]
 		bpffs, _ := e.agentPaths(n)
 		out, err := n.Exec(e.nodegress, "maps", "--bpffs", bpffs)
 		if err != nil {
 			return fmt.Errorf("nodegress maps on %s: %w: %s", n.Name, err, out)
 		}
-		if !countedAny(out, reason) {
-			return fmt.Errorf("%s counted no %s", n.Name, reason)
+		if !countedAny(out, reasons) {
+			return fmt.Errorf("%s counted none of %v", n.Name, reasons)
 		}
 	}
 	return nil
 }
 
 // countedAny tells whether `nodegress maps` output counted packets under
-// reason.
-func countedAny(mapsOut, reason string) bool {
+// one of the reasons.
+func countedAny(mapsOut string, reasons []string) bool {
 	for _, l := range strings.Split(mapsOut, "\n") {
 		f := strings.Fields(l)
-		if len(f) == 3 && f[0] == reason && f[1] != "0" {
+		if len(f) == 3 && slices.Contains(reasons, f[0]) && f[1] != "0" {
 			return true
 		}
 	}
