@@ -74,8 +74,8 @@ done
 
 case ${BENCH_SUITE:-all} in
 l7) tests='^TestL7$' timeout=20m ;;
-l4) tests='^TestL4$' timeout=20m ;;
-all) tests='^TestL(4|7)$' timeout=40m ;;
+l4) tests='^TestL4$' timeout=40m ;;
+all) tests='^TestL(4|7)$' timeout=60m ;;
 *)
 	echo "BENCH_SUITE=${BENCH_SUITE}: want l4, l7 or all" >&2
 	exit 2
