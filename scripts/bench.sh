@@ -68,7 +68,7 @@ cleanup() {
 trap cleanup EXIT
 
 cmdline="make bench"
-for v in BENCH_SUITE BENCH_FILTER BENCH_DURATION BENCH_ROUNDS BENCH_MODE BENCH_XDP_MODE; do
+for v in BENCH_SUITE BENCH_FILTER BENCH_DURATION BENCH_ROUNDS BENCH_MODE BENCH_XDP_MODE BENCH_CHECKSUMS; do
 	if [ -n "${!v:-}" ]; then cmdline+=" $v=${!v}"; fi
 done
 
