@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"crypto/rand"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -219,6 +220,17 @@ func keys[V any](m map[string]V) []string {
 }
 
 func addrPort(a netip.Addr, port uint16) netip.AddrPort { return netip.AddrPortFrom(a, port) }
+
+// randomBytes returns n random bytes: an upload whose every segment's
+// checksum is different.
+func randomBytes(t *testing.T, n int) []byte {
+	t.Helper()
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
 
 // http80 is the usual service port: 80 to the pods' HTTP port.
 func http80(nodePort uint16) harness.Port {

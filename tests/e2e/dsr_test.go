@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"cmp"
-	"crypto/rand"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -109,10 +108,7 @@ func testDSR(t *testing.T, xdpMode string, podRedirect bool) {
 	t.Run("large transfers learn the smaller path MTU", func(t *testing.T) {
 		c := c.with(t)
 		const size = 8 << 20
-		upload := make([]byte, size)
-		if _, err := rand.Read(upload); err != nil {
-			t.Fatal(err)
-		}
+		upload := randomBytes(t, size)
 		want := harness.Reply{Pod: "pod2a", Client: netns.ClientIP}
 		if r, err := harness.HTTPDownload(c.ctx, c.client(), viaDSR, size); err != nil || r != want {
 			t.Fatalf("download: %v, answered by %v, want %v", err, r, want)

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"crypto/rand"
 	"net/netip"
 	"testing"
 
@@ -42,10 +41,7 @@ func TestPodRedirect(t *testing.T) {
 	t.Run("large transfers", func(t *testing.T) {
 		c := c.with(t)
 		const size = 8 << 20
-		upload := make([]byte, size)
-		if _, err := rand.Read(upload); err != nil {
-			t.Fatal(err)
-		}
+		upload := randomBytes(t, size)
 		if r, err := harness.HTTPDownload(c.ctx, c.client(), addr, size); err != nil || r.Client != netns.ClientIP {
 			t.Fatalf("download: %v (%v)", err, r)
 		}

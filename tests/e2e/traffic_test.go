@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"context"
-	"crypto/rand"
 	"fmt"
 	"io"
 	"net"
@@ -30,10 +29,7 @@ func TestLargeTransfers(t *testing.T) {
 	)
 	n1 := c.node(1)
 	const size = 8 << 20
-	upload := make([]byte, size)
-	if _, err := rand.Read(upload); err != nil {
-		t.Fatal(err)
-	}
+	upload := randomBytes(t, size)
 	tests := []struct {
 		name string
 		addr netip.AddrPort

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"crypto/rand"
 	"net/netip"
 	"regexp"
 	"strconv"
@@ -76,10 +75,7 @@ func TestXDPModes(t *testing.T) {
 			t.Run("large transfers", func(t *testing.T) {
 				c := c.with(t)
 				const size = 4 << 20
-				upload := make([]byte, size)
-				if _, err := rand.Read(upload); err != nil {
-					t.Fatal(err)
-				}
+				upload := randomBytes(t, size)
 				for _, tt := range []struct {
 					addr netip.AddrPort
 					want harness.Reply
