@@ -352,27 +352,34 @@ func parsePodRedirect(v string, replaceKubeProxy bool) (bool, error) {
 	return false, fmt.Errorf("--pod-redirect %q: want auto, on or off", v)
 }
 
-// parsePrefixes parses a comma-separated list of IPv4 prefixes (an
-// address alone is its /32); empty means none.
-func parsePrefixes(v string) ([]netip.Prefix, error) {
+// parsePrefixList parses a comma-separated list of CIDRs; an address
+// alone is its single-address prefix.
+func parsePrefixList(v string) ([]netip.Prefix, error) {
 	var out []netip.Prefix
-	for _, f := range strings.Split(v, ",") {
-		f = strings.TrimSpace(f)
-		if f == "" {
-			continue
-		}
+	for _, f := range splitList(v) {
 		p, err := netip.ParsePrefix(f)
 		if err != nil {
 			a, aerr := netip.ParseAddr(f)
 			if aerr != nil {
-				return nil, fmt.Errorf("%q: not an IPv4 prefix or address", f)
+				return nil, fmt.Errorf("%q is no CIDR or address", f)
 			}
 			p = netip.PrefixFrom(a, a.BitLen())
 		}
-		if !p.Addr().Is4() {
-			return nil, fmt.Errorf("%q: not IPv4", f)
-		}
 		out = append(out, p.Masked())
+	}
+	return out, nil
+}
+
+// parsePrefixes is parsePrefixList for IPv4 prefixes only.
+func parsePrefixes(v string) ([]netip.Prefix, error) {
+	out, err := parsePrefixList(v)
+	if err != nil {
+		return nil, err
+	}
+	for _, p := range out {
+		if !p.Addr().Is4() {
+			return nil, fmt.Errorf("%s: not IPv4", p)
+		}
 	}
 	return out, nil
 }

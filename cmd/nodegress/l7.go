@@ -57,17 +57,9 @@ func (f *l7Flags) ports() (uint16, uint16, error) {
 }
 
 func (f *l7Flags) trusted() ([]netip.Prefix, error) {
-	var out []netip.Prefix
-	for _, s := range splitList(f.trustedProxies) {
-		p, err := netip.ParsePrefix(s)
-		if err != nil {
-			a, aerr := netip.ParseAddr(s)
-			if aerr != nil {
-				return nil, fmt.Errorf("--trusted-proxies: %q is no CIDR or address", s)
-			}
-			p = netip.PrefixFrom(a, a.BitLen())
-		}
-		out = append(out, p.Masked())
+	out, err := parsePrefixList(f.trustedProxies)
+	if err != nil {
+		return nil, fmt.Errorf("--trusted-proxies: %w", err)
 	}
 	return out, nil
 }
