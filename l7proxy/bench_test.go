@@ -90,13 +90,11 @@ func benchBackend(b *testing.B) *backend {
 func BenchmarkProxy(b *testing.B) {
 	be := benchBackend(b)
 	b.Run("direct", func(b *testing.B) { runLoad(b, be.addr.String(), "bench.example") })
-	for _, engine := range engines {
-		p := startProxy(b, Options{Engine: engine}, benchConfig(be))
-		if p.access != nil {
-			b.Fatal("access log on")
-		}
-		b.Run("proxy-"+engine, func(b *testing.B) { runLoad(b, p.httpAddr, "bench.example") })
+	p := startProxy(b, Options{}, benchConfig(be))
+	if p.access != nil {
+		b.Fatal("access log on")
 	}
+	b.Run("proxy", func(b *testing.B) { runLoad(b, p.httpAddr, "bench.example") })
 }
 
 func benchConfig(be *backend) Config {
@@ -110,10 +108,8 @@ func benchConfig(be *backend) Config {
 // log writing to io.Discard.
 func BenchmarkProxyAccessLog(b *testing.B) {
 	be := benchBackend(b)
-	for _, engine := range engines {
-		p := startProxy(b, Options{Engine: engine, AccessLog: io.Discard}, benchConfig(be))
-		b.Run(engine, func(b *testing.B) { runLoad(b, p.httpAddr, "bench.example") })
-	}
+	p := startProxy(b, Options{AccessLog: io.Discard}, benchConfig(be))
+	runLoad(b, p.httpAddr, "bench.example")
 }
 
 func runLoad(b *testing.B, addr, host string) {
@@ -139,39 +135,33 @@ func runLoad(b *testing.B, addr, host string) {
 }
 
 // BenchmarkProxyH2 measures small HTTP/2 requests over TLS (64 concurrent
-// streams on a few connections) through the proxy, per engine: with the
-// fast engine they go to the upstream over its pooled HTTP/1.1
-// connections, with the stdlib engine through http.Transport. The client
-// shares the process, so compare the engines rather than reading either
-// as an absolute figure.
+// streams on a few connections) through the proxy, which sends them to the
+// upstream over its pooled HTTP/1.1 connections. The client shares the
+// process, so compare runs rather than reading one as an absolute figure.
 func BenchmarkProxyH2(b *testing.B) {
 	be := benchBackend(b)
-	for _, engine := range engines {
-		p := startProxy(b, Options{Engine: engine}, benchConfig(be))
-		b.Run(engine, func(b *testing.B) {
-			c := tlsClient("bench.example", true)
-			url := "https://" + p.httpsAddr + "/"
-			b.SetParallelism(32)
-			b.ReportAllocs()
-			start := time.Now()
-			b.RunParallel(func(pb *testing.PB) {
-				for pb.Next() {
-					req, _ := http.NewRequest(http.MethodGet, url, nil)
-					req.Host = "bench.example"
-					res, err := c.Do(req)
-					if err != nil {
-						b.Error(err)
-						return
-					}
-					_, _ = io.Copy(io.Discard, res.Body)
-					res.Body.Close()
-					if res.StatusCode != http.StatusOK || res.ProtoMajor != 2 {
-						b.Errorf("%s %d", res.Proto, res.StatusCode)
-						return
-					}
-				}
-			})
-			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "req/s")
-		})
-	}
+	p := startProxy(b, Options{}, benchConfig(be))
+	c := tlsClient("bench.example", true)
+	url := "https://" + p.httpsAddr + "/"
+	b.SetParallelism(32)
+	b.ReportAllocs()
+	start := time.Now()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			req, _ := http.NewRequest(http.MethodGet, url, nil)
+			req.Host = "bench.example"
+			res, err := c.Do(req)
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			_, _ = io.Copy(io.Discard, res.Body)
+			res.Body.Close()
+			if res.StatusCode != http.StatusOK || res.ProtoMajor != 2 {
+				b.Errorf("%s %d", res.Proto, res.StatusCode)
+				return
+			}
+		}
+	})
+	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "req/s")
 }

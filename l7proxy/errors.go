@@ -21,6 +21,10 @@ func errorStatus(ctx context.Context, err error) int {
 	if ctx.Err() != nil {
 		return StatusClientClosed
 	}
+	var he *h1Error
+	if errors.As(err, &he) {
+		return he.status
+	}
 	var mbe *http.MaxBytesError
 	if errors.As(err, &mbe) {
 		return http.StatusRequestEntityTooLarge
@@ -33,6 +37,22 @@ func errorStatus(ctx context.Context, err error) int {
 		return http.StatusGatewayTimeout
 	}
 	return http.StatusBadGateway
+}
+
+// failStatus decides the status of a failed forward: err is the failure,
+// bodyErr the client's body failure, if any, which takes precedence
+// unless the client is gone. It returns the error to record.
+func failStatus(ctx context.Context, err, bodyErr error) (int, error) {
+	code := errorStatus(ctx, err)
+	if bodyErr != nil && code != StatusClientClosed {
+		// The client's body failed, not the upstream.
+		err = bodyErr
+		code = errorStatus(ctx, bodyErr)
+		if code != http.StatusRequestEntityTooLarge && code != StatusClientClosed {
+			code = http.StatusBadRequest
+		}
+	}
+	return code, err
 }
 
 // writeError sends a short plain-text error response. Bodies are static

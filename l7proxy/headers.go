@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"unsafe"
 )
 
 // Canonical header keys, used as literal map keys so the hot path does not
@@ -101,50 +102,6 @@ func connInfoFrom(ctx context.Context, r *http.Request, trusted []netip.Prefix) 
 	return ci
 }
 
-// setForwarded writes the X-Forwarded-* and X-Real-IP headers of the
-// outbound request. From an untrusted peer every client-supplied value is
-// replaced, so a client cannot forge its address or scheme towards the
-// pods. From a trusted proxy the chain is extended and its view of the
-// original scheme, host and port is kept.
-//
-// httputil.ReverseProxy has already removed Forwarded and X-Forwarded-For,
-// -Host and -Proto from out; in still has them.
-func setForwarded(out, in *http.Request, ci *connInfo, trusted []netip.Prefix) {
-	h := out.Header
-	if !ci.trusted {
-		h[hdrXFF] = ci.peerVal
-		h[hdrXFProto] = ci.protoVal
-		h[hdrXFHost] = []string{in.Host}
-		h[hdrXFPort] = ci.portVal
-		h[hdrXRealIP] = ci.peerVal
-		delete(h, hdrForwarded)
-		return
-	}
-	if prior := in.Header[hdrXFF]; len(prior) > 0 {
-		h[hdrXFF] = []string{strings.Join(prior, ", ") + ", " + ci.peerStr}
-		h[hdrXRealIP] = []string{realClient(prior, ci.peerStr, trusted)}
-	} else {
-		h[hdrXFF] = ci.peerVal
-		h[hdrXRealIP] = ci.peerVal
-	}
-	if v := in.Header[hdrXFProto]; len(v) > 0 {
-		h[hdrXFProto] = v[:1]
-	} else {
-		h[hdrXFProto] = ci.protoVal
-	}
-	if v := in.Header[hdrXFHost]; len(v) > 0 {
-		h[hdrXFHost] = v[:1]
-	} else {
-		h[hdrXFHost] = []string{in.Host}
-	}
-	if v := in.Header[hdrXFPort]; len(v) == 0 {
-		h[hdrXFPort] = ci.portVal
-	}
-	if v := in.Header[hdrForwarded]; len(v) > 0 {
-		h[hdrForwarded] = v
-	}
-}
-
 // realClient walks the X-Forwarded-For chain from the right (the hops
 // closest to us) and returns the first address that is not a trusted
 // proxy: everything left of it could have been made up by the client.
@@ -211,4 +168,60 @@ func hasDotSegment(p string) bool {
 		}
 	}
 	return false
+}
+
+// isHopByHop reports the fields that describe one connection rather than
+// the message (RFC 9110 §7.6.1), by the same classification as the
+// HTTP/1.1 parser.
+func isHopByHop(k string) bool {
+	return classify(unsafe.Slice(unsafe.StringData(k), len(k))).hopByHop()
+}
+
+// copyEndToEnd copies the end-to-end headers of src into dst, skipping
+// hop-by-hop headers and those the Connection header names. Value slices
+// are shared, not copied.
+func copyEndToEnd(dst, src http.Header) {
+	conn := src["Connection"]
+	for k, vv := range src {
+		if isHopByHop(k) || len(conn) > 0 && hasToken(conn, k) {
+			continue
+		}
+		dst[k] = vv
+	}
+}
+
+// hasToken reports whether a comma-separated header value list contains
+// token, case-insensitively.
+func hasToken(values []string, token string) bool {
+	for _, v := range values {
+		for v != "" {
+			var t string
+			t, v, _ = strings.Cut(v, ",")
+			if strings.EqualFold(strings.TrimSpace(t), token) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func joinKeys(h http.Header) string {
+	var b strings.Builder
+	for k := range h {
+		if b.Len() > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(k)
+	}
+	return b.String()
+}
+
+// stripPort removes a ":port" suffix from a Host header value, keeping
+// IPv6 literals bracketed.
+func stripPort(host string) string {
+	i := strings.LastIndexByte(host, ':')
+	if i < 0 || strings.LastIndexByte(host, ']') > i {
+		return host
+	}
+	return host[:i]
 }

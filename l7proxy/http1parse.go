@@ -9,7 +9,7 @@ import (
 	"time"
 )
 
-// This file is the fast engine's HTTP/1.1 message parser. It is strict on
+// This file is the proxy's HTTP/1.1 message parser. It is strict on
 // what clients send, because a proxy that frames a message differently
 // from the server behind it (or from a proxy in front of it) lets a client
 // smuggle a second request past routing and access control. The rules,
@@ -223,6 +223,16 @@ const (
 	hkDate
 	hkDropped // named by the Connection header: hop-by-hop for this message
 )
+
+// hopByHop reports the kinds that describe one connection rather than the
+// message (RFC 9110 §7.6.1).
+func (k hkind) hopByHop() bool {
+	switch k {
+	case hkConnection, hkUpgrade, hkTE, hkTrailer, hkTransferEncoding, hkHopByHop:
+		return true
+	}
+	return false
+}
 
 // classify recognizes a field name case-insensitively.
 func classify(name []byte) hkind {

@@ -15,10 +15,10 @@ import (
 
 // TestServeForLoad runs a proxy for external load tools (wrk) when
 // L7PROXY_SERVE is set to the listen address; L7PROXY_BACKEND names the
-// one endpoint, L7PROXY_ENGINE the engine, L7PROXY_SECONDS how long to
+// one endpoint, L7PROXY_SECONDS how long to
 // serve (default 60), L7PROXY_SERVE_TLS an HTTPS (HTTP/2) listen address
 // served as well, L7PROXY_CPUPROFILE a file for a CPU profile of the whole
-// run. It is how the engines are compared on one pinned
+// run. It is how the proxy is measured on one pinned
 // core (the bench build tag keeps it out of `go test ./...`):
 //
 //	go test -tags bench -c -o /tmp/l7.test ./l7proxy
@@ -41,7 +41,7 @@ func TestServeForLoad(t *testing.T) {
 		}
 		secs = int(d.Seconds())
 	}
-	p, err := New(Options{Engine: os.Getenv("L7PROXY_ENGINE")})
+	p, err := New(Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

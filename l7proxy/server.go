@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/http/httputil"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -55,13 +54,6 @@ type Options struct {
 	ClientIdleTimeout time.Duration
 	// HTTPSPort is the public HTTPS port used in SSL redirects (443).
 	HTTPSPort int
-	// Engine serves HTTP/1.1: EngineFast (the default) parses and
-	// forwards with the proxy's own allocation-light HTTP/1.1 code and
-	// pooled upstream connections; EngineStdlib uses net/http's server
-	// and Transport. HTTP/2 is served by net/http either way; with
-	// EngineFast its requests to plain-HTTP upstreams also go over the
-	// engine's pooled HTTP/1.1 connections (h2upstream.go).
-	Engine string
 }
 
 func (o *Options) setDefaults() {
@@ -89,9 +81,6 @@ func (o *Options) setDefaults() {
 	if o.HTTPSPort <= 0 {
 		o.HTTPSPort = 443
 	}
-	if o.Engine == "" {
-		o.Engine = EngineFast
-	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -113,13 +102,11 @@ type Proxy struct {
 	state atomic.Pointer[state]
 	mu    sync.Mutex // serializes Update
 
-	rp     *httputil.ReverseProxy
-	plain  *http.Server
-	secure *http.Server
-	// fast serves HTTP/1.1 when Options.Engine is EngineFast; secure
-	// then only serves the connections that negotiate HTTP/2.
-	fast *h1server
-	// stopSweep ends the fast engine's idle connection sweeper.
+	// h1 serves HTTP/1.x (cleartext, and over TLS when ALPN picks
+	// http/1.1); h2 serves the TLS connections that negotiate HTTP/2.
+	h1 *h1server
+	h2 *http.Server
+	// stopSweep ends the idle upstream connection sweeper.
 	stopSweep chan struct{}
 
 	redirectPort string // ":port" suffix for SSL redirects, "" for 443
@@ -137,14 +124,8 @@ type state struct {
 // and a freshly generated self-signed default certificate.
 func New(opts Options) (*Proxy, error) {
 	opts.setDefaults()
-	if opts.Engine != EngineFast && opts.Engine != EngineStdlib {
-		return nil, fmt.Errorf("unknown engine %q (want %q or %q)", opts.Engine, EngineFast, EngineStdlib)
-	}
-	p := &Proxy{opts: opts, log: opts.Logger}
-	if opts.Engine == EngineFast {
-		p.fast = newH1Server(p)
-		p.stopSweep = make(chan struct{})
-	}
+	p := &Proxy{opts: opts, log: opts.Logger, stopSweep: make(chan struct{})}
+	p.h1 = newH1Server(p)
 	m, err := newMetrics(opts.Registry)
 	if err != nil {
 		return nil, err
@@ -168,29 +149,9 @@ func New(opts Options) (*Proxy, error) {
 	certs, _ := newCertStore(nil, p.defCert)
 	p.state.Store(&state{table: table, pools: map[string]*pool{}, certs: certs})
 
-	if p.stopSweep != nil {
-		go p.sweeper(p.stopSweep)
-	}
-	p.rp = &httputil.ReverseProxy{
-		Rewrite:      p.rewrite,
-		Transport:    roundTripperFunc(p.roundTrip),
-		ErrorHandler: p.errorHandler,
-		BufferPool:   bufferPool{},
-		ErrorLog:     slog.NewLogLogger(p.log.Handler(), slog.LevelDebug),
-	}
+	go p.sweeper(p.stopSweep)
 	errLog := slog.NewLogLogger(p.log.Handler(), slog.LevelDebug)
-	p.plain = &http.Server{
-		Handler:           &handler{p: p},
-		ReadHeaderTimeout: opts.ReadHeaderTimeout,
-		ReadTimeout:       opts.ReadTimeout,
-		IdleTimeout:       opts.ClientIdleTimeout,
-		MaxHeaderBytes:    opts.MaxHeaderBytes,
-		ErrorLog:          errLog,
-		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
-			return context.WithValue(ctx, connInfoKey{}, newConnInfo(c, false, opts.TrustedProxies))
-		},
-	}
-	p.secure = &http.Server{
+	p.h2 = &http.Server{
 		Handler:           &handler{p: p, tls: true},
 		ReadHeaderTimeout: opts.ReadHeaderTimeout,
 		ReadTimeout:       opts.ReadTimeout,
@@ -277,68 +238,21 @@ func (p *Proxy) Update(cfg Config) []error {
 // connections' local address is taken as the address the client
 // connected to (X-Forwarded-Port). It returns nil after Shutdown.
 func (p *Proxy) ServeHTTP(l net.Listener) error {
-	if p.fast != nil {
-		if err := p.fast.serve(l, nil, nil); err != nil {
-			return fmt.Errorf("serve http on %s: %w", l.Addr(), err)
-		}
-		return nil
-	}
-	if err := p.plain.Serve(l); !errors.Is(err, http.ErrServerClosed) {
+	if err := p.h1.serve(l, nil, nil); err != nil {
 		return fmt.Errorf("serve http on %s: %w", l.Addr(), err)
 	}
 	return nil
 }
 
 // ServeHTTPS serves HTTPS (HTTP/2 and HTTP/1.1 by ALPN) on l until
-// Shutdown, choosing certificates by SNI from the current Config.
+// Shutdown, choosing certificates by SNI from the current Config. TLS is
+// terminated here; connections negotiating h2 are handed to net/http's
+// HTTP/2 server through a queue listener.
 func (p *Proxy) ServeHTTPS(l net.Listener) error {
-	if p.fast != nil {
-		return p.serveHTTPSFast(l)
-	}
-	if err := p.secure.ServeTLS(l, "", ""); !errors.Is(err, http.ErrServerClosed) {
-		return fmt.Errorf("serve https on %s: %w", l.Addr(), err)
-	}
-	return nil
-}
-
-// Shutdown stops accepting connections and waits, bounded by ctx, for
-// active requests to finish. Upgraded connections (WebSocket) are not
-// waited for. The access log is flushed.
-func (p *Proxy) Shutdown(ctx context.Context) error {
-	var wg sync.WaitGroup
-	var e1, e2, e3 error
-	wg.Go(func() { e1 = p.plain.Shutdown(ctx) })
-	wg.Go(func() { e2 = p.secure.Shutdown(ctx) })
-	if p.fast != nil {
-		wg.Go(func() { e3 = p.fast.shutdown(ctx) })
-	}
-	wg.Wait()
-	p.mu.Lock()
-	for _, pl := range p.state.Load().pools {
-		pl.retire()
-	}
-	if p.stopSweep != nil {
-		select {
-		case <-p.stopSweep:
-		default:
-			close(p.stopSweep)
-		}
-	}
-	p.mu.Unlock()
-	if p.access != nil {
-		p.access.close()
-	}
-	return errors.Join(e1, e2, e3)
-}
-
-// serveHTTPSFast terminates TLS itself and serves HTTP/1.1 connections
-// with the fast engine; connections negotiating h2 are handed to
-// net/http's server through a queue listener.
-func (p *Proxy) serveHTTPSFast(l net.Listener) error {
 	q := newConnQueue(l.Addr())
 	h2done := make(chan error, 1)
-	go func() { h2done <- p.secure.Serve(q) }()
-	err := p.fast.serve(l, p.secure.TLSConfig, q)
+	go func() { h2done <- p.h2.Serve(q) }()
+	err := p.h1.serve(l, p.h2.TLSConfig, q)
 	_ = q.Close()
 	if herr := <-h2done; !errors.Is(herr, http.ErrServerClosed) && !errors.Is(herr, net.ErrClosed) && err == nil {
 		err = herr
@@ -349,24 +263,32 @@ func (p *Proxy) serveHTTPSFast(l net.Listener) error {
 	return nil
 }
 
-type roundTripperFunc func(*http.Request) (*http.Response, error)
+// Shutdown stops accepting connections and waits, bounded by ctx, for
+// active requests to finish. Upgraded connections (WebSocket) are not
+// waited for. The access log is flushed.
+func (p *Proxy) Shutdown(ctx context.Context) error {
+	var wg sync.WaitGroup
+	var e1, e2 error
+	wg.Go(func() { e1 = p.h2.Shutdown(ctx) })
+	wg.Go(func() { e2 = p.h1.shutdown(ctx) })
+	wg.Wait()
+	p.mu.Lock()
+	for _, pl := range p.state.Load().pools {
+		pl.retire()
+	}
+	select {
+	case <-p.stopSweep:
+	default:
+		close(p.stopSweep)
+	}
+	p.mu.Unlock()
+	if p.access != nil {
+		p.access.close()
+	}
+	return errors.Join(e1, e2)
+}
 
-func (f roundTripperFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
-
-// bufferPool recycles ReverseProxy's copy buffers; without it every
-// response allocates 32 KiB.
-type bufferPool struct{}
-
+// copyBufs recycles body copy buffers.
 const copyBufSize = 32 << 10
 
 var copyBufs = sync.Pool{New: func() any { return new([copyBufSize]byte) }}
-
-func (bufferPool) Get() []byte { return copyBufs.Get().(*[copyBufSize]byte)[:] }
-
-// Put converts back to the array pointer, which (unlike a pointer to a
-// slice header) costs no allocation.
-func (bufferPool) Put(b []byte) {
-	if cap(b) >= copyBufSize {
-		copyBufs.Put((*[copyBufSize]byte)(b[:copyBufSize]))
-	}
-}

@@ -149,75 +149,73 @@ func servedCN(t *testing.T, addr, sni string, alpn []string) (string, string) {
 }
 
 func TestTLSServing(t *testing.T) {
-	forEachEngine(t, func(t *testing.T) {
-		a := startBackend(t, "a", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			_, _ = io.WriteString(w, r.Header.Get("X-Forwarded-Proto")+" "+r.Proto)
-		}))
-		cfg := Config{
-			Routes:       []Route{{Host: "a.example", Path: "/", Upstream: "u", Ingress: "ns/a"}},
-			Upstreams:    []Upstream{{Name: "u", Endpoints: ep(a)}},
-			Certificates: []Certificate{{Hosts: []string{"a.example"}, Cert: makeCert(t, "cert-v1", "a.example"), Source: "ns/a-tls"}},
-		}
-		p := startProxy(t, Options{}, cfg)
+	a := startBackend(t, "a", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, r.Header.Get("X-Forwarded-Proto")+" "+r.Proto)
+	}))
+	cfg := Config{
+		Routes:       []Route{{Host: "a.example", Path: "/", Upstream: "u", Ingress: "ns/a"}},
+		Upstreams:    []Upstream{{Name: "u", Endpoints: ep(a)}},
+		Certificates: []Certificate{{Hosts: []string{"a.example"}, Cert: makeCert(t, "cert-v1", "a.example"), Source: "ns/a-tls"}},
+	}
+	p := startProxy(t, Options{}, cfg)
 
-		if cn, _ := servedCN(t, p.httpsAddr, "a.example", nil); cn != "cert-v1" {
-			t.Errorf("a.example served %q", cn)
+	if cn, _ := servedCN(t, p.httpsAddr, "a.example", nil); cn != "cert-v1" {
+		t.Errorf("a.example served %q", cn)
+	}
+	if cn, _ := servedCN(t, p.httpsAddr, "other.example", nil); cn != "nodegress default certificate" {
+		t.Errorf("unknown SNI served %q", cn)
+	}
+	if cn, _ := servedCN(t, p.httpsAddr, "", nil); cn != "nodegress default certificate" {
+		t.Errorf("no SNI served %q", cn)
+	}
+	for _, tt := range []struct {
+		alpn []string
+		want string
+	}{
+		{[]string{"h2", "http/1.1"}, "h2"},
+		{[]string{"http/1.1"}, "http/1.1"},
+	} {
+		if _, proto := servedCN(t, p.httpsAddr, "a.example", tt.alpn); proto != tt.want {
+			t.Errorf("ALPN %v negotiated %q, want %q", tt.alpn, proto, tt.want)
 		}
-		if cn, _ := servedCN(t, p.httpsAddr, "other.example", nil); cn != "nodegress default certificate" {
-			t.Errorf("unknown SNI served %q", cn)
-		}
-		if cn, _ := servedCN(t, p.httpsAddr, "", nil); cn != "nodegress default certificate" {
-			t.Errorf("no SNI served %q", cn)
-		}
-		for _, tt := range []struct {
-			alpn []string
-			want string
-		}{
-			{[]string{"h2", "http/1.1"}, "h2"},
-			{[]string{"http/1.1"}, "http/1.1"},
-		} {
-			if _, proto := servedCN(t, p.httpsAddr, "a.example", tt.alpn); proto != tt.want {
-				t.Errorf("ALPN %v negotiated %q, want %q", tt.alpn, proto, tt.want)
-			}
-		}
+	}
 
-		// Requests over HTTP/2 and HTTP/1.1, with verification against the
-		// served certificate.
-		pool := x509.NewCertPool()
-		pool.AddCert(cfg.Certificates[0].Cert.Leaf)
-		for _, h2 := range []bool{true, false} {
-			tr := &http.Transport{
-				TLSClientConfig:   &tls.Config{ServerName: "a.example", RootCAs: pool},
-				ForceAttemptHTTP2: h2,
-			}
-			if !h2 {
-				tr.TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{}
-			}
-			c := &http.Client{Transport: tr, Timeout: 5 * time.Second}
-			req, _ := http.NewRequest(http.MethodGet, "https://"+p.httpsAddr+"/", nil)
-			req.Host = "a.example"
-			resp, err := c.Do(req)
-			if err != nil {
-				t.Fatalf("h2=%v: %v", h2, err)
-			}
-			body, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			wantProto := "HTTP/1.1"
-			if h2 {
-				wantProto = "HTTP/2.0"
-			}
-			if resp.Proto != wantProto || string(body) != "https HTTP/1.1" {
-				t.Errorf("h2=%v: proto %s body %q", h2, resp.Proto, body)
-			}
+	// Requests over HTTP/2 and HTTP/1.1, with verification against the
+	// served certificate.
+	pool := x509.NewCertPool()
+	pool.AddCert(cfg.Certificates[0].Cert.Leaf)
+	for _, h2 := range []bool{true, false} {
+		tr := &http.Transport{
+			TLSClientConfig:   &tls.Config{ServerName: "a.example", RootCAs: pool},
+			ForceAttemptHTTP2: h2,
 		}
+		if !h2 {
+			tr.TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{}
+		}
+		c := &http.Client{Transport: tr, Timeout: 5 * time.Second}
+		req, _ := http.NewRequest(http.MethodGet, "https://"+p.httpsAddr+"/", nil)
+		req.Host = "a.example"
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatalf("h2=%v: %v", h2, err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		wantProto := "HTTP/1.1"
+		if h2 {
+			wantProto = "HTTP/2.0"
+		}
+		if resp.Proto != wantProto || string(body) != "https HTTP/1.1" {
+			t.Errorf("h2=%v: proto %s body %q", h2, resp.Proto, body)
+		}
+	}
 
-		// Rotation: a new Config with a new certificate, no restart.
-		cfg.Certificates = []Certificate{{Hosts: []string{"a.example"}, Cert: makeCert(t, "cert-v2", "a.example"), Source: "ns/a-tls"}}
-		if errs := p.Update(cfg); len(errs) > 0 {
-			t.Fatal(errs)
-		}
-		if cn, _ := servedCN(t, p.httpsAddr, "a.example", nil); cn != "cert-v2" {
-			t.Errorf("after rotation a.example served %q", cn)
-		}
-	})
+	// Rotation: a new Config with a new certificate, no restart.
+	cfg.Certificates = []Certificate{{Hosts: []string{"a.example"}, Cert: makeCert(t, "cert-v2", "a.example"), Source: "ns/a-tls"}}
+	if errs := p.Update(cfg); len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	if cn, _ := servedCN(t, p.httpsAddr, "a.example", nil); cn != "cert-v2" {
+		t.Errorf("after rotation a.example served %q", cn)
+	}
 }

@@ -1,11 +1,7 @@
 package l7proxy
 
 import (
-	"context"
-	"crypto/tls"
-	"errors"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"net/netip"
 	"sync"
@@ -58,8 +54,8 @@ type endpoint struct {
 	addr     netip.AddrPort
 	hostport string // addr formatted once, for the request URL and logs
 	rt       *http.Transport
-	// h1 holds the fast engine's keep-alive connections; rt serves the
-	// stdlib engine and h2c/https upstreams.
+	// h1 holds the keep-alive HTTP/1.1 connections of a plain-HTTP
+	// upstream; rt serves h2c and HTTPS upstreams.
 	h1 h1idle
 
 	inflight atomic.Int64
@@ -271,108 +267,4 @@ func (e *endpoint) retire() {
 	if e.inflight.Load() == 0 {
 		e.closeIdle()
 	}
-}
-
-// connectError marks a failure to establish the TCP connection, the only
-// failure after which a request certainly did not reach the endpoint.
-type connectError struct{ err error }
-
-func (e *connectError) Error() string { return "connect: " + e.err.Error() }
-func (e *connectError) Unwrap() error { return e.err }
-
-func isConnectError(err error) bool {
-	var ce *connectError
-	return errors.As(err, &ce)
-}
-
-func newTransport(s poolSettings, maxHeaderBytes int) *http.Transport {
-	d := &net.Dialer{Timeout: s.connectTimeout, KeepAlive: 30 * time.Second}
-	t := &http.Transport{
-		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			c, err := d.DialContext(ctx, network, addr)
-			if err != nil {
-				return nil, &connectError{err: err}
-			}
-			return c, nil
-		},
-		MaxIdleConnsPerHost:    maxIdlePerEndpoint,
-		IdleConnTimeout:        s.idleTimeout,
-		ResponseHeaderTimeout:  s.readTimeout,
-		ExpectContinueTimeout:  time.Second,
-		MaxResponseHeaderBytes: int64(max(maxHeaderBytes, 64<<10)),
-		// A proxy forwards encodings as they are; the transport must not
-		// add Accept-Encoding and decompress behind the client's back.
-		DisableCompression: true,
-		// Pods rarely have certificates valid for their IPs; like other
-		// ingress controllers the proxy encrypts without verifying.
-		TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, //nolint:gosec // see above
-		Protocols:       new(http.Protocols),
-	}
-	switch s.protocol {
-	case ProtocolH2C:
-		t.Protocols.SetUnencryptedHTTP2(true)
-	case ProtocolHTTPS:
-		t.Protocols.SetHTTP1(true)
-		t.Protocols.SetHTTP2(true)
-		t.TLSHandshakeTimeout = s.connectTimeout
-	default:
-		t.Protocols.SetHTTP1(true)
-	}
-	return t
-}
-
-// roundTrip sends req to ep, and on a failed connect of a replayable
-// request once more to another endpoint. The endpoint that finally served
-// the request is recorded in st (acquired; the caller releases it).
-func (st *reqState) roundTrip(req *http.Request) (*http.Response, error) {
-	ep := st.ep
-	req.URL.Scheme = st.pool.scheme
-	for attempt := 0; ; attempt++ {
-		req.URL.Host = ep.hostport
-		st.upstreamStart = time.Now()
-		resp, err := ep.rt.RoundTrip(req)
-		if err == nil {
-			ep.succeeded()
-			return resp, nil
-		}
-		if !isConnectError(err) {
-			return nil, err
-		}
-		if b := ep.eject(); st.log != nil {
-			st.log.Warn("endpoint ejected after failed connect", "upstream", st.pool.name,
-				"backend", ep.hostport, "backoff", b, "err", err)
-		}
-		if attempt > 0 || !replayable(req) {
-			return nil, err
-		}
-		next := st.pool.pick(ep)
-		if next == nil {
-			return nil, err
-		}
-		if req.GetBody != nil && req.Body != nil && req.Body != http.NoBody {
-			body, gerr := req.GetBody()
-			if gerr != nil {
-				return nil, err
-			}
-			req.Body = body
-		}
-		next.acquire()
-		ep.release()
-		st.ep = next
-		st.retried = true
-		ep = next
-	}
-}
-
-// replayable reports whether a request may be sent again after a failed
-// connect: an idempotent method and no body that was (or could have been)
-// consumed.
-func replayable(req *http.Request) bool {
-	switch req.Method {
-	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodPut,
-		http.MethodDelete, http.MethodTrace:
-	default:
-		return false
-	}
-	return req.Body == nil || req.Body == http.NoBody || req.GetBody != nil
 }

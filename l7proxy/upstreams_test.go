@@ -3,7 +3,6 @@ package l7proxy
 import (
 	"net/http"
 	"net/netip"
-	"strings"
 	"testing"
 	"time"
 )
@@ -133,45 +132,26 @@ func TestPick(t *testing.T) {
 	})
 }
 
-func TestReplayable(t *testing.T) {
-	tests := []struct {
+// TestIdempotentMethod pins the methods the attempt loop may send to a
+// second endpoint after a failed connect (RFC 9110 §9.2.2).
+func TestIdempotentMethod(t *testing.T) {
+	for _, tt := range []struct {
 		method string
-		body   string
 		want   bool
 	}{
-		{http.MethodGet, "", true},
-		{http.MethodHead, "", true},
-		{http.MethodOptions, "", true},
-		{http.MethodPut, "", true},
-		{http.MethodDelete, "", true},
-		{http.MethodPost, "", false},
-		{http.MethodPatch, "", false},
-		{http.MethodPut, "data", true}, // NewRequest sets GetBody for strings.Reader
-	}
-	for _, tt := range tests {
-		var req *http.Request
-		if tt.body != "" {
-			req, _ = http.NewRequest(tt.method, "http://x/", strings.NewReader(tt.body))
-		} else {
-			req, _ = http.NewRequest(tt.method, "http://x/", nil)
+		{http.MethodGet, true},
+		{http.MethodHead, true},
+		{http.MethodOptions, true},
+		{http.MethodPut, true},
+		{http.MethodDelete, true},
+		{http.MethodTrace, true},
+		{http.MethodPost, false},
+		{http.MethodPatch, false},
+		{http.MethodConnect, false},
+		{"get", false},
+	} {
+		if got := idempotentMethod(tt.method); got != tt.want {
+			t.Errorf("idempotentMethod(%q) = %v, want %v", tt.method, got, tt.want)
 		}
-		if got := replayable(req); got != tt.want {
-			t.Errorf("%s body=%q: replayable %v, want %v", tt.method, tt.body, got, tt.want)
-		}
-	}
-	// A streamed body without GetBody (what the server hands the proxy)
-	// is not replayable.
-	req, _ := http.NewRequest(http.MethodPut, "http://x/", nil)
-	req.Body = http.NoBody
-	if !replayable(req) {
-		t.Error("PUT with NoBody not replayable")
-	}
-	req.Body, req.GetBody = nopCloser{strings.NewReader("x")}, nil
-	if replayable(req) {
-		t.Error("PUT with a streamed body replayable")
 	}
 }
-
-type nopCloser struct{ *strings.Reader }
-
-func (nopCloser) Close() error { return nil }

@@ -1,0 +1,634 @@
+package l7proxy
+
+import (
+	"bufio"
+	"context"
+	"io"
+	"net/http"
+	"net/textproto"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+	"unsafe"
+)
+
+// The HTTP/2 client side: streams served by net/http's HTTP/2 server (on
+// TLS connections that negotiated h2). Each stream is one h2stream, which
+// is also the stream's http.ResponseWriter wrapper (recording status and
+// bytes). Towards plain-HTTP upstreams the request head is written
+// straight from the http.Request onto a pooled HTTP/1.1 connection and
+// the response head is parsed once into the stream's header map; towards
+// h2c and TLS upstreams the request goes through the endpoint's
+// Transport.
+
+// handler serves the HTTP/2 streams of the TLS listeners.
+type handler struct {
+	p   *Proxy
+	tls bool
+}
+
+// h2stream is one HTTP/2 request through the pipeline.
+type h2stream struct {
+	tx  txn
+	p   *Proxy
+	w   http.ResponseWriter
+	r   *http.Request
+	ci  *connInfo
+	fwd forwarded
+
+	wroteHeader bool
+	aborted     bool // the response broke under way: reset the stream
+	body        bodyReader
+
+	x *h2scratch // pooled; for HTTP/1.1 upstreams
+	// stop disarms the client-cancellation watch (context.AfterFunc);
+	// nil while none is armed. touched: a watch fired.
+	stop    func() bool
+	touched bool
+
+	// out is the outbound request towards a Transport, built once.
+	out    *http.Request
+	outURL url.URL
+}
+
+// h2scratch is the pooled scratch state of a stream forwarded over an
+// HTTP/1.1 upstream connection.
+type h2scratch struct {
+	h1scratch
+}
+
+var h2scratches = sync.Pool{New: func() any { return new(h2scratch) }}
+
+// bodyReader wraps the inbound body to tell a broken client body (bad
+// framing, oversized) apart from an upstream failure.
+type bodyReader struct {
+	rc  io.ReadCloser
+	err error
+}
+
+func (b *bodyReader) Read(p []byte) (int, error) {
+	n, err := b.rc.Read(p)
+	if err != nil && err != io.EOF && b.err == nil {
+		b.err = err
+	}
+	return n, err
+}
+
+// Close does not close the inbound body: the transport closes request
+// bodies on errors, possibly after RoundTrip returned, while the server
+// still owns the body.
+func (b *bodyReader) Close() error { return nil }
+
+// Header, WriteHeader and Write implement http.ResponseWriter.
+func (s *h2stream) Header() http.Header { return s.w.Header() }
+
+func (s *h2stream) WriteHeader(code int) {
+	if !s.wroteHeader && (code < 100 || code > 199 || code == http.StatusSwitchingProtocols) {
+		s.tx.status = code
+		s.wroteHeader = true
+	}
+	s.w.WriteHeader(code)
+}
+
+func (s *h2stream) Write(b []byte) (int, error) {
+	if !s.wroteHeader {
+		s.tx.status, s.wroteHeader = http.StatusOK, true
+	}
+	n, err := s.w.Write(b)
+	s.tx.bytes += int64(n)
+	return n, err
+}
+
+// FlushError lets streamed responses (gRPC, server-sent events) through
+// without buffering.
+func (s *h2stream) FlushError() error {
+	switch f := s.w.(type) {
+	case interface{ FlushError() error }:
+		return f.FlushError()
+	case http.Flusher:
+		f.Flush()
+		return nil
+	}
+	return http.ErrNotSupported
+}
+
+func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	p := h.p
+	s := &h2stream{p: p, w: w, r: r}
+	s.tx = txn{start: time.Now(), series: p.notFound}
+	s.ci = connInfoFrom(r.Context(), r, p.opts.TrustedProxies)
+	defer s.finish()
+
+	code := p.decide(&s.tx, p.state.Load(), r.Method, r.Host, r.URL.Path, h.tls, r.ContentLength)
+	if code == 0 && s.tx.pool.settings.protocol == ProtocolHTTP && r.Host != "" && !validRequestURI(r.Host) {
+		code = http.StatusBadRequest
+	}
+	switch code {
+	case 0:
+	case http.StatusPermanentRedirect:
+		s.redirect()
+		return
+	default:
+		writeError(s, r, code)
+		return
+	}
+	if s.tx.limit > 0 && r.ContentLength < 0 && r.Body != nil && r.Body != http.NoBody {
+		// A declared length is enforced by the server's body reader;
+		// only bodies of unknown length need counting.
+		r.Body = http.MaxBytesReader(w, r.Body, s.tx.limit)
+	}
+	if r.ContentLength != 0 && r.Body != nil && r.Body != http.NoBody {
+		s.body.rc = r.Body
+	}
+	s.fwd.reset(s.ci)
+	s.fwd.takeHeader(r.Header)
+	s.fwd.complete(s.ci, r.Host, p.opts.TrustedProxies)
+	p.forward(s, &s.tx)
+	if s.x != nil {
+		s.x.resp.fields = s.x.resp.fields[:0]
+		h2scratches.Put(s.x)
+		s.x = nil
+	}
+	if s.aborted {
+		// A half-sent response must not look complete to the client:
+		// reset the stream.
+		panic(http.ErrAbortHandler)
+	}
+}
+
+// redirect answers with a permanent redirect to HTTPS that keeps the
+// method and body (308).
+func (s *h2stream) redirect() {
+	r := s.r
+	s.Header()["Location"] = []string{"https://" + stripPort(r.Host) + s.p.redirectPort + r.URL.RequestURI()}
+	s.WriteHeader(http.StatusPermanentRedirect)
+}
+
+// finish accounts for the stream. It runs deferred, also when the
+// response is aborted with a panic, which it lets continue to the server.
+func (s *h2stream) finish() {
+	rec := recover()
+	tx := &s.tx
+	if rec != nil || tx.status == 0 {
+		if s.r.Context().Err() != nil {
+			tx.status = StatusClientClosed
+		} else if tx.status == 0 {
+			tx.status = http.StatusOK
+		}
+	}
+	var rl requestLine
+	if s.p.access != nil {
+		r := s.r
+		rl = requestLine{client: s.ci.peerStr, method: r.Method, host: r.Host, path: r.URL.Path, proto: r.Proto}
+	}
+	s.p.finish(tx, time.Now(), &rl)
+	if rec != nil {
+		panic(rec)
+	}
+}
+
+func (s *h2stream) idempotent() bool { return idempotentMethod(s.r.Method) }
+func (s *h2stream) gone() bool       { return s.r.Context().Err() != nil }
+func (s *h2stream) method() string   { return s.r.Method }
+
+func (s *h2stream) fail(err, bodyErr error) {
+	if bodyErr == nil {
+		bodyErr = s.body.err
+	}
+	code, err := failStatus(s.r.Context(), err, bodyErr)
+	s.tx.err = err
+	if code == StatusClientClosed {
+		s.tx.status, s.wroteHeader = code, true
+		return
+	}
+	s.p.log.Debug("upstream error", "upstream", s.tx.pool.name, "backend", s.tx.ep.hostport, "status", code, "err", err)
+	if !s.wroteHeader {
+		writeError(s, s.r, code)
+	}
+}
+
+func (s *h2stream) abort(uerr, cerr, bodyErr error) {
+	s.aborted = true
+	if cerr != nil {
+		s.tx.err = cerr
+		return
+	}
+	s.tx.err = uerr
+	if bodyErr != nil {
+		s.tx.err = bodyErr
+	}
+	s.p.log.Debug("upstream error", "upstream", s.tx.pool.name, "backend", s.tx.ep.hostport, "err", uerr)
+}
+
+func (s *h2stream) scratch() *h1scratch {
+	if s.x == nil {
+		s.x = h2scratches.Get().(*h2scratch)
+	}
+	return &s.x.h1scratch
+}
+
+// writeRequestHead writes the HTTP/1.1 request head for the stream:
+// end-to-end fields, the forwarded set and the framing of the body.
+func (s *h2stream) writeRequestHead(w *bufio.Writer, ep *endpoint) {
+	r := s.r
+	_, _ = w.WriteString(r.Method)
+	_ = w.WriteByte(' ')
+	uri := r.RequestURI
+	if !validRequestURI(uri) {
+		uri = r.URL.RequestURI()
+	}
+	_, _ = w.WriteString(uri)
+	_, _ = w.WriteString(" HTTP/1.1\r\nHost: ")
+	if r.Host != "" {
+		_, _ = w.WriteString(r.Host)
+	} else {
+		_, _ = w.WriteString(ep.hostport)
+	}
+	_, _ = w.WriteString("\r\n")
+	h := r.Header
+	for k, vv := range h {
+		switch k {
+		case "Host", "Content-Length", "Expect", hdrXFF, hdrXFProto, hdrXFHost, hdrXFPort, hdrXRealIP, hdrForwarded:
+			continue
+		}
+		if isHopByHop(k) {
+			continue
+		}
+		writeFieldLines(w, k, vv)
+	}
+	s.fwd.write(w)
+	if hasToken(h["Te"], "trailers") {
+		// gRPC needs it end to end; it is hop-by-hop otherwise.
+		_, _ = w.WriteString("Te: trailers\r\n")
+	}
+	switch {
+	case s.body.rc == nil:
+		if r.Method == http.MethodPost || r.Method == http.MethodPut || r.Method == http.MethodPatch {
+			_, _ = w.WriteString("Content-Length: 0\r\n")
+		}
+	case r.ContentLength > 0:
+		_, _ = w.WriteString("Content-Length: ")
+		_, _ = w.Write(strconv.AppendInt(s.x.num[:0], r.ContentLength, 10))
+		_, _ = w.WriteString("\r\n")
+	default:
+		_, _ = w.WriteString("Transfer-Encoding: chunked\r\n")
+	}
+	_, _ = w.WriteString("\r\n")
+}
+
+func (s *h2stream) beginBody() bodyPlan {
+	switch {
+	case s.body.rc == nil:
+		return planNone
+	case s.r.ContentLength > 0 && s.r.ContentLength <= seqBodyMax:
+		return planSequential
+	}
+	return planStreamed
+}
+
+// copyRequestBody streams the request body to the upstream, chunked when
+// its length is unknown. Streamed, every piece is sent at once (gRPC).
+func (s *h2stream) copyRequestBody(w *bufio.Writer, streamed bool) (werr, bodyErr error) {
+	num := &s.x.num
+	if streamed {
+		num = new([24]byte) // the response is written meanwhile
+	}
+	chunked := s.r.ContentLength < 0
+	bp := copyBufs.Get().(*[copyBufSize]byte)
+	defer copyBufs.Put(bp)
+	for {
+		n, err := s.body.Read(bp[:])
+		if n > 0 {
+			if chunked {
+				werr = writeChunk(w, bp[:n], num)
+			} else {
+				_, werr = w.Write(bp[:n])
+			}
+			if werr == nil && streamed {
+				werr = w.Flush()
+			}
+			if werr != nil {
+				return werr, nil
+			}
+		}
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	if chunked {
+		_, _ = w.WriteString("0\r\n")
+		for k, vv := range s.r.Trailer {
+			if !isHopByHop(k) {
+				writeFieldLines(w, k, vv)
+			}
+		}
+		_, _ = w.WriteString("\r\n")
+	}
+	return w.Flush(), nil
+}
+
+func (s *h2stream) interruptBody() {
+	if rc := s.body.rc; rc != nil {
+		_ = rc.Close() // interrupts a read waiting for the client
+	}
+}
+
+// A stream's response can end before its request body: the body copy is
+// then cut rather than waited for.
+func (s *h2stream) waitsForBody() bool          { return false }
+func (s *h2stream) bodyDone() bool              { return true }
+func (s *h2stream) canWatch(streamed bool) bool { return s.stop == nil }
+
+// watch makes the client going away (the stream's context done) interrupt
+// whatever waits on uc. It stays armed until release, so a response that
+// is already there costs nothing.
+func (s *h2stream) watch(uc *upConn) {
+	if s.stop != nil {
+		return
+	}
+	s.stop = context.AfterFunc(s.r.Context(), func() {
+		_ = uc.conn.SetDeadline(aLongTimeAgo)
+	})
+}
+
+func (s *h2stream) unwatch() {}
+
+func (s *h2stream) release(*upConn) bool {
+	if s.stop != nil {
+		if !s.stop() {
+			s.touched = true
+		}
+		s.stop = nil
+	}
+	return !s.touched
+}
+
+// Interim responses are not forwarded to HTTP/2 clients, nor protocol
+// switches (which HTTP/2 does not have).
+func (s *h2stream) interim(*h1resp)               {}
+func (s *h2stream) upgrade(*upConn, *h1resp) bool { return false }
+func (s *h2stream) bodyError() error              { return s.body.err }
+
+// respondH1 copies an HTTP/1.1 upstream's response into the stream,
+// flushing whenever it has to wait for the upstream so streams are not
+// held back.
+func (s *h2stream) respondH1(uc *upConn, resp *h1resp, head []byte, kind bodyKind, src *bodySrc) (uerr, cerr error) {
+	announced := copyResponseHeader(s.Header(), head, resp, kind == bodyChunked)
+	s.WriteHeader(resp.status)
+	// The head is still in the response's buffer: before waiting for the
+	// upstream, it goes out (a full-duplex stream answers only after the
+	// client sent more).
+	pending := true
+	for {
+		b, err := src.next()
+		if len(b) > 0 {
+			if _, werr := s.Write(b); werr != nil {
+				return nil, werr
+			}
+			pending = true
+			continue
+		}
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return err, nil
+		}
+		if pending {
+			if err := s.FlushError(); err != nil {
+				return nil, err
+			}
+			pending = false
+		}
+		s.watch(uc)
+		if err := uc.rb.fill(); err != nil {
+			if err == io.EOF && src.kind == bodyUntilClose {
+				break
+			}
+			if ctx := s.r.Context(); ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			return err, nil
+		}
+	}
+	if kind == bodyChunked && len(src.trailer) > 0 {
+		setTrailers(s.Header(), src.trailer, announced)
+	}
+	return nil, nil
+}
+
+// transportRequest builds the outbound request once: the stream's
+// end-to-end fields (values shared, not cloned: nothing modifies them in
+// place) and the forwarded set.
+func (s *h2stream) transportRequest() (*http.Request, error) {
+	if s.out != nil {
+		return s.out, nil
+	}
+	r := s.r
+	out := new(http.Request)
+	*out = *r // also carries r's context: the client going away cancels
+	s.outURL = *r.URL
+	out.URL = &s.outURL
+	out.RequestURI = ""
+	out.Close = false
+	out.Header = make(http.Header, len(r.Header)+5)
+	copyEndToEnd(out.Header, r.Header)
+	if hasToken(r.Header["Te"], "trailers") {
+		out.Header["Te"] = teTrailers
+	}
+	if _, ok := out.Header["User-Agent"]; !ok {
+		// Keep the transport from adding its own.
+		out.Header["User-Agent"] = emptyValue
+	}
+	if s.body.rc == nil {
+		out.Body = nil // lets the transport retry on a stale keep-alive connection
+	} else {
+		out.Body = &s.body
+	}
+	s.fwd.setHeader(out.Header)
+	s.out = out
+	return out, nil
+}
+
+// respondTransport copies a Transport's response into the stream.
+func (s *h2stream) respondTransport(res *http.Response) {
+	if res.StatusCode == http.StatusSwitchingProtocols {
+		res.Body.Close()
+		s.fail(errUnexpectedUpgrade, nil)
+		return
+	}
+	dst := s.Header()
+	copyEndToEnd(dst, res.Header)
+	if n := len(res.Trailer); n > 0 {
+		dst["Trailer"] = []string{joinKeys(res.Trailer)}
+	}
+	s.WriteHeader(res.StatusCode)
+	if err := s.copyBody(res); err != nil {
+		res.Body.Close()
+		s.tx.err = err
+		s.aborted = true
+		return
+	}
+	res.Body.Close() // populates res.Trailer
+	if len(res.Trailer) > 0 {
+		announced := dst["Trailer"]
+		for k, vv := range res.Trailer {
+			if len(announced) == 0 || !hasToken(announced, k) {
+				k = http.TrailerPrefix + k
+			}
+			dst[k] = vv
+		}
+	}
+}
+
+// copyBody streams a Transport's response body to the client. Bodies of
+// unknown length (chunked, HTTP/2 streams such as gRPC) and event streams
+// are flushed after every read so streaming works through the proxy.
+func (s *h2stream) copyBody(res *http.Response) error {
+	flush := res.ContentLength == -1 || isEventStream(res.Header["Content-Type"])
+	bp := copyBufs.Get().(*[copyBufSize]byte)
+	defer copyBufs.Put(bp)
+	buf := bp[:]
+	for {
+		n, rerr := res.Body.Read(buf)
+		if n > 0 {
+			if _, werr := s.Write(buf[:n]); werr != nil {
+				return werr
+			}
+			if flush {
+				if err := s.FlushError(); err != nil {
+					return err
+				}
+			}
+		}
+		if rerr == io.EOF {
+			return nil
+		}
+		if rerr != nil {
+			return rerr
+		}
+	}
+}
+
+var (
+	teTrailers = []string{"trailers"}
+	emptyValue = []string{""}
+)
+
+func isEventStream(ct []string) bool {
+	if len(ct) == 0 {
+		return false
+	}
+	v, _, _ := strings.Cut(ct[0], ";")
+	return strings.EqualFold(strings.TrimSpace(v), "text/event-stream")
+}
+
+// copyResponseHeader copies the end-to-end fields of an upstream's
+// response head into dst. The field strings are views of one copy of the
+// head, so the whole header costs a handful of allocations. It returns
+// the upstream's Trailer announcement (kept only for a chunked body,
+// whose trailer can follow).
+func copyResponseHeader(dst http.Header, head []byte, resp *h1resp, chunked bool) (announced []string) {
+	if len(head) == 0 {
+		return nil
+	}
+	arena := string(head)
+	base := uintptr(unsafe.Pointer(unsafe.SliceData(head)))
+	view := func(b []byte) string {
+		if len(b) == 0 {
+			return ""
+		}
+		off := int(uintptr(unsafe.Pointer(unsafe.SliceData(b))) - base)
+		return arena[off : off+len(b)]
+	}
+	vals := make([]string, len(resp.fields))
+	for i := range resp.fields {
+		fl := &resp.fields[i]
+		switch fl.kind {
+		case hkOther, hkDate:
+		case hkContentLength:
+			if chunked {
+				continue
+			}
+		case hkTrailer:
+			if !chunked {
+				continue
+			}
+		default:
+			continue
+		}
+		k := view(fl.name)
+		if !isCanonicalKey(fl.name) {
+			k = textproto.CanonicalMIMEHeaderKey(k)
+		}
+		if fl.kind == hkOther && isHopByHop(k) {
+			continue
+		}
+		vals[i] = view(fl.value)
+		if old, ok := dst[k]; ok {
+			dst[k] = append(old, vals[i])
+		} else {
+			dst[k] = vals[i : i+1 : i+1]
+		}
+	}
+	return dst["Trailer"]
+}
+
+// setTrailers records a chunked body's trailer fields as the HTTP/2
+// response's trailers.
+func setTrailers(dst http.Header, raw []byte, announced []string) {
+	for len(raw) > 0 {
+		var line []byte
+		line, raw = nextLine(raw)
+		name, value, err := parseField(line)
+		if err != nil || classify(name) != hkOther {
+			continue
+		}
+		k := textproto.CanonicalMIMEHeaderKey(string(name))
+		if isHopByHop(k) {
+			continue
+		}
+		if len(announced) == 0 || !hasToken(announced, k) {
+			k = http.TrailerPrefix + k
+		}
+		dst[k] = append(dst[k], string(value))
+	}
+}
+
+// isCanonicalKey reports whether a field name already has the canonical
+// form ("Content-Type"), which most servers send.
+func isCanonicalKey(b []byte) bool {
+	upper := true
+	for _, c := range b {
+		switch {
+		case upper && 'a' <= c && c <= 'z':
+			return false
+		case !upper && 'A' <= c && c <= 'Z':
+			return false
+		}
+		upper = c == '-'
+	}
+	return true
+}
+
+// validRequestURI reports whether an HTTP/2 :path can go into a request
+// line as it is: no whitespace or control bytes.
+func validRequestURI(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c <= ' ' || c == 0x7f {
+			return false
+		}
+	}
+	return true
+}

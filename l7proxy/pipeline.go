@@ -1,0 +1,256 @@
+package l7proxy
+
+import (
+	"bufio"
+	"net/http"
+	"time"
+)
+
+// The request pipeline. Every request goes through the same three steps,
+// whatever its client side (an HTTP/1.x connection, client_h1.go, or an
+// HTTP/2 stream, client_h2.go) and whatever its upstream kind (pooled
+// HTTP/1.1 connections, upstream_h1.go, or an http.Transport for h2c and
+// TLS upstreams, upstream_transport.go):
+//
+//  1. decide: the route decision, computed once: a status to answer
+//     locally, or a match with its pool, an endpoint and the limits;
+//  2. forward: one attempt loop around one exchange per upstream kind (a
+//     failed connect ejects the endpoint and sends an idempotent request
+//     once to another one; a keep-alive connection found stale is
+//     replaced by a fresh one);
+//  3. finish: metrics and the access log line.
+//
+// The client sides differ only in how they read a request and write a
+// response; the client interface is that difference.
+
+// txn is the state of one request through the pipeline.
+type txn struct {
+	start         time.Time
+	upstreamStart time.Time
+	series        *series
+	up            *Upstream
+	ingress       string
+	pool          *pool
+	ep            *endpoint // acquired; released by finish
+	// limit is the request body limit in bytes; 0 or less: none.
+	limit int64
+
+	status  int
+	bytes   int64
+	err     error
+	retried bool
+}
+
+// decide routes a request: it returns the status to answer locally, or 0
+// when the request goes to tx.ep (then acquired). A 308 asks the client
+// side for the redirect to HTTPS.
+func (p *Proxy) decide(tx *txn, cur *state, method, host, path string, isTLS bool, contentLength int64) int {
+	if method == http.MethodConnect {
+		return http.StatusMethodNotAllowed
+	}
+	if hasDotSegment(path) {
+		return http.StatusBadRequest
+	}
+	m, ok := cur.table.Match(host, path)
+	if !ok {
+		return http.StatusNotFound
+	}
+	tx.up, tx.ingress = m.Upstream, m.Ingress
+	tx.series = p.series.get(m.Ingress, m.Upstream)
+	if !isTLS && m.Options.SSLRedirect {
+		return http.StatusPermanentRedirect
+	}
+	var pl *pool
+	if m.Upstream != nil {
+		pl = cur.pools[m.Upstream.Name]
+	}
+	var ep *endpoint
+	if pl != nil {
+		ep = pl.pick(nil)
+	}
+	if ep == nil {
+		return http.StatusServiceUnavailable
+	}
+	limit := m.Options.MaxBodyBytes
+	if limit == 0 {
+		limit = p.opts.DefaultMaxBodyBytes
+	}
+	if limit > 0 && contentLength > limit {
+		return http.StatusRequestEntityTooLarge
+	}
+	tx.limit = limit
+	ep.acquire()
+	tx.pool, tx.ep = pl, ep
+	return 0
+}
+
+// client is what the pipeline needs from a client side.
+type client interface {
+	// idempotent reports whether the request's method may be sent again
+	// after a failed connect (RFC 9110 §9.2.2).
+	idempotent() bool
+	// gone reports whether the client is known to have gone away.
+	gone() bool
+	// fail answers a request whose forwarding failed (through
+	// failStatus); bodyErr is the client's body failure, if any.
+	fail(err, bodyErr error)
+	// abort ends a request whose response is under way: uerr is an
+	// upstream failure, cerr a failure to write to the client, bodyErr
+	// the client's body failure.
+	abort(uerr, cerr, bodyErr error)
+
+	// Towards an HTTP/1.1 upstream (upstream_h1.go).
+	scratch() *h1scratch
+	writeRequestHead(w *bufio.Writer, ep *endpoint)
+	// beginBody says how the request body is sent; an HTTP/1.1 client
+	// that expects 100-continue is told to send it.
+	beginBody() bodyPlan
+	// copyRequestBody sends the body into w. streamed: it runs in its own
+	// goroutine while the response is read, and sends as it receives.
+	copyRequestBody(w *bufio.Writer, streamed bool) (werr, bodyErr error)
+	// interruptBody interrupts a streamed body copy waiting for the
+	// client.
+	interruptBody()
+	// waitsForBody: a complete response waits for a streamed body to end
+	// (else the copy is interrupted).
+	waitsForBody() bool
+	// bodyDone reports whether the request body was read completely.
+	bodyDone() bool
+	// watch watches the client while the response is awaited, closing
+	// uc if it goes away; unwatch stops a watch that needs stopping.
+	// canWatch: whether a watch may start now.
+	canWatch(streamedBody bool) bool
+	watch(uc *upConn)
+	unwatch()
+	// release ends every watch of uc and reports whether none touched it.
+	release(uc *upConn) (untouched bool)
+	method() string
+	interim(resp *h1resp)
+	// upgrade completes a protocol switch the client asked for; false:
+	// it did not ask.
+	upgrade(uc *upConn, resp *h1resp) bool
+	respondH1(uc *upConn, resp *h1resp, head []byte, kind bodyKind, body *bodySrc) (uerr, cerr error)
+
+	// Towards an http.Transport (upstream_transport.go).
+	transportRequest() (*http.Request, error)
+	bodyError() error
+	respondTransport(res *http.Response)
+}
+
+// bodyPlan is how a request body goes upstream.
+type bodyPlan uint8
+
+const (
+	planNone       bodyPlan = iota
+	planSequential          // sent whole before the response is read
+	planStreamed            // sent by a second goroutine while the response is read
+)
+
+// outcome is how an exchange ended, for the attempt loop.
+type outcome uint8
+
+const (
+	outcomeDone    outcome = iota // answered (or failed and answered)
+	outcomeRefused                // the endpoint could not be connected to
+	outcomeStale                  // a reused connection was closed by the endpoint
+)
+
+// forward sends the request to tx.ep, and to another endpoint when the
+// attempt loop's rules allow.
+func (p *Proxy) forward(c client, tx *txn) {
+	fresh := 0
+	for attempt := 0; ; {
+		ep := tx.ep
+		var out outcome
+		var err error
+		if tx.pool.settings.protocol == ProtocolHTTP {
+			out, err = p.exchangeH1(c, tx, ep, fresh > 0)
+		} else {
+			out, err = p.exchangeTransport(c, tx, ep)
+		}
+		switch out {
+		case outcomeDone:
+			if err == nil {
+				ep.succeeded()
+			}
+			return
+		case outcomeRefused:
+			b := ep.eject()
+			p.log.Warn("endpoint ejected after failed connect", "upstream", tx.pool.name,
+				"backend", ep.hostport, "backoff", b, "err", err)
+			// Nothing of the request was sent or read: an idempotent one
+			// may go to another endpoint, body included.
+			if attempt == 0 && c.idempotent() {
+				if next := tx.pool.pick(ep); next != nil {
+					next.acquire()
+					ep.release()
+					tx.ep, tx.retried = next, true
+					attempt++
+					fresh = 0
+					continue
+				}
+			}
+			c.fail(err, nil)
+			return
+		case outcomeStale:
+			if fresh < 2 {
+				fresh++
+				continue
+			}
+			c.fail(err, nil)
+			return
+		}
+	}
+}
+
+// idempotentMethod reports the methods that may be sent again after a
+// failed connect (RFC 9110 §9.2.2).
+func idempotentMethod(m string) bool {
+	switch m {
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodPut, http.MethodDelete, http.MethodTrace:
+		return true
+	}
+	return false
+}
+
+// requestLine is what the access log says about a request.
+type requestLine struct {
+	client, method, host, path, proto string
+}
+
+// finish records metrics and the access log line of a finished request;
+// tx.status is final.
+func (p *Proxy) finish(tx *txn, now time.Time, rl *requestLine) {
+	if tx.ep != nil {
+		tx.ep.release()
+	}
+	d := now.Sub(tx.start)
+	tx.series.inc(tx.status)
+	tx.series.duration.Observe(d.Seconds())
+	if !tx.upstreamStart.IsZero() {
+		tx.series.upstream.Observe(now.Sub(tx.upstreamStart).Seconds())
+	}
+	if p.access == nil {
+		return
+	}
+	e := logEntry{
+		time: tx.start, client: rl.client, method: rl.method, host: rl.host, path: rl.path,
+		proto: rl.proto, status: tx.status, bytes: tx.bytes, duration: d, ingress: tx.ingress, err: tx.err,
+	}
+	if tx.ep != nil {
+		e.upstream = tx.ep.hostport
+	}
+	if tx.up != nil {
+		e.service = tx.up.Name
+	}
+	p.writeAccess(&e)
+}
+
+// writeAccess renders and writes one access log line.
+func (p *Proxy) writeAccess(e *logEntry) {
+	bp := logBufPool.Get().(*[]byte)
+	b := e.appendJSON((*bp)[:0])
+	p.access.write(b)
+	*bp = b
+	logBufPool.Put(bp)
+}

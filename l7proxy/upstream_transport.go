@@ -1,0 +1,85 @@
+package l7proxy
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"net"
+	"net/http"
+	"time"
+)
+
+// Upstreams spoken to over h2c (gRPC) or TLS go through an http.Transport
+// per endpoint, which pools and multiplexes their connections.
+
+// connectError marks a failure to establish the TCP connection, the only
+// failure after which a request certainly did not reach the endpoint.
+type connectError struct{ err error }
+
+func (e *connectError) Error() string { return "connect: " + e.err.Error() }
+func (e *connectError) Unwrap() error { return e.err }
+
+func isConnectError(err error) bool {
+	var ce *connectError
+	return errors.As(err, &ce)
+}
+
+func newTransport(s poolSettings, maxHeaderBytes int) *http.Transport {
+	d := &net.Dialer{Timeout: s.connectTimeout, KeepAlive: 30 * time.Second}
+	t := &http.Transport{
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			c, err := d.DialContext(ctx, network, addr)
+			if err != nil {
+				return nil, &connectError{err: err}
+			}
+			return c, nil
+		},
+		MaxIdleConnsPerHost:    maxIdlePerEndpoint,
+		IdleConnTimeout:        s.idleTimeout,
+		ResponseHeaderTimeout:  s.readTimeout,
+		ExpectContinueTimeout:  time.Second,
+		MaxResponseHeaderBytes: int64(max(maxHeaderBytes, 64<<10)),
+		// A proxy forwards encodings as they are; the transport must not
+		// add Accept-Encoding and decompress behind the client's back.
+		DisableCompression: true,
+		// Pods rarely have certificates valid for their IPs; like other
+		// ingress controllers the proxy encrypts without verifying.
+		TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, //nolint:gosec // see above
+		Protocols:       new(http.Protocols),
+	}
+	switch s.protocol {
+	case ProtocolH2C:
+		t.Protocols.SetUnencryptedHTTP2(true)
+	case ProtocolHTTPS:
+		t.Protocols.SetHTTP1(true)
+		t.Protocols.SetHTTP2(true)
+		t.TLSHandshakeTimeout = s.connectTimeout
+	default:
+		t.Protocols.SetHTTP1(true)
+	}
+	return t
+}
+
+// exchangeTransport runs one request/response with ep through its
+// Transport. The Transport replaces stale connections itself; a failed
+// connect goes back to the attempt loop.
+func (p *Proxy) exchangeTransport(c client, tx *txn, ep *endpoint) (outcome, error) {
+	req, err := c.transportRequest()
+	if err != nil {
+		c.fail(err, nil)
+		return outcomeDone, err
+	}
+	req.URL.Scheme = tx.pool.scheme
+	req.URL.Host = ep.hostport
+	tx.upstreamStart = time.Now()
+	res, err := ep.rt.RoundTrip(req)
+	if err != nil {
+		if isConnectError(err) {
+			return outcomeRefused, err
+		}
+		c.fail(err, c.bodyError())
+		return outcomeDone, err
+	}
+	c.respondTransport(res)
+	return outcomeDone, nil
+}
