@@ -226,10 +226,11 @@ func New(cfg Config, dp Datapath) (*Controller, error) {
 			c.nodeLease = newNodeLease(c, c.status.namespace)
 		}
 	}
-	c.runner = newSyncRunner(cfg.MinSyncInterval, 30*time.Second, c.metrics.observe(c.sync), func(err error, retryIn time.Duration) {
+	c.runner = newSyncRunner(cfg.MinSyncInterval, fullResyncEvery, 30*time.Second, c.metrics.observe(c.sync), func(err error, retryIn time.Duration) {
 		c.log.Error("datapath sync", "err", err, "retry_in", retryIn)
 	})
 	c.runner.onRequest = c.healthQueued
+	c.runner.onPeriodic = c.tracker.resyncAll
 	return c, nil
 }
 
@@ -374,19 +375,6 @@ func (c *Controller) Run(ctx context.Context) error {
 			c.nodeLease.run(ctx)
 		})
 	}
-	wg.Go(func() {
-		t := time.NewTicker(fullResyncEvery)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				c.tracker.resyncAll()
-				c.runner.Request()
-			}
-		}
-	})
 	c.healthStarted()
 	c.runner.Request()
 	c.runner.Loop(ctx)

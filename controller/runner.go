@@ -3,27 +3,37 @@ package controller
 import (
 	"context"
 	"time"
+
+	"k8s.io/utils/clock"
 )
 
 // syncRunner runs one sync function on request, never more often than
-// minInterval, and retries a failed sync with exponential backoff. Requests
-// that arrive while a sync waits or runs are merged into the next one, so a
-// burst of informer events costs one sync (kube-proxy's
-// BoundedFrequencyRunner, reduced to what the controller needs).
+// minInterval, at least every maxInterval (a sync the interval asks for
+// first runs onPeriodic), and retries a failed sync with exponential
+// backoff up to maxBackoff. Requests that arrive while a sync waits or
+// runs are merged into the next one, so a burst of informer events costs
+// one sync. Modelled on kube-proxy's BoundedFrequencyRunner, with its
+// clock injectable so tests step time instead of sleeping.
 type syncRunner struct {
+	clock       clock.WithTicker
 	minInterval time.Duration
+	maxInterval time.Duration // 0: no periodic sync
 	maxBackoff  time.Duration
 	fn          func() error
 	onError     func(err error, retryIn time.Duration)
 	// onRequest, when set before the first Request, runs at every
 	// Request: the proxy health counts a sync as due from then on.
 	onRequest func()
-	pending   chan struct{}
+	// onPeriodic runs before a sync that maxInterval asked for.
+	onPeriodic func()
+	pending    chan struct{}
 }
 
-func newSyncRunner(minInterval, maxBackoff time.Duration, fn func() error, onError func(error, time.Duration)) *syncRunner {
+func newSyncRunner(minInterval, maxInterval, maxBackoff time.Duration, fn func() error, onError func(error, time.Duration)) *syncRunner {
 	return &syncRunner{
+		clock:       clock.RealClock{},
 		minInterval: minInterval,
+		maxInterval: maxInterval,
 		maxBackoff:  maxBackoff,
 		fn:          fn,
 		onError:     onError,
@@ -46,23 +56,42 @@ func (r *syncRunner) Request() {
 func (r *syncRunner) Loop(ctx context.Context) {
 	var last time.Time
 	var backoff time.Duration
-	retry := time.NewTimer(time.Hour)
-	retry.Stop()
-	defer retry.Stop()
+	var retry, periodic clock.Timer
+	stop := func(t clock.Timer) {
+		if t != nil {
+			t.Stop()
+		}
+	}
+	defer func() { stop(retry); stop(periodic) }()
+	if r.maxInterval > 0 {
+		periodic = r.clock.NewTimer(r.maxInterval)
+	}
 	for {
+		var retryC, periodicC <-chan time.Time
+		if retry != nil {
+			retryC = retry.C()
+		}
+		if periodic != nil {
+			periodicC = periodic.C()
+		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-r.pending:
-		case <-retry.C:
+		case <-retryC:
+			retry = nil
+		case <-periodicC:
+			if r.onPeriodic != nil {
+				r.onPeriodic()
+			}
 		}
-		if wait := r.minInterval - time.Since(last); wait > 0 {
-			t := time.NewTimer(wait)
+		if wait := r.minInterval - r.clock.Since(last); !last.IsZero() && wait > 0 {
+			t := r.clock.NewTimer(wait)
 			select {
 			case <-ctx.Done():
 				t.Stop()
 				return
-			case <-t.C:
+			case <-t.C():
 			}
 		}
 		// Everything requested until now is covered by this sync, which
@@ -71,12 +100,18 @@ func (r *syncRunner) Loop(ctx context.Context) {
 		case <-r.pending:
 		default:
 		}
-		retry.Stop()
-		last = time.Now()
-		if err := r.fn(); err != nil {
+		stop(retry)
+		retry = nil
+		last = r.clock.Now()
+		err := r.fn()
+		if periodic != nil {
+			stop(periodic)
+			periodic = r.clock.NewTimer(r.maxInterval)
+		}
+		if err != nil {
 			backoff = min(max(2*backoff, r.minInterval, 100*time.Millisecond), r.maxBackoff)
 			r.onError(err, backoff)
-			retry.Reset(backoff)
+			retry = r.clock.NewTimer(backoff)
 			continue
 		}
 		backoff = 0

@@ -376,7 +376,7 @@ func (s *statusManager) lead(ctx context.Context) {
 		queue: workqueue.NewTypedRateLimitingQueue(
 			workqueue.NewTypedItemExponentialFailureRateLimiter[string](s.timing.writeBackoff, s.timing.maxWriteBackoff)),
 	}
-	t.runner = newSyncRunner(s.timing.recompute, 30*time.Second, t.recompute, func(err error, retryIn time.Duration) {
+	t.runner = newSyncRunner(s.timing.recompute, 0, 30*time.Second, t.recompute, func(err error, retryIn time.Duration) {
 		s.log.Warn("ingress status addresses", "err", err, "retry_in", retryIn)
 	})
 	var wg sync.WaitGroup
