@@ -1,7 +1,9 @@
 package controller
 
 import (
+	"slices"
 	"sync"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -31,18 +33,54 @@ type changeTracker struct {
 	// change to one of them (or to its slices) changes the proxy's
 	// configuration.
 	l7Refs map[string]struct{}
+	// triggers are the times the changes since the last sync were
+	// triggered (EndpointSlice annotation
+	// endpoints.kubernetes.io/last-change-trigger-time), per Service, for
+	// the network programming latency; those before started are ignored,
+	// as kube-proxy does (they were programmed by an earlier process).
+	triggers map[string][]time.Time
+	started  time.Time
 }
 
 // pendingChanges is one sync's worth of changes.
 type pendingChanges struct {
-	svcs   map[string]struct{}
-	all    bool
-	l7     bool
-	resync bool
+	svcs     map[string]struct{}
+	all      bool
+	l7       bool
+	resync   bool
+	triggers map[string][]time.Time
 }
 
 func newChangeTracker() *changeTracker {
-	return &changeTracker{svcs: map[string]struct{}{}}
+	return &changeTracker{svcs: map[string]struct{}{}, triggers: map[string][]time.Time{}, started: time.Now()}
+}
+
+// triggered records when the change of an EndpointSlice was triggered,
+// from its annotation; slices without it (hand-made ones) are not timed.
+func (t *changeTracker) triggered(obj any) {
+	s, ok := objectOf(obj).(*discoveryv1.EndpointSlice)
+	if !ok {
+		return
+	}
+	v, ok := s.Annotations[corev1.EndpointsLastChangeTriggerTime]
+	if !ok {
+		return
+	}
+	at, err := time.Parse(time.RFC3339Nano, v)
+	if err != nil || at.Before(t.started) {
+		return
+	}
+	key := sliceOwnerKey(s)
+	if key == "" {
+		return
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	// The EndpointSlice controller stamps every slice it writes for one
+	// change with the same time.
+	if !slices.Contains(t.triggers[key], at) {
+		t.triggers[key] = append(t.triggers[key], at)
+	}
 }
 
 // service records a change of the Services keys.
@@ -102,8 +140,9 @@ func (t *changeTracker) setL7Refs(refs map[string]struct{}) {
 func (t *changeTracker) take() pendingChanges {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	p := pendingChanges{svcs: t.svcs, all: t.all, l7: t.l7, resync: t.resync}
+	p := pendingChanges{svcs: t.svcs, all: t.all, l7: t.l7, resync: t.resync, triggers: t.triggers}
 	t.svcs, t.all, t.l7, t.resync = map[string]struct{}{}, false, false, false
+	t.triggers = map[string][]time.Time{}
 	return p
 }
 
@@ -117,6 +156,13 @@ func (t *changeTracker) putBack(p pendingChanges) {
 	t.all = t.all || p.all
 	t.l7 = t.l7 || p.l7
 	t.resync = t.resync || p.resync
+	for k, ts := range p.triggers {
+		for _, at := range ts {
+			if !slices.Contains(t.triggers[k], at) {
+				t.triggers[k] = append(t.triggers[k], at)
+			}
+		}
+	}
 }
 
 // objectOf unwraps the tombstone an informer hands a delete handler when
@@ -186,11 +232,13 @@ func (c *Controller) sliceHandler() cache.ResourceEventHandler {
 	return cache.ResourceEventHandlerFuncs{
 		AddFunc: func(obj any) {
 			c.sliceCount.Add(1)
+			c.tracker.triggered(obj)
 			c.tracker.service(sliceOwnerKey(obj))
 			c.runner.Request()
 		},
 		UpdateFunc: func(oldObj, newObj any) {
 			// A slice whose label moved belongs to two services.
+			c.tracker.triggered(newObj)
 			c.tracker.service(sliceOwnerKey(oldObj), sliceOwnerKey(newObj))
 			c.runner.Request()
 		},

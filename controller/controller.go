@@ -440,6 +440,7 @@ func (c *Controller) sync() error {
 		return err
 	}
 	c.needFull = false
+	c.metrics.programmed(p.triggers, time.Now())
 	c.syncHealth(p)
 	return nil
 }

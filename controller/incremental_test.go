@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -649,5 +650,51 @@ func TestNodeChangedTriggers(t *testing.T) {
 				t.Errorf("full translation asked: %v, want %v", got, tt.want)
 			}
 		})
+	}
+}
+
+// TestNetworkProgrammingLatency checks that a sync observes, once per
+// change, the time since the EndpointSlice controller triggered it, and
+// that a failed sync keeps the times for the next one.
+func TestNetworkProgrammingLatency(t *testing.T) {
+	tc := newTestCluster(t)
+	tc.c.tracker.started = time.Now().Add(-time.Minute) // the agent's start
+	tc.apply(smallSvc("web", "198.51.100.1", 0))
+	tc.sync()
+	count := func() (uint64, float64) {
+		var m dto.Metric
+		tc.must(tc.c.metrics.programming.Write(&m))
+		return m.GetHistogram().GetSampleCount(), m.GetHistogram().GetSampleSum()
+	}
+	stamped := func(name string, at time.Time, addrs ...string) *discoveryv1.EndpointSlice {
+		s := smallSlice(name, "web", addrs...)
+		s.Annotations = map[string]string{corev1.EndpointsLastChangeTriggerTime: at.Format(time.RFC3339Nano)}
+		return s
+	}
+	at := time.Now().Add(-2 * time.Second)
+	// One change written into two slices: one trigger time.
+	tc.apply(stamped("web-a", at, "10.0.0.1"))
+	tc.apply(stamped("web-b", at, "10.0.0.2"))
+	// Hand-made slices and changes from before the agent started are
+	// not timed.
+	tc.apply(smallSlice("web-c", "web", "10.0.0.3"))
+	tc.apply(stamped("web-d", tc.c.tracker.started.Add(-time.Hour), "10.0.0.4"))
+	tc.sync()
+	n, sum := count()
+	if n != 1 || sum < 2 || sum > 60 {
+		t.Fatalf("after one change: %d observations summing %.3fs, want 1 of about 2s", n, sum)
+	}
+	tc.sync()
+	if n, _ := count(); n != 1 {
+		t.Errorf("a sync without changes observed again: %d", n)
+	}
+
+	// A failed sync gives its trigger times back.
+	tc.apply(stamped("web-a", at.Add(time.Second), "10.0.0.5"))
+	p := tc.c.tracker.take()
+	tc.c.tracker.putBack(p)
+	tc.sync()
+	if n, _ := count(); n != 2 {
+		t.Errorf("after a change given back: %d observations, want 2", n)
 	}
 }

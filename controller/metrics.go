@@ -4,12 +4,14 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	corev1 "k8s.io/api/core/v1"
 )
 
 // metrics of the controller's syncs.
 type metrics struct {
 	syncDuration prometheus.Histogram
 	syncs        *prometheus.CounterVec
+	programming  prometheus.Histogram
 	objects      *prometheus.GaugeVec
 }
 
@@ -24,13 +26,19 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "nodegress_syncs_total",
 			Help: "Syncs by result (success or error).",
 		}, []string{"result"}),
+		programming: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "nodegress_network_programming_duration_seconds",
+			Help: "Time from an endpoints change (the EndpointSlice's " + corev1.EndpointsLastChangeTriggerTime +
+				" annotation) to the datapath and the proxy serving it, as kube-proxy's network_programming_duration_seconds.",
+			Buckets: prometheus.ExponentialBuckets(0.005, 2, 15),
+		}),
 		objects: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "nodegress_objects",
 			Help: "Kubernetes objects the controller follows, by kind.",
 		}, []string{"kind"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.syncDuration, m.syncs, m.objects)
+		reg.MustRegister(m.syncDuration, m.syncs, m.programming, m.objects)
 	}
 	return m
 }
@@ -47,6 +55,16 @@ func (m *metrics) observe(sync func() error) func() error {
 		}
 		m.syncs.WithLabelValues(result).Inc()
 		return err
+	}
+}
+
+// programmed observes the network programming latency of the changes a
+// successful sync applied.
+func (m *metrics) programmed(triggers map[string][]time.Time, now time.Time) {
+	for _, ts := range triggers {
+		for _, at := range ts {
+			m.programming.Observe(now.Sub(at).Seconds())
+		}
 	}
 }
 
