@@ -262,94 +262,23 @@ func (c *Controller) Run(ctx context.Context) error {
 		c.source.Rescan()
 	}
 
-	factory := informers.NewSharedInformerFactory(c.client, 0)
-	// Only this node's Node object matters, and in a cluster the others
-	// change all the time.
-	nodeFactory := informers.NewSharedInformerFactoryWithOptions(c.client, 0,
-		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
-			o.FieldSelector = fields.OneTermEqualSelector("metadata.name", c.cfg.NodeName).String()
-		}))
-	// The L7 proxy only needs TLS Secrets.
-	secretFactory := informers.NewSharedInformerFactoryWithOptions(c.client, 0,
-		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
-			o.FieldSelector = fields.OneTermEqualSelector("type", string(corev1.SecretTypeTLS)).String()
-		}))
-
-	svcInformer := factory.Core().V1().Services()
-	sliceInformer := factory.Discovery().V1().EndpointSlices()
-	nodeInformer := nodeFactory.Core().V1().Nodes()
-	c.services = svcInformer.Lister()
-	c.slices = sliceInformer.Lister()
-	c.nodes = nodeInformer.Lister()
-	if err := sliceInformer.Informer().AddIndexers(cache.Indexers{sliceServiceIndex: sliceServiceIndexFunc}); err != nil {
-		return fmt.Errorf("add endpointslice index: %w", err)
-	}
-	c.sliceIndexer = sliceInformer.Informer().GetIndexer()
-
-	request := cache.ResourceEventHandlerFuncs{
-		AddFunc:    func(any) { c.tracker.ingress(); c.runner.Request() },
-		UpdateFunc: func(any, any) { c.tracker.ingress(); c.runner.Request() },
-		DeleteFunc: func(any) { c.tracker.ingress(); c.runner.Request() },
-	}
-	hasSynced := []cache.InformerSynced{}
-	for _, h := range []struct {
-		inf cache.SharedIndexInformer
-		h   cache.ResourceEventHandler
-	}{{svcInformer.Informer(), c.serviceHandler()}, {sliceInformer.Informer(), c.sliceHandler()}} {
-		if _, err := h.inf.AddEventHandler(h.h); err != nil {
-			return fmt.Errorf("add event handler: %w", err)
+	src := newSources(c.client, c.cfg.NodeName)
+	for _, register := range []func(*sources) error{c.registerServices, c.registerIngress} {
+		if err := register(src); err != nil {
+			return err
 		}
-		hasSynced = append(hasSynced, h.inf.HasSynced)
 	}
-	nodeInf := nodeInformer.Informer()
-	if _, err := nodeInf.AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc: func(obj any) { c.nodeChanged(nil, obj) },
-		// Node status is rewritten all the time (conditions, heartbeats);
-		// only its addresses and its zone matter here.
-		UpdateFunc: c.nodeChanged,
-		DeleteFunc: func(obj any) { c.nodeChanged(obj, nil) },
-	}); err != nil {
-		return fmt.Errorf("add node event handler: %w", err)
-	}
-	hasSynced = append(hasSynced, nodeInf.HasSynced)
-	// Listed even without L7, which keeps both modes' startup alike; they
-	// only trigger syncs when they matter.
-	ingInformer := factory.Networking().V1().Ingresses()
-	classInformer := factory.Networking().V1().IngressClasses()
-	secretInformer := secretFactory.Core().V1().Secrets()
-	c.ingresses = ingInformer.Lister()
-	c.classes = classInformer.Lister()
-	c.secrets = secretInformer.Lister()
-	for _, inf := range []cache.SharedIndexInformer{ingInformer.Informer(), classInformer.Informer(), secretInformer.Informer()} {
-		if c.cfg.L7 != nil {
-			if _, err := inf.AddEventHandler(request); err != nil {
-				return fmt.Errorf("add event handler: %w", err)
-			}
-		}
-		hasSynced = append(hasSynced, inf.HasSynced)
-	}
-
 	if c.status != nil {
-		c.status.ingresses, c.status.classes, c.status.services = c.ingresses, c.classes, c.services
-		ingH, classH, svcH := c.status.handlers()
-		for _, h := range []struct {
-			inf cache.SharedIndexInformer
-			h   cache.ResourceEventHandler
-		}{{ingInformer.Informer(), ingH}, {classInformer.Informer(), classH}, {svcInformer.Informer(), svcH}} {
-			if _, err := h.inf.AddEventHandler(h.h); err != nil {
-				return fmt.Errorf("add status event handler: %w", err)
-			}
+		if err := c.status.register(src); err != nil {
+			return err
 		}
 	}
 	if c.events == nil && c.source == nil {
 		c.events = newEventRecorder(ctx, c.client, c.cfg.NodeName, c.log)
 	}
 
-	for _, f := range []informers.SharedInformerFactory{factory, nodeFactory, secretFactory} {
-		f.Start(ctx.Done())
-		started = append(started, f)
-	}
-	if !cache.WaitForCacheSync(ctx.Done(), hasSynced...) {
+	started = src.start(ctx)
+	if !cache.WaitForCacheSync(ctx.Done(), src.hasSynced...) {
 		return nil // ctx is done
 	}
 	c.log.Debug("informers synced")
@@ -378,6 +307,108 @@ func (c *Controller) Run(ctx context.Context) error {
 	c.healthStarted()
 	c.runner.Request()
 	c.runner.Loop(ctx)
+	return nil
+}
+
+// sources are the informers Run starts: each subsystem registers the ones
+// it reads and its event handlers, and every registered informer must
+// have listed before the first sync.
+type sources struct {
+	factory informers.SharedInformerFactory
+	// nodes lists only this node's Node object: the others change all
+	// the time in a cluster and do not matter.
+	nodes informers.SharedInformerFactory
+	// secrets lists only TLS Secrets, the proxy's certificates.
+	secrets   informers.SharedInformerFactory
+	hasSynced []cache.InformerSynced
+}
+
+func newSources(client kubernetes.Interface, nodeName string) *sources {
+	return &sources{
+		factory: informers.NewSharedInformerFactory(client, 0),
+		nodes: informers.NewSharedInformerFactoryWithOptions(client, 0,
+			informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+				o.FieldSelector = fields.OneTermEqualSelector("metadata.name", nodeName).String()
+			})),
+		secrets: informers.NewSharedInformerFactoryWithOptions(client, 0,
+			informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+				o.FieldSelector = fields.OneTermEqualSelector("type", string(corev1.SecretTypeTLS)).String()
+			})),
+	}
+}
+
+// follow makes inf list before the first sync and adds the handlers.
+func (s *sources) follow(inf cache.SharedIndexInformer, handlers ...cache.ResourceEventHandler) error {
+	for _, h := range handlers {
+		if _, err := inf.AddEventHandler(h); err != nil {
+			return fmt.Errorf("add event handler: %w", err)
+		}
+	}
+	s.hasSynced = append(s.hasSynced, inf.HasSynced)
+	return nil
+}
+
+// start starts every factory; the caller shuts them down.
+func (s *sources) start(ctx context.Context) []informers.SharedInformerFactory {
+	all := []informers.SharedInformerFactory{s.factory, s.nodes, s.secrets}
+	for _, f := range all {
+		f.Start(ctx.Done())
+	}
+	return all
+}
+
+// registerServices follows what the L4 datapath is made of: Services,
+// their EndpointSlices, and this node.
+func (c *Controller) registerServices(src *sources) error {
+	svcInformer := src.factory.Core().V1().Services()
+	sliceInformer := src.factory.Discovery().V1().EndpointSlices()
+	nodeInformer := src.nodes.Core().V1().Nodes()
+	c.services = svcInformer.Lister()
+	c.slices = sliceInformer.Lister()
+	c.nodes = nodeInformer.Lister()
+	if err := sliceInformer.Informer().AddIndexers(cache.Indexers{sliceServiceIndex: sliceServiceIndexFunc}); err != nil {
+		return fmt.Errorf("add endpointslice index: %w", err)
+	}
+	c.sliceIndexer = sliceInformer.Informer().GetIndexer()
+	if err := src.follow(svcInformer.Informer(), c.serviceHandler()); err != nil {
+		return err
+	}
+	if err := src.follow(sliceInformer.Informer(), c.sliceHandler()); err != nil {
+		return err
+	}
+	return src.follow(nodeInformer.Informer(), cache.ResourceEventHandlerFuncs{
+		AddFunc: func(obj any) { c.nodeChanged(nil, obj) },
+		// Node status is rewritten all the time (conditions, heartbeats);
+		// only its addresses and its zone matter here.
+		UpdateFunc: c.nodeChanged,
+		DeleteFunc: func(obj any) { c.nodeChanged(obj, nil) },
+	})
+}
+
+// registerIngress follows what the proxy's Ingress routes are made of.
+// The informers list even without L7, which keeps both modes' startup
+// alike; they only trigger syncs when they matter.
+func (c *Controller) registerIngress(src *sources) error {
+	ingInformer := src.factory.Networking().V1().Ingresses()
+	classInformer := src.factory.Networking().V1().IngressClasses()
+	secretInformer := src.secrets.Core().V1().Secrets()
+	c.ingresses = ingInformer.Lister()
+	c.classes = classInformer.Lister()
+	c.secrets = secretInformer.Lister()
+	var handlers []cache.ResourceEventHandler
+	if c.cfg.L7 != nil {
+		request := func() { c.tracker.ingress(); c.runner.Request() }
+		handlers = append(handlers, cache.ResourceEventHandlerFuncs{
+			AddFunc:    func(any) { request() },
+			UpdateFunc: func(any, any) { request() },
+			DeleteFunc: func(any) { request() },
+		})
+	}
+	for _, inf := range []cache.SharedIndexInformer{ingInformer.Informer(), classInformer.Informer(), secretInformer.Informer()} {
+		if err := src.follow(inf, handlers...); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
@@ -486,22 +517,10 @@ func (c *Controller) syncChanges(p pendingChanges) error {
 	var changed []loader.Service
 	var removed []string
 	if c.cfg.L7 != nil && (full || p.l7) {
-		l7Services, l7Issues, err := c.syncProxy(node)
-		if err != nil {
+		var err error
+		if changed, removed, err = c.syncL7(node); err != nil {
 			return err
 		}
-		c.l7Issues = l7Issues
-		for _, s := range l7Services {
-			if i := slices.IndexFunc(c.l7Out, func(o loader.Service) bool { return o.Name == s.Name }); i < 0 || !servicesEqual(c.l7Out[i:i+1], []loader.Service{s}) {
-				changed = append(changed, s)
-			}
-		}
-		for _, o := range c.l7Out {
-			if !slices.ContainsFunc(l7Services, func(s loader.Service) bool { return s.Name == o.Name }) {
-				removed = append(removed, o.Name)
-			}
-		}
-		c.l7Out = l7Services
 	}
 	// The L7 frontends are the agent's own listeners: they win over any
 	// Service asking for the same address and port.
@@ -542,6 +561,28 @@ func (c *Controller) syncChanges(p pendingChanges) error {
 		close(c.synced)
 	}
 	return nil
+}
+
+// syncL7 gives the proxy its routes and returns how the L7 frontends (the
+// proxy's own listeners, steered by the datapath) changed.
+func (c *Controller) syncL7(node NodeInfo) (changed []loader.Service, removed []string, err error) {
+	l7Services, l7Issues, err := c.syncProxy(node)
+	if err != nil {
+		return nil, nil, err
+	}
+	c.l7Issues = l7Issues
+	for _, s := range l7Services {
+		if i := slices.IndexFunc(c.l7Out, func(o loader.Service) bool { return o.Name == s.Name }); i < 0 || !servicesEqual(c.l7Out[i:i+1], []loader.Service{s}) {
+			changed = append(changed, s)
+		}
+	}
+	for _, o := range c.l7Out {
+		if !slices.ContainsFunc(l7Services, func(s loader.Service) bool { return s.Name == o.Name }) {
+			removed = append(removed, o.Name)
+		}
+	}
+	c.l7Out = l7Services
+	return changed, removed, nil
 }
 
 // syncStats describes the last sync, for tests.

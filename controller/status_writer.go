@@ -197,7 +197,7 @@ type statusManager struct {
 	writer         ingressStatusWriter
 	metrics        *statusMetrics
 
-	// The controller's listers, set before its informers start.
+	// The controller's listers, set by register.
 	ingresses networkinglisters.IngressLister
 	classes   networkinglisters.IngressClassLister
 	services  corelisters.ServiceLister
@@ -240,6 +240,28 @@ func randomSuffix() string {
 
 // handlers returns the informer handlers for the controller's Ingress,
 // IngressClass and Service informers.
+// register adds the status write-back's handlers to the controller's
+// informers, after registerServices and registerIngress.
+func (s *statusManager) register(src *sources) error {
+	s.ingresses = src.factory.Networking().V1().Ingresses().Lister()
+	s.classes = src.factory.Networking().V1().IngressClasses().Lister()
+	s.services = src.factory.Core().V1().Services().Lister()
+	ingress, class, service := s.handlers()
+	for _, h := range []struct {
+		inf cache.SharedIndexInformer
+		h   cache.ResourceEventHandler
+	}{
+		{src.factory.Networking().V1().Ingresses().Informer(), ingress},
+		{src.factory.Networking().V1().IngressClasses().Informer(), class},
+		{src.factory.Core().V1().Services().Informer(), service},
+	} {
+		if _, err := h.inf.AddEventHandler(h.h); err != nil {
+			return fmt.Errorf("add status event handler: %w", err)
+		}
+	}
+	return nil
+}
+
 func (s *statusManager) handlers() (ingress, class, service cache.ResourceEventHandler) {
 	ingress = cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(obj any) { s.enqueue(obj) },
