@@ -430,11 +430,11 @@ func (hc *h1conn) handle(start time.Time) bool {
 	st.host, st.path = bstr(q.host), bstr(path)
 	defer hc.finish()
 
-	code := p.decide(tx, p.state.Load(), bstr(q.method), st.host, st.path, hc.ci.tls, q.contentLength)
-	switch code {
-	case 0:
-	case http.StatusPermanentRedirect:
-		hc.redirect()
+	code := p.decide(tx, p.state.Load(), hc.ci, hc, st.host, st.path, q.contentLength)
+	switch {
+	case code == 0:
+	case tx.location != "":
+		hc.redirect(code)
 		return st.keep && hc.discardUnread()
 	default:
 		hc.writeError(code)
@@ -643,19 +643,12 @@ func (hc *h1conn) writeEmpty(code int) {
 
 // redirect answers plain HTTP with a 308 to HTTPS, keeping method, body
 // and the request target as sent.
-func (hc *h1conn) redirect() {
-	st := &hc.st
-	q := &hc.req
+func (hc *h1conn) redirect(code int) {
 	hc.keepIfDiscardable()
-	hc.tx.status, st.wroteHead = http.StatusPermanentRedirect, true
-	hc.writeStatusLine(http.StatusPermanentRedirect)
-	_, _ = hc.w.WriteString("Location: https://")
-	_, _ = hc.w.WriteString(stripPort(st.host))
-	_, _ = hc.w.WriteString(hc.p.redirectPort)
-	if q.slash {
-		_ = hc.w.WriteByte('/')
-	}
-	_, _ = hc.w.Write(q.uri)
+	hc.tx.status, hc.st.wroteHead = code, true
+	hc.writeStatusLine(code)
+	_, _ = hc.w.WriteString("Location: ")
+	_, _ = hc.w.WriteString(hc.tx.location)
 	_, _ = hc.w.WriteString("\r\n")
 	hc.writeDate()
 	_, _ = hc.w.WriteString("Content-Length: 0\r\n")

@@ -2,6 +2,7 @@ package l7proxy
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"io"
 	"net"
@@ -17,6 +18,32 @@ import (
 // The HTTP/1.x client side's part of the pipeline (the client interface):
 // writing the request towards an upstream, streaming its body, and
 // writing the upstream's response back on the client connection.
+
+// headerValue returns the first value of a request field (the name is
+// compared case-insensitively).
+func (hc *h1conn) headerValue(name string) (string, bool) {
+	for i := range hc.req.fields {
+		f := &hc.req.fields[i]
+		if len(f.name) == len(name) && strings.EqualFold(bstr(f.name), name) {
+			return bstr(f.value), true
+		}
+	}
+	return "", false
+}
+
+func (hc *h1conn) rawQuery() string {
+	if i := bytes.IndexByte(hc.req.uri, '?'); i >= 0 {
+		return bstr(hc.req.uri[i+1:])
+	}
+	return ""
+}
+
+func (hc *h1conn) requestURI() string {
+	if hc.req.slash {
+		return "/" + string(hc.req.uri)
+	}
+	return string(hc.req.uri)
+}
 
 func (hc *h1conn) idempotent() bool    { return idempotentMethod(bstr(hc.req.method)) }
 func (hc *h1conn) gone() bool          { return hc.hungUp.Load() }
@@ -73,16 +100,25 @@ func (hc *h1conn) release(*upConn) bool { return true }
 // framing the proxy chose.
 func (hc *h1conn) writeRequestHead(w *bufio.Writer, ep *endpoint) {
 	q := &hc.req
+	tx := &hc.tx
+	edit, rw := tx.requestEdits()
 	_, _ = w.Write(q.method)
 	_ = w.WriteByte(' ')
-	if q.slash {
-		_ = w.WriteByte('/')
-	}
-	_, _ = w.Write(q.uri)
-	_, _ = w.WriteString(" HTTP/1.1\r\nHost: ")
-	if len(q.host) > 0 {
-		_, _ = w.Write(q.host)
+	if rw != nil && rw.Path != nil {
+		_, _ = w.WriteString(tx.rewrittenTarget(hc.rawQuery()))
 	} else {
+		if q.slash {
+			_ = w.WriteByte('/')
+		}
+		_, _ = w.Write(q.uri)
+	}
+	_, _ = w.WriteString(" HTTP/1.1\r\nHost: ")
+	switch {
+	case rw != nil && rw.Hostname != "":
+		_, _ = w.WriteString(rw.Hostname)
+	case len(q.host) > 0:
+		_, _ = w.Write(q.host)
+	default:
 		_, _ = w.WriteString(ep.hostport)
 	}
 	_, _ = w.WriteString("\r\n")
@@ -91,7 +127,7 @@ func (hc *h1conn) writeRequestHead(w *bufio.Writer, ep *endpoint) {
 		// Host (written above), framing, hop-by-hop and Connection-listed
 		// fields, Expect (answered here) and the forwarded set are not
 		// copied.
-		if f.kind != hkOther && f.kind != hkDate {
+		if f.kind != hkOther && f.kind != hkDate || edit != nil && edit.drops(bstr(f.name)) {
 			continue
 		}
 		_, _ = w.Write(f.name)
@@ -99,6 +135,7 @@ func (hc *h1conn) writeRequestHead(w *bufio.Writer, ep *endpoint) {
 		_, _ = w.Write(f.value)
 		_, _ = w.WriteString("\r\n")
 	}
+	edit.write(w)
 	hc.fwd.write(w)
 	if q.teTrailers {
 		_, _ = w.WriteString("Te: trailers\r\n")
@@ -169,6 +206,17 @@ func (hc *h1conn) transportRequest() (*http.Request, error) {
 		h["User-Agent"] = emptyValue
 	}
 	hc.fwd.setHeader(h)
+	edit, rw := hc.tx.requestEdits()
+	edit.apply(h)
+	host := string(q.host)
+	if rw != nil && rw.Path != nil {
+		if u, err = url.ParseRequestURI(hc.tx.rewrittenTarget(u.RawQuery)); err != nil {
+			return nil, badRequest("request target")
+		}
+	}
+	if rw != nil && rw.Hostname != "" {
+		host = rw.Hostname
+	}
 	req := &http.Request{
 		Method:     methodString(q.method),
 		URL:        u,
@@ -176,7 +224,7 @@ func (hc *h1conn) transportRequest() (*http.Request, error) {
 		ProtoMajor: 1,
 		ProtoMinor: 1,
 		Header:     h,
-		Host:       string(q.host),
+		Host:       host,
 	}
 	if q.hasBody() {
 		hc.sendContinue()
@@ -214,6 +262,7 @@ func (hc *h1conn) respondTransport(res *http.Response) {
 	w := hc.w
 	tx.status, st.wroteHead = res.StatusCode, true
 	hc.writeStatusLine(res.StatusCode)
+	tx.responseEdit().apply(res.Header)
 	hc.writeHeader(res.Header)
 	if _, ok := res.Header["Date"]; !ok {
 		hc.writeDate()
@@ -422,7 +471,7 @@ func (hc *h1conn) writeInterim(resp *h1resp) {
 		return
 	}
 	hc.writeStatusLine(resp.status)
-	hc.writeFields(resp.fields, false, false)
+	hc.writeFields(resp.fields, false, false, nil)
 	_, _ = hc.w.WriteString("\r\n")
 	_ = hc.w.Flush()
 }
@@ -430,7 +479,7 @@ func (hc *h1conn) writeInterim(resp *h1resp) {
 // writeFields writes a response's end-to-end fields. With trailer, an
 // announced Trailer field is kept (the body goes out chunked); with
 // upgrade, the Upgrade field is kept (101).
-func (hc *h1conn) writeFields(fields []hfield, trailer, upgrade bool) {
+func (hc *h1conn) writeFields(fields []hfield, trailer, upgrade bool, edit *HeaderEdit) {
 	w := hc.w
 	for i := range fields {
 		f := &fields[i]
@@ -447,17 +496,21 @@ func (hc *h1conn) writeFields(fields []hfield, trailer, upgrade bool) {
 		default:
 			continue
 		}
+		if edit != nil && edit.drops(bstr(f.name)) {
+			continue
+		}
 		_, _ = w.Write(f.name)
 		_, _ = w.WriteString(": ")
 		_, _ = w.Write(f.value)
 		_, _ = w.WriteString("\r\n")
 	}
+	edit.write(w)
 }
 
 func (hc *h1conn) writeResponseHead(resp *h1resp, noBody bool, kind bodyKind, chunkedOut bool) {
 	hc.tx.status, hc.st.wroteHead = resp.status, true
 	hc.writeStatusLine(resp.status)
-	hc.writeFields(resp.fields, chunkedOut, false)
+	hc.writeFields(resp.fields, chunkedOut, false, hc.tx.responseEdit())
 	if !resp.hasDate {
 		hc.writeDate()
 	}
@@ -556,7 +609,7 @@ func (hc *h1conn) upgrade(uc *upConn, resp *h1resp) bool {
 	st := &hc.st
 	hc.tx.status, st.wroteHead = http.StatusSwitchingProtocols, true
 	hc.writeStatusLine(http.StatusSwitchingProtocols)
-	hc.writeFields(resp.fields, false, true)
+	hc.writeFields(resp.fields, false, true, nil)
 	_, _ = hc.w.WriteString("Connection: Upgrade\r\n\r\n")
 	// Bytes the upstream sent right after its 101.
 	if uc.rb.buffered() > 0 {

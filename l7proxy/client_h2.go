@@ -121,14 +121,15 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.ci = connInfoFrom(r.Context(), r, p.opts.TrustedProxies)
 	defer s.finish()
 
-	code := p.decide(&s.tx, p.state.Load(), r.Method, r.Host, r.URL.Path, h.tls, r.ContentLength)
+	code := p.decide(&s.tx, p.state.Load(), s.ci, s, r.Host, r.URL.Path, r.ContentLength)
 	if code == 0 && s.tx.pool.settings.protocol == ProtocolHTTP && r.Host != "" && !validRequestURI(r.Host) {
 		code = http.StatusBadRequest
 	}
-	switch code {
-	case 0:
-	case http.StatusPermanentRedirect:
-		s.redirect()
+	switch {
+	case code == 0:
+	case s.tx.location != "":
+		s.Header()["Location"] = []string{s.tx.location}
+		s.WriteHeader(code)
 		return
 	default:
 		writeError(s, r, code)
@@ -158,13 +159,15 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// redirect answers with a permanent redirect to HTTPS that keeps the
-// method and body (308).
-func (s *h2stream) redirect() {
-	r := s.r
-	s.Header()["Location"] = []string{"https://" + stripPort(r.Host) + s.p.redirectPort + r.URL.RequestURI()}
-	s.WriteHeader(http.StatusPermanentRedirect)
+func (s *h2stream) headerValue(name string) (string, bool) {
+	if v := s.r.Header[name]; len(v) > 0 {
+		return v[0], true
+	}
+	return "", false
 }
+
+func (s *h2stream) rawQuery() string   { return s.r.URL.RawQuery }
+func (s *h2stream) requestURI() string { return s.r.URL.RequestURI() }
 
 // finish accounts for the stream. It runs deferred, also when the
 // response is aborted with a panic, which it lets continue to the server.
@@ -233,17 +236,23 @@ func (s *h2stream) scratch() *h1scratch {
 // end-to-end fields, the forwarded set and the framing of the body.
 func (s *h2stream) writeRequestHead(w *bufio.Writer, ep *endpoint) {
 	r := s.r
+	edit, rw := s.tx.requestEdits()
 	_, _ = w.WriteString(r.Method)
 	_ = w.WriteByte(' ')
 	uri := r.RequestURI
-	if !validRequestURI(uri) {
+	if rw != nil && rw.Path != nil {
+		uri = s.tx.rewrittenTarget(r.URL.RawQuery)
+	} else if !validRequestURI(uri) {
 		uri = r.URL.RequestURI()
 	}
 	_, _ = w.WriteString(uri)
 	_, _ = w.WriteString(" HTTP/1.1\r\nHost: ")
-	if r.Host != "" {
+	switch {
+	case rw != nil && rw.Hostname != "":
+		_, _ = w.WriteString(rw.Hostname)
+	case r.Host != "":
 		_, _ = w.WriteString(r.Host)
-	} else {
+	default:
 		_, _ = w.WriteString(ep.hostport)
 	}
 	_, _ = w.WriteString("\r\n")
@@ -253,11 +262,12 @@ func (s *h2stream) writeRequestHead(w *bufio.Writer, ep *endpoint) {
 		case "Host", "Content-Length", "Expect", hdrXFF, hdrXFProto, hdrXFHost, hdrXFPort, hdrXRealIP, hdrForwarded:
 			continue
 		}
-		if isHopByHop(k) {
+		if isHopByHop(k) || edit != nil && edit.drops(k) {
 			continue
 		}
 		writeFieldLines(w, k, vv)
 	}
+	edit.write(w)
 	s.fwd.write(w)
 	if hasToken(h["Te"], "trailers") {
 		// gRPC needs it end to end; it is hop-by-hop otherwise.
@@ -379,6 +389,7 @@ func (s *h2stream) bodyError() error              { return s.body.err }
 // held back.
 func (s *h2stream) respondH1(uc *upConn, resp *h1resp, head []byte, kind bodyKind, src *bodySrc) (uerr, cerr error) {
 	announced := copyResponseHeader(s.Header(), head, resp, kind == bodyChunked)
+	s.tx.responseEdit().apply(s.Header())
 	s.WriteHeader(resp.status)
 	// The head is still in the response's buffer: before waiting for the
 	// upstream, it goes out (a full-duplex stream answers only after the
@@ -454,6 +465,19 @@ func (s *h2stream) transportRequest() (*http.Request, error) {
 		out.Body = &s.body
 	}
 	s.fwd.setHeader(out.Header)
+	edit, rw := s.tx.requestEdits()
+	edit.apply(out.Header)
+	if rw != nil && rw.Path != nil {
+		target := s.tx.rewrittenTarget(r.URL.RawQuery)
+		u, err := url.ParseRequestURI(target)
+		if err != nil {
+			return nil, badRequest("request target")
+		}
+		s.outURL.Path, s.outURL.RawPath = u.Path, u.RawPath
+	}
+	if rw != nil && rw.Hostname != "" {
+		out.Host = rw.Hostname
+	}
 	s.out = out
 	return out, nil
 }
@@ -467,6 +491,7 @@ func (s *h2stream) respondTransport(res *http.Response) {
 	}
 	dst := s.Header()
 	copyEndToEnd(dst, res.Header)
+	s.tx.responseEdit().apply(dst)
 	if n := len(res.Trailer); n > 0 {
 		dst["Trailer"] = []string{joinKeys(res.Trailer)}
 	}

@@ -39,6 +39,10 @@ type Config struct {
 	// Certificates served by SNI. Requests for unknown names get the
 	// proxy's self-signed default certificate.
 	Certificates []Certificate
+	// Listeners are the Gateway API listeners; connections to their
+	// frontends are routed by their HTTPRoutes (gateway.go) instead of
+	// Routes.
+	Listeners []Listener
 }
 
 // Route sends requests for Host and Path to an upstream.

@@ -33,6 +33,10 @@ type connInfo struct {
 	peerStr string
 	trusted bool // peer is in Options.TrustedProxies
 
+	// local is the address the client connected to (with sk_lookup
+	// steering, the frontend), which selects a Gateway listener.
+	local netip.AddrPort
+
 	peerVal  []string // {peerStr}
 	protoVal []string // {"http"} or {"https"}
 	portVal  []string // {local port}: the original destination port
@@ -59,6 +63,7 @@ func newConnInfo(c net.Conn, isTLS bool, trusted []netip.Prefix) *connInfo {
 		port = "443"
 	}
 	if ap, err := netip.ParseAddrPort(c.LocalAddr().String()); err == nil {
+		ci.local = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 		port = strconv.Itoa(int(ap.Port()))
 	}
 	ci.portVal = []string{port}

@@ -2,7 +2,10 @@ package l7proxy
 
 import (
 	"bufio"
+	"math/rand/v2"
 	"net/http"
+	"net/netip"
+	"strings"
 	"time"
 )
 
@@ -34,6 +37,13 @@ type txn struct {
 	ep            *endpoint // acquired; released by finish
 	// limit is the request body limit in bytes; 0 or less: none.
 	limit int64
+	// location is the Location of a redirect decide answered with.
+	location string
+	// filters are a Gateway route's request and response changes (nil:
+	// none); prefix is the PathPrefix its match matched and path the
+	// request path, for a path rewrite.
+	filters      *Filters
+	prefix, path string
 
 	status  int
 	bytes   int64
@@ -41,28 +51,48 @@ type txn struct {
 	retried bool
 }
 
+// routedRequest is what decide reads of a request besides its host and
+// path.
+type routedRequest interface {
+	gwRequest
+	// requestURI is the request target as sent (path and query).
+	requestURI() string
+}
+
 // decide routes a request: it returns the status to answer locally, or 0
-// when the request goes to tx.ep (then acquired). A 308 asks the client
-// side for the redirect to HTTPS.
-func (p *Proxy) decide(tx *txn, cur *state, method, host, path string, isTLS bool, contentLength int64) int {
-	if method == http.MethodConnect {
+// when the request goes to tx.ep (then acquired). A redirect status comes
+// with tx.location. host is the Host header value, path the decoded path.
+func (p *Proxy) decide(tx *txn, cur *state, ci *connInfo, req routedRequest, host, path string, contentLength int64) int {
+	if req.method() == http.MethodConnect {
 		return http.StatusMethodNotAllowed
 	}
 	if hasDotSegment(path) {
 		return http.StatusBadRequest
 	}
-	m, ok := cur.table.Match(host, path)
-	if !ok {
-		return http.StatusNotFound
-	}
-	tx.up, tx.ingress = m.Upstream, m.Ingress
-	tx.series = p.series.get(m.Ingress, m.Upstream)
-	if !isTLS && m.Options.SSLRedirect {
-		return http.StatusPermanentRedirect
+	var up *Upstream
+	var opts RouteOptions
+	if f := cur.gateways.frontend(ci.local); f != nil {
+		code := p.decideGateway(tx, cur, f, ci, req, host, path)
+		if code != 0 {
+			return code
+		}
+		up = tx.up
+	} else {
+		m, ok := cur.table.Match(host, path)
+		if !ok {
+			return http.StatusNotFound
+		}
+		tx.up, tx.ingress = m.Upstream, m.Ingress
+		tx.series = p.series.get(m.Ingress, m.Upstream)
+		if !ci.tls && m.Options.SSLRedirect {
+			tx.location = "https://" + stripPort(host) + p.redirectPort + req.requestURI()
+			return http.StatusPermanentRedirect
+		}
+		up, opts = m.Upstream, m.Options
 	}
 	var pl *pool
-	if m.Upstream != nil {
-		pl = cur.pools[m.Upstream.Name]
+	if up != nil {
+		pl = cur.pools[up.Name]
 	}
 	var ep *endpoint
 	if pl != nil {
@@ -71,7 +101,7 @@ func (p *Proxy) decide(tx *txn, cur *state, method, host, path string, isTLS boo
 	if ep == nil {
 		return http.StatusServiceUnavailable
 	}
-	limit := m.Options.MaxBodyBytes
+	limit := opts.MaxBodyBytes
 	if limit == 0 {
 		limit = p.opts.DefaultMaxBodyBytes
 	}
@@ -82,6 +112,62 @@ func (p *Proxy) decide(tx *txn, cur *state, method, host, path string, isTLS boo
 	ep.acquire()
 	tx.pool, tx.ep = pl, ep
 	return 0
+}
+
+// decideGateway routes a request on a Gateway listener's frontend: it
+// sets the route, filters and upstream in tx, or returns a local answer
+// (404 no route, a redirect, 500 for a backend reference that does not
+// resolve).
+func (p *Proxy) decideGateway(tx *txn, cur *state, f *gwFrontend, ci *connInfo, req routedRequest, host, path string) int {
+	_, e := f.match(NormalizeHost(host), path, req)
+	if e == nil {
+		return http.StatusNotFound
+	}
+	tx.ingress = e.route.Source
+	fl := &e.rule.Filters
+	if e.match.PathType == PathPrefix {
+		tx.prefix = e.path
+	}
+	if r := fl.Redirect; r != nil {
+		tx.series = p.series.get(e.route.Source, nil)
+		scheme := "http"
+		if ci.tls {
+			scheme = "https"
+		}
+		q := req.requestURI()
+		if i := strings.IndexByte(q, '?'); i >= 0 {
+			q = q[i+1:]
+		} else {
+			q = ""
+		}
+		tx.location = redirectLocation(r, scheme, host, ci.local.Port(), tx.prefix, path, q)
+		if r.StatusCode != 0 {
+			return r.StatusCode
+		}
+		return http.StatusFound
+	}
+	if fl.RequestHeaders != nil || fl.ResponseHeaders != nil || fl.Rewrite != nil {
+		tx.filters = fl
+		tx.path = path
+	}
+	b := e.pick(rand.Uint64())
+	if b != nil && b.Upstream != "" {
+		tx.up = cur.table.upstreams[b.Upstream]
+	}
+	tx.series = p.series.get(e.route.Source, tx.up)
+	if tx.up == nil {
+		// The API's answer for a backend that does not resolve.
+		return http.StatusInternalServerError
+	}
+	return 0
+}
+
+// frontend returns the Gateway listeners of a local address, if any.
+func (t gwTables) frontend(local netip.AddrPort) *gwFrontend {
+	if len(t) == 0 {
+		return nil
+	}
+	return t[local]
 }
 
 // client is what the pipeline needs from a client side.
@@ -201,6 +287,31 @@ func (p *Proxy) forward(c client, tx *txn) {
 			return
 		}
 	}
+}
+
+// requestEdits returns the Gateway filters that change the request.
+func (tx *txn) requestEdits() (*HeaderEdit, *Rewrite) {
+	if tx.filters == nil {
+		return nil, nil
+	}
+	return tx.filters.RequestHeaders, tx.filters.Rewrite
+}
+
+// responseEdit returns the Gateway filter that changes the response.
+func (tx *txn) responseEdit() *HeaderEdit {
+	if tx.filters == nil {
+		return nil
+	}
+	return tx.filters.ResponseHeaders
+}
+
+// rewrittenTarget is the request target after a URLRewrite of the path.
+func (tx *txn) rewrittenTarget(rawQuery string) string {
+	p := escapePath(modifyPath(tx.filters.Rewrite.Path, tx.prefix, tx.path))
+	if rawQuery != "" {
+		p += "?" + rawQuery
+	}
+	return p
 }
 
 // idempotentMethod reports the methods that may be sent again after a

@@ -115,9 +115,10 @@ type Proxy struct {
 
 // state is one compiled configuration, swapped atomically as a whole.
 type state struct {
-	table *RouteTable
-	pools map[string]*pool
-	certs *certStore
+	table    *RouteTable
+	gateways gwTables
+	pools    map[string]*pool
+	certs    *certStore
 }
 
 // New creates a proxy with an empty configuration (every request gets 404)
@@ -188,6 +189,8 @@ func (p *Proxy) Update(cfg Config) []error {
 	if table == nil {
 		return append(errs, errors.New("configuration not applied"))
 	}
+	gateways, gerrs := compileGateways(cfg.Listeners)
+	errs = append(errs, gerrs...)
 	old := p.state.Load()
 	ups := table.Upstreams()
 	pools := make(map[string]*pool, len(ups))
@@ -217,9 +220,23 @@ func (p *Proxy) Update(cfg Config) []error {
 	if up := ups[cfg.DefaultUpstream]; up != nil {
 		keep[seriesKey{upstream: up.Name}] = up
 	}
+	// An HTTPRoute's requests are counted under its namespace/name.
+	for i := range cfg.Listeners {
+		for ri := range cfg.Listeners[i].Routes {
+			r := &cfg.Listeners[i].Routes[ri]
+			keep[seriesKey{ingress: r.Source}] = nil
+			for ki := range r.Rules {
+				for _, b := range r.Rules[ki].Backends {
+					if up := ups[b.Upstream]; up != nil {
+						keep[seriesKey{ingress: r.Source, upstream: up.Name}] = up
+					}
+				}
+			}
+		}
+	}
 	p.series.reset(keep)
 
-	p.state.Store(&state{table: table, pools: pools, certs: certs})
+	p.state.Store(&state{table: table, gateways: gateways, pools: pools, certs: certs})
 
 	for _, pl := range replaced {
 		pl.retire()
@@ -229,7 +246,7 @@ func (p *Proxy) Update(cfg Config) []error {
 			pl.retire()
 		}
 	}
-	p.log.Debug("proxy configuration applied", "routes", len(cfg.Routes), "upstreams", len(ups),
+	p.log.Debug("proxy configuration applied", "routes", len(cfg.Routes), "listeners", len(cfg.Listeners), "upstreams", len(ups),
 		"certificates", len(cfg.Certificates), "errors", len(errs))
 	return errs
 }

@@ -1,0 +1,126 @@
+package l7proxy
+
+import (
+	"bufio"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+)
+
+// The Gateway API filters a route decision carries (decide sets them in
+// the txn): the client sides apply them when they write the request
+// upstream and the response back, whatever the upstream kind.
+
+// drops reports whether a field of the message is replaced or removed.
+func (e *HeaderEdit) drops(name string) bool {
+	if e == nil {
+		return false
+	}
+	for _, f := range e.Set {
+		if strings.EqualFold(f.Name, name) {
+			return true
+		}
+	}
+	for _, r := range e.Remove {
+		if strings.EqualFold(r, name) {
+			return true
+		}
+	}
+	return false
+}
+
+// write writes the fields the edit sets and adds, after the message's
+// own fields (less those it drops).
+func (e *HeaderEdit) write(w *bufio.Writer) {
+	if e == nil {
+		return
+	}
+	for _, f := range e.Set {
+		writeFieldLines(w, f.Name, []string{f.Value})
+	}
+	for _, f := range e.Add {
+		writeFieldLines(w, f.Name, []string{f.Value})
+	}
+}
+
+// apply edits a header map in place.
+func (e *HeaderEdit) apply(h http.Header) {
+	if e == nil {
+		return
+	}
+	for _, r := range e.Remove {
+		delete(h, r)
+	}
+	for _, f := range e.Set {
+		h[f.Name] = []string{f.Value}
+	}
+	for _, f := range e.Add {
+		h[f.Name] = append(h[f.Name][:len(h[f.Name]):len(h[f.Name])], f.Value)
+	}
+}
+
+// modifyPath applies a path modifier to a request path; prefix is the
+// PathPrefix the rule matched (without trailing '/', "/" for the root).
+func modifyPath(pm *PathModifier, prefix, path string) string {
+	if pm.ReplaceFullPath {
+		return pm.Value
+	}
+	rest := path
+	if prefix != "/" {
+		rest = path[len(prefix):]
+	}
+	out := strings.TrimSuffix(pm.Value, "/") + rest
+	if out == "" || out[0] != '/' {
+		out = "/" + out
+	}
+	return out
+}
+
+// escapePath turns a decoded path back into a request target path.
+func escapePath(p string) string {
+	return (&url.URL{Path: p}).EscapedPath()
+}
+
+// redirectLocation builds the Location of a Gateway API redirect: the
+// request's scheme, host, path and query unless the filter replaces them.
+// Without a port in the filter, the port is the new scheme's well-known
+// one, or without a new scheme the listener's; well-known ports are left
+// out.
+func redirectLocation(r *Redirect, scheme, host string, listenerPort uint16, prefix, path, rawQuery string) string {
+	port := r.Port
+	if r.Scheme != "" {
+		scheme = r.Scheme
+	}
+	if port == 0 && r.Scheme == "" {
+		port = int(listenerPort)
+	}
+	h := stripPort(host)
+	if r.Hostname != "" {
+		h = r.Hostname
+	}
+	if r.Path != nil {
+		path = modifyPath(r.Path, prefix, path)
+	}
+	var b strings.Builder
+	b.WriteString(scheme)
+	b.WriteString("://")
+	b.WriteString(h)
+	if port != 0 && !(scheme == "http" && port == 80 || scheme == "https" && port == 443) {
+		b.WriteByte(':')
+		b.WriteString(strconv.Itoa(port))
+	}
+	b.WriteString(escapePath(path))
+	if rawQuery != "" {
+		b.WriteByte('?')
+		b.WriteString(rawQuery)
+	}
+	return b.String()
+}
+
+func unescapeQuery(s string) string {
+	if v, err := url.QueryUnescape(s); err == nil {
+		return v
+	}
+	return s
+}

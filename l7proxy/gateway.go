@@ -1,0 +1,505 @@
+package l7proxy
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Gateway API routing. Connections to a Gateway listener's frontend
+// (address:port) are routed by the HTTPRoutes attached to the listener,
+// with the Gateway API's matching rules; every other connection by the
+// Ingress route table. The controller resolves what the API leaves to
+// it (which routes attach, their effective hostnames, backend
+// references) and gives the proxy the result.
+
+// Listener is one Gateway listener.
+type Listener struct {
+	// Name is "namespace/gateway/listener", for logs and metrics.
+	Name string
+	// Frontends are the address:port pairs whose connections the
+	// listener serves: the Gateway's addresses and the listener's port.
+	Frontends []netip.AddrPort
+	// Hostname is exact, a "*.suffix" wildcard (one or more labels) or
+	// empty for every host. Of several listeners on one frontend, the one
+	// with the most specific matching hostname serves a request.
+	Hostname string
+	// Routes attached to the listener, in precedence order (oldest
+	// first, then by namespace/name).
+	Routes []HTTPRoute
+}
+
+// HTTPRoute is one HTTPRoute as attached to a listener.
+type HTTPRoute struct {
+	// Source is "namespace/name", for logs and metrics.
+	Source string
+	// Hostnames are the route's effective hostnames on this listener
+	// (its own intersected with the listener's); empty means every host
+	// the listener serves.
+	Hostnames []string
+	Rules     []HTTPRouteRule
+}
+
+// HTTPRouteRule is one rule: requests matching any of its matches go to
+// its backends, through its filters.
+type HTTPRouteRule struct {
+	// Matches: none means every request (a PathPrefix "/" match).
+	Matches  []HTTPMatch
+	Backends []WeightedBackend
+	Filters  Filters
+	// Timeout bounds the whole request (0: none), BackendTimeout each
+	// attempt at a backend (0: the upstream's read timeout).
+	Timeout        time.Duration
+	BackendTimeout time.Duration
+}
+
+// HTTPMatch is one match of a rule; every condition set must hold.
+type HTTPMatch struct {
+	PathType PathType // PathExact, PathPrefix or PathRegex
+	Path     string   // empty: "/" prefix
+	Method   string   // empty: any
+	Headers  []ValueMatch
+	Query    []ValueMatch
+}
+
+// PathRegex matches the path against a regular expression (RE2, anchored
+// at both ends).
+const PathRegex PathType = 2
+
+// ValueMatch matches a header (name case-insensitive) or query parameter
+// (name exact) value exactly or by regular expression.
+type ValueMatch struct {
+	Name  string
+	Value string
+	Regex bool
+}
+
+// WeightedBackend is one backendRef. An empty Upstream is a reference
+// that could not be resolved: requests sent to it get 500.
+type WeightedBackend struct {
+	Upstream string
+	Weight   int32
+}
+
+// Filters are a rule's request and response changes.
+type Filters struct {
+	RequestHeaders  *HeaderEdit
+	ResponseHeaders *HeaderEdit
+	Redirect        *Redirect
+	Rewrite         *Rewrite
+}
+
+// HeaderEdit sets (replaces), adds (appends) and removes header fields.
+// Names are canonical (textproto.CanonicalMIMEHeaderKey).
+type HeaderEdit struct {
+	Set    []Field
+	Add    []Field
+	Remove []string
+}
+
+// Field is one header field.
+type Field struct{ Name, Value string }
+
+// Redirect answers with a redirect instead of forwarding. Empty fields
+// keep the request's value.
+type Redirect struct {
+	Scheme   string
+	Hostname string
+	Port     int // 0: derived (the scheme's well-known port, else the listener's)
+	Path     *PathModifier
+	// StatusCode is 301 or 302 (the default).
+	StatusCode int
+}
+
+// Rewrite changes the request before it is forwarded.
+type Rewrite struct {
+	Hostname string
+	Path     *PathModifier
+}
+
+// PathModifier replaces the whole path, or the prefix the rule's match
+// matched.
+type PathModifier struct {
+	ReplaceFullPath    bool
+	ReplacePrefixMatch bool
+	Value              string
+}
+
+// gwTables are the compiled listeners, by frontend.
+type gwTables map[netip.AddrPort]*gwFrontend
+
+// gwFrontend holds the listeners of one frontend, most specific hostname
+// first.
+type gwFrontend struct {
+	listeners []*gwListener
+}
+
+type gwListener struct {
+	name     string
+	host     string // normalized; "*.x" kept as ".x" suffix
+	wildcard bool
+	rules    hostRules[*gwEntry]
+}
+
+// gwEntry is one match of one rule, compiled.
+type gwEntry struct {
+	route  *HTTPRoute
+	rule   *HTTPRouteRule
+	match  HTTPMatch
+	path   string         // PathPrefix: without trailing '/', except "/"
+	re     *regexp.Regexp // PathRegex
+	hdrRe  []*regexp.Regexp
+	qryRe  []*regexp.Regexp
+	source string
+	// total is the sum of the backends' weights.
+	total int64
+}
+
+// hostRules indexes entries by the hostnames they apply to: precise names,
+// wildcard suffixes (longest first) and every host.
+type hostRules[E any] struct {
+	precise  map[string][]E
+	suffixes []string // ".example.com", longest first
+	wildcard map[string][]E
+	anyHost  []E
+}
+
+func (h *hostRules[E]) add(host string, e E) {
+	switch {
+	case host == "":
+		h.anyHost = append(h.anyHost, e)
+	case strings.HasPrefix(host, "*."):
+		if h.wildcard == nil {
+			h.wildcard = map[string][]E{}
+		}
+		s := host[1:]
+		if _, ok := h.wildcard[s]; !ok {
+			h.suffixes = append(h.suffixes, s)
+		}
+		h.wildcard[s] = append(h.wildcard[s], e)
+	default:
+		if h.precise == nil {
+			h.precise = map[string][]E{}
+		}
+		h.precise[host] = append(h.precise[host], e)
+	}
+}
+
+// each visits the entry lists that apply to host, most specific first,
+// until visit returns true.
+func (h *hostRules[E]) each(host string, visit func([]E) bool) {
+	if es, ok := h.precise[host]; ok && visit(es) {
+		return
+	}
+	for _, s := range h.suffixes {
+		if len(host) > len(s) && strings.HasSuffix(host, s) && visit(h.wildcard[s]) {
+			return
+		}
+	}
+	if len(h.anyHost) > 0 {
+		visit(h.anyHost)
+	}
+}
+
+var (
+	errListenerNoFrontend = errors.New("listener has no frontend")
+	errMatchPathType      = errors.New("unknown path match type")
+	errMatchRegex         = errors.New("invalid regular expression")
+	errRewritePrefix      = errors.New("ReplacePrefixMatch needs a PathPrefix match")
+)
+
+// compileGateways builds the listeners' tables. A listener or rule that
+// cannot be compiled is skipped and reported; the rest serves.
+func compileGateways(ls []Listener) (gwTables, []error) {
+	var errs []error
+	t := gwTables{}
+	for i := range ls {
+		l := &ls[i]
+		if len(l.Frontends) == 0 {
+			errs = append(errs, fmt.Errorf("listener %s: %w", l.Name, errListenerNoFrontend))
+			continue
+		}
+		gl := &gwListener{name: l.Name}
+		gl.host = strings.ToLower(strings.TrimSuffix(l.Hostname, "."))
+		gl.wildcard = strings.HasPrefix(gl.host, "*.")
+		var entries []*gwEntry
+		for ri := range l.Routes {
+			r := &l.Routes[ri]
+			for ki := range r.Rules {
+				rule := &r.Rules[ki]
+				es, err := compileRule(r, rule, ki)
+				if err != nil {
+					errs = append(errs, fmt.Errorf("listener %s: httproute %s rule %d: %w", l.Name, r.Source, ki, err))
+					continue
+				}
+				entries = append(entries, es...)
+			}
+		}
+		// Stable: equal precedence keeps route order, then rule and
+		// match order (the API's tie-breakers).
+		slices.SortStableFunc(entries, compareEntries)
+		for _, e := range entries {
+			hosts := e.route.Hostnames
+			if len(hosts) == 0 {
+				hosts = []string{""}
+			}
+			for _, h := range hosts {
+				gl.rules.add(strings.ToLower(h), e)
+			}
+		}
+		slices.SortStableFunc(gl.rules.suffixes, func(a, b string) int { return len(b) - len(a) })
+		for _, fe := range l.Frontends {
+			f := t[fe]
+			if f == nil {
+				f = &gwFrontend{}
+				t[fe] = f
+			}
+			f.listeners = append(f.listeners, gl)
+		}
+	}
+	for _, f := range t {
+		slices.SortStableFunc(f.listeners, func(a, b *gwListener) int { return listenerSpecificity(b) - listenerSpecificity(a) })
+	}
+	return t, errs
+}
+
+// listenerSpecificity orders listeners: precise hostnames, then
+// wildcards by length, then none.
+func listenerSpecificity(l *gwListener) int {
+	switch {
+	case l.host == "":
+		return 0
+	case l.wildcard:
+		return 1 + len(l.host)
+	}
+	return 1 << 20
+}
+
+func compileRule(r *HTTPRoute, rule *HTTPRouteRule, index int) ([]*gwEntry, error) {
+	matches := rule.Matches
+	if len(matches) == 0 {
+		matches = []HTTPMatch{{PathType: PathPrefix, Path: "/"}}
+	}
+	var total int64
+	for _, b := range rule.Backends {
+		total += int64(max(b.Weight, 0))
+	}
+	var out []*gwEntry
+	for _, m := range matches {
+		e := &gwEntry{route: r, rule: rule, match: m, total: total,
+			source: fmt.Sprintf("httproute %s rule %d", r.Source, index)}
+		if m.Path == "" {
+			m.Path, e.match.Path = "/", "/"
+		}
+		switch m.PathType {
+		case PathExact:
+			e.path = m.Path
+		case PathPrefix:
+			e.path = m.Path
+			if len(e.path) > 1 {
+				e.path = strings.TrimSuffix(e.path, "/")
+			}
+		case PathRegex:
+			re, err := regexp.Compile("^(?:" + m.Path + ")$")
+			if err != nil {
+				return nil, fmt.Errorf("%w %q: %w", errMatchRegex, m.Path, err)
+			}
+			e.re = re
+		default:
+			return nil, fmt.Errorf("%w %d", errMatchPathType, m.PathType)
+		}
+		if p := pathModifier(rule); p != nil && p.ReplacePrefixMatch && m.PathType != PathPrefix {
+			return nil, errRewritePrefix
+		}
+		for _, h := range m.Headers {
+			var re *regexp.Regexp
+			if h.Regex {
+				var err error
+				if re, err = regexp.Compile(h.Value); err != nil {
+					return nil, fmt.Errorf("header %s: %w %q: %w", h.Name, errMatchRegex, h.Value, err)
+				}
+			}
+			e.hdrRe = append(e.hdrRe, re)
+		}
+		for _, q := range m.Query {
+			var re *regexp.Regexp
+			if q.Regex {
+				var err error
+				if re, err = regexp.Compile(q.Value); err != nil {
+					return nil, fmt.Errorf("query %s: %w %q: %w", q.Name, errMatchRegex, q.Value, err)
+				}
+			}
+			e.qryRe = append(e.qryRe, re)
+		}
+		out = append(out, e)
+	}
+	return out, nil
+}
+
+func pathModifier(rule *HTTPRouteRule) *PathModifier {
+	switch {
+	case rule.Filters.Rewrite != nil && rule.Filters.Rewrite.Path != nil:
+		return rule.Filters.Rewrite.Path
+	case rule.Filters.Redirect != nil:
+		return rule.Filters.Redirect.Path
+	}
+	return nil
+}
+
+// compareEntries orders matches by the HTTPRoute precedence: an Exact
+// path, then a regular expression (longest first: implementation-specific
+// in the API), then the longest PathPrefix; then a method match, more
+// header matches, more query matches.
+func compareEntries(a, b *gwEntry) int {
+	rank := func(e *gwEntry) int {
+		switch e.match.PathType {
+		case PathExact:
+			return 0
+		case PathRegex:
+			return 1
+		}
+		return 2
+	}
+	if ra, rb := rank(a), rank(b); ra != rb {
+		return ra - rb
+	}
+	if la, lb := len(a.match.Path), len(b.match.Path); a.match.PathType != PathExact && la != lb {
+		if a.match.PathType == PathPrefix {
+			la, lb = len(a.path), len(b.path)
+		}
+		if la != lb {
+			return lb - la
+		}
+	}
+	if ma, mb := a.match.Method != "", b.match.Method != ""; ma != mb {
+		if ma {
+			return -1
+		}
+		return 1
+	}
+	if d := len(b.match.Headers) - len(a.match.Headers); d != 0 {
+		return d
+	}
+	return len(b.match.Query) - len(a.match.Query)
+}
+
+// gwRequest is what Gateway matching reads of a request.
+type gwRequest interface {
+	method() string
+	// header returns the first value of a field, by canonical name.
+	headerValue(name string) (string, bool)
+	// rawQuery is the request target's query, without '?'.
+	rawQuery() string
+}
+
+// match finds the rule for a request on frontend f. host is normalized
+// (lowercase, no port).
+func (f *gwFrontend) match(host, path string, req gwRequest) (*gwListener, *gwEntry) {
+	for _, l := range f.listeners {
+		if !listenerServes(l, host) {
+			continue
+		}
+		var found *gwEntry
+		l.rules.each(host, func(es []*gwEntry) bool {
+			for _, e := range es {
+				if e.matches(path, req) {
+					found = e
+					return true
+				}
+			}
+			return false
+		})
+		// The most specific listener serving the host decides, route or
+		// not.
+		return l, found
+	}
+	return nil, nil
+}
+
+func listenerServes(l *gwListener, host string) bool {
+	switch {
+	case l.host == "":
+		return true
+	case l.wildcard:
+		s := l.host[1:]
+		return len(host) > len(s) && strings.HasSuffix(host, s)
+	}
+	return host == l.host
+}
+
+func (e *gwEntry) matches(path string, req gwRequest) bool {
+	m := &e.match
+	switch m.PathType {
+	case PathExact:
+		if path != e.path {
+			return false
+		}
+	case PathPrefix:
+		if !prefixMatch(e.path, path) {
+			return false
+		}
+	case PathRegex:
+		if !e.re.MatchString(path) {
+			return false
+		}
+	}
+	if m.Method != "" && req.method() != m.Method {
+		return false
+	}
+	for i, h := range m.Headers {
+		v, ok := req.headerValue(h.Name)
+		if !ok || !valueMatches(v, h.Value, e.hdrRe[i]) {
+			return false
+		}
+	}
+	if len(m.Query) > 0 {
+		q := req.rawQuery()
+		for i, qm := range m.Query {
+			v, ok := queryValue(q, qm.Name)
+			if !ok || !valueMatches(v, qm.Value, e.qryRe[i]) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+func valueMatches(v, want string, re *regexp.Regexp) bool {
+	if re != nil {
+		return re.MatchString(v)
+	}
+	return v == want
+}
+
+// queryValue returns the first value of parameter name in a raw query,
+// decoded.
+func queryValue(q, name string) (string, bool) {
+	for q != "" {
+		var kv string
+		kv, q, _ = strings.Cut(q, "&")
+		k, v, _ := strings.Cut(kv, "=")
+		if k == name || strings.ContainsAny(k, "%+") && unescapeQuery(k) == name {
+			return unescapeQuery(v), true
+		}
+	}
+	return "", false
+}
+
+// pick chooses a backend by weight; nil when every weight is 0.
+func (e *gwEntry) pick(n uint64) *WeightedBackend {
+	if e.total <= 0 {
+		return nil
+	}
+	x := int64(n % uint64(e.total))
+	for i := range e.rule.Backends {
+		b := &e.rule.Backends[i]
+		if x -= int64(max(b.Weight, 0)); x < 0 {
+			return b
+		}
+	}
+	return nil
+}
