@@ -221,13 +221,31 @@ type IngressInput struct {
 // *ObjectError (Skipped for those worth only a debug line) and never stop
 // the translation of other objects.
 func TranslateIngress(in IngressInput) (l7proxy.Config, []loader.Service, []error) {
+	cfg, fes, _, errs := TranslateL7(in, nil)
+	return cfg, fes, errs
+}
+
+// TranslateL7 is TranslateIngress with the Gateway API's objects as well
+// (gateway.go; nil: none). Ingresses and Gateways share upstreams: a
+// Service port both use is one connection pool.
+func TranslateL7(in IngressInput, gw *GatewayInput) (l7proxy.Config, []loader.Service, GatewayStatuses, []error) {
 	t := newIngressTranslator(in)
 	t.translate()
+	fes := t.frontends()
+	var st GatewayStatuses
+	if gw != nil {
+		var gfes []loader.Service
+		gfes, st = t.translateGateways(*gw)
+		fes = append(fes, gfes...)
+		t.out.Upstreams = t.out.Upstreams[:0]
+		for _, k := range sortedKeys(t.upstreams) {
+			t.out.Upstreams = append(t.out.Upstreams, *t.upstreams[k])
+		}
+	}
 	if in.certs != nil {
 		in.certs.sweep()
 	}
-	fes := t.frontends()
-	return t.out, fes, uniqueErrors(t.errs)
+	return t.out, fes, st, uniqueErrors(t.errs)
 }
 
 // uniqueErrors drops repeated messages (several paths of an Ingress using

@@ -16,7 +16,6 @@ import (
 	"github.com/nodegress/nodegress/loader"
 )
 
-func ptr[T any](v T) *T { return &v }
 
 func addr(s string) netip.Addr { return netip.MustParseAddr(s) }
 

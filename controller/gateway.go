@@ -1,0 +1,815 @@
+package controller
+
+import (
+	"cmp"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"net/netip"
+	"net/textproto"
+	"slices"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	gwapi "sigs.k8s.io/gateway-api/apis/v1"
+
+	"github.com/nodegress/nodegress/l7proxy"
+	"github.com/nodegress/nodegress/loader"
+)
+
+// Gateway API translation.
+//
+// The GatewayClasses whose spec.controllerName is nodegress's are
+// accepted; their Gateways get addresses (spec.addresses, else one from
+// the configured pool, kept once given), and each valid HTTP or HTTPS
+// listener becomes an l7proxy.Listener on every address at its port plus a
+// datapath frontend steered to the proxy. HTTPRoutes attach to listeners
+// as the API defines (parentRefs, sectionName and port, allowedRoutes,
+// hostname intersection); their backendRefs resolve to Services, across
+// namespaces only with a ReferenceGrant. The translation also decides
+// every status condition, which the elected writer writes.
+//
+// Precedence with Ingress: a Gateway listener owns its frontends; the
+// Ingress routes serve the node's own addresses (and the publish Service's)
+// on the HTTP and HTTPS ports. A Gateway given a node address and one of
+// those ports takes that frontend over from the Ingresses.
+
+// DefaultGatewayControllerName is the GatewayClass spec.controllerName
+// nodegress implements.
+const DefaultGatewayControllerName = "nodegress.io/gateway-controller"
+
+// GatewayInput is everything the Gateway API translation reads.
+type GatewayInput struct {
+	// ControllerName selects the GatewayClasses (default
+	// DefaultGatewayControllerName).
+	ControllerName string
+	Classes        []*gwapi.GatewayClass
+	Gateways       []*gwapi.Gateway
+	HTTPRoutes     []*gwapi.HTTPRoute
+	Grants         []*gwapi.ReferenceGrant
+	// Namespaces are needed for allowedRoutes namespace selectors.
+	Namespaces []*corev1.Namespace
+	// AddressPool gives addresses to Gateways without spec.addresses.
+	AddressPool []netip.Prefix
+}
+
+// GatewayStatuses are the statuses the translation decided, keyed by
+// name (GatewayClasses) or namespace/name.
+type GatewayStatuses struct {
+	Classes  map[string][]metav1.Condition
+	Gateways map[string]gwapi.GatewayStatus
+	Routes   map[string][]gwapi.RouteParentStatus
+}
+
+const (
+	kindGateway   = "Gateway"
+	kindHTTPRoute = "HTTPRoute"
+	kindService   = "Service"
+	kindSecret    = "Secret"
+)
+
+// gatewayListener is a listener being translated.
+type gatewayListener struct {
+	gw       *gwapi.Gateway
+	spec     *gwapi.Listener
+	key      string // namespace/gateway/listener
+	status   *gwapi.ListenerStatus
+	valid    bool // accepted, refs resolved, no conflict
+	hostname string
+	addrs    []netip.Addr
+	routes   []l7proxy.HTTPRoute
+}
+
+type gatewayTranslator struct {
+	*ingressTranslator
+	gin      GatewayInput
+	ctrl     string
+	status   GatewayStatuses
+	classes  map[string]bool // accepted classes of ours
+	gateways map[string]*gwapi.Gateway
+	// listeners of each Gateway of ours, by Gateway key.
+	listeners map[string][]*gatewayListener
+	taken     map[netip.Addr]string // allocated addresses → Gateway key
+	nsLabels  map[string]labels.Set
+}
+
+// translateGateways adds the Gateway API's listeners, upstreams and
+// certificates to t.out and returns the datapath frontends and statuses.
+func (t *ingressTranslator) translateGateways(in GatewayInput) ([]loader.Service, GatewayStatuses) {
+	g := &gatewayTranslator{
+		ingressTranslator: t,
+		gin:               in,
+		ctrl:              cmp.Or(in.ControllerName, DefaultGatewayControllerName),
+		status: GatewayStatuses{Classes: map[string][]metav1.Condition{}, Gateways: map[string]gwapi.GatewayStatus{},
+			Routes: map[string][]gwapi.RouteParentStatus{}},
+		classes:   map[string]bool{},
+		gateways:  map[string]*gwapi.Gateway{},
+		listeners: map[string][]*gatewayListener{},
+		taken:     map[netip.Addr]string{},
+		nsLabels:  map[string]labels.Set{},
+	}
+	for _, ns := range in.Namespaces {
+		g.nsLabels[ns.Name] = ns.Labels
+	}
+	g.translateClasses()
+	gws := slices.Clone(in.Gateways)
+	slices.SortFunc(gws, func(a, b *gwapi.Gateway) int { return compareObjects(&a.ObjectMeta, &b.ObjectMeta) })
+	for _, gw := range gws {
+		if g.classes[string(gw.Spec.GatewayClassName)] {
+			g.gateways[gw.Namespace+"/"+gw.Name] = gw
+		}
+	}
+	// Addresses first, in age order, so the oldest Gateway keeps an
+	// address another asks for.
+	addrs := map[string][]netip.Addr{}
+	addrProblems := map[string]*metav1.Condition{}
+	for _, gw := range gws {
+		key := gw.Namespace + "/" + gw.Name
+		if g.gateways[key] != nil {
+			addrs[key], addrProblems[key] = g.addresses(gw, key)
+		}
+	}
+	for _, gw := range gws {
+		key := gw.Namespace + "/" + gw.Name
+		if g.gateways[key] != nil {
+			g.translateListeners(gw, key, addrs[key])
+		}
+	}
+	routes := slices.Clone(in.HTTPRoutes)
+	slices.SortFunc(routes, func(a, b *gwapi.HTTPRoute) int { return compareObjects(&a.ObjectMeta, &b.ObjectMeta) })
+	for _, r := range routes {
+		g.translateHTTPRoute(r)
+	}
+	var fes []loader.Service
+	for _, gw := range gws {
+		key := gw.Namespace + "/" + gw.Name
+		if g.gateways[key] == nil {
+			continue
+		}
+		fes = append(fes, g.finishGateway(gw, key, addrs[key], addrProblems[key])...)
+	}
+	return fes, g.status
+}
+
+// compareObjects orders objects as the Gateway API's tie-breakers do:
+// oldest first, then by namespace/name.
+func compareObjects(a, b *metav1.ObjectMeta) int {
+	if c := a.CreationTimestamp.Compare(b.CreationTimestamp.Time); c != 0 {
+		return c
+	}
+	return cmp.Or(strings.Compare(a.Namespace, b.Namespace), strings.Compare(a.Name, b.Name))
+}
+
+func condition(typ string, ok bool, reason, msg string, gen int64) metav1.Condition {
+	s := metav1.ConditionFalse
+	if ok {
+		s = metav1.ConditionTrue
+	}
+	return metav1.Condition{Type: typ, Status: s, Reason: reason, Message: msg, ObservedGeneration: gen}
+}
+
+func (g *gatewayTranslator) translateClasses() {
+	for _, c := range g.gin.Classes {
+		if string(c.Spec.ControllerName) != g.ctrl {
+			continue
+		}
+		accepted := condition(string(gwapi.GatewayClassConditionStatusAccepted), true,
+			string(gwapi.GatewayClassReasonAccepted), "Handled by nodegress", c.Generation)
+		if c.Spec.ParametersRef != nil {
+			accepted = condition(string(gwapi.GatewayClassConditionStatusAccepted), false,
+				string(gwapi.GatewayClassReasonInvalidParameters), "nodegress takes no parameters", c.Generation)
+		}
+		g.status.Classes[c.Name] = []metav1.Condition{accepted,
+			condition(string(gwapi.GatewayClassConditionStatusSupportedVersion), true,
+				string(gwapi.GatewayClassReasonSupportedVersion), "Gateway API standard channel v1.6", c.Generation)}
+		g.classes[c.Name] = c.Spec.ParametersRef == nil
+	}
+}
+
+// addresses returns a Gateway's addresses: spec.addresses, else the one it
+// already has from the pool, else the first free one from the pool
+// starting at a hash of its name. A problem is returned as the condition
+// to report.
+func (g *gatewayTranslator) addresses(gw *gwapi.Gateway, key string) ([]netip.Addr, *metav1.Condition) {
+	if len(gw.Spec.Addresses) > 0 {
+		var out []netip.Addr
+		for _, a := range gw.Spec.Addresses {
+			if a.Type != nil && *a.Type != gwapi.IPAddressType {
+				c := condition(string(gwapi.GatewayConditionAccepted), false, string(gwapi.GatewayReasonUnsupportedAddress),
+					fmt.Sprintf("address type %s is not supported, only IPAddress", *a.Type), gw.Generation)
+				return nil, &c
+			}
+			ip, err := parseIPv4(a.Value)
+			if err != nil || g.taken[ip] != "" {
+				msg := fmt.Sprintf("address %q is not a usable IPv4 address", a.Value)
+				if err == nil {
+					msg = fmt.Sprintf("address %s is used by gateway %s", ip, g.taken[ip])
+				}
+				c := condition(string(gwapi.GatewayConditionProgrammed), false, string(gwapi.GatewayReasonAddressNotUsable), msg, gw.Generation)
+				return nil, &c
+			}
+			g.taken[ip] = key
+			out = append(out, ip)
+		}
+		return out, nil
+	}
+	for _, a := range gw.Status.Addresses {
+		if ip, err := parseIPv4(a.Value); err == nil && g.inPool(ip) && g.taken[ip] == "" {
+			g.taken[ip] = key
+			return []netip.Addr{ip}, nil
+		}
+	}
+	if ip, ok := g.allocate(key); ok {
+		g.taken[ip] = key
+		return []netip.Addr{ip}, nil
+	}
+	msg := "no address pool configured (--gateway-address-pool) and no spec.addresses"
+	if len(g.gin.AddressPool) > 0 {
+		msg = "the gateway address pool is exhausted"
+	}
+	c := condition(string(gwapi.GatewayConditionProgrammed), false, string(gwapi.GatewayReasonAddressNotAssigned), msg, gw.Generation)
+	return nil, &c
+}
+
+func (g *gatewayTranslator) inPool(ip netip.Addr) bool {
+	for _, p := range g.gin.AddressPool {
+		if p.Contains(ip) {
+			return true
+		}
+	}
+	return false
+}
+
+// allocate picks a free pool address, starting at a hash of the key so
+// that Gateways keep their address whatever order they come in, and every
+// node computes the same one.
+func (g *gatewayTranslator) allocate(key string) (netip.Addr, bool) {
+	var total uint64
+	for _, p := range g.gin.AddressPool {
+		total += poolSize(p)
+	}
+	if total == 0 {
+		return netip.Addr{}, false
+	}
+	h := fnv.New64a()
+	_, _ = h.Write([]byte(key))
+	start := h.Sum64() % total
+	for i := range min(total, 1<<16) {
+		ip := poolAddr(g.gin.AddressPool, (start+i)%total)
+		if g.taken[ip] == "" {
+			return ip, true
+		}
+	}
+	return netip.Addr{}, false
+}
+
+// poolSize is the number of usable host addresses of an IPv4 prefix: the
+// network and broadcast addresses of prefixes shorter than /31 are left
+// out.
+func poolSize(p netip.Prefix) uint64 {
+	if !p.Addr().Is4() {
+		return 0
+	}
+	n := uint64(1) << (32 - p.Bits())
+	if p.Bits() < 31 {
+		n -= 2
+	}
+	return n
+}
+
+func poolAddr(pool []netip.Prefix, i uint64) netip.Addr {
+	for _, p := range pool {
+		n := poolSize(p)
+		if i >= n {
+			i -= n
+			continue
+		}
+		b := p.Masked().Addr().As4()
+		v := uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
+		if p.Bits() < 31 {
+			v++
+		}
+		v += uint32(i)
+		return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
+	}
+	return netip.Addr{}
+}
+
+var httpRouteKind = gwapi.RouteGroupKind{Group: ptr(gwapi.Group(gwapi.GroupName)), Kind: kindHTTPRoute}
+
+// translateListeners validates a Gateway's listeners.
+func (g *gatewayTranslator) translateListeners(gw *gwapi.Gateway, key string, addrs []netip.Addr) {
+	byPort := map[gwapi.PortNumber][]int{}
+	for i, l := range gw.Spec.Listeners {
+		byPort[l.Port] = append(byPort[l.Port], i)
+	}
+	for i := range gw.Spec.Listeners {
+		l := &gw.Spec.Listeners[i]
+		gl := &gatewayListener{gw: gw, spec: l, key: key + "/" + string(l.Name), addrs: addrs,
+			status: &gwapi.ListenerStatus{Name: l.Name, SupportedKinds: []gwapi.RouteGroupKind{}}}
+		if l.Hostname != nil {
+			gl.hostname = strings.ToLower(string(*l.Hostname))
+		}
+		gen := gw.Generation
+		accepted := condition(string(gwapi.ListenerConditionAccepted), true, string(gwapi.ListenerReasonAccepted), "", gen)
+		resolved := condition(string(gwapi.ListenerConditionResolvedRefs), true, string(gwapi.ListenerReasonResolvedRefs), "", gen)
+		conflicted := condition(string(gwapi.ListenerConditionConflicted), false, string(gwapi.ListenerReasonNoConflicts), "", gen)
+		switch l.Protocol {
+		case gwapi.HTTPProtocolType, gwapi.HTTPSProtocolType:
+		default:
+			accepted = condition(string(gwapi.ListenerConditionAccepted), false, string(gwapi.ListenerReasonUnsupportedProtocol),
+				fmt.Sprintf("protocol %s is not supported yet", l.Protocol), gen)
+		}
+		// Kinds: HTTPRoute is the only one an HTTP(S) listener takes.
+		kinds := []gwapi.RouteGroupKind{httpRouteKind}
+		if l.AllowedRoutes != nil && len(l.AllowedRoutes.Kinds) > 0 {
+			kinds = kinds[:0]
+			for _, k := range l.AllowedRoutes.Kinds {
+				if (k.Group == nil || *k.Group == gwapi.GroupName) && k.Kind == kindHTTPRoute {
+					kinds = append(kinds, httpRouteKind)
+				} else {
+					resolved = condition(string(gwapi.ListenerConditionResolvedRefs), false, string(gwapi.ListenerReasonInvalidRouteKinds),
+						fmt.Sprintf("route kind %s is not supported", k.Kind), gen)
+				}
+			}
+		}
+		if accepted.Status == metav1.ConditionTrue {
+			gl.status.SupportedKinds = slices.Compact(kinds)
+		}
+		for _, j := range byPort[l.Port] {
+			if j == i {
+				continue
+			}
+			o := &gw.Spec.Listeners[j]
+			switch {
+			case o.Protocol != l.Protocol:
+				conflicted = condition(string(gwapi.ListenerConditionConflicted), true, string(gwapi.ListenerReasonProtocolConflict),
+					fmt.Sprintf("listener %s uses port %d with protocol %s", o.Name, l.Port, o.Protocol), gen)
+			case ptrValue(o.Hostname) == ptrValue(l.Hostname) && conflicted.Status == metav1.ConditionFalse:
+				conflicted = condition(string(gwapi.ListenerConditionConflicted), true, string(gwapi.ListenerReasonHostnameConflict),
+					fmt.Sprintf("listener %s uses port %d with the same hostname", o.Name, l.Port), gen)
+			}
+		}
+		if l.Protocol == gwapi.HTTPSProtocolType && accepted.Status == metav1.ConditionTrue {
+			if c := g.listenerCertificates(gw, l); c != nil {
+				resolved = *c
+			}
+		}
+		gl.valid = accepted.Status == metav1.ConditionTrue && resolved.Status == metav1.ConditionTrue &&
+			conflicted.Status == metav1.ConditionFalse && len(addrs) > 0
+		programmed := condition(string(gwapi.ListenerConditionProgrammed), gl.valid, string(gwapi.ListenerReasonProgrammed), "", gen)
+		if !gl.valid {
+			programmed.Reason = string(gwapi.ListenerReasonInvalid)
+			if len(addrs) == 0 {
+				programmed.Reason, programmed.Message = string(gwapi.ListenerReasonPending), "the gateway has no address"
+			}
+		}
+		gl.status.Conditions = []metav1.Condition{accepted, resolved, conflicted, programmed}
+		g.listeners[key] = append(g.listeners[key], gl)
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
+
+func ptrValue[T any](p *T) T {
+	var zero T
+	if p == nil {
+		return zero
+	}
+	return *p
+}
+
+// listenerCertificates loads an HTTPS listener's certificates into the
+// proxy; it returns the ResolvedRefs condition when one does not resolve.
+func (g *gatewayTranslator) listenerCertificates(gw *gwapi.Gateway, l *gwapi.Listener) *metav1.Condition {
+	gen := gw.Generation
+	bad := func(reason gwapi.ListenerConditionReason, msg string) *metav1.Condition {
+		c := condition(string(gwapi.ListenerConditionResolvedRefs), false, string(reason), msg, gen)
+		return &c
+	}
+	if l.TLS == nil || (l.TLS.Mode != nil && *l.TLS.Mode != gwapi.TLSModeTerminate) {
+		return bad(gwapi.ListenerReasonInvalidCertificateRef, "an HTTPS listener terminates TLS and needs certificateRefs")
+	}
+	if len(l.TLS.CertificateRefs) == 0 {
+		return bad(gwapi.ListenerReasonInvalidCertificateRef, "no certificateRefs")
+	}
+	var hosts []string
+	if l.Hostname != nil {
+		hosts = []string{string(*l.Hostname)}
+	}
+	for _, ref := range l.TLS.CertificateRefs {
+		if ptrValue(ref.Group) != "" || cmp.Or(ptrValue(ref.Kind), kindSecret) != kindSecret {
+			return bad(gwapi.ListenerReasonInvalidCertificateRef, fmt.Sprintf("certificateRef %s is not a core Secret", ref.Name))
+		}
+		ns := cmp.Or(string(ptrValue(ref.Namespace)), gw.Namespace)
+		if ns != gw.Namespace && !g.granted(gw.Namespace, gwapi.GroupName, kindGateway, ns, "", kindSecret, string(ref.Name)) {
+			return bad(gwapi.ListenerReasonRefNotPermitted, fmt.Sprintf("no ReferenceGrant in %s allows secret %s", ns, ref.Name))
+		}
+		sec := g.secrets[ns+"/"+string(ref.Name)]
+		if sec == nil {
+			return bad(gwapi.ListenerReasonInvalidCertificateRef, fmt.Sprintf("secret %s/%s not found (or not kubernetes.io/tls)", ns, ref.Name))
+		}
+		cert, err := g.in.certs.parse(sec.Data[corev1.TLSCertKey], sec.Data[corev1.TLSPrivateKeyKey])
+		if err != nil {
+			return bad(gwapi.ListenerReasonInvalidCertificateRef, fmt.Sprintf("secret %s/%s: %v", ns, ref.Name, err))
+		}
+		g.out.Certificates = append(g.out.Certificates, l7proxy.Certificate{Hosts: hosts, Cert: cert, Source: ns + "/" + string(ref.Name)})
+	}
+	return nil
+}
+
+// granted reports whether a ReferenceGrant in toNS lets fromKind objects
+// of fromNS refer to the toKind object name.
+func (g *gatewayTranslator) granted(fromNS, fromGroup, fromKind, toNS, toGroup, toKind, name string) bool {
+	for _, rg := range g.gin.Grants {
+		if rg.Namespace != toNS {
+			continue
+		}
+		from := slices.ContainsFunc(rg.Spec.From, func(f gwapi.ReferenceGrantFrom) bool {
+			return string(f.Group) == fromGroup && string(f.Kind) == fromKind && string(f.Namespace) == fromNS
+		})
+		to := slices.ContainsFunc(rg.Spec.To, func(t gwapi.ReferenceGrantTo) bool {
+			return string(t.Group) == toGroup && string(t.Kind) == toKind && (t.Name == nil || string(*t.Name) == name)
+		})
+		if from && to {
+			return true
+		}
+	}
+	return false
+}
+
+// routeParent is the outcome of one parentRef.
+type routeParent struct {
+	ref      gwapi.ParentReference
+	accepted metav1.Condition
+}
+
+func (g *gatewayTranslator) translateHTTPRoute(r *gwapi.HTTPRoute) {
+	key := r.Namespace + "/" + r.Name
+	rules, resolved := g.routeRules(r)
+	var parents []gwapi.RouteParentStatus
+	for _, ref := range r.Spec.ParentRefs {
+		if cmp.Or(string(ptrValue(ref.Group)), gwapi.GroupName) != gwapi.GroupName || cmp.Or(string(ptrValue(ref.Kind)), kindGateway) != kindGateway {
+			continue
+		}
+		gwKey := cmp.Or(string(ptrValue(ref.Namespace)), r.Namespace) + "/" + string(ref.Name)
+		if g.gateways[gwKey] == nil {
+			continue // not ours to answer for
+		}
+		accepted := g.attach(r, ref, gwKey, rules)
+		parents = append(parents, gwapi.RouteParentStatus{
+			ParentRef:      ref,
+			ControllerName: gwapi.GatewayController(g.ctrl),
+			Conditions:     []metav1.Condition{accepted, resolved},
+		})
+	}
+	if len(parents) > 0 {
+		g.status.Routes[key] = parents
+	}
+}
+
+// attach attaches a route to the listeners its parentRef selects and
+// returns its Accepted condition for that parent.
+func (g *gatewayTranslator) attach(r *gwapi.HTTPRoute, ref gwapi.ParentReference, gwKey string, rules []l7proxy.HTTPRouteRule) metav1.Condition {
+	gen := r.Generation
+	reason, msg := gwapi.RouteReasonNoMatchingParent, "no listener of the gateway matches sectionName and port"
+	attached := false
+	for _, gl := range g.listeners[gwKey] {
+		if ref.SectionName != nil && *ref.SectionName != gl.spec.Name {
+			continue
+		}
+		if ref.Port != nil && *ref.Port != gl.spec.Port {
+			continue
+		}
+		if !gl.valid || !g.allows(gl, r.Namespace) {
+			if reason == gwapi.RouteReasonNoMatchingParent {
+				reason, msg = gwapi.RouteReasonNotAllowedByListeners, "the listeners do not allow this route"
+			}
+			continue
+		}
+		hosts, ok := intersectHostnames(gl.hostname, r.Spec.Hostnames)
+		if !ok {
+			if reason != gwapi.RouteReasonAccepted {
+				reason, msg = gwapi.RouteReasonNoMatchingListenerHostname, "no hostname matches the listener's"
+			}
+			continue
+		}
+		gl.status.AttachedRoutes++
+		gl.routes = append(gl.routes, l7proxy.HTTPRoute{Source: r.Namespace + "/" + r.Name, Hostnames: hosts, Rules: rules})
+		attached = true
+		reason, msg = gwapi.RouteReasonAccepted, ""
+	}
+	return condition(string(gwapi.RouteConditionAccepted), attached, string(reason), msg, gen)
+}
+
+// allows applies a listener's allowedRoutes namespaces to a route's
+// namespace.
+func (g *gatewayTranslator) allows(gl *gatewayListener, ns string) bool {
+	from := gwapi.NamespacesFromSame
+	var sel *metav1.LabelSelector
+	if ar := gl.spec.AllowedRoutes; ar != nil && ar.Namespaces != nil {
+		if ar.Namespaces.From != nil {
+			from = *ar.Namespaces.From
+		}
+		sel = ar.Namespaces.Selector
+	}
+	switch from {
+	case gwapi.NamespacesFromAll:
+		return true
+	case gwapi.NamespacesFromSame:
+		return ns == gl.gw.Namespace
+	case gwapi.NamespacesFromSelector:
+		s, err := metav1.LabelSelectorAsSelector(sel)
+		if err != nil || sel == nil {
+			return false
+		}
+		l, ok := g.nsLabels[ns]
+		return ok && s.Matches(l)
+	}
+	return false
+}
+
+// intersectHostnames returns a route's hostnames on a listener: those the
+// listener's hostname covers (a route wildcard covering the listener's
+// hostname yields the listener's), or the listener's when the route has
+// none. ok is false when none intersect.
+func intersectHostnames(listener string, route []gwapi.Hostname) ([]string, bool) {
+	if len(route) == 0 {
+		if listener == "" {
+			return nil, true
+		}
+		return []string{listener}, true
+	}
+	var out []string
+	for _, rh := range route {
+		h := strings.ToLower(string(rh))
+		switch {
+		case listener == "" || h == listener || hostCovers(listener, h):
+			out = append(out, h)
+		case hostCovers(h, listener):
+			out = append(out, listener)
+		}
+	}
+	slices.Sort(out)
+	out = slices.Compact(out)
+	return out, len(out) > 0
+}
+
+// hostCovers reports whether wildcard pattern "*.suffix" covers host (one
+// or more labels more); a pattern without wildcard covers nothing else.
+func hostCovers(pattern, host string) bool {
+	if !strings.HasPrefix(pattern, "*.") {
+		return false
+	}
+	s := pattern[1:]
+	return len(host) > len(s) && strings.HasSuffix(host, s)
+}
+
+// routeRules translates a route's rules and returns its ResolvedRefs
+// condition.
+func (g *gatewayTranslator) routeRules(r *gwapi.HTTPRoute) ([]l7proxy.HTTPRouteRule, metav1.Condition) {
+	resolved := condition(string(gwapi.RouteConditionResolvedRefs), true, string(gwapi.RouteReasonResolvedRefs), "", r.Generation)
+	fail := func(reason gwapi.RouteConditionReason, msg string) {
+		if resolved.Status == metav1.ConditionTrue {
+			resolved = condition(string(gwapi.RouteConditionResolvedRefs), false, string(reason), msg, r.Generation)
+		}
+	}
+	out := make([]l7proxy.HTTPRouteRule, 0, len(r.Spec.Rules))
+	for _, rule := range r.Spec.Rules {
+		pr := l7proxy.HTTPRouteRule{}
+		for _, m := range rule.Matches {
+			pr.Matches = append(pr.Matches, httpMatch(m))
+		}
+		unsupported := ""
+		for _, f := range rule.Filters {
+			if err := applyFilter(&pr.Filters, f); err != nil {
+				unsupported = err.Error()
+			}
+		}
+		for _, b := range rule.BackendRefs {
+			up, reason, msg := g.backend(r, b.BackendRef)
+			if reason != "" {
+				fail(reason, msg)
+			}
+			if len(b.Filters) > 0 && up != "" {
+				fail(gwapi.RouteReasonUnsupportedValue, "backendRef filters are not supported")
+				up = ""
+			}
+			pr.Backends = append(pr.Backends, l7proxy.WeightedBackend{Upstream: up, Weight: ptrValue(b.Weight) + boolInt32(b.Weight == nil)})
+		}
+		if unsupported != "" {
+			// The API: requests a filter that cannot be applied would have
+			// processed get an error, the filter is never skipped.
+			pr.Backends = []l7proxy.WeightedBackend{{Weight: 1}}
+			pr.Filters = l7proxy.Filters{}
+			g.report(kindHTTPRoute, r.Namespace+"/"+r.Name, false, errors.New(unsupported+"; requests to the rule get 500"))
+		} else if len(rule.BackendRefs) == 0 && pr.Filters.Redirect == nil {
+			// No backend: the API's 500.
+			pr.Backends = []l7proxy.WeightedBackend{{Weight: 1}}
+		}
+		out = append(out, pr)
+	}
+	return out, resolved
+}
+
+func boolInt32(b bool) int32 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+func httpMatch(m gwapi.HTTPRouteMatch) l7proxy.HTTPMatch {
+	out := l7proxy.HTTPMatch{PathType: l7proxy.PathPrefix, Path: "/"}
+	if p := m.Path; p != nil {
+		out.Path = cmp.Or(ptrValue(p.Value), "/")
+		switch ptrValue(p.Type) {
+		case gwapi.PathMatchExact:
+			out.PathType = l7proxy.PathExact
+		case gwapi.PathMatchRegularExpression:
+			out.PathType = l7proxy.PathRegex
+		}
+	}
+	if m.Method != nil {
+		out.Method = string(*m.Method)
+	}
+	for _, h := range m.Headers {
+		out.Headers = append(out.Headers, l7proxy.ValueMatch{Name: textproto.CanonicalMIMEHeaderKey(string(h.Name)),
+			Value: h.Value, Regex: ptrValue(h.Type) == gwapi.HeaderMatchRegularExpression})
+	}
+	for _, q := range m.QueryParams {
+		out.Query = append(out.Query, l7proxy.ValueMatch{Name: string(q.Name), Value: q.Value,
+			Regex: ptrValue(q.Type) == gwapi.QueryParamMatchRegularExpression})
+	}
+	return out
+}
+
+func headerEdit(f *gwapi.HTTPHeaderFilter) *l7proxy.HeaderEdit {
+	e := &l7proxy.HeaderEdit{}
+	for _, h := range f.Set {
+		e.Set = append(e.Set, l7proxy.Field{Name: textproto.CanonicalMIMEHeaderKey(string(h.Name)), Value: h.Value})
+	}
+	for _, h := range f.Add {
+		e.Add = append(e.Add, l7proxy.Field{Name: textproto.CanonicalMIMEHeaderKey(string(h.Name)), Value: h.Value})
+	}
+	for _, n := range f.Remove {
+		e.Remove = append(e.Remove, textproto.CanonicalMIMEHeaderKey(n))
+	}
+	return e
+}
+
+func pathModifier(m *gwapi.HTTPPathModifier) *l7proxy.PathModifier {
+	if m == nil {
+		return nil
+	}
+	switch m.Type {
+	case gwapi.FullPathHTTPPathModifier:
+		return &l7proxy.PathModifier{ReplaceFullPath: true, Value: ptrValue(m.ReplaceFullPath)}
+	case gwapi.PrefixMatchHTTPPathModifier:
+		return &l7proxy.PathModifier{ReplacePrefixMatch: true, Value: ptrValue(m.ReplacePrefixMatch)}
+	}
+	return nil
+}
+
+// applyFilter adds one rule filter; an error names a filter nodegress
+// cannot apply.
+func applyFilter(fs *l7proxy.Filters, f gwapi.HTTPRouteFilter) error {
+	switch f.Type {
+	case gwapi.HTTPRouteFilterRequestHeaderModifier:
+		if f.RequestHeaderModifier != nil {
+			fs.RequestHeaders = headerEdit(f.RequestHeaderModifier)
+		}
+	case gwapi.HTTPRouteFilterResponseHeaderModifier:
+		if f.ResponseHeaderModifier != nil {
+			fs.ResponseHeaders = headerEdit(f.ResponseHeaderModifier)
+		}
+	case gwapi.HTTPRouteFilterRequestRedirect:
+		if r := f.RequestRedirect; r != nil {
+			fs.Redirect = &l7proxy.Redirect{Scheme: ptrValue(r.Scheme), Hostname: string(ptrValue(r.Hostname)),
+				Port: int(ptrValue(r.Port)), Path: pathModifier(r.Path), StatusCode: ptrValue(r.StatusCode)}
+		}
+	case gwapi.HTTPRouteFilterURLRewrite:
+		if r := f.URLRewrite; r != nil {
+			fs.Rewrite = &l7proxy.Rewrite{Hostname: string(ptrValue(r.Hostname)), Path: pathModifier(r.Path)}
+		}
+	default:
+		return fmt.Errorf("filter %s is not supported", f.Type)
+	}
+	return nil
+}
+
+// backend resolves a backendRef to an upstream name; on failure the name
+// is empty and reason says why.
+func (g *gatewayTranslator) backend(r *gwapi.HTTPRoute, b gwapi.BackendRef) (string, gwapi.RouteConditionReason, string) {
+	if ptrValue(b.Group) != "" || cmp.Or(string(ptrValue(b.Kind)), kindService) != kindService {
+		return "", gwapi.RouteReasonInvalidKind, fmt.Sprintf("backendRef %s: kind %s/%s is not supported", b.Name, ptrValue(b.Group), ptrValue(b.Kind))
+	}
+	ns := cmp.Or(string(ptrValue(b.Namespace)), r.Namespace)
+	if ns != r.Namespace && !g.granted(r.Namespace, gwapi.GroupName, kindHTTPRoute, ns, "", kindService, string(b.Name)) {
+		return "", gwapi.RouteReasonRefNotPermitted, fmt.Sprintf("no ReferenceGrant in %s allows service %s", ns, b.Name)
+	}
+	if b.Port == nil {
+		return "", gwapi.RouteReasonUnsupportedValue, fmt.Sprintf("backendRef %s has no port", b.Name)
+	}
+	svc, _ := g.service(ns + "/" + string(b.Name))
+	if svc == nil {
+		return "", gwapi.RouteReasonBackendNotFound, fmt.Sprintf("service %s/%s not found", ns, b.Name)
+	}
+	var ann ingressAnnotations
+	found := false
+	for _, p := range svc.Spec.Ports {
+		if p.Port == int32(*b.Port) {
+			found = true
+			if ptrValue(p.AppProtocol) == "kubernetes.io/h2c" {
+				ann.Protocol = l7proxy.ProtocolH2C
+			}
+		}
+	}
+	if !found {
+		return "", gwapi.RouteReasonBackendNotFound, fmt.Sprintf("service %s/%s has no port %d", ns, b.Name, *b.Port)
+	}
+	name, problem := g.serviceUpstream(serviceRef{Namespace: ns, Name: string(b.Name),
+		Port: networkingv1.ServiceBackendPort{Number: int32(*b.Port)}}, ann)
+	if problem != nil {
+		return "", gwapi.RouteReasonBackendNotFound, problem.Error()
+	}
+	return name, "", ""
+}
+
+// finishGateway writes the proxy listeners and the status of a Gateway
+// and returns its datapath frontends.
+func (g *gatewayTranslator) finishGateway(gw *gwapi.Gateway, key string, addrs []netip.Addr, addrProblem *metav1.Condition) []loader.Service {
+	gen := gw.Generation
+	st := gwapi.GatewayStatus{Listeners: []gwapi.ListenerStatus{}}
+	for _, a := range addrs {
+		st.Addresses = append(st.Addresses, gwapi.GatewayStatusAddress{Type: ptr(gwapi.IPAddressType), Value: a.String()})
+	}
+	accepted := condition(string(gwapi.GatewayConditionAccepted), true, string(gwapi.GatewayReasonAccepted), "", gen)
+	programmed := condition(string(gwapi.GatewayConditionProgrammed), true, string(gwapi.GatewayReasonProgrammed), "", gen)
+	if addrProblem != nil {
+		if addrProblem.Type == string(gwapi.GatewayConditionAccepted) {
+			accepted = *addrProblem
+			programmed = condition(string(gwapi.GatewayConditionProgrammed), false, string(gwapi.GatewayReasonInvalid), addrProblem.Message, gen)
+		} else {
+			programmed = *addrProblem
+		}
+	}
+	valid := 0
+	fes := map[string]*loader.Service{}
+	var names []string
+	for _, gl := range g.listeners[key] {
+		st.Listeners = append(st.Listeners, *gl.status)
+		if !gl.valid {
+			continue
+		}
+		valid++
+		pl := l7proxy.Listener{Name: gl.key, Hostname: gl.hostname, Routes: gl.routes}
+		kind := ListenerHTTP
+		if gl.spec.Protocol == gwapi.HTTPSProtocolType {
+			kind = ListenerHTTPS
+		}
+		name := "gw/" + key + "/" + kind
+		fe := fes[name]
+		if fe == nil {
+			fe = &loader.Service{Name: name, Proto: loader.TCP, L7: true, ProxyListener: kind}
+			fes[name] = fe
+			names = append(names, name)
+		}
+		for _, a := range addrs {
+			f := loader.Frontend{Addr: a, Port: uint16(gl.spec.Port)}
+			pl.Frontends = append(pl.Frontends, netip.AddrPortFrom(a, f.Port))
+			if !slices.Contains(fe.Frontends, f) {
+				fe.Frontends = append(fe.Frontends, f)
+			}
+		}
+		g.out.Listeners = append(g.out.Listeners, pl)
+	}
+	if valid == 0 && addrProblem == nil && len(g.listeners[key]) > 0 {
+		accepted = condition(string(gwapi.GatewayConditionAccepted), false, string(gwapi.GatewayReasonListenersNotValid),
+			"no listener is valid", gen)
+		programmed = condition(string(gwapi.GatewayConditionProgrammed), false, string(gwapi.GatewayReasonInvalid), "no listener is valid", gen)
+	}
+	st.Conditions = []metav1.Condition{accepted, programmed}
+	g.status.Gateways[key] = st
+	slices.Sort(names)
+	out := make([]loader.Service, 0, len(names))
+	for _, n := range names {
+		out = append(out, *fes[n])
+	}
+	return out
+}
+
+// setConditions merges decided conditions into current ones, keeping the
+// transition time of those whose status did not change.
+func setConditions(cur []metav1.Condition, want []metav1.Condition, now metav1.Time) []metav1.Condition {
+	out := slices.Clone(cur)
+	for _, c := range want {
+		c.LastTransitionTime = now
+		meta.SetStatusCondition(&out, c)
+	}
+	return out
+}

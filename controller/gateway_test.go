@@ -1,0 +1,394 @@
+package controller
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	gwapi "sigs.k8s.io/gateway-api/apis/v1"
+	"sigs.k8s.io/yaml"
+
+	"github.com/nodegress/nodegress/l7proxy"
+	"github.com/nodegress/nodegress/loader"
+)
+
+// gatewayObjects decodes YAML documents of Gateway API kinds, Services,
+// EndpointSlices, Secrets and Namespaces.
+type gatewayObjects struct {
+	in       GatewayInput
+	services []*corev1.Service
+	slices   []*discoveryv1.EndpointSlice
+	secrets  []*corev1.Secret
+}
+
+func decodeGatewayObjects(t *testing.T, docs string) *gatewayObjects {
+	t.Helper()
+	o := &gatewayObjects{}
+	for i, doc := range strings.Split(docs, "\n---\n") {
+		var tm metav1.TypeMeta
+		if err := yaml.Unmarshal([]byte(doc), &tm); err != nil {
+			t.Fatalf("document %d: %v", i, err)
+		}
+		var obj any
+		switch tm.Kind {
+		case "GatewayClass":
+			obj = &gwapi.GatewayClass{}
+		case "Gateway":
+			obj = &gwapi.Gateway{}
+		case "HTTPRoute":
+			obj = &gwapi.HTTPRoute{}
+		case "ReferenceGrant":
+			obj = &gwapi.ReferenceGrant{}
+		case "Service":
+			obj = &corev1.Service{}
+		case "EndpointSlice":
+			obj = &discoveryv1.EndpointSlice{}
+		case "Secret":
+			obj = &corev1.Secret{}
+		case "Namespace":
+			obj = &corev1.Namespace{}
+		default:
+			t.Fatalf("document %d: kind %q", i, tm.Kind)
+		}
+		if err := yaml.UnmarshalStrict([]byte(doc), obj); err != nil {
+			t.Fatalf("document %d (%s): %v", i, tm.Kind, err)
+		}
+		switch v := obj.(type) {
+		case *gwapi.GatewayClass:
+			o.in.Classes = append(o.in.Classes, v)
+		case *gwapi.Gateway:
+			o.in.Gateways = append(o.in.Gateways, v)
+		case *gwapi.HTTPRoute:
+			o.in.HTTPRoutes = append(o.in.HTTPRoutes, v)
+		case *gwapi.ReferenceGrant:
+			o.in.Grants = append(o.in.Grants, v)
+		case *corev1.Service:
+			o.services = append(o.services, v)
+		case *discoveryv1.EndpointSlice:
+			o.slices = append(o.slices, v)
+		case *corev1.Secret:
+			o.secrets = append(o.secrets, v)
+		case *corev1.Namespace:
+			o.in.Namespaces = append(o.in.Namespaces, v)
+		}
+	}
+	return o
+}
+
+func (o *gatewayObjects) translate() (l7proxy.Config, []loader.Service, GatewayStatuses, []error) {
+	return TranslateL7(IngressInput{Services: o.services, EndpointSlices: o.slices, Secrets: o.secrets,
+		Config: L7Config{HTTPPort: 80, HTTPSPort: 443}}, &o.in)
+}
+
+const gatewayBase = `apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: nodegress, generation: 1}
+spec: {controllerName: nodegress.io/gateway-controller}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: other}
+spec: {controllerName: example.com/other}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: app}
+spec:
+  ports: [{name: http, port: 8080, targetPort: 80}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: web-1, namespace: app, labels: {kubernetes.io/service-name: web}}
+addressType: IPv4
+ports: [{name: http, port: 80}]
+endpoints: [{addresses: [10.0.0.5], conditions: {ready: true}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: grpc, namespace: other}
+spec:
+  ports: [{name: grpc, port: 9000, appProtocol: kubernetes.io/h2c}]
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: app, labels: {team: a}}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: other, labels: {team: b}}
+`
+
+func condOf(conds []metav1.Condition, typ string) string {
+	for _, c := range conds {
+		if c.Type == typ {
+			return fmt.Sprintf("%s/%s", c.Status, c.Reason)
+		}
+	}
+	return "missing"
+}
+
+func TestTranslateGateways(t *testing.T) {
+	o := decodeGatewayObjects(t, gatewayBase+`---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: app, generation: 3, creationTimestamp: "2026-01-01T00:00:00Z"}
+spec:
+  gatewayClassName: nodegress
+  listeners:
+  - {name: http, port: 80, protocol: HTTP, allowedRoutes: {namespaces: {from: All}}}
+  - {name: site, port: 8080, protocol: HTTP, hostname: "*.example.com"}
+  - {name: dup-a, port: 8081, protocol: HTTP, hostname: a.example.com}
+  - {name: dup-b, port: 8081, protocol: HTTP, hostname: a.example.com}
+  - {name: tcp, port: 9000, protocol: TCP}
+  - {name: team-b, port: 8082, protocol: HTTP, allowedRoutes: {namespaces: {from: Selector, selector: {matchLabels: {team: b}}}}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: fixed, namespace: app, creationTimestamp: "2026-01-02T00:00:00Z"}
+spec:
+  gatewayClassName: nodegress
+  addresses: [{type: IPAddress, value: 198.51.100.7}]
+  listeners: [{name: http, port: 80, protocol: HTTP}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: foreign, namespace: app}
+spec:
+  gatewayClassName: other
+  listeners: [{name: http, port: 80, protocol: HTTP}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: web, namespace: app, generation: 2, creationTimestamp: "2026-01-01T00:00:00Z"}
+spec:
+  parentRefs: [{name: gw, sectionName: http}, {name: gw, sectionName: site}, {name: foreign}]
+  hostnames: [www.example.com, other.org]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /api}, headers: [{name: x-env, value: prod}], method: GET}]
+    filters:
+    - type: RequestHeaderModifier
+      requestHeaderModifier: {set: [{name: x-set, value: v}], remove: [x-drop]}
+    backendRefs: [{name: web, port: 8080, weight: 3}, {name: missing, port: 80}]
+  - matches: [{path: {type: Exact, value: /old}}]
+    filters: [{type: RequestRedirect, requestRedirect: {scheme: https, statusCode: 301}}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: cross, namespace: other, creationTimestamp: "2026-01-03T00:00:00Z"}
+spec:
+  parentRefs: [{name: gw, namespace: app, sectionName: http}, {name: gw, namespace: app, sectionName: site},
+               {name: gw, namespace: app, sectionName: team-b}, {name: gw, namespace: app, sectionName: nope}]
+  rules:
+  - backendRefs: [{name: web, namespace: app, port: 8080}, {name: grpc, port: 9000}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: nohost, namespace: app, creationTimestamp: "2026-01-04T00:00:00Z"}
+spec:
+  parentRefs: [{name: gw, sectionName: site}]
+  hostnames: [elsewhere.net]
+  rules: [{backendRefs: [{name: web, port: 8080}]}]
+`)
+	o.in.AddressPool = []netip.Prefix{netip.MustParsePrefix("192.0.2.0/30")}
+	cfg, fes, st, _ := o.translate()
+
+	// Classes: ours accepted, the other untouched.
+	if got := condOf(st.Classes["nodegress"], "Accepted"); got != "True/Accepted" {
+		t.Errorf("class Accepted %s", got)
+	}
+	if _, ok := st.Classes["other"]; ok {
+		t.Error("status decided for another controller's class")
+	}
+	if _, ok := st.Gateways["app/foreign"]; ok {
+		t.Error("status decided for another class's gateway")
+	}
+
+	// Addresses: the pool's two hosts; the fixed one as asked.
+	gw := st.Gateways["app/gw"]
+	if len(gw.Addresses) != 1 || !netip.MustParsePrefix("192.0.2.0/30").Contains(netip.MustParseAddr(gw.Addresses[0].Value)) ||
+		gw.Addresses[0].Value == "192.0.2.0" || gw.Addresses[0].Value == "192.0.2.3" {
+		t.Fatalf("gateway addresses %v", gw.Addresses)
+	}
+	gwAddr := netip.MustParseAddr(gw.Addresses[0].Value)
+	if a := st.Gateways["app/fixed"].Addresses; len(a) != 1 || a[0].Value != "198.51.100.7" {
+		t.Errorf("fixed gateway addresses %v", a)
+	}
+	if got := condOf(gw.Conditions, "Accepted") + " " + condOf(gw.Conditions, "Programmed"); got != "True/Accepted True/Programmed" {
+		t.Errorf("gateway conditions %s", got)
+	}
+	if gw.Conditions[0].ObservedGeneration != 3 {
+		t.Errorf("observedGeneration %d", gw.Conditions[0].ObservedGeneration)
+	}
+
+	// Listeners.
+	wantListeners := map[string]struct {
+		conds    string
+		attached int32
+	}{
+		"http":   {"True/Accepted True/ResolvedRefs False/NoConflicts True/Programmed", 2},
+		"site":   {"True/Accepted True/ResolvedRefs False/NoConflicts True/Programmed", 1},
+		"dup-a":  {"True/Accepted True/ResolvedRefs True/HostnameConflict False/Invalid", 0},
+		"dup-b":  {"True/Accepted True/ResolvedRefs True/HostnameConflict False/Invalid", 0},
+		"tcp":    {"False/UnsupportedProtocol True/ResolvedRefs False/NoConflicts False/Invalid", 0},
+		"team-b": {"True/Accepted True/ResolvedRefs False/NoConflicts True/Programmed", 1},
+	}
+	for _, ls := range gw.Listeners {
+		w := wantListeners[string(ls.Name)]
+		got := strings.Join([]string{condOf(ls.Conditions, "Accepted"), condOf(ls.Conditions, "ResolvedRefs"),
+			condOf(ls.Conditions, "Conflicted"), condOf(ls.Conditions, "Programmed")}, " ")
+		if got != w.conds || ls.AttachedRoutes != w.attached {
+			t.Errorf("listener %s: %s attached %d, want %s attached %d", ls.Name, got, ls.AttachedRoutes, w.conds, w.attached)
+		}
+	}
+
+	// Routes.
+	web := st.Routes["app/web"]
+	if len(web) != 2 {
+		t.Fatalf("web route parents %+v", web)
+	}
+	if got := condOf(web[0].Conditions, "Accepted") + " " + condOf(web[0].Conditions, "ResolvedRefs"); got != "True/Accepted False/BackendNotFound" {
+		t.Errorf("web on http: %s", got)
+	}
+	if got := condOf(web[1].Conditions, "Accepted"); got != "True/Accepted" {
+		t.Errorf("web on site: %s", got)
+	}
+	cross := st.Routes["other/cross"]
+	var crossConds []string
+	for _, p := range cross {
+		crossConds = append(crossConds, string(ptrValue(p.ParentRef.SectionName))+"="+condOf(p.Conditions, "Accepted"))
+	}
+	if want := []string{"http=True/Accepted", "site=False/NotAllowedByListeners", "team-b=True/Accepted", "nope=False/NoMatchingParent"}; !slices.Equal(crossConds, want) {
+		t.Errorf("cross parents %v, want %v", crossConds, want)
+	}
+	if got := condOf(cross[0].Conditions, "ResolvedRefs"); got != "False/RefNotPermitted" {
+		t.Errorf("cross ResolvedRefs %s", got)
+	}
+	if got := condOf(st.Routes["app/nohost"][0].Conditions, "Accepted"); got != "False/NoMatchingListenerHostname" {
+		t.Errorf("nohost: %s", got)
+	}
+
+	// Proxy listeners: the web route on site keeps only its hostname the
+	// listener covers.
+	byName := map[string]l7proxy.Listener{}
+	for _, l := range cfg.Listeners {
+		byName[l.Name] = l
+	}
+	site := byName["app/gw/site"]
+	if site.Hostname != "*.example.com" || len(site.Routes) != 1 || !slices.Equal(site.Routes[0].Hostnames, []string{"www.example.com"}) {
+		t.Errorf("site listener %+v", site)
+	}
+	if !slices.Equal(site.Frontends, []netip.AddrPort{netip.AddrPortFrom(gwAddr, 8080)}) {
+		t.Errorf("site frontends %v", site.Frontends)
+	}
+	http := byName["app/gw/http"]
+	if len(http.Routes) != 2 || http.Routes[0].Source != "app/web" || http.Routes[1].Source != "other/cross" {
+		t.Fatalf("http listener routes %+v", http.Routes)
+	}
+	r0 := http.Routes[0].Rules[0]
+	if len(r0.Backends) != 2 || r0.Backends[0].Weight != 3 || r0.Backends[0].Upstream == "" || r0.Backends[1].Upstream != "" {
+		t.Errorf("web rule backends %+v", r0.Backends)
+	}
+	m := r0.Matches[0]
+	if m.PathType != l7proxy.PathPrefix || m.Path != "/api" || m.Method != "GET" || len(m.Headers) != 1 || m.Headers[0].Name != "X-Env" {
+		t.Errorf("web match %+v", m)
+	}
+	if e := r0.Filters.RequestHeaders; e == nil || e.Set[0].Name != "X-Set" || e.Remove[0] != "X-Drop" {
+		t.Errorf("header filter %+v", r0.Filters.RequestHeaders)
+	}
+	if rd := http.Routes[0].Rules[1].Filters.Redirect; rd == nil || rd.Scheme != "https" || rd.StatusCode != 301 {
+		t.Errorf("redirect %+v", rd)
+	}
+	// The grpc backend in the route's own namespace resolves, as h2c.
+	var grpc *l7proxy.Upstream
+	for i := range cfg.Upstreams {
+		if strings.HasPrefix(cfg.Upstreams[i].Name, "other/grpc:") {
+			grpc = &cfg.Upstreams[i]
+		}
+	}
+	if grpc == nil || grpc.Protocol != l7proxy.ProtocolH2C {
+		t.Errorf("grpc upstream %+v", grpc)
+	}
+	if _, ok := byName["app/gw/dup-a"]; ok {
+		t.Error("conflicted listener programmed")
+	}
+
+	// Datapath frontends: one service per gateway and listener kind.
+	var names []string
+	for _, fe := range fes {
+		if strings.HasPrefix(fe.Name, "gw/") {
+			names = append(names, fmt.Sprintf("%s %v", fe.Name, fe.Frontends))
+		}
+	}
+	want := []string{fmt.Sprintf("gw/app/gw/http [%s:80 %s:8080 %s:8082]", gwAddr, gwAddr, gwAddr),
+		"gw/app/fixed/http [198.51.100.7:80]"}
+	slices.Sort(names)
+	slices.Sort(want)
+	if !slices.Equal(names, want) {
+		t.Errorf("frontends %v, want %v", names, want)
+	}
+}
+
+// TestGatewayAddressAllocation checks that pool addresses are stable:
+// kept from the status, never shared, and reported when the pool runs out.
+func TestGatewayAddressAllocation(t *testing.T) {
+	gws := ""
+	for i := range 3 {
+		gws += fmt.Sprintf(`---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw%d, namespace: app, creationTimestamp: "2026-01-0%dT00:00:00Z"}
+spec:
+  gatewayClassName: nodegress
+  listeners: [{name: http, port: 80, protocol: HTTP}]
+`, i, i+1)
+	}
+	o := decodeGatewayObjects(t, gatewayBase+gws)
+	o.in.AddressPool = []netip.Prefix{netip.MustParsePrefix("192.0.2.8/31")}
+	_, _, st, _ := o.translate()
+	a0, a1 := st.Gateways["app/gw0"].Addresses, st.Gateways["app/gw1"].Addresses
+	if len(a0) != 1 || len(a1) != 1 || a0[0].Value == a1[0].Value {
+		t.Fatalf("addresses %v %v", a0, a1)
+	}
+	if got := condOf(st.Gateways["app/gw2"].Conditions, "Programmed"); got != "False/AddressNotAssigned" {
+		t.Errorf("third gateway with the pool exhausted: %s", got)
+	}
+	// gw1 keeps its address even when gw0 would hash to it: the status
+	// is honoured first, in age order.
+	o.in.Gateways[0].Status.Addresses = []gwapi.GatewayStatusAddress{{Value: a1[0].Value}}
+	o.in.Gateways[1].Status.Addresses = []gwapi.GatewayStatusAddress{{Value: a1[0].Value}}
+	_, _, st, _ = o.translate()
+	if got := st.Gateways["app/gw0"].Addresses[0].Value; got != a1[0].Value {
+		t.Errorf("oldest gateway lost its status address: %s", got)
+	}
+	if got := st.Gateways["app/gw1"].Addresses[0].Value; got != a0[0].Value {
+		t.Errorf("gw1 got %s, want the remaining %s", got, a0[0].Value)
+	}
+}
+
+func TestIntersectHostnames(t *testing.T) {
+	for _, tt := range []struct {
+		listener string
+		route    []gwapi.Hostname
+		want     []string
+		ok       bool
+	}{
+		{"", nil, nil, true},
+		{"a.example.com", nil, []string{"a.example.com"}, true},
+		{"", []gwapi.Hostname{"B.example.com"}, []string{"b.example.com"}, true},
+		{"*.example.com", []gwapi.Hostname{"a.example.com", "x.b.example.com", "example.com", "other.org"}, []string{"a.example.com", "x.b.example.com"}, true},
+		{"a.example.com", []gwapi.Hostname{"*.example.com"}, []string{"a.example.com"}, true},
+		{"*.example.com", []gwapi.Hostname{"*.example.com"}, []string{"*.example.com"}, true},
+		{"*.a.example.com", []gwapi.Hostname{"*.example.com"}, []string{"*.a.example.com"}, true},
+		{"a.example.com", []gwapi.Hostname{"b.example.com"}, nil, false},
+	} {
+		got, ok := intersectHostnames(tt.listener, tt.route)
+		if ok != tt.ok || !slices.Equal(got, tt.want) {
+			t.Errorf("%q ∩ %v = %v %v, want %v %v", tt.listener, tt.route, got, ok, tt.want, tt.ok)
+		}
+	}
+}
