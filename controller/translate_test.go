@@ -16,7 +16,6 @@ import (
 	"github.com/nodegress/nodegress/loader"
 )
 
-
 func addr(s string) netip.Addr { return netip.MustParseAddr(s) }
 
 func fe(a string, port uint16) loader.Frontend { return loader.Frontend{Addr: addr(a), Port: port} }
