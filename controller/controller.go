@@ -14,6 +14,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	gwinformers "sigs.k8s.io/gateway-api/pkg/client/informers/externalversions"
+
 	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -90,6 +92,8 @@ type Config struct {
 	// configure L7.Proxy, and the L7 frontends are steered to it. Nil
 	// leaves Ingresses alone.
 	L7 *L7Config
+	// Gateway, with L7, turns on the Gateway API (gateway.go).
+	Gateway *GatewayConfig
 	// UpdateStatus turns on the Ingress status write-back, with an API
 	// server and L7 only: the agent takes part in the election of the one
 	// agent writing status and, without a publish Service, keeps its node
@@ -140,6 +144,8 @@ type Controller struct {
 	classes      networkinglisters.IngressClassLister
 	secrets      corelisters.SecretLister
 
+	gw        *gatewayListers      // nil: Gateway API off
+	gwStatus  *gatewayStatusWriter // nil: no Gateway API status write-back
 	events    record.EventRecorder // nil: problems are only logged
 	status    *statusManager       // nil: no status write-back
 	nodeLease *nodeLease           // with status showing node addresses
@@ -225,6 +231,10 @@ func New(cfg Config, dp Datapath) (*Controller, error) {
 			// publish Service the status does not name nodes.
 			c.nodeLease = newNodeLease(c, c.status.namespace)
 		}
+		if cfg.Gateway != nil && cfg.Gateway.Client != nil {
+			c.gwStatus = newGatewayStatusWriter(c, cfg.Gateway.Client)
+			c.status.alsoLead = append(c.status.alsoLead, c.gwStatus.lead)
+		}
 	}
 	c.runner = newSyncRunner(cfg.MinSyncInterval, fullResyncEvery, 30*time.Second, c.metrics.observe(c.sync), func(err error, retryIn time.Duration) {
 		c.log.Error("datapath sync", "err", err, "retry_in", retryIn)
@@ -247,7 +257,7 @@ func (c *Controller) Run(ctx context.Context) error {
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
-	var started []informers.SharedInformerFactory
+	var started []interface{ Shutdown() }
 	defer func() {
 		cancel()
 		for _, f := range started {
@@ -263,7 +273,7 @@ func (c *Controller) Run(ctx context.Context) error {
 	}
 
 	src := newSources(c.client, c.cfg.NodeName)
-	for _, register := range []func(*sources) error{c.registerServices, c.registerIngress} {
+	for _, register := range []func(*sources) error{c.registerServices, c.registerIngress, c.registerGateway} {
 		if err := register(src); err != nil {
 			return err
 		}
@@ -319,7 +329,9 @@ type sources struct {
 	// the time in a cluster and do not matter.
 	nodes informers.SharedInformerFactory
 	// secrets lists only TLS Secrets, the proxy's certificates.
-	secrets   informers.SharedInformerFactory
+	secrets informers.SharedInformerFactory
+	// gateway is the Gateway API's factory; nil while it is off.
+	gateway   gwinformers.SharedInformerFactory
 	hasSynced []cache.InformerSynced
 }
 
@@ -349,10 +361,14 @@ func (s *sources) follow(inf cache.SharedIndexInformer, handlers ...cache.Resour
 }
 
 // start starts every factory; the caller shuts them down.
-func (s *sources) start(ctx context.Context) []informers.SharedInformerFactory {
-	all := []informers.SharedInformerFactory{s.factory, s.nodes, s.secrets}
-	for _, f := range all {
+func (s *sources) start(ctx context.Context) []interface{ Shutdown() } {
+	all := []interface{ Shutdown() }{s.factory, s.nodes, s.secrets}
+	for _, f := range []informers.SharedInformerFactory{s.factory, s.nodes, s.secrets} {
 		f.Start(ctx.Done())
+	}
+	if s.gateway != nil {
+		s.gateway.Start(ctx.Done())
+		all = append(all, s.gateway)
 	}
 	return all
 }
@@ -629,8 +645,12 @@ func (c *Controller) syncProxy(node NodeInfo) ([]loader.Service, []error, error)
 	c.metrics.setObjects("Ingress", len(ings))
 	c.metrics.setObjects("IngressClass", len(classes))
 	c.metrics.setObjects("Secret", len(secrets))
+	gwIn, err := c.gatewayInput()
+	if err != nil {
+		return nil, nil, err
+	}
 	refs := make(map[string]struct{})
-	cfg, l7Services, issues := TranslateIngress(IngressInput{
+	cfg, l7Services, gwStatus, issues := TranslateL7(IngressInput{
 		Ingresses:      ings,
 		IngressClasses: classes,
 		Secrets:        secrets,
@@ -639,8 +659,11 @@ func (c *Controller) syncProxy(node NodeInfo) ([]loader.Service, []error, error)
 		certs:          c.certs,
 		lookup:         c.lookup,
 		refs:           refs,
-	})
+	}, gwIn)
 	c.tracker.setL7Refs(refs)
+	if c.gwStatus != nil {
+		c.gwStatus.want(gwStatus)
+	}
 	// Unchanged certificates come from c.certs as the same pointers, so
 	// this comparison stays cheap.
 	if !c.proxyApplied || !reflect.DeepEqual(cfg, c.lastProxy) {

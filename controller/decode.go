@@ -9,10 +9,14 @@ import (
 	"regexp"
 	"strconv"
 
+	"k8s.io/apimachinery/pkg/runtime"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	gwapi "sigs.k8s.io/gateway-api/apis/v1"
+	gwscheme "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned/scheme"
+
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	networkingv1 "k8s.io/api/networking/v1"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/runtime/serializer"
 	"k8s.io/client-go/kubernetes/scheme"
@@ -37,24 +41,43 @@ func (k objectKey) String() string {
 type kindInfo struct {
 	gvk        schema.GroupVersionKind
 	namespaced bool
+	// gateway: watched only with the Gateway API on (Gateway API kinds
+	// are stored in their own clientset).
+	gateway bool
+	// resource, when set, is the resource name the guess from the kind
+	// gets wrong ("Gateway" would be "gatewaies").
+	resource string
 }
 
 // acceptedKinds are the kinds the standalone source stores, by Kind. Each is
 // accepted in one API version only: the one the informers watch.
 var acceptedKinds = map[string]kindInfo{
-	"Service":       {corev1.SchemeGroupVersion.WithKind("Service"), true},
-	"Node":          {corev1.SchemeGroupVersion.WithKind("Node"), false},
-	"Secret":        {corev1.SchemeGroupVersion.WithKind("Secret"), true},
-	"EndpointSlice": {discoveryv1.SchemeGroupVersion.WithKind("EndpointSlice"), true},
-	"Ingress":       {networkingv1.SchemeGroupVersion.WithKind("Ingress"), true},
-	"IngressClass":  {networkingv1.SchemeGroupVersion.WithKind("IngressClass"), false},
+	"Service":        {gvk: corev1.SchemeGroupVersion.WithKind("Service"), namespaced: true},
+	"Node":           {gvk: corev1.SchemeGroupVersion.WithKind("Node")},
+	"Secret":         {gvk: corev1.SchemeGroupVersion.WithKind("Secret"), namespaced: true},
+	"EndpointSlice":  {gvk: discoveryv1.SchemeGroupVersion.WithKind("EndpointSlice"), namespaced: true},
+	"Ingress":        {gvk: networkingv1.SchemeGroupVersion.WithKind("Ingress"), namespaced: true},
+	"IngressClass":   {gvk: networkingv1.SchemeGroupVersion.WithKind("IngressClass")},
+	"Namespace":      {gvk: corev1.SchemeGroupVersion.WithKind("Namespace"), gateway: true},
+	"GatewayClass":   {gvk: gwapi.SchemeGroupVersion.WithKind("GatewayClass"), gateway: true},
+	"Gateway":        {gvk: gwapi.SchemeGroupVersion.WithKind("Gateway"), namespaced: true, gateway: true, resource: "gateways"},
+	"HTTPRoute":      {gvk: gwapi.SchemeGroupVersion.WithKind("HTTPRoute"), namespaced: true, gateway: true},
+	"ReferenceGrant": {gvk: gwapi.SchemeGroupVersion.WithKind("ReferenceGrant"), namespaced: true, gateway: true},
 }
+
+// decodeScheme knows the kinds of client-go and of the Gateway API.
+var decodeScheme = func() *runtime.Scheme {
+	s := runtime.NewScheme()
+	utilruntime.Must(scheme.AddToScheme(s))
+	utilruntime.Must(gwscheme.AddToScheme(s))
+	return s
+}()
 
 // strictDecoder rejects unknown and duplicate fields, like
 // `kubectl apply --validate=strict`: in a hand-written file an unknown field
 // is almost always a typo ("nodeport:") that would otherwise silently change
 // what is served.
-var strictDecoder = serializer.NewCodecFactory(scheme.Scheme, serializer.EnableStrict).UniversalDeserializer()
+var strictDecoder = serializer.NewCodecFactory(decodeScheme, serializer.EnableStrict).UniversalDeserializer()
 
 // document is one YAML document of a file.
 type document struct {

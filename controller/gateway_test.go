@@ -1,8 +1,13 @@
 package controller
 
 import (
+	"context"
 	"fmt"
+	"io"
+	"log/slog"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -391,4 +396,85 @@ func TestIntersectHostnames(t *testing.T) {
 			t.Errorf("%q ∩ %v = %v %v, want %v %v", tt.listener, tt.route, got, ok, tt.want, tt.ok)
 		}
 	}
+}
+
+// TestStandaloneGateway runs the controller on a directory holding Gateway
+// API objects: the proxy gets the listener and its route, the datapath the
+// Gateway's frontend; editing the route reaches the proxy, deleting the
+// Gateway removes both; a Gateway API object that does not decode is
+// refused while the rest is served.
+func TestStandaloneGateway(t *testing.T) {
+	dir := t.TempDir()
+	dp, proxy := &fakeDatapath{}, &fakeProxy{}
+	c, err := New(Config{
+		NodeName: "node-a", NodeIPs: []netip.Addr{netip.MustParseAddr("192.0.2.10")}, StandaloneDir: dir,
+		Logger:  slog.New(slog.NewTextHandler(io.Discard, nil)),
+		L7:      &L7Config{Proxy: proxy},
+		Gateway: &GatewayConfig{AddressPool: []netip.Prefix{netip.MustParsePrefix("198.51.100.64/32")}},
+	}, dp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(dir, "base.yaml"), gatewayBase)
+	gw := `apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: app}
+spec:
+  gatewayClassName: nodegress
+  listeners: [{name: http, port: 80, protocol: HTTP}]
+`
+	route := func(prefix string) string {
+		return fmt.Sprintf(`apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: web, namespace: app}
+spec:
+  parentRefs: [{name: gw}]
+  rules: [{matches: [{path: {type: PathPrefix, value: %s}}], backendRefs: [{name: web, port: 8080}]}]
+`, prefix)
+	}
+	writeFile(t, filepath.Join(dir, "gw.yaml"), gw+"---\n"+route("/v1")+`---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: broken, namespace: app}
+spec:
+  parentRefs: [{name: gw}]
+  rules: [{matchez: []}]
+`)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+
+	listenerPath := func() string {
+		cfg := proxy.last()
+		if len(cfg.Listeners) != 1 || len(cfg.Listeners[0].Routes) != 1 {
+			return ""
+		}
+		l := cfg.Listeners[0]
+		return fmt.Sprintf("%s %v %s", l.Name, l.Frontends, l.Routes[0].Rules[0].Matches[0].Path)
+	}
+	frontend := func() string {
+		for _, s := range dp.last() {
+			if strings.HasPrefix(s.Name, "gw/") {
+				return fmt.Sprintf("%s %v %s", s.Name, s.Frontends, s.ProxyListener)
+			}
+		}
+		return ""
+	}
+	waitFor(t, "gateway listener in the proxy", waitLimit, func() bool {
+		return listenerPath() == "app/gw/http [198.51.100.64:80] /v1"
+	})
+	waitFor(t, "gateway frontend in the datapath", waitLimit, func() bool {
+		return frontend() == "gw/app/gw/http [198.51.100.64:80] http"
+	})
+	writeFile(t, filepath.Join(dir, "gw.yaml"), gw+"---\n"+route("/v2"))
+	waitFor(t, "route edit in the proxy", waitLimit, func() bool {
+		return listenerPath() == "app/gw/http [198.51.100.64:80] /v2"
+	})
+	if err := os.Remove(filepath.Join(dir, "gw.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "gateway gone from proxy and datapath", waitLimit, func() bool {
+		return len(proxy.last().Listeners) == 0 && frontend() == ""
+	})
 }

@@ -11,7 +11,11 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
+
+	gwapi "sigs.k8s.io/gateway-api/apis/v1"
+	gwfake "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned/fake"
 
 	"github.com/fsnotify/fsnotify"
 	"k8s.io/apimachinery/pkg/api/equality"
@@ -63,6 +67,10 @@ type standaloneSource struct {
 	dir    string
 	log    *slog.Logger
 	client *fake.Clientset
+	// gwClient stores the Gateway API's kinds; gatewayOn says whether
+	// their informers run.
+	gwClient  *gwfake.Clientset
+	gatewayOn atomic.Bool
 
 	files   map[string]*fileState // by file name
 	owners  map[objectKey]string  // file whose copy of the object is applied
@@ -91,6 +99,7 @@ func newStandaloneSource(dir string, log *slog.Logger) *standaloneSource {
 		dir:          dir,
 		log:          log.With("source", "standalone"),
 		client:       fake.NewSimpleClientset(),
+		gwClient:     gwfake.NewSimpleClientset(),
 		files:        make(map[string]*fileState),
 		owners:       make(map[objectKey]string),
 		applied:      make(map[objectKey]appliedObject),
@@ -101,20 +110,31 @@ func newStandaloneSource(dir string, log *slog.Logger) *standaloneSource {
 	// The tracker hands a watch the objects changed after the informer's
 	// list, but a delete in that window would be lost. Knowing when every
 	// informer watches lets Run hold changes back until then.
-	tracker := s.client.Tracker()
-	s.client.PrependWatchReactor("*", func(action k8stesting.Action) (bool, watch.Interface, error) {
-		var opts metav1.ListOptions
-		if wa, ok := action.(k8stesting.WatchActionImpl); ok {
-			opts = wa.ListOptions
+	watchReactor := func(tracker k8stesting.ObjectTracker) k8stesting.WatchReactionFunc {
+		return func(action k8stesting.Action) (bool, watch.Interface, error) {
+			var opts metav1.ListOptions
+			if wa, ok := action.(k8stesting.WatchActionImpl); ok {
+				opts = wa.ListOptions
+			}
+			w, err := tracker.Watch(action.GetResource(), action.GetNamespace(), opts)
+			if err != nil {
+				return true, nil, err
+			}
+			s.watchStarted(action.GetResource())
+			return true, w, nil
 		}
-		w, err := tracker.Watch(action.GetResource(), action.GetNamespace(), opts)
-		if err != nil {
-			return true, nil, err
-		}
-		s.watchStarted(action.GetResource())
-		return true, w, nil
-	})
+	}
+	s.client.PrependWatchReactor("*", watchReactor(s.client.Tracker()))
+	s.gwClient.PrependWatchReactor("*", watchReactor(s.gwClient.Tracker()))
 	return s
+}
+
+// tracker is the object store of a kind.
+func (s *standaloneSource) tracker(k kindInfo) k8stesting.ObjectTracker {
+	if k.gvk.Group == gwapi.GroupName {
+		return s.gwClient.Tracker()
+	}
+	return s.client.Tracker()
 }
 
 func (s *standaloneSource) watchStarted(gvr schema.GroupVersionResource) {
@@ -125,7 +145,7 @@ func (s *standaloneSource) watchStarted(gvr schema.GroupVersionResource) {
 	}
 	s.watched[gvr] = true
 	for _, k := range acceptedKinds {
-		if !s.watched[k.gvr()] {
+		if !s.watched[k.gvr()] && (!k.gateway || s.gatewayOn.Load()) {
 			return
 		}
 	}
@@ -389,8 +409,8 @@ func (s *standaloneSource) reconcile() {
 	s.dups = dups
 
 	var created, updated, deleted int
-	tracker := s.client.Tracker()
 	for k, o := range desired {
+		tracker := s.tracker(acceptedKinds[k.Kind])
 		gvr := acceptedKinds[k.Kind].gvr()
 		old, exists := s.applied[k]
 		if exists && (old.obj.Object == o.Object || equality.Semantic.DeepEqual(old.obj.Object, o.Object)) {
@@ -435,7 +455,7 @@ func (s *standaloneSource) reconcile() {
 		if _, ok := desired[k]; ok {
 			continue
 		}
-		if err := tracker.Delete(a.gvr, k.Namespace, k.Name); err != nil && !apierrors.IsNotFound(err) {
+		if err := s.tracker(acceptedKinds[k.Kind]).Delete(a.gvr, k.Namespace, k.Name); err != nil && !apierrors.IsNotFound(err) {
 			s.log.Error("delete object", "kind", k.Kind, "object", k.String(), "err", err)
 			continue
 		}
@@ -450,7 +470,10 @@ func (s *standaloneSource) reconcile() {
 }
 
 func (k kindInfo) gvr() schema.GroupVersionResource {
-	// Exact for the accepted kinds (services, endpointslices, ingresses, ...).
+	if k.resource != "" {
+		return k.gvk.GroupVersion().WithResource(k.resource)
+	}
+	// Exact for the other accepted kinds (services, endpointslices, ...).
 	gvr, _ := meta.UnsafeGuessKindToResource(k.gvk)
 	return gvr
 }

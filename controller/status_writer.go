@@ -203,6 +203,9 @@ type statusManager struct {
 	services  corelisters.ServiceLister
 
 	term atomic.Pointer[statusTerm] // nil while not leading
+	// alsoLead run for as long as each term lasts: the other status
+	// writers (the Gateway API's), set before run.
+	alsoLead []func(ctx context.Context)
 }
 
 func newStatusManager(c *Controller, reg prometheus.Registerer) *statusManager {
@@ -427,6 +430,9 @@ func (s *statusManager) lead(ctx context.Context) {
 		defer t.settleEnd.Stop()
 	}
 	s.term.Store(t)
+	for _, f := range s.alsoLead {
+		wg.Go(func() { f(ctx) })
+	}
 	for range statusWorkers {
 		wg.Go(func() {
 			for t.processNext(ctx) {

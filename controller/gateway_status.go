@@ -1,0 +1,218 @@
+package controller
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"log/slog"
+	"reflect"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/util/workqueue"
+	gwapi "sigs.k8s.io/gateway-api/apis/v1"
+	gwclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
+)
+
+// gatewayStatusWriter writes the Gateway API statuses the translation
+// decided. It writes only while this agent is the elected status writer
+// (the Ingress status election, status_writer.go), and only objects whose
+// status differs from the decision: the conditions keep their transition
+// times when their status did not change, and an HTTPRoute's parents of
+// other controllers are left alone.
+type gatewayStatusWriter struct {
+	client gwclient.Interface
+	ctrl   string
+	log    *slog.Logger
+	c      *Controller
+
+	mu      sync.Mutex
+	decided GatewayStatuses
+	// ours are the route keys that had parents of ours in a decision
+	// since this agent started: a route that loses them must have them
+	// removed.
+	ours  map[string]bool
+	queue workqueue.TypedRateLimitingInterface[string] // nil while not leading
+}
+
+func newGatewayStatusWriter(c *Controller, client gwclient.Interface) *gatewayStatusWriter {
+	return &gatewayStatusWriter{client: client, c: c, log: c.log.With("status", "gateway"),
+		ctrl: cmp.Or(c.cfg.Gateway.ControllerName, DefaultGatewayControllerName), ours: map[string]bool{}}
+}
+
+// Status keys name the object whose status is written.
+func classStatusKey(name string) string       { return "GatewayClass/" + name }
+func gatewayStatusKey(nsName string) string   { return "Gateway/" + nsName }
+func httpRouteStatusKey(nsName string) string { return "HTTPRoute/" + nsName }
+
+// want records a new decision and queues the objects it changes.
+func (w *gatewayStatusWriter) want(st GatewayStatuses) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	prev := w.decided
+	w.decided = st
+	var changed []string
+	for k, v := range st.Classes {
+		if !reflect.DeepEqual(prev.Classes[k], v) {
+			changed = append(changed, classStatusKey(k))
+		}
+	}
+	for k, v := range st.Gateways {
+		if pv, ok := prev.Gateways[k]; !ok || !reflect.DeepEqual(pv, v) {
+			changed = append(changed, gatewayStatusKey(k))
+		}
+	}
+	for k, v := range st.Routes {
+		w.ours[k] = true
+		if !reflect.DeepEqual(prev.Routes[k], v) {
+			changed = append(changed, httpRouteStatusKey(k))
+		}
+	}
+	for k := range w.ours {
+		if _, ok := st.Routes[k]; !ok {
+			changed = append(changed, httpRouteStatusKey(k))
+		}
+	}
+	if w.queue != nil {
+		for _, k := range changed {
+			w.queue.Add(k)
+		}
+	}
+}
+
+// lead writes statuses until ctx ends (the term as status writer).
+func (w *gatewayStatusWriter) lead(ctx context.Context) {
+	q := workqueue.NewTypedRateLimitingQueue(
+		workqueue.NewTypedItemExponentialFailureRateLimiter[string](500*time.Millisecond, time.Minute))
+	w.mu.Lock()
+	w.queue = q
+	// A new writer checks everything once.
+	for k := range w.decided.Classes {
+		q.Add(classStatusKey(k))
+	}
+	for k := range w.decided.Gateways {
+		q.Add(gatewayStatusKey(k))
+	}
+	for k := range w.ours {
+		q.Add(httpRouteStatusKey(k))
+	}
+	w.mu.Unlock()
+	defer func() {
+		w.mu.Lock()
+		w.queue = nil
+		w.mu.Unlock()
+		q.ShutDown()
+	}()
+	var wg sync.WaitGroup
+	for range statusWorkers {
+		wg.Go(func() {
+			for {
+				key, quit := q.Get()
+				if quit {
+					return
+				}
+				if err := w.write(ctx, key); err != nil {
+					w.log.Warn("write gateway api status", "object", key, "err", err)
+					q.AddRateLimited(key)
+				} else {
+					q.Forget(key)
+				}
+				q.Done(key)
+			}
+		})
+	}
+	<-ctx.Done()
+	q.ShutDown()
+	wg.Wait()
+}
+
+func (w *gatewayStatusWriter) write(ctx context.Context, key string) error {
+	kind, nsName, _ := strings.Cut(key, "/")
+	w.mu.Lock()
+	st := w.decided
+	w.mu.Unlock()
+	now := metav1.NewTime(time.Now().Truncate(time.Second))
+	v1 := w.client.GatewayV1()
+	switch kind {
+	case "GatewayClass":
+		want, ok := st.Classes[nsName]
+		cur, err := w.c.gw.classes.Get(nsName)
+		if !ok || err != nil {
+			return ignoreNotFound(err)
+		}
+		next := cur.DeepCopy()
+		next.Status.Conditions = setConditions(cur.Status.Conditions, want, now)
+		if reflect.DeepEqual(cur.Status, next.Status) {
+			return nil
+		}
+		_, err = v1.GatewayClasses().UpdateStatus(ctx, next, metav1.UpdateOptions{FieldManager: statusFieldManager})
+		return ignoreNotFound(err)
+	case "Gateway":
+		ns, name, _ := strings.Cut(nsName, "/")
+		want, ok := st.Gateways[nsName]
+		cur, err := w.c.gw.gateways.Gateways(ns).Get(name)
+		if !ok || err != nil {
+			return ignoreNotFound(err)
+		}
+		next := cur.DeepCopy()
+		next.Status.Addresses = want.Addresses
+		next.Status.Conditions = setConditions(cur.Status.Conditions, want.Conditions, now)
+		listeners := make([]gwapi.ListenerStatus, 0, len(want.Listeners))
+		for _, l := range want.Listeners {
+			var prev []metav1.Condition
+			if i := slices.IndexFunc(cur.Status.Listeners, func(c gwapi.ListenerStatus) bool { return c.Name == l.Name }); i >= 0 {
+				prev = cur.Status.Listeners[i].Conditions
+			}
+			l.Conditions = setConditions(prev, l.Conditions, now)
+			listeners = append(listeners, l)
+		}
+		next.Status.Listeners = listeners
+		if reflect.DeepEqual(cur.Status, next.Status) {
+			return nil
+		}
+		_, err = v1.Gateways(ns).UpdateStatus(ctx, next, metav1.UpdateOptions{FieldManager: statusFieldManager})
+		return ignoreNotFound(err)
+	case "HTTPRoute":
+		ns, name, _ := strings.Cut(nsName, "/")
+		cur, err := w.c.gw.httpRoutes.HTTPRoutes(ns).Get(name)
+		if err != nil {
+			return ignoreNotFound(err)
+		}
+		next := cur.DeepCopy()
+		parents := slices.DeleteFunc(slices.Clone(cur.Status.Parents), func(p gwapi.RouteParentStatus) bool {
+			return string(p.ControllerName) == w.ctrl
+		})
+		for _, p := range st.Routes[nsName] {
+			var prev []metav1.Condition
+			if i := slices.IndexFunc(cur.Status.Parents, func(c gwapi.RouteParentStatus) bool {
+				return string(c.ControllerName) == w.ctrl && reflect.DeepEqual(c.ParentRef, p.ParentRef)
+			}); i >= 0 {
+				prev = cur.Status.Parents[i].Conditions
+			}
+			p.Conditions = setConditions(prev, p.Conditions, now)
+			parents = append(parents, p)
+		}
+		next.Status.Parents = parents
+		if len(next.Status.Parents) == 0 {
+			next.Status.Parents = []gwapi.RouteParentStatus{}
+		}
+		if reflect.DeepEqual(cur.Status.Parents, next.Status.Parents) ||
+			len(cur.Status.Parents) == 0 && len(next.Status.Parents) == 0 {
+			return nil
+		}
+		_, err = v1.HTTPRoutes(ns).UpdateStatus(ctx, next, metav1.UpdateOptions{FieldManager: statusFieldManager})
+		return ignoreNotFound(err)
+	}
+	return fmt.Errorf("unknown status key %q", key)
+}
+
+func ignoreNotFound(err error) error {
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	return err
+}

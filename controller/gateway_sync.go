@@ -1,0 +1,104 @@
+package controller
+
+import (
+	"fmt"
+	"net/netip"
+
+	"k8s.io/apimachinery/pkg/labels"
+	corelisters "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/tools/cache"
+	gwclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
+	gwinformers "sigs.k8s.io/gateway-api/pkg/client/informers/externalversions"
+	gwlisters "sigs.k8s.io/gateway-api/pkg/client/listers/apis/v1"
+)
+
+// GatewayConfig turns on the Gateway API, beside the Ingresses (it needs
+// L7: the routes are served by the same proxy).
+type GatewayConfig struct {
+	// Client reaches the Gateway API's resources; standalone, the files
+	// are the source and Client is ignored.
+	Client gwclient.Interface
+	// ControllerName selects the GatewayClasses served (empty:
+	// DefaultGatewayControllerName).
+	ControllerName string
+	// AddressPool gives addresses to Gateways without spec.addresses.
+	AddressPool []netip.Prefix
+}
+
+// gatewayListers are the Gateway subsystem's caches.
+type gatewayListers struct {
+	classes    gwlisters.GatewayClassLister
+	gateways   gwlisters.GatewayLister
+	httpRoutes gwlisters.HTTPRouteLister
+	grants     gwlisters.ReferenceGrantLister
+	namespaces corelisters.NamespaceLister
+}
+
+// registerGateway follows the Gateway API's objects, and Namespaces for
+// allowedRoutes selectors. Any change means translating the L7 side again.
+func (c *Controller) registerGateway(src *sources) error {
+	if c.cfg.Gateway == nil || c.cfg.L7 == nil {
+		return nil
+	}
+	client := c.cfg.Gateway.Client
+	if c.source != nil {
+		client = c.source.gwClient
+		c.source.gatewayOn.Store(true)
+	}
+	if client == nil {
+		return fmt.Errorf("gateway api: no client")
+	}
+	f := gwinformers.NewSharedInformerFactory(client, 0)
+	src.gateway = f
+	v1 := f.Gateway().V1()
+	ns := src.factory.Core().V1().Namespaces()
+	c.gw = &gatewayListers{
+		classes:    v1.GatewayClasses().Lister(),
+		gateways:   v1.Gateways().Lister(),
+		httpRoutes: v1.HTTPRoutes().Lister(),
+		grants:     v1.ReferenceGrants().Lister(),
+		namespaces: ns.Lister(),
+	}
+	request := func() { c.tracker.ingress(); c.runner.Request() }
+	h := cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(any) { request() },
+		UpdateFunc: func(any, any) { request() },
+		DeleteFunc: func(any) { request() },
+	}
+	for _, inf := range []cache.SharedIndexInformer{v1.GatewayClasses().Informer(), v1.Gateways().Informer(),
+		v1.HTTPRoutes().Informer(), v1.ReferenceGrants().Informer(), ns.Informer()} {
+		if err := src.follow(inf, h); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// gatewayInput lists the Gateway API's objects for a translation; nil
+// when the Gateway API is off.
+func (c *Controller) gatewayInput() (*GatewayInput, error) {
+	if c.gw == nil {
+		return nil, nil
+	}
+	in := &GatewayInput{ControllerName: c.cfg.Gateway.ControllerName, AddressPool: c.cfg.Gateway.AddressPool}
+	var err error
+	if in.Classes, err = c.gw.classes.List(labels.Everything()); err != nil {
+		return nil, fmt.Errorf("list gatewayclasses: %w", err)
+	}
+	if in.Gateways, err = c.gw.gateways.List(labels.Everything()); err != nil {
+		return nil, fmt.Errorf("list gateways: %w", err)
+	}
+	if in.HTTPRoutes, err = c.gw.httpRoutes.List(labels.Everything()); err != nil {
+		return nil, fmt.Errorf("list httproutes: %w", err)
+	}
+	if in.Grants, err = c.gw.grants.List(labels.Everything()); err != nil {
+		return nil, fmt.Errorf("list referencegrants: %w", err)
+	}
+	if in.Namespaces, err = c.gw.namespaces.List(labels.Everything()); err != nil {
+		return nil, fmt.Errorf("list namespaces: %w", err)
+	}
+	c.metrics.setObjects("GatewayClass", len(in.Classes))
+	c.metrics.setObjects("Gateway", len(in.Gateways))
+	c.metrics.setObjects("HTTPRoute", len(in.HTTPRoutes))
+	return in, nil
+}
