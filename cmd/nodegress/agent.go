@@ -94,7 +94,7 @@ func runAgent(args []string) int {
 }
 
 func agent(f agentFlags, log *slog.Logger) error {
-	client, err := kubeClient(f)
+	client, restCfg, err := kubeClient(f)
 	if err != nil {
 		return err
 	}
@@ -179,12 +179,19 @@ func agent(f agentFlags, log *slog.Logger) error {
 		defer ingress.shutdown()
 		l7 = cfg
 	}
+	var gateway *controller.GatewayConfig
+	if l7 != nil {
+		if gateway, err = gatewayConfig(&f.l7, f.standalone != "", client, restCfg, log); err != nil {
+			return err
+		}
+	}
 	ctrlCfg := controller.Config{
 		NodeName:          f.nodeName,
 		NodeIPs:           nodeIPs,
 		StandaloneDir:     f.standalone,
 		Client:            client,
 		L7:                l7,
+		Gateway:           gateway,
 		SocketLB:          f.replaceKubeProxy,
 		Maglev:            f.lbAlgorithm == "maglev",
 		DSR:               f.forwardingMode == "dsr",
@@ -309,12 +316,12 @@ func parsePortRange(s string) (uint16, uint16, error) {
 
 // kubeClient connects to the API server unless the agent runs standalone:
 // with --kubeconfig, or with the in-cluster service account.
-func kubeClient(f agentFlags) (kubernetes.Interface, error) {
+func kubeClient(f agentFlags) (kubernetes.Interface, *rest.Config, error) {
 	if f.standalone != "" {
 		if f.kubeconfig != "" {
-			return nil, errors.New("--standalone and --kubeconfig exclude each other")
+			return nil, nil, errors.New("--standalone and --kubeconfig exclude each other")
 		}
-		return nil, nil
+		return nil, nil, nil
 	}
 	var cfg *rest.Config
 	var err error
@@ -323,18 +330,18 @@ func kubeClient(f agentFlags) (kubernetes.Interface, error) {
 	} else {
 		cfg, err = rest.InClusterConfig()
 		if errors.Is(err, rest.ErrNotInCluster) {
-			return nil, errors.New("no source: give --standalone DIR, --kubeconfig FILE, or run in a cluster")
+			return nil, nil, errors.New("no source: give --standalone DIR, --kubeconfig FILE, or run in a cluster")
 		}
 	}
 	if err != nil {
-		return nil, fmt.Errorf("api server config: %w", err)
+		return nil, nil, fmt.Errorf("api server config: %w", err)
 	}
 	cfg.UserAgent = "nodegress/" + version
 	client, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
-		return nil, fmt.Errorf("api server client: %w", err)
+		return nil, nil, fmt.Errorf("api server client: %w", err)
 	}
-	return client, nil
+	return client, cfg, nil
 }
 
 // parsePodRedirect resolves --pod-redirect: auto means on when nodegress

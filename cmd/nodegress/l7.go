@@ -11,7 +11,15 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"slices"
 	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	gwapi "sigs.k8s.io/gateway-api/apis/v1"
+	gwclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -34,6 +42,10 @@ type l7Flags struct {
 	accessLog       string
 	metricsAddr     string
 	shutdownTimeout time.Duration
+
+	gatewayAPI            string
+	gatewayAddressPool    string
+	gatewayControllerName string
 }
 
 func (f *l7Flags) register(fs *flag.FlagSet) {
@@ -47,6 +59,9 @@ func (f *l7Flags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.accessLog, "access-log", "-", "JSON access log: a file path, - for standard output, or off")
 	fs.StringVar(&f.metricsAddr, "metrics-addr", "", "address serving Prometheus /metrics, /healthz and /readyz (empty: off)")
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 10*time.Second, "how long in-flight requests get to finish on shutdown")
+	fs.StringVar(&f.gatewayAPI, "gateway-api", "auto", "serve the Gateway API (with --ingress): on, off, or auto (on when the API server has the Gateway API's CRDs, checked at start; always standalone)")
+	fs.StringVar(&f.gatewayAddressPool, "gateway-address-pool", "", "CIDR[,CIDR...]: addresses given to Gateways without spec.addresses; they must be routed to the nodes")
+	fs.StringVar(&f.gatewayControllerName, "gateway-controller-name", controller.DefaultGatewayControllerName, "spec.controllerName of the GatewayClasses served")
 }
 
 func (f *l7Flags) ports() (uint16, uint16, error) {
@@ -193,4 +208,62 @@ func serveMetrics(ctx context.Context, addr string, reg *prometheus.Registry, sy
 		return err
 	}
 	return nil
+}
+
+// gatewayResources are the Gateway API kinds the agent follows; auto
+// turns the Gateway API on when the API server serves them all.
+var gatewayResources = []string{"gatewayclasses", "gateways", "httproutes", "referencegrants"}
+
+// gatewayConfig resolves --gateway-api and its companions; nil when the
+// Gateway API is off.
+func gatewayConfig(f *l7Flags, standalone bool, client kubernetes.Interface, cfg *rest.Config, log *slog.Logger) (*controller.GatewayConfig, error) {
+	pool, err := parsePrefixes(f.gatewayAddressPool)
+	if err != nil {
+		return nil, fmt.Errorf("--gateway-address-pool: %w", err)
+	}
+	gc := &controller.GatewayConfig{ControllerName: f.gatewayControllerName, AddressPool: pool}
+	switch f.gatewayAPI {
+	case "off":
+		return nil, nil
+	case "on", "auto":
+	default:
+		return nil, fmt.Errorf("--gateway-api %q: want auto, on or off", f.gatewayAPI)
+	}
+	if standalone {
+		return gc, nil
+	}
+	if f.gatewayAPI == "auto" {
+		missing, err := missingGatewayResources(client)
+		if err != nil {
+			return nil, fmt.Errorf("--gateway-api auto: %w", err)
+		}
+		if len(missing) > 0 {
+			log.Info("gateway api off: its CRDs are not installed (see manifests/gateway-api); restart the agent after installing them",
+				"missing", missing)
+			return nil, nil
+		}
+	}
+	if gc.Client, err = gwclient.NewForConfig(cfg); err != nil {
+		return nil, fmt.Errorf("gateway api client: %w", err)
+	}
+	return gc, nil
+}
+
+// missingGatewayResources lists the Gateway API resources the API server
+// does not serve in gateway.networking.k8s.io/v1.
+func missingGatewayResources(client kubernetes.Interface) ([]string, error) {
+	list, err := client.Discovery().ServerResourcesForGroupVersion(gwapi.GroupVersion.String())
+	if apierrors.IsNotFound(err) {
+		return gatewayResources, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("discover %s: %w", gwapi.GroupVersion, err)
+	}
+	var missing []string
+	for _, r := range gatewayResources {
+		if !slices.ContainsFunc(list.APIResources, func(a metav1.APIResource) bool { return a.Name == r }) {
+			missing = append(missing, r)
+		}
+	}
+	return missing, nil
 }

@@ -96,6 +96,14 @@ func TestManifests(t *testing.T) {
 	var flags corev1.ConfigMap
 	getJSON(t, cp, &flags, "-n", namespace, "get", "configmap/"+configMapName(t, agent))
 
+	// The Gateway API's CRDs install as documented (server-side: they are
+	// too large for client-side apply); RBAC is then checked for them too.
+	out = cp.MustKubectl("apply", "--server-side", "-k", filepath.Join(dir, "gateway-api", "crds"))
+	t.Logf("kubectl apply --server-side -k manifests/gateway-api/crds:\n%s", bytes.TrimSpace(out))
+	cp.MustKubectl("wait", "--for=condition=Established", "--timeout=60s",
+		"crd/gatewayclasses.gateway.networking.k8s.io", "crd/gateways.gateway.networking.k8s.io",
+		"crd/httproutes.gateway.networking.k8s.io", "crd/referencegrants.gateway.networking.k8s.io")
+
 	t.Run("rbac", func(t *testing.T) { testRBAC(t, cp) })
 	t.Run("daemonset", func(t *testing.T) { testDaemonSet(t, &ds, &flags) })
 	t.Run("flags", func(t *testing.T) { testFlags(t, agent, &flags) })
@@ -108,6 +116,18 @@ func TestManifests(t *testing.T) {
 		}
 		if v := ic.Annotations[networkingv1.AnnotationIsDefaultIngressClass]; v == "true" {
 			t.Error("IngressClass nodegress is the cluster's default class")
+		}
+	})
+	t.Run("gateway api", func(t *testing.T) {
+		cp.MustKubectl("apply", "-f", filepath.Join(dir, "gateway-api", "gatewayclass.yaml"))
+		var gc struct {
+			Spec struct {
+				ControllerName string `json:"controllerName"`
+			} `json:"spec"`
+		}
+		getJSON(t, cp, &gc, "get", "gatewayclass/nodegress")
+		if got, want := gc.Spec.ControllerName, flags.Data["GATEWAY_CONTROLLER_NAME"]; got != want {
+			t.Errorf("GatewayClass controllerName %q, agent serves %q", got, want)
 		}
 	})
 }
@@ -145,6 +165,23 @@ func testRBAC(t *testing.T, cp *kube.ControlPlane) {
 		{verb: "watch", resource: "leases.coordination.k8s.io", ns: namespace, want: true},
 		{verb: "create", resource: "leases.coordination.k8s.io", ns: namespace, want: true},
 		{verb: "update", resource: "leases.coordination.k8s.io", ns: namespace, want: true},
+		{verb: "list", resource: "gatewayclasses.gateway.networking.k8s.io", want: true},
+		{verb: "watch", resource: "gateways.gateway.networking.k8s.io", want: true},
+		{verb: "list", resource: "httproutes.gateway.networking.k8s.io", want: true},
+		{verb: "watch", resource: "referencegrants.gateway.networking.k8s.io", want: true},
+		{verb: "list", resource: "namespaces", want: true},
+		{verb: "update", resource: "gatewayclasses.gateway.networking.k8s.io", sub: "status", want: true},
+		{verb: "update", resource: "gateways.gateway.networking.k8s.io", sub: "status", ns: "default", want: true},
+		{verb: "update", resource: "httproutes.gateway.networking.k8s.io", sub: "status", ns: "default", want: true},
+
+		// The Gateway API's objects: status only, by update.
+		{verb: "create", resource: "gateways.gateway.networking.k8s.io", ns: "default"},
+		{verb: "update", resource: "gateways.gateway.networking.k8s.io", ns: "default"},
+		{verb: "patch", resource: "httproutes.gateway.networking.k8s.io", ns: "default"},
+		{verb: "delete", resource: "gatewayclasses.gateway.networking.k8s.io"},
+		{verb: "update", resource: "referencegrants.gateway.networking.k8s.io", ns: "default"},
+		{verb: "patch", resource: "gateways.gateway.networking.k8s.io", sub: "status", ns: "default"},
+		{verb: "update", resource: "namespaces"},
 
 		// Secrets are read, never written.
 		{verb: "create", resource: "secrets", ns: "default"},
