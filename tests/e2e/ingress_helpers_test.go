@@ -44,6 +44,12 @@ type l7cluster struct {
 // answers something else than a connection error).
 func newL7Cluster(t *testing.T, tp *netns.Topology, svcs []harness.Service, ings ...harness.Ingress) *l7cluster {
 	t.Helper()
+	return newL7ClusterArgs(t, tp, svcs, nil, ings...)
+}
+
+// newL7ClusterArgs is newL7Cluster with more agent arguments.
+func newL7ClusterArgs(t *testing.T, tp *netns.Topology, svcs []harness.Service, args []string, ings ...harness.Ingress) *l7cluster {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	t.Cleanup(cancel)
 	c := &l7cluster{cluster: &cluster{t: t, ctx: ctx, tp: tp, m: harness.NewManifests(t)}}
@@ -70,11 +76,11 @@ func newL7Cluster(t *testing.T, tp *netns.Topology, svcs []harness.Service, ings
 		}
 	}
 	c.accessLog = filepath.Join(t.TempDir(), "access.log")
-	c.agent = harness.StartAgent(t, tp.Nodes[0], harness.AgentConfig{Dir: c.m.Dir, Args: []string{
+	c.agent = harness.StartAgent(t, tp.Nodes[0], harness.AgentConfig{Dir: c.m.Dir, Args: append([]string{
 		"--access-log", c.accessLog,
 		"--metrics-addr", metricsAddr,
 		"--publish-service", publishService,
-	}})
+	}, args...)})
 	c.agents = []*harness.Agent{c.agent}
 	t.Cleanup(func() {
 		if t.Failed() {
