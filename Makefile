@@ -6,7 +6,7 @@ GOTEST_FLAGS ?= -count=1 -timeout 30m
 # e2e tests run exactly the binaries make built.
 TEST_ENV := NODEGRESS_BIN=$(CURDIR)/$(BIN)/nodegress PODSERVER_BIN=$(CURDIR)/$(BIN)/podserver
 
-.PHONY: all build deps generate check-generated kube-bins test unit e2e e2e-upstream demo lint bench cluster cluster-down demo-cluster clean
+.PHONY: all build deps generate check-generated kube-bins test unit e2e e2e-upstream conformance demo lint bench cluster cluster-down demo-cluster clean
 
 all: build
 
@@ -76,6 +76,12 @@ demo-cluster: deps build
 # tests/upstream/README.md.
 e2e-upstream:
 	scripts/e2e-upstream.sh all
+
+# The Gateway API conformance suite (the version of the API in go.mod) on
+# the local cluster, nodegress installed from manifests/; writes the
+# ConformanceReport under conformance/reports/ (see scripts/conformance.sh).
+conformance: deps build kube-bins
+	scripts/conformance.sh
 
 clean:
 	rm -rf $(BIN)

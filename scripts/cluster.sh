@@ -85,6 +85,9 @@ HOST_LINK_CP_IP=10.211.255.2
 CLUSTER_CIDR=10.212.0.0/16
 pod_cidr() { echo "10.212.$1.0/24"; }
 SERVICE_CIDR=10.213.0.0/16
+# Gateway addresses (tests/cluster/overlay's GATEWAY_ADDRESS_POOL), routed
+# from the client and the control plane to node1 like a load balancer's.
+GATEWAY_POOL=10.214.0.0/24
 KUBERNETES_SVC_IP=10.213.0.1
 # kube-dns, where kubeadm puts it (the tenth address of the range).
 DNS_SVC_IP=10.213.0.10
@@ -384,6 +387,8 @@ setup_network() {
 		# (CNI ptp); the rest of its range goes nowhere.
 		ip -n "$P-node$j" route add unreachable "$(pod_cidr "$j")"
 	done
+	ip -n "$P-client" route add "$GATEWAY_POOL" via "$(node_ip 1)"
+	ip -n "$P-cp" route add "$GATEWAY_POOL" via "$(node_ip 1)"
 }
 
 node_netns_list() {
@@ -812,6 +817,15 @@ dns_ready() {
 
 # --- nodegress ---------------------------------------------------------------
 
+install_gateway_api() {
+	kubectl_ apply --server-side -k "$ROOT/manifests/gateway-api/crds" >/dev/null
+	kubectl_ wait --for=condition=Established --timeout=60s \
+		crd/gatewayclasses.gateway.networking.k8s.io crd/gateways.gateway.networking.k8s.io \
+		crd/httproutes.gateway.networking.k8s.io crd/referencegrants.gateway.networking.k8s.io >/dev/null
+	kubectl_ apply -f "$ROOT/manifests/gateway-api/gatewayclass.yaml" >/dev/null
+	log "gateway api CRDs and GatewayClass installed"
+}
+
 install_nodegress() {
 	local start=$SECONDS overlay=tests/cluster/overlay
 	# Without kube-proxy nodegress replaces it; beside it, it leaves
@@ -944,6 +958,9 @@ cmd_up() {
 	wait_for "the default ServiceAccount" "$NODES_READY_TIMEOUT" \
 		kubectl_ -n default get serviceaccount default
 	log "$NODES nodes Ready in $((SECONDS - start))s"
+	# The Gateway API's CRDs and GatewayClass, as a user installs them,
+	# before nodegress (whose agents look for the CRDs when they start).
+	install_gateway_api
 	# nodegress first: without kube-proxy, pods reach CoreDNS only
 	# through it.
 	if [ "$NODEGRESS" = on ]; then
@@ -1082,6 +1099,7 @@ NODE_IPS='$ips'
 NODE_NETNS='$netns'
 POD_CIDR='$CLUSTER_CIDR'
 SERVICE_CIDR='$SERVICE_CIDR'
+GATEWAY_POOL='$GATEWAY_POOL'
 API_SERVER='https://$CP_IP:6443'
 KUBE_PROXY='$KUBE_PROXY'
 DNS='$DNS'

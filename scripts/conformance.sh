@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# Runs the Gateway API conformance suite (sigs.k8s.io/gateway-api/conformance
+# at the version of sigs.k8s.io/gateway-api in go.mod) against nodegress on
+# the local cluster of scripts/cluster.sh: real kubelets and pods, the
+# Gateway API's CRDs and GatewayClass and nodegress installed from
+# manifests/, no kube-proxy. The suite runs in the cluster's client
+# namespace (outside the cluster, where Gateway addresses are routed to
+# node1) and writes its ConformanceReport to
+# conformance/reports/<version>/nodegress-<profiles>.yaml.
+#
+# The run holds /var/lock/nodegress-cluster.lock from `up` to `down`: only
+# one cluster runs on the machine at a time.
+#
+# Environment:
+#   CONFORMANCE_PROFILES   default GATEWAY-HTTP
+#   CONFORMANCE_FEATURES   extended features claimed (--supported-features);
+#                          default: the ones nodegress implements (below)
+#   CONFORMANCE_RUN_TEST   one test only (--run-test), for debugging
+#   CONFORMANCE_TIMEOUT    bound of the suite (default 60m)
+#   CONFORMANCE_OUT        logs (default /var/tmp/nodegress-conformance)
+#
+# Usage: scripts/conformance.sh [build]   (build: only the suite's binary)
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+CACHE=/var/cache/nodegress
+LOCK=/var/lock/nodegress-cluster.lock
+OUT=${CONFORMANCE_OUT:-/var/tmp/nodegress-conformance}
+PROFILES=${CONFORMANCE_PROFILES:-GATEWAY-HTTP}
+TIMEOUT=${CONFORMANCE_TIMEOUT:-60m}
+# Extended features nodegress implements; the suite runs their tests too.
+FEATURES=${CONFORMANCE_FEATURES:-HTTPRouteQueryParamMatching,HTTPRouteMethodMatching,HTTPRouteResponseHeaderModification,HTTPRoutePortRedirect,HTTPRouteSchemeRedirect,HTTPRoutePathRedirect,HTTPRouteHostRewrite,HTTPRoutePathRewrite}
+
+log() { echo "conformance: $*" >&2; }
+
+cd "$ROOT"
+VERSION=$(go list -m -f '{{.Version}}' sigs.k8s.io/gateway-api)
+[ -n "$VERSION" ] || {
+	log "no sigs.k8s.io/gateway-api in go.mod"
+	exit 1
+}
+BIN=$CACHE/gateway-conformance/conformance-$VERSION.test
+
+# The suite's test binary, built from a module of our own that requires
+# both gateway-api modules at the same version (the conformance module's
+# replace of the root module does not apply from the module proxy).
+build_suite() {
+	[ -x "$BIN" ] && return
+	log "building the conformance suite $VERSION"
+	mkdir -p "$CACHE/gateway-conformance/build"
+	(
+		cd "$CACHE/gateway-conformance/build"
+		printf 'module gatewayconformancebuild\n\ngo 1.26\n' >go.mod
+		export GOSUMDB=off GOFLAGS=-mod=mod GOWORK=off
+		go get "sigs.k8s.io/gateway-api@$VERSION" "sigs.k8s.io/gateway-api/conformance@$VERSION" >&2
+		go test -c -o "$BIN.tmp" sigs.k8s.io/gateway-api/conformance
+	)
+	mv -f "$BIN.tmp" "$BIN"
+}
+
+run() {
+	mkdir -p "$OUT" "$ROOT/conformance/reports/$VERSION"
+	local report=$ROOT/conformance/reports/$VERSION/nodegress-${PROFILES//,/-}.yaml
+	local args=(
+		-test.run '^TestConformance$' -test.v -test.timeout "$TIMEOUT"
+		--gateway-class nodegress
+		--conformance-profiles "$PROFILES"
+		--supported-features "$FEATURES"
+		--organization nodegress --project nodegress
+		--url https://github.com/nodegress/nodegress
+		--version "$(git -C "$ROOT" describe --always --dirty)"
+		--contact https://github.com/nodegress/nodegress/issues
+		--report-output "$report"
+	)
+	if [ -n "${CONFORMANCE_RUN_TEST:-}" ]; then
+		args+=(--run-test "$CONFORMANCE_RUN_TEST")
+	fi
+	NODES=2 KUBE_PROXY=off NODEGRESS=on DNS=on scripts/cluster.sh up
+	trap 'scripts/cluster.sh down >&2' EXIT
+	eval "$(scripts/cluster.sh env)"
+	# The admin kubeconfig names the API server by the host's link to it;
+	# from the client namespace it is on the segment.
+	local kubeconfig=$OUT/client.kubeconfig
+	sed "s#^\( *server:\).*#\1 $API_SERVER#" "$KUBECONFIG" >"$kubeconfig"
+	log "running the suite ($PROFILES) from $CLIENT_NETNS; log in $OUT/suite.log"
+	local rc=0
+	# The suite finds its manifests and the CRDs' versions through the
+	# API server; it reaches Gateways at their status addresses, routed
+	# from the client namespace to node1.
+	(cd "$OUT" && ip netns exec "$CLIENT_NETNS" env KUBECONFIG="$kubeconfig" HOME="$OUT" \
+		"$BIN" "${args[@]}") >"$OUT/suite.log" 2>&1 || rc=$?
+	grep -E '^(--- (PASS|FAIL|SKIP)|FAIL|PASS|ok)' "$OUT/suite.log" | tail -60 >&2 || true
+	if [ -f "$report" ]; then
+		log "report: ${report#"$ROOT"/}"
+	fi
+	return "$rc"
+}
+
+build_suite
+if [ "${1:-}" = build ]; then
+	exit 0
+fi
+exec 9>"$LOCK"
+flock -w 3600 9 || {
+	log "another cluster holds $LOCK"
+	exit 1
+}
+run
