@@ -74,11 +74,14 @@ const (
 
 // gatewayListener is a listener being translated.
 type gatewayListener struct {
-	gw       *gwapi.Gateway
-	spec     *gwapi.Listener
-	key      string // namespace/gateway/listener
-	status   *gwapi.ListenerStatus
-	valid    bool // accepted, refs resolved, no conflict
+	gw     *gwapi.Gateway
+	spec   *gwapi.Listener
+	key    string // namespace/gateway/listener
+	status *gwapi.ListenerStatus
+	// accepted: routes may attach (and count in attachedRoutes); valid:
+	// also refs resolved, no conflict and an address, so it serves.
+	accepted bool
+	valid    bool
 	hostname string
 	addrs    []netip.Addr
 	routes   []l7proxy.HTTPRoute
@@ -195,6 +198,9 @@ func (g *gatewayTranslator) translateClasses() {
 // starting at a hash of its name. A problem is returned as the condition
 // to report.
 func (g *gatewayTranslator) addresses(gw *gwapi.Gateway, key string) ([]netip.Addr, *metav1.Condition) {
+	// An IPAddress entry without a value asks for an address from the
+	// pool, like no entry at all.
+	fromPool := len(gw.Spec.Addresses) == 0
 	if len(gw.Spec.Addresses) > 0 {
 		var out []netip.Addr
 		for _, a := range gw.Spec.Addresses {
@@ -202,6 +208,10 @@ func (g *gatewayTranslator) addresses(gw *gwapi.Gateway, key string) ([]netip.Ad
 				c := condition(string(gwapi.GatewayConditionAccepted), false, string(gwapi.GatewayReasonUnsupportedAddress),
 					fmt.Sprintf("address type %s is not supported, only IPAddress", *a.Type), gw.Generation)
 				return nil, &c
+			}
+			if a.Value == "" {
+				fromPool = true
+				continue
 			}
 			ip, err := parseIPv4(a.Value)
 			if err != nil || g.taken[ip] != "" {
@@ -215,24 +225,41 @@ func (g *gatewayTranslator) addresses(gw *gwapi.Gateway, key string) ([]netip.Ad
 			g.taken[ip] = key
 			out = append(out, ip)
 		}
-		return out, nil
+		if !fromPool {
+			return out, nil
+		}
+		ip, c := g.poolAddress(gw, key)
+		if c != nil {
+			return out, c
+		}
+		return append(out, ip), nil
 	}
+	ip, c := g.poolAddress(gw, key)
+	if c != nil {
+		return nil, c
+	}
+	return []netip.Addr{ip}, nil
+}
+
+// poolAddress gives a Gateway its pool address: the one in its status if
+// still free, else a new one.
+func (g *gatewayTranslator) poolAddress(gw *gwapi.Gateway, key string) (netip.Addr, *metav1.Condition) {
 	for _, a := range gw.Status.Addresses {
 		if ip, err := parseIPv4(a.Value); err == nil && g.inPool(ip) && g.taken[ip] == "" {
 			g.taken[ip] = key
-			return []netip.Addr{ip}, nil
+			return ip, nil
 		}
 	}
 	if ip, ok := g.allocate(key); ok {
 		g.taken[ip] = key
-		return []netip.Addr{ip}, nil
+		return ip, nil
 	}
 	msg := "no address pool configured (--gateway-address-pool) and no spec.addresses"
 	if len(g.gin.AddressPool) > 0 {
 		msg = "the gateway address pool is exhausted"
 	}
 	c := condition(string(gwapi.GatewayConditionProgrammed), false, string(gwapi.GatewayReasonAddressNotAssigned), msg, gw.Generation)
-	return nil, &c
+	return netip.Addr{}, &c
 }
 
 func (g *gatewayTranslator) inPool(ip netip.Addr) bool {
@@ -359,6 +386,7 @@ func (g *gatewayTranslator) translateListeners(gw *gwapi.Gateway, key string, ad
 				resolved = *c
 			}
 		}
+		gl.accepted = accepted.Status == metav1.ConditionTrue
 		gl.valid = accepted.Status == metav1.ConditionTrue && resolved.Status == metav1.ConditionTrue &&
 			conflicted.Status == metav1.ConditionFalse && len(addrs) > 0
 		programmed := condition(string(gwapi.ListenerConditionProgrammed), gl.valid, string(gwapi.ListenerReasonProgrammed), "", gen)
@@ -485,7 +513,7 @@ func (g *gatewayTranslator) attach(r *gwapi.HTTPRoute, ref gwapi.ParentReference
 		if ref.Port != nil && *ref.Port != gl.spec.Port {
 			continue
 		}
-		if !gl.valid || !g.allows(gl, r.Namespace) {
+		if !gl.accepted || !g.allows(gl, r.Namespace) {
 			if reason == gwapi.RouteReasonNoMatchingParent {
 				reason, msg = gwapi.RouteReasonNotAllowedByListeners, "the listeners do not allow this route"
 			}
@@ -759,11 +787,13 @@ func (g *gatewayTranslator) finishGateway(gw *gwapi.Gateway, key string, addrs [
 		}
 	}
 	valid := 0
+	var invalid []string
 	fes := map[string]*loader.Service{}
 	var names []string
 	for _, gl := range g.listeners[key] {
 		st.Listeners = append(st.Listeners, *gl.status)
 		if !gl.valid {
+			invalid = append(invalid, string(gl.spec.Name))
 			continue
 		}
 		valid++
@@ -788,10 +818,16 @@ func (g *gatewayTranslator) finishGateway(gw *gwapi.Gateway, key string, addrs [
 		}
 		g.out.Listeners = append(g.out.Listeners, pl)
 	}
-	if valid == 0 && addrProblem == nil && len(g.listeners[key]) > 0 {
+	switch {
+	case addrProblem != nil || len(invalid) == 0:
+	case valid == 0:
 		accepted = condition(string(gwapi.GatewayConditionAccepted), false, string(gwapi.GatewayReasonListenersNotValid),
 			"no listener is valid", gen)
 		programmed = condition(string(gwapi.GatewayConditionProgrammed), false, string(gwapi.GatewayReasonInvalid), "no listener is valid", gen)
+	default:
+		// The valid listeners serve; the Gateway says some do not.
+		accepted = condition(string(gwapi.GatewayConditionAccepted), true, string(gwapi.GatewayReasonListenersNotValid),
+			"invalid listeners: "+strings.Join(invalid, ", "), gen)
 	}
 	st.Conditions = []metav1.Condition{accepted, programmed}
 	g.status.Gateways[key] = st

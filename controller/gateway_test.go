@@ -223,7 +223,8 @@ spec:
 	if a := st.Gateways["app/fixed"].Addresses; len(a) != 1 || a[0].Value != "198.51.100.7" {
 		t.Errorf("fixed gateway addresses %v", a)
 	}
-	if got := condOf(gw.Conditions, "Accepted") + " " + condOf(gw.Conditions, "Programmed"); got != "True/Accepted True/Programmed" {
+	// Some listeners are invalid: accepted, saying so; the others serve.
+	if got := condOf(gw.Conditions, "Accepted") + " " + condOf(gw.Conditions, "Programmed"); got != "True/ListenersNotValid True/Programmed" {
 		t.Errorf("gateway conditions %s", got)
 	}
 	if gw.Conditions[0].ObservedGeneration != 3 {
@@ -477,4 +478,51 @@ spec:
 	waitFor(t, "gateway gone from proxy and datapath", waitLimit, func() bool {
 		return len(proxy.last().Listeners) == 0 && frontend() == ""
 	})
+}
+
+// TestGatewayListenerStates checks what the conformance suite holds the
+// status to: a Gateway with some invalid listeners is accepted with
+// reason ListenersNotValid; routes attach to (and count on) a listener
+// whose certificate does not resolve, which does not serve; an IPAddress
+// entry without a value gets a pool address.
+func TestGatewayListenerStates(t *testing.T) {
+	o := decodeGatewayObjects(t, gatewayBase+`---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: app}
+spec:
+  gatewayClassName: nodegress
+  addresses: [{type: IPAddress}]
+  listeners:
+  - {name: http, port: 80, protocol: HTTP}
+  - {name: tls, port: 443, protocol: HTTPS, tls: {certificateRefs: [{name: does-not-exist}]}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: web, namespace: app}
+spec:
+  parentRefs: [{name: gw, sectionName: tls}]
+  rules: [{backendRefs: [{name: web, port: 8080}]}]
+`)
+	o.in.AddressPool = []netip.Prefix{netip.MustParsePrefix("192.0.2.9/32")}
+	cfg, _, st, _ := o.translate()
+	gw := st.Gateways["app/gw"]
+	if got := condOf(gw.Conditions, "Accepted") + " " + condOf(gw.Conditions, "Programmed"); got != "True/ListenersNotValid True/Programmed" {
+		t.Errorf("gateway %s", got)
+	}
+	if len(gw.Addresses) != 1 || gw.Addresses[0].Value != "192.0.2.9" {
+		t.Errorf("addresses %v, want the pool's", gw.Addresses)
+	}
+	tls := gw.Listeners[1]
+	if got := condOf(tls.Conditions, "ResolvedRefs") + " " + condOf(tls.Conditions, "Programmed"); got != "False/InvalidCertificateRef False/Invalid" || tls.AttachedRoutes != 1 {
+		t.Errorf("tls listener %s attached %d", got, tls.AttachedRoutes)
+	}
+	if got := condOf(st.Routes["app/web"][0].Conditions, "Accepted"); got != "True/Accepted" {
+		t.Errorf("route on the unresolved listener: %s", got)
+	}
+	for _, l := range cfg.Listeners {
+		if l.Name == "app/gw/tls" {
+			t.Error("listener with an unresolved certificate serves")
+		}
+	}
 }

@@ -126,7 +126,7 @@ spec:
 		if len(g.Status.Addresses) != 1 || g.Status.Addresses[0].Value != gatewayPool.Addr().String() {
 			return fmt.Errorf("gateway addresses %v", g.Status.Addresses)
 		}
-		if got := cond(g.Status.Conditions, "Accepted") + " " + cond(g.Status.Conditions, "Programmed"); got != "True/Accepted True/Programmed" {
+		if got := cond(g.Status.Conditions, "Accepted") + " " + cond(g.Status.Conditions, "Programmed"); got != "True/ListenersNotValid True/Programmed" {
 			return fmt.Errorf("gateway %s", got)
 		}
 		var listeners []string
