@@ -13,6 +13,7 @@ import (
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/util/retry"
 	"k8s.io/client-go/util/workqueue"
 	gwapi "sigs.k8s.io/gateway-api/apis/v1"
 	gwclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
@@ -130,84 +131,105 @@ func (w *gatewayStatusWriter) lead(ctx context.Context) {
 	wg.Wait()
 }
 
+// write brings one object's status to the decision. It starts from the
+// informer's copy; when that is stale (a conflict: typically the writer's
+// own previous write not seen yet) it reads the object again and retries
+// at once, rather than backing off, so statuses follow quick changes.
 func (w *gatewayStatusWriter) write(ctx context.Context, key string) error {
 	kind, nsName, _ := strings.Cut(key, "/")
+	ns, name, _ := strings.Cut(nsName, "/")
 	w.mu.Lock()
 	st := w.decided
 	w.mu.Unlock()
 	now := metav1.NewTime(time.Now().Truncate(time.Second))
 	v1 := w.client.GatewayV1()
-	switch kind {
-	case "GatewayClass":
-		want, ok := st.Classes[nsName]
-		cur, err := w.c.gw.classes.Get(nsName)
-		if !ok || err != nil {
-			return ignoreNotFound(err)
-		}
-		next := cur.DeepCopy()
-		next.Status.Conditions = setConditions(cur.Status.Conditions, want, now)
-		if reflect.DeepEqual(cur.Status, next.Status) {
-			return nil
-		}
-		_, err = v1.GatewayClasses().UpdateStatus(ctx, next, metav1.UpdateOptions{FieldManager: statusFieldManager})
-		return ignoreNotFound(err)
-	case "Gateway":
-		ns, name, _ := strings.Cut(nsName, "/")
-		want, ok := st.Gateways[nsName]
-		cur, err := w.c.gw.gateways.Gateways(ns).Get(name)
-		if !ok || err != nil {
-			return ignoreNotFound(err)
-		}
-		next := cur.DeepCopy()
-		next.Status.Addresses = want.Addresses
-		next.Status.Conditions = setConditions(cur.Status.Conditions, want.Conditions, now)
-		listeners := make([]gwapi.ListenerStatus, 0, len(want.Listeners))
-		for _, l := range want.Listeners {
-			var prev []metav1.Condition
-			if i := slices.IndexFunc(cur.Status.Listeners, func(c gwapi.ListenerStatus) bool { return c.Name == l.Name }); i >= 0 {
-				prev = cur.Status.Listeners[i].Conditions
+	fresh := false
+	return ignoreNotFound(retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		defer func() { fresh = true }()
+		switch kind {
+		case "GatewayClass":
+			want, ok := st.Classes[nsName]
+			if !ok {
+				return nil
 			}
-			l.Conditions = setConditions(prev, l.Conditions, now)
-			listeners = append(listeners, l)
-		}
-		next.Status.Listeners = listeners
-		if reflect.DeepEqual(cur.Status, next.Status) {
-			return nil
-		}
-		_, err = v1.Gateways(ns).UpdateStatus(ctx, next, metav1.UpdateOptions{FieldManager: statusFieldManager})
-		return ignoreNotFound(err)
-	case "HTTPRoute":
-		ns, name, _ := strings.Cut(nsName, "/")
-		cur, err := w.c.gw.httpRoutes.HTTPRoutes(ns).Get(name)
-		if err != nil {
-			return ignoreNotFound(err)
-		}
-		next := cur.DeepCopy()
-		parents := slices.DeleteFunc(slices.Clone(cur.Status.Parents), func(p gwapi.RouteParentStatus) bool {
-			return string(p.ControllerName) == w.ctrl
-		})
-		for _, p := range st.Routes[nsName] {
-			var prev []metav1.Condition
-			if i := slices.IndexFunc(cur.Status.Parents, func(c gwapi.RouteParentStatus) bool {
-				return string(c.ControllerName) == w.ctrl && reflect.DeepEqual(c.ParentRef, p.ParentRef)
-			}); i >= 0 {
-				prev = cur.Status.Parents[i].Conditions
+			cur, err := w.c.gw.classes.Get(nsName)
+			if fresh {
+				cur, err = v1.GatewayClasses().Get(ctx, nsName, metav1.GetOptions{})
 			}
-			p.Conditions = setConditions(prev, p.Conditions, now)
-			parents = append(parents, p)
+			if err != nil {
+				return err
+			}
+			next := cur.DeepCopy()
+			next.Status.Conditions = setConditions(cur.Status.Conditions, want, now)
+			if reflect.DeepEqual(cur.Status, next.Status) {
+				return nil
+			}
+			_, err = v1.GatewayClasses().UpdateStatus(ctx, next, metav1.UpdateOptions{FieldManager: statusFieldManager})
+			return err
+		case "Gateway":
+			want, ok := st.Gateways[nsName]
+			if !ok {
+				return nil
+			}
+			cur, err := w.c.gw.gateways.Gateways(ns).Get(name)
+			if fresh {
+				cur, err = v1.Gateways(ns).Get(ctx, name, metav1.GetOptions{})
+			}
+			if err != nil {
+				return err
+			}
+			next := cur.DeepCopy()
+			next.Status.Addresses = want.Addresses
+			next.Status.Conditions = setConditions(cur.Status.Conditions, want.Conditions, now)
+			listeners := make([]gwapi.ListenerStatus, 0, len(want.Listeners))
+			for _, l := range want.Listeners {
+				var prev []metav1.Condition
+				if i := slices.IndexFunc(cur.Status.Listeners, func(c gwapi.ListenerStatus) bool { return c.Name == l.Name }); i >= 0 {
+					prev = cur.Status.Listeners[i].Conditions
+				}
+				l.Conditions = setConditions(prev, l.Conditions, now)
+				listeners = append(listeners, l)
+			}
+			next.Status.Listeners = listeners
+			if reflect.DeepEqual(cur.Status, next.Status) {
+				return nil
+			}
+			_, err = v1.Gateways(ns).UpdateStatus(ctx, next, metav1.UpdateOptions{FieldManager: statusFieldManager})
+			return err
+		case "HTTPRoute":
+			cur, err := w.c.gw.httpRoutes.HTTPRoutes(ns).Get(name)
+			if fresh {
+				cur, err = v1.HTTPRoutes(ns).Get(ctx, name, metav1.GetOptions{})
+			}
+			if err != nil {
+				return err
+			}
+			next := cur.DeepCopy()
+			parents := slices.DeleteFunc(slices.Clone(cur.Status.Parents), func(p gwapi.RouteParentStatus) bool {
+				return string(p.ControllerName) == w.ctrl
+			})
+			for _, p := range st.Routes[nsName] {
+				var prev []metav1.Condition
+				if i := slices.IndexFunc(cur.Status.Parents, func(c gwapi.RouteParentStatus) bool {
+					return string(c.ControllerName) == w.ctrl && reflect.DeepEqual(c.ParentRef, p.ParentRef)
+				}); i >= 0 {
+					prev = cur.Status.Parents[i].Conditions
+				}
+				p.Conditions = setConditions(prev, p.Conditions, now)
+				parents = append(parents, p)
+			}
+			if len(parents) == 0 {
+				parents = []gwapi.RouteParentStatus{}
+			}
+			if reflect.DeepEqual(cur.Status.Parents, parents) || len(cur.Status.Parents) == 0 && len(parents) == 0 {
+				return nil
+			}
+			next.Status.Parents = parents
+			_, err = v1.HTTPRoutes(ns).UpdateStatus(ctx, next, metav1.UpdateOptions{FieldManager: statusFieldManager})
+			return err
 		}
-		next.Status.Parents = parents
-		if len(next.Status.Parents) == 0 {
-			next.Status.Parents = []gwapi.RouteParentStatus{}
-		}
-		if reflect.DeepEqual(cur.Status.Parents, next.Status.Parents) ||
-			len(cur.Status.Parents) == 0 && len(next.Status.Parents) == 0 {
-			return nil
-		}
-		_, err = v1.HTTPRoutes(ns).UpdateStatus(ctx, next, metav1.UpdateOptions{FieldManager: statusFieldManager})
-		return ignoreNotFound(err)
-	}
-	return fmt.Errorf("unknown status key %q", key)
+		return fmt.Errorf("unknown status key %q", key)
+	}))
 }
 
 func ignoreNotFound(err error) error {
