@@ -128,6 +128,11 @@ func (s *h1server) serveConn(c net.Conn, tlsConf *tls.Config, h2 *connQueue) {
 		c = tc
 	}
 	hc := newH1Conn(s, c, tlsConf != nil)
+	if tlsConf == nil {
+		// A plain connection may open with HTTP/2's preface (h2c with
+		// prior knowledge): h2 then takes it.
+		hc.h2c = h2
+	}
 	s.mu.Lock()
 	if s.closing.Load() {
 		s.mu.Unlock()
@@ -243,6 +248,9 @@ type h1conn struct {
 	tx      txn
 	st      h1state
 	fwd     forwarded
+	// h2c receives the connection when it opens with HTTP/2's preface
+	// (plain listeners only; nil once the first request is seen).
+	h2c *connQueue
 	// watching is the running client watch, if any.
 	watching chan struct{}
 	// tReq and tBody are the request towards a Transport upstream.
@@ -331,6 +339,14 @@ func (hc *h1conn) serve() {
 			if !hc.state.CompareAndSwap(connIdle, connActive) {
 				return
 			}
+		}
+		if hc.h2c != nil {
+			if hc.priorKnowledge() {
+				hc.state.Store(connHijacked)
+				hc.h2c.deliver(&prefixConn{Conn: hc.conn, pending: bytes.Clone(hc.rb.bytes())})
+				return
+			}
+			hc.h2c = nil // only a connection's first bytes can be the preface
 		}
 		start := time.Now()
 		// Only a head that needs more reads gets the header deadline.
@@ -689,4 +705,44 @@ func (hc *h1conn) clientGone(err error) error {
 	hc.hungUp.Store(true)
 	hc.st.keep = false
 	return err
+}
+
+// h2cPreface opens every HTTP/2 connection (RFC 9113 §3.4).
+var h2cPreface = []byte("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+
+// priorKnowledge reports whether the connection opens with the HTTP/2
+// preface, reading more while what arrived is a part of it. Any other
+// first bytes (an HTTP/1.x request line) answer false at once.
+func (hc *h1conn) priorKnowledge() bool {
+	hc.rb.deadline = time.Now().Add(hc.p.opts.ReadHeaderTimeout)
+	defer func() { hc.rb.deadline = time.Time{} }()
+	for {
+		b := hc.rb.bytes()
+		n := min(len(b), len(h2cPreface))
+		if !bytes.Equal(b[:n], h2cPreface[:n]) {
+			return false
+		}
+		if n == len(h2cPreface) {
+			return true
+		}
+		if hc.rb.fill() != nil {
+			return false
+		}
+	}
+}
+
+// prefixConn is a connection whose first bytes were already read: Read
+// returns them before reading on.
+type prefixConn struct {
+	net.Conn
+	pending []byte
+}
+
+func (c *prefixConn) Read(p []byte) (int, error) {
+	if len(c.pending) > 0 {
+		n := copy(p, c.pending)
+		c.pending = c.pending[n:]
+		return n, nil
+	}
+	return c.Conn.Read(p)
 }

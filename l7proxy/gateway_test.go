@@ -266,10 +266,7 @@ func TestGatewayListenerServing(t *testing.T) {
 				Routes: []Route{{Host: "ing.example", Path: "/", Upstream: "ing", Ingress: "ns/ing"}}}); len(errs) > 0 {
 				t.Fatal(errs)
 			}
-			c, base := httpClient(), "http://"+p.httpAddr
-			if pc.h2 {
-				c, base = tlsClient("gw.example", true), "https://"+p.httpsAddr
-			}
+			c, base := pc.client(p, "gw.example")
 			c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 			do := func(host, path string, hdr map[string]string) (*http.Response, echoed) {
 				t.Helper()

@@ -16,14 +16,30 @@ import (
 type pipelineCase struct {
 	name     string
 	protocol UpstreamProtocol
-	h2       bool // HTTP/2 over TLS, else HTTP/1.1 in cleartext
+	h2       bool // HTTP/2 over TLS, else cleartext
+	h2c      bool // cleartext HTTP/2 with prior knowledge, else HTTP/1.1
 }
 
 var pipelineCases = []pipelineCase{
-	{"h1-client/h1-upstream", ProtocolHTTP, false},
-	{"h1-client/h2c-upstream", ProtocolH2C, false},
-	{"h2-client/h1-upstream", ProtocolHTTP, true},
-	{"h2-client/h2c-upstream", ProtocolH2C, true},
+	{"h1-client/h1-upstream", ProtocolHTTP, false, false},
+	{"h1-client/h2c-upstream", ProtocolH2C, false, false},
+	{"h2-client/h1-upstream", ProtocolHTTP, true, false},
+	{"h2-client/h2c-upstream", ProtocolH2C, true, false},
+	{"h2c-client/h1-upstream", ProtocolHTTP, false, true},
+	{"h2c-client/h2c-upstream", ProtocolH2C, false, true},
+}
+
+// client returns the case's client and the proxy URL it connects to.
+func (pc pipelineCase) client(p *testProxy, host string) (*http.Client, string) {
+	switch {
+	case pc.h2:
+		return tlsClient(host, true), "https://" + p.httpsAddr
+	case pc.h2c:
+		protos := new(http.Protocols)
+		protos.SetUnencryptedHTTP2(true)
+		return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{Protocols: protos}}, "http://" + p.httpAddr
+	}
+	return httpClient(), "http://" + p.httpAddr
 }
 
 // startEchoBackend serves HTTP/1.1 and h2c. It answers with its name, the
@@ -58,10 +74,7 @@ func startEchoBackend(t *testing.T, name string) *backend {
 
 func (pc pipelineCase) do(t *testing.T, p *testProxy, method, host string, body io.Reader, hdr map[string]string) (int, map[string]string) {
 	t.Helper()
-	c, base := httpClient(), "http://"+p.httpAddr
-	if pc.h2 {
-		c, base = tlsClient(host, true), "https://"+p.httpsAddr
-	}
+	c, base := pc.client(p, host)
 	req, _ := http.NewRequest(method, base+"/", body)
 	req.Host = host
 	for k, v := range hdr {
@@ -72,7 +85,7 @@ func (pc pipelineCase) do(t *testing.T, p *testProxy, method, host string, body 
 		t.Fatalf("%s %s: %v", method, host, err)
 	}
 	defer resp.Body.Close()
-	if pc.h2 != (resp.ProtoMajor == 2) {
+	if (pc.h2 || pc.h2c) != (resp.ProtoMajor == 2) {
 		t.Fatalf("client spoke %s", resp.Proto)
 	}
 	raw, _ := io.ReadAll(resp.Body)

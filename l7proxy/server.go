@@ -103,9 +103,11 @@ type Proxy struct {
 	mu    sync.Mutex // serializes Update
 
 	// h1 serves HTTP/1.x (cleartext, and over TLS when ALPN picks
-	// http/1.1); h2 serves the TLS connections that negotiate HTTP/2.
-	h1 *h1server
-	h2 *http.Server
+	// http/1.1); h2 serves the TLS connections that negotiate HTTP/2,
+	// h2c the cleartext ones opening with HTTP/2's preface.
+	h1  *h1server
+	h2  *http.Server
+	h2c *http.Server
 	// stopSweep ends the idle upstream connection sweeper.
 	stopSweep chan struct{}
 
@@ -152,6 +154,20 @@ func New(opts Options) (*Proxy, error) {
 
 	go p.sweeper(p.stopSweep)
 	errLog := slog.NewLogLogger(p.log.Handler(), slog.LevelDebug)
+	h2cOnly := new(http.Protocols)
+	h2cOnly.SetUnencryptedHTTP2(true)
+	p.h2c = &http.Server{
+		Handler:           &handler{p: p},
+		Protocols:         h2cOnly,
+		ReadHeaderTimeout: opts.ReadHeaderTimeout,
+		ReadTimeout:       opts.ReadTimeout,
+		IdleTimeout:       opts.ClientIdleTimeout,
+		MaxHeaderBytes:    opts.MaxHeaderBytes,
+		ErrorLog:          errLog,
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			return context.WithValue(ctx, connInfoKey{}, newConnInfo(c, false, opts.TrustedProxies))
+		},
+	}
 	p.h2 = &http.Server{
 		Handler:           &handler{p: p, tls: true},
 		ReadHeaderTimeout: opts.ReadHeaderTimeout,
@@ -255,7 +271,15 @@ func (p *Proxy) Update(cfg Config) []error {
 // connections' local address is taken as the address the client
 // connected to (X-Forwarded-Port). It returns nil after Shutdown.
 func (p *Proxy) ServeHTTP(l net.Listener) error {
-	if err := p.h1.serve(l, nil, nil); err != nil {
+	q := newConnQueue(l.Addr())
+	h2done := make(chan error, 1)
+	go func() { h2done <- p.h2c.Serve(q) }()
+	err := p.h1.serve(l, nil, q)
+	_ = q.Close()
+	if herr := <-h2done; !errors.Is(herr, http.ErrServerClosed) && !errors.Is(herr, net.ErrClosed) && err == nil {
+		err = herr
+	}
+	if err != nil {
 		return fmt.Errorf("serve http on %s: %w", l.Addr(), err)
 	}
 	return nil
@@ -285,9 +309,10 @@ func (p *Proxy) ServeHTTPS(l net.Listener) error {
 // waited for. The access log is flushed.
 func (p *Proxy) Shutdown(ctx context.Context) error {
 	var wg sync.WaitGroup
-	var e1, e2 error
+	var e1, e2, e3 error
 	wg.Go(func() { e1 = p.h2.Shutdown(ctx) })
 	wg.Go(func() { e2 = p.h1.shutdown(ctx) })
+	wg.Go(func() { e3 = p.h2c.Shutdown(ctx) })
 	wg.Wait()
 	p.mu.Lock()
 	for _, pl := range p.state.Load().pools {
@@ -302,7 +327,7 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	if p.access != nil {
 		p.access.close()
 	}
-	return errors.Join(e1, e2)
+	return errors.Join(e1, e2, e3)
 }
 
 // copyBufs recycles body copy buffers.
