@@ -29,7 +29,7 @@ OUT=${CONFORMANCE_OUT:-/var/tmp/nodegress-conformance}
 PROFILES=${CONFORMANCE_PROFILES:-GATEWAY-HTTP}
 TIMEOUT=${CONFORMANCE_TIMEOUT:-60m}
 # Extended features nodegress implements; the suite runs their tests too.
-FEATURES=${CONFORMANCE_FEATURES:-HTTPRouteQueryParamMatching,HTTPRouteMethodMatching,HTTPRouteResponseHeaderModification,HTTPRoutePortRedirect,HTTPRouteSchemeRedirect,HTTPRoutePathRedirect,HTTPRouteHostRewrite,HTTPRoutePathRewrite}
+FEATURES=${CONFORMANCE_FEATURES:-HTTPRouteQueryParamMatching,HTTPRouteMethodMatching,HTTPRouteResponseHeaderModification,HTTPRoutePortRedirect,HTTPRouteSchemeRedirect,HTTPRoutePathRedirect,HTTPRouteHostRewrite,HTTPRoutePathRewrite,HTTPRoute303RedirectStatusCode,HTTPRoute307RedirectStatusCode,HTTPRoute308RedirectStatusCode,HTTPRouteParentRefPort,HTTPRouteNamedRouteRule,HTTPRouteBackendProtocolH2C,HTTPRouteBackendProtocolWebSocket,GatewayPort8080,GatewayHTTPListenerIsolation,GatewayAddressEmpty}
 
 log() { echo "conformance: $*" >&2; }
 
@@ -90,6 +90,11 @@ run() {
 	(cd "$OUT" && ip netns exec "$CLIENT_NETNS" env KUBECONFIG="$kubeconfig" HOME="$OUT" \
 		"$BIN" "${args[@]}") >"$OUT/suite.log" 2>&1 || rc=$?
 	grep -E '^(--- (PASS|FAIL|SKIP)|FAIL|PASS|ok)' "$OUT/suite.log" | tail -60 >&2 || true
+	# The agents' logs, for what the suite's log cannot tell.
+	local pod
+	for pod in $("$KUBECTL" --kubeconfig "$KUBECONFIG" -n nodegress get pods -o name 2>/dev/null); do
+		"$KUBECTL" --kubeconfig "$KUBECONFIG" -n nodegress logs "$pod" >"$OUT/agent-${pod#pod/}.log" 2>&1 || true
+	done
 	if [ -f "$report" ]; then
 		log "report: ${report#"$ROOT"/}"
 	fi
