@@ -7,6 +7,7 @@ import (
 	"hash/fnv"
 	"net/netip"
 	"net/textproto"
+	"regexp"
 	"slices"
 	"strings"
 
@@ -50,6 +51,7 @@ type GatewayInput struct {
 	Classes        []*gwapi.GatewayClass
 	Gateways       []*gwapi.Gateway
 	HTTPRoutes     []*gwapi.HTTPRoute
+	GRPCRoutes     []*gwapi.GRPCRoute
 	Grants         []*gwapi.ReferenceGrant
 	// Namespaces are needed for allowedRoutes namespace selectors.
 	Namespaces []*corev1.Namespace
@@ -60,14 +62,16 @@ type GatewayInput struct {
 // GatewayStatuses are the statuses the translation decided, keyed by
 // name (GatewayClasses) or namespace/name.
 type GatewayStatuses struct {
-	Classes  map[string][]metav1.Condition
-	Gateways map[string]gwapi.GatewayStatus
-	Routes   map[string][]gwapi.RouteParentStatus
+	Classes    map[string][]metav1.Condition
+	Gateways   map[string]gwapi.GatewayStatus
+	Routes     map[string][]gwapi.RouteParentStatus // HTTPRoutes
+	GRPCRoutes map[string][]gwapi.RouteParentStatus
 }
 
 const (
 	kindGateway   = "Gateway"
 	kindHTTPRoute = "HTTPRoute"
+	kindGRPCRoute = "GRPCRoute"
 	kindService   = "Service"
 	kindSecret    = "Secret"
 )
@@ -108,7 +112,7 @@ func (t *ingressTranslator) translateGateways(in GatewayInput) ([]loader.Service
 		gin:               in,
 		ctrl:              cmp.Or(in.ControllerName, DefaultGatewayControllerName),
 		status: GatewayStatuses{Classes: map[string][]metav1.Condition{}, Gateways: map[string]gwapi.GatewayStatus{},
-			Routes: map[string][]gwapi.RouteParentStatus{}},
+			Routes: map[string][]gwapi.RouteParentStatus{}, GRPCRoutes: map[string][]gwapi.RouteParentStatus{}},
 		classes:   map[string]bool{},
 		gateways:  map[string]*gwapi.Gateway{},
 		listeners: map[string][]*gatewayListener{},
@@ -146,6 +150,11 @@ func (t *ingressTranslator) translateGateways(in GatewayInput) ([]loader.Service
 	slices.SortFunc(routes, func(a, b *gwapi.HTTPRoute) int { return compareObjects(&a.ObjectMeta, &b.ObjectMeta) })
 	for _, r := range routes {
 		g.translateHTTPRoute(r)
+	}
+	grpcRoutes := slices.Clone(in.GRPCRoutes)
+	slices.SortFunc(grpcRoutes, func(a, b *gwapi.GRPCRoute) int { return compareObjects(&a.ObjectMeta, &b.ObjectMeta) })
+	for _, r := range grpcRoutes {
+		g.translateGRPCRoute(r)
 	}
 	var fes []loader.Service
 	for _, gw := range gws {
@@ -326,7 +335,10 @@ func poolAddr(pool []netip.Prefix, i uint64) netip.Addr {
 	return netip.Addr{}
 }
 
-var httpRouteKind = gwapi.RouteGroupKind{Group: ptr(gwapi.Group(gwapi.GroupName)), Kind: kindHTTPRoute}
+var (
+	httpRouteKind = gwapi.RouteGroupKind{Group: ptr(gwapi.Group(gwapi.GroupName)), Kind: kindHTTPRoute}
+	grpcRouteKind = gwapi.RouteGroupKind{Group: ptr(gwapi.Group(gwapi.GroupName)), Kind: kindGRPCRoute}
+)
 
 // translateListeners validates a Gateway's listeners.
 func (g *gatewayTranslator) translateListeners(gw *gwapi.Gateway, key string, addrs []netip.Addr) {
@@ -351,21 +363,25 @@ func (g *gatewayTranslator) translateListeners(gw *gwapi.Gateway, key string, ad
 			accepted = condition(string(gwapi.ListenerConditionAccepted), false, string(gwapi.ListenerReasonUnsupportedProtocol),
 				fmt.Sprintf("protocol %s is not supported yet", l.Protocol), gen)
 		}
-		// Kinds: HTTPRoute is the only one an HTTP(S) listener takes.
-		kinds := []gwapi.RouteGroupKind{httpRouteKind}
+		// Kinds: an HTTP(S) listener takes HTTPRoutes and GRPCRoutes.
+		kinds := []gwapi.RouteGroupKind{httpRouteKind, grpcRouteKind}
 		if l.AllowedRoutes != nil && len(l.AllowedRoutes.Kinds) > 0 {
-			kinds = kinds[:0]
+			kinds = nil
 			for _, k := range l.AllowedRoutes.Kinds {
-				if (k.Group == nil || *k.Group == gwapi.GroupName) && k.Kind == kindHTTPRoute {
+				switch {
+				case (k.Group == nil || *k.Group == gwapi.GroupName) && k.Kind == kindHTTPRoute:
 					kinds = append(kinds, httpRouteKind)
-				} else {
+				case (k.Group == nil || *k.Group == gwapi.GroupName) && k.Kind == kindGRPCRoute:
+					kinds = append(kinds, grpcRouteKind)
+				default:
 					resolved = condition(string(gwapi.ListenerConditionResolvedRefs), false, string(gwapi.ListenerReasonInvalidRouteKinds),
 						fmt.Sprintf("route kind %s is not supported", k.Kind), gen)
 				}
 			}
 		}
-		if accepted.Status == metav1.ConditionTrue {
-			gl.status.SupportedKinds = slices.Compact(kinds)
+		if accepted.Status == metav1.ConditionTrue && len(kinds) > 0 {
+			slices.SortStableFunc(kinds, func(a, b gwapi.RouteGroupKind) int { return strings.Compare(string(a.Kind), string(b.Kind)) })
+			gl.status.SupportedKinds = slices.CompactFunc(kinds, func(a, b gwapi.RouteGroupKind) bool { return a.Kind == b.Kind })
 		}
 		for _, j := range byPort[l.Port] {
 			if j == i {
@@ -476,34 +492,60 @@ type routeParent struct {
 	accepted metav1.Condition
 }
 
+// routeObject is an HTTPRoute or a GRPCRoute, translated to rules.
+type routeObject struct {
+	kind       string
+	meta       *metav1.ObjectMeta
+	parentRefs []gwapi.ParentReference
+	hostnames  []gwapi.Hostname
+	rules      []l7proxy.HTTPRouteRule
+	resolved   metav1.Condition
+}
+
+func (r *routeObject) key() string { return r.meta.Namespace + "/" + r.meta.Name }
+
 func (g *gatewayTranslator) translateHTTPRoute(r *gwapi.HTTPRoute) {
-	key := r.Namespace + "/" + r.Name
 	rules, resolved := g.routeRules(r)
+	if parents := g.translateRoute(&routeObject{kind: kindHTTPRoute, meta: &r.ObjectMeta, parentRefs: r.Spec.ParentRefs,
+		hostnames: r.Spec.Hostnames, rules: rules, resolved: resolved}); len(parents) > 0 {
+		g.status.Routes[r.Namespace+"/"+r.Name] = parents
+	}
+}
+
+func (g *gatewayTranslator) translateGRPCRoute(r *gwapi.GRPCRoute) {
+	rules, resolved := g.grpcRouteRules(r)
+	if parents := g.translateRoute(&routeObject{kind: kindGRPCRoute, meta: &r.ObjectMeta, parentRefs: r.Spec.ParentRefs,
+		hostnames: r.Spec.Hostnames, rules: rules, resolved: resolved}); len(parents) > 0 {
+		g.status.GRPCRoutes[r.Namespace+"/"+r.Name] = parents
+	}
+}
+
+// translateRoute attaches a route to the listeners of its parentRefs and
+// returns its parents' statuses (those of Gateways of ours).
+func (g *gatewayTranslator) translateRoute(r *routeObject) []gwapi.RouteParentStatus {
 	var parents []gwapi.RouteParentStatus
-	for _, ref := range r.Spec.ParentRefs {
+	for _, ref := range r.parentRefs {
 		if cmp.Or(string(ptrValue(ref.Group)), gwapi.GroupName) != gwapi.GroupName || cmp.Or(string(ptrValue(ref.Kind)), kindGateway) != kindGateway {
 			continue
 		}
-		gwKey := cmp.Or(string(ptrValue(ref.Namespace)), r.Namespace) + "/" + string(ref.Name)
+		gwKey := cmp.Or(string(ptrValue(ref.Namespace)), r.meta.Namespace) + "/" + string(ref.Name)
 		if g.gateways[gwKey] == nil {
 			continue // not ours to answer for
 		}
-		accepted := g.attach(r, ref, gwKey, rules)
+		accepted := g.attach(r, ref, gwKey)
 		parents = append(parents, gwapi.RouteParentStatus{
 			ParentRef:      ref,
 			ControllerName: gwapi.GatewayController(g.ctrl),
-			Conditions:     []metav1.Condition{accepted, resolved},
+			Conditions:     []metav1.Condition{accepted, r.resolved},
 		})
 	}
-	if len(parents) > 0 {
-		g.status.Routes[key] = parents
-	}
+	return parents
 }
 
 // attach attaches a route to the listeners its parentRef selects and
 // returns its Accepted condition for that parent.
-func (g *gatewayTranslator) attach(r *gwapi.HTTPRoute, ref gwapi.ParentReference, gwKey string, rules []l7proxy.HTTPRouteRule) metav1.Condition {
-	gen := r.Generation
+func (g *gatewayTranslator) attach(r *routeObject, ref gwapi.ParentReference, gwKey string) metav1.Condition {
+	gen := r.meta.Generation
 	reason, msg := gwapi.RouteReasonNoMatchingParent, "no listener of the gateway matches sectionName and port"
 	attached := false
 	for _, gl := range g.listeners[gwKey] {
@@ -513,13 +555,13 @@ func (g *gatewayTranslator) attach(r *gwapi.HTTPRoute, ref gwapi.ParentReference
 		if ref.Port != nil && *ref.Port != gl.spec.Port {
 			continue
 		}
-		if !gl.accepted || !g.allows(gl, r.Namespace) {
+		if !gl.accepted || !g.allows(gl, r.meta.Namespace) || !gl.takes(r.kind) {
 			if reason == gwapi.RouteReasonNoMatchingParent {
 				reason, msg = gwapi.RouteReasonNotAllowedByListeners, "the listeners do not allow this route"
 			}
 			continue
 		}
-		hosts, ok := intersectHostnames(gl.hostname, r.Spec.Hostnames)
+		hosts, ok := intersectHostnames(gl.hostname, r.hostnames)
 		if !ok {
 			if reason != gwapi.RouteReasonAccepted {
 				reason, msg = gwapi.RouteReasonNoMatchingListenerHostname, "no hostname matches the listener's"
@@ -527,11 +569,16 @@ func (g *gatewayTranslator) attach(r *gwapi.HTTPRoute, ref gwapi.ParentReference
 			continue
 		}
 		gl.status.AttachedRoutes++
-		gl.routes = append(gl.routes, l7proxy.HTTPRoute{Source: r.Namespace + "/" + r.Name, Hostnames: hosts, Rules: rules})
+		gl.routes = append(gl.routes, l7proxy.HTTPRoute{Source: r.key(), Hostnames: hosts, Rules: r.rules})
 		attached = true
 		reason, msg = gwapi.RouteReasonAccepted, ""
 	}
 	return condition(string(gwapi.RouteConditionAccepted), attached, string(reason), msg, gen)
+}
+
+// takes reports whether the listener takes routes of kind.
+func (gl *gatewayListener) takes(kind string) bool {
+	return slices.ContainsFunc(gl.status.SupportedKinds, func(k gwapi.RouteGroupKind) bool { return string(k.Kind) == kind })
 }
 
 // allows applies a listener's allowedRoutes namespaces to a route's
@@ -733,11 +780,17 @@ func applyFilter(fs *l7proxy.Filters, f gwapi.HTTPRouteFilter) error {
 // backend resolves a backendRef to an upstream name; on failure the name
 // is empty and reason says why.
 func (g *gatewayTranslator) backend(r *gwapi.HTTPRoute, b gwapi.BackendRef) (string, gwapi.RouteConditionReason, string) {
+	return g.routeBackend(r.Namespace, kindHTTPRoute, b, false)
+}
+
+// routeBackend resolves a backendRef of a route of kind in namespace
+// routeNS; grpc makes the upstream h2c whatever the port's appProtocol.
+func (g *gatewayTranslator) routeBackend(routeNS, kind string, b gwapi.BackendRef, grpc bool) (string, gwapi.RouteConditionReason, string) {
 	if ptrValue(b.Group) != "" || cmp.Or(string(ptrValue(b.Kind)), kindService) != kindService {
 		return "", gwapi.RouteReasonInvalidKind, fmt.Sprintf("backendRef %s: kind %s/%s is not supported", b.Name, ptrValue(b.Group), ptrValue(b.Kind))
 	}
-	ns := cmp.Or(string(ptrValue(b.Namespace)), r.Namespace)
-	if ns != r.Namespace && !g.granted(r.Namespace, gwapi.GroupName, kindHTTPRoute, ns, "", kindService, string(b.Name)) {
+	ns := cmp.Or(string(ptrValue(b.Namespace)), routeNS)
+	if ns != routeNS && !g.granted(routeNS, gwapi.GroupName, kind, ns, "", kindService, string(b.Name)) {
 		return "", gwapi.RouteReasonRefNotPermitted, fmt.Sprintf("no ReferenceGrant in %s allows service %s", ns, b.Name)
 	}
 	if b.Port == nil {
@@ -752,7 +805,7 @@ func (g *gatewayTranslator) backend(r *gwapi.HTTPRoute, b gwapi.BackendRef) (str
 	for _, p := range svc.Spec.Ports {
 		if p.Port == int32(*b.Port) {
 			found = true
-			if ptrValue(p.AppProtocol) == "kubernetes.io/h2c" {
+			if grpc || ptrValue(p.AppProtocol) == "kubernetes.io/h2c" {
 				ann.Protocol = l7proxy.ProtocolH2C
 			}
 		}
@@ -846,6 +899,82 @@ func setConditions(cur []metav1.Condition, want []metav1.Condition, now metav1.T
 	for _, c := range want {
 		c.LastTransitionTime = now
 		meta.SetStatusCondition(&out, c)
+	}
+	return out
+}
+
+// grpcRouteRules translates a GRPCRoute's rules into the proxy's: a method
+// match is a match on the request path (/service/method), and every
+// backend speaks h2c.
+func (g *gatewayTranslator) grpcRouteRules(r *gwapi.GRPCRoute) ([]l7proxy.HTTPRouteRule, metav1.Condition) {
+	resolved := condition(string(gwapi.RouteConditionResolvedRefs), true, string(gwapi.RouteReasonResolvedRefs), "", r.Generation)
+	fail := func(reason gwapi.RouteConditionReason, msg string) {
+		if resolved.Status == metav1.ConditionTrue {
+			resolved = condition(string(gwapi.RouteConditionResolvedRefs), false, string(reason), msg, r.Generation)
+		}
+	}
+	out := make([]l7proxy.HTTPRouteRule, 0, len(r.Spec.Rules))
+	for _, rule := range r.Spec.Rules {
+		pr := l7proxy.HTTPRouteRule{}
+		for _, m := range rule.Matches {
+			pr.Matches = append(pr.Matches, grpcMatch(m))
+		}
+		unsupported := ""
+		for _, f := range rule.Filters {
+			switch {
+			case f.Type == gwapi.GRPCRouteFilterRequestHeaderModifier && f.RequestHeaderModifier != nil:
+				pr.Filters.RequestHeaders = headerEdit(f.RequestHeaderModifier)
+			case f.Type == gwapi.GRPCRouteFilterResponseHeaderModifier && f.ResponseHeaderModifier != nil:
+				pr.Filters.ResponseHeaders = headerEdit(f.ResponseHeaderModifier)
+			default:
+				unsupported = fmt.Sprintf("filter %s is not supported", f.Type)
+			}
+		}
+		for _, b := range rule.BackendRefs {
+			up, reason, msg := g.routeBackend(r.Namespace, kindGRPCRoute, b.BackendRef, true)
+			if reason != "" {
+				fail(reason, msg)
+			}
+			if len(b.Filters) > 0 && up != "" {
+				fail(gwapi.RouteReasonUnsupportedValue, "backendRef filters are not supported")
+				up = ""
+			}
+			pr.Backends = append(pr.Backends, l7proxy.WeightedBackend{Upstream: up, Weight: ptrValue(b.Weight) + boolInt32(b.Weight == nil)})
+		}
+		if unsupported != "" || len(rule.BackendRefs) == 0 {
+			if unsupported != "" {
+				g.report(kindGRPCRoute, r.Namespace+"/"+r.Name, false, errors.New(unsupported+"; requests to the rule get 500"))
+			}
+			pr.Backends = []l7proxy.WeightedBackend{{Weight: 1}}
+			pr.Filters = l7proxy.Filters{}
+		}
+		out = append(out, pr)
+	}
+	return out, resolved
+}
+
+// grpcMatch turns a GRPCRoute match into a path and header match: gRPC
+// calls are POSTs to /service/method.
+func grpcMatch(m gwapi.GRPCRouteMatch) l7proxy.HTTPMatch {
+	out := l7proxy.HTTPMatch{PathType: l7proxy.PathPrefix, Path: "/"}
+	if mm := m.Method; mm != nil {
+		svc, method := ptrValue(mm.Service), ptrValue(mm.Method)
+		if ptrValue(mm.Type) == gwapi.GRPCMethodMatchRegularExpression {
+			out.PathType, out.Path = l7proxy.PathRegex, "/"+cmp.Or(svc, "[^/]+")+"/"+cmp.Or(method, "[^/]+")
+		} else {
+			switch {
+			case svc != "" && method != "":
+				out.PathType, out.Path = l7proxy.PathExact, "/"+svc+"/"+method
+			case svc != "":
+				out.PathType, out.Path = l7proxy.PathPrefix, "/"+svc
+			case method != "":
+				out.PathType, out.Path = l7proxy.PathRegex, "/[^/]+/"+regexp.QuoteMeta(method)
+			}
+		}
+	}
+	for _, h := range m.Headers {
+		out.Headers = append(out.Headers, l7proxy.ValueMatch{Name: textproto.CanonicalMIMEHeaderKey(string(h.Name)),
+			Value: h.Value, Regex: ptrValue(h.Type) == gwapi.GRPCHeaderMatchRegularExpression})
 	}
 	return out
 }

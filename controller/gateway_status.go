@@ -36,19 +36,21 @@ type gatewayStatusWriter struct {
 	// ours are the route keys that had parents of ours in a decision
 	// since this agent started: a route that loses them must have them
 	// removed.
-	ours  map[string]bool
-	queue workqueue.TypedRateLimitingInterface[string] // nil while not leading
+	ours     map[string]bool
+	oursGRPC map[string]bool
+	queue    workqueue.TypedRateLimitingInterface[string] // nil while not leading
 }
 
 func newGatewayStatusWriter(c *Controller, client gwclient.Interface) *gatewayStatusWriter {
 	return &gatewayStatusWriter{client: client, c: c, log: c.log.With("status", "gateway"),
-		ctrl: cmp.Or(c.cfg.Gateway.ControllerName, DefaultGatewayControllerName), ours: map[string]bool{}}
+		ctrl: cmp.Or(c.cfg.Gateway.ControllerName, DefaultGatewayControllerName), ours: map[string]bool{}, oursGRPC: map[string]bool{}}
 }
 
 // Status keys name the object whose status is written.
 func classStatusKey(name string) string       { return "GatewayClass/" + name }
 func gatewayStatusKey(nsName string) string   { return "Gateway/" + nsName }
 func httpRouteStatusKey(nsName string) string { return "HTTPRoute/" + nsName }
+func grpcRouteStatusKey(nsName string) string { return "GRPCRoute/" + nsName }
 
 // want records a new decision and queues the objects it changes.
 func (w *gatewayStatusWriter) want(st GatewayStatuses) {
@@ -73,9 +75,20 @@ func (w *gatewayStatusWriter) want(st GatewayStatuses) {
 			changed = append(changed, httpRouteStatusKey(k))
 		}
 	}
+	for k, v := range st.GRPCRoutes {
+		w.oursGRPC[k] = true
+		if !reflect.DeepEqual(prev.GRPCRoutes[k], v) {
+			changed = append(changed, grpcRouteStatusKey(k))
+		}
+	}
 	for k := range w.ours {
 		if _, ok := st.Routes[k]; !ok {
 			changed = append(changed, httpRouteStatusKey(k))
+		}
+	}
+	for k := range w.oursGRPC {
+		if _, ok := st.GRPCRoutes[k]; !ok {
+			changed = append(changed, grpcRouteStatusKey(k))
 		}
 	}
 	if w.queue != nil {
@@ -100,6 +113,9 @@ func (w *gatewayStatusWriter) lead(ctx context.Context) {
 	}
 	for k := range w.ours {
 		q.Add(httpRouteStatusKey(k))
+	}
+	for k := range w.oursGRPC {
+		q.Add(grpcRouteStatusKey(k))
 	}
 	w.mu.Unlock()
 	defer func() {
@@ -204,32 +220,55 @@ func (w *gatewayStatusWriter) write(ctx context.Context, key string) error {
 			if err != nil {
 				return err
 			}
-			next := cur.DeepCopy()
-			parents := slices.DeleteFunc(slices.Clone(cur.Status.Parents), func(p gwapi.RouteParentStatus) bool {
-				return string(p.ControllerName) == w.ctrl
-			})
-			for _, p := range st.Routes[nsName] {
-				var prev []metav1.Condition
-				if i := slices.IndexFunc(cur.Status.Parents, func(c gwapi.RouteParentStatus) bool {
-					return string(c.ControllerName) == w.ctrl && reflect.DeepEqual(c.ParentRef, p.ParentRef)
-				}); i >= 0 {
-					prev = cur.Status.Parents[i].Conditions
-				}
-				p.Conditions = setConditions(prev, p.Conditions, now)
-				parents = append(parents, p)
-			}
-			if len(parents) == 0 {
-				parents = []gwapi.RouteParentStatus{}
-			}
-			if reflect.DeepEqual(cur.Status.Parents, parents) || len(cur.Status.Parents) == 0 && len(parents) == 0 {
+			parents, changed := w.routeParents(cur.Status.Parents, st.Routes[nsName], now)
+			if !changed {
 				return nil
 			}
+			next := cur.DeepCopy()
 			next.Status.Parents = parents
 			_, err = v1.HTTPRoutes(ns).UpdateStatus(ctx, next, metav1.UpdateOptions{FieldManager: statusFieldManager})
+			return err
+		case "GRPCRoute":
+			cur, err := w.c.gw.grpcRoutes.GRPCRoutes(ns).Get(name)
+			if fresh {
+				cur, err = v1.GRPCRoutes(ns).Get(ctx, name, metav1.GetOptions{})
+			}
+			if err != nil {
+				return err
+			}
+			parents, changed := w.routeParents(cur.Status.Parents, st.GRPCRoutes[nsName], now)
+			if !changed {
+				return nil
+			}
+			next := cur.DeepCopy()
+			next.Status.Parents = parents
+			_, err = v1.GRPCRoutes(ns).UpdateStatus(ctx, next, metav1.UpdateOptions{FieldManager: statusFieldManager})
 			return err
 		}
 		return fmt.Errorf("unknown status key %q", key)
 	}))
+}
+
+// routeParents merges the decided parents of ours into a route's current
+// ones (other controllers' untouched) and reports whether they changed.
+func (w *gatewayStatusWriter) routeParents(cur, want []gwapi.RouteParentStatus, now metav1.Time) ([]gwapi.RouteParentStatus, bool) {
+	parents := slices.DeleteFunc(slices.Clone(cur), func(p gwapi.RouteParentStatus) bool {
+		return string(p.ControllerName) == w.ctrl
+	})
+	for _, p := range want {
+		var prev []metav1.Condition
+		if i := slices.IndexFunc(cur, func(c gwapi.RouteParentStatus) bool {
+			return string(c.ControllerName) == w.ctrl && reflect.DeepEqual(c.ParentRef, p.ParentRef)
+		}); i >= 0 {
+			prev = cur[i].Conditions
+		}
+		p.Conditions = setConditions(prev, p.Conditions, now)
+		parents = append(parents, p)
+	}
+	if len(parents) == 0 {
+		parents = []gwapi.RouteParentStatus{}
+	}
+	return parents, !reflect.DeepEqual(cur, parents) && (len(cur) > 0 || len(parents) > 0)
 }
 
 func ignoreNotFound(err error) error {

@@ -30,6 +30,7 @@ type gatewayListers struct {
 	classes    gwlisters.GatewayClassLister
 	gateways   gwlisters.GatewayLister
 	httpRoutes gwlisters.HTTPRouteLister
+	grpcRoutes gwlisters.GRPCRouteLister
 	grants     gwlisters.ReferenceGrantLister
 	namespaces corelisters.NamespaceLister
 }
@@ -56,6 +57,7 @@ func (c *Controller) registerGateway(src *sources) error {
 		classes:    v1.GatewayClasses().Lister(),
 		gateways:   v1.Gateways().Lister(),
 		httpRoutes: v1.HTTPRoutes().Lister(),
+		grpcRoutes: v1.GRPCRoutes().Lister(),
 		grants:     v1.ReferenceGrants().Lister(),
 		namespaces: ns.Lister(),
 	}
@@ -66,7 +68,7 @@ func (c *Controller) registerGateway(src *sources) error {
 		DeleteFunc: func(any) { request() },
 	}
 	for _, inf := range []cache.SharedIndexInformer{v1.GatewayClasses().Informer(), v1.Gateways().Informer(),
-		v1.HTTPRoutes().Informer(), v1.ReferenceGrants().Informer(), ns.Informer()} {
+		v1.HTTPRoutes().Informer(), v1.GRPCRoutes().Informer(), v1.ReferenceGrants().Informer(), ns.Informer()} {
 		if err := src.follow(inf, h); err != nil {
 			return err
 		}
@@ -91,6 +93,9 @@ func (c *Controller) gatewayInput() (*GatewayInput, error) {
 	if in.HTTPRoutes, err = c.gw.httpRoutes.List(labels.Everything()); err != nil {
 		return nil, fmt.Errorf("list httproutes: %w", err)
 	}
+	if in.GRPCRoutes, err = c.gw.grpcRoutes.List(labels.Everything()); err != nil {
+		return nil, fmt.Errorf("list grpcroutes: %w", err)
+	}
 	if in.Grants, err = c.gw.grants.List(labels.Everything()); err != nil {
 		return nil, fmt.Errorf("list referencegrants: %w", err)
 	}
@@ -100,5 +105,6 @@ func (c *Controller) gatewayInput() (*GatewayInput, error) {
 	c.metrics.setObjects("GatewayClass", len(in.Classes))
 	c.metrics.setObjects("Gateway", len(in.Gateways))
 	c.metrics.setObjects("HTTPRoute", len(in.HTTPRoutes))
+	c.metrics.setObjects("GRPCRoute", len(in.GRPCRoutes))
 	return in, nil
 }

@@ -47,6 +47,8 @@ func decodeGatewayObjects(t *testing.T, docs string) *gatewayObjects {
 			obj = &gwapi.Gateway{}
 		case "HTTPRoute":
 			obj = &gwapi.HTTPRoute{}
+		case "GRPCRoute":
+			obj = &gwapi.GRPCRoute{}
 		case "ReferenceGrant":
 			obj = &gwapi.ReferenceGrant{}
 		case "Service":
@@ -70,6 +72,8 @@ func decodeGatewayObjects(t *testing.T, docs string) *gatewayObjects {
 			o.in.Gateways = append(o.in.Gateways, v)
 		case *gwapi.HTTPRoute:
 			o.in.HTTPRoutes = append(o.in.HTTPRoutes, v)
+		case *gwapi.GRPCRoute:
+			o.in.GRPCRoutes = append(o.in.GRPCRoutes, v)
 		case *gwapi.ReferenceGrant:
 			o.in.Grants = append(o.in.Grants, v)
 		case *corev1.Service:
@@ -523,6 +527,65 @@ spec:
 	for _, l := range cfg.Listeners {
 		if l.Name == "app/gw/tls" {
 			t.Error("listener with an unresolved certificate serves")
+		}
+	}
+}
+
+// TestTranslateGRPCRoute checks GRPCRoute method matches as path matches,
+// header matches, h2c backends and status; a listener limited to
+// HTTPRoutes does not take it.
+func TestTranslateGRPCRoute(t *testing.T) {
+	o := decodeGatewayObjects(t, gatewayBase+`---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: app}
+spec:
+  gatewayClassName: nodegress
+  addresses: [{value: 192.0.2.1}]
+  listeners:
+  - {name: http, port: 80, protocol: HTTP}
+  - {name: only-http, port: 81, protocol: HTTP, allowedRoutes: {kinds: [{kind: HTTPRoute}]}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: {name: echo, namespace: app}
+spec:
+  parentRefs: [{name: gw, sectionName: http}, {name: gw, sectionName: only-http}]
+  rules:
+  - matches:
+    - method: {service: echo.Echo, method: Ping}
+    - method: {service: echo.Echo}
+    - method: {method: Stream}
+    - method: {type: RegularExpression, service: "echo\\..*", method: "P.*"}
+      headers: [{name: x-version, value: v2}]
+    backendRefs: [{name: web, port: 8080}]
+`)
+	cfg, _, st, _ := o.translate()
+	parents := st.GRPCRoutes["app/echo"]
+	if len(parents) != 2 || condOf(parents[0].Conditions, "Accepted") != "True/Accepted" ||
+		condOf(parents[1].Conditions, "Accepted") != "False/NotAllowedByListeners" {
+		t.Fatalf("parents %+v", parents)
+	}
+	var rule l7proxy.HTTPRouteRule
+	for _, l := range cfg.Listeners {
+		if l.Name == "app/gw/http" && len(l.Routes) == 1 {
+			rule = l.Routes[0].Rules[0]
+		}
+	}
+	var got []string
+	for _, m := range rule.Matches {
+		got = append(got, fmt.Sprintf("%d:%s:%d", m.PathType, m.Path, len(m.Headers)))
+	}
+	want := []string{"1:/echo.Echo/Ping:0", "0:/echo.Echo:0", "2:/[^/]+/Stream:0", "2:/echo\\..*/P.*:1"}
+	if !slices.Equal(got, want) {
+		t.Errorf("matches %v, want %v", got, want)
+	}
+	if len(rule.Backends) != 1 || !strings.Contains(rule.Backends[0].Upstream, "/h2c") {
+		t.Errorf("backends %+v, want an h2c upstream", rule.Backends)
+	}
+	for _, l := range st.Gateways["app/gw"].Listeners {
+		if l.Name == "http" && (len(l.SupportedKinds) != 2 || l.AttachedRoutes != 1) {
+			t.Errorf("http listener kinds %v attached %d", l.SupportedKinds, l.AttachedRoutes)
 		}
 	}
 }

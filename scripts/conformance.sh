@@ -12,7 +12,7 @@
 # one cluster runs on the machine at a time.
 #
 # Environment:
-#   CONFORMANCE_PROFILES   default GATEWAY-HTTP
+#   CONFORMANCE_PROFILES   default GATEWAY-HTTP,GATEWAY-GRPC
 #   CONFORMANCE_FEATURES   extended features claimed (--supported-features);
 #                          default: the ones nodegress implements (below)
 #   CONFORMANCE_RUN_TEST   one test only (--run-test), for debugging
@@ -26,7 +26,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 CACHE=/var/cache/nodegress
 LOCK=/var/lock/nodegress-cluster.lock
 OUT=${CONFORMANCE_OUT:-/var/tmp/nodegress-conformance}
-PROFILES=${CONFORMANCE_PROFILES:-GATEWAY-HTTP}
+PROFILES=${CONFORMANCE_PROFILES:-GATEWAY-HTTP,GATEWAY-GRPC}
 TIMEOUT=${CONFORMANCE_TIMEOUT:-60m}
 # Extended features nodegress implements; the suite runs their tests too.
 FEATURES=${CONFORMANCE_FEATURES:-HTTPRouteQueryParamMatching,HTTPRouteMethodMatching,HTTPRouteResponseHeaderModification,HTTPRoutePortRedirect,HTTPRouteSchemeRedirect,HTTPRoutePathRedirect,HTTPRouteHostRewrite,HTTPRoutePathRewrite,HTTPRoute303RedirectStatusCode,HTTPRoute307RedirectStatusCode,HTTPRoute308RedirectStatusCode,HTTPRouteParentRefPort,HTTPRouteNamedRouteRule,HTTPRouteBackendProtocolH2C,HTTPRouteBackendProtocolWebSocket,GatewayPort8080,GatewayHTTPListenerIsolation,GatewayAddressEmpty}

@@ -212,7 +212,7 @@ func serveMetrics(ctx context.Context, addr string, reg *prometheus.Registry, sy
 
 // gatewayResources are the Gateway API kinds the agent follows; auto
 // turns the Gateway API on when the API server serves them all.
-var gatewayResources = []string{"gatewayclasses", "gateways", "httproutes", "referencegrants"}
+var gatewayResources = []string{"gatewayclasses", "gateways", "httproutes", "grpcroutes", "referencegrants"}
 
 // gatewayConfig resolves --gateway-api and its companions; nil when the
 // Gateway API is off.
