@@ -17,7 +17,8 @@
 #     that etcd; hack/lib/etcd.sh refuses older ones).
 #   - with --coredns, CoreDNS at COREDNS_VERSION (the cluster DNS kubeadm
 #     1.37 deploys) through a main package like CoreDNS's own, with only
-#     the plugins a cluster.local-only DNS needs (no forward, no clouds).
+#     the plugins a cluster.local-only DNS needs and those the Gateway API
+#     conformance suite's own CoreDNS uses (forward, whoami); no clouds.
 #
 # Usage: scripts/kube-bins.sh [--check] [--e2e] [--coredns]
 #   Prints the directory holding the binaries on stdout (progress goes to
@@ -84,7 +85,8 @@ good() {
 		;;
 	coredns)
 		v=$("$OUT/coredns" -version 2>/dev/null) || return 1
-		[[ $v == "CoreDNS-${COREDNS_VERSION#v}"* ]]
+		[[ $v == "CoreDNS-${COREDNS_VERSION#v}"* ]] || return 1
+		"$OUT/coredns" -plugins 2>/dev/null | grep -qw whoami
 		;;
 	ginkgo)
 		[ -x "$OUT/ginkgo" ] || return 1
@@ -272,6 +274,7 @@ import (
 
 	_ "github.com/coredns/coredns/plugin/cache"
 	_ "github.com/coredns/coredns/plugin/errors"
+	_ "github.com/coredns/coredns/plugin/forward"
 	_ "github.com/coredns/coredns/plugin/health"
 	_ "github.com/coredns/coredns/plugin/kubernetes"
 	_ "github.com/coredns/coredns/plugin/loadbalance"
@@ -279,6 +282,7 @@ import (
 	_ "github.com/coredns/coredns/plugin/loop"
 	_ "github.com/coredns/coredns/plugin/ready"
 	_ "github.com/coredns/coredns/plugin/reload"
+	_ "github.com/coredns/coredns/plugin/whoami"
 )
 
 func main() { coremain.Run() }
