@@ -38,12 +38,16 @@ type gatewayStatusWriter struct {
 	// removed.
 	ours     map[string]bool
 	oursGRPC map[string]bool
-	queue    workqueue.TypedRateLimitingInterface[string] // nil while not leading
+	// written is the resourceVersion of this writer's last write of each
+	// object: an informer copy at another version may predate that write
+	// and cannot tell that nothing needs writing.
+	written map[string]string
+	queue   workqueue.TypedRateLimitingInterface[string] // nil while not leading
 }
 
 func newGatewayStatusWriter(c *Controller, client gwclient.Interface) *gatewayStatusWriter {
 	return &gatewayStatusWriter{client: client, c: c, log: c.log.With("status", "gateway"),
-		ctrl: cmp.Or(c.cfg.Gateway.ControllerName, DefaultGatewayControllerName), ours: map[string]bool{}, oursGRPC: map[string]bool{}}
+		ctrl: cmp.Or(c.cfg.Gateway.ControllerName, DefaultGatewayControllerName), ours: map[string]bool{}, oursGRPC: map[string]bool{}, written: map[string]string{}}
 }
 
 // Status keys name the object whose status is written.
@@ -160,6 +164,20 @@ func (w *gatewayStatusWriter) write(ctx context.Context, key string) error {
 	now := metav1.NewTime(time.Now().Truncate(time.Second))
 	v1 := w.client.GatewayV1()
 	fresh := false
+	// stale reports whether the informer's copy may predate this writer's
+	// last write of the object.
+	stale := func(rv string) bool {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		last, ok := w.written[key]
+		return ok && last != rv
+	}
+	wrote := func(rv string) error {
+		w.mu.Lock()
+		w.written[key] = rv
+		w.mu.Unlock()
+		return nil
+	}
 	return ignoreNotFound(retry.RetryOnConflict(retry.DefaultRetry, func() error {
 		defer func() { fresh = true }()
 		switch kind {
@@ -169,7 +187,7 @@ func (w *gatewayStatusWriter) write(ctx context.Context, key string) error {
 				return nil
 			}
 			cur, err := w.c.gw.classes.Get(nsName)
-			if fresh {
+			if fresh || err == nil && stale(cur.ResourceVersion) {
 				cur, err = v1.GatewayClasses().Get(ctx, nsName, metav1.GetOptions{})
 			}
 			if err != nil {
@@ -180,15 +198,18 @@ func (w *gatewayStatusWriter) write(ctx context.Context, key string) error {
 			if reflect.DeepEqual(cur.Status, next.Status) {
 				return nil
 			}
-			_, err = v1.GatewayClasses().UpdateStatus(ctx, next, metav1.UpdateOptions{FieldManager: statusFieldManager})
-			return err
+			updated, err := v1.GatewayClasses().UpdateStatus(ctx, next, metav1.UpdateOptions{FieldManager: statusFieldManager})
+			if err != nil {
+				return err
+			}
+			return wrote(updated.ResourceVersion)
 		case "Gateway":
 			want, ok := st.Gateways[nsName]
 			if !ok {
 				return nil
 			}
 			cur, err := w.c.gw.gateways.Gateways(ns).Get(name)
-			if fresh {
+			if fresh || err == nil && stale(cur.ResourceVersion) {
 				cur, err = v1.Gateways(ns).Get(ctx, name, metav1.GetOptions{})
 			}
 			if err != nil {
@@ -210,11 +231,14 @@ func (w *gatewayStatusWriter) write(ctx context.Context, key string) error {
 			if reflect.DeepEqual(cur.Status, next.Status) {
 				return nil
 			}
-			_, err = v1.Gateways(ns).UpdateStatus(ctx, next, metav1.UpdateOptions{FieldManager: statusFieldManager})
-			return err
+			updated, err := v1.Gateways(ns).UpdateStatus(ctx, next, metav1.UpdateOptions{FieldManager: statusFieldManager})
+			if err != nil {
+				return err
+			}
+			return wrote(updated.ResourceVersion)
 		case "HTTPRoute":
 			cur, err := w.c.gw.httpRoutes.HTTPRoutes(ns).Get(name)
-			if fresh {
+			if fresh || err == nil && stale(cur.ResourceVersion) {
 				cur, err = v1.HTTPRoutes(ns).Get(ctx, name, metav1.GetOptions{})
 			}
 			if err != nil {
@@ -226,11 +250,14 @@ func (w *gatewayStatusWriter) write(ctx context.Context, key string) error {
 			}
 			next := cur.DeepCopy()
 			next.Status.Parents = parents
-			_, err = v1.HTTPRoutes(ns).UpdateStatus(ctx, next, metav1.UpdateOptions{FieldManager: statusFieldManager})
-			return err
+			updated, err := v1.HTTPRoutes(ns).UpdateStatus(ctx, next, metav1.UpdateOptions{FieldManager: statusFieldManager})
+			if err != nil {
+				return err
+			}
+			return wrote(updated.ResourceVersion)
 		case "GRPCRoute":
 			cur, err := w.c.gw.grpcRoutes.GRPCRoutes(ns).Get(name)
-			if fresh {
+			if fresh || err == nil && stale(cur.ResourceVersion) {
 				cur, err = v1.GRPCRoutes(ns).Get(ctx, name, metav1.GetOptions{})
 			}
 			if err != nil {
@@ -242,8 +269,11 @@ func (w *gatewayStatusWriter) write(ctx context.Context, key string) error {
 			}
 			next := cur.DeepCopy()
 			next.Status.Parents = parents
-			_, err = v1.GRPCRoutes(ns).UpdateStatus(ctx, next, metav1.UpdateOptions{FieldManager: statusFieldManager})
-			return err
+			updated, err := v1.GRPCRoutes(ns).UpdateStatus(ctx, next, metav1.UpdateOptions{FieldManager: statusFieldManager})
+			if err != nil {
+				return err
+			}
+			return wrote(updated.ResourceVersion)
 		}
 		return fmt.Errorf("unknown status key %q", key)
 	}))
