@@ -644,15 +644,62 @@ func hostCovers(pattern, host string) bool {
 	return len(host) > len(s) && strings.HasSuffix(host, s)
 }
 
-// routeRules translates a route's rules and returns its ResolvedRefs
+// refResolution is a route's ResolvedRefs condition: true until the
+// first reference that does not resolve.
+type refResolution struct{ cond metav1.Condition }
+
+func newRefResolution(gen int64) *refResolution {
+	return &refResolution{condition(string(gwapi.RouteConditionResolvedRefs), true, string(gwapi.RouteReasonResolvedRefs), "", gen)}
+}
+
+func (r *refResolution) fail(reason gwapi.RouteConditionReason, msg string) {
+	if r.cond.Status == metav1.ConditionTrue {
+		r.cond = condition(string(gwapi.RouteConditionResolvedRefs), false, string(reason), msg, r.cond.ObservedGeneration)
+	}
+}
+
+// ruleBackend is a backendRef and whether it carries filters (which
+// nodegress does not apply yet).
+type ruleBackend struct {
+	ref      gwapi.BackendRef
+	filtered bool
+}
+
+// ruleBackends resolves a rule's backendRefs of a route of kind.
+func (g *gatewayTranslator) ruleBackends(routeNS, kind string, refs []ruleBackend, grpc bool, res *refResolution) []l7proxy.WeightedBackend {
+	out := make([]l7proxy.WeightedBackend, 0, len(refs))
+	for _, b := range refs {
+		up, reason, msg := g.routeBackend(routeNS, kind, b.ref, grpc)
+		if reason != "" {
+			res.fail(reason, msg)
+		}
+		if b.filtered && up != "" {
+			res.fail(gwapi.RouteReasonUnsupportedValue, "backendRef filters are not supported")
+			up = ""
+		}
+		out = append(out, l7proxy.WeightedBackend{Upstream: up, Weight: ptrValue(b.ref.Weight) + boolInt32(b.ref.Weight == nil)})
+	}
+	return out
+}
+
+// finishRule applies the API's answers to a rule that cannot forward: a
+// filter that cannot be applied is never skipped, requests it would have
+// processed get 500; so does a rule with no backend (and no redirect).
+func (g *gatewayTranslator) finishRule(pr *l7proxy.HTTPRouteRule, kind, key, unsupported string) {
+	switch {
+	case unsupported != "":
+		pr.Backends = []l7proxy.WeightedBackend{{Weight: 1}}
+		pr.Filters = l7proxy.Filters{}
+		g.report(kind, key, false, errors.New(unsupported+"; requests to the rule get 500"))
+	case len(pr.Backends) == 0 && pr.Filters.Redirect == nil:
+		pr.Backends = []l7proxy.WeightedBackend{{Weight: 1}}
+	}
+}
+
+// routeRules translates an HTTPRoute's rules and returns its ResolvedRefs
 // condition.
 func (g *gatewayTranslator) routeRules(r *gwapi.HTTPRoute) ([]l7proxy.HTTPRouteRule, metav1.Condition) {
-	resolved := condition(string(gwapi.RouteConditionResolvedRefs), true, string(gwapi.RouteReasonResolvedRefs), "", r.Generation)
-	fail := func(reason gwapi.RouteConditionReason, msg string) {
-		if resolved.Status == metav1.ConditionTrue {
-			resolved = condition(string(gwapi.RouteConditionResolvedRefs), false, string(reason), msg, r.Generation)
-		}
-	}
+	res := newRefResolution(r.Generation)
 	out := make([]l7proxy.HTTPRouteRule, 0, len(r.Spec.Rules))
 	for _, rule := range r.Spec.Rules {
 		pr := l7proxy.HTTPRouteRule{}
@@ -665,30 +712,15 @@ func (g *gatewayTranslator) routeRules(r *gwapi.HTTPRoute) ([]l7proxy.HTTPRouteR
 				unsupported = err.Error()
 			}
 		}
+		refs := make([]ruleBackend, 0, len(rule.BackendRefs))
 		for _, b := range rule.BackendRefs {
-			up, reason, msg := g.backend(r, b.BackendRef)
-			if reason != "" {
-				fail(reason, msg)
-			}
-			if len(b.Filters) > 0 && up != "" {
-				fail(gwapi.RouteReasonUnsupportedValue, "backendRef filters are not supported")
-				up = ""
-			}
-			pr.Backends = append(pr.Backends, l7proxy.WeightedBackend{Upstream: up, Weight: ptrValue(b.Weight) + boolInt32(b.Weight == nil)})
+			refs = append(refs, ruleBackend{b.BackendRef, len(b.Filters) > 0})
 		}
-		if unsupported != "" {
-			// The API: requests a filter that cannot be applied would have
-			// processed get an error, the filter is never skipped.
-			pr.Backends = []l7proxy.WeightedBackend{{Weight: 1}}
-			pr.Filters = l7proxy.Filters{}
-			g.report(kindHTTPRoute, r.Namespace+"/"+r.Name, false, errors.New(unsupported+"; requests to the rule get 500"))
-		} else if len(rule.BackendRefs) == 0 && pr.Filters.Redirect == nil {
-			// No backend: the API's 500.
-			pr.Backends = []l7proxy.WeightedBackend{{Weight: 1}}
-		}
+		pr.Backends = g.ruleBackends(r.Namespace, kindHTTPRoute, refs, false, res)
+		g.finishRule(&pr, kindHTTPRoute, r.Namespace+"/"+r.Name, unsupported)
 		out = append(out, pr)
 	}
-	return out, resolved
+	return out, res.cond
 }
 
 func boolInt32(b bool) int32 {
@@ -775,12 +807,6 @@ func applyFilter(fs *l7proxy.Filters, f gwapi.HTTPRouteFilter) error {
 		return fmt.Errorf("filter %s is not supported", f.Type)
 	}
 	return nil
-}
-
-// backend resolves a backendRef to an upstream name; on failure the name
-// is empty and reason says why.
-func (g *gatewayTranslator) backend(r *gwapi.HTTPRoute, b gwapi.BackendRef) (string, gwapi.RouteConditionReason, string) {
-	return g.routeBackend(r.Namespace, kindHTTPRoute, b, false)
 }
 
 // routeBackend resolves a backendRef of a route of kind in namespace
@@ -907,12 +933,7 @@ func setConditions(cur []metav1.Condition, want []metav1.Condition, now metav1.T
 // match is a match on the request path (/service/method), and every
 // backend speaks h2c.
 func (g *gatewayTranslator) grpcRouteRules(r *gwapi.GRPCRoute) ([]l7proxy.HTTPRouteRule, metav1.Condition) {
-	resolved := condition(string(gwapi.RouteConditionResolvedRefs), true, string(gwapi.RouteReasonResolvedRefs), "", r.Generation)
-	fail := func(reason gwapi.RouteConditionReason, msg string) {
-		if resolved.Status == metav1.ConditionTrue {
-			resolved = condition(string(gwapi.RouteConditionResolvedRefs), false, string(reason), msg, r.Generation)
-		}
-	}
+	res := newRefResolution(r.Generation)
 	out := make([]l7proxy.HTTPRouteRule, 0, len(r.Spec.Rules))
 	for _, rule := range r.Spec.Rules {
 		pr := l7proxy.HTTPRouteRule{}
@@ -930,27 +951,15 @@ func (g *gatewayTranslator) grpcRouteRules(r *gwapi.GRPCRoute) ([]l7proxy.HTTPRo
 				unsupported = fmt.Sprintf("filter %s is not supported", f.Type)
 			}
 		}
+		refs := make([]ruleBackend, 0, len(rule.BackendRefs))
 		for _, b := range rule.BackendRefs {
-			up, reason, msg := g.routeBackend(r.Namespace, kindGRPCRoute, b.BackendRef, true)
-			if reason != "" {
-				fail(reason, msg)
-			}
-			if len(b.Filters) > 0 && up != "" {
-				fail(gwapi.RouteReasonUnsupportedValue, "backendRef filters are not supported")
-				up = ""
-			}
-			pr.Backends = append(pr.Backends, l7proxy.WeightedBackend{Upstream: up, Weight: ptrValue(b.Weight) + boolInt32(b.Weight == nil)})
+			refs = append(refs, ruleBackend{b.BackendRef, len(b.Filters) > 0})
 		}
-		if unsupported != "" || len(rule.BackendRefs) == 0 {
-			if unsupported != "" {
-				g.report(kindGRPCRoute, r.Namespace+"/"+r.Name, false, errors.New(unsupported+"; requests to the rule get 500"))
-			}
-			pr.Backends = []l7proxy.WeightedBackend{{Weight: 1}}
-			pr.Filters = l7proxy.Filters{}
-		}
+		pr.Backends = g.ruleBackends(r.Namespace, kindGRPCRoute, refs, true, res)
+		g.finishRule(&pr, kindGRPCRoute, r.Namespace+"/"+r.Name, unsupported)
 		out = append(out, pr)
 	}
-	return out, resolved
+	return out, res.cond
 }
 
 // grpcMatch turns a GRPCRoute match into a path and header match: gRPC

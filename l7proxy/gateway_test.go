@@ -3,13 +3,11 @@ package l7proxy
 import (
 	"encoding/json"
 	"io"
-	"net"
 	"net/http"
 	"net/netip"
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 )
 
 // fakeGWRequest is a gwRequest for matcher tests.
@@ -192,26 +190,13 @@ func TestRedirectLocation(t *testing.T) {
 // and sets response headers for the response filters to change.
 func startGatewayEcho(t *testing.T, name string) *backend {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := &backend{name: name, addr: netip.MustParseAddrPort(l.Addr().String())}
-	protos := new(http.Protocols)
-	protos.SetHTTP1(true)
-	protos.SetUnencryptedHTTP2(true)
-	b.srv = &http.Server{Protocols: protos, ReadHeaderTimeout: 5 * time.Second,
-		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			b.hits.Add(1)
-			_, _ = io.Copy(io.Discard, r.Body)
-			w.Header().Set("X-Resp-Keep", "k")
-			w.Header().Set("X-Resp-Set", "old")
-			w.Header().Set("X-Resp-Drop", "d")
-			_ = json.NewEncoder(w).Encode(map[string]any{"backend": name, "uri": r.RequestURI, "host": r.Host, "headers": r.Header})
-		})}
-	go func() { _ = b.srv.Serve(l) }()
-	t.Cleanup(func() { _ = b.srv.Close() })
-	return b
+	return startDualBackend(t, name, func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		w.Header().Set("X-Resp-Keep", "k")
+		w.Header().Set("X-Resp-Set", "old")
+		w.Header().Set("X-Resp-Drop", "d")
+		_ = json.NewEncoder(w).Encode(map[string]any{"backend": name, "uri": r.RequestURI, "host": r.Host, "headers": r.Header})
+	})
 }
 
 type echoed struct {

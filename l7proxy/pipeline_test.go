@@ -42,9 +42,8 @@ func (pc pipelineCase) client(p *testProxy, host string) (*http.Client, string) 
 	return httpClient(), "http://" + p.httpAddr
 }
 
-// startEchoBackend serves HTTP/1.1 and h2c. It answers with its name, the
-// request body and the forwarding fields it got, as JSON.
-func startEchoBackend(t *testing.T, name string) *backend {
+// startDualBackend serves h with HTTP/1.1 and h2c, counting requests.
+func startDualBackend(t *testing.T, name string, h http.HandlerFunc) *backend {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -54,22 +53,28 @@ func startEchoBackend(t *testing.T, name string) *backend {
 	protos := new(http.Protocols)
 	protos.SetHTTP1(true)
 	protos.SetUnencryptedHTTP2(true)
-	b.srv = &http.Server{
-		Protocols:         protos,
-		ReadHeaderTimeout: 5 * time.Second,
+	b.srv = &http.Server{Protocols: protos, ReadHeaderTimeout: 5 * time.Second,
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			b.hits.Add(1)
-			body, _ := io.ReadAll(r.Body)
-			out := map[string]string{"backend": name, "body": string(body), "proto": r.Proto}
-			for _, h := range []string{"X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host", "X-Forwarded-Port", "X-Real-Ip", "Forwarded"} {
-				out[h] = strings.Join(r.Header.Values(h), "|")
-			}
-			_ = json.NewEncoder(w).Encode(out)
-		}),
-	}
+			h(w, r)
+		})}
 	go func() { _ = b.srv.Serve(l) }()
 	t.Cleanup(func() { _ = b.srv.Close() })
 	return b
+}
+
+// startEchoBackend answers with its name, the request body and the
+// forwarding fields it got, as JSON.
+func startEchoBackend(t *testing.T, name string) *backend {
+	t.Helper()
+	return startDualBackend(t, name, func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		out := map[string]string{"backend": name, "body": string(body), "proto": r.Proto}
+		for _, h := range []string{"X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host", "X-Forwarded-Port", "X-Real-Ip", "Forwarded"} {
+			out[h] = strings.Join(r.Header.Values(h), "|")
+		}
+		_ = json.NewEncoder(w).Encode(out)
+	})
 }
 
 func (pc pipelineCase) do(t *testing.T, p *testProxy, method, host string, body io.Reader, hdr map[string]string) (int, map[string]string) {
