@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"testing"
 	"time"
@@ -95,6 +96,26 @@ func BenchmarkProxy(b *testing.B) {
 		b.Fatal("access log on")
 	}
 	b.Run("proxy", func(b *testing.B) { runLoad(b, p.httpAddr, "bench.example") })
+}
+
+// BenchmarkProxyGateway is BenchmarkProxy's proxy case through a Gateway
+// listener: the same backend behind one HTTPRoute (a hostname, a path
+// prefix and a header-free rule) on the proxy's own frontend. Compare it
+// with BenchmarkProxy/proxy of the same run.
+func BenchmarkProxyGateway(b *testing.B) {
+	be := benchBackend(b)
+	p := startProxy(b, Options{}, Config{})
+	cfg := benchConfig(be)
+	cfg.Routes = nil
+	cfg.Listeners = []Listener{{Name: "ns/gw/http", Frontends: []netip.AddrPort{netip.MustParseAddrPort(p.httpAddr)},
+		Routes: []HTTPRoute{{Source: "ns/bench", Hostnames: []string{"bench.example"}, Rules: []HTTPRouteRule{{
+			Matches:  []HTTPMatch{{PathType: PathPrefix, Path: "/"}},
+			Backends: []WeightedBackend{{Upstream: "ns/bench:80", Weight: 1}},
+		}}}}}}
+	if errs := p.Update(cfg); len(errs) > 0 {
+		b.Fatal(errs)
+	}
+	runLoad(b, p.httpAddr, "bench.example")
 }
 
 func benchConfig(be *backend) Config {
