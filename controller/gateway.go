@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
@@ -710,6 +711,24 @@ func (g *gatewayTranslator) routeRules(r *gwapi.HTTPRoute) ([]l7proxy.HTTPRouteR
 		for _, f := range rule.Filters {
 			if err := applyFilter(&pr.Filters, f); err != nil {
 				unsupported = err.Error()
+			}
+		}
+		if t := rule.Timeouts; t != nil {
+			// Validated by the API server's CEL rules; "0s" turns a
+			// timeout off.
+			for _, x := range []struct {
+				v   *gwapi.Duration
+				out *time.Duration
+			}{{t.Request, &pr.Timeout}, {t.BackendRequest, &pr.BackendTimeout}} {
+				if x.v == nil {
+					continue
+				}
+				d, err := time.ParseDuration(string(*x.v))
+				if err != nil {
+					unsupported = fmt.Sprintf("timeout %q: %v", *x.v, err)
+					continue
+				}
+				*x.out = d
 			}
 		}
 		refs := make([]ruleBackend, 0, len(rule.BackendRefs))

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -587,5 +588,31 @@ spec:
 		if l.Name == "http" && (len(l.SupportedKinds) != 2 || l.AttachedRoutes != 1) {
 			t.Errorf("http listener kinds %v attached %d", l.SupportedKinds, l.AttachedRoutes)
 		}
+	}
+}
+
+func TestTranslateRouteTimeouts(t *testing.T) {
+	o := decodeGatewayObjects(t, gatewayBase+`---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: app}
+spec:
+  gatewayClassName: nodegress
+  addresses: [{value: 192.0.2.1}]
+  listeners: [{name: http, port: 80, protocol: HTTP}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: web, namespace: app}
+spec:
+  parentRefs: [{name: gw}]
+  rules:
+  - {timeouts: {request: 1500ms, backendRequest: 1s}, backendRefs: [{name: web, port: 8080}]}
+  - {timeouts: {request: 0s}, backendRefs: [{name: web, port: 8080}]}
+`)
+	cfg, _, _, _ := o.translate()
+	rules := cfg.Listeners[0].Routes[0].Rules
+	if rules[0].Timeout != 1500*time.Millisecond || rules[0].BackendTimeout != time.Second || rules[1].Timeout != 0 {
+		t.Errorf("timeouts %v/%v and %v", rules[0].Timeout, rules[0].BackendTimeout, rules[1].Timeout)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 // fakeGWRequest is a gwRequest for matcher tests.
@@ -321,6 +322,68 @@ func TestGatewayListenerServing(t *testing.T) {
 			h := resp.Header
 			if h.Get("X-Resp-Keep") != "k" || h.Get("X-Resp-Set") != "new" || h.Get("X-Resp-Add") != "added" || h.Get("X-Resp-Drop") != "" {
 				t.Errorf("response headers %v", h)
+			}
+		})
+	}
+}
+
+// TestGatewayTimeouts runs a Gateway rule's request and backend timeouts
+// through every client side and upstream kind: a slow backend answers
+// 504 within the timeout, a fast one 200, and a rule without a timeout
+// waits for the slow one.
+func TestGatewayTimeouts(t *testing.T) {
+	for _, pc := range pipelineCases {
+		t.Run(pc.name, func(t *testing.T) {
+			slow := startDualBackend(t, "slow", func(w http.ResponseWriter, r *http.Request) {
+				if d, err := time.ParseDuration(r.URL.Query().Get("delay")); err == nil {
+					time.Sleep(d)
+				}
+				_, _ = io.WriteString(w, "done")
+			})
+			p := startProxy(t, Options{}, Config{})
+			front := netip.MustParseAddrPort(p.httpAddr)
+			if pc.h2 {
+				front = netip.MustParseAddrPort(p.httpsAddr)
+			}
+			rule := func(path string, request, backend time.Duration) HTTPRouteRule {
+				return HTTPRouteRule{Matches: []HTTPMatch{{PathType: PathPrefix, Path: path}}, Timeout: request, BackendTimeout: backend,
+					Backends: []WeightedBackend{{Upstream: "slow", Weight: 1}}}
+			}
+			if errs := p.Update(Config{
+				Upstreams:    []Upstream{{Name: "slow", Protocol: pc.protocol, Endpoints: ep(slow)}},
+				Certificates: []Certificate{{Cert: makeCert(t, "gw", "t.example")}},
+				Listeners: []Listener{{Name: "ns/gw/l", Frontends: []netip.AddrPort{front}, Routes: []HTTPRoute{{Source: "ns/r", Rules: []HTTPRouteRule{
+					rule("/request", 300*time.Millisecond, 0),
+					rule("/backend", 0, 300*time.Millisecond),
+					rule("/none", 0, 0),
+				}}}}},
+			}); len(errs) > 0 {
+				t.Fatal(errs)
+			}
+			c, base := pc.client(p, "t.example")
+			for _, tt := range []struct {
+				path string
+				want int
+				max  time.Duration
+			}{
+				{"/request?delay=0s", 200, time.Second},
+				{"/request?delay=2s", 504, time.Second},
+				{"/backend?delay=0s", 200, time.Second},
+				{"/backend?delay=2s", 504, time.Second},
+				{"/none?delay=700ms", 200, 5 * time.Second},
+			} {
+				req, _ := http.NewRequest(http.MethodGet, base+tt.path, nil)
+				req.Host = "t.example"
+				start := time.Now()
+				resp, err := c.Do(req)
+				if err != nil {
+					t.Fatalf("%s: %v", tt.path, err)
+				}
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if took := time.Since(start); resp.StatusCode != tt.want || took > tt.max {
+					t.Errorf("%s: %d after %s, want %d within %s", tt.path, resp.StatusCode, took.Round(time.Millisecond), tt.want, tt.max)
+				}
 			}
 		})
 	}

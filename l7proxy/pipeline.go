@@ -44,6 +44,10 @@ type txn struct {
 	// request path, for a path rewrite.
 	filters      *Filters
 	prefix, path string
+	// deadline ends the wait for the response (a Gateway rule's request
+	// timeout; zero: none); backendTimeout bounds each attempt's wait.
+	deadline       time.Time
+	backendTimeout time.Duration
 
 	status  int
 	bytes   int64
@@ -124,6 +128,10 @@ func (p *Proxy) decideGateway(tx *txn, cur *state, f *gwFrontend, ci *connInfo, 
 		return http.StatusNotFound
 	}
 	tx.ingress = e.route.Source
+	if e.rule.Timeout > 0 {
+		tx.deadline = tx.start.Add(e.rule.Timeout)
+	}
+	tx.backendTimeout = e.rule.BackendTimeout
 	fl := &e.rule.Filters
 	if e.match.PathType == PathPrefix {
 		tx.prefix = e.path
@@ -287,6 +295,20 @@ func (p *Proxy) forward(c client, tx *txn) {
 			return
 		}
 	}
+}
+
+// responseDeadline is when an attempt stops waiting for the response
+// head: the upstream's read timeout, shortened by a Gateway rule's
+// backend and request timeouts.
+func (tx *txn) responseDeadline(readTimeout time.Duration) time.Time {
+	d := tx.upstreamStart.Add(readTimeout)
+	if tx.backendTimeout > 0 && tx.backendTimeout < readTimeout {
+		d = tx.upstreamStart.Add(tx.backendTimeout)
+	}
+	if !tx.deadline.IsZero() && tx.deadline.Before(d) {
+		d = tx.deadline
+	}
+	return d
 }
 
 // requestEdits returns the Gateway filters that change the request.

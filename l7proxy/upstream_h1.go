@@ -327,9 +327,9 @@ func (p *Proxy) exchangeH1(c client, tx *txn, ep *endpoint, fresh bool) (outcome
 // going away ends the wait.
 func readResponseHead(c client, tx *txn, uc *upConn, streamedBody bool) (head []byte, got bool, err error) {
 	s := &tx.pool.settings
-	deadline := tx.upstreamStart.Add(s.readTimeout)
+	deadline := tx.responseDeadline(s.readTimeout)
 	first := deadline
-	if s.readTimeout > watchAfter && c.canWatch(streamedBody) {
+	if deadline.Sub(tx.upstreamStart) > watchAfter && c.canWatch(streamedBody) {
 		first = tx.upstreamStart.Add(watchAfter)
 	}
 	uc.rb.timeout = 0

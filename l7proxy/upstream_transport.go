@@ -72,6 +72,12 @@ func (p *Proxy) exchangeTransport(c client, tx *txn, ep *endpoint) (outcome, err
 	req.URL.Scheme = tx.pool.scheme
 	req.URL.Host = ep.hostport
 	tx.upstreamStart = time.Now()
+	if d := tx.responseDeadline(tx.pool.settings.readTimeout); !tx.deadline.IsZero() || tx.backendTimeout > 0 {
+		// A Gateway rule's timeouts: the whole exchange, body included.
+		ctx, cancel := context.WithDeadline(req.Context(), d)
+		defer cancel()
+		req = req.WithContext(ctx)
+	}
 	res, err := ep.rt.RoundTrip(req)
 	if err != nil {
 		if isConnectError(err) {
