@@ -104,6 +104,9 @@ func newL7Peers() []*l7Peer {
 		{name: "nginx", start: startNginx},
 		{name: "haproxy", start: startHaproxy},
 		{name: "nodegress", start: startNodegress(false)},
+		// The same proxy serving a Gateway listener (one HTTPRoute)
+		// instead of an Ingress.
+		{name: "nodegress-gateway", start: startNodegressGateway},
 		// The access log costs a formatted line and a buffered write per
 		// request; measured once, separately.
 		{name: "nodegress+accesslog", rows: []string{"http1"}, start: startNodegress(true)},
@@ -135,7 +138,7 @@ func TestL7(t *testing.T) {
 	backend := startBackend(t, e)
 	peers := selectPeers(s, newL7Peers())
 	if len(peers) == 0 {
-		t.Fatalf("BENCH_FILTER %q selects nothing; rows: http1, tls-new, h2; peers: nginx, haproxy, nodegress, nodegress+accesslog", s.filter)
+		t.Fatalf("BENCH_FILTER %q selects nothing; rows: http1, tls-new, h2; peers: nginx, haproxy, nodegress, nodegress-gateway, nodegress+accesslog", s.filter)
 	}
 	if s.mode == "pprof" {
 		peers = nil
@@ -551,6 +554,17 @@ func startHaproxy(e *l7Env, p *l7Peer) (*benchkit.Proc, error) {
 	// -db: foreground, no master process; one process, one thread.
 	return benchkit.Start(e.reg, p.name, benchkit.SUTCPU, nil, filepath.Join(e.dir, "haproxy.log"),
 		"haproxy", "-db", "-f", conf)
+}
+
+func startNodegressGateway(e *l7Env, p *l7Peer) (*benchkit.Proc, error) {
+	return benchkit.Start(e.reg, p.name, benchkit.SUTCPU, []string{"GOMAXPROCS=1"},
+		filepath.Join(e.dir, p.name+".log"), e.proxyBin,
+		"--http", "127.0.0.1:"+strconv.Itoa(p.httpPort),
+		"--https", "127.0.0.1:"+strconv.Itoa(p.httpsPort),
+		"--backend", "127.0.0.1:"+strconv.Itoa(e.backendPort),
+		"--cert", e.cert.Cert, "--key", e.cert.Key,
+		"--pprof", "127.0.0.1:"+strconv.Itoa(p.pprofPort),
+		"--gateway")
 }
 
 func startNodegress(accessLog bool) func(e *l7Env, p *l7Peer) (*benchkit.Proc, error) {

@@ -46,6 +46,7 @@ func run(args []string) error {
 	keyFile := fs.String("key", "", "PEM key of --cert")
 	accessLog := fs.String("access-log", "", "JSON access log file (empty: off)")
 	pprofAddr := fs.String("pprof", "", "serve net/http/pprof on this address (empty: off)")
+	gateway := fs.Bool("gateway", false, "route through a Gateway listener on both addresses (one HTTPRoute) instead of an Ingress")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -95,6 +96,27 @@ func run(args []string) error {
 			Endpoints: []l7proxy.Endpoint{{Addr: be}},
 		}},
 		Certificates: []l7proxy.Certificate{{Cert: cert, Source: "bench/tls"}},
+	}
+	if *gateway {
+		// What the controller makes of a Gateway with an HTTP and an
+		// HTTPS listener on these addresses and one HTTPRoute, rule
+		// PathPrefix "/", to the same Service.
+		var fronts []netip.AddrPort
+		for _, a := range []string{*httpAddr, *httpsAddr} {
+			ap, err := netip.ParseAddrPort(a)
+			if err != nil {
+				return fmt.Errorf("--gateway needs ip:port listen addresses: %w", err)
+			}
+			fronts = append(fronts, ap)
+		}
+		cfg.Routes = nil
+		cfg.Listeners = []l7proxy.Listener{{Name: "bench/gw/http", Frontends: fronts, Routes: []l7proxy.HTTPRoute{{
+			Source: "bench/bench",
+			Rules: []l7proxy.HTTPRouteRule{{
+				Matches:  []l7proxy.HTTPMatch{{PathType: l7proxy.PathPrefix, Path: "/"}},
+				Backends: []l7proxy.WeightedBackend{{Upstream: upstream, Weight: 1}},
+			}},
+		}}}}
 	}
 	if errs := p.Update(cfg); len(errs) > 0 {
 		return fmt.Errorf("configure proxy: %w", errors.Join(errs...))
