@@ -32,6 +32,16 @@ type gatewayObjects struct {
 	secrets  []*corev1.Secret
 }
 
+// decodeInto decodes document i strictly and appends it to list.
+func decodeInto[T any](t *testing.T, i int, doc string, list *[]*T) {
+	t.Helper()
+	v := new(T)
+	if err := yaml.UnmarshalStrict([]byte(doc), v); err != nil {
+		t.Fatalf("document %d (%T): %v", i, v, err)
+	}
+	*list = append(*list, v)
+}
+
 func decodeGatewayObjects(t *testing.T, docs string) *gatewayObjects {
 	t.Helper()
 	o := &gatewayObjects{}
@@ -40,51 +50,27 @@ func decodeGatewayObjects(t *testing.T, docs string) *gatewayObjects {
 		if err := yaml.Unmarshal([]byte(doc), &tm); err != nil {
 			t.Fatalf("document %d: %v", i, err)
 		}
-		var obj any
 		switch tm.Kind {
 		case "GatewayClass":
-			obj = &gwapi.GatewayClass{}
+			decodeInto(t, i, doc, &o.in.Classes)
 		case "Gateway":
-			obj = &gwapi.Gateway{}
+			decodeInto(t, i, doc, &o.in.Gateways)
 		case "HTTPRoute":
-			obj = &gwapi.HTTPRoute{}
+			decodeInto(t, i, doc, &o.in.HTTPRoutes)
 		case "GRPCRoute":
-			obj = &gwapi.GRPCRoute{}
+			decodeInto(t, i, doc, &o.in.GRPCRoutes)
 		case "ReferenceGrant":
-			obj = &gwapi.ReferenceGrant{}
+			decodeInto(t, i, doc, &o.in.Grants)
 		case "Service":
-			obj = &corev1.Service{}
+			decodeInto(t, i, doc, &o.services)
 		case "EndpointSlice":
-			obj = &discoveryv1.EndpointSlice{}
+			decodeInto(t, i, doc, &o.slices)
 		case "Secret":
-			obj = &corev1.Secret{}
+			decodeInto(t, i, doc, &o.secrets)
 		case "Namespace":
-			obj = &corev1.Namespace{}
+			decodeInto(t, i, doc, &o.in.Namespaces)
 		default:
 			t.Fatalf("document %d: kind %q", i, tm.Kind)
-		}
-		if err := yaml.UnmarshalStrict([]byte(doc), obj); err != nil {
-			t.Fatalf("document %d (%s): %v", i, tm.Kind, err)
-		}
-		switch v := obj.(type) {
-		case *gwapi.GatewayClass:
-			o.in.Classes = append(o.in.Classes, v)
-		case *gwapi.Gateway:
-			o.in.Gateways = append(o.in.Gateways, v)
-		case *gwapi.HTTPRoute:
-			o.in.HTTPRoutes = append(o.in.HTTPRoutes, v)
-		case *gwapi.GRPCRoute:
-			o.in.GRPCRoutes = append(o.in.GRPCRoutes, v)
-		case *gwapi.ReferenceGrant:
-			o.in.Grants = append(o.in.Grants, v)
-		case *corev1.Service:
-			o.services = append(o.services, v)
-		case *discoveryv1.EndpointSlice:
-			o.slices = append(o.slices, v)
-		case *corev1.Secret:
-			o.secrets = append(o.secrets, v)
-		case *corev1.Namespace:
-			o.in.Namespaces = append(o.in.Namespaces, v)
 		}
 	}
 	return o
