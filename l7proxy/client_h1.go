@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -112,7 +113,13 @@ func (s *h1server) serve(l net.Listener, tlsConf *tls.Config, h2 *connQueue) err
 
 func (s *h1server) serveConn(c net.Conn, tlsConf *tls.Config, h2 *connQueue) {
 	o := &s.p.opts
+	var stream *streamFrontend
 	if tlsConf != nil {
+		cur := s.p.state.Load()
+		if stream = cur.streams.frontend(localAddrPort(c)); stream != nil && stream.kind == ListenerTLSPassthrough {
+			s.passthrough(c, stream, cur)
+			return
+		}
 		tc := tls.Server(c, tlsConf)
 		_ = tc.SetDeadline(time.Now().Add(o.ReadHeaderTimeout))
 		if err := tc.HandshakeContext(context.Background()); err != nil {
@@ -121,6 +128,10 @@ func (s *h1server) serveConn(c net.Conn, tlsConf *tls.Config, h2 *connQueue) {
 			return
 		}
 		_ = tc.SetDeadline(time.Time{})
+		if stream != nil {
+			s.p.serveStream(tc, nil, stream, s.p.state.Load(), strings.ToLower(tc.ConnectionState().ServerName), time.Now())
+			return
+		}
 		if tc.ConnectionState().NegotiatedProtocol == "h2" {
 			h2.deliver(tc)
 			return
@@ -150,6 +161,19 @@ func (s *h1server) serveConn(c net.Conn, tlsConf *tls.Config, h2 *connQueue) {
 		_ = c.Close()
 	}
 	hc.free()
+}
+
+// passthrough forwards a connection to a TLS passthrough frontend by the
+// server name of its ClientHello, which is read but not answered.
+func (s *h1server) passthrough(c net.Conn, f *streamFrontend, cur *state) {
+	start := time.Now()
+	sni, hello, err := readClientHello(c, start.Add(s.p.opts.ReadHeaderTimeout))
+	if err != nil {
+		s.p.streamDone(c, sni, "", nil, streamBadHello, 0, start, err)
+		_ = c.Close()
+		return
+	}
+	s.p.serveStream(c, hello, f, cur, strings.ToLower(sni), start)
 }
 
 // shutdown closes the listeners, then idle connections as they become

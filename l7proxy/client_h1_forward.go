@@ -635,8 +635,9 @@ func (hc *h1conn) upgrade(uc *upConn, resp *h1resp) bool {
 
 // splice copies between a client and an upstream connection in both
 // directions, half-closing each side as its peer finishes, and closes
-// both at the end. pending are client bytes already read.
-func splice(client net.Conn, pending []byte, upstream io.ReadWriteCloser) {
+// both at the end. pending are client bytes already read. It returns the
+// bytes sent to the client.
+func splice(client net.Conn, pending []byte, upstream io.ReadWriteCloser) int64 {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -653,7 +654,7 @@ func splice(client net.Conn, pending []byte, upstream io.ReadWriteCloser) {
 			_ = upstream.Close()
 		}
 	}()
-	_, err := io.Copy(client, upstream)
+	n, err := io.Copy(client, upstream)
 	if cw, ok := client.(interface{ CloseWrite() error }); ok && err == nil {
 		_ = cw.CloseWrite()
 	} else {
@@ -662,6 +663,7 @@ func splice(client net.Conn, pending []byte, upstream io.ReadWriteCloser) {
 	<-done
 	_ = client.Close()
 	_ = upstream.Close()
+	return n
 }
 
 // writeHeader writes a response header map's end-to-end fields, without

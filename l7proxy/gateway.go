@@ -28,9 +28,14 @@ type Listener struct {
 	// empty for every host. Of several listeners on one frontend, the one
 	// with the most specific matching hostname serves a request.
 	Hostname string
+	// Kind is what the listener does: serve HTTPRoutes (the zero value)
+	// or forward TLS streams by TLSRoutes (stream.go).
+	Kind ListenerKind
 	// Routes attached to the listener, in precedence order (oldest
 	// first, then by namespace/name).
 	Routes []HTTPRoute
+	// TLSRoutes attached to a TLS listener, in precedence order.
+	TLSRoutes []TLSRoute
 }
 
 // HTTPRoute is one HTTPRoute as attached to a listener.
@@ -219,6 +224,9 @@ func compileGateways(ls []Listener) (gwTables, []error) {
 	t := gwTables{}
 	for i := range ls {
 		l := &ls[i]
+		if l.Kind != ListenerHTTPRoutes {
+			continue
+		}
 		if len(l.Frontends) == 0 {
 			errs = append(errs, fmt.Errorf("listener %s: %w", l.Name, errListenerNoFrontend))
 			continue
@@ -262,21 +270,11 @@ func compileGateways(ls []Listener) (gwTables, []error) {
 		}
 	}
 	for _, f := range t {
-		slices.SortStableFunc(f.listeners, func(a, b *gwListener) int { return listenerSpecificity(b) - listenerSpecificity(a) })
+		slices.SortStableFunc(f.listeners, func(a, b *gwListener) int {
+			return hostSpecificity(b.host, b.wildcard) - hostSpecificity(a.host, a.wildcard)
+		})
 	}
 	return t, errs
-}
-
-// listenerSpecificity orders listeners: precise hostnames, then
-// wildcards by length, then none.
-func listenerSpecificity(l *gwListener) int {
-	switch {
-	case l.host == "":
-		return 0
-	case l.wildcard:
-		return 1 + len(l.host)
-	}
-	return 1 << 20
 }
 
 func compileRule(r *HTTPRoute, rule *HTTPRouteRule, index int) ([]*gwEntry, error) {
@@ -400,7 +398,7 @@ type gwRequest interface {
 // (lowercase, no port).
 func (f *gwFrontend) match(host, path string, req gwRequest) (*gwListener, *gwEntry) {
 	for _, l := range f.listeners {
-		if !listenerServes(l, host) {
+		if !hostServes(l.host, l.wildcard, host) {
 			continue
 		}
 		var found *gwEntry
@@ -418,17 +416,6 @@ func (f *gwFrontend) match(host, path string, req gwRequest) (*gwListener, *gwEn
 		return l, found
 	}
 	return nil, nil
-}
-
-func listenerServes(l *gwListener, host string) bool {
-	switch {
-	case l.host == "":
-		return true
-	case l.wildcard:
-		s := l.host[1:]
-		return len(host) > len(s) && strings.HasSuffix(host, s)
-	}
-	return host == l.host
 }
 
 func (e *gwEntry) matches(path string, req gwRequest) bool {

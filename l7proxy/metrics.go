@@ -19,6 +19,7 @@ type metrics struct {
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
 	upstream *prometheus.HistogramVec
+	streams  *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -38,6 +39,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help:    "Time from sending the request to an endpoint to the end of its response.",
 			Buckets: latencyBuckets,
 		}, labels),
+		streams: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "nodegress_tls_stream_connections_total",
+			Help: "Connections to TLS listeners forwarded by TLSRoute (result forwarded) or refused (no_route, no_endpoint, connect_failed, bad_client_hello), by route.",
+		}, []string{"route", "result"}),
 	}
 	var err error
 	if m.requests, err = register(reg, m.requests); err != nil {
@@ -47,6 +52,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		return nil, err
 	}
 	if m.upstream, err = register(reg, m.upstream); err != nil {
+		return nil, err
+	}
+	if m.streams, err = register(reg, m.streams); err != nil {
 		return nil, err
 	}
 	return m, nil

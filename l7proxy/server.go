@@ -119,6 +119,7 @@ type Proxy struct {
 type state struct {
 	table    *RouteTable
 	gateways gwTables
+	streams  streamTables
 	pools    map[string]*pool
 	certs    *certStore
 }
@@ -207,6 +208,8 @@ func (p *Proxy) Update(cfg Config) []error {
 	}
 	gateways, gerrs := compileGateways(cfg.Listeners)
 	errs = append(errs, gerrs...)
+	streams, serrs := compileStreams(cfg.Listeners)
+	errs = append(errs, serrs...)
 	old := p.state.Load()
 	ups := table.Upstreams()
 	pools := make(map[string]*pool, len(ups))
@@ -252,7 +255,7 @@ func (p *Proxy) Update(cfg Config) []error {
 	}
 	p.series.reset(keep)
 
-	p.state.Store(&state{table: table, gateways: gateways, pools: pools, certs: certs})
+	p.state.Store(&state{table: table, gateways: gateways, streams: streams, pools: pools, certs: certs})
 
 	for _, pl := range replaced {
 		pl.retire()
