@@ -63,6 +63,7 @@ var acceptedKinds = map[string]kindInfo{
 	"Gateway":        {gvk: gwapi.SchemeGroupVersion.WithKind("Gateway"), namespaced: true, gateway: true, resource: "gateways"},
 	"HTTPRoute":      {gvk: gwapi.SchemeGroupVersion.WithKind("HTTPRoute"), namespaced: true, gateway: true},
 	"GRPCRoute":      {gvk: gwapi.SchemeGroupVersion.WithKind("GRPCRoute"), namespaced: true, gateway: true},
+	"TLSRoute":       {gvk: gwapi.SchemeGroupVersion.WithKind("TLSRoute"), namespaced: true, gateway: true},
 	"ReferenceGrant": {gvk: gwapi.SchemeGroupVersion.WithKind("ReferenceGrant"), namespaced: true, gateway: true},
 }
 

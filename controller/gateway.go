@@ -53,6 +53,7 @@ type GatewayInput struct {
 	Gateways       []*gwapi.Gateway
 	HTTPRoutes     []*gwapi.HTTPRoute
 	GRPCRoutes     []*gwapi.GRPCRoute
+	TLSRoutes      []*gwapi.TLSRoute
 	Grants         []*gwapi.ReferenceGrant
 	// Namespaces are needed for allowedRoutes namespace selectors.
 	Namespaces []*corev1.Namespace
@@ -63,16 +64,18 @@ type GatewayInput struct {
 // GatewayStatuses are the statuses the translation decided, keyed by
 // name (GatewayClasses) or namespace/name.
 type GatewayStatuses struct {
-	Classes    map[string][]metav1.Condition
-	Gateways   map[string]gwapi.GatewayStatus
-	Routes     map[string][]gwapi.RouteParentStatus // HTTPRoutes
-	GRPCRoutes map[string][]gwapi.RouteParentStatus
+	Classes  map[string][]metav1.Condition
+	Gateways map[string]gwapi.GatewayStatus
+	// Routes are the routes' parents of ours, by kind (HTTPRoute,
+	// GRPCRoute, TLSRoute), then namespace/name.
+	Routes map[string]map[string][]gwapi.RouteParentStatus
 }
 
 const (
 	kindGateway   = "Gateway"
 	kindHTTPRoute = "HTTPRoute"
 	kindGRPCRoute = "GRPCRoute"
+	kindTLSRoute  = "TLSRoute"
 	kindService   = "Service"
 	kindSecret    = "Secret"
 )
@@ -90,6 +93,10 @@ type gatewayListener struct {
 	hostname string
 	addrs    []netip.Addr
 	routes   []l7proxy.HTTPRoute
+	// tlsMode is a TLS listener's mode ("" for HTTP and HTTPS), and
+	// tlsRoutes its attached TLSRoutes.
+	tlsMode   gwapi.TLSModeType
+	tlsRoutes []l7proxy.TLSRoute
 }
 
 type gatewayTranslator struct {
@@ -113,7 +120,7 @@ func (t *ingressTranslator) translateGateways(in GatewayInput) ([]loader.Service
 		gin:               in,
 		ctrl:              cmp.Or(in.ControllerName, DefaultGatewayControllerName),
 		status: GatewayStatuses{Classes: map[string][]metav1.Condition{}, Gateways: map[string]gwapi.GatewayStatus{},
-			Routes: map[string][]gwapi.RouteParentStatus{}, GRPCRoutes: map[string][]gwapi.RouteParentStatus{}},
+			Routes: map[string]map[string][]gwapi.RouteParentStatus{kindHTTPRoute: {}, kindGRPCRoute: {}, kindTLSRoute: {}}},
 		classes:   map[string]bool{},
 		gateways:  map[string]*gwapi.Gateway{},
 		listeners: map[string][]*gatewayListener{},
@@ -156,6 +163,11 @@ func (t *ingressTranslator) translateGateways(in GatewayInput) ([]loader.Service
 	slices.SortFunc(grpcRoutes, func(a, b *gwapi.GRPCRoute) int { return compareObjects(&a.ObjectMeta, &b.ObjectMeta) })
 	for _, r := range grpcRoutes {
 		g.translateGRPCRoute(r)
+	}
+	tlsRoutes := slices.Clone(in.TLSRoutes)
+	slices.SortFunc(tlsRoutes, func(a, b *gwapi.TLSRoute) int { return compareObjects(&a.ObjectMeta, &b.ObjectMeta) })
+	for _, r := range tlsRoutes {
+		g.translateTLSRoute(r)
 	}
 	var fes []loader.Service
 	for _, gw := range gws {
@@ -339,6 +351,7 @@ func poolAddr(pool []netip.Prefix, i uint64) netip.Addr {
 var (
 	httpRouteKind = gwapi.RouteGroupKind{Group: ptr(gwapi.Group(gwapi.GroupName)), Kind: kindHTTPRoute}
 	grpcRouteKind = gwapi.RouteGroupKind{Group: ptr(gwapi.Group(gwapi.GroupName)), Kind: kindGRPCRoute}
+	tlsRouteKind  = gwapi.RouteGroupKind{Group: ptr(gwapi.Group(gwapi.GroupName)), Kind: kindTLSRoute}
 )
 
 // translateListeners validates a Gateway's listeners.
@@ -358,26 +371,32 @@ func (g *gatewayTranslator) translateListeners(gw *gwapi.Gateway, key string, ad
 		accepted := condition(string(gwapi.ListenerConditionAccepted), true, string(gwapi.ListenerReasonAccepted), "", gen)
 		resolved := condition(string(gwapi.ListenerConditionResolvedRefs), true, string(gwapi.ListenerReasonResolvedRefs), "", gen)
 		conflicted := condition(string(gwapi.ListenerConditionConflicted), false, string(gwapi.ListenerReasonNoConflicts), "", gen)
+		// The route kinds a listener's protocol takes; the first ones are
+		// its default.
+		var protoKinds []gwapi.RouteGroupKind
 		switch l.Protocol {
 		case gwapi.HTTPProtocolType, gwapi.HTTPSProtocolType:
+			protoKinds = []gwapi.RouteGroupKind{httpRouteKind, grpcRouteKind}
+		case gwapi.TLSProtocolType:
+			protoKinds = []gwapi.RouteGroupKind{tlsRouteKind}
+			gl.tlsMode = tlsMode(l)
 		default:
 			accepted = condition(string(gwapi.ListenerConditionAccepted), false, string(gwapi.ListenerReasonUnsupportedProtocol),
-				fmt.Sprintf("protocol %s is not supported yet", l.Protocol), gen)
+				fmt.Sprintf("protocol %s is not supported", l.Protocol), gen)
 		}
-		// Kinds: an HTTP(S) listener takes HTTPRoutes and GRPCRoutes.
-		kinds := []gwapi.RouteGroupKind{httpRouteKind, grpcRouteKind}
+		kinds := protoKinds
 		if l.AllowedRoutes != nil && len(l.AllowedRoutes.Kinds) > 0 {
 			kinds = nil
 			for _, k := range l.AllowedRoutes.Kinds {
-				switch {
-				case (k.Group == nil || *k.Group == gwapi.GroupName) && k.Kind == kindHTTPRoute:
-					kinds = append(kinds, httpRouteKind)
-				case (k.Group == nil || *k.Group == gwapi.GroupName) && k.Kind == kindGRPCRoute:
-					kinds = append(kinds, grpcRouteKind)
-				default:
+				i := slices.IndexFunc(protoKinds, func(pk gwapi.RouteGroupKind) bool {
+					return cmp.Or(ptrValue(k.Group), gwapi.GroupName) == gwapi.GroupName && k.Kind == pk.Kind
+				})
+				if i < 0 {
 					resolved = condition(string(gwapi.ListenerConditionResolvedRefs), false, string(gwapi.ListenerReasonInvalidRouteKinds),
-						fmt.Sprintf("route kind %s is not supported", k.Kind), gen)
+						fmt.Sprintf("route kind %s is not supported on a %s listener", k.Kind, l.Protocol), gen)
+					continue
 				}
+				kinds = append(kinds, protoKinds[i])
 			}
 		}
 		if accepted.Status == metav1.ConditionTrue && len(kinds) > 0 {
@@ -393,12 +412,17 @@ func (g *gatewayTranslator) translateListeners(gw *gwapi.Gateway, key string, ad
 			case o.Protocol != l.Protocol:
 				conflicted = condition(string(gwapi.ListenerConditionConflicted), true, string(gwapi.ListenerReasonProtocolConflict),
 					fmt.Sprintf("listener %s uses port %d with protocol %s", o.Name, l.Port, o.Protocol), gen)
+			case l.Protocol == gwapi.TLSProtocolType && tlsMode(o) != gl.tlsMode:
+				// One frontend either terminates TLS or passes it through.
+				msg := fmt.Sprintf("listener %s uses port %d with TLS mode %s", o.Name, l.Port, tlsMode(o))
+				conflicted = condition(string(gwapi.ListenerConditionConflicted), true, string(gwapi.ListenerReasonProtocolConflict), msg, gen)
+				accepted = condition(string(gwapi.ListenerConditionAccepted), false, string(gwapi.ListenerReasonProtocolConflict), msg, gen)
 			case ptrValue(o.Hostname) == ptrValue(l.Hostname) && conflicted.Status == metav1.ConditionFalse:
 				conflicted = condition(string(gwapi.ListenerConditionConflicted), true, string(gwapi.ListenerReasonHostnameConflict),
 					fmt.Sprintf("listener %s uses port %d with the same hostname", o.Name, l.Port), gen)
 			}
 		}
-		if l.Protocol == gwapi.HTTPSProtocolType && accepted.Status == metav1.ConditionTrue {
+		if (l.Protocol == gwapi.HTTPSProtocolType || gl.tlsMode == gwapi.TLSModeTerminate) && accepted.Status == metav1.ConditionTrue {
 			if c := g.listenerCertificates(gw, l); c != nil {
 				resolved = *c
 			}
@@ -416,6 +440,14 @@ func (g *gatewayTranslator) translateListeners(gw *gwapi.Gateway, key string, ad
 		gl.status.Conditions = []metav1.Condition{accepted, resolved, conflicted, programmed}
 		g.listeners[key] = append(g.listeners[key], gl)
 	}
+}
+
+// tlsMode is a TLS listener's mode (Terminate unless set).
+func tlsMode(l *gwapi.Listener) gwapi.TLSModeType {
+	if l.TLS != nil && l.TLS.Mode != nil {
+		return *l.TLS.Mode
+	}
+	return gwapi.TLSModeTerminate
 }
 
 func ptr[T any](v T) *T { return &v }
@@ -437,7 +469,7 @@ func (g *gatewayTranslator) listenerCertificates(gw *gwapi.Gateway, l *gwapi.Lis
 		return &c
 	}
 	if l.TLS == nil || (l.TLS.Mode != nil && *l.TLS.Mode != gwapi.TLSModeTerminate) {
-		return bad(gwapi.ListenerReasonInvalidCertificateRef, "an HTTPS listener terminates TLS and needs certificateRefs")
+		return bad(gwapi.ListenerReasonInvalidCertificateRef, "an HTTPS listener terminates TLS (mode Terminate) and needs certificateRefs")
 	}
 	if len(l.TLS.CertificateRefs) == 0 {
 		return bad(gwapi.ListenerReasonInvalidCertificateRef, "no certificateRefs")
@@ -500,7 +532,9 @@ type routeObject struct {
 	parentRefs []gwapi.ParentReference
 	hostnames  []gwapi.Hostname
 	rules      []l7proxy.HTTPRouteRule
-	resolved   metav1.Condition
+	// backends are a TLSRoute's, every rule's together.
+	backends []l7proxy.WeightedBackend
+	resolved metav1.Condition
 }
 
 func (r *routeObject) key() string { return r.meta.Namespace + "/" + r.meta.Name }
@@ -509,7 +543,7 @@ func (g *gatewayTranslator) translateHTTPRoute(r *gwapi.HTTPRoute) {
 	rules, resolved := g.routeRules(r)
 	if parents := g.translateRoute(&routeObject{kind: kindHTTPRoute, meta: &r.ObjectMeta, parentRefs: r.Spec.ParentRefs,
 		hostnames: r.Spec.Hostnames, rules: rules, resolved: resolved}); len(parents) > 0 {
-		g.status.Routes[r.Namespace+"/"+r.Name] = parents
+		g.status.Routes[kindHTTPRoute][r.Namespace+"/"+r.Name] = parents
 	}
 }
 
@@ -517,7 +551,22 @@ func (g *gatewayTranslator) translateGRPCRoute(r *gwapi.GRPCRoute) {
 	rules, resolved := g.grpcRouteRules(r)
 	if parents := g.translateRoute(&routeObject{kind: kindGRPCRoute, meta: &r.ObjectMeta, parentRefs: r.Spec.ParentRefs,
 		hostnames: r.Spec.Hostnames, rules: rules, resolved: resolved}); len(parents) > 0 {
-		g.status.GRPCRoutes[r.Namespace+"/"+r.Name] = parents
+		g.status.Routes[kindGRPCRoute][r.Namespace+"/"+r.Name] = parents
+	}
+}
+
+func (g *gatewayTranslator) translateTLSRoute(r *gwapi.TLSRoute) {
+	res := newRefResolution(r.Generation)
+	var refs []ruleBackend
+	for _, rule := range r.Spec.Rules {
+		for _, b := range rule.BackendRefs {
+			refs = append(refs, ruleBackend{ref: b})
+		}
+	}
+	backends := g.ruleBackends(r.Namespace, kindTLSRoute, refs, false, res)
+	if parents := g.translateRoute(&routeObject{kind: kindTLSRoute, meta: &r.ObjectMeta, parentRefs: r.Spec.ParentRefs,
+		hostnames: r.Spec.Hostnames, backends: backends, resolved: res.cond}); len(parents) > 0 {
+		g.status.Routes[kindTLSRoute][r.Namespace+"/"+r.Name] = parents
 	}
 }
 
@@ -570,7 +619,11 @@ func (g *gatewayTranslator) attach(r *routeObject, ref gwapi.ParentReference, gw
 			continue
 		}
 		gl.status.AttachedRoutes++
-		gl.routes = append(gl.routes, l7proxy.HTTPRoute{Source: r.key(), Hostnames: hosts, Rules: r.rules})
+		if r.kind == kindTLSRoute {
+			gl.tlsRoutes = append(gl.tlsRoutes, l7proxy.TLSRoute{Source: r.key(), Hostnames: hosts, Backends: r.backends})
+		} else {
+			gl.routes = append(gl.routes, l7proxy.HTTPRoute{Source: r.key(), Hostnames: hosts, Rules: r.rules})
+		}
 		attached = true
 		reason, msg = gwapi.RouteReasonAccepted, ""
 	}
@@ -895,9 +948,16 @@ func (g *gatewayTranslator) finishGateway(gw *gwapi.Gateway, key string, addrs [
 			continue
 		}
 		valid++
-		pl := l7proxy.Listener{Name: gl.key, Hostname: gl.hostname, Routes: gl.routes}
+		pl := l7proxy.Listener{Name: gl.key, Hostname: gl.hostname, Routes: gl.routes, TLSRoutes: gl.tlsRoutes}
+		switch gl.tlsMode {
+		case gwapi.TLSModePassthrough:
+			pl.Kind = l7proxy.ListenerTLSPassthrough
+		case gwapi.TLSModeTerminate:
+			pl.Kind = l7proxy.ListenerTLSTerminate
+		}
+		// TLS listeners arrive on the proxy's HTTPS listener too.
 		kind := ListenerHTTP
-		if gl.spec.Protocol == gwapi.HTTPSProtocolType {
+		if gl.spec.Protocol != gwapi.HTTPProtocolType {
 			kind = ListenerHTTPS
 		}
 		name := "gw/" + key + "/" + kind

@@ -13,6 +13,7 @@ import (
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/util/retry"
 	"k8s.io/client-go/util/workqueue"
 	gwapi "sigs.k8s.io/gateway-api/apis/v1"
@@ -33,11 +34,10 @@ type gatewayStatusWriter struct {
 
 	mu      sync.Mutex
 	decided GatewayStatuses
-	// ours are the route keys that had parents of ours in a decision
-	// since this agent started: a route that loses them must have them
-	// removed.
-	ours     map[string]bool
-	oursGRPC map[string]bool
+	// ours are the status keys of the routes that had parents of ours in
+	// a decision since this agent started: a route that loses them must
+	// have them removed.
+	ours map[string]bool
 	// written is the resourceVersion of this writer's last write of each
 	// object: an informer copy at another version may predate that write
 	// and cannot tell that nothing needs writing.
@@ -47,14 +47,18 @@ type gatewayStatusWriter struct {
 
 func newGatewayStatusWriter(c *Controller, client gwclient.Interface) *gatewayStatusWriter {
 	return &gatewayStatusWriter{client: client, c: c, log: c.log.With("status", "gateway"),
-		ctrl: cmp.Or(c.cfg.Gateway.ControllerName, DefaultGatewayControllerName), ours: map[string]bool{}, oursGRPC: map[string]bool{}, written: map[string]string{}}
+		ctrl: cmp.Or(c.cfg.Gateway.ControllerName, DefaultGatewayControllerName), ours: map[string]bool{}, written: map[string]string{}}
 }
 
 // Status keys name the object whose status is written.
-func classStatusKey(name string) string       { return "GatewayClass/" + name }
-func gatewayStatusKey(nsName string) string   { return "Gateway/" + nsName }
-func httpRouteStatusKey(nsName string) string { return "HTTPRoute/" + nsName }
-func grpcRouteStatusKey(nsName string) string { return "GRPCRoute/" + nsName }
+func classStatusKey(name string) string     { return "GatewayClass/" + name }
+func gatewayStatusKey(nsName string) string { return "Gateway/" + nsName }
+
+// updateOpts mark the writer's status updates.
+var updateOpts = metav1.UpdateOptions{FieldManager: statusFieldManager}
+
+// routeStatusKey names a route of kind (HTTPRoute, GRPCRoute, TLSRoute).
+func routeStatusKey(kind, nsName string) string { return kind + "/" + nsName }
 
 // want records a new decision and queues the objects it changes.
 func (w *gatewayStatusWriter) want(st GatewayStatuses) {
@@ -73,26 +77,19 @@ func (w *gatewayStatusWriter) want(st GatewayStatuses) {
 			changed = append(changed, gatewayStatusKey(k))
 		}
 	}
-	for k, v := range st.Routes {
-		w.ours[k] = true
-		if !reflect.DeepEqual(prev.Routes[k], v) {
-			changed = append(changed, httpRouteStatusKey(k))
+	for kind, routes := range st.Routes {
+		for k, v := range routes {
+			key := routeStatusKey(kind, k)
+			w.ours[key] = true
+			if !reflect.DeepEqual(prev.Routes[kind][k], v) {
+				changed = append(changed, key)
+			}
 		}
 	}
-	for k, v := range st.GRPCRoutes {
-		w.oursGRPC[k] = true
-		if !reflect.DeepEqual(prev.GRPCRoutes[k], v) {
-			changed = append(changed, grpcRouteStatusKey(k))
-		}
-	}
-	for k := range w.ours {
-		if _, ok := st.Routes[k]; !ok {
-			changed = append(changed, httpRouteStatusKey(k))
-		}
-	}
-	for k := range w.oursGRPC {
-		if _, ok := st.GRPCRoutes[k]; !ok {
-			changed = append(changed, grpcRouteStatusKey(k))
+	for key := range w.ours {
+		kind, k, _ := strings.Cut(key, "/")
+		if _, ok := st.Routes[kind][k]; !ok {
+			changed = append(changed, key)
 		}
 	}
 	if w.queue != nil {
@@ -115,11 +112,8 @@ func (w *gatewayStatusWriter) lead(ctx context.Context) {
 	for k := range w.decided.Gateways {
 		q.Add(gatewayStatusKey(k))
 	}
-	for k := range w.ours {
-		q.Add(httpRouteStatusKey(k))
-	}
-	for k := range w.oursGRPC {
-		q.Add(grpcRouteStatusKey(k))
+	for key := range w.ours {
+		q.Add(key)
 	}
 	w.mu.Unlock()
 	defer func() {
@@ -198,7 +192,7 @@ func (w *gatewayStatusWriter) write(ctx context.Context, key string) error {
 			if reflect.DeepEqual(cur.Status, next.Status) {
 				return nil
 			}
-			updated, err := v1.GatewayClasses().UpdateStatus(ctx, next, metav1.UpdateOptions{FieldManager: statusFieldManager})
+			updated, err := v1.GatewayClasses().UpdateStatus(ctx, next, updateOpts)
 			if err != nil {
 				return err
 			}
@@ -231,52 +225,81 @@ func (w *gatewayStatusWriter) write(ctx context.Context, key string) error {
 			if reflect.DeepEqual(cur.Status, next.Status) {
 				return nil
 			}
-			updated, err := v1.Gateways(ns).UpdateStatus(ctx, next, metav1.UpdateOptions{FieldManager: statusFieldManager})
+			updated, err := v1.Gateways(ns).UpdateStatus(ctx, next, updateOpts)
 			if err != nil {
 				return err
 			}
 			return wrote(updated.ResourceVersion)
-		case "HTTPRoute":
-			cur, err := w.c.gw.httpRoutes.HTTPRoutes(ns).Get(name)
-			if fresh || err == nil && stale(cur.ResourceVersion) {
-				cur, err = v1.HTTPRoutes(ns).Get(ctx, name, metav1.GetOptions{})
-			}
-			if err != nil {
-				return err
-			}
-			parents, changed := w.routeParents(cur.Status.Parents, st.Routes[nsName], now)
-			if !changed {
+		case kindHTTPRoute:
+			return writeRouteStatus(ctx, w, routeStatusIO[*gwapi.HTTPRoute]{
+				cached: func() (*gwapi.HTTPRoute, error) { return w.c.gw.httpRoutes.HTTPRoutes(ns).Get(name) },
+				get:    func() (*gwapi.HTTPRoute, error) { return v1.HTTPRoutes(ns).Get(ctx, name, metav1.GetOptions{}) },
+				update: func(r *gwapi.HTTPRoute) (*gwapi.HTTPRoute, error) {
+					return v1.HTTPRoutes(ns).UpdateStatus(ctx, r, updateOpts)
+				},
+				parents: func(r *gwapi.HTTPRoute) *[]gwapi.RouteParentStatus { return &r.Status.Parents },
+			}, fresh, stale, wrote, st.Routes[kind][nsName], now)
+		case kindGRPCRoute:
+			return writeRouteStatus(ctx, w, routeStatusIO[*gwapi.GRPCRoute]{
+				cached: func() (*gwapi.GRPCRoute, error) { return w.c.gw.grpcRoutes.GRPCRoutes(ns).Get(name) },
+				get:    func() (*gwapi.GRPCRoute, error) { return v1.GRPCRoutes(ns).Get(ctx, name, metav1.GetOptions{}) },
+				update: func(r *gwapi.GRPCRoute) (*gwapi.GRPCRoute, error) {
+					return v1.GRPCRoutes(ns).UpdateStatus(ctx, r, updateOpts)
+				},
+				parents: func(r *gwapi.GRPCRoute) *[]gwapi.RouteParentStatus { return &r.Status.Parents },
+			}, fresh, stale, wrote, st.Routes[kind][nsName], now)
+		case kindTLSRoute:
+			if w.c.gw.tlsRoutes == nil {
 				return nil
 			}
-			next := cur.DeepCopy()
-			next.Status.Parents = parents
-			updated, err := v1.HTTPRoutes(ns).UpdateStatus(ctx, next, metav1.UpdateOptions{FieldManager: statusFieldManager})
-			if err != nil {
-				return err
-			}
-			return wrote(updated.ResourceVersion)
-		case "GRPCRoute":
-			cur, err := w.c.gw.grpcRoutes.GRPCRoutes(ns).Get(name)
-			if fresh || err == nil && stale(cur.ResourceVersion) {
-				cur, err = v1.GRPCRoutes(ns).Get(ctx, name, metav1.GetOptions{})
-			}
-			if err != nil {
-				return err
-			}
-			parents, changed := w.routeParents(cur.Status.Parents, st.GRPCRoutes[nsName], now)
-			if !changed {
-				return nil
-			}
-			next := cur.DeepCopy()
-			next.Status.Parents = parents
-			updated, err := v1.GRPCRoutes(ns).UpdateStatus(ctx, next, metav1.UpdateOptions{FieldManager: statusFieldManager})
-			if err != nil {
-				return err
-			}
-			return wrote(updated.ResourceVersion)
+			return writeRouteStatus(ctx, w, routeStatusIO[*gwapi.TLSRoute]{
+				cached: func() (*gwapi.TLSRoute, error) { return w.c.gw.tlsRoutes.TLSRoutes(ns).Get(name) },
+				get:    func() (*gwapi.TLSRoute, error) { return v1.TLSRoutes(ns).Get(ctx, name, metav1.GetOptions{}) },
+				update: func(r *gwapi.TLSRoute) (*gwapi.TLSRoute, error) {
+					return v1.TLSRoutes(ns).UpdateStatus(ctx, r, updateOpts)
+				},
+				parents: func(r *gwapi.TLSRoute) *[]gwapi.RouteParentStatus { return &r.Status.Parents },
+			}, fresh, stale, wrote, st.Routes[kind][nsName], now)
 		}
 		return fmt.Errorf("unknown status key %q", key)
 	}))
+}
+
+// routeStatusIO reads and writes one route kind's status.
+type routeStatusIO[R interface {
+	metav1.Object
+	DeepCopyObject() runtime.Object
+}] struct {
+	cached, get func() (R, error)
+	update      func(R) (R, error)
+	parents     func(R) *[]gwapi.RouteParentStatus
+}
+
+// writeRouteStatus brings a route's parents of ours to want, reading the
+// route from the informer unless that copy may be stale.
+func writeRouteStatus[R interface {
+	metav1.Object
+	DeepCopyObject() runtime.Object
+}](ctx context.Context, w *gatewayStatusWriter, io routeStatusIO[R], fresh bool, stale func(string) bool,
+	wrote func(string) error, want []gwapi.RouteParentStatus, now metav1.Time) error {
+	cur, err := io.cached()
+	if fresh || err == nil && stale(cur.GetResourceVersion()) {
+		cur, err = io.get()
+	}
+	if err != nil {
+		return err
+	}
+	parents, changed := w.routeParents(*io.parents(cur), want, now)
+	if !changed {
+		return nil
+	}
+	next := cur.DeepCopyObject().(R)
+	*io.parents(next) = parents
+	updated, err := io.update(next)
+	if err != nil {
+		return err
+	}
+	return wrote(updated.GetResourceVersion())
 }
 
 // routeParents merges the decided parents of ours into a route's current

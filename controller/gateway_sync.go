@@ -23,6 +23,9 @@ type GatewayConfig struct {
 	ControllerName string
 	// AddressPool gives addresses to Gateways without spec.addresses.
 	AddressPool []netip.Prefix
+	// SkipTLSRoutes leaves TLSRoutes alone, for API servers whose
+	// Gateway API CRDs predate them (v1 since Gateway API v1.5).
+	SkipTLSRoutes bool
 }
 
 // gatewayListers are the Gateway subsystem's caches.
@@ -31,6 +34,7 @@ type gatewayListers struct {
 	gateways   gwlisters.GatewayLister
 	httpRoutes gwlisters.HTTPRouteLister
 	grpcRoutes gwlisters.GRPCRouteLister
+	tlsRoutes  gwlisters.TLSRouteLister // nil: not followed
 	grants     gwlisters.ReferenceGrantLister
 	namespaces corelisters.NamespaceLister
 }
@@ -61,14 +65,19 @@ func (c *Controller) registerGateway(src *sources) error {
 		grants:     v1.ReferenceGrants().Lister(),
 		namespaces: ns.Lister(),
 	}
+	informers := []cache.SharedIndexInformer{v1.GatewayClasses().Informer(), v1.Gateways().Informer(),
+		v1.HTTPRoutes().Informer(), v1.GRPCRoutes().Informer(), v1.ReferenceGrants().Informer(), ns.Informer()}
+	if !c.cfg.Gateway.SkipTLSRoutes {
+		c.gw.tlsRoutes = v1.TLSRoutes().Lister()
+		informers = append(informers, v1.TLSRoutes().Informer())
+	}
 	request := func() { c.tracker.ingress(); c.runner.Request() }
 	h := cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(any) { request() },
 		UpdateFunc: func(any, any) { request() },
 		DeleteFunc: func(any) { request() },
 	}
-	for _, inf := range []cache.SharedIndexInformer{v1.GatewayClasses().Informer(), v1.Gateways().Informer(),
-		v1.HTTPRoutes().Informer(), v1.GRPCRoutes().Informer(), v1.ReferenceGrants().Informer(), ns.Informer()} {
+	for _, inf := range informers {
 		if err := src.follow(inf, h); err != nil {
 			return err
 		}
@@ -96,6 +105,11 @@ func (c *Controller) gatewayInput() (*GatewayInput, error) {
 	if in.GRPCRoutes, err = c.gw.grpcRoutes.List(labels.Everything()); err != nil {
 		return nil, fmt.Errorf("list grpcroutes: %w", err)
 	}
+	if c.gw.tlsRoutes != nil {
+		if in.TLSRoutes, err = c.gw.tlsRoutes.List(labels.Everything()); err != nil {
+			return nil, fmt.Errorf("list tlsroutes: %w", err)
+		}
+	}
 	if in.Grants, err = c.gw.grants.List(labels.Everything()); err != nil {
 		return nil, fmt.Errorf("list referencegrants: %w", err)
 	}
@@ -106,5 +120,6 @@ func (c *Controller) gatewayInput() (*GatewayInput, error) {
 	c.metrics.setObjects("Gateway", len(in.Gateways))
 	c.metrics.setObjects("HTTPRoute", len(in.HTTPRoutes))
 	c.metrics.setObjects("GRPCRoute", len(in.GRPCRoutes))
+	c.metrics.setObjects("TLSRoute", len(in.TLSRoutes))
 	return in, nil
 }

@@ -59,6 +59,8 @@ func decodeGatewayObjects(t *testing.T, docs string) *gatewayObjects {
 			decodeInto(t, i, doc, &o.in.HTTPRoutes)
 		case "GRPCRoute":
 			decodeInto(t, i, doc, &o.in.GRPCRoutes)
+		case "TLSRoute":
+			decodeInto(t, i, doc, &o.in.TLSRoutes)
 		case "ReferenceGrant":
 			decodeInto(t, i, doc, &o.in.Grants)
 		case "Service":
@@ -244,7 +246,7 @@ spec:
 	}
 
 	// Routes.
-	web := st.Routes["app/web"]
+	web := st.Routes[kindHTTPRoute]["app/web"]
 	if len(web) != 2 {
 		t.Fatalf("web route parents %+v", web)
 	}
@@ -254,7 +256,7 @@ spec:
 	if got := condOf(web[1].Conditions, "Accepted"); got != "True/Accepted" {
 		t.Errorf("web on site: %s", got)
 	}
-	cross := st.Routes["other/cross"]
+	cross := st.Routes[kindHTTPRoute]["other/cross"]
 	var crossConds []string
 	for _, p := range cross {
 		crossConds = append(crossConds, string(ptrValue(p.ParentRef.SectionName))+"="+condOf(p.Conditions, "Accepted"))
@@ -265,7 +267,7 @@ spec:
 	if got := condOf(cross[0].Conditions, "ResolvedRefs"); got != "False/RefNotPermitted" {
 		t.Errorf("cross ResolvedRefs %s", got)
 	}
-	if got := condOf(st.Routes["app/nohost"][0].Conditions, "Accepted"); got != "False/NoMatchingListenerHostname" {
+	if got := condOf(st.Routes[kindHTTPRoute]["app/nohost"][0].Conditions, "Accepted"); got != "False/NoMatchingListenerHostname" {
 		t.Errorf("nohost: %s", got)
 	}
 
@@ -395,7 +397,10 @@ func TestIntersectHostnames(t *testing.T) {
 // Gateway's frontend; editing the route reaches the proxy, deleting the
 // Gateway removes both; a Gateway API object that does not decode is
 // refused while the rest is served.
-func TestStandaloneGateway(t *testing.T) {
+// startStandaloneGateway runs a standalone controller with the Gateway
+// API on, its files in the returned directory (gatewayBase written).
+func startStandaloneGateway(t *testing.T) (string, *fakeDatapath, *fakeProxy) {
+	t.Helper()
 	dir := t.TempDir()
 	dp, proxy := &fakeDatapath{}, &fakeProxy{}
 	c, err := New(Config{
@@ -408,6 +413,15 @@ func TestStandaloneGateway(t *testing.T) {
 		t.Fatal(err)
 	}
 	writeFile(t, filepath.Join(dir, "base.yaml"), gatewayBase)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return dir, dp, proxy
+}
+
+func TestStandaloneGateway(t *testing.T) {
+	dir, dp, proxy := startStandaloneGateway(t)
 	gw := `apiVersion: gateway.networking.k8s.io/v1
 kind: Gateway
 metadata: {name: gw, namespace: app}
@@ -432,10 +446,6 @@ spec:
   parentRefs: [{name: gw}]
   rules: [{matchez: []}]
 `)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- c.Run(ctx) }()
-	defer func() { cancel(); <-done }()
 
 	listenerPath := func() string {
 		cfg := proxy.last()
@@ -468,6 +478,36 @@ spec:
 	}
 	waitFor(t, "gateway gone from proxy and datapath", waitLimit, func() bool {
 		return len(proxy.last().Listeners) == 0 && frontend() == ""
+	})
+}
+
+// TestStandaloneTLSRoute: standalone files carry TLSRoutes too.
+func TestStandaloneTLSRoute(t *testing.T) {
+	dir, _, proxy := startStandaloneGateway(t)
+	writeFile(t, filepath.Join(dir, "tls.yaml"), `apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: app}
+spec:
+  gatewayClassName: nodegress
+  listeners: [{name: tls, port: 443, protocol: TLS, tls: {mode: Passthrough}}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: TLSRoute
+metadata: {name: secure, namespace: app}
+spec:
+  parentRefs: [{name: gw}]
+  hostnames: [secure.example]
+  rules: [{backendRefs: [{name: web, port: 8080}]}]
+`)
+	waitFor(t, "TLS listener in the proxy", waitLimit, func() bool {
+		cfg := proxy.last()
+		if len(cfg.Listeners) != 1 || len(cfg.Listeners[0].TLSRoutes) != 1 {
+			return false
+		}
+		l := cfg.Listeners[0]
+		r := l.TLSRoutes[0]
+		return l.Kind == l7proxy.ListenerTLSPassthrough && r.Source == "app/secure" &&
+			slices.Equal(r.Hostnames, []string{"secure.example"}) && len(r.Backends) == 1 && r.Backends[0].Upstream != ""
 	})
 }
 
@@ -508,7 +548,7 @@ spec:
 	if got := condOf(tls.Conditions, "ResolvedRefs") + " " + condOf(tls.Conditions, "Programmed"); got != "False/InvalidCertificateRef False/Invalid" || tls.AttachedRoutes != 1 {
 		t.Errorf("tls listener %s attached %d", got, tls.AttachedRoutes)
 	}
-	if got := condOf(st.Routes["app/web"][0].Conditions, "Accepted"); got != "True/Accepted" {
+	if got := condOf(st.Routes[kindHTTPRoute]["app/web"][0].Conditions, "Accepted"); got != "True/Accepted" {
 		t.Errorf("route on the unresolved listener: %s", got)
 	}
 	for _, l := range cfg.Listeners {
@@ -548,7 +588,7 @@ spec:
     backendRefs: [{name: web, port: 8080}]
 `)
 	cfg, _, st, _ := o.translate()
-	parents := st.GRPCRoutes["app/echo"]
+	parents := st.Routes[kindGRPCRoute]["app/echo"]
 	if len(parents) != 2 || condOf(parents[0].Conditions, "Accepted") != "True/Accepted" ||
 		condOf(parents[1].Conditions, "Accepted") != "False/NotAllowedByListeners" {
 		t.Fatalf("parents %+v", parents)
@@ -600,5 +640,146 @@ spec:
 	rules := cfg.Listeners[0].Routes[0].Rules
 	if rules[0].Timeout != 1500*time.Millisecond || rules[0].BackendTimeout != time.Second || rules[1].Timeout != 0 {
 		t.Errorf("timeouts %v/%v and %v", rules[0].Timeout, rules[0].BackendTimeout, rules[1].Timeout)
+	}
+}
+
+// TestTranslateTLSRoute checks TLS listeners (passthrough and terminate),
+// their route kinds, mixed modes on one port, and TLSRoute attachment,
+// hostnames, backends and status.
+func TestTranslateTLSRoute(t *testing.T) {
+	o := decodeGatewayObjects(t, gatewayBase+`---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: app, generation: 2}
+spec:
+  gatewayClassName: nodegress
+  addresses: [{value: 192.0.2.1}]
+  listeners:
+  - {name: pass, port: 443, protocol: TLS, hostname: "*.example.com", tls: {mode: Passthrough}}
+  - {name: term, port: 8443, protocol: TLS, tls: {certificateRefs: [{name: cert}]}}
+  - {name: kinds, port: 9443, protocol: TLS, tls: {mode: Passthrough}, allowedRoutes: {kinds: [{kind: TCPRoute}, {kind: TLSRoute}]}}
+  - {name: http, port: 80, protocol: HTTP, allowedRoutes: {kinds: [{kind: TLSRoute}]}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: mixed, namespace: app}
+spec:
+  gatewayClassName: nodegress
+  addresses: [{value: 192.0.2.2}]
+  listeners:
+  - {name: term, port: 443, protocol: TLS, hostname: a.example.com, tls: {mode: Terminate, certificateRefs: [{name: cert}]}}
+  - {name: pass, port: 443, protocol: TLS, hostname: b.example.com, tls: {mode: Passthrough}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: TLSRoute
+metadata: {name: secure, namespace: app, generation: 3}
+spec:
+  parentRefs: [{name: gw, sectionName: pass}, {name: gw, sectionName: term}]
+  hostnames: [a.example.com, other.org]
+  rules: [{backendRefs: [{name: web, port: 8080, weight: 3}, {name: missing, port: 1}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: TLSRoute
+metadata: {name: elsewhere, namespace: app}
+spec:
+  parentRefs: [{name: gw, sectionName: pass}]
+  hostnames: [x.other.org]
+  rules: [{backendRefs: [{name: web, port: 8080}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: web, namespace: app}
+spec:
+  parentRefs: [{name: gw, sectionName: pass}]
+  rules: [{backendRefs: [{name: web, port: 8080}]}]
+`)
+	certPEM, keyPEM := testCert(t, "a.example.com")
+	o.secrets = append(o.secrets, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "cert", Namespace: "app"},
+		Type: corev1.SecretTypeTLS, Data: map[string][]byte{corev1.TLSCertKey: certPEM, corev1.TLSPrivateKeyKey: keyPEM}})
+	cfg, fes, st, _ := o.translate()
+
+	listeners := map[string]gwapi.ListenerStatus{}
+	for _, gw := range []string{"app/gw", "app/mixed"} {
+		for _, l := range st.Gateways[gw].Listeners {
+			listeners[gw+"/"+string(l.Name)] = l
+		}
+	}
+	kinds := func(l gwapi.ListenerStatus) string {
+		var ks []string
+		for _, k := range l.SupportedKinds {
+			ks = append(ks, string(k.Kind))
+		}
+		return strings.Join(ks, ",")
+	}
+	for _, tc := range []struct {
+		listener, accepted, resolved, kinds string
+		attached                            int32
+	}{
+		{"app/gw/pass", "True/Accepted", "True/ResolvedRefs", "TLSRoute", 1},
+		{"app/gw/term", "True/Accepted", "True/ResolvedRefs", "TLSRoute", 1},
+		{"app/gw/kinds", "True/Accepted", "False/InvalidRouteKinds", "TLSRoute", 0},
+		{"app/gw/http", "True/Accepted", "False/InvalidRouteKinds", "", 0},
+		{"app/mixed/term", "False/ProtocolConflict", "True/ResolvedRefs", "TLSRoute", 0},
+		{"app/mixed/pass", "False/ProtocolConflict", "True/ResolvedRefs", "TLSRoute", 0},
+	} {
+		l := listeners[tc.listener]
+		if got := [...]string{condOf(l.Conditions, "Accepted"), condOf(l.Conditions, "ResolvedRefs"), kinds(l)}; got !=
+			[...]string{tc.accepted, tc.resolved, tc.kinds} || l.AttachedRoutes != tc.attached {
+			t.Errorf("%s: accepted, resolved, kinds %v, attached %d; want %s %s %q %d", tc.listener, got, l.AttachedRoutes,
+				tc.accepted, tc.resolved, tc.kinds, tc.attached)
+		}
+	}
+	if got := condOf(st.Gateways["app/mixed"].Conditions, "Accepted"); got != "False/ListenersNotValid" {
+		t.Errorf("mixed gateway Accepted %s", got)
+	}
+
+	secure := st.Routes[kindTLSRoute]["app/secure"]
+	if len(secure) != 2 || condOf(secure[0].Conditions, "Accepted") != "True/Accepted" ||
+		condOf(secure[1].Conditions, "Accepted") != "True/Accepted" ||
+		condOf(secure[0].Conditions, "ResolvedRefs") != "False/BackendNotFound" || secure[0].Conditions[0].ObservedGeneration != 3 {
+		t.Errorf("secure parents %+v", secure)
+	}
+	if got := condOf(st.Routes[kindTLSRoute]["app/elsewhere"][0].Conditions, "Accepted"); got != "False/NoMatchingListenerHostname" {
+		t.Errorf("elsewhere Accepted %s", got)
+	}
+	if got := condOf(st.Routes[kindHTTPRoute]["app/web"][0].Conditions, "Accepted"); got != "False/NotAllowedByListeners" {
+		t.Errorf("HTTPRoute on a TLS listener: Accepted %s", got)
+	}
+
+	byName := map[string]l7proxy.Listener{}
+	for _, l := range cfg.Listeners {
+		byName[l.Name] = l
+	}
+	pass, term := byName["app/gw/pass"], byName["app/gw/term"]
+	if pass.Kind != l7proxy.ListenerTLSPassthrough || len(pass.TLSRoutes) != 1 ||
+		!slices.Equal(pass.TLSRoutes[0].Hostnames, []string{"a.example.com"}) || len(pass.Routes) != 0 {
+		t.Errorf("pass listener %+v", pass)
+	}
+	if b := pass.TLSRoutes[0].Backends; len(b) != 2 || b[0].Upstream == "" || b[0].Weight != 3 || b[1].Upstream != "" {
+		t.Errorf("pass backends %+v: want the service's upstream (weight 3) and an unresolved one", b)
+	}
+	if term.Kind != l7proxy.ListenerTLSTerminate || len(term.TLSRoutes) != 1 ||
+		!slices.Equal(term.TLSRoutes[0].Hostnames, []string{"a.example.com", "other.org"}) {
+		t.Errorf("term listener %+v", term)
+	}
+	if _, ok := byName["app/mixed/term"]; ok {
+		t.Error("a listener with conflicting TLS modes serves")
+	}
+	// TLS listeners are steered to the proxy's HTTPS listener; the one
+	// with an unsupported route kind does not serve (ResolvedRefs false).
+	var https []string
+	for _, fe := range fes {
+		if fe.Name == "gw/app/gw/https" {
+			for _, f := range fe.Frontends {
+				https = append(https, fmt.Sprintf("%s:%d", f.Addr, f.Port))
+			}
+			if fe.ProxyListener != ListenerHTTPS {
+				t.Errorf("frontend %s goes to proxy listener %q", fe.Name, fe.ProxyListener)
+			}
+		}
+	}
+	slices.Sort(https)
+	if want := []string{"192.0.2.1:443", "192.0.2.1:8443"}; !slices.Equal(https, want) {
+		t.Errorf("https frontends %v, want %v", https, want)
 	}
 }

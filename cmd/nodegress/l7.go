@@ -232,11 +232,17 @@ func gatewayConfig(f *l7Flags, standalone bool, client kubernetes.Interface, cfg
 	if standalone {
 		return gc, nil
 	}
+	missing, err := missingGatewayResources(client, append(slices.Clone(gatewayResources), "tlsroutes"))
+	if err != nil {
+		return nil, fmt.Errorf("--gateway-api %s: %w", f.gatewayAPI, err)
+	}
+	if slices.Contains(missing, "tlsroutes") {
+		// CRDs older than Gateway API v1.5 have no TLSRoute in v1.
+		log.Info("gateway api: TLSRoutes not served in " + gwapi.GroupVersion.String() + "; TLS listeners get no routes")
+		gc.SkipTLSRoutes = true
+		missing = slices.DeleteFunc(missing, func(r string) bool { return r == "tlsroutes" })
+	}
 	if f.gatewayAPI == "auto" {
-		missing, err := missingGatewayResources(client)
-		if err != nil {
-			return nil, fmt.Errorf("--gateway-api auto: %w", err)
-		}
 		if len(missing) > 0 {
 			log.Info("gateway api off: its CRDs are not installed (see manifests/gateway-api); restart the agent after installing them",
 				"missing", missing)
@@ -249,18 +255,18 @@ func gatewayConfig(f *l7Flags, standalone bool, client kubernetes.Interface, cfg
 	return gc, nil
 }
 
-// missingGatewayResources lists the Gateway API resources the API server
+// missingGatewayResources lists the resources of want the API server
 // does not serve in gateway.networking.k8s.io/v1.
-func missingGatewayResources(client kubernetes.Interface) ([]string, error) {
+func missingGatewayResources(client kubernetes.Interface, want []string) ([]string, error) {
 	list, err := client.Discovery().ServerResourcesForGroupVersion(gwapi.GroupVersion.String())
 	if apierrors.IsNotFound(err) {
-		return gatewayResources, nil
+		return want, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("discover %s: %w", gwapi.GroupVersion, err)
 	}
 	var missing []string
-	for _, r := range gatewayResources {
+	for _, r := range want {
 		if !slices.ContainsFunc(list.APIResources, func(a metav1.APIResource) bool { return a.Name == r }) {
 			missing = append(missing, r)
 		}
