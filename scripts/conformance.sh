@@ -26,10 +26,10 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 CACHE=/var/cache/nodegress
 LOCK=/var/lock/nodegress-cluster.lock
 OUT=${CONFORMANCE_OUT:-/var/tmp/nodegress-conformance}
-PROFILES=${CONFORMANCE_PROFILES:-GATEWAY-HTTP,GATEWAY-GRPC}
+PROFILES=${CONFORMANCE_PROFILES:-GATEWAY-HTTP,GATEWAY-GRPC,GATEWAY-TLS}
 TIMEOUT=${CONFORMANCE_TIMEOUT:-60m}
 # Extended features nodegress implements; the suite runs their tests too.
-FEATURES=${CONFORMANCE_FEATURES:-HTTPRouteQueryParamMatching,HTTPRouteMethodMatching,HTTPRouteResponseHeaderModification,HTTPRoutePortRedirect,HTTPRouteSchemeRedirect,HTTPRoutePathRedirect,HTTPRouteHostRewrite,HTTPRoutePathRewrite,HTTPRoute303RedirectStatusCode,HTTPRoute307RedirectStatusCode,HTTPRoute308RedirectStatusCode,HTTPRouteParentRefPort,HTTPRouteNamedRouteRule,HTTPRouteBackendProtocolH2C,HTTPRouteBackendProtocolWebSocket,GatewayPort8080,GatewayHTTPListenerIsolation,GatewayAddressEmpty,HTTPRouteRequestTimeout,HTTPRouteBackendTimeout}
+FEATURES=${CONFORMANCE_FEATURES:-HTTPRouteQueryParamMatching,HTTPRouteMethodMatching,HTTPRouteResponseHeaderModification,HTTPRoutePortRedirect,HTTPRouteSchemeRedirect,HTTPRoutePathRedirect,HTTPRouteHostRewrite,HTTPRoutePathRewrite,HTTPRoute303RedirectStatusCode,HTTPRoute307RedirectStatusCode,HTTPRoute308RedirectStatusCode,HTTPRouteParentRefPort,HTTPRouteNamedRouteRule,HTTPRouteBackendProtocolH2C,HTTPRouteBackendProtocolWebSocket,GatewayPort8080,GatewayHTTPListenerIsolation,GatewayAddressEmpty,HTTPRouteRequestTimeout,HTTPRouteBackendTimeout,TLSRouteModeTerminate}
 
 log() { echo "conformance: $*" >&2; }
 
