@@ -12,7 +12,7 @@
 # one cluster runs on the machine at a time.
 #
 # Environment:
-#   CONFORMANCE_PROFILES   default GATEWAY-HTTP,GATEWAY-GRPC
+#   CONFORMANCE_PROFILES   default GATEWAY-HTTP,GATEWAY-GRPC,GATEWAY-TLS
 #   CONFORMANCE_FEATURES   extended features claimed (--supported-features);
 #                          default: the ones nodegress implements (below)
 #   CONFORMANCE_RUN_TEST   one test only (--run-test), for debugging
