@@ -399,10 +399,6 @@ func (g *gatewayTranslator) translateListeners(gw *gwapi.Gateway, key string, ad
 				kinds = append(kinds, protoKinds[i])
 			}
 		}
-		if accepted.Status == metav1.ConditionTrue && len(kinds) > 0 {
-			slices.SortStableFunc(kinds, func(a, b gwapi.RouteGroupKind) int { return strings.Compare(string(a.Kind), string(b.Kind)) })
-			gl.status.SupportedKinds = slices.CompactFunc(kinds, func(a, b gwapi.RouteGroupKind) bool { return a.Kind == b.Kind })
-		}
 		for _, j := range byPort[l.Port] {
 			if j == i {
 				continue
@@ -421,6 +417,10 @@ func (g *gatewayTranslator) translateListeners(gw *gwapi.Gateway, key string, ad
 				conflicted = condition(string(gwapi.ListenerConditionConflicted), true, string(gwapi.ListenerReasonHostnameConflict),
 					fmt.Sprintf("listener %s uses port %d with the same hostname", o.Name, l.Port), gen)
 			}
+		}
+		if accepted.Status == metav1.ConditionTrue && len(kinds) > 0 {
+			slices.SortStableFunc(kinds, func(a, b gwapi.RouteGroupKind) int { return strings.Compare(string(a.Kind), string(b.Kind)) })
+			gl.status.SupportedKinds = slices.CompactFunc(kinds, func(a, b gwapi.RouteGroupKind) bool { return a.Kind == b.Kind })
 		}
 		if (l.Protocol == gwapi.HTTPSProtocolType || gl.tlsMode == gwapi.TLSModeTerminate) && accepted.Status == metav1.ConditionTrue {
 			if c := g.listenerCertificates(gw, l); c != nil {

@@ -719,8 +719,8 @@ spec:
 		{"app/gw/term", "True/Accepted", "True/ResolvedRefs", "TLSRoute", 1},
 		{"app/gw/kinds", "True/Accepted", "False/InvalidRouteKinds", "TLSRoute", 0},
 		{"app/gw/http", "True/Accepted", "False/InvalidRouteKinds", "", 0},
-		{"app/mixed/term", "False/ProtocolConflict", "True/ResolvedRefs", "TLSRoute", 0},
-		{"app/mixed/pass", "False/ProtocolConflict", "True/ResolvedRefs", "TLSRoute", 0},
+		{"app/mixed/term", "False/ProtocolConflict", "True/ResolvedRefs", "", 0},
+		{"app/mixed/pass", "False/ProtocolConflict", "True/ResolvedRefs", "", 0},
 	} {
 		l := listeners[tc.listener]
 		if got := [...]string{condOf(l.Conditions, "Accepted"), condOf(l.Conditions, "ResolvedRefs"), kinds(l)}; got !=
