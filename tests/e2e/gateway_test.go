@@ -1,7 +1,12 @@
 package e2e
 
 import (
+	"bufio"
+	"context"
+	"crypto/tls"
 	"fmt"
+	"io"
+	"net/http"
 	"net/netip"
 	"strings"
 	"testing"
@@ -39,7 +44,9 @@ metadata: {name: fixed, namespace: default}
 spec:
   gatewayClassName: nodegress
   addresses: [{type: IPAddress, value: 10.96.41.7}]
-  listeners: [{name: http, port: 80, protocol: HTTP}]
+  listeners:
+  - {name: http, port: 80, protocol: HTTP}
+  - {name: tls, port: 443, protocol: TLS, tls: {mode: Passthrough}}
 `
 
 // siteRoute attaches to both listeners of gw; apiService serves /api.
@@ -70,6 +77,14 @@ metadata: {name: fixed, namespace: default}
 spec:
   parentRefs: [{name: fixed}]
   rules: [{backendRefs: [{name: v2, port: 80}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: TLSRoute
+metadata: {name: secure, namespace: default}
+spec:
+  parentRefs: [{name: fixed, sectionName: tls}]
+  hostnames: [secure.gw.test]
+  rules: [{backendRefs: [{name: secure, port: 443}]}]
 `, apiService)
 }
 
@@ -77,13 +92,16 @@ spec:
 // to the proxy by the datapath like the Ingress frontends: a pool address
 // and a fixed one, two listeners (a second port with a wildcard
 // hostname), path, header and host matching, a redirect, a rewrite with a
-// header filter, pods on both nodes, the Gateway's frontends kept apart
+// header filter, TLS passthrough by SNI to pods with their own
+// certificates, pods on both nodes, the Gateway's frontends kept apart
 // from the node's Ingress frontends, and a route change applied while
 // serving.
 func TestGateway(t *testing.T) {
 	tp := netns.TwoNodes(t, 2, 2)
 	p1a, p1b, p2a, p2b := tp.Pod("pod1a"), tp.Pod("pod1b"), tp.Pod("pod2a"), tp.Pod("pod2b")
-	svcs := []harness.Service{svc("web", p1a, p2a), svc("api", p1b), svc("v2", p2b)}
+	secure := harness.Service{Name: "secure", Type: "ClusterIP", Endpoints: harness.Endpoints(p1a, p2b),
+		Ports: []harness.Port{{Name: "https", Port: 443, TargetPort: harness.PodHTTPSPort}}}
+	svcs := []harness.Service{svc("web", p1a, p2a), svc("api", p1b), svc("v2", p2b), secure}
 	site := harness.Ingress{Name: "site", Rules: []harness.IngressRule{rule("site.gw.test", path("/", "api"))}}
 	c := newL7ClusterArgs(t, tp, svcs, []string{"--gateway-address-pool", gatewayPool.String()}, site)
 	c.m.Write(t, "gatewayclass.yaml", gatewayClassYAML)
@@ -136,6 +154,31 @@ func TestGateway(t *testing.T) {
 		}
 	})
 
+	// A TLS passthrough listener: the pods' own certificates prove the
+	// proxy did not terminate; an unknown server name is refused on the
+	// same address and port.
+	t.Run("tls passthrough", func(t *testing.T) {
+		c := c.withT(t)
+		frontend := netip.AddrPortFrom(gatewayFixed, 443)
+		byPod := map[string]int{}
+		for range 8 {
+			cn, body, err := tlsExchange(c.ctx, c.client(), frontend, "secure.gw.test")
+			if err != nil {
+				t.Fatalf("SNI secure.gw.test: %v", err)
+			}
+			if !strings.HasPrefix(body, "pod="+cn+" ") || (cn != "pod1a" && cn != "pod2b") {
+				t.Fatalf("SNI secure.gw.test: certificate of %q, answer %q; want a pod's own, from that pod", cn, body)
+			}
+			byPod[cn]++
+		}
+		if byPod["pod1a"] == 0 || byPod["pod2b"] == 0 {
+			t.Errorf("want connections to pods on both nodes, got %v", byPod)
+		}
+		if cn, body, err := tlsExchange(c.ctx, c.client(), frontend, "other.gw.test"); err == nil {
+			t.Errorf("SNI other.gw.test served by %q: %q; want the connection refused", cn, body)
+		}
+	})
+
 	t.Run("pods on both nodes", func(t *testing.T) {
 		c := c.withT(t)
 		byPod := map[string]int{}
@@ -176,4 +219,35 @@ func TestGateway(t *testing.T) {
 			t.Logf("access log:\n%s", log)
 		}
 	}
+}
+
+// tlsExchange sends GET / over TLS to addr from ns with server name sni,
+// without verifying the certificate, and returns the certificate's CN
+// and the answer's body.
+func tlsExchange(ctx context.Context, ns *netns.NS, addr netip.AddrPort, sni string) (cn, body string, err error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	raw, err := ns.DialContext(ctx, "tcp", addr.String())
+	if err != nil {
+		return "", "", err
+	}
+	c := tls.Client(raw, &tls.Config{ServerName: sni, InsecureSkipVerify: true, NextProtos: []string{"http/1.1"}})
+	defer c.Close()
+	if dl, ok := ctx.Deadline(); ok {
+		_ = c.SetDeadline(dl)
+	}
+	if err := c.HandshakeContext(ctx); err != nil {
+		return "", "", err
+	}
+	cn = c.ConnectionState().PeerCertificates[0].Subject.CommonName
+	if _, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: "+sni+"\r\nConnection: close\r\n\r\n"); err != nil {
+		return cn, "", err
+	}
+	res, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		return cn, "", err
+	}
+	defer res.Body.Close()
+	b, err := io.ReadAll(res.Body)
+	return cn, string(b), err
 }

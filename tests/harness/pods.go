@@ -18,11 +18,14 @@ const (
 	// PodH2CPort serves the same as PodHTTPPort, with cleartext HTTP/2
 	// (prior knowledge) besides HTTP/1.1.
 	PodH2CPort = 8081
-	PodUDPPort = 9090
+	// PodHTTPSPort serves it over TLS with the pod's own certificate (its
+	// name as CN).
+	PodHTTPSPort = 8443
+	PodUDPPort   = 9090
 )
 
 // StartPodServers runs podserver in each pod (HTTP on PodHTTPPort, HTTP/1.1
-// and h2c on PodH2CPort, UDP echo on PodUDPPort) and waits until all are
+// and h2c on PodH2CPort, HTTPS on PodHTTPSPort, UDP echo on PodUDPPort) and waits until all are
 // listening. They are killed in
 // t.Cleanup.
 func StartPodServers(t testing.TB, pods ...*netns.Pod) {
@@ -40,6 +43,7 @@ func startPodServer(t testing.TB, bin string, p *netns.Pod) {
 		"--name", p.Name,
 		"--http", fmt.Sprintf(":%d", PodHTTPPort),
 		"--h2c", fmt.Sprintf(":%d", PodH2CPort),
+		"--https", fmt.Sprintf(":%d", PodHTTPSPort),
 		"--udp", fmt.Sprintf(":%d", PodUDPPort))
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	var stderr strings.Builder

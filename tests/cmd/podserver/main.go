@@ -8,7 +8,7 @@
 //
 // Usage:
 //
-//	podserver --name NAME [--http :8080] [--h2c :8081] [--udp :9090]   serve
+//	podserver --name NAME [--http :8080] [--h2c :8081] [--https :8443] [--udp :9090]   serve
 //	podserver get [--timeout 2s] URL                      one HTTP GET on a new connection, print the body
 //	podserver udp [--timeout 2s] ADDR MSG                 send one datagram, print the reply
 //	podserver xdp-pass DEV                                attach an XDP_PASS stub to DEV (stays after exit)
@@ -19,6 +19,7 @@ import (
 	"cmp"
 	"context"
 	"crypto/sha256"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -76,6 +77,7 @@ func serve(args []string) error {
 	name := fs.String("name", "", "pod name to answer with (required)")
 	httpAddr := fs.String("http", ":8080", "HTTP listen address, empty to disable")
 	h2cAddr := fs.String("h2c", "", "listen address serving the same handler over HTTP/1.1 and cleartext HTTP/2 (prior knowledge), empty to disable")
+	httpsAddr := fs.String("https", "", "listen address serving the same handler over TLS with a certificate of its own (CN and DNS name: the pod name), empty to disable")
 	udpAddr := fs.String("udp", ":9090", "UDP echo listen address, empty to disable")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -111,6 +113,14 @@ func serve(args []string) error {
 		go func() { errc <- srv.Serve(ln) }()
 		defer srv.Close()
 	}
+	if *httpsAddr != "" {
+		srv, ln, err := httpsServer(*httpsAddr, *name)
+		if err != nil {
+			return err
+		}
+		go func() { errc <- srv.ServeTLS(ln, "", "") }()
+		defer srv.Close()
+	}
 	if *udpAddr != "" {
 		pc, err := net.ListenPacket("udp", *udpAddr)
 		if err != nil {
@@ -128,6 +138,30 @@ func serve(args []string) error {
 	case err := <-errc:
 		return err
 	}
+}
+
+// httpsServer serves the handler over TLS with a certificate issued at
+// start for the pod's name: a client seeing it knows the pod, not a
+// proxy, terminated TLS.
+func httpsServer(addr, name string) (*http.Server, net.Listener, error) {
+	ca, err := testcert.NewCA(name + " CA")
+	if err != nil {
+		return nil, nil, fmt.Errorf("https certificate: %w", err)
+	}
+	leaf, err := ca.Issue(name)
+	if err != nil {
+		return nil, nil, fmt.Errorf("https certificate: %w", err)
+	}
+	cert, err := tls.X509KeyPair(leaf.CertPEM, leaf.KeyPEM)
+	if err != nil {
+		return nil, nil, fmt.Errorf("https certificate: %w", err)
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, nil, fmt.Errorf("listen https: %w", err)
+	}
+	return &http.Server{Handler: handler(name), ReadHeaderTimeout: 10 * time.Second,
+		TLSConfig: &tls.Config{Certificates: []tls.Certificate{cert}}}, ln, nil
 }
 
 // handler serves:
