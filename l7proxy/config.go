@@ -104,6 +104,9 @@ type Upstream struct {
 	ConnectTimeout time.Duration
 	ReadTimeout    time.Duration
 	IdleTimeout    time.Duration
+	// TLS verifies a ProtocolHTTPS upstream's certificate (nil: the
+	// connection is encrypted but not verified).
+	TLS *UpstreamTLS
 }
 
 // Endpoint is one pod address of an upstream.

@@ -215,9 +215,12 @@ func (p *Proxy) Update(cfg Config) []error {
 	pools := make(map[string]*pool, len(ups))
 	var replaced []*pool
 	for name, up := range ups {
-		s := settingsFor(up, &p.opts)
+		s, err := settingsFor(up, &p.opts)
+		if err != nil {
+			errs = append(errs, err)
+		}
 		pl := old.pools[name]
-		if pl == nil || pl.settings != s {
+		if pl == nil || !pl.settings.equal(s) {
 			if pl != nil {
 				replaced = append(replaced, pl)
 			}

@@ -12,14 +12,25 @@ import (
 	"math/big"
 	"net"
 	"net/http"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
 )
 
-// makeCertPEM creates a self-signed certificate for names.
+// makeCertPEM creates a self-signed certificate for names (DNS names, or
+// URIs when they have a scheme).
 func makeCertPEM(t testing.TB, cn string, names ...string) (certPEM, keyPEM []byte) {
 	t.Helper()
+	var dns []string
+	var uris []*url.URL
+	for _, n := range names {
+		if u, err := url.Parse(n); err == nil && u.Scheme != "" {
+			uris = append(uris, u)
+		} else {
+			dns = append(dns, n)
+		}
+	}
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
@@ -30,7 +41,8 @@ func makeCertPEM(t testing.TB, cn string, names ...string) (certPEM, keyPEM []by
 		Subject:      pkix.Name{CommonName: cn},
 		NotBefore:    time.Now().Add(-time.Hour),
 		NotAfter:     time.Now().Add(time.Hour),
-		DNSNames:     names,
+		DNSNames:     dns,
+		URIs:         uris,
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 	}

@@ -51,6 +51,9 @@ func newTransport(s poolSettings, maxHeaderBytes int) *http.Transport {
 	case ProtocolH2C:
 		t.Protocols.SetUnencryptedHTTP2(true)
 	case ProtocolHTTPS:
+		if s.tlsConf != nil {
+			t.TLSClientConfig = s.tlsConf
+		}
 		t.Protocols.SetHTTP1(true)
 		t.Protocols.SetHTTP2(true)
 		t.TLSHandshakeTimeout = s.connectTimeout

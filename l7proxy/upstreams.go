@@ -1,6 +1,8 @@
 package l7proxy
 
 import (
+	"crypto/tls"
+	"fmt"
 	"math/rand/v2"
 	"net/http"
 	"net/netip"
@@ -30,6 +32,17 @@ type poolSettings struct {
 	connectTimeout time.Duration
 	readTimeout    time.Duration
 	idleTimeout    time.Duration
+	// verify, when set, is how an HTTPS upstream's certificate is
+	// checked; tlsConf is built from it (nil: encrypted, not verified).
+	verify  *UpstreamTLS
+	tlsConf *tls.Config
+}
+
+// equal reports whether a pool made with o would work as one made with
+// s, so the pool (and its connections) can stay.
+func (s poolSettings) equal(o poolSettings) bool {
+	return s.protocol == o.protocol && s.connectTimeout == o.connectTimeout && s.readTimeout == o.readTimeout &&
+		s.idleTimeout == o.idleTimeout && s.verify.equal(o.verify)
 }
 
 // pool holds the endpoints of one upstream and balances requests over them.
@@ -66,12 +79,22 @@ type endpoint struct {
 	retired      atomic.Bool
 }
 
-func settingsFor(up *Upstream, o *Options) poolSettings {
+// settingsFor returns an upstream's pool settings; an error says its TLS
+// verification cannot be set up (its connections are then refused).
+func settingsFor(up *Upstream, o *Options) (poolSettings, error) {
 	s := poolSettings{
 		protocol:       up.Protocol,
 		connectTimeout: up.ConnectTimeout,
 		readTimeout:    up.ReadTimeout,
 		idleTimeout:    up.IdleTimeout,
+	}
+	var err error
+	if up.TLS != nil && up.Protocol == ProtocolHTTPS {
+		s.verify = up.TLS
+		if s.tlsConf, err = up.TLS.clientConfig(); err != nil {
+			err = fmt.Errorf("upstream %s: %w", up.Name, err)
+			s.tlsConf = refusingConfig(err)
+		}
 	}
 	if s.connectTimeout <= 0 {
 		s.connectTimeout = o.DefaultConnectTimeout
@@ -82,7 +105,7 @@ func settingsFor(up *Upstream, o *Options) poolSettings {
 	if s.idleTimeout <= 0 {
 		s.idleTimeout = o.DefaultIdleTimeout
 	}
-	return s
+	return s, err
 }
 
 func newPool(name string, s poolSettings) *pool {

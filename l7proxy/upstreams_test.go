@@ -37,7 +37,8 @@ func TestEjectBackoff(t *testing.T) {
 
 func testPool(t *testing.T, b Balance, eps ...Endpoint) *pool {
 	t.Helper()
-	p := newPool("u", settingsFor(&Upstream{}, &Options{DefaultConnectTimeout: time.Second}))
+	s, _ := settingsFor(&Upstream{}, &Options{DefaultConnectTimeout: time.Second})
+	p := newPool("u", s)
 	p.update(&Upstream{Name: "u", Balance: b, Endpoints: eps}, 0)
 	return p
 }
