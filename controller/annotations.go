@@ -49,6 +49,10 @@ type ingressAnnotations struct {
 	ConnectTimeout time.Duration
 	ReadTimeout    time.Duration
 	IdleTimeout    time.Duration
+	// TLS verifies an HTTPS upstream, as the BackendTLSPolicy named by
+	// TLSPolicy (namespace/name) says.
+	TLS       *l7proxy.UpstreamTLS
+	TLSPolicy string
 }
 
 // AnnotationError is an annotation value nodegress cannot use. It disables

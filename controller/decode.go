@@ -52,19 +52,21 @@ type kindInfo struct {
 // acceptedKinds are the kinds the standalone source stores, by Kind. Each is
 // accepted in one API version only: the one the informers watch.
 var acceptedKinds = map[string]kindInfo{
-	"Service":        {gvk: corev1.SchemeGroupVersion.WithKind("Service"), namespaced: true},
-	"Node":           {gvk: corev1.SchemeGroupVersion.WithKind("Node")},
-	"Secret":         {gvk: corev1.SchemeGroupVersion.WithKind("Secret"), namespaced: true},
-	"EndpointSlice":  {gvk: discoveryv1.SchemeGroupVersion.WithKind("EndpointSlice"), namespaced: true},
-	"Ingress":        {gvk: networkingv1.SchemeGroupVersion.WithKind("Ingress"), namespaced: true},
-	"IngressClass":   {gvk: networkingv1.SchemeGroupVersion.WithKind("IngressClass")},
-	"Namespace":      {gvk: corev1.SchemeGroupVersion.WithKind("Namespace"), gateway: true},
-	"GatewayClass":   {gvk: gwapi.SchemeGroupVersion.WithKind("GatewayClass"), gateway: true},
-	"Gateway":        {gvk: gwapi.SchemeGroupVersion.WithKind("Gateway"), namespaced: true, gateway: true, resource: "gateways"},
-	"HTTPRoute":      {gvk: gwapi.SchemeGroupVersion.WithKind("HTTPRoute"), namespaced: true, gateway: true},
-	"GRPCRoute":      {gvk: gwapi.SchemeGroupVersion.WithKind("GRPCRoute"), namespaced: true, gateway: true},
-	"TLSRoute":       {gvk: gwapi.SchemeGroupVersion.WithKind("TLSRoute"), namespaced: true, gateway: true},
-	"ReferenceGrant": {gvk: gwapi.SchemeGroupVersion.WithKind("ReferenceGrant"), namespaced: true, gateway: true},
+	"Service":          {gvk: corev1.SchemeGroupVersion.WithKind("Service"), namespaced: true},
+	"Node":             {gvk: corev1.SchemeGroupVersion.WithKind("Node")},
+	"Secret":           {gvk: corev1.SchemeGroupVersion.WithKind("Secret"), namespaced: true},
+	"EndpointSlice":    {gvk: discoveryv1.SchemeGroupVersion.WithKind("EndpointSlice"), namespaced: true},
+	"Ingress":          {gvk: networkingv1.SchemeGroupVersion.WithKind("Ingress"), namespaced: true},
+	"IngressClass":     {gvk: networkingv1.SchemeGroupVersion.WithKind("IngressClass")},
+	"Namespace":        {gvk: corev1.SchemeGroupVersion.WithKind("Namespace"), gateway: true},
+	"GatewayClass":     {gvk: gwapi.SchemeGroupVersion.WithKind("GatewayClass"), gateway: true},
+	"Gateway":          {gvk: gwapi.SchemeGroupVersion.WithKind("Gateway"), namespaced: true, gateway: true, resource: "gateways"},
+	"HTTPRoute":        {gvk: gwapi.SchemeGroupVersion.WithKind("HTTPRoute"), namespaced: true, gateway: true},
+	"GRPCRoute":        {gvk: gwapi.SchemeGroupVersion.WithKind("GRPCRoute"), namespaced: true, gateway: true},
+	"TLSRoute":         {gvk: gwapi.SchemeGroupVersion.WithKind("TLSRoute"), namespaced: true, gateway: true},
+	"BackendTLSPolicy": {gvk: gwapi.SchemeGroupVersion.WithKind("BackendTLSPolicy"), namespaced: true, gateway: true, resource: "backendtlspolicies"},
+	"ConfigMap":        {gvk: corev1.SchemeGroupVersion.WithKind("ConfigMap"), namespaced: true, gateway: true},
+	"ReferenceGrant":   {gvk: gwapi.SchemeGroupVersion.WithKind("ReferenceGrant"), namespaced: true, gateway: true},
 }
 
 // decodeScheme knows the kinds of client-go and of the Gateway API.

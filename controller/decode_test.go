@@ -123,9 +123,9 @@ data: {}
 		},
 		{
 			name:     "unknown kind and unused kind are ignored",
-			in:       "apiVersion: example.com/v1\nkind: Widget\nmetadata: {name: w}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n---\n" + webService,
+			in:       "apiVersion: example.com/v1\nkind: Widget\nmetadata: {name: w}\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: c}\n---\n" + webService,
 			wantKeys: []string{"Service default/web"},
-			wantErrs: []wantErr{{doc: 1, line: 1, key: "Widget w", ignored: true}, {doc: 2, line: 5, key: "ConfigMap c", ignored: true}},
+			wantErrs: []wantErr{{doc: 1, line: 1, key: "Widget w", ignored: true}, {doc: 2, line: 5, key: "Pod c", ignored: true}},
 		},
 		{
 			name:     "wrong field type",

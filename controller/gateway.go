@@ -54,7 +54,10 @@ type GatewayInput struct {
 	HTTPRoutes     []*gwapi.HTTPRoute
 	GRPCRoutes     []*gwapi.GRPCRoute
 	TLSRoutes      []*gwapi.TLSRoute
-	Grants         []*gwapi.ReferenceGrant
+	// BackendTLSPolicies and the ConfigMaps their caCertificateRefs name.
+	BackendTLSPolicies []*gwapi.BackendTLSPolicy
+	ConfigMaps         []*corev1.ConfigMap
+	Grants             []*gwapi.ReferenceGrant
 	// Namespaces are needed for allowedRoutes namespace selectors.
 	Namespaces []*corev1.Namespace
 	// AddressPool gives addresses to Gateways without spec.addresses.
@@ -69,6 +72,9 @@ type GatewayStatuses struct {
 	// Routes are the routes' parents of ours, by kind (HTTPRoute,
 	// GRPCRoute, TLSRoute), then namespace/name.
 	Routes map[string]map[string][]gwapi.RouteParentStatus
+	// BackendTLSPolicies are the policies' ancestors of ours (the
+	// Gateways whose routes use a Service they target), by namespace/name.
+	BackendTLSPolicies map[string][]gwapi.PolicyAncestorStatus
 }
 
 const (
@@ -110,6 +116,12 @@ type gatewayTranslator struct {
 	listeners map[string][]*gatewayListener
 	taken     map[netip.Addr]string // allocated addresses → Gateway key
 	nsLabels  map[string]labels.Set
+	// backendTLS are the BackendTLSPolicies by the Service port they
+	// apply to; serviceGateways the Gateways whose attached routes name
+	// each Service (namespace/name), the policies' ancestors.
+	backendTLS      map[backendTLSTarget]*backendTLSPolicy
+	tlsPolicies     []*backendTLSPolicy
+	serviceGateways map[string][]string
 }
 
 // translateGateways adds the Gateway API's listeners, upstreams and
@@ -120,17 +132,22 @@ func (t *ingressTranslator) translateGateways(in GatewayInput) ([]loader.Service
 		gin:               in,
 		ctrl:              cmp.Or(in.ControllerName, DefaultGatewayControllerName),
 		status: GatewayStatuses{Classes: map[string][]metav1.Condition{}, Gateways: map[string]gwapi.GatewayStatus{},
-			Routes: map[string]map[string][]gwapi.RouteParentStatus{kindHTTPRoute: {}, kindGRPCRoute: {}, kindTLSRoute: {}}},
+			Routes:             map[string]map[string][]gwapi.RouteParentStatus{kindHTTPRoute: {}, kindGRPCRoute: {}, kindTLSRoute: {}},
+			BackendTLSPolicies: map[string][]gwapi.PolicyAncestorStatus{}},
 		classes:   map[string]bool{},
 		gateways:  map[string]*gwapi.Gateway{},
 		listeners: map[string][]*gatewayListener{},
 		taken:     map[netip.Addr]string{},
 		nsLabels:  map[string]labels.Set{},
+
+		backendTLS:      map[backendTLSTarget]*backendTLSPolicy{},
+		serviceGateways: map[string][]string{},
 	}
 	for _, ns := range in.Namespaces {
 		g.nsLabels[ns.Name] = ns.Labels
 	}
 	g.translateClasses()
+	g.resolveBackendTLS()
 	gws := slices.Clone(in.Gateways)
 	slices.SortFunc(gws, func(a, b *gwapi.Gateway) int { return compareObjects(&a.ObjectMeta, &b.ObjectMeta) })
 	for _, gw := range gws {
@@ -177,6 +194,7 @@ func (t *ingressTranslator) translateGateways(in GatewayInput) ([]loader.Service
 		}
 		fes = append(fes, g.finishGateway(gw, key, addrs[key], addrProblems[key])...)
 	}
+	g.backendTLSStatuses()
 	return fes, g.status
 }
 
@@ -535,22 +553,24 @@ type routeObject struct {
 	// backends are a TLSRoute's, every rule's together.
 	backends []l7proxy.WeightedBackend
 	resolved metav1.Condition
+	// services are those the backendRefs name (namespace/name).
+	services []string
 }
 
 func (r *routeObject) key() string { return r.meta.Namespace + "/" + r.meta.Name }
 
 func (g *gatewayTranslator) translateHTTPRoute(r *gwapi.HTTPRoute) {
-	rules, resolved := g.routeRules(r)
+	rules, res := g.routeRules(r)
 	if parents := g.translateRoute(&routeObject{kind: kindHTTPRoute, meta: &r.ObjectMeta, parentRefs: r.Spec.ParentRefs,
-		hostnames: r.Spec.Hostnames, rules: rules, resolved: resolved}); len(parents) > 0 {
+		hostnames: r.Spec.Hostnames, rules: rules, resolved: res.cond, services: res.services}); len(parents) > 0 {
 		g.status.Routes[kindHTTPRoute][r.Namespace+"/"+r.Name] = parents
 	}
 }
 
 func (g *gatewayTranslator) translateGRPCRoute(r *gwapi.GRPCRoute) {
-	rules, resolved := g.grpcRouteRules(r)
+	rules, res := g.grpcRouteRules(r)
 	if parents := g.translateRoute(&routeObject{kind: kindGRPCRoute, meta: &r.ObjectMeta, parentRefs: r.Spec.ParentRefs,
-		hostnames: r.Spec.Hostnames, rules: rules, resolved: resolved}); len(parents) > 0 {
+		hostnames: r.Spec.Hostnames, rules: rules, resolved: res.cond, services: res.services}); len(parents) > 0 {
 		g.status.Routes[kindGRPCRoute][r.Namespace+"/"+r.Name] = parents
 	}
 }
@@ -565,7 +585,7 @@ func (g *gatewayTranslator) translateTLSRoute(r *gwapi.TLSRoute) {
 	}
 	backends := g.ruleBackends(r.Namespace, kindTLSRoute, refs, false, res)
 	if parents := g.translateRoute(&routeObject{kind: kindTLSRoute, meta: &r.ObjectMeta, parentRefs: r.Spec.ParentRefs,
-		hostnames: r.Spec.Hostnames, backends: backends, resolved: res.cond}); len(parents) > 0 {
+		hostnames: r.Spec.Hostnames, backends: backends, resolved: res.cond, services: res.services}); len(parents) > 0 {
 		g.status.Routes[kindTLSRoute][r.Namespace+"/"+r.Name] = parents
 	}
 }
@@ -619,6 +639,9 @@ func (g *gatewayTranslator) attach(r *routeObject, ref gwapi.ParentReference, gw
 			continue
 		}
 		gl.status.AttachedRoutes++
+		for _, svc := range r.services {
+			g.serviceGateways[svc] = append(g.serviceGateways[svc], gwKey)
+		}
 		if r.kind == kindTLSRoute {
 			gl.tlsRoutes = append(gl.tlsRoutes, l7proxy.TLSRoute{Source: r.key(), Hostnames: hosts, Backends: r.backends})
 		} else {
@@ -698,12 +721,17 @@ func hostCovers(pattern, host string) bool {
 	return len(host) > len(s) && strings.HasSuffix(host, s)
 }
 
-// refResolution is a route's ResolvedRefs condition: true until the
-// first reference that does not resolve.
-type refResolution struct{ cond metav1.Condition }
+// refResolution is a route's ResolvedRefs condition (true until the
+// first reference that does not resolve) and the Services its backendRefs
+// name (namespace/name), whose BackendTLSPolicies get the route's
+// Gateways as ancestors.
+type refResolution struct {
+	cond     metav1.Condition
+	services []string
+}
 
 func newRefResolution(gen int64) *refResolution {
-	return &refResolution{condition(string(gwapi.RouteConditionResolvedRefs), true, string(gwapi.RouteReasonResolvedRefs), "", gen)}
+	return &refResolution{cond: condition(string(gwapi.RouteConditionResolvedRefs), true, string(gwapi.RouteReasonResolvedRefs), "", gen)}
 }
 
 func (r *refResolution) fail(reason gwapi.RouteConditionReason, msg string) {
@@ -723,6 +751,9 @@ type ruleBackend struct {
 func (g *gatewayTranslator) ruleBackends(routeNS, kind string, refs []ruleBackend, grpc bool, res *refResolution) []l7proxy.WeightedBackend {
 	out := make([]l7proxy.WeightedBackend, 0, len(refs))
 	for _, b := range refs {
+		if ptrValue(b.ref.Group) == "" && cmp.Or(string(ptrValue(b.ref.Kind)), kindService) == kindService {
+			res.services = append(res.services, cmp.Or(string(ptrValue(b.ref.Namespace)), routeNS)+"/"+string(b.ref.Name))
+		}
 		up, reason, msg := g.routeBackend(routeNS, kind, b.ref, grpc)
 		if reason != "" {
 			res.fail(reason, msg)
@@ -752,7 +783,7 @@ func (g *gatewayTranslator) finishRule(pr *l7proxy.HTTPRouteRule, kind, key, uns
 
 // routeRules translates an HTTPRoute's rules and returns its ResolvedRefs
 // condition.
-func (g *gatewayTranslator) routeRules(r *gwapi.HTTPRoute) ([]l7proxy.HTTPRouteRule, metav1.Condition) {
+func (g *gatewayTranslator) routeRules(r *gwapi.HTTPRoute) ([]l7proxy.HTTPRouteRule, *refResolution) {
 	res := newRefResolution(r.Generation)
 	out := make([]l7proxy.HTTPRouteRule, 0, len(r.Spec.Rules))
 	for _, rule := range r.Spec.Rules {
@@ -792,7 +823,7 @@ func (g *gatewayTranslator) routeRules(r *gwapi.HTTPRoute) ([]l7proxy.HTTPRouteR
 		g.finishRule(&pr, kindHTTPRoute, r.Namespace+"/"+r.Name, unsupported)
 		out = append(out, pr)
 	}
-	return out, res.cond
+	return out, res
 }
 
 func boolInt32(b bool) int32 {
@@ -899,17 +930,25 @@ func (g *gatewayTranslator) routeBackend(routeNS, kind string, b gwapi.BackendRe
 		return "", gwapi.RouteReasonBackendNotFound, fmt.Sprintf("service %s/%s not found", ns, b.Name)
 	}
 	var ann ingressAnnotations
-	found := false
-	for _, p := range svc.Spec.Ports {
-		if p.Port == int32(*b.Port) {
-			found = true
+	var port *corev1.ServicePort
+	for i := range svc.Spec.Ports {
+		if p := &svc.Spec.Ports[i]; p.Port == int32(*b.Port) {
+			port = p
 			if grpc || ptrValue(p.AppProtocol) == "kubernetes.io/h2c" {
 				ann.Protocol = l7proxy.ProtocolH2C
 			}
 		}
 	}
-	if !found {
+	if port == nil {
 		return "", gwapi.RouteReasonBackendNotFound, fmt.Sprintf("service %s/%s has no port %d", ns, b.Name, *b.Port)
+	}
+	if bt := g.backendTLSFor(ns, string(b.Name), port.Name); bt != nil && kind != kindTLSRoute {
+		if bt.verify == nil {
+			// The policy's status says why; requests get 500 rather
+			// than go unverified.
+			return "", "", ""
+		}
+		ann.Protocol, ann.TLS, ann.TLSPolicy = l7proxy.ProtocolHTTPS, bt.verify, bt.key
 	}
 	name, problem := g.serviceUpstream(serviceRef{Namespace: ns, Name: string(b.Name),
 		Port: networkingv1.ServiceBackendPort{Number: int32(*b.Port)}}, ann)
@@ -1011,7 +1050,7 @@ func setConditions(cur []metav1.Condition, want []metav1.Condition, now metav1.T
 // grpcRouteRules translates a GRPCRoute's rules into the proxy's: a method
 // match is a match on the request path (/service/method), and every
 // backend speaks h2c.
-func (g *gatewayTranslator) grpcRouteRules(r *gwapi.GRPCRoute) ([]l7proxy.HTTPRouteRule, metav1.Condition) {
+func (g *gatewayTranslator) grpcRouteRules(r *gwapi.GRPCRoute) ([]l7proxy.HTTPRouteRule, *refResolution) {
 	res := newRefResolution(r.Generation)
 	out := make([]l7proxy.HTTPRouteRule, 0, len(r.Spec.Rules))
 	for _, rule := range r.Spec.Rules {
@@ -1038,7 +1077,7 @@ func (g *gatewayTranslator) grpcRouteRules(r *gwapi.GRPCRoute) ([]l7proxy.HTTPRo
 		g.finishRule(&pr, kindGRPCRoute, r.Namespace+"/"+r.Name, unsupported)
 		out = append(out, pr)
 	}
-	return out, res.cond
+	return out, res
 }
 
 // grpcMatch turns a GRPCRoute match into a path and header match: gRPC

@@ -86,9 +86,22 @@ func (w *gatewayStatusWriter) want(st GatewayStatuses) {
 			}
 		}
 	}
+	for k, v := range st.BackendTLSPolicies {
+		key := routeStatusKey(kindBackendTLSPolicy, k)
+		w.ours[key] = true
+		if !reflect.DeepEqual(prev.BackendTLSPolicies[k], v) {
+			changed = append(changed, key)
+		}
+	}
 	for key := range w.ours {
 		kind, k, _ := strings.Cut(key, "/")
-		if _, ok := st.Routes[kind][k]; !ok {
+		ok := false
+		if kind == kindBackendTLSPolicy {
+			_, ok = st.BackendTLSPolicies[k]
+		} else {
+			_, ok = st.Routes[kind][k]
+		}
+		if !ok {
 			changed = append(changed, key)
 		}
 	}
@@ -248,6 +261,28 @@ func (w *gatewayStatusWriter) write(ctx context.Context, key string) error {
 				},
 				parents: func(r *gwapi.GRPCRoute) *[]gwapi.RouteParentStatus { return &r.Status.Parents },
 			}, fresh, stale, wrote, st.Routes[kind][nsName], now)
+		case kindBackendTLSPolicy:
+			if w.c.gw.tlsPolicies == nil {
+				return nil
+			}
+			cur, err := w.c.gw.tlsPolicies.BackendTLSPolicies(ns).Get(name)
+			if fresh || err == nil && stale(cur.ResourceVersion) {
+				cur, err = v1.BackendTLSPolicies(ns).Get(ctx, name, metav1.GetOptions{})
+			}
+			if err != nil {
+				return err
+			}
+			ancestors, changed := w.policyAncestors(cur.Status.Ancestors, st.BackendTLSPolicies[nsName], now)
+			if !changed {
+				return nil
+			}
+			next := cur.DeepCopy()
+			next.Status.Ancestors = ancestors
+			updated, err := v1.BackendTLSPolicies(ns).UpdateStatus(ctx, next, updateOpts)
+			if err != nil {
+				return err
+			}
+			return wrote(updated.ResourceVersion)
 		case kindTLSRoute:
 			if w.c.gw.tlsRoutes == nil {
 				return nil
@@ -322,6 +357,29 @@ func (w *gatewayStatusWriter) routeParents(cur, want []gwapi.RouteParentStatus, 
 		parents = []gwapi.RouteParentStatus{}
 	}
 	return parents, !reflect.DeepEqual(cur, parents) && (len(cur) > 0 || len(parents) > 0)
+}
+
+// policyAncestors merges the decided ancestors of ours into a policy's
+// current ones (other controllers' untouched) and reports whether they
+// changed.
+func (w *gatewayStatusWriter) policyAncestors(cur, want []gwapi.PolicyAncestorStatus, now metav1.Time) ([]gwapi.PolicyAncestorStatus, bool) {
+	out := slices.DeleteFunc(slices.Clone(cur), func(a gwapi.PolicyAncestorStatus) bool {
+		return string(a.ControllerName) == w.ctrl
+	})
+	for _, a := range want {
+		var prev []metav1.Condition
+		if i := slices.IndexFunc(cur, func(c gwapi.PolicyAncestorStatus) bool {
+			return string(c.ControllerName) == w.ctrl && reflect.DeepEqual(c.AncestorRef, a.AncestorRef)
+		}); i >= 0 {
+			prev = cur[i].Conditions
+		}
+		a.Conditions = setConditions(prev, a.Conditions, now)
+		out = append(out, a)
+	}
+	if len(out) == 0 {
+		out = []gwapi.PolicyAncestorStatus{}
+	}
+	return out, !reflect.DeepEqual(cur, out) && (len(cur) > 0 || len(out) > 0)
 }
 
 func ignoreNotFound(err error) error {

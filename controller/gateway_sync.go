@@ -4,9 +4,11 @@ import (
 	"fmt"
 	"net/netip"
 
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
+	gwapi "sigs.k8s.io/gateway-api/apis/v1"
 	gwclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
 	gwinformers "sigs.k8s.io/gateway-api/pkg/client/informers/externalversions"
 	gwlisters "sigs.k8s.io/gateway-api/pkg/client/listers/apis/v1"
@@ -24,8 +26,11 @@ type GatewayConfig struct {
 	// AddressPool gives addresses to Gateways without spec.addresses.
 	AddressPool []netip.Prefix
 	// SkipTLSRoutes leaves TLSRoutes alone, for API servers whose
-	// Gateway API CRDs predate them (v1 since Gateway API v1.5).
-	SkipTLSRoutes bool
+	// Gateway API CRDs predate them (v1 since Gateway API v1.5);
+	// SkipBackendTLSPolicies likewise BackendTLSPolicies (v1 since
+	// v1.4), and with them ConfigMaps.
+	SkipTLSRoutes          bool
+	SkipBackendTLSPolicies bool
 }
 
 // gatewayListers are the Gateway subsystem's caches.
@@ -35,8 +40,12 @@ type gatewayListers struct {
 	httpRoutes gwlisters.HTTPRouteLister
 	grpcRoutes gwlisters.GRPCRouteLister
 	tlsRoutes  gwlisters.TLSRouteLister // nil: not followed
-	grants     gwlisters.ReferenceGrantLister
-	namespaces corelisters.NamespaceLister
+	// tlsPolicies (nil: not followed) and the ConfigMaps holding their
+	// CA certificates.
+	tlsPolicies gwlisters.BackendTLSPolicyLister
+	configMaps  corelisters.ConfigMapLister
+	grants      gwlisters.ReferenceGrantLister
+	namespaces  corelisters.NamespaceLister
 }
 
 // registerGateway follows the Gateway API's objects, and Namespaces for
@@ -70,6 +79,11 @@ func (c *Controller) registerGateway(src *sources) error {
 	if !c.cfg.Gateway.SkipTLSRoutes {
 		c.gw.tlsRoutes = v1.TLSRoutes().Lister()
 		informers = append(informers, v1.TLSRoutes().Informer())
+	}
+	if !c.cfg.Gateway.SkipBackendTLSPolicies {
+		cms := src.factory.Core().V1().ConfigMaps()
+		c.gw.tlsPolicies, c.gw.configMaps = v1.BackendTLSPolicies().Lister(), cms.Lister()
+		informers = append(informers, v1.BackendTLSPolicies().Informer(), cms.Informer())
 	}
 	request := func() { c.tracker.ingress(); c.runner.Request() }
 	h := cache.ResourceEventHandlerFuncs{
@@ -110,6 +124,12 @@ func (c *Controller) gatewayInput() (*GatewayInput, error) {
 			return nil, fmt.Errorf("list tlsroutes: %w", err)
 		}
 	}
+	if c.gw.tlsPolicies != nil {
+		if in.BackendTLSPolicies, err = c.gw.tlsPolicies.List(labels.Everything()); err != nil {
+			return nil, fmt.Errorf("list backendtlspolicies: %w", err)
+		}
+		in.ConfigMaps = c.caConfigMaps(in.BackendTLSPolicies)
+	}
 	if in.Grants, err = c.gw.grants.List(labels.Everything()); err != nil {
 		return nil, fmt.Errorf("list referencegrants: %w", err)
 	}
@@ -121,5 +141,26 @@ func (c *Controller) gatewayInput() (*GatewayInput, error) {
 	c.metrics.setObjects("HTTPRoute", len(in.HTTPRoutes))
 	c.metrics.setObjects("GRPCRoute", len(in.GRPCRoutes))
 	c.metrics.setObjects("TLSRoute", len(in.TLSRoutes))
+	c.metrics.setObjects("BackendTLSPolicy", len(in.BackendTLSPolicies))
 	return in, nil
+}
+
+// caConfigMaps returns the ConfigMaps the policies' caCertificateRefs
+// name (those that exist).
+func (c *Controller) caConfigMaps(policies []*gwapi.BackendTLSPolicy) []*corev1.ConfigMap {
+	var out []*corev1.ConfigMap
+	seen := map[string]bool{}
+	for _, p := range policies {
+		for _, ref := range p.Spec.Validation.CACertificateRefs {
+			key := p.Namespace + "/" + string(ref.Name)
+			if ref.Group != "" || ref.Kind != kindConfigMap || seen[key] {
+				continue
+			}
+			seen[key] = true
+			if cm, err := c.gw.configMaps.ConfigMaps(p.Namespace).Get(string(ref.Name)); err == nil {
+				out = append(out, cm)
+			}
+		}
+	}
+	return out
 }

@@ -61,6 +61,10 @@ func decodeGatewayObjects(t *testing.T, docs string) *gatewayObjects {
 			decodeInto(t, i, doc, &o.in.GRPCRoutes)
 		case "TLSRoute":
 			decodeInto(t, i, doc, &o.in.TLSRoutes)
+		case "BackendTLSPolicy":
+			decodeInto(t, i, doc, &o.in.BackendTLSPolicies)
+		case "ConfigMap":
+			decodeInto(t, i, doc, &o.in.ConfigMaps)
 		case "ReferenceGrant":
 			decodeInto(t, i, doc, &o.in.Grants)
 		case "Service":
@@ -781,5 +785,183 @@ spec:
 	slices.Sort(https)
 	if want := []string{"192.0.2.1:443", "192.0.2.1:8443"}; !slices.Equal(https, want) {
 		t.Errorf("https frontends %v, want %v", https, want)
+	}
+}
+
+// TestTranslateBackendTLSPolicy checks which policy applies to a Service
+// port (by section, else the whole Service; the older of two for one
+// target), the verification it gives the upstream, and the statuses:
+// Conflicted, InvalidKind, InvalidCACertificateRef, with the Gateways
+// whose routes use the Service as ancestors.
+func TestTranslateBackendTLSPolicy(t *testing.T) {
+	o := decodeGatewayObjects(t, gatewayBase+`---
+apiVersion: v1
+kind: Service
+metadata: {name: secure, namespace: app}
+spec:
+  ports: [{name: https, port: 443}, {name: alt, port: 8443}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: secure-1, namespace: app, labels: {kubernetes.io/service-name: secure}}
+addressType: IPv4
+ports: [{name: https, port: 443}, {name: alt, port: 8443}]
+endpoints: [{addresses: [10.0.0.7], conditions: {ready: true}}]
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: bad, namespace: app}
+data: {ca.crt: "not a certificate"}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: app}
+spec:
+  gatewayClassName: nodegress
+  addresses: [{value: 192.0.2.1}]
+  listeners: [{name: http, port: 80, protocol: HTTP}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: web, namespace: app}
+spec:
+  parentRefs: [{name: gw}]
+  rules:
+  - {matches: [{path: {value: /section}}], backendRefs: [{name: secure, port: 443}]}
+  - {matches: [{path: {value: /service}}], backendRefs: [{name: secure, port: 8443}]}
+  - {matches: [{path: {value: /invalid}}], backendRefs: [{name: web, port: 8080}]}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: BackendTLSPolicy
+metadata: {name: whole, namespace: app, generation: 2, creationTimestamp: "2026-01-01T00:00:00Z"}
+spec:
+  targetRefs: [{group: "", kind: Service, name: secure}]
+  validation: {hostname: secure.example.com, caCertificateRefs: [{group: "", kind: ConfigMap, name: ca}]}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: BackendTLSPolicy
+metadata: {name: later, namespace: app, creationTimestamp: "2026-01-02T00:00:00Z"}
+spec:
+  targetRefs: [{group: "", kind: Service, name: secure}]
+  validation: {hostname: other.example.com, wellKnownCACertificates: System}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: BackendTLSPolicy
+metadata: {name: section, namespace: app}
+spec:
+  targetRefs: [{group: "", kind: Service, name: secure, sectionName: https}]
+  validation:
+    hostname: secure.example.com
+    caCertificateRefs: [{group: "", kind: ConfigMap, name: ca}]
+    subjectAltNames: [{type: Hostname, hostname: san.example.com}, {type: URI, uri: "spiffe://cluster/web"}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: BackendTLSPolicy
+metadata: {name: wrongkind, namespace: app}
+spec:
+  targetRefs: [{group: "", kind: Service, name: web}]
+  validation: {hostname: web.example.com, caCertificateRefs: [{group: "", kind: Secret, name: ca}]}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: BackendTLSPolicy
+metadata: {name: unused, namespace: app}
+spec:
+  targetRefs: [{group: "", kind: Service, name: nobody}]
+  validation: {hostname: x.example.com, caCertificateRefs: [{group: "", kind: ConfigMap, name: bad}]}
+`)
+	caPEM, _ := testCert(t, "ca.example.com")
+	o.in.ConfigMaps = append(o.in.ConfigMaps, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "ca", Namespace: "app"},
+		Data: map[string]string{"ca.crt": string(caPEM)}})
+	cfg, _, st, _ := o.translate()
+
+	ups := map[string]l7proxy.Upstream{}
+	for _, u := range cfg.Upstreams {
+		ups[u.Name] = u
+	}
+	rules := cfg.Listeners[0].Routes[0].Rules
+	upstream := func(path string) l7proxy.Upstream {
+		for _, r := range rules {
+			if r.Matches[0].Path == path {
+				return ups[r.Backends[0].Upstream]
+			}
+		}
+		t.Fatalf("no rule for %s", path)
+		return l7proxy.Upstream{}
+	}
+	sec := upstream("/section")
+	if sec.Protocol != l7proxy.ProtocolHTTPS || sec.TLS == nil || sec.TLS.ServerName != "secure.example.com" ||
+		!slices.Equal(sec.TLS.DNSNames, []string{"san.example.com"}) || !slices.Equal(sec.TLS.URIs, []string{"spiffe://cluster/web"}) ||
+		!strings.Contains(string(sec.TLS.CAPEM), string(caPEM)) {
+		t.Errorf("port https upstream %+v: want the section policy's verification", sec)
+	}
+	whole := upstream("/service")
+	if whole.Protocol != l7proxy.ProtocolHTTPS || whole.TLS == nil || len(whole.TLS.DNSNames) != 0 || whole.TLS.SystemRoots {
+		t.Errorf("port alt upstream %+v: want the older whole-Service policy's verification", whole)
+	}
+	if name := rules[2].Backends[0].Upstream; name != "" {
+		t.Errorf("a backend whose policy is invalid goes to %q, want no upstream (500)", name)
+	}
+
+	for _, tc := range []struct{ policy, accepted, resolved string }{
+		{"app/whole", "True/Accepted", "True/ResolvedRefs"},
+		{"app/later", "False/Conflicted", "True/ResolvedRefs"},
+		{"app/section", "True/Accepted", "True/ResolvedRefs"},
+		{"app/wrongkind", "False/NoValidCACertificate", "False/InvalidKind"},
+	} {
+		as := st.BackendTLSPolicies[tc.policy]
+		if len(as) != 1 || as[0].AncestorRef.Name != "gw" || string(*as[0].AncestorRef.Namespace) != "app" {
+			t.Errorf("%s ancestors %+v, want gateway app/gw", tc.policy, as)
+			continue
+		}
+		if got := [2]string{condOf(as[0].Conditions, "Accepted"), condOf(as[0].Conditions, "ResolvedRefs")}; got != [2]string{tc.accepted, tc.resolved} {
+			t.Errorf("%s conditions %v, want %s %s", tc.policy, got, tc.accepted, tc.resolved)
+		}
+	}
+	if gen := st.BackendTLSPolicies["app/whole"][0].Conditions[0].ObservedGeneration; gen != 2 {
+		t.Errorf("observedGeneration %d, want 2", gen)
+	}
+	if as, ok := st.BackendTLSPolicies["app/unused"]; ok {
+		t.Errorf("a policy no route uses has ancestors %+v", as)
+	}
+}
+
+func TestBackendTLSVerificationRefs(t *testing.T) {
+	caPEM, _ := testCert(t, "ca.example.com")
+	cms := map[string]*corev1.ConfigMap{
+		"app/ca":    {Data: map[string]string{"ca.crt": string(caPEM)}},
+		"app/bad":   {Data: map[string]string{"ca.crt": "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"}},
+		"app/empty": {Data: map[string]string{}},
+	}
+	ref := func(kind, name string) gwapi.LocalObjectReference {
+		return gwapi.LocalObjectReference{Kind: gwapi.Kind(kind), Name: gwapi.ObjectName(name)}
+	}
+	for _, tc := range []struct {
+		name               string
+		refs               []gwapi.LocalObjectReference
+		system             bool
+		accepted, resolved string
+	}{
+		{"valid", []gwapi.LocalObjectReference{ref("ConfigMap", "ca")}, false, "True/Accepted", "True/ResolvedRefs"},
+		{"missing", []gwapi.LocalObjectReference{ref("ConfigMap", "gone")}, false, "False/NoValidCACertificate", "False/InvalidCACertificateRef"},
+		{"unparsable", []gwapi.LocalObjectReference{ref("ConfigMap", "bad")}, false, "False/NoValidCACertificate", "False/InvalidCACertificateRef"},
+		{"no key", []gwapi.LocalObjectReference{ref("ConfigMap", "empty")}, false, "False/NoValidCACertificate", "False/InvalidCACertificateRef"},
+		{"one of two valid", []gwapi.LocalObjectReference{ref("ConfigMap", "ca"), ref("ConfigMap", "gone")}, false, "True/Accepted", "False/InvalidCACertificateRef"},
+		{"system", nil, true, "True/Accepted", "True/ResolvedRefs"},
+		{"none", nil, false, "False/NoValidCACertificate", "True/ResolvedRefs"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := &gwapi.BackendTLSPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: "app", Name: "p"}}
+			p.Spec.Validation = gwapi.BackendTLSPolicyValidation{Hostname: "a.example.com", CACertificateRefs: tc.refs}
+			if tc.system {
+				p.Spec.Validation.WellKnownCACertificates = ptr(gwapi.WellKnownCACertificatesSystem)
+			}
+			v, acc, res := backendTLSVerification(p, cms)
+			if got := [2]string{condOf([]metav1.Condition{acc}, "Accepted"), condOf([]metav1.Condition{res}, "ResolvedRefs")}; got != [2]string{tc.accepted, tc.resolved} {
+				t.Errorf("conditions %v, want %s %s", got, tc.accepted, tc.resolved)
+			}
+			if (v != nil) != (tc.accepted == "True/Accepted") {
+				t.Errorf("verification %+v with Accepted %s", v, tc.accepted)
+			}
+		})
 	}
 }

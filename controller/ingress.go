@@ -557,6 +557,7 @@ func (t *ingressTranslator) serviceUpstream(ref serviceRef, ann ingressAnnotatio
 		ConnectTimeout: ann.ConnectTimeout,
 		ReadTimeout:    ann.ReadTimeout,
 		IdleTimeout:    ann.IdleTimeout,
+		TLS:            ann.TLS,
 	}
 	if sp != nil {
 		// Endpoints anywhere in the cluster, chosen as for cluster-wide
@@ -580,6 +581,9 @@ func upstreamName(base string, ann ingressAnnotations) string {
 		parts = append(parts, "h2c")
 	case l7proxy.ProtocolHTTPS:
 		parts = append(parts, "https")
+	}
+	if ann.TLSPolicy != "" {
+		parts = append(parts, "verify="+ann.TLSPolicy)
 	}
 	if ann.Balance == l7proxy.LeastRequest {
 		parts = append(parts, "least_request")

@@ -214,6 +214,9 @@ func serveMetrics(ctx context.Context, addr string, reg *prometheus.Registry, sy
 // turns the Gateway API on when the API server serves them all.
 var gatewayResources = []string{"gatewayclasses", "gateways", "httproutes", "grpcroutes", "referencegrants"}
 
+// optionalGatewayResources are followed when served.
+var optionalGatewayResources = []string{"tlsroutes", "backendtlspolicies"}
+
 // gatewayConfig resolves --gateway-api and its companions; nil when the
 // Gateway API is off.
 func gatewayConfig(f *l7Flags, standalone bool, client kubernetes.Interface, cfg *rest.Config, log *slog.Logger) (*controller.GatewayConfig, error) {
@@ -232,16 +235,21 @@ func gatewayConfig(f *l7Flags, standalone bool, client kubernetes.Interface, cfg
 	if standalone {
 		return gc, nil
 	}
-	missing, err := missingGatewayResources(client, append(slices.Clone(gatewayResources), "tlsroutes"))
+	missing, err := missingGatewayResources(client, slices.Concat(gatewayResources, optionalGatewayResources))
 	if err != nil {
 		return nil, fmt.Errorf("--gateway-api %s: %w", f.gatewayAPI, err)
 	}
+	// CRDs older than Gateway API v1.5 have no TLSRoute in v1, older than
+	// v1.4 no BackendTLSPolicy: the rest works without them.
 	if slices.Contains(missing, "tlsroutes") {
-		// CRDs older than Gateway API v1.5 have no TLSRoute in v1.
 		log.Info("gateway api: TLSRoutes not served in " + gwapi.GroupVersion.String() + "; TLS listeners get no routes")
 		gc.SkipTLSRoutes = true
-		missing = slices.DeleteFunc(missing, func(r string) bool { return r == "tlsroutes" })
 	}
+	if slices.Contains(missing, "backendtlspolicies") {
+		log.Info("gateway api: BackendTLSPolicies not served in " + gwapi.GroupVersion.String() + "; backends are not verified")
+		gc.SkipBackendTLSPolicies = true
+	}
+	missing = slices.DeleteFunc(missing, func(r string) bool { return slices.Contains(optionalGatewayResources, r) })
 	if f.gatewayAPI == "auto" {
 		if len(missing) > 0 {
 			log.Info("gateway api off: its CRDs are not installed (see manifests/gateway-api); restart the agent after installing them",
