@@ -75,19 +75,22 @@ func (e *gwEnv) report(took time.Duration) string {
 			"(polled until 200, then 404); `change-routes`: every loaded route's backendRefs moved from Service web to " +
 			"web2 (until every host's latest answer came from web2's pod); `add-endpoints`: a pod on node2 added to web2's " +
 			"EndpointSlice; `remove-endpoints`: web2's first pod removed from it (still running, as a terminating pod).\n\n")
-		tb := benchkit.Table{Header: []string{"phase", "API writes", "seen after", "duration", "requests", "2xx", "non-2xx", "no answer"}}
+		tb := benchkit.Table{Header: []string{"phase", "API writes", "writes took", "seen after", "duration", "requests", "2xx", "non-2xx", "no answer"}}
 		var total, ok, bad, errs int
 		for _, p := range e.churn {
 			non2xx := p.Failed() - p.Errors
-			seen := "–"
+			seen, wrote := "–", "–"
 			if p.Seen > 0 {
 				seen = p.Seen.Round(time.Millisecond).String()
 			}
-			tb.Rows = append(tb.Rows, []string{p.Name, strconv.Itoa(p.Writes), seen, p.End.Sub(p.Start).Round(time.Millisecond).String(),
+			if p.Wrote > 0 {
+				wrote = p.Wrote.Round(time.Millisecond).String()
+			}
+			tb.Rows = append(tb.Rows, []string{p.Name, strconv.Itoa(p.Writes), wrote, seen, p.End.Sub(p.Start).Round(time.Millisecond).String(),
 				strconv.Itoa(p.Total()), strconv.Itoa(p.OK), strconv.Itoa(non2xx), strconv.Itoa(p.Errors)})
 			total, ok, bad, errs = total+p.Total(), ok+p.OK, bad+non2xx, errs+p.Errors
 		}
-		tb.Rows = append(tb.Rows, []string{"**all**", "", "", "", strconv.Itoa(total), strconv.Itoa(ok), strconv.Itoa(bad), strconv.Itoa(errs)})
+		tb.Rows = append(tb.Rows, []string{"**all**", "", "", "", "", strconv.Itoa(total), strconv.Itoa(ok), strconv.Itoa(bad), strconv.Itoa(errs)})
 		b.WriteString(tb.Markdown())
 		for _, p := range e.churn {
 			if p.Failed() > 0 {
@@ -106,9 +109,9 @@ func (e *gwEnv) report(took time.Duration) string {
 		if !r.settled {
 			settled = "not idle within 2 minutes: the last 5 s window"
 		}
-		b.WriteString("Read once the agent was idle (under 5% of a core over 5 s), before the change samples of this scale. " +
-			"RSS from /proc; Go heap and runtime memory from the agent's own `/metrics` (`go_memstats_*`); " +
-			"CPU from /proc (user + system, the agent's threads).\n\n")
+		b.WriteString("Read once the agent was idle (under 5% of a core over 5 s) or after waiting 2 minutes for that, " +
+			"before the change samples of this scale. RSS from /proc; Go heap and runtime memory from the agent's own " +
+			"`/metrics` (`go_memstats_*`); CPU from /proc (user + system, the agent's threads).\n\n")
 		tb := benchkit.Table{Header: []string{"RSS", "Go heap in use", "Go heap allocated", "Go runtime total (sys)", "idle CPU", "CPU to take in the last bulk", "mean sync (all so far)"}}
 		tb.Rows = append(tb.Rows, []string{mib(float64(r.rss)), mib(r.heapInuse), mib(r.heapAlloc), mib(r.goSys),
 			benchkit.Percent(r.idleCPU) + " (" + settled + ")", fmt.Sprintf("%.1f s", r.bulkCPU),
@@ -118,6 +121,12 @@ func (e *gwEnv) report(took time.Duration) string {
 			"are %.1f MiB; the proxy takes its configuration as one value swapped atomically and has no size limit. "+
 			"%d of them had their status written by the agent %s after the last bulk creation began.\n\n",
 			r.routes, float64(r.routesJSON)/(1<<20), r.withStatus, r.statusAfter.Round(time.Second))
+		if !r.settled && r.withStatus < r.routes {
+			b.WriteString("The agent was not idle because, as the elected status writer, it was still writing the routes' " +
+				"status (one API request each, at client-go's default rate limit), and every status it writes comes back " +
+				"as an HTTPRoute update event that requests a full sync of all routes. The change samples of this scale " +
+				"ran while that went on.\n\n")
+		}
 		if r.programmingCount > 0 {
 			fmt.Fprintf(&b, "The agent's `nodegress_network_programming_duration_seconds` (EndpointSlice changes only) "+
 				"had %d observations, mean %s.\n\n", int(r.programmingCount),

@@ -69,11 +69,11 @@ type RouteChurn struct {
 // ChurnPhase is one phase of a RouteChurn.
 type ChurnPhase struct {
 	PhaseCounts
-	// Writes are the API writes of the phase; Seen is the time from the
-	// first write to the change seen through the proxy everywhere the
-	// phase looks (0 in steady).
-	Writes int
-	Seen   time.Duration
+	// Writes are the API writes of the phase and Wrote the time they
+	// took; Seen is the time from the first write to the change seen
+	// through the proxy everywhere the phase looks (0 in steady).
+	Writes      int
+	Wrote, Seen time.Duration
 }
 
 // Run runs the phases and returns their counts, with an error when a
@@ -176,7 +176,7 @@ func (c RouteChurn) Run(ctx context.Context) ([]ChurnPhase, error) {
 		err := func() error {
 			if ph.write != nil {
 				n, err := ph.write(pctx)
-				res.Writes = n
+				res.Writes, res.Wrote = n, time.Since(start)
 				if err != nil {
 					return fmt.Errorf("%s: %w", ph.name, err)
 				}
