@@ -2,7 +2,9 @@
 # Runs the benchmarks (`make bench`). Knobs, as environment or make
 # variables:
 #   BENCH_SUITE     l7 (the proxy against nginx and haproxy), l4 (the
-#                   NodePort hop against kube-proxy) or all (default)
+#                   NodePort hop against kube-proxy), gateway (Gateway API:
+#                   HTTPRoute change to traffic at 1, 1k, 5k routes, changes
+#                   under load, the agent at 5k routes) or all (default)
 #   BENCH_FILTER    regexp over "row/peer" names. L7: http1, tls-new, h2 ×
 #                   nginx, haproxy, nodegress, nodegress+accesslog
 #                   (e.g. BENCH_FILTER=http1, BENCH_FILTER='h2/(nginx|nodegress)').
@@ -12,7 +14,9 @@
 #                   dsr-{keepalive,newconn,connect}-remote,
 #                   dsr-fixednc{1k,5k,10k}-remote, firstpacket1,
 #                   firstpacket1k, epchange, scale10k × routing, iptables,
-#                   nftables, nodegress (e.g. BENCH_FILTER='keepalive-remote/')
+#                   nftables, nodegress (e.g. BENCH_FILTER='keepalive-remote/').
+#                   Gateway: change1, change1k, change5k, churn1k,
+#                   resources5k × nodegress (e.g. BENCH_FILTER=change1/)
 #   BENCH_DURATION  one measurement (default 10s for L7, 3s for L4)
 #   BENCH_ROUNDS    rounds per cell, the median is reported (default 3)
 #   BENCH_XDP_MODE  the L4 agents' --xdp-mode (default auto: tc only on the
@@ -75,17 +79,19 @@ done
 case ${BENCH_SUITE:-all} in
 l7) tests='^TestL7$' timeout=20m ;;
 l4) tests='^TestL4$' timeout=40m ;;
-all) tests='^TestL(4|7)$' timeout=60m ;;
+gateway) tests='^TestGateway$' timeout=30m ;;
+all) tests='^(TestL4|TestL7|TestGateway)$' timeout=90m ;;
 *)
-	echo "BENCH_SUITE=${BENCH_SUITE}: want l4, l7 or all" >&2
+	echo "BENCH_SUITE=${BENCH_SUITE}: want l4, l7, gateway or all" >&2
 	exit 2
 	;;
 esac
 env=()
 if [ "${BENCH_SUITE:-all}" != l7 ]; then
-	# The L4 suite runs the agent and pod servers `make build` made,
-	# and kube-proxy built from the API server's Kubernetes version
-	# (minutes the first time, cached after).
+	# The L4 and gateway suites run the agent and pod servers `make
+	# build` made, and the control plane (and kube-proxy) built from the
+	# API server's Kubernetes version (minutes the first time, cached
+	# after).
 	$GO build -o bin/nodegress ./cmd/nodegress
 	$GO build -o bin/podserver ./tests/cmd/podserver
 	env+=(NODEGRESS_BIN="$root/bin/nodegress" PODSERVER_BIN="$root/bin/podserver"

@@ -122,12 +122,18 @@ func newAPICluster(t *testing.T, pods ...int) *apiCluster {
 // has its datapath attached (not yet synced: see waitReady).
 func (c *apiCluster) startAgents(extra ...string) {
 	c.t.Helper()
+	c.startAgentsOn(c.tp.Nodes, extra...)
+}
+
+// startAgentsOn is startAgents on some of the nodes only.
+func (c *apiCluster) startAgentsOn(nodes []*netns.Node, extra ...string) {
+	c.t.Helper()
 	kc, err := c.cp.ServiceAccountKubeconfig(c.ctx, agentNS, agentSA)
 	if err != nil {
 		c.t.Fatal(err)
 	}
 	logs := c.t.TempDir()
-	for _, n := range c.tp.Nodes {
+	for _, n := range nodes {
 		c.agents = append(c.agents, harness.StartAgent(c.t, n, harness.AgentConfig{
 			Kubeconfig: kc,
 			Args: append([]string{
