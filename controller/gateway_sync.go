@@ -5,6 +5,7 @@ import (
 	"net/netip"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
@@ -83,16 +84,44 @@ func (c *Controller) registerGateway(src *sources) error {
 	if !c.cfg.Gateway.SkipBackendTLSPolicies {
 		cms := src.factory.Core().V1().ConfigMaps()
 		c.gw.tlsPolicies, c.gw.configMaps = v1.BackendTLSPolicies().Lister(), cms.Lister()
-		informers = append(informers, v1.BackendTLSPolicies().Informer(), cms.Informer())
+		informers = append(informers, v1.BackendTLSPolicies().Informer())
 	}
 	request := func() { c.tracker.ingress(); c.runner.Request() }
 	h := cache.ResourceEventHandlerFuncs{
-		AddFunc:    func(any) { request() },
-		UpdateFunc: func(any, any) { request() },
+		AddFunc: func(any) { request() },
+		UpdateFunc: func(old, cur any) {
+			// Standalone files carry whatever generation they say.
+			if c.source != nil || specChanged(old, cur) {
+				request()
+			}
+		},
 		DeleteFunc: func(any) { request() },
 	}
 	for _, inf := range informers {
 		if err := src.follow(inf, h); err != nil {
+			return err
+		}
+	}
+	if c.gw.configMaps != nil {
+		// ConfigMaps change all the time (leader election, the
+		// configuration of other software); only those holding a
+		// policy's CA certificates matter.
+		used := func(obj any) {
+			if cm, ok := obj.(*corev1.ConfigMap); ok && c.caConfigMapUsed(cm.Namespace, cm.Name) {
+				request()
+			}
+		}
+		cmh := cache.ResourceEventHandlerFuncs{
+			AddFunc:    used,
+			UpdateFunc: func(_, cur any) { used(cur) },
+			DeleteFunc: func(obj any) {
+				if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+					obj = d.Obj
+				}
+				used(obj)
+			},
+		}
+		if err := src.follow(src.factory.Core().V1().ConfigMaps().Informer(), cmh); err != nil {
 			return err
 		}
 	}
@@ -163,4 +192,35 @@ func (c *Controller) caConfigMaps(policies []*gwapi.BackendTLSPolicy) []*corev1.
 		}
 	}
 	return out
+}
+
+// specChanged reports whether an update may change the translation. The
+// Gateway API's objects bump metadata.generation on every spec change;
+// an update that leaves it (a status write, this agent's own mostly)
+// changes nothing the translation reads. Objects without a generation
+// (Namespaces: their labels) always count.
+func specChanged(old, cur any) bool {
+	o, ok1 := old.(metav1.Object)
+	n, ok2 := cur.(metav1.Object)
+	if !ok1 || !ok2 || n.GetGeneration() == 0 {
+		return true
+	}
+	return o.GetGeneration() != n.GetGeneration() || n.GetDeletionTimestamp() != nil
+}
+
+// caConfigMapUsed reports whether a BackendTLSPolicy names the ConfigMap
+// for its CA certificates.
+func (c *Controller) caConfigMapUsed(ns, name string) bool {
+	policies, err := c.gw.tlsPolicies.BackendTLSPolicies(ns).List(labels.Everything())
+	if err != nil {
+		return true
+	}
+	for _, p := range policies {
+		for _, ref := range p.Spec.Validation.CACertificateRefs {
+			if ref.Group == "" && ref.Kind == kindConfigMap && string(ref.Name) == name {
+				return true
+			}
+		}
+	}
+	return false
 }

@@ -214,6 +214,9 @@ func serveMetrics(ctx context.Context, addr string, reg *prometheus.Registry, sy
 // turns the Gateway API on when the API server serves them all.
 var gatewayResources = []string{"gatewayclasses", "gateways", "httproutes", "grpcroutes", "referencegrants"}
 
+// gatewayStatusQPS bounds the Gateway API client's requests per second.
+const gatewayStatusQPS = 50
+
 // optionalGatewayResources are followed when served.
 var optionalGatewayResources = []string{"tlsroutes", "backendtlspolicies"}
 
@@ -257,7 +260,12 @@ func gatewayConfig(f *l7Flags, standalone bool, client kubernetes.Interface, cfg
 			return nil, nil
 		}
 	}
-	if gc.Client, err = gwclient.NewForConfig(cfg); err != nil {
+	// The elected agent writes the status of every Gateway API object of
+	// ours: client-go's default 5 requests/s would take minutes for a few
+	// thousand routes.
+	gcfg := rest.CopyConfig(cfg)
+	gcfg.QPS, gcfg.Burst = gatewayStatusQPS, 2*gatewayStatusQPS
+	if gc.Client, err = gwclient.NewForConfig(gcfg); err != nil {
 		return nil, fmt.Errorf("gateway api client: %w", err)
 	}
 	return gc, nil
