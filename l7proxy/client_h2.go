@@ -127,8 +127,14 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	switch {
 	case code == 0:
-	case s.tx.location != "":
-		s.Header()["Location"] = []string{s.tx.location}
+	case s.tx.location != "" || s.tx.local != nil:
+		h := s.Header()
+		if s.tx.location != "" {
+			h["Location"] = []string{s.tx.location}
+		}
+		for _, f := range s.tx.local {
+			h[f.Name] = append(h[f.Name], f.Value)
+		}
 		s.WriteHeader(code)
 		return
 	default:

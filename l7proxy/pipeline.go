@@ -37,13 +37,17 @@ type txn struct {
 	ep            *endpoint // acquired; released by finish
 	// limit is the request body limit in bytes; 0 or less: none.
 	limit int64
-	// location is the Location of a redirect decide answered with.
+	// location is the Location of a redirect decide answered with;
+	// local, when not nil, the fields of another local answer without a
+	// body (a CORS preflight).
 	location string
-	// filters are a Gateway route's request and response changes (nil:
-	// none); prefix is the PathPrefix its match matched and path the
-	// request path, for a path rewrite.
-	filters      *Filters
-	prefix, path string
+	local    []Field
+	// reqEdit, respEdit and rewrite are a Gateway route's request and
+	// response changes (nil: none); prefix is the PathPrefix its match
+	// matched and path the request path, for a path rewrite.
+	reqEdit, respEdit *HeaderEdit
+	rewrite           *Rewrite
+	prefix, path      string
 	// deadline ends the wait for the response (a Gateway rule's request
 	// timeout; zero: none); backendTimeout bounds each attempt's wait.
 	deadline       time.Time
@@ -120,8 +124,8 @@ func (p *Proxy) decide(tx *txn, cur *state, ci *connInfo, req routedRequest, hos
 
 // decideGateway routes a request on a Gateway listener's frontend: it
 // sets the route, filters and upstream in tx, or returns a local answer
-// (404 no route, a redirect, 500 for a backend reference that does not
-// resolve).
+// (404 no route, a redirect, a CORS preflight's, 500 for a backend
+// reference that does not resolve).
 func (p *Proxy) decideGateway(tx *txn, cur *state, f *gwFrontend, ci *connInfo, req routedRequest, host, path string) int {
 	_, e := f.match(NormalizeHost(host), path, req)
 	if e == nil {
@@ -135,6 +139,16 @@ func (p *Proxy) decideGateway(tx *txn, cur *state, f *gwFrontend, ci *connInfo, 
 	fl := &e.rule.Filters
 	if e.match.PathType == PathPrefix {
 		tx.prefix = e.path
+	}
+	if e.cors != nil {
+		if origin, ok := isPreflight(req); ok {
+			// Answered here, whatever the rule does with other requests.
+			tx.series = p.series.get(e.route.Source, nil)
+			if tx.local = e.cors.preflight(req, origin); tx.local == nil {
+				tx.local = noFields // no CORS field: the origin is refused
+			}
+			return http.StatusNoContent
+		}
 	}
 	if r := fl.Redirect; r != nil {
 		tx.series = p.series.get(e.route.Source, nil)
@@ -154,13 +168,19 @@ func (p *Proxy) decideGateway(tx *txn, cur *state, f *gwFrontend, ci *connInfo, 
 		}
 		return http.StatusFound
 	}
-	if fl.RequestHeaders != nil || fl.ResponseHeaders != nil || fl.Rewrite != nil {
-		tx.filters = fl
+	bi := e.pick(rand.Uint64())
+	if bi >= 0 {
+		gf := &e.filters[bi]
+		tx.reqEdit, tx.respEdit, tx.rewrite = gf.reqEdit, gf.respEdit, gf.rewrite
 		tx.path = path
+		if b := &e.rule.Backends[bi]; b.Upstream != "" {
+			tx.up = cur.table.upstreams[b.Upstream]
+		}
 	}
-	b := e.pick(rand.Uint64())
-	if b != nil && b.Upstream != "" {
-		tx.up = cur.table.upstreams[b.Upstream]
+	if e.cors != nil {
+		if origin, ok := req.headerValue("Origin"); ok {
+			tx.respEdit = e.cors.responseEdit(origin, tx.respEdit)
+		}
 	}
 	tx.series = p.series.get(e.route.Source, tx.up)
 	if tx.up == nil {
@@ -169,6 +189,9 @@ func (p *Proxy) decideGateway(tx *txn, cur *state, f *gwFrontend, ci *connInfo, 
 	}
 	return 0
 }
+
+// noFields is a local answer without fields.
+var noFields = []Field{}
 
 // frontend returns the Gateway listeners of a local address, if any.
 func (t gwTables) frontend(local netip.AddrPort) *gwFrontend {
@@ -313,23 +336,17 @@ func (tx *txn) responseDeadline(readTimeout time.Duration) time.Time {
 
 // requestEdits returns the Gateway filters that change the request.
 func (tx *txn) requestEdits() (*HeaderEdit, *Rewrite) {
-	if tx.filters == nil {
-		return nil, nil
-	}
-	return tx.filters.RequestHeaders, tx.filters.Rewrite
+	return tx.reqEdit, tx.rewrite
 }
 
 // responseEdit returns the Gateway filter that changes the response.
 func (tx *txn) responseEdit() *HeaderEdit {
-	if tx.filters == nil {
-		return nil
-	}
-	return tx.filters.ResponseHeaders
+	return tx.respEdit
 }
 
 // rewrittenTarget is the request target after a URLRewrite of the path.
 func (tx *txn) rewrittenTarget(rawQuery string) string {
-	p := escapePath(modifyPath(tx.filters.Rewrite.Path, tx.prefix, tx.path))
+	p := escapePath(modifyPath(tx.rewrite.Path, tx.prefix, tx.path))
 	if rawQuery != "" {
 		p += "?" + rawQuery
 	}
