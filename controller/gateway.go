@@ -659,11 +659,12 @@ func (r *refResolution) fail(reason gwapi.RouteConditionReason, msg string) {
 	}
 }
 
-// ruleBackend is a backendRef and whether it carries filters (which
-// nodegress does not apply yet).
+// ruleBackend is a backendRef with its own header filters; unsupported
+// names a filter of it nodegress cannot apply.
 type ruleBackend struct {
-	ref      gwapi.BackendRef
-	filtered bool
+	ref               gwapi.BackendRef
+	reqEdit, respEdit *l7proxy.HeaderEdit
+	unsupported       string
 }
 
 // ruleBackends resolves a rule's backendRefs of a route of kind.
@@ -674,11 +675,13 @@ func (g *gatewayTranslator) ruleBackends(routeNS, kind string, refs []ruleBacken
 		if reason != "" {
 			res.fail(reason, msg)
 		}
-		if b.filtered && up != "" {
-			res.fail(gwapi.RouteReasonUnsupportedValue, "backendRef filters are not supported")
+		if b.unsupported != "" && up != "" {
+			// Never skipped: requests sent to this backend get 500.
+			res.fail(gwapi.RouteReasonUnsupportedValue, fmt.Sprintf("backendRef %s: %s", b.ref.Name, b.unsupported))
 			up = ""
 		}
-		out = append(out, l7proxy.WeightedBackend{Upstream: up, Weight: ptrValue(b.ref.Weight) + boolInt32(b.ref.Weight == nil)})
+		out = append(out, l7proxy.WeightedBackend{Upstream: up, Weight: ptrValue(b.ref.Weight) + boolInt32(b.ref.Weight == nil),
+			RequestHeaders: b.reqEdit, ResponseHeaders: b.respEdit})
 	}
 	return out
 }
@@ -733,7 +736,18 @@ func (g *gatewayTranslator) routeRules(r *gwapi.HTTPRoute) ([]l7proxy.HTTPRouteR
 		}
 		refs := make([]ruleBackend, 0, len(rule.BackendRefs))
 		for _, b := range rule.BackendRefs {
-			refs = append(refs, ruleBackend{b.BackendRef, len(b.Filters) > 0})
+			rb := ruleBackend{ref: b.BackendRef}
+			for _, f := range b.Filters {
+				switch {
+				case f.Type == gwapi.HTTPRouteFilterRequestHeaderModifier && f.RequestHeaderModifier != nil:
+					rb.reqEdit = headerEdit(f.RequestHeaderModifier)
+				case f.Type == gwapi.HTTPRouteFilterResponseHeaderModifier && f.ResponseHeaderModifier != nil:
+					rb.respEdit = headerEdit(f.ResponseHeaderModifier)
+				default:
+					rb.unsupported = fmt.Sprintf("filter %s is not supported on a backendRef", f.Type)
+				}
+			}
+			refs = append(refs, rb)
 		}
 		pr.Backends = g.ruleBackends(r.Namespace, kindHTTPRoute, refs, false, res)
 		g.finishRule(&pr, kindHTTPRoute, r.Namespace+"/"+r.Name, unsupported)
@@ -801,6 +815,23 @@ func pathModifier(m *gwapi.HTTPPathModifier) *l7proxy.PathModifier {
 	return nil
 }
 
+func corsFilter(c *gwapi.HTTPCORSFilter) *l7proxy.CORS {
+	out := &l7proxy.CORS{AllowCredentials: ptrValue(c.AllowCredentials), MaxAge: c.MaxAge}
+	for _, o := range c.AllowOrigins {
+		out.AllowOrigins = append(out.AllowOrigins, string(o))
+	}
+	for _, m := range c.AllowMethods {
+		out.AllowMethods = append(out.AllowMethods, string(m))
+	}
+	for _, h := range c.AllowHeaders {
+		out.AllowHeaders = append(out.AllowHeaders, string(h))
+	}
+	for _, h := range c.ExposeHeaders {
+		out.ExposeHeaders = append(out.ExposeHeaders, string(h))
+	}
+	return out
+}
+
 // applyFilter adds one rule filter; an error names a filter nodegress
 // cannot apply.
 func applyFilter(fs *l7proxy.Filters, f gwapi.HTTPRouteFilter) error {
@@ -821,6 +852,14 @@ func applyFilter(fs *l7proxy.Filters, f gwapi.HTTPRouteFilter) error {
 	case gwapi.HTTPRouteFilterURLRewrite:
 		if r := f.URLRewrite; r != nil {
 			fs.Rewrite = &l7proxy.Rewrite{Hostname: string(ptrValue(r.Hostname)), Path: pathModifier(r.Path)}
+		}
+	case gwapi.HTTPRouteFilterCORS:
+		if c := f.CORS; c != nil {
+			pc := corsFilter(c)
+			if err := l7proxy.CheckCORS(pc); err != nil {
+				return fmt.Errorf("filter CORS: %w", err)
+			}
+			fs.CORS = pc
 		}
 	default:
 		return fmt.Errorf("filter %s is not supported", f.Type)
@@ -972,7 +1011,18 @@ func (g *gatewayTranslator) grpcRouteRules(r *gwapi.GRPCRoute) ([]l7proxy.HTTPRo
 		}
 		refs := make([]ruleBackend, 0, len(rule.BackendRefs))
 		for _, b := range rule.BackendRefs {
-			refs = append(refs, ruleBackend{b.BackendRef, len(b.Filters) > 0})
+			rb := ruleBackend{ref: b.BackendRef}
+			for _, f := range b.Filters {
+				switch {
+				case f.Type == gwapi.GRPCRouteFilterRequestHeaderModifier && f.RequestHeaderModifier != nil:
+					rb.reqEdit = headerEdit(f.RequestHeaderModifier)
+				case f.Type == gwapi.GRPCRouteFilterResponseHeaderModifier && f.ResponseHeaderModifier != nil:
+					rb.respEdit = headerEdit(f.ResponseHeaderModifier)
+				default:
+					rb.unsupported = fmt.Sprintf("filter %s is not supported on a backendRef", f.Type)
+				}
+			}
+			refs = append(refs, rb)
 		}
 		pr.Backends = g.ruleBackends(r.Namespace, kindGRPCRoute, refs, true, res)
 		g.finishRule(&pr, kindGRPCRoute, r.Namespace+"/"+r.Name, unsupported)
