@@ -98,6 +98,8 @@ type Filters struct {
 	Rewrite         *Rewrite
 	// CORS answers preflight requests and marks cross-origin responses.
 	CORS *CORS
+	// Mirrors are sent a copy of the requests (RequestMirror).
+	Mirrors []Mirror
 }
 
 // gwFilters are the request and response changes for one backend of a

@@ -12,9 +12,9 @@ import (
 
 // gwTestProxy starts a proxy whose listener for the case's client side
 // is a Gateway listener with the given rules, over the upstreams.
-func gwTestProxy(t *testing.T, pc pipelineCase, ups []Upstream, rules ...HTTPRouteRule) *testProxy {
+func gwTestProxy(t *testing.T, pc pipelineCase, opts Options, ups []Upstream, rules ...HTTPRouteRule) *testProxy {
 	t.Helper()
-	p := startProxy(t, Options{}, Config{})
+	p := startProxy(t, opts, Config{})
 	front := netip.MustParseAddrPort(p.httpAddr)
 	if pc.h2 {
 		front = netip.MustParseAddrPort(p.httpsAddr)
@@ -34,8 +34,13 @@ func gwTestProxy(t *testing.T, pc pipelineCase, ups []Upstream, rules ...HTTPRou
 // response, its body and, for a 200, what the echo backend saw.
 func gwDo(t *testing.T, pc pipelineCase, p *testProxy, method, path string, hdr map[string]string) (*http.Response, echoed) {
 	t.Helper()
+	return gwDoBody(t, pc, p, method, path, nil, hdr)
+}
+
+func gwDoBody(t *testing.T, pc pipelineCase, p *testProxy, method, path string, body io.Reader, hdr map[string]string) (*http.Response, echoed) {
+	t.Helper()
 	c, base := pc.client(p, "gw.example")
-	req, _ := http.NewRequest(method, base+path, nil)
+	req, _ := http.NewRequest(method, base+path, body)
 	req.Host = "gw.example"
 	for k, v := range hdr {
 		req.Header.Set(k, v)
@@ -63,7 +68,7 @@ func TestGatewayBackendFilters(t *testing.T) {
 		t.Run(pc.name, func(t *testing.T) {
 			a, b := startGatewayEcho(t, "a"), startGatewayEcho(t, "b")
 			ups := []Upstream{{Name: "a", Protocol: pc.protocol, Endpoints: ep(a)}, {Name: "b", Protocol: pc.protocol, Endpoints: ep(b)}}
-			p := gwTestProxy(t, pc, ups, HTTPRouteRule{
+			p := gwTestProxy(t, pc, Options{}, ups, HTTPRouteRule{
 				Filters: Filters{
 					RequestHeaders:  &HeaderEdit{Set: []Field{{"X-Rule", "r"}}, Add: []Field{{"X-Both", "rule"}}},
 					ResponseHeaders: &HeaderEdit{Set: []Field{{"X-Resp-Rule", "r"}}},
@@ -184,7 +189,7 @@ func TestGatewayCORS(t *testing.T) {
 					ResponseHeaders: &HeaderEdit{Set: []Field{{"X-Resp-Set", "rule"}}}},
 					Backends: []WeightedBackend{{Upstream: "echo", Weight: 1}}}
 			}
-			p := gwTestProxy(t, pc, ups,
+			p := gwTestProxy(t, pc, Options{}, ups,
 				corsRule("/cors-1", &CORS{AllowOrigins: []string{"https://www.foo.com", "https://*.bar.com"},
 					AllowMethods: []string{"GET", "OPTIONS"}, AllowHeaders: []string{"x-header-1", "x-header-2"},
 					ExposeHeaders: []string{"x-header-3", "x-header-4"}, AllowCredentials: true, MaxAge: 3600}),

@@ -19,6 +19,7 @@ type metrics struct {
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
 	upstream *prometheus.HistogramVec
+	mirrors  *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -38,6 +39,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help:    "Time from sending the request to an endpoint to the end of its response.",
 			Buckets: latencyBuckets,
 		}, labels),
+		mirrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "nodegress_http_mirror_requests_total",
+			Help: "RequestMirror copies of requests, by upstream and result: sent, failed (no answer), or dropped: overloaded (too many under way), no_endpoint, body (too long or incomplete).",
+		}, []string{"upstream", "result"}),
 	}
 	var err error
 	if m.requests, err = register(reg, m.requests); err != nil {
@@ -49,7 +54,15 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	if m.upstream, err = register(reg, m.upstream); err != nil {
 		return nil, err
 	}
+	if m.mirrors, err = register(reg, m.mirrors); err != nil {
+		return nil, err
+	}
 	return m, nil
+}
+
+// mirrored counts a mirror request by its result.
+func (m *metrics) mirrored(upstream, result string) {
+	m.mirrors.WithLabelValues(upstream, result).Inc()
 }
 
 // register adopts an identical collector that is already registered, so

@@ -52,6 +52,8 @@ type txn struct {
 	// timeout; zero: none); backendTimeout bounds each attempt's wait.
 	deadline       time.Time
 	backendTimeout time.Duration
+	// mirror is the copy of the request its rule's mirrors get, if any.
+	mirror *mirrorReq
 
 	status  int
 	bytes   int64
@@ -183,6 +185,9 @@ func (p *Proxy) decideGateway(tx *txn, cur *state, f *gwFrontend, ci *connInfo, 
 		}
 	}
 	tx.series = p.series.get(e.route.Source, tx.up)
+	if len(fl.Mirrors) > 0 && tx.up != nil {
+		tx.mirror = sampleMirrors(cur, fl)
+	}
 	if tx.up == nil {
 		// The API's answer for a backend that does not resolve.
 		return http.StatusInternalServerError
@@ -215,6 +220,10 @@ type client interface {
 	// upstream failure, cerr a failure to write to the client, bodyErr
 	// the client's body failure.
 	abort(uerr, cerr, bodyErr error)
+
+	// prepareMirror gives a mirror the request head; the body is
+	// captured as it is read.
+	prepareMirror(m *mirrorReq)
 
 	// Towards an HTTP/1.1 upstream (upstream_h1.go).
 	scratch() *h1scratch
@@ -275,6 +284,9 @@ const (
 // forward sends the request to tx.ep, and to another endpoint when the
 // attempt loop's rules allow.
 func (p *Proxy) forward(c client, tx *txn) {
+	if tx.mirror != nil {
+		c.prepareMirror(tx.mirror)
+	}
 	fresh := 0
 	for attempt := 0; ; {
 		ep := tx.ep
@@ -373,6 +385,9 @@ type requestLine struct {
 func (p *Proxy) finish(tx *txn, now time.Time, rl *requestLine) {
 	if tx.ep != nil {
 		tx.ep.release()
+	}
+	if tx.mirror != nil {
+		p.sendMirrors(tx.mirror)
 	}
 	d := now.Sub(tx.start)
 	tx.series.inc(tx.status)
