@@ -686,6 +686,31 @@ func (g *gatewayTranslator) ruleBackends(routeNS, kind string, refs []ruleBacken
 	return out
 }
 
+// requestMirror resolves a RequestMirror filter of an HTTPRoute in
+// routeNS. A backend that does not resolve fails ResolvedRefs and is left
+// out (the API's answer): the rule serves without that mirror.
+func (g *gatewayTranslator) requestMirror(routeNS string, f *gwapi.HTTPRequestMirrorFilter, res *refResolution) (l7proxy.Mirror, bool) {
+	up, reason, msg := g.routeBackend(routeNS, kindHTTPRoute, gwapi.BackendRef{BackendObjectReference: f.BackendRef}, false)
+	if reason != "" {
+		res.fail(reason, "requestMirror: "+msg)
+		return l7proxy.Mirror{}, false
+	}
+	m := l7proxy.Mirror{Upstream: up}
+	switch {
+	case f.Percent != nil:
+		m.Numerator, m.Denominator = *f.Percent, 100
+	case f.Fraction != nil:
+		m.Numerator, m.Denominator = f.Fraction.Numerator, cmp.Or(ptrValue(f.Fraction.Denominator), 100)
+	}
+	// The API server keeps 0 <= numerator <= denominator; anything else
+	// is taken as the nearest meaningful share.
+	m.Numerator = max(m.Numerator, 0)
+	if m.Denominator <= 0 || m.Numerator >= m.Denominator {
+		m.Numerator, m.Denominator = 0, 0 // every request
+	}
+	return m, true
+}
+
 // finishRule applies the API's answers to a rule that cannot forward: a
 // filter that cannot be applied is never skipped, requests it would have
 // processed get 500; so does a rule with no backend (and no redirect).
@@ -712,6 +737,12 @@ func (g *gatewayTranslator) routeRules(r *gwapi.HTTPRoute) ([]l7proxy.HTTPRouteR
 		}
 		unsupported := ""
 		for _, f := range rule.Filters {
+			if f.Type == gwapi.HTTPRouteFilterRequestMirror && f.RequestMirror != nil {
+				if m, ok := g.requestMirror(r.Namespace, f.RequestMirror, res); ok {
+					pr.Filters.Mirrors = append(pr.Filters.Mirrors, m)
+				}
+				continue
+			}
 			if err := applyFilter(&pr.Filters, f); err != nil {
 				unsupported = err.Error()
 			}

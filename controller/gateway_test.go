@@ -710,3 +710,82 @@ spec:
 		t.Errorf("backend-unsupported ResolvedRefs %s", got)
 	}
 }
+
+// TestTranslateRequestMirror checks RequestMirror filters: the backend
+// resolves like a backendRef, percent and fraction become a share, and a
+// mirror that does not resolve is left out with ResolvedRefs False while
+// the rule still serves.
+func TestTranslateRequestMirror(t *testing.T) {
+	o := decodeGatewayObjects(t, gatewayBase+`---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: app}
+spec:
+  gatewayClassName: nodegress
+  addresses: [{value: 192.0.2.1}]
+  listeners: [{name: http, port: 80, protocol: HTTP}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: mirrors, namespace: app}
+spec:
+  parentRefs: [{name: gw}]
+  rules:
+  - filters:
+    - {type: RequestMirror, requestMirror: {backendRef: {name: web, port: 8080}}}
+    - {type: RequestMirror, requestMirror: {backendRef: {name: web, namespace: app, port: 8080}, percent: 20}}
+    - {type: RequestMirror, requestMirror: {backendRef: {name: web, port: 8080}, fraction: {numerator: 25, denominator: 50}}}
+    - {type: RequestMirror, requestMirror: {backendRef: {name: web, port: 8080}, fraction: {numerator: 3}}}
+    - type: RequestHeaderModifier
+      requestHeaderModifier: {set: [{name: x-set, value: v}]}
+    backendRefs: [{name: web, port: 8080}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: missing, namespace: app}
+spec:
+  parentRefs: [{name: gw}]
+  rules:
+  - filters: [{type: RequestMirror, requestMirror: {backendRef: {name: nowhere, port: 8080}}}]
+    backendRefs: [{name: web, port: 8080}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: foreign, namespace: app}
+spec:
+  parentRefs: [{name: gw}]
+  rules:
+  - filters: [{type: RequestMirror, requestMirror: {backendRef: {name: grpc, namespace: other, port: 9000}}}]
+    backendRefs: [{name: web, port: 8080}]
+`)
+	cfg, _, st, _ := o.translate()
+	routes := map[string][]l7proxy.HTTPRouteRule{}
+	for _, r := range cfg.Listeners[0].Routes {
+		routes[r.Source] = r.Rules
+	}
+	rule := routes["app/mirrors"][0]
+	web := rule.Backends[0].Upstream
+	if web == "" {
+		t.Fatalf("backends %+v", rule.Backends)
+	}
+	want := []l7proxy.Mirror{{Upstream: web}, {Upstream: web, Numerator: 20, Denominator: 100},
+		{Upstream: web, Numerator: 25, Denominator: 50}, {Upstream: web, Numerator: 3, Denominator: 100}}
+	if !slices.Equal(rule.Filters.Mirrors, want) {
+		t.Errorf("mirrors %+v, want %+v", rule.Filters.Mirrors, want)
+	}
+	if rule.Filters.RequestHeaders == nil {
+		t.Error("header filter beside the mirrors lost")
+	}
+	if got := condOf(st.Routes["app/mirrors"][0].Conditions, "ResolvedRefs"); got != "True/ResolvedRefs" {
+		t.Errorf("mirrors ResolvedRefs %s", got)
+	}
+	for name, reason := range map[string]string{"missing": "False/BackendNotFound", "foreign": "False/RefNotPermitted"} {
+		r := routes["app/"+name][0]
+		if len(r.Filters.Mirrors) != 0 || len(r.Backends) != 1 || r.Backends[0].Upstream == "" {
+			t.Errorf("%s: rule %+v, want no mirror and its backend", name, r)
+		}
+		if got := condOf(st.Routes["app/"+name][0].Conditions, "ResolvedRefs"); got != reason {
+			t.Errorf("%s ResolvedRefs %s, want %s", name, got, reason)
+		}
+	}
+}
