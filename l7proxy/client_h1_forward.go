@@ -47,6 +47,7 @@ func (hc *h1conn) requestURI() string {
 
 func (hc *h1conn) idempotent() bool    { return idempotentMethod(bstr(hc.req.method)) }
 func (hc *h1conn) gone() bool          { return hc.hungUp.Load() }
+func (hc *h1conn) replayable() bool    { return !hc.req.hasBody() && hc.req.upgrade == nil }
 func (hc *h1conn) method() string      { return bstr(hc.req.method) }
 func (hc *h1conn) scratch() *h1scratch { return &hc.x }
 func (hc *h1conn) bodyDone() bool      { return hc.st.bodyDone }

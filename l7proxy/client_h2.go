@@ -208,6 +208,7 @@ func (s *h2stream) finish() {
 
 func (s *h2stream) idempotent() bool { return idempotentMethod(s.r.Method) }
 func (s *h2stream) gone() bool       { return s.r.Context().Err() != nil }
+func (s *h2stream) replayable() bool { return s.body.rc == nil }
 func (s *h2stream) method() string   { return s.r.Method }
 
 func (s *h2stream) fail(err, bodyErr error) {

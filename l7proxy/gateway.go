@@ -55,6 +55,23 @@ type HTTPRouteRule struct {
 	// attempt at a backend (0: the upstream's read timeout).
 	Timeout        time.Duration
 	BackendTimeout time.Duration
+	// Retry sends requests again after failed attempts (nil: never,
+	// besides the attempt loop's own rules).
+	Retry *Retry
+}
+
+// Retry is a rule's retry policy. A request is sent again when an
+// attempt fails to connect, gets no response (reset, backend timeout) or
+// gets one of Codes, as long as it has no body (so it can be replayed),
+// the client is there, and the rule's request timeout leaves room for the
+// wait.
+type Retry struct {
+	Codes []int
+	// Attempts bounds the retries, the first attempt not counted.
+	Attempts int
+	// Backoff is the wait before the first retry, doubled for each next
+	// one (up to a second, or Backoff when longer).
+	Backoff time.Duration
 }
 
 // HTTPMatch is one match of a rule; every condition set must hold.

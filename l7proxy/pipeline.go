@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/netip"
+	"slices"
 	"strings"
 	"time"
 )
@@ -54,6 +55,10 @@ type txn struct {
 	backendTimeout time.Duration
 	// mirror is the copy of the request its rule's mirrors get, if any.
 	mirror *mirrorReq
+	// retry is the rule's retry policy (nil: none); retries counts the
+	// retries made.
+	retry   *Retry
+	retries int
 
 	status  int
 	bytes   int64
@@ -138,6 +143,7 @@ func (p *Proxy) decideGateway(tx *txn, cur *state, f *gwFrontend, ci *connInfo, 
 		tx.deadline = tx.start.Add(e.rule.Timeout)
 	}
 	tx.backendTimeout = e.rule.BackendTimeout
+	tx.retry = e.rule.Retry
 	fl := &e.rule.Filters
 	if e.match.PathType == PathPrefix {
 		tx.prefix = e.path
@@ -213,6 +219,9 @@ type client interface {
 	idempotent() bool
 	// gone reports whether the client is known to have gone away.
 	gone() bool
+	// replayable reports whether the request can be sent again after an
+	// attempt failed under way: it has no body (nor asks to upgrade).
+	replayable() bool
 	// fail answers a request whose forwarding failed (through
 	// failStatus); bodyErr is the client's body failure, if any.
 	fail(err, bodyErr error)
@@ -279,6 +288,7 @@ const (
 	outcomeDone    outcome = iota // answered (or failed and answered)
 	outcomeRefused                // the endpoint could not be connected to
 	outcomeStale                  // a reused connection was closed by the endpoint
+	outcomeRetry                  // failed, not answered: the rule's retry policy sends it again
 )
 
 // forward sends the request to tx.ep, and to another endpoint when the
@@ -307,6 +317,11 @@ func (p *Proxy) forward(c client, tx *txn) {
 			b := ep.eject()
 			p.log.Warn("endpoint ejected after failed connect", "upstream", tx.pool.name,
 				"backend", ep.hostport, "backoff", b, "err", err)
+			if tx.canRetry(c) {
+				p.retryAt(tx, ep, err)
+				fresh = 0
+				continue
+			}
 			// Nothing of the request was sent or read: an idempotent one
 			// may go to another endpoint, body included.
 			if attempt == 0 && c.idempotent() {
@@ -328,8 +343,63 @@ func (p *Proxy) forward(c client, tx *txn) {
 			}
 			c.fail(err, nil)
 			return
+		case outcomeRetry:
+			p.retryAt(tx, ep, err)
+			fresh = 0
 		}
 	}
+}
+
+// canRetry reports whether the rule's retry policy sends the request
+// again: retries are left, the request can be replayed, the client is
+// there, and the wait ends before the rule's request timeout.
+func (tx *txn) canRetry(c client) bool {
+	r := tx.retry
+	if r == nil || tx.retries >= r.Attempts || !c.replayable() || c.gone() {
+		return false
+	}
+	return tx.deadline.IsZero() || time.Now().Add(tx.retryBackoff()).Before(tx.deadline)
+}
+
+// retryStatus reports whether a response status is retried.
+func (tx *txn) retryStatus(c client, code int) bool {
+	return tx.retry != nil && slices.Contains(tx.retry.Codes, code) && tx.canRetry(c)
+}
+
+// maxRetryBackoff caps the doubling of a retry policy's backoff.
+const maxRetryBackoff = time.Second
+
+// retryBackoff is the wait before the next retry.
+func (tx *txn) retryBackoff() time.Duration {
+	b := tx.retry.Backoff
+	if b <= 0 {
+		return 0
+	}
+	limit := max(b, maxRetryBackoff)
+	for range tx.retries {
+		if b *= 2; b >= limit {
+			return limit
+		}
+	}
+	return b
+}
+
+// retryAt waits the retry policy's backoff and moves the request to the
+// next attempt: another endpoint when there is one.
+func (p *Proxy) retryAt(tx *txn, ep *endpoint, err error) {
+	wait := tx.retryBackoff()
+	tx.retries++
+	p.log.Debug("retrying request", "upstream", tx.pool.name, "backend", ep.hostport, "retry", tx.retries,
+		"backoff", wait, "err", err)
+	if wait > 0 {
+		time.Sleep(wait)
+	}
+	if next := tx.pool.pick(ep); next != nil {
+		next.acquire()
+		ep.release()
+		tx.ep = next
+	}
+	tx.retried = true
 }
 
 // responseDeadline is when an attempt stops waiting for the response
