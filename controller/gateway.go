@@ -711,6 +711,32 @@ func (g *gatewayTranslator) requestMirror(routeNS string, f *gwapi.HTTPRequestMi
 	return m, true
 }
 
+// defaultRetryBackoff is the wait before a first retry when a rule's
+// retry policy names none (the API leaves it to implementations).
+const defaultRetryBackoff = 25 * time.Millisecond
+
+// retryPolicy translates a rule's retry: without attempts, one retry.
+func retryPolicy(rt *gwapi.HTTPRouteRetry) (*l7proxy.Retry, error) {
+	out := &l7proxy.Retry{Attempts: 1, Backoff: defaultRetryBackoff}
+	if rt.Attempts != nil {
+		out.Attempts = max(*rt.Attempts, 0)
+	}
+	for _, c := range rt.Codes {
+		if c < 400 || c > 599 {
+			return nil, fmt.Errorf("retry code %d is not an error status", c)
+		}
+		out.Codes = append(out.Codes, int(c))
+	}
+	if rt.Backoff != nil {
+		d, err := time.ParseDuration(string(*rt.Backoff))
+		if err != nil {
+			return nil, fmt.Errorf("retry backoff %q: %w", *rt.Backoff, err)
+		}
+		out.Backoff = d
+	}
+	return out, nil
+}
+
 // finishRule applies the API's answers to a rule that cannot forward: a
 // filter that cannot be applied is never skipped, requests it would have
 // processed get 500; so does a rule with no backend (and no redirect).
@@ -763,6 +789,12 @@ func (g *gatewayTranslator) routeRules(r *gwapi.HTTPRoute) ([]l7proxy.HTTPRouteR
 					continue
 				}
 				*x.out = d
+			}
+		}
+		if rt := rule.Retry; rt != nil {
+			var err error
+			if pr.Retry, err = retryPolicy(rt); err != nil {
+				unsupported = err.Error()
 			}
 		}
 		refs := make([]ruleBackend, 0, len(rule.BackendRefs))

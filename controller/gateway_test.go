@@ -789,3 +789,43 @@ spec:
 		}
 	}
 }
+
+func TestTranslateRouteRetry(t *testing.T) {
+	o := decodeGatewayObjects(t, gatewayBase+`---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: app}
+spec:
+  gatewayClassName: nodegress
+  addresses: [{value: 192.0.2.1}]
+  listeners: [{name: http, port: 80, protocol: HTTP}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: web, namespace: app}
+spec:
+  parentRefs: [{name: gw}]
+  rules:
+  - {retry: {codes: [500, 502], attempts: 3, backoff: 100ms}, backendRefs: [{name: web, port: 8080}]}
+  - {retry: {}, backendRefs: [{name: web, port: 8080}]}
+  - {backendRefs: [{name: web, port: 8080}]}
+  - {retry: {backoff: soon}, backendRefs: [{name: web, port: 8080}]}
+`)
+	cfg, _, _, errs := o.translate()
+	rules := cfg.Listeners[0].Routes[0].Rules
+	if r := rules[0].Retry; r == nil || !slices.Equal(r.Codes, []int{500, 502}) || r.Attempts != 3 || r.Backoff != 100*time.Millisecond {
+		t.Errorf("retry %+v", r)
+	}
+	if r := rules[1].Retry; r == nil || len(r.Codes) != 0 || r.Attempts != 1 || r.Backoff != defaultRetryBackoff {
+		t.Errorf("default retry %+v", r)
+	}
+	if rules[2].Retry != nil {
+		t.Errorf("retry without a policy: %+v", rules[2].Retry)
+	}
+	if b := rules[3].Backends; len(b) != 1 || b[0].Upstream != "" {
+		t.Errorf("invalid backoff: backends %+v, want the rule answering 500", b)
+	}
+	if len(errs) != 1 || !strings.Contains(errs[0].Error(), `retry backoff "soon"`) {
+		t.Errorf("errors %v", errs)
+	}
+}
