@@ -740,11 +740,12 @@ func (r *refResolution) fail(reason gwapi.RouteConditionReason, msg string) {
 	}
 }
 
-// ruleBackend is a backendRef and whether it carries filters (which
-// nodegress does not apply yet).
+// ruleBackend is a backendRef with its own header filters; unsupported
+// names a filter of it nodegress cannot apply.
 type ruleBackend struct {
-	ref      gwapi.BackendRef
-	filtered bool
+	ref               gwapi.BackendRef
+	reqEdit, respEdit *l7proxy.HeaderEdit
+	unsupported       string
 }
 
 // ruleBackends resolves a rule's backendRefs of a route of kind.
@@ -758,13 +759,66 @@ func (g *gatewayTranslator) ruleBackends(routeNS, kind string, refs []ruleBacken
 		if reason != "" {
 			res.fail(reason, msg)
 		}
-		if b.filtered && up != "" {
-			res.fail(gwapi.RouteReasonUnsupportedValue, "backendRef filters are not supported")
+		if b.unsupported != "" && up != "" {
+			// Never skipped: requests sent to this backend get 500.
+			res.fail(gwapi.RouteReasonUnsupportedValue, fmt.Sprintf("backendRef %s: %s", b.ref.Name, b.unsupported))
 			up = ""
 		}
-		out = append(out, l7proxy.WeightedBackend{Upstream: up, Weight: ptrValue(b.ref.Weight) + boolInt32(b.ref.Weight == nil)})
+		out = append(out, l7proxy.WeightedBackend{Upstream: up, Weight: ptrValue(b.ref.Weight) + boolInt32(b.ref.Weight == nil),
+			RequestHeaders: b.reqEdit, ResponseHeaders: b.respEdit})
 	}
 	return out
+}
+
+// requestMirror resolves a RequestMirror filter of an HTTPRoute in
+// routeNS. A backend that does not resolve fails ResolvedRefs and is left
+// out (the API's answer): the rule serves without that mirror.
+func (g *gatewayTranslator) requestMirror(routeNS string, f *gwapi.HTTPRequestMirrorFilter, res *refResolution) (l7proxy.Mirror, bool) {
+	up, reason, msg := g.routeBackend(routeNS, kindHTTPRoute, gwapi.BackendRef{BackendObjectReference: f.BackendRef}, false)
+	if reason != "" {
+		res.fail(reason, "requestMirror: "+msg)
+		return l7proxy.Mirror{}, false
+	}
+	m := l7proxy.Mirror{Upstream: up}
+	switch {
+	case f.Percent != nil:
+		m.Numerator, m.Denominator = *f.Percent, 100
+	case f.Fraction != nil:
+		m.Numerator, m.Denominator = f.Fraction.Numerator, cmp.Or(ptrValue(f.Fraction.Denominator), 100)
+	}
+	// The API server keeps 0 <= numerator <= denominator; anything else
+	// is taken as the nearest meaningful share.
+	m.Numerator = max(m.Numerator, 0)
+	if m.Denominator <= 0 || m.Numerator >= m.Denominator {
+		m.Numerator, m.Denominator = 0, 0 // every request
+	}
+	return m, true
+}
+
+// defaultRetryBackoff is the wait before a first retry when a rule's
+// retry policy names none (the API leaves it to implementations).
+const defaultRetryBackoff = 25 * time.Millisecond
+
+// retryPolicy translates a rule's retry: without attempts, one retry.
+func retryPolicy(rt *gwapi.HTTPRouteRetry) (*l7proxy.Retry, error) {
+	out := &l7proxy.Retry{Attempts: 1, Backoff: defaultRetryBackoff}
+	if rt.Attempts != nil {
+		out.Attempts = max(*rt.Attempts, 0)
+	}
+	for _, c := range rt.Codes {
+		if c < 400 || c > 599 {
+			return nil, fmt.Errorf("retry code %d is not an error status", c)
+		}
+		out.Codes = append(out.Codes, int(c))
+	}
+	if rt.Backoff != nil {
+		d, err := time.ParseDuration(string(*rt.Backoff))
+		if err != nil {
+			return nil, fmt.Errorf("retry backoff %q: %w", *rt.Backoff, err)
+		}
+		out.Backoff = d
+	}
+	return out, nil
 }
 
 // finishRule applies the API's answers to a rule that cannot forward: a
@@ -793,6 +847,12 @@ func (g *gatewayTranslator) routeRules(r *gwapi.HTTPRoute) ([]l7proxy.HTTPRouteR
 		}
 		unsupported := ""
 		for _, f := range rule.Filters {
+			if f.Type == gwapi.HTTPRouteFilterRequestMirror && f.RequestMirror != nil {
+				if m, ok := g.requestMirror(r.Namespace, f.RequestMirror, res); ok {
+					pr.Filters.Mirrors = append(pr.Filters.Mirrors, m)
+				}
+				continue
+			}
 			if err := applyFilter(&pr.Filters, f); err != nil {
 				unsupported = err.Error()
 			}
@@ -815,9 +875,26 @@ func (g *gatewayTranslator) routeRules(r *gwapi.HTTPRoute) ([]l7proxy.HTTPRouteR
 				*x.out = d
 			}
 		}
+		if rt := rule.Retry; rt != nil {
+			var err error
+			if pr.Retry, err = retryPolicy(rt); err != nil {
+				unsupported = err.Error()
+			}
+		}
 		refs := make([]ruleBackend, 0, len(rule.BackendRefs))
 		for _, b := range rule.BackendRefs {
-			refs = append(refs, ruleBackend{b.BackendRef, len(b.Filters) > 0})
+			rb := ruleBackend{ref: b.BackendRef}
+			for _, f := range b.Filters {
+				switch {
+				case f.Type == gwapi.HTTPRouteFilterRequestHeaderModifier && f.RequestHeaderModifier != nil:
+					rb.reqEdit = headerEdit(f.RequestHeaderModifier)
+				case f.Type == gwapi.HTTPRouteFilterResponseHeaderModifier && f.ResponseHeaderModifier != nil:
+					rb.respEdit = headerEdit(f.ResponseHeaderModifier)
+				default:
+					rb.unsupported = fmt.Sprintf("filter %s is not supported on a backendRef", f.Type)
+				}
+			}
+			refs = append(refs, rb)
 		}
 		pr.Backends = g.ruleBackends(r.Namespace, kindHTTPRoute, refs, false, res)
 		g.finishRule(&pr, kindHTTPRoute, r.Namespace+"/"+r.Name, unsupported)
@@ -885,6 +962,23 @@ func pathModifier(m *gwapi.HTTPPathModifier) *l7proxy.PathModifier {
 	return nil
 }
 
+func corsFilter(c *gwapi.HTTPCORSFilter) *l7proxy.CORS {
+	out := &l7proxy.CORS{AllowCredentials: ptrValue(c.AllowCredentials), MaxAge: c.MaxAge}
+	for _, o := range c.AllowOrigins {
+		out.AllowOrigins = append(out.AllowOrigins, string(o))
+	}
+	for _, m := range c.AllowMethods {
+		out.AllowMethods = append(out.AllowMethods, string(m))
+	}
+	for _, h := range c.AllowHeaders {
+		out.AllowHeaders = append(out.AllowHeaders, string(h))
+	}
+	for _, h := range c.ExposeHeaders {
+		out.ExposeHeaders = append(out.ExposeHeaders, string(h))
+	}
+	return out
+}
+
 // applyFilter adds one rule filter; an error names a filter nodegress
 // cannot apply.
 func applyFilter(fs *l7proxy.Filters, f gwapi.HTTPRouteFilter) error {
@@ -905,6 +999,14 @@ func applyFilter(fs *l7proxy.Filters, f gwapi.HTTPRouteFilter) error {
 	case gwapi.HTTPRouteFilterURLRewrite:
 		if r := f.URLRewrite; r != nil {
 			fs.Rewrite = &l7proxy.Rewrite{Hostname: string(ptrValue(r.Hostname)), Path: pathModifier(r.Path)}
+		}
+	case gwapi.HTTPRouteFilterCORS:
+		if c := f.CORS; c != nil {
+			pc := corsFilter(c)
+			if err := l7proxy.CheckCORS(pc); err != nil {
+				return fmt.Errorf("filter CORS: %w", err)
+			}
+			fs.CORS = pc
 		}
 	default:
 		return fmt.Errorf("filter %s is not supported", f.Type)
@@ -1071,7 +1173,18 @@ func (g *gatewayTranslator) grpcRouteRules(r *gwapi.GRPCRoute) ([]l7proxy.HTTPRo
 		}
 		refs := make([]ruleBackend, 0, len(rule.BackendRefs))
 		for _, b := range rule.BackendRefs {
-			refs = append(refs, ruleBackend{b.BackendRef, len(b.Filters) > 0})
+			rb := ruleBackend{ref: b.BackendRef}
+			for _, f := range b.Filters {
+				switch {
+				case f.Type == gwapi.GRPCRouteFilterRequestHeaderModifier && f.RequestHeaderModifier != nil:
+					rb.reqEdit = headerEdit(f.RequestHeaderModifier)
+				case f.Type == gwapi.GRPCRouteFilterResponseHeaderModifier && f.ResponseHeaderModifier != nil:
+					rb.respEdit = headerEdit(f.ResponseHeaderModifier)
+				default:
+					rb.unsupported = fmt.Sprintf("filter %s is not supported on a backendRef", f.Type)
+				}
+			}
+			refs = append(refs, rb)
 		}
 		pr.Backends = g.ruleBackends(r.Namespace, kindGRPCRoute, refs, true, res)
 		g.finishRule(&pr, kindGRPCRoute, r.Namespace+"/"+r.Name, unsupported)

@@ -965,3 +965,230 @@ func TestBackendTLSVerificationRefs(t *testing.T) {
 		})
 	}
 }
+
+// TestTranslateRouteFilters checks the CORS filter and backendRef header
+// filters, and the answers to what cannot be applied: an origin the proxy
+// cannot parse turns the rule into 500s, an unsupported backendRef filter
+// its backend (ResolvedRefs False/UnsupportedValue).
+func TestTranslateRouteFilters(t *testing.T) {
+	o := decodeGatewayObjects(t, gatewayBase+`---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: app}
+spec:
+  gatewayClassName: nodegress
+  addresses: [{value: 192.0.2.1}]
+  listeners: [{name: http, port: 80, protocol: HTTP}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: cors, namespace: app}
+spec:
+  parentRefs: [{name: gw}]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /ok}}]
+    filters:
+    - type: CORS
+      cors:
+        allowOrigins: ["https://www.foo.com", "https://*.bar.com"]
+        allowMethods: [GET, OPTIONS]
+        allowHeaders: [x-header-1]
+        exposeHeaders: [x-header-3]
+        allowCredentials: true
+        maxAge: 3600
+    backendRefs: [{name: web, port: 8080}]
+  - matches: [{path: {type: PathPrefix, value: /bad}}]
+    filters: [{type: CORS, cors: {allowOrigins: ["https://a.example:99999"]}}]
+    backendRefs: [{name: web, port: 8080}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: backend-filters, namespace: app}
+spec:
+  parentRefs: [{name: gw}]
+  rules:
+  - backendRefs:
+    - name: web
+      port: 8080
+      filters:
+      - {type: RequestHeaderModifier, requestHeaderModifier: {set: [{name: backend, value: web}]}}
+      - {type: ResponseHeaderModifier, responseHeaderModifier: {remove: [x-internal]}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: backend-unsupported, namespace: app}
+spec:
+  parentRefs: [{name: gw}]
+  rules:
+  - backendRefs:
+    - name: web
+      port: 8080
+      weight: 2
+      filters: [{type: URLRewrite, urlRewrite: {hostname: other.example}}]
+    - {name: web, port: 8080}
+`)
+	cfg, _, st, errs := o.translate()
+	routes := map[string][]l7proxy.HTTPRouteRule{}
+	for _, r := range cfg.Listeners[0].Routes {
+		routes[r.Source] = r.Rules
+	}
+
+	cors := routes["app/cors"]
+	c := cors[0].Filters.CORS
+	if c == nil || !slices.Equal(c.AllowOrigins, []string{"https://www.foo.com", "https://*.bar.com"}) ||
+		!slices.Equal(c.AllowMethods, []string{"GET", "OPTIONS"}) || !slices.Equal(c.AllowHeaders, []string{"x-header-1"}) ||
+		!slices.Equal(c.ExposeHeaders, []string{"x-header-3"}) || !c.AllowCredentials || c.MaxAge != 3600 {
+		t.Errorf("CORS filter %+v", c)
+	}
+	if len(cors[0].Backends) != 1 || cors[0].Backends[0].Upstream == "" {
+		t.Errorf("CORS rule backends %+v", cors[0].Backends)
+	}
+	// The filter cannot be applied, so it is not skipped: the rule
+	// answers 500.
+	if bad := cors[1]; bad.Filters.CORS != nil || len(bad.Backends) != 1 || bad.Backends[0].Upstream != "" {
+		t.Errorf("invalid CORS rule %+v, want one unresolved backend", bad)
+	}
+	found := false
+	for _, err := range errs {
+		found = found || strings.Contains(err.Error(), "invalid CORS origin")
+	}
+	if !found {
+		t.Errorf("no error reported for the invalid origin: %v", errs)
+	}
+
+	b := routes["app/backend-filters"][0].Backends
+	if len(b) != 1 || b[0].Upstream == "" || b[0].RequestHeaders == nil || b[0].RequestHeaders.Set[0] != (l7proxy.Field{Name: "Backend", Value: "web"}) ||
+		b[0].ResponseHeaders == nil || b[0].ResponseHeaders.Remove[0] != "X-Internal" {
+		t.Errorf("backend filters %+v", b)
+	}
+	if got := condOf(st.Routes[kindHTTPRoute]["app/backend-filters"][0].Conditions, "ResolvedRefs"); got != "True/ResolvedRefs" {
+		t.Errorf("backend-filters ResolvedRefs %s", got)
+	}
+
+	u := routes["app/backend-unsupported"][0].Backends
+	if len(u) != 2 || u[0].Upstream != "" || u[0].Weight != 2 || u[1].Upstream == "" {
+		t.Errorf("unsupported backend filter: backends %+v, want the first unresolved", u)
+	}
+	if got := condOf(st.Routes[kindHTTPRoute]["app/backend-unsupported"][0].Conditions, "ResolvedRefs"); got != "False/UnsupportedValue" {
+		t.Errorf("backend-unsupported ResolvedRefs %s", got)
+	}
+}
+
+// TestTranslateRequestMirror checks RequestMirror filters: the backend
+// resolves like a backendRef, percent and fraction become a share, and a
+// mirror that does not resolve is left out with ResolvedRefs False while
+// the rule still serves.
+func TestTranslateRequestMirror(t *testing.T) {
+	o := decodeGatewayObjects(t, gatewayBase+`---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: app}
+spec:
+  gatewayClassName: nodegress
+  addresses: [{value: 192.0.2.1}]
+  listeners: [{name: http, port: 80, protocol: HTTP}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: mirrors, namespace: app}
+spec:
+  parentRefs: [{name: gw}]
+  rules:
+  - filters:
+    - {type: RequestMirror, requestMirror: {backendRef: {name: web, port: 8080}}}
+    - {type: RequestMirror, requestMirror: {backendRef: {name: web, namespace: app, port: 8080}, percent: 20}}
+    - {type: RequestMirror, requestMirror: {backendRef: {name: web, port: 8080}, fraction: {numerator: 25, denominator: 50}}}
+    - {type: RequestMirror, requestMirror: {backendRef: {name: web, port: 8080}, fraction: {numerator: 3}}}
+    - type: RequestHeaderModifier
+      requestHeaderModifier: {set: [{name: x-set, value: v}]}
+    backendRefs: [{name: web, port: 8080}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: missing, namespace: app}
+spec:
+  parentRefs: [{name: gw}]
+  rules:
+  - filters: [{type: RequestMirror, requestMirror: {backendRef: {name: nowhere, port: 8080}}}]
+    backendRefs: [{name: web, port: 8080}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: foreign, namespace: app}
+spec:
+  parentRefs: [{name: gw}]
+  rules:
+  - filters: [{type: RequestMirror, requestMirror: {backendRef: {name: grpc, namespace: other, port: 9000}}}]
+    backendRefs: [{name: web, port: 8080}]
+`)
+	cfg, _, st, _ := o.translate()
+	routes := map[string][]l7proxy.HTTPRouteRule{}
+	for _, r := range cfg.Listeners[0].Routes {
+		routes[r.Source] = r.Rules
+	}
+	rule := routes["app/mirrors"][0]
+	web := rule.Backends[0].Upstream
+	if web == "" {
+		t.Fatalf("backends %+v", rule.Backends)
+	}
+	want := []l7proxy.Mirror{{Upstream: web}, {Upstream: web, Numerator: 20, Denominator: 100},
+		{Upstream: web, Numerator: 25, Denominator: 50}, {Upstream: web, Numerator: 3, Denominator: 100}}
+	if !slices.Equal(rule.Filters.Mirrors, want) {
+		t.Errorf("mirrors %+v, want %+v", rule.Filters.Mirrors, want)
+	}
+	if rule.Filters.RequestHeaders == nil {
+		t.Error("header filter beside the mirrors lost")
+	}
+	if got := condOf(st.Routes[kindHTTPRoute]["app/mirrors"][0].Conditions, "ResolvedRefs"); got != "True/ResolvedRefs" {
+		t.Errorf("mirrors ResolvedRefs %s", got)
+	}
+	for name, reason := range map[string]string{"missing": "False/BackendNotFound", "foreign": "False/RefNotPermitted"} {
+		r := routes["app/"+name][0]
+		if len(r.Filters.Mirrors) != 0 || len(r.Backends) != 1 || r.Backends[0].Upstream == "" {
+			t.Errorf("%s: rule %+v, want no mirror and its backend", name, r)
+		}
+		if got := condOf(st.Routes[kindHTTPRoute]["app/"+name][0].Conditions, "ResolvedRefs"); got != reason {
+			t.Errorf("%s ResolvedRefs %s, want %s", name, got, reason)
+		}
+	}
+}
+
+func TestTranslateRouteRetry(t *testing.T) {
+	o := decodeGatewayObjects(t, gatewayBase+`---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: app}
+spec:
+  gatewayClassName: nodegress
+  addresses: [{value: 192.0.2.1}]
+  listeners: [{name: http, port: 80, protocol: HTTP}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: web, namespace: app}
+spec:
+  parentRefs: [{name: gw}]
+  rules:
+  - {retry: {codes: [500, 502], attempts: 3, backoff: 100ms}, backendRefs: [{name: web, port: 8080}]}
+  - {retry: {}, backendRefs: [{name: web, port: 8080}]}
+  - {backendRefs: [{name: web, port: 8080}]}
+  - {retry: {backoff: soon}, backendRefs: [{name: web, port: 8080}]}
+`)
+	cfg, _, _, errs := o.translate()
+	rules := cfg.Listeners[0].Routes[0].Rules
+	if r := rules[0].Retry; r == nil || !slices.Equal(r.Codes, []int{500, 502}) || r.Attempts != 3 || r.Backoff != 100*time.Millisecond {
+		t.Errorf("retry %+v", r)
+	}
+	if r := rules[1].Retry; r == nil || len(r.Codes) != 0 || r.Attempts != 1 || r.Backoff != defaultRetryBackoff {
+		t.Errorf("default retry %+v", r)
+	}
+	if rules[2].Retry != nil {
+		t.Errorf("retry without a policy: %+v", rules[2].Retry)
+	}
+	if b := rules[3].Backends; len(b) != 1 || b[0].Upstream != "" {
+		t.Errorf("invalid backoff: backends %+v, want the rule answering 500", b)
+	}
+	if len(errs) != 1 || !strings.Contains(errs[0].Error(), `retry backoff "soon"`) {
+		t.Errorf("errors %v", errs)
+	}
+}

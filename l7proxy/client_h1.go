@@ -473,8 +473,8 @@ func (hc *h1conn) handle(start time.Time) bool {
 	code := p.decide(tx, p.state.Load(), hc.ci, hc, st.host, st.path, q.contentLength)
 	switch {
 	case code == 0:
-	case tx.location != "":
-		hc.redirect(code)
+	case tx.location != "" || tx.local != nil:
+		hc.writeLocal(code)
 		return st.keep && hc.discardUnread()
 	default:
 		hc.writeError(code)
@@ -681,17 +681,25 @@ func (hc *h1conn) writeEmpty(code int) {
 	_, _ = hc.w.WriteString("\r\n")
 }
 
-// redirect answers plain HTTP with a 308 to HTTPS, keeping method, body
-// and the request target as sent.
-func (hc *h1conn) redirect(code int) {
+// writeLocal writes a local answer without a body: a redirect (to
+// tx.location) or a CORS preflight's (tx.local fields).
+func (hc *h1conn) writeLocal(code int) {
 	hc.keepIfDiscardable()
-	hc.tx.status, hc.st.wroteHead = code, true
+	tx := &hc.tx
+	tx.status, hc.st.wroteHead = code, true
 	hc.writeStatusLine(code)
-	_, _ = hc.w.WriteString("Location: ")
-	_, _ = hc.w.WriteString(hc.tx.location)
-	_, _ = hc.w.WriteString("\r\n")
+	if tx.location != "" {
+		_, _ = hc.w.WriteString("Location: ")
+		_, _ = hc.w.WriteString(tx.location)
+		_, _ = hc.w.WriteString("\r\n")
+	}
+	for _, f := range tx.local {
+		writeFieldLines(hc.w, f.Name, []string{f.Value})
+	}
 	hc.writeDate()
-	_, _ = hc.w.WriteString("Content-Length: 0\r\n")
+	if code != http.StatusNoContent {
+		_, _ = hc.w.WriteString("Content-Length: 0\r\n")
+	}
 	hc.writeConnection()
 	_, _ = hc.w.WriteString("\r\n")
 }

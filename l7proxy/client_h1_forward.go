@@ -47,6 +47,7 @@ func (hc *h1conn) requestURI() string {
 
 func (hc *h1conn) idempotent() bool    { return idempotentMethod(bstr(hc.req.method)) }
 func (hc *h1conn) gone() bool          { return hc.hungUp.Load() }
+func (hc *h1conn) replayable() bool    { return !hc.req.hasBody() && hc.req.upgrade == nil }
 func (hc *h1conn) method() string      { return bstr(hc.req.method) }
 func (hc *h1conn) scratch() *h1scratch { return &hc.x }
 func (hc *h1conn) bodyDone() bool      { return hc.st.bodyDone }
@@ -241,6 +242,29 @@ func (hc *h1conn) transportRequest() (*http.Request, error) {
 
 func (hc *h1conn) bodyError() error { return hc.tBody.failure() }
 
+// prepareMirror gives a mirror the request's end-to-end fields and the
+// forwarded set, copied out of the connection's buffers.
+func (hc *h1conn) prepareMirror(m *mirrorReq) {
+	q := &hc.req
+	h := make(http.Header, len(q.fields)+6)
+	for i := range q.fields {
+		f := &q.fields[i]
+		if f.kind == hkOther || f.kind == hkDate {
+			k := textproto.CanonicalMIMEHeaderKey(string(f.name))
+			h[k] = append(h[k], string(f.value))
+		}
+	}
+	hc.fwd.setHeader(h)
+	var n int64
+	if q.hasBody() {
+		n = q.contentLength
+		if q.chunked {
+			n = -1
+		}
+	}
+	m.prepare(&hc.tx, methodString(q.method), string(q.host), hc.requestURI(), hc.rawQuery(), h, n)
+}
+
 // respondTransport writes a Transport's response to the client.
 func (hc *h1conn) respondTransport(res *http.Response) {
 	defer res.Body.Close()
@@ -369,6 +393,9 @@ func (hc *h1conn) copyRequestBody(w *bufio.Writer, streamed bool) (werr, berr er
 			if limit > 0 && n > limit {
 				return nil, &http.MaxBytesError{Limit: limit}
 			}
+			if hc.tx.mirror != nil {
+				hc.tx.mirror.capture(p)
+			}
 			if chunked {
 				_ = writeChunk(w, p, num)
 			} else {
@@ -395,6 +422,7 @@ func (hc *h1conn) copyRequestBody(w *bufio.Writer, streamed bool) (werr, berr er
 		_, _ = w.WriteString("0\r\n\r\n")
 	}
 	hc.st.bodyDone = true
+	hc.tx.mirror.complete()
 	return w.Flush(), nil
 }
 
@@ -743,9 +771,11 @@ func (b *h1BodyReader) Read(p []byte) (int, error) {
 				b.err = &http.MaxBytesError{Limit: b.limit}
 				return 0, b.err
 			}
+			hc.tx.mirror.capture(d)
 			return copy(p, d), nil
 		}
 		if err == io.EOF {
+			hc.tx.mirror.complete()
 			hc.st.bodyDone = true
 			return 0, io.EOF
 		}

@@ -66,12 +66,20 @@ var h2scratches = sync.Pool{New: func() any { return new(h2scratch) }}
 type bodyReader struct {
 	rc  io.ReadCloser
 	err error
+	// mirror gets a copy of the body, if the request is mirrored.
+	mirror *mirrorReq
 }
 
 func (b *bodyReader) Read(p []byte) (int, error) {
 	n, err := b.rc.Read(p)
 	if err != nil && err != io.EOF && b.err == nil {
 		b.err = err
+	}
+	if b.mirror != nil {
+		b.mirror.capture(p[:n])
+		if err == io.EOF {
+			b.mirror.complete()
+		}
 	}
 	return n, err
 }
@@ -127,8 +135,14 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	switch {
 	case code == 0:
-	case s.tx.location != "":
-		s.Header()["Location"] = []string{s.tx.location}
+	case s.tx.location != "" || s.tx.local != nil:
+		h := s.Header()
+		if s.tx.location != "" {
+			h["Location"] = []string{s.tx.location}
+		}
+		for _, f := range s.tx.local {
+			h[f.Name] = append(h[f.Name], f.Value)
+		}
 		s.WriteHeader(code)
 		return
 	default:
@@ -194,6 +208,7 @@ func (s *h2stream) finish() {
 
 func (s *h2stream) idempotent() bool { return idempotentMethod(s.r.Method) }
 func (s *h2stream) gone() bool       { return s.r.Context().Err() != nil }
+func (s *h2stream) replayable() bool { return s.body.rc == nil }
 func (s *h2stream) method() string   { return s.r.Method }
 
 func (s *h2stream) fail(err, bodyErr error) {
@@ -383,6 +398,25 @@ func (s *h2stream) release(*upConn) bool {
 func (s *h2stream) interim(*h1resp)               {}
 func (s *h2stream) upgrade(*upConn, *h1resp) bool { return false }
 func (s *h2stream) bodyError() error              { return s.body.err }
+
+// prepareMirror gives a mirror the stream's end-to-end fields and the
+// forwarded set; the body is captured as it is read.
+func (s *h2stream) prepareMirror(m *mirrorReq) {
+	r := s.r
+	h := make(http.Header, len(r.Header)+5)
+	copyEndToEnd(h, r.Header)
+	s.fwd.setHeader(h)
+	var n int64
+	if s.body.rc != nil {
+		n = r.ContentLength
+		s.body.mirror = m
+	}
+	uri := r.RequestURI
+	if !validRequestURI(uri) {
+		uri = r.URL.RequestURI()
+	}
+	m.prepare(&s.tx, r.Method, r.Host, uri, r.URL.RawQuery, h, n)
+}
 
 // respondH1 copies an HTTP/1.1 upstream's response into the stream,
 // flushing whenever it has to wait for the upstream so streams are not

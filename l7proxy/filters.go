@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -123,4 +124,31 @@ func unescapeQuery(s string) string {
 		return v
 	}
 	return s
+}
+
+// mergeEdits returns one edit doing what a then b do. Every edit works as
+// remove, then set, then add, so b's removes and sets also cancel what a
+// sets and adds for those names.
+func mergeEdits(a, b *HeaderEdit) *HeaderEdit {
+	switch {
+	case a == nil:
+		return b
+	case b == nil:
+		return a
+	}
+	out := &HeaderEdit{}
+	out.Remove = append(slices.Clone(a.Remove), b.Remove...)
+	for _, f := range a.Set {
+		if !b.drops(f.Name) {
+			out.Set = append(out.Set, f)
+		}
+	}
+	out.Set = append(out.Set, b.Set...)
+	for _, f := range a.Add {
+		if !b.drops(f.Name) {
+			out.Add = append(out.Add, f)
+		}
+	}
+	out.Add = append(out.Add, b.Add...)
+	return out
 }

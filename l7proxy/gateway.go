@@ -60,6 +60,23 @@ type HTTPRouteRule struct {
 	// attempt at a backend (0: the upstream's read timeout).
 	Timeout        time.Duration
 	BackendTimeout time.Duration
+	// Retry sends requests again after failed attempts (nil: never,
+	// besides the attempt loop's own rules).
+	Retry *Retry
+}
+
+// Retry is a rule's retry policy. A request is sent again when an
+// attempt fails to connect, gets no response (reset, backend timeout) or
+// gets one of Codes, as long as it has no body (so it can be replayed),
+// the client is there, and the rule's request timeout leaves room for the
+// wait.
+type Retry struct {
+	Codes []int
+	// Attempts bounds the retries, the first attempt not counted.
+	Attempts int
+	// Backoff is the wait before the first retry, doubled for each next
+	// one (up to a second, or Backoff when longer).
+	Backoff time.Duration
 }
 
 // HTTPMatch is one match of a rule; every condition set must hold.
@@ -88,6 +105,11 @@ type ValueMatch struct {
 type WeightedBackend struct {
 	Upstream string
 	Weight   int32
+	// RequestHeaders and ResponseHeaders are the backendRef's own header
+	// filters: they apply only to requests sent to this backend, after
+	// the rule's.
+	RequestHeaders  *HeaderEdit
+	ResponseHeaders *HeaderEdit
 }
 
 // Filters are a rule's request and response changes.
@@ -96,6 +118,17 @@ type Filters struct {
 	ResponseHeaders *HeaderEdit
 	Redirect        *Redirect
 	Rewrite         *Rewrite
+	// CORS answers preflight requests and marks cross-origin responses.
+	CORS *CORS
+	// Mirrors are sent a copy of the requests (RequestMirror).
+	Mirrors []Mirror
+}
+
+// gwFilters are the request and response changes for one backend of a
+// rule: the rule's, then the backend's.
+type gwFilters struct {
+	reqEdit, respEdit *HeaderEdit
+	rewrite           *Rewrite
 }
 
 // HeaderEdit sets (replaces), adds (appends) and removes header fields.
@@ -152,14 +185,18 @@ type gwListener struct {
 
 // gwEntry is one match of one rule, compiled.
 type gwEntry struct {
-	route  *HTTPRoute
-	rule   *HTTPRouteRule
-	match  HTTPMatch
-	path   string         // PathPrefix: without trailing '/', except "/"
-	re     *regexp.Regexp // PathRegex
-	hdrRe  []*regexp.Regexp
-	qryRe  []*regexp.Regexp
-	source string
+	route *HTTPRoute
+	rule  *HTTPRouteRule
+	// filters are the rule's request and response changes with each
+	// backend's own merged in (by backend index).
+	filters []gwFilters
+	cors    *corsPolicy
+	match   HTTPMatch
+	path    string         // PathPrefix: without trailing '/', except "/"
+	re      *regexp.Regexp // PathRegex
+	hdrRe   []*regexp.Regexp
+	qryRe   []*regexp.Regexp
+	source  string
 	// total is the sum of the backends' weights.
 	total int64
 }
@@ -283,12 +320,23 @@ func compileRule(r *HTTPRoute, rule *HTTPRouteRule, index int) ([]*gwEntry, erro
 		matches = []HTTPMatch{{PathType: PathPrefix, Path: "/"}}
 	}
 	var total int64
-	for _, b := range rule.Backends {
+	fl := &rule.Filters
+	filters := make([]gwFilters, len(rule.Backends))
+	for i, b := range rule.Backends {
 		total += int64(max(b.Weight, 0))
+		filters[i] = gwFilters{reqEdit: mergeEdits(fl.RequestHeaders, b.RequestHeaders),
+			respEdit: mergeEdits(fl.ResponseHeaders, b.ResponseHeaders), rewrite: fl.Rewrite}
+	}
+	var cors *corsPolicy
+	if fl.CORS != nil {
+		var err error
+		if cors, err = compileCORS(fl.CORS); err != nil {
+			return nil, err
+		}
 	}
 	var out []*gwEntry
 	for _, m := range matches {
-		e := &gwEntry{route: r, rule: rule, match: m, total: total,
+		e := &gwEntry{route: r, rule: rule, match: m, total: total, filters: filters, cors: cors,
 			source: fmt.Sprintf("httproute %s rule %d", r.Source, index)}
 		if m.Path == "" {
 			m.Path, e.match.Path = "/", "/"
@@ -476,17 +524,17 @@ func queryValue(q, name string) (string, bool) {
 	return "", false
 }
 
-// pick chooses a backend by weight; nil when every weight is 0.
-func (e *gwEntry) pick(n uint64) *WeightedBackend {
+// pick chooses a backend by weight and returns its index; -1 when every
+// weight is 0.
+func (e *gwEntry) pick(n uint64) int {
 	if e.total <= 0 {
-		return nil
+		return -1
 	}
 	x := int64(n % uint64(e.total))
 	for i := range e.rule.Backends {
-		b := &e.rule.Backends[i]
-		if x -= int64(max(b.Weight, 0)); x < 0 {
-			return b
+		if x -= int64(max(e.rule.Backends[i].Weight, 0)); x < 0 {
+			return i
 		}
 	}
-	return nil
+	return -1
 }

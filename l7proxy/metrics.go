@@ -20,6 +20,7 @@ type metrics struct {
 	duration *prometheus.HistogramVec
 	upstream *prometheus.HistogramVec
 	streams  *prometheus.CounterVec
+	mirrors  *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -43,6 +44,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "nodegress_tls_stream_connections_total",
 			Help: "Connections to TLS listeners forwarded by TLSRoute (result forwarded) or refused (no_route, no_endpoint, connect_failed, bad_client_hello), by route.",
 		}, []string{"route", "result"}),
+		mirrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "nodegress_http_mirror_requests_total",
+			Help: "RequestMirror copies of requests, by upstream and result: sent, failed (no answer), or dropped: overloaded (too many under way), no_endpoint, body (too long or incomplete).",
+		}, []string{"upstream", "result"}),
 	}
 	var err error
 	if m.requests, err = register(reg, m.requests); err != nil {
@@ -57,7 +62,15 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	if m.streams, err = register(reg, m.streams); err != nil {
 		return nil, err
 	}
+	if m.mirrors, err = register(reg, m.mirrors); err != nil {
+		return nil, err
+	}
 	return m, nil
+}
+
+// mirrored counts a mirror request by its result.
+func (m *metrics) mirrored(upstream, result string) {
+	m.mirrors.WithLabelValues(upstream, result).Inc()
 }
 
 // register adopts an identical collector that is already registered, so

@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/netip"
+	"slices"
 	"strings"
 	"time"
 )
@@ -37,17 +38,27 @@ type txn struct {
 	ep            *endpoint // acquired; released by finish
 	// limit is the request body limit in bytes; 0 or less: none.
 	limit int64
-	// location is the Location of a redirect decide answered with.
+	// location is the Location of a redirect decide answered with;
+	// local, when not nil, the fields of another local answer without a
+	// body (a CORS preflight).
 	location string
-	// filters are a Gateway route's request and response changes (nil:
-	// none); prefix is the PathPrefix its match matched and path the
-	// request path, for a path rewrite.
-	filters      *Filters
-	prefix, path string
+	local    []Field
+	// reqEdit, respEdit and rewrite are a Gateway route's request and
+	// response changes (nil: none); prefix is the PathPrefix its match
+	// matched and path the request path, for a path rewrite.
+	reqEdit, respEdit *HeaderEdit
+	rewrite           *Rewrite
+	prefix, path      string
 	// deadline ends the wait for the response (a Gateway rule's request
 	// timeout; zero: none); backendTimeout bounds each attempt's wait.
 	deadline       time.Time
 	backendTimeout time.Duration
+	// mirror is the copy of the request its rule's mirrors get, if any.
+	mirror *mirrorReq
+	// retry is the rule's retry policy (nil: none); retries counts the
+	// retries made.
+	retry   *Retry
+	retries int
 
 	status  int
 	bytes   int64
@@ -120,8 +131,8 @@ func (p *Proxy) decide(tx *txn, cur *state, ci *connInfo, req routedRequest, hos
 
 // decideGateway routes a request on a Gateway listener's frontend: it
 // sets the route, filters and upstream in tx, or returns a local answer
-// (404 no route, a redirect, 500 for a backend reference that does not
-// resolve).
+// (404 no route, a redirect, a CORS preflight's, 500 for a backend
+// reference that does not resolve).
 func (p *Proxy) decideGateway(tx *txn, cur *state, f *gwFrontend, ci *connInfo, req routedRequest, host, path string) int {
 	_, e := f.match(NormalizeHost(host), path, req)
 	if e == nil {
@@ -132,9 +143,20 @@ func (p *Proxy) decideGateway(tx *txn, cur *state, f *gwFrontend, ci *connInfo, 
 		tx.deadline = tx.start.Add(e.rule.Timeout)
 	}
 	tx.backendTimeout = e.rule.BackendTimeout
+	tx.retry = e.rule.Retry
 	fl := &e.rule.Filters
 	if e.match.PathType == PathPrefix {
 		tx.prefix = e.path
+	}
+	if e.cors != nil {
+		if origin, ok := isPreflight(req); ok {
+			// Answered here, whatever the rule does with other requests.
+			tx.series = p.series.get(e.route.Source, nil)
+			if tx.local = e.cors.preflight(req, origin); tx.local == nil {
+				tx.local = noFields // no CORS field: the origin is refused
+			}
+			return http.StatusNoContent
+		}
 	}
 	if r := fl.Redirect; r != nil {
 		tx.series = p.series.get(e.route.Source, nil)
@@ -154,21 +176,33 @@ func (p *Proxy) decideGateway(tx *txn, cur *state, f *gwFrontend, ci *connInfo, 
 		}
 		return http.StatusFound
 	}
-	if fl.RequestHeaders != nil || fl.ResponseHeaders != nil || fl.Rewrite != nil {
-		tx.filters = fl
+	bi := e.pick(rand.Uint64())
+	if bi >= 0 {
+		gf := &e.filters[bi]
+		tx.reqEdit, tx.respEdit, tx.rewrite = gf.reqEdit, gf.respEdit, gf.rewrite
 		tx.path = path
+		if b := &e.rule.Backends[bi]; b.Upstream != "" {
+			tx.up = cur.table.upstreams[b.Upstream]
+		}
 	}
-	b := e.pick(rand.Uint64())
-	if b != nil && b.Upstream != "" {
-		tx.up = cur.table.upstreams[b.Upstream]
+	if e.cors != nil {
+		if origin, ok := req.headerValue("Origin"); ok {
+			tx.respEdit = e.cors.responseEdit(origin, tx.respEdit)
+		}
 	}
 	tx.series = p.series.get(e.route.Source, tx.up)
+	if len(fl.Mirrors) > 0 && tx.up != nil {
+		tx.mirror = sampleMirrors(cur, fl)
+	}
 	if tx.up == nil {
 		// The API's answer for a backend that does not resolve.
 		return http.StatusInternalServerError
 	}
 	return 0
 }
+
+// noFields is a local answer without fields.
+var noFields = []Field{}
 
 // frontend returns the Gateway listeners of a local address, if any.
 func (t gwTables) frontend(local netip.AddrPort) *gwFrontend {
@@ -185,6 +219,9 @@ type client interface {
 	idempotent() bool
 	// gone reports whether the client is known to have gone away.
 	gone() bool
+	// replayable reports whether the request can be sent again after an
+	// attempt failed under way: it has no body (nor asks to upgrade).
+	replayable() bool
 	// fail answers a request whose forwarding failed (through
 	// failStatus); bodyErr is the client's body failure, if any.
 	fail(err, bodyErr error)
@@ -192,6 +229,10 @@ type client interface {
 	// upstream failure, cerr a failure to write to the client, bodyErr
 	// the client's body failure.
 	abort(uerr, cerr, bodyErr error)
+
+	// prepareMirror gives a mirror the request head; the body is
+	// captured as it is read.
+	prepareMirror(m *mirrorReq)
 
 	// Towards an HTTP/1.1 upstream (upstream_h1.go).
 	scratch() *h1scratch
@@ -247,11 +288,15 @@ const (
 	outcomeDone    outcome = iota // answered (or failed and answered)
 	outcomeRefused                // the endpoint could not be connected to
 	outcomeStale                  // a reused connection was closed by the endpoint
+	outcomeRetry                  // failed, not answered: the rule's retry policy sends it again
 )
 
 // forward sends the request to tx.ep, and to another endpoint when the
 // attempt loop's rules allow.
 func (p *Proxy) forward(c client, tx *txn) {
+	if tx.mirror != nil {
+		c.prepareMirror(tx.mirror)
+	}
 	fresh := 0
 	for attempt := 0; ; {
 		ep := tx.ep
@@ -272,6 +317,11 @@ func (p *Proxy) forward(c client, tx *txn) {
 			b := ep.eject()
 			p.log.Warn("endpoint ejected after failed connect", "upstream", tx.pool.name,
 				"backend", ep.hostport, "backoff", b, "err", err)
+			if tx.canRetry(c) {
+				p.retryAt(tx, ep, err)
+				fresh = 0
+				continue
+			}
 			// Nothing of the request was sent or read: an idempotent one
 			// may go to another endpoint, body included.
 			if attempt == 0 && c.idempotent() {
@@ -293,8 +343,63 @@ func (p *Proxy) forward(c client, tx *txn) {
 			}
 			c.fail(err, nil)
 			return
+		case outcomeRetry:
+			p.retryAt(tx, ep, err)
+			fresh = 0
 		}
 	}
+}
+
+// canRetry reports whether the rule's retry policy sends the request
+// again: retries are left, the request can be replayed, the client is
+// there, and the wait ends before the rule's request timeout.
+func (tx *txn) canRetry(c client) bool {
+	r := tx.retry
+	if r == nil || tx.retries >= r.Attempts || !c.replayable() || c.gone() {
+		return false
+	}
+	return tx.deadline.IsZero() || time.Now().Add(tx.retryBackoff()).Before(tx.deadline)
+}
+
+// retryStatus reports whether a response status is retried.
+func (tx *txn) retryStatus(c client, code int) bool {
+	return tx.retry != nil && slices.Contains(tx.retry.Codes, code) && tx.canRetry(c)
+}
+
+// maxRetryBackoff caps the doubling of a retry policy's backoff.
+const maxRetryBackoff = time.Second
+
+// retryBackoff is the wait before the next retry.
+func (tx *txn) retryBackoff() time.Duration {
+	b := tx.retry.Backoff
+	if b <= 0 {
+		return 0
+	}
+	limit := max(b, maxRetryBackoff)
+	for range tx.retries {
+		if b *= 2; b >= limit {
+			return limit
+		}
+	}
+	return b
+}
+
+// retryAt waits the retry policy's backoff and moves the request to the
+// next attempt: another endpoint when there is one.
+func (p *Proxy) retryAt(tx *txn, ep *endpoint, err error) {
+	wait := tx.retryBackoff()
+	tx.retries++
+	p.log.Debug("retrying request", "upstream", tx.pool.name, "backend", ep.hostport, "retry", tx.retries,
+		"backoff", wait, "err", err)
+	if wait > 0 {
+		time.Sleep(wait)
+	}
+	if next := tx.pool.pick(ep); next != nil {
+		next.acquire()
+		ep.release()
+		tx.ep = next
+	}
+	tx.retried = true
 }
 
 // responseDeadline is when an attempt stops waiting for the response
@@ -313,23 +418,17 @@ func (tx *txn) responseDeadline(readTimeout time.Duration) time.Time {
 
 // requestEdits returns the Gateway filters that change the request.
 func (tx *txn) requestEdits() (*HeaderEdit, *Rewrite) {
-	if tx.filters == nil {
-		return nil, nil
-	}
-	return tx.filters.RequestHeaders, tx.filters.Rewrite
+	return tx.reqEdit, tx.rewrite
 }
 
 // responseEdit returns the Gateway filter that changes the response.
 func (tx *txn) responseEdit() *HeaderEdit {
-	if tx.filters == nil {
-		return nil
-	}
-	return tx.filters.ResponseHeaders
+	return tx.respEdit
 }
 
 // rewrittenTarget is the request target after a URLRewrite of the path.
 func (tx *txn) rewrittenTarget(rawQuery string) string {
-	p := escapePath(modifyPath(tx.filters.Rewrite.Path, tx.prefix, tx.path))
+	p := escapePath(modifyPath(tx.rewrite.Path, tx.prefix, tx.path))
 	if rawQuery != "" {
 		p += "?" + rawQuery
 	}
@@ -356,6 +455,9 @@ type requestLine struct {
 func (p *Proxy) finish(tx *txn, now time.Time, rl *requestLine) {
 	if tx.ep != nil {
 		tx.ep.release()
+	}
+	if tx.mirror != nil {
+		p.sendMirrors(tx.mirror)
 	}
 	d := now.Sub(tx.start)
 	tx.series.inc(tx.status)

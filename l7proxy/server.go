@@ -54,6 +54,9 @@ type Options struct {
 	ClientIdleTimeout time.Duration
 	// HTTPSPort is the public HTTPS port used in SSL redirects (443).
 	HTTPSPort int
+	// MaxMirrorRequests bounds the RequestMirror requests under way
+	// (256); mirrors beyond it are dropped and counted.
+	MaxMirrorRequests int
 }
 
 func (o *Options) setDefaults() {
@@ -80,6 +83,9 @@ func (o *Options) setDefaults() {
 	}
 	if o.HTTPSPort <= 0 {
 		o.HTTPSPort = 443
+	}
+	if o.MaxMirrorRequests <= 0 {
+		o.MaxMirrorRequests = 256
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
@@ -113,6 +119,8 @@ type Proxy struct {
 
 	redirectPort string // ":port" suffix for SSL redirects, "" for 443
 	notFound     *series
+	// mirrorSlots counts the mirror requests under way.
+	mirrorSlots atomic.Int64
 }
 
 // state is one compiled configuration, swapped atomically as a whole.

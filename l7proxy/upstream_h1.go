@@ -253,6 +253,9 @@ func (p *Proxy) exchangeH1(c client, tx *txn, ep *endpoint, fresh bool) (outcome
 		if uc.reused && plan == planNone {
 			return outcomeStale, err
 		}
+		if tx.canRetry(c) {
+			return outcomeRetry, err
+		}
 		c.fail(err, nil)
 		return outcomeDone, err
 	}
@@ -272,6 +275,9 @@ func (p *Proxy) exchangeH1(c client, tx *txn, ep *endpoint, fresh bool) (outcome
 			if !got && uc.reused && plan == planNone && !c.gone() && !isTimeout(err) {
 				return outcomeStale, err
 			}
+			if berr == nil && tx.canRetry(c) {
+				return outcomeRetry, err
+			}
 			c.fail(err, berr)
 			return outcomeDone, err
 		}
@@ -286,6 +292,12 @@ func (p *Proxy) exchangeH1(c client, tx *txn, ep *endpoint, fresh bool) (outcome
 			return outcomeDone, errTooManyInterim
 		}
 		c.interim(resp)
+	}
+	if tx.retry != nil && bodyc == nil && tx.retryStatus(c, resp.status) {
+		// Dropped unread: the connection goes with it.
+		c.release(uc)
+		uc.close()
+		return outcomeRetry, errRetryStatus
 	}
 	uc.rb.timeout = s.readTimeout
 
@@ -373,6 +385,7 @@ func stopBody(c client, uc *upConn, bodyc *chan bodyResult, wait bool) (bodyErr 
 func bodyPending(c chan bodyResult) bool { return c != nil && len(c) == 0 }
 
 var (
+	errRetryStatus       = errors.New("response status retried")
 	errTooManyInterim    = errors.New("too many interim responses")
 	errUnexpectedUpgrade = errors.New("upstream switched protocols without being asked")
 	aLongTimeAgo         = time.Unix(1, 0)

@@ -72,6 +72,13 @@ func (p *Proxy) exchangeTransport(c client, tx *txn, ep *endpoint) (outcome, err
 		c.fail(err, nil)
 		return outcomeDone, err
 	}
+	if tx.retries > 0 {
+		// An earlier attempt's transport may still read its request
+		// (an HTTP/2 stream winding down): this one gets its own.
+		r2, u := *req, *req.URL
+		r2.URL = &u
+		req = &r2
+	}
 	req.URL.Scheme = tx.pool.scheme
 	req.URL.Host = ep.hostport
 	tx.upstreamStart = time.Now()
@@ -86,8 +93,15 @@ func (p *Proxy) exchangeTransport(c client, tx *txn, ep *endpoint) (outcome, err
 		if isConnectError(err) {
 			return outcomeRefused, err
 		}
+		if tx.canRetry(c) {
+			return outcomeRetry, err
+		}
 		c.fail(err, c.bodyError())
 		return outcomeDone, err
+	}
+	if tx.retry != nil && tx.retryStatus(c, res.StatusCode) {
+		_ = res.Body.Close()
+		return outcomeRetry, errRetryStatus
 	}
 	c.respondTransport(res)
 	return outcomeDone, nil
