@@ -112,6 +112,35 @@ func (w *gatewayStatusWriter) want(st GatewayStatuses) {
 	}
 }
 
+// created queues a new object's status for a check. The decisions are
+// compared by namespace/name: an object deleted and created again
+// between two syncs gets the same decision as the one before, so no
+// change would queue it, and it would keep an empty status.
+func (w *gatewayStatusWriter) created(obj any) {
+	var key string
+	switch o := obj.(type) {
+	case *gwapi.GatewayClass:
+		key = classStatusKey(o.Name)
+	case *gwapi.Gateway:
+		key = gatewayStatusKey(o.Namespace + "/" + o.Name)
+	case *gwapi.HTTPRoute:
+		key = routeStatusKey(kindHTTPRoute, o.Namespace+"/"+o.Name)
+	case *gwapi.GRPCRoute:
+		key = routeStatusKey(kindGRPCRoute, o.Namespace+"/"+o.Name)
+	case *gwapi.TLSRoute:
+		key = routeStatusKey(kindTLSRoute, o.Namespace+"/"+o.Name)
+	case *gwapi.BackendTLSPolicy:
+		key = routeStatusKey(kindBackendTLSPolicy, o.Namespace+"/"+o.Name)
+	default:
+		return
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.queue != nil {
+		w.queue.Add(key)
+	}
+}
+
 // lead writes statuses until ctx ends (the term as status writer).
 func (w *gatewayStatusWriter) lead(ctx context.Context) {
 	q := workqueue.NewTypedRateLimitingQueue(

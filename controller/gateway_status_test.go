@@ -77,3 +77,60 @@ func TestGatewayStatusWriterStaleCache(t *testing.T) {
 		t.Errorf("after detaching, with the cache still at the first version: %d attached routes, want 0", got)
 	}
 }
+
+// TestGatewayStatusWriterRecreatedRoute: a route deleted and created
+// again under the same name between two syncs gets the same decision as
+// before, which queues nothing; its creation must get it written.
+func TestGatewayStatusWriterRecreatedRoute(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	client := gwfake.NewSimpleClientset()
+	route := &gwapi.HTTPRoute{ObjectMeta: metav1.ObjectMeta{Namespace: "app", Name: "web", Generation: 1}}
+	idx := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{})
+	create := func() *gwapi.HTTPRoute {
+		t.Helper()
+		r, err := client.GatewayV1().HTTPRoutes("app").Create(ctx, route.DeepCopy(), metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := idx.Add(r.DeepCopy()); err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	parents := func() int {
+		r, err := client.GatewayV1().HTTPRoutes("app").Get(ctx, "web", metav1.GetOptions{})
+		if err != nil {
+			return -1
+		}
+		return len(r.Status.Parents)
+	}
+	first := create()
+	c := &Controller{log: slog.New(slog.NewTextHandler(io.Discard, nil)), cfg: Config{Gateway: &GatewayConfig{}},
+		gw: &gatewayListers{httpRoutes: gwlisters.NewHTTPRouteLister(idx)}}
+	w := newGatewayStatusWriter(c, client)
+	done := make(chan struct{})
+	go func() { w.lead(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	decision := GatewayStatuses{Routes: map[string]map[string][]gwapi.RouteParentStatus{kindHTTPRoute: {"app/web": {{
+		ParentRef:      gwapi.ParentReference{Name: "gw"},
+		ControllerName: DefaultGatewayControllerName,
+		Conditions:     []metav1.Condition{condition("Accepted", true, "Accepted", "", 1)},
+	}}}}}
+	w.want(decision)
+	waitFor(t, "the first route's status", waitLimit, func() bool { return parents() == 1 })
+
+	if err := client.GatewayV1().HTTPRoutes("app").Delete(ctx, "web", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := idx.Delete(first); err != nil {
+		t.Fatal(err)
+	}
+	second := create()
+	if parents() != 0 {
+		t.Fatal("the recreated route has a status already")
+	}
+	w.want(decision) // the next sync decides the same
+	w.created(second)
+	waitFor(t, "the recreated route's status", waitLimit, func() bool { return parents() == 1 })
+}

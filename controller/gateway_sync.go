@@ -88,7 +88,12 @@ func (c *Controller) registerGateway(src *sources) error {
 	}
 	request := func() { c.tracker.ingress(); c.runner.Request() }
 	h := cache.ResourceEventHandlerFuncs{
-		AddFunc: func(any) { request() },
+		AddFunc: func(obj any) {
+			if c.gwStatus != nil {
+				c.gwStatus.created(obj)
+			}
+			request()
+		},
 		UpdateFunc: func(old, cur any) {
 			// Standalone files carry whatever generation they say.
 			if c.source != nil || specChanged(old, cur) {
