@@ -62,6 +62,9 @@ type GatewayInput struct {
 	Namespaces []*corev1.Namespace
 	// AddressPool gives addresses to Gateways without spec.addresses.
 	AddressPool []netip.Prefix
+	// AddressRanges are where spec.addresses may be (besides the pool);
+	// empty: anywhere.
+	AddressRanges []netip.Prefix
 }
 
 // GatewayStatuses are the statuses the translation decided, keyed by
@@ -254,10 +257,14 @@ func (g *gatewayTranslator) addresses(gw *gwapi.Gateway, key string) ([]netip.Ad
 				continue
 			}
 			ip, err := parseIPv4(a.Value)
-			if err != nil || g.taken[ip] != "" {
+			if err != nil || g.taken[ip] != "" || !g.usable(ip) {
 				msg := fmt.Sprintf("address %q is not a usable IPv4 address", a.Value)
-				if err == nil {
+				switch {
+				case err != nil:
+				case g.taken[ip] != "":
 					msg = fmt.Sprintf("address %s is used by gateway %s", ip, g.taken[ip])
+				default:
+					msg = fmt.Sprintf("address %s is outside the pool and the ranges Gateways may use (--gateway-address-ranges)", ip)
 				}
 				c := condition(string(gwapi.GatewayConditionProgrammed), false, string(gwapi.GatewayReasonAddressNotUsable), msg, gw.Generation)
 				return nil, &c
@@ -300,6 +307,16 @@ func (g *gatewayTranslator) poolAddress(gw *gwapi.Gateway, key string) (netip.Ad
 	}
 	c := condition(string(gwapi.GatewayConditionProgrammed), false, string(gwapi.GatewayReasonAddressNotAssigned), msg, gw.Generation)
 	return netip.Addr{}, &c
+}
+
+// usable reports whether a Gateway may name ip in spec.addresses: an
+// address of the pool or of the configured ranges, or any address when no
+// range is configured.
+func (g *gatewayTranslator) usable(ip netip.Addr) bool {
+	if len(g.gin.AddressRanges) == 0 || g.inPool(ip) {
+		return true
+	}
+	return slices.ContainsFunc(g.gin.AddressRanges, func(p netip.Prefix) bool { return p.Contains(ip) })
 }
 
 func (g *gatewayTranslator) inPool(ip netip.Addr) bool {

@@ -24,8 +24,10 @@ type GatewayConfig struct {
 	// ControllerName selects the GatewayClasses served (empty:
 	// DefaultGatewayControllerName).
 	ControllerName string
-	// AddressPool gives addresses to Gateways without spec.addresses.
-	AddressPool []netip.Prefix
+	// AddressPool gives addresses to Gateways without spec.addresses;
+	// AddressRanges bound spec.addresses (empty: any address).
+	AddressPool   []netip.Prefix
+	AddressRanges []netip.Prefix
 	// SkipTLSRoutes leaves TLSRoutes alone, for API servers whose
 	// Gateway API CRDs predate them (v1 since Gateway API v1.5);
 	// SkipBackendTLSPolicies likewise BackendTLSPolicies (v1 since
@@ -139,7 +141,8 @@ func (c *Controller) gatewayInput() (*GatewayInput, error) {
 	if c.gw == nil {
 		return nil, nil
 	}
-	in := &GatewayInput{ControllerName: c.cfg.Gateway.ControllerName, AddressPool: c.cfg.Gateway.AddressPool}
+	in := &GatewayInput{ControllerName: c.cfg.Gateway.ControllerName, AddressPool: c.cfg.Gateway.AddressPool,
+		AddressRanges: c.cfg.Gateway.AddressRanges}
 	var err error
 	if in.Classes, err = c.gw.classes.List(labels.Everything()); err != nil {
 		return nil, fmt.Errorf("list gatewayclasses: %w", err)

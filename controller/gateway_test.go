@@ -373,6 +373,55 @@ spec:
 	}
 }
 
+// TestGatewayStaticAddresses: with ranges configured, spec.addresses
+// outside them and the pool are not usable (Accepted, not Programmed);
+// an address type other than IPAddress is not accepted.
+func TestGatewayStaticAddresses(t *testing.T) {
+	gw := func(addrs string) string {
+		return gatewayBase + `---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: app}
+spec:
+  gatewayClassName: nodegress
+  addresses: ` + addrs + `
+  listeners: [{name: http, port: 80, protocol: HTTP}]
+`
+	}
+	for _, tc := range []struct {
+		name, addrs, ranges, accepted, programmed, status string
+	}{
+		{"in a range", "[{value: 198.51.100.7}]", "198.51.100.0/24", "True/Accepted", "True/Programmed", "198.51.100.7"},
+		{"in the pool", "[{value: 192.0.2.9}]", "198.51.100.0/24", "True/Accepted", "True/Programmed", "192.0.2.9"},
+		{"outside", "[{value: 203.0.113.5}, {value: 198.51.100.7}]", "198.51.100.0/24", "True/Accepted", "False/AddressNotUsable", ""},
+		{"no ranges: any", "[{value: 203.0.113.5}]", "", "True/Accepted", "True/Programmed", "203.0.113.5"},
+		{"unsupported type", "[{type: test/fake, value: x}, {value: 198.51.100.7}]", "198.51.100.0/24", "False/UnsupportedAddress", "False/Invalid", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			o := decodeGatewayObjects(t, gw(tc.addrs))
+			o.in.AddressPool = []netip.Prefix{netip.MustParsePrefix("192.0.2.8/31")}
+			if tc.ranges != "" {
+				o.in.AddressRanges = []netip.Prefix{netip.MustParsePrefix(tc.ranges)}
+			}
+			_, fes, st, _ := o.translate()
+			g := st.Gateways["app/gw"]
+			if got := [2]string{condOf(g.Conditions, "Accepted"), condOf(g.Conditions, "Programmed")}; got != [2]string{tc.accepted, tc.programmed} {
+				t.Errorf("conditions %v, want %s %s", got, tc.accepted, tc.programmed)
+			}
+			var status []string
+			for _, a := range g.Addresses {
+				status = append(status, a.Value)
+			}
+			if strings.Join(status, ",") != tc.status {
+				t.Errorf("status addresses %v, want %q", status, tc.status)
+			}
+			if tc.status == "" && len(fes) != 0 {
+				t.Errorf("frontends %v for a Gateway without a usable address", fes)
+			}
+		})
+	}
+}
+
 func TestIntersectHostnames(t *testing.T) {
 	for _, tt := range []struct {
 		listener string

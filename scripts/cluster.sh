@@ -85,9 +85,11 @@ HOST_LINK_CP_IP=10.211.255.2
 CLUSTER_CIDR=10.212.0.0/16
 pod_cidr() { echo "10.212.$1.0/24"; }
 SERVICE_CIDR=10.213.0.0/16
-# Gateway addresses (tests/cluster/overlay's GATEWAY_ADDRESS_POOL), routed
-# from the client and the control plane to node1 like a load balancer's.
+# Gateway addresses (tests/cluster/overlay's GATEWAY_ADDRESS_POOL, and
+# GATEWAY_ADDRESS_RANGES for spec.addresses), routed from the client and
+# the control plane to node1 like a load balancer's.
 GATEWAY_POOL=10.214.0.0/24
+GATEWAY_STATIC=10.214.1.0/24
 KUBERNETES_SVC_IP=10.213.0.1
 # kube-dns, where kubeadm puts it (the tenth address of the range).
 DNS_SVC_IP=10.213.0.10
@@ -387,8 +389,11 @@ setup_network() {
 		# (CNI ptp); the rest of its range goes nowhere.
 		ip -n "$P-node$j" route add unreachable "$(pod_cidr "$j")"
 	done
-	ip -n "$P-client" route add "$GATEWAY_POOL" via "$(node_ip 1)"
-	ip -n "$P-cp" route add "$GATEWAY_POOL" via "$(node_ip 1)"
+	local prefix
+	for prefix in "$GATEWAY_POOL" "$GATEWAY_STATIC"; do
+		ip -n "$P-client" route add "$prefix" via "$(node_ip 1)"
+		ip -n "$P-cp" route add "$prefix" via "$(node_ip 1)"
+	done
 }
 
 node_netns_list() {
@@ -1100,6 +1105,7 @@ NODE_NETNS='$netns'
 POD_CIDR='$CLUSTER_CIDR'
 SERVICE_CIDR='$SERVICE_CIDR'
 GATEWAY_POOL='$GATEWAY_POOL'
+GATEWAY_STATIC='$GATEWAY_STATIC'
 API_SERVER='https://$CP_IP:6443'
 KUBE_PROXY='$KUBE_PROXY'
 DNS='$DNS'

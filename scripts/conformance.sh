@@ -29,7 +29,7 @@ OUT=${CONFORMANCE_OUT:-/var/tmp/nodegress-conformance}
 PROFILES=${CONFORMANCE_PROFILES:-GATEWAY-HTTP,GATEWAY-GRPC,GATEWAY-TLS}
 TIMEOUT=${CONFORMANCE_TIMEOUT:-60m}
 # Extended features nodegress implements; the suite runs their tests too.
-FEATURES=${CONFORMANCE_FEATURES:-HTTPRouteQueryParamMatching,HTTPRouteMethodMatching,HTTPRouteResponseHeaderModification,HTTPRoutePortRedirect,HTTPRouteSchemeRedirect,HTTPRoutePathRedirect,HTTPRouteHostRewrite,HTTPRoutePathRewrite,HTTPRoute303RedirectStatusCode,HTTPRoute307RedirectStatusCode,HTTPRoute308RedirectStatusCode,HTTPRouteParentRefPort,HTTPRouteNamedRouteRule,HTTPRouteBackendProtocolH2C,HTTPRouteBackendProtocolWebSocket,GatewayPort8080,GatewayHTTPListenerIsolation,GatewayAddressEmpty,HTTPRouteRequestTimeout,HTTPRouteBackendTimeout,TLSRouteModeTerminate,BackendTLSPolicy,BackendTLSPolicySANValidation,HTTPRouteCORS,HTTPRouteBackendRequestHeaderModification,HTTPRouteRequestMirror,HTTPRouteRequestMultipleMirrors,HTTPRouteRequestPercentageMirror}
+FEATURES=${CONFORMANCE_FEATURES:-HTTPRouteQueryParamMatching,HTTPRouteMethodMatching,HTTPRouteResponseHeaderModification,HTTPRoutePortRedirect,HTTPRouteSchemeRedirect,HTTPRoutePathRedirect,HTTPRouteHostRewrite,HTTPRoutePathRewrite,HTTPRoute303RedirectStatusCode,HTTPRoute307RedirectStatusCode,HTTPRoute308RedirectStatusCode,HTTPRouteParentRefPort,HTTPRouteNamedRouteRule,HTTPRouteBackendProtocolH2C,HTTPRouteBackendProtocolWebSocket,GatewayPort8080,GatewayHTTPListenerIsolation,GatewayAddressEmpty,HTTPRouteRequestTimeout,HTTPRouteBackendTimeout,TLSRouteModeTerminate,GatewayStaticAddresses,BackendTLSPolicy,BackendTLSPolicySANValidation,HTTPRouteCORS,HTTPRouteBackendRequestHeaderModification,HTTPRouteRequestMirror,HTTPRouteRequestMultipleMirrors,HTTPRouteRequestPercentageMirror}
 
 log() { echo "conformance: $*" >&2; }
 
@@ -66,6 +66,9 @@ run() {
 		--gateway-class nodegress
 		--conformance-profiles "$PROFILES"
 		--supported-features "$FEATURES"
+		# GatewayStaticAddresses: one of the ranges Gateways may use (routed
+		# to node1), and an address outside them.
+		--usable-address 10.214.1.10 --unusable-address 192.0.2.77
 		--organization nodegress --project nodegress
 		--url https://github.com/nodegress/nodegress
 		--version "$(git -C "$ROOT" describe --always --dirty)"

@@ -45,6 +45,7 @@ type l7Flags struct {
 
 	gatewayAPI            string
 	gatewayAddressPool    string
+	gatewayAddressRanges  string
 	gatewayControllerName string
 }
 
@@ -61,6 +62,7 @@ func (f *l7Flags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 10*time.Second, "how long in-flight requests get to finish on shutdown")
 	fs.StringVar(&f.gatewayAPI, "gateway-api", "auto", "serve the Gateway API (with --ingress): on, off, or auto (on when the API server has the Gateway API's CRDs, checked at start; always standalone)")
 	fs.StringVar(&f.gatewayAddressPool, "gateway-address-pool", "", "CIDR[,CIDR...]: addresses given to Gateways without spec.addresses; they must be routed to the nodes")
+	fs.StringVar(&f.gatewayAddressRanges, "gateway-address-ranges", "", "CIDR[,CIDR...]: where Gateways' spec.addresses may be besides the pool (the network routes them to the nodes); others are not usable. Empty: any address")
 	fs.StringVar(&f.gatewayControllerName, "gateway-controller-name", controller.DefaultGatewayControllerName, "spec.controllerName of the GatewayClasses served")
 }
 
@@ -227,7 +229,11 @@ func gatewayConfig(f *l7Flags, standalone bool, client kubernetes.Interface, cfg
 	if err != nil {
 		return nil, fmt.Errorf("--gateway-address-pool: %w", err)
 	}
-	gc := &controller.GatewayConfig{ControllerName: f.gatewayControllerName, AddressPool: pool}
+	ranges, err := parsePrefixes(f.gatewayAddressRanges)
+	if err != nil {
+		return nil, fmt.Errorf("--gateway-address-ranges: %w", err)
+	}
+	gc := &controller.GatewayConfig{ControllerName: f.gatewayControllerName, AddressPool: pool, AddressRanges: ranges}
 	switch f.gatewayAPI {
 	case "off":
 		return nil, nil
