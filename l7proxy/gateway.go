@@ -445,10 +445,7 @@ type gwRequest interface {
 // match finds the rule for a request on frontend f. host is normalized
 // (lowercase, no port).
 func (f *gwFrontend) match(host, path string, req gwRequest) (*gwListener, *gwEntry) {
-	for _, l := range f.listeners {
-		if !hostServes(l.host, l.wildcard, host) {
-			continue
-		}
+	if l := f.listenerFor(host); l != nil {
 		var found *gwEntry
 		l.rules.each(host, func(es []*gwEntry) bool {
 			for _, e := range es {
@@ -464,6 +461,28 @@ func (f *gwFrontend) match(host, path string, req gwRequest) (*gwListener, *gwEn
 		return l, found
 	}
 	return nil, nil
+}
+
+// listenerFor returns the most specific listener serving host (normalized).
+func (f *gwFrontend) listenerFor(host string) *gwListener {
+	for _, l := range f.listeners {
+		if hostServes(l.host, l.wildcard, host) {
+			return l
+		}
+	}
+	return nil
+}
+
+// misdirected reports whether a request on a TLS connection whose SNI
+// chose one listener names a host another listener serves: that listener's
+// certificate was not the one presented (HTTP/2 connection reuse, or a
+// client sending the wrong name), so the request must be retried on a
+// connection of its own (421, RFC 9110 §15.5.20).
+func (f *gwFrontend) misdirected(sni, host string) bool {
+	if sni == "" || len(f.listeners) < 2 {
+		return false
+	}
+	return f.listenerFor(sni) != f.listenerFor(host)
 }
 
 func (e *gwEntry) matches(path string, req gwRequest) bool {

@@ -388,3 +388,61 @@ func TestGatewayTimeouts(t *testing.T) {
 		})
 	}
 }
+
+// TestGatewayMisdirectedRequests: on an HTTPS frontend with several
+// listeners, a request whose Host belongs to another listener than the
+// one its SNI chose gets 421, over HTTP/1.1 and HTTP/2; the same names on
+// the listener the SNI chose are served (or 404 without a route).
+func TestGatewayMisdirectedRequests(t *testing.T) {
+	a, b, c := startGatewayEcho(t, "a"), startGatewayEcho(t, "b"), startGatewayEcho(t, "c")
+	ups := []Upstream{{Name: "a", Endpoints: ep(a)}, {Name: "b", Endpoints: ep(b)}, {Name: "c", Endpoints: ep(c)}}
+	cert := Certificate{Cert: makeCert(t, "gw", "*.example.org", "example.org", "*.wild.org")}
+	p := startProxy(t, Options{}, Config{Upstreams: ups, Certificates: []Certificate{cert}})
+	front := []netip.AddrPort{netip.MustParseAddrPort(p.httpsAddr)}
+	route := func(up string) []HTTPRoute {
+		return []HTTPRoute{{Source: "ns/" + up, Rules: []HTTPRouteRule{{Backends: []WeightedBackend{{Upstream: up, Weight: 1}}}}}}
+	}
+	listeners := []Listener{
+		{Name: "ns/gw/any", Frontends: front, Routes: []HTTPRoute{{Source: "ns/a", Hostnames: []string{"example.org"},
+			Rules: []HTTPRouteRule{{Backends: []WeightedBackend{{Upstream: "a", Weight: 1}}}}}}},
+		{Name: "ns/gw/second", Frontends: front, Hostname: "second.example.org", Routes: route("b")},
+		{Name: "ns/gw/wild", Frontends: front, Hostname: "*.wild.org", Routes: route("c")},
+		{Name: "ns/gw/fourth", Frontends: front, Hostname: "fourth.wild.org", Routes: route("a")},
+	}
+	if errs := p.Update(Config{Upstreams: ups, Certificates: []Certificate{cert}, Listeners: listeners}); len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	for _, h2 := range []bool{false, true} {
+		for _, tc := range []struct {
+			sni, host string
+			code      int
+			backend   string
+		}{
+			{"example.org", "example.org", 200, "a"},
+			{"example.org", "second.example.org", 421, ""},
+			{"example.org", "unknown.example.org", 404, ""},
+			{"second.example.org", "second.example.org", 200, "b"},
+			{"second.example.org", "example.org", 421, ""},
+			{"third.wild.org", "fifth.wild.org", 200, "c"},
+			{"third.wild.org", "fourth.wild.org", 421, ""},
+			{"third.wild.org", "unknown.example.org", 421, ""},
+			{"unknown.example.org", "example.org", 200, "a"},
+			{"unknown.example.org", "unknown.example.org", 404, ""},
+		} {
+			req, _ := http.NewRequest(http.MethodGet, "https://"+p.httpsAddr+"/", nil)
+			req.Host = tc.host
+			res, err := tlsClient(tc.sni, h2).Do(req)
+			if err != nil {
+				t.Fatalf("h2=%v SNI %s Host %s: %v", h2, tc.sni, tc.host, err)
+			}
+			body, _ := io.ReadAll(res.Body)
+			res.Body.Close()
+			if res.StatusCode != tc.code || tc.backend != "" && !strings.Contains(string(body), `"`+tc.backend+`"`) {
+				t.Errorf("h2=%v SNI %s Host %s: %d %q, want %d from %q", h2, tc.sni, tc.host, res.StatusCode, body, tc.code, tc.backend)
+			}
+			if h2 && res.ProtoMajor != 2 {
+				t.Errorf("SNI %s: answered over %s, want HTTP/2", tc.sni, res.Proto)
+			}
+		}
+	}
+}

@@ -2,6 +2,7 @@ package l7proxy
 
 import (
 	"context"
+	"crypto/tls"
 	"net"
 	"net/http"
 	"net/netip"
@@ -36,6 +37,9 @@ type connInfo struct {
 	// local is the address the client connected to (with sk_lookup
 	// steering, the frontend), which selects a Gateway listener.
 	local netip.AddrPort
+	// sni is the server name a TLS client asked for (lowercase; empty
+	// without TLS or SNI).
+	sni string
 
 	peerVal  []string // {peerStr}
 	protoVal []string // {"http"} or {"https"}
@@ -67,6 +71,9 @@ func newConnInfo(c net.Conn, isTLS bool, trusted []netip.Prefix) *connInfo {
 		port = strconv.Itoa(int(ap.Port()))
 	}
 	ci.portVal = []string{port}
+	if tc, ok := c.(*tls.Conn); ok {
+		ci.sni = strings.ToLower(tc.ConnectionState().ServerName)
+	}
 	return ci
 }
 

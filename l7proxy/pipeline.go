@@ -134,7 +134,11 @@ func (p *Proxy) decide(tx *txn, cur *state, ci *connInfo, req routedRequest, hos
 // (404 no route, a redirect, a CORS preflight's, 500 for a backend
 // reference that does not resolve).
 func (p *Proxy) decideGateway(tx *txn, cur *state, f *gwFrontend, ci *connInfo, req routedRequest, host, path string) int {
-	_, e := f.match(NormalizeHost(host), path, req)
+	name := NormalizeHost(host)
+	if ci.tls && f.misdirected(ci.sni, name) {
+		return http.StatusMisdirectedRequest
+	}
+	_, e := f.match(name, path, req)
 	if e == nil {
 		return http.StatusNotFound
 	}
