@@ -36,6 +36,9 @@ type Listener struct {
 	Routes []HTTPRoute
 	// TLSRoutes attached to a TLS listener, in precedence order.
 	TLSRoutes []TLSRoute
+	// ClientValidation, on a listener terminating TLS, asks its
+	// frontends' clients for certificates.
+	ClientValidation *ClientValidation
 }
 
 // HTTPRoute is one HTTPRoute as attached to a listener.

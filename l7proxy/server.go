@@ -128,8 +128,11 @@ type state struct {
 	table    *RouteTable
 	gateways gwTables
 	streams  streamTables
-	pools    map[string]*pool
-	certs    *certStore
+	// clientAuth are the TLS configurations of frontends validating
+	// client certificates.
+	clientAuth clientAuthConfigs
+	pools      map[string]*pool
+	certs      *certStore
 }
 
 // New creates a proxy with an empty configuration (every request gets 404)
@@ -190,6 +193,14 @@ func New(opts Options) (*Proxy, error) {
 			GetCertificate: func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
 				return p.state.Load().certs.get(hello.ServerName), nil
 			},
+			// A frontend validating clients has a configuration of its
+			// own (client_tls.go).
+			GetConfigForClient: func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
+				if ca := p.state.Load().clientAuth; len(ca) > 0 {
+					return ca[localAddrPort(hello.Conn)], nil
+				}
+				return nil, nil
+			},
 		},
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 			return context.WithValue(ctx, connInfoKey{}, newConnInfo(c, true, opts.TrustedProxies))
@@ -218,6 +229,8 @@ func (p *Proxy) Update(cfg Config) []error {
 	errs = append(errs, gerrs...)
 	streams, serrs := compileStreams(cfg.Listeners)
 	errs = append(errs, serrs...)
+	clientAuth, cerrs := compileClientAuth(cfg.Listeners, p.h2.TLSConfig)
+	errs = append(errs, cerrs...)
 	old := p.state.Load()
 	ups := table.Upstreams()
 	pools := make(map[string]*pool, len(ups))
@@ -266,7 +279,7 @@ func (p *Proxy) Update(cfg Config) []error {
 	}
 	p.series.reset(keep)
 
-	p.state.Store(&state{table: table, gateways: gateways, streams: streams, pools: pools, certs: certs})
+	p.state.Store(&state{table: table, gateways: gateways, streams: streams, clientAuth: clientAuth, pools: pools, certs: certs})
 
 	for _, pl := range replaced {
 		pl.retire()
