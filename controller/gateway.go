@@ -106,6 +106,8 @@ type gatewayListener struct {
 	// tlsRoutes its attached TLSRoutes.
 	tlsMode   gwapi.TLSModeType
 	tlsRoutes []l7proxy.TLSRoute
+	// clientValidation asks the listener's clients for certificates.
+	clientValidation *l7proxy.ClientValidation
 }
 
 type gatewayTranslator struct {
@@ -460,6 +462,12 @@ func (g *gatewayTranslator) translateListeners(gw *gwapi.Gateway, key string, ad
 		if (l.Protocol == gwapi.HTTPSProtocolType || gl.tlsMode == gwapi.TLSModeTerminate) && accepted.Status == metav1.ConditionTrue {
 			if c := g.listenerCertificates(gw, l); c != nil {
 				resolved = *c
+			}
+			if v := frontendValidation(gw, l.Port); v != nil {
+				var problem []metav1.Condition
+				if gl.clientValidation, problem = g.clientValidation(gw, v); problem != nil {
+					resolved, accepted = problem[0], problem[1]
+				}
 			}
 		}
 		gl.accepted = accepted.Status == metav1.ConditionTrue
@@ -1106,7 +1114,8 @@ func (g *gatewayTranslator) finishGateway(gw *gwapi.Gateway, key string, addrs [
 			continue
 		}
 		valid++
-		pl := l7proxy.Listener{Name: gl.key, Hostname: gl.hostname, Routes: gl.routes, TLSRoutes: gl.tlsRoutes}
+		pl := l7proxy.Listener{Name: gl.key, Hostname: gl.hostname, Routes: gl.routes, TLSRoutes: gl.tlsRoutes,
+			ClientValidation: gl.clientValidation}
 		switch gl.tlsMode {
 		case gwapi.TLSModePassthrough:
 			pl.Kind = l7proxy.ListenerTLSPassthrough
@@ -1146,6 +1155,10 @@ func (g *gatewayTranslator) finishGateway(gw *gwapi.Gateway, key string, addrs [
 			"invalid listeners: "+strings.Join(invalid, ", "), gen)
 	}
 	st.Conditions = []metav1.Condition{accepted, programmed}
+	if insecureFrontend(gw) {
+		st.Conditions = append(st.Conditions, condition(string(gwapi.GatewayConditionInsecureFrontendValidationMode), true,
+			string(gwapi.GatewayReasonConfigurationChanged), "a client certificate validation accepts clients without a valid certificate", gen))
+	}
 	g.status.Gateways[key] = st
 	slices.Sort(names)
 	out := make([]loader.Service, 0, len(names))

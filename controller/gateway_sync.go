@@ -1,8 +1,10 @@
 package controller
 
 import (
+	"cmp"
 	"fmt"
 	"net/netip"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -31,7 +33,7 @@ type GatewayConfig struct {
 	// SkipTLSRoutes leaves TLSRoutes alone, for API servers whose
 	// Gateway API CRDs predate them (v1 since Gateway API v1.5);
 	// SkipBackendTLSPolicies likewise BackendTLSPolicies (v1 since
-	// v1.4), and with them ConfigMaps.
+	// v1.4).
 	SkipTLSRoutes          bool
 	SkipBackendTLSPolicies bool
 }
@@ -43,8 +45,8 @@ type gatewayListers struct {
 	httpRoutes gwlisters.HTTPRouteLister
 	grpcRoutes gwlisters.GRPCRouteLister
 	tlsRoutes  gwlisters.TLSRouteLister // nil: not followed
-	// tlsPolicies (nil: not followed) and the ConfigMaps holding their
-	// CA certificates.
+	// tlsPolicies (nil: not followed), and the ConfigMaps holding CA
+	// certificates (of policies and of Gateways' client validation).
 	tlsPolicies gwlisters.BackendTLSPolicyLister
 	configMaps  corelisters.ConfigMapLister
 	grants      gwlisters.ReferenceGrantLister
@@ -84,10 +86,10 @@ func (c *Controller) registerGateway(src *sources) error {
 		informers = append(informers, v1.TLSRoutes().Informer())
 	}
 	if !c.cfg.Gateway.SkipBackendTLSPolicies {
-		cms := src.factory.Core().V1().ConfigMaps()
-		c.gw.tlsPolicies, c.gw.configMaps = v1.BackendTLSPolicies().Lister(), cms.Lister()
+		c.gw.tlsPolicies = v1.BackendTLSPolicies().Lister()
 		informers = append(informers, v1.BackendTLSPolicies().Informer())
 	}
+	c.gw.configMaps = src.factory.Core().V1().ConfigMaps().Lister()
 	request := func() { c.tracker.ingress(); c.runner.Request() }
 	h := cache.ResourceEventHandlerFuncs{
 		AddFunc: func(obj any) {
@@ -165,8 +167,8 @@ func (c *Controller) gatewayInput() (*GatewayInput, error) {
 		if in.BackendTLSPolicies, err = c.gw.tlsPolicies.List(labels.Everything()); err != nil {
 			return nil, fmt.Errorf("list backendtlspolicies: %w", err)
 		}
-		in.ConfigMaps = c.caConfigMaps(in.BackendTLSPolicies)
 	}
+	in.ConfigMaps = c.caConfigMaps(caConfigMapKeys(in.BackendTLSPolicies, in.Gateways))
 	if in.Grants, err = c.gw.grants.List(labels.Everything()); err != nil {
 		return nil, fmt.Errorf("list referencegrants: %w", err)
 	}
@@ -182,24 +184,57 @@ func (c *Controller) gatewayInput() (*GatewayInput, error) {
 	return in, nil
 }
 
-// caConfigMaps returns the ConfigMaps the policies' caCertificateRefs
-// name (those that exist).
-func (c *Controller) caConfigMaps(policies []*gwapi.BackendTLSPolicy) []*corev1.ConfigMap {
-	var out []*corev1.ConfigMap
-	seen := map[string]bool{}
+// caConfigMapKeys are the ConfigMaps (namespace/name) holding CA
+// certificates: of BackendTLSPolicies, and of Gateways' client
+// certificate validation.
+func caConfigMapKeys(policies []*gwapi.BackendTLSPolicy, gateways []*gwapi.Gateway) map[string]bool {
+	keys := map[string]bool{}
 	for _, p := range policies {
 		for _, ref := range p.Spec.Validation.CACertificateRefs {
-			key := p.Namespace + "/" + string(ref.Name)
-			if ref.Group != "" || ref.Kind != kindConfigMap || seen[key] {
-				continue
-			}
-			seen[key] = true
-			if cm, err := c.gw.configMaps.ConfigMaps(p.Namespace).Get(string(ref.Name)); err == nil {
-				out = append(out, cm)
+			if ref.Group == "" && ref.Kind == kindConfigMap {
+				keys[p.Namespace+"/"+string(ref.Name)] = true
 			}
 		}
 	}
+	for _, gw := range gateways {
+		for _, v := range frontendValidations(gw) {
+			for _, ref := range v.CACertificateRefs {
+				if ref.Group == "" && ref.Kind == kindConfigMap {
+					keys[cmp.Or(string(ptrValue(ref.Namespace)), gw.Namespace)+"/"+string(ref.Name)] = true
+				}
+			}
+		}
+	}
+	return keys
+}
+
+// caConfigMaps returns the CA ConfigMaps that exist.
+func (c *Controller) caConfigMaps(keys map[string]bool) []*corev1.ConfigMap {
+	var out []*corev1.ConfigMap
+	for key := range keys {
+		ns, name, _ := strings.Cut(key, "/")
+		if cm, err := c.gw.configMaps.ConfigMaps(ns).Get(name); err == nil {
+			out = append(out, cm)
+		}
+	}
 	return out
+}
+
+// caConfigMapUsed reports whether a policy or a Gateway names the
+// ConfigMap for CA certificates.
+func (c *Controller) caConfigMapUsed(ns, name string) bool {
+	var policies []*gwapi.BackendTLSPolicy
+	var err error
+	if c.gw.tlsPolicies != nil {
+		if policies, err = c.gw.tlsPolicies.List(labels.Everything()); err != nil {
+			return true
+		}
+	}
+	gateways, err := c.gw.gateways.List(labels.Everything())
+	if err != nil {
+		return true
+	}
+	return caConfigMapKeys(policies, gateways)[ns+"/"+name]
 }
 
 // specChanged reports whether an update may change the translation. The
@@ -214,21 +249,4 @@ func specChanged(old, cur any) bool {
 		return true
 	}
 	return o.GetGeneration() != n.GetGeneration() || n.GetDeletionTimestamp() != nil
-}
-
-// caConfigMapUsed reports whether a BackendTLSPolicy names the ConfigMap
-// for its CA certificates.
-func (c *Controller) caConfigMapUsed(ns, name string) bool {
-	policies, err := c.gw.tlsPolicies.BackendTLSPolicies(ns).List(labels.Everything())
-	if err != nil {
-		return true
-	}
-	for _, p := range policies {
-		for _, ref := range p.Spec.Validation.CACertificateRefs {
-			if ref.Group == "" && ref.Kind == kindConfigMap && string(ref.Name) == name {
-				return true
-			}
-		}
-	}
-	return false
 }

@@ -1241,3 +1241,96 @@ spec:
 		t.Errorf("errors %v", errs)
 	}
 }
+
+// TestTranslateFrontendValidation checks client certificate validation:
+// the default and per-port configurations, the conditions of listeners
+// whose CA certificates do not resolve (not served), HTTP listeners left
+// alone, and the Gateway's InsecureFrontendValidationMode condition.
+func TestTranslateFrontendValidation(t *testing.T) {
+	o := decodeGatewayObjects(t, gatewayBase+`---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: app, generation: 4}
+spec:
+  gatewayClassName: nodegress
+  addresses: [{value: 192.0.2.1}]
+  tls:
+    frontend:
+      default: {validation: {caCertificateRefs: [{group: "", kind: ConfigMap, name: ca}]}}
+      perPort:
+      - {port: 8443, tls: {validation: {mode: AllowInsecureFallback, caCertificateRefs: [{group: "", kind: ConfigMap, name: ca}]}}}
+      - {port: 7443, tls: {validation: {caCertificateRefs: [{group: "", kind: ConfigMap, name: missing}]}}}
+      - {port: 6443, tls: {validation: {caCertificateRefs: [{group: "", kind: Service, name: web}]}}}
+      - {port: 5443, tls: {validation: {caCertificateRefs: [{group: "", kind: ConfigMap, name: ca, namespace: other}]}}}
+  listeners:
+  - {name: http, port: 80, protocol: HTTP}
+  - {name: strict, port: 443, protocol: HTTPS, tls: {certificateRefs: [{name: cert}]}}
+  - {name: fallback, port: 8443, protocol: HTTPS, tls: {certificateRefs: [{name: cert}]}}
+  - {name: missing, port: 7443, protocol: HTTPS, tls: {certificateRefs: [{name: cert}]}}
+  - {name: kind, port: 6443, protocol: HTTPS, tls: {certificateRefs: [{name: cert}]}}
+  - {name: grant, port: 5443, protocol: HTTPS, tls: {certificateRefs: [{name: cert}]}}
+`)
+	caPEM, _ := testCert(t, "ca.example.com")
+	certPEM, keyPEM := testCert(t, "gw.example.com")
+	o.secrets = append(o.secrets, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "cert", Namespace: "app"},
+		Type: corev1.SecretTypeTLS, Data: map[string][]byte{corev1.TLSCertKey: certPEM, corev1.TLSPrivateKeyKey: keyPEM}})
+	for _, ns := range []string{"app", "other"} {
+		o.in.ConfigMaps = append(o.in.ConfigMaps, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "ca", Namespace: ns},
+			Data: map[string]string{"ca.crt": string(caPEM)}})
+	}
+	cfg, _, st, _ := o.translate()
+	served := map[string]l7proxy.Listener{}
+	for _, l := range cfg.Listeners {
+		served[l.Name] = l
+	}
+	status := map[string]gwapi.ListenerStatus{}
+	for _, l := range st.Gateways["app/gw"].Listeners {
+		status[string(l.Name)] = l
+	}
+	for _, tc := range []struct {
+		name, accepted, resolved string
+		validation               string // "", "strict", "fallback"; "-" when not served
+	}{
+		{"http", "True/Accepted", "True/ResolvedRefs", ""},
+		{"strict", "True/Accepted", "True/ResolvedRefs", "strict"},
+		{"fallback", "True/Accepted", "True/ResolvedRefs", "fallback"},
+		{"missing", "False/NoValidCACertificate", "False/InvalidCACertificateRef", "-"},
+		{"kind", "False/NoValidCACertificate", "False/InvalidCACertificateKind", "-"},
+		{"grant", "False/NoValidCACertificate", "False/RefNotPermitted", "-"},
+	} {
+		l := status[tc.name]
+		if got := [2]string{condOf(l.Conditions, "Accepted"), condOf(l.Conditions, "ResolvedRefs")}; got != [2]string{tc.accepted, tc.resolved} {
+			t.Errorf("listener %s: %v, want %s %s", tc.name, got, tc.accepted, tc.resolved)
+		}
+		pl, ok := served["app/gw/"+tc.name]
+		got := "-"
+		switch {
+		case !ok:
+		case pl.ClientValidation == nil:
+			got = ""
+		case pl.ClientValidation.AllowInsecureFallback:
+			got = "fallback"
+		default:
+			got = "strict"
+		}
+		if got != tc.validation {
+			t.Errorf("listener %s: validation %q, want %q", tc.name, got, tc.validation)
+		}
+		if ok && pl.ClientValidation != nil && !strings.Contains(string(pl.ClientValidation.CAPEM), string(caPEM)) {
+			t.Errorf("listener %s: CA certificates not passed on", tc.name)
+		}
+	}
+	if got := condOf(st.Gateways["app/gw"].Conditions, "InsecureFrontendValidationMode"); got != "True/ConfigurationChanged" {
+		t.Errorf("InsecureFrontendValidationMode %s", got)
+	}
+	// With a ReferenceGrant, the other namespace's ConfigMap serves.
+	o.in.Grants = append(o.in.Grants, &gwapi.ReferenceGrant{ObjectMeta: metav1.ObjectMeta{Name: "g", Namespace: "other"},
+		Spec: gwapi.ReferenceGrantSpec{
+			From: []gwapi.ReferenceGrantFrom{{Group: gwapi.GroupName, Kind: "Gateway", Namespace: "app"}},
+			To:   []gwapi.ReferenceGrantTo{{Group: "", Kind: "ConfigMap"}},
+		}})
+	cfg, _, _, _ = o.translate()
+	if !slices.ContainsFunc(cfg.Listeners, func(l l7proxy.Listener) bool { return l.Name == "app/gw/grant" && l.ClientValidation != nil }) {
+		t.Error("granted cross-namespace CA: listener not served with its validation")
+	}
+}
