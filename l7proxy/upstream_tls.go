@@ -26,6 +26,9 @@ type UpstreamTLS struct {
 	// alternative name (DNS names may match a wildcard certificate).
 	DNSNames []string
 	URIs     []string
+	// ClientCert, when set, is presented to the upstream (the Gateway
+	// API's backend client certificate).
+	ClientCert *tls.Certificate
 }
 
 func (u *UpstreamTLS) equal(o *UpstreamTLS) bool {
@@ -33,7 +36,16 @@ func (u *UpstreamTLS) equal(o *UpstreamTLS) bool {
 		return u == o
 	}
 	return u.ServerName == o.ServerName && bytes.Equal(u.CAPEM, o.CAPEM) && u.SystemRoots == o.SystemRoots &&
-		slices.Equal(u.DNSNames, o.DNSNames) && slices.Equal(u.URIs, o.URIs)
+		slices.Equal(u.DNSNames, o.DNSNames) && slices.Equal(u.URIs, o.URIs) && sameCertificate(u.ClientCert, o.ClientCert)
+}
+
+// sameCertificate compares certificates by their chains (a translation
+// parses them anew every time).
+func sameCertificate(a, b *tls.Certificate) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return slices.EqualFunc(a.Certificate, b.Certificate, bytes.Equal)
 }
 
 var errNoTrustedCA = errors.New("no certificate authority to verify against")
@@ -50,8 +62,13 @@ func (u *UpstreamTLS) clientConfig() (*tls.Config, error) {
 	if len(u.CAPEM) > 0 && !roots.AppendCertsFromPEM(u.CAPEM) || len(u.CAPEM) == 0 && !u.SystemRoots {
 		return nil, errNoTrustedCA
 	}
+	var certs []tls.Certificate
+	if u.ClientCert != nil {
+		certs = []tls.Certificate{*u.ClientCert}
+	}
 	return &tls.Config{
-		ServerName: u.ServerName,
+		ServerName:   u.ServerName,
+		Certificates: certs,
 		// Verification is done by VerifyConnection: the standard one
 		// cannot check subject alternative names other than ServerName.
 		InsecureSkipVerify: true, //nolint:gosec // verified in VerifyConnection

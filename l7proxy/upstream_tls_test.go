@@ -11,7 +11,7 @@ import (
 )
 
 // startVerifiableBackend serves HTTPS with certPEM/keyPEM and answers with
-// the SNI it was asked for.
+// the SNI it was asked for and the CN of the client certificate, if any.
 func startVerifiableBackend(t *testing.T, certPEM, keyPEM []byte) *backend {
 	t.Helper()
 	cert, err := tls.X509KeyPair(certPEM, keyPEM)
@@ -27,8 +27,11 @@ func startVerifiableBackend(t *testing.T, certPEM, keyPEM []byte) *backend {
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			b.hits.Add(1)
 			fmt.Fprintf(w, "sni=%s", r.TLS.ServerName)
+			if pc := r.TLS.PeerCertificates; len(pc) > 0 {
+				fmt.Fprintf(w, " client=%s", pc[0].Subject.CommonName)
+			}
 		}),
-		TLSConfig:         &tls.Config{Certificates: []tls.Certificate{cert}},
+		TLSConfig:         &tls.Config{Certificates: []tls.Certificate{cert}, ClientAuth: tls.RequestClientCert},
 		ReadHeaderTimeout: 5 * time.Second,
 	}
 	go func() { _ = b.srv.ServeTLS(l, "", "") }()
@@ -56,6 +59,7 @@ func TestUpstreamTLSVerification(t *testing.T) {
 		{"URI SAN", &UpstreamTLS{ServerName: "abc.example.com", CAPEM: certPEM, URIs: []string{"spiffe://cluster/ns/app/sa/web"}}, 200, false},
 		{"URI SAN mismatch", &UpstreamTLS{ServerName: "abc.example.com", CAPEM: certPEM, URIs: []string{"spiffe://cluster/ns/app/sa/db"}}, 502, false},
 		{"no CA", &UpstreamTLS{ServerName: "abc.example.com", CAPEM: []byte("not PEM")}, 502, true},
+		{"client certificate", &UpstreamTLS{ServerName: "abc.example.com", CAPEM: certPEM, ClientCert: makeCert(t, "gateway-client")}, 200, false},
 		// Without a policy the connection is encrypted, not verified.
 		{"unverified", nil, 200, false},
 	} {
@@ -70,7 +74,11 @@ func TestUpstreamTLSVerification(t *testing.T) {
 			if code != tc.want {
 				t.Fatalf("status %d (%q), want %d", code, body, tc.want)
 			}
-			if want := "sni=" + tc.tls.serverName(); code == 200 && tc.tls != nil && body != want {
+			want := "sni=" + tc.tls.serverName()
+			if tc.tls != nil && tc.tls.ClientCert != nil {
+				want += " client=gateway-client"
+			}
+			if code == 200 && tc.tls != nil && body != want {
 				t.Errorf("backend saw %q, want %q", body, want)
 			}
 		})
@@ -105,5 +113,28 @@ func TestUpstreamTLSKeepsPool(t *testing.T) {
 	}
 	if p.state.Load().pools["u"] == first {
 		t.Error("a changed server name kept the pool")
+	}
+}
+
+// TestUpstreamTLSClientCertIdentity: a client certificate parsed anew (as
+// every translation does) is the same verification; another one is not.
+func TestUpstreamTLSClientCertIdentity(t *testing.T) {
+	certPEM, keyPEM := makeCertPEM(t, "client", "client.example")
+	parse := func() *tls.Certificate {
+		c, err := ParseCertificate(certPEM, keyPEM)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	a := &UpstreamTLS{ServerName: "x", SystemRoots: true, ClientCert: parse()}
+	if !a.equal(&UpstreamTLS{ServerName: "x", SystemRoots: true, ClientCert: parse()}) {
+		t.Error("the same client certificate parsed again differs")
+	}
+	if a.equal(&UpstreamTLS{ServerName: "x", SystemRoots: true, ClientCert: makeCert(t, "other")}) {
+		t.Error("another client certificate is equal")
+	}
+	if a.equal(&UpstreamTLS{ServerName: "x", SystemRoots: true}) {
+		t.Error("no client certificate is equal")
 	}
 }
