@@ -2,6 +2,7 @@ package controller
 
 import (
 	"cmp"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"hash/fnv"
@@ -127,6 +128,10 @@ type gatewayTranslator struct {
 	backendTLS      map[backendTLSTarget]*backendTLSPolicy
 	tlsPolicies     []*backendTLSPolicy
 	serviceGateways map[string][]string
+	// clientCerts are the Gateways' backend client certificates, and
+	// gatewayRefs their ResolvedRefs conditions, by Gateway key.
+	clientCerts map[string]*tls.Certificate
+	gatewayRefs map[string]metav1.Condition
 }
 
 // translateGateways adds the Gateway API's listeners, upstreams and
@@ -147,6 +152,8 @@ func (t *ingressTranslator) translateGateways(in GatewayInput) ([]loader.Service
 
 		backendTLS:      map[backendTLSTarget]*backendTLSPolicy{},
 		serviceGateways: map[string][]string{},
+		clientCerts:     map[string]*tls.Certificate{},
+		gatewayRefs:     map[string]metav1.Condition{},
 	}
 	for _, ns := range in.Namespaces {
 		g.nsLabels[ns.Name] = ns.Labels
@@ -174,6 +181,7 @@ func (t *ingressTranslator) translateGateways(in GatewayInput) ([]loader.Service
 		key := gw.Namespace + "/" + gw.Name
 		if g.gateways[key] != nil {
 			g.translateListeners(gw, key, addrs[key])
+			g.clientCerts[key], g.gatewayRefs[key] = g.backendClientCert(gw)
 		}
 	}
 	routes := slices.Clone(in.HTTPRoutes)
@@ -670,7 +678,8 @@ func (g *gatewayTranslator) attach(r *routeObject, ref gwapi.ParentReference, gw
 		if r.kind == kindTLSRoute {
 			gl.tlsRoutes = append(gl.tlsRoutes, l7proxy.TLSRoute{Source: r.key(), Hostnames: hosts, Backends: r.backends})
 		} else {
-			gl.routes = append(gl.routes, l7proxy.HTTPRoute{Source: r.key(), Hostnames: hosts, Rules: r.rules})
+			gl.routes = append(gl.routes, l7proxy.HTTPRoute{Source: r.key(), Hostnames: hosts,
+				Rules: g.withClientCert(r.rules, gwKey, g.clientCerts[gwKey])})
 		}
 		attached = true
 		reason, msg = gwapi.RouteReasonAccepted, ""
@@ -1154,7 +1163,7 @@ func (g *gatewayTranslator) finishGateway(gw *gwapi.Gateway, key string, addrs [
 		accepted = condition(string(gwapi.GatewayConditionAccepted), true, string(gwapi.GatewayReasonListenersNotValid),
 			"invalid listeners: "+strings.Join(invalid, ", "), gen)
 	}
-	st.Conditions = []metav1.Condition{accepted, programmed}
+	st.Conditions = []metav1.Condition{accepted, programmed, g.gatewayRefs[key]}
 	if insecureFrontend(gw) {
 		st.Conditions = append(st.Conditions, condition(string(gwapi.GatewayConditionInsecureFrontendValidationMode), true,
 			string(gwapi.GatewayReasonConfigurationChanged), "a client certificate validation accepts clients without a valid certificate", gen))

@@ -2,6 +2,8 @@ package controller
 
 import (
 	"bytes"
+	"cmp"
+	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
@@ -204,4 +206,65 @@ func (g *gatewayTranslator) backendTLSStatuses() {
 		}
 		g.status.BackendTLSPolicies[bt.key] = ancestors
 	}
+}
+
+// backendClientCert resolves a Gateway's spec.tls.backend: the client
+// certificate its routes' verified HTTPS backends get, and the Gateway's
+// ResolvedRefs condition.
+func (g *gatewayTranslator) backendClientCert(gw *gwapi.Gateway) (*tls.Certificate, metav1.Condition) {
+	gen := gw.Generation
+	ok := condition(string(gwapi.GatewayConditionResolvedRefs), true, string(gwapi.GatewayReasonResolvedRefs), "", gen)
+	if gw.Spec.TLS == nil || gw.Spec.TLS.Backend == nil || gw.Spec.TLS.Backend.ClientCertificateRef == nil {
+		return nil, ok
+	}
+	ref := gw.Spec.TLS.Backend.ClientCertificateRef
+	bad := func(reason gwapi.GatewayConditionReason, msg string) (*tls.Certificate, metav1.Condition) {
+		return nil, condition(string(gwapi.GatewayConditionResolvedRefs), false, string(reason), msg, gen)
+	}
+	if ptrValue(ref.Group) != "" || cmp.Or(ptrValue(ref.Kind), kindSecret) != kindSecret {
+		return bad(gwapi.GatewayReasonInvalidClientCertificateRef, fmt.Sprintf("clientCertificateRef %s is not a core Secret", ref.Name))
+	}
+	ns := cmp.Or(string(ptrValue(ref.Namespace)), gw.Namespace)
+	if ns != gw.Namespace && !g.granted(gw.Namespace, gwapi.GroupName, kindGateway, ns, "", kindSecret, string(ref.Name)) {
+		return bad(gwapi.GatewayReasonRefNotPermitted, fmt.Sprintf("no ReferenceGrant in %s allows secret %s", ns, ref.Name))
+	}
+	sec := g.secrets[ns+"/"+string(ref.Name)]
+	if sec == nil {
+		return bad(gwapi.GatewayReasonInvalidClientCertificateRef, fmt.Sprintf("secret %s/%s not found (or not kubernetes.io/tls)", ns, ref.Name))
+	}
+	cert, err := g.in.certs.parse(sec.Data[corev1.TLSCertKey], sec.Data[corev1.TLSPrivateKeyKey])
+	if err != nil {
+		return bad(gwapi.GatewayReasonInvalidClientCertificateRef, fmt.Sprintf("secret %s/%s: %v", ns, ref.Name, err))
+	}
+	return cert, ok
+}
+
+// withClientCert returns rules whose verified HTTPS backends present a
+// Gateway's client certificate: the rules are shared by every Gateway a
+// route attaches to, so each Gateway with a certificate gets copies
+// naming upstreams of its own.
+func (g *gatewayTranslator) withClientCert(rules []l7proxy.HTTPRouteRule, gwKey string, cert *tls.Certificate) []l7proxy.HTTPRouteRule {
+	if cert == nil {
+		return rules
+	}
+	out := slices.Clone(rules)
+	for i := range out {
+		out[i].Backends = slices.Clone(out[i].Backends)
+		for j := range out[i].Backends {
+			b := &out[i].Backends[j]
+			up := g.upstreams[b.Upstream]
+			if up == nil || up.TLS == nil {
+				continue
+			}
+			name := b.Upstream + "/client-of=" + gwKey
+			if _, ok := g.upstreams[name]; !ok {
+				v, verify := *up, *up.TLS
+				verify.ClientCert = cert
+				v.Name, v.TLS = name, &verify
+				g.upstreams[name] = &v
+			}
+			b.Upstream = name
+		}
+	}
+	return out
 }

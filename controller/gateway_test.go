@@ -1334,3 +1334,82 @@ spec:
 		t.Error("granted cross-namespace CA: listener not served with its validation")
 	}
 }
+
+// TestTranslateBackendClientCertificate: a Gateway's backend client
+// certificate goes to the verified HTTPS backends of the routes attached
+// to it, not to another Gateway's use of the same route; references that
+// do not resolve are the Gateway's ResolvedRefs condition.
+func TestTranslateBackendClientCertificate(t *testing.T) {
+	gateway := func(name, backend string) string {
+		return fmt.Sprintf(`---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: %s, namespace: app}
+spec:
+  gatewayClassName: nodegress
+  addresses: [{value: 192.0.2.%d}]
+  tls: %s
+  listeners: [{name: http, port: 80, protocol: HTTP}]
+`, name, len(name), backend)
+	}
+	o := decodeGatewayObjects(t, gatewayBase+`---
+apiVersion: v1
+kind: Service
+metadata: {name: secure, namespace: app}
+spec:
+  ports: [{name: https, port: 443}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: BackendTLSPolicy
+metadata: {name: secure, namespace: app}
+spec:
+  targetRefs: [{group: "", kind: Service, name: secure}]
+  validation: {hostname: secure.example.com, wellKnownCACertificates: System}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: web, namespace: app}
+spec:
+  parentRefs: [{name: with}, {name: without}]
+  rules: [{backendRefs: [{name: secure, port: 443}]}]
+`+gateway("with", "{backend: {clientCertificateRef: {name: client}}}")+
+		gateway("without", "{}")+
+		gateway("missing", "{backend: {clientCertificateRef: {name: nothing}}}")+
+		gateway("kindcm", "{backend: {clientCertificateRef: {kind: ConfigMap, name: client}}}")+
+		gateway("othern", "{backend: {clientCertificateRef: {namespace: other, name: client}}}"))
+	certPEM, keyPEM := testCert(t, "gateway-client")
+	for _, ns := range []string{"app", "other"} {
+		o.secrets = append(o.secrets, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "client", Namespace: ns},
+			Type: corev1.SecretTypeTLS, Data: map[string][]byte{corev1.TLSCertKey: certPEM, corev1.TLSPrivateKeyKey: keyPEM}})
+	}
+	cfg, _, st, _ := o.translate()
+	ups := map[string]l7proxy.Upstream{}
+	for _, u := range cfg.Upstreams {
+		ups[u.Name] = u
+	}
+	for _, l := range cfg.Listeners {
+		var want bool
+		switch l.Name {
+		case "app/with/http":
+			want = true
+		case "app/without/http":
+		default:
+			continue
+		}
+		up, ok := ups[l.Routes[0].Rules[0].Backends[0].Upstream]
+		if !ok || up.TLS == nil || (up.TLS.ClientCert != nil) != want {
+			t.Errorf("%s: upstream %+v, want TLS with client certificate %v", l.Name, up, want)
+		}
+	}
+	for _, tc := range []struct{ gw, want string }{
+		{"with", "True/ResolvedRefs"},
+		{"without", "True/ResolvedRefs"},
+		{"missing", "False/InvalidClientCertificateRef"},
+		{"kindcm", "False/InvalidClientCertificateRef"},
+		{"othern", "False/RefNotPermitted"},
+	} {
+		if got := condOf(st.Gateways["app/"+tc.gw].Conditions, "ResolvedRefs"); got != tc.want {
+			t.Errorf("gateway %s ResolvedRefs %s, want %s", tc.gw, got, tc.want)
+		}
+	}
+}
