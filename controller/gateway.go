@@ -93,6 +93,7 @@ const (
 // gatewayListener is a listener being translated.
 type gatewayListener struct {
 	gw     *gwapi.Gateway
+	owner  listenerOwner
 	spec   *gwapi.Listener
 	key    string // namespace/gateway/listener
 	status *gwapi.ListenerStatus
@@ -401,96 +402,146 @@ var (
 
 // translateListeners validates a Gateway's listeners.
 func (g *gatewayTranslator) translateListeners(gw *gwapi.Gateway, key string, addrs []netip.Addr) {
+	own := listenerOwner{gw: gw, namespace: gw.Namespace, kind: kindGateway, generation: gw.Generation}
 	byPort := map[gwapi.PortNumber][]int{}
 	for i, l := range gw.Spec.Listeners {
 		byPort[l.Port] = append(byPort[l.Port], i)
 	}
 	for i := range gw.Spec.Listeners {
 		l := &gw.Spec.Listeners[i]
-		gl := &gatewayListener{gw: gw, spec: l, key: key + "/" + string(l.Name), addrs: addrs,
-			status: &gwapi.ListenerStatus{Name: l.Name, SupportedKinds: []gwapi.RouteGroupKind{}}}
-		if l.Hostname != nil {
-			gl.hostname = strings.ToLower(string(*l.Hostname))
-		}
-		gen := gw.Generation
-		accepted := condition(string(gwapi.ListenerConditionAccepted), true, string(gwapi.ListenerReasonAccepted), "", gen)
-		resolved := condition(string(gwapi.ListenerConditionResolvedRefs), true, string(gwapi.ListenerReasonResolvedRefs), "", gen)
-		conflicted := condition(string(gwapi.ListenerConditionConflicted), false, string(gwapi.ListenerReasonNoConflicts), "", gen)
-		// The route kinds a listener's protocol takes; the first ones are
-		// its default.
-		var protoKinds []gwapi.RouteGroupKind
-		switch l.Protocol {
-		case gwapi.HTTPProtocolType, gwapi.HTTPSProtocolType:
-			protoKinds = []gwapi.RouteGroupKind{httpRouteKind, grpcRouteKind}
-		case gwapi.TLSProtocolType:
-			protoKinds = []gwapi.RouteGroupKind{tlsRouteKind}
-			gl.tlsMode = tlsMode(l)
-		default:
-			accepted = condition(string(gwapi.ListenerConditionAccepted), false, string(gwapi.ListenerReasonUnsupportedProtocol),
-				fmt.Sprintf("protocol %s is not supported", l.Protocol), gen)
-		}
-		kinds := protoKinds
-		if l.AllowedRoutes != nil && len(l.AllowedRoutes.Kinds) > 0 {
-			kinds = nil
-			for _, k := range l.AllowedRoutes.Kinds {
-				i := slices.IndexFunc(protoKinds, func(pk gwapi.RouteGroupKind) bool {
-					return cmp.Or(ptrValue(k.Group), gwapi.GroupName) == gwapi.GroupName && k.Kind == pk.Kind
-				})
-				if i < 0 {
-					resolved = condition(string(gwapi.ListenerConditionResolvedRefs), false, string(gwapi.ListenerReasonInvalidRouteKinds),
-						fmt.Sprintf("route kind %s is not supported on a %s listener", k.Kind, l.Protocol), gen)
-					continue
-				}
-				kinds = append(kinds, protoKinds[i])
-			}
-		}
-		for _, j := range byPort[l.Port] {
-			if j == i {
-				continue
-			}
-			o := &gw.Spec.Listeners[j]
-			switch {
-			case o.Protocol != l.Protocol:
-				conflicted = condition(string(gwapi.ListenerConditionConflicted), true, string(gwapi.ListenerReasonProtocolConflict),
-					fmt.Sprintf("listener %s uses port %d with protocol %s", o.Name, l.Port, o.Protocol), gen)
-			case l.Protocol == gwapi.TLSProtocolType && tlsMode(o) != gl.tlsMode:
-				// One frontend either terminates TLS or passes it through.
-				msg := fmt.Sprintf("listener %s uses port %d with TLS mode %s", o.Name, l.Port, tlsMode(o))
-				conflicted = condition(string(gwapi.ListenerConditionConflicted), true, string(gwapi.ListenerReasonProtocolConflict), msg, gen)
-				accepted = condition(string(gwapi.ListenerConditionAccepted), false, string(gwapi.ListenerReasonProtocolConflict), msg, gen)
-			case ptrValue(o.Hostname) == ptrValue(l.Hostname) && conflicted.Status == metav1.ConditionFalse:
-				conflicted = condition(string(gwapi.ListenerConditionConflicted), true, string(gwapi.ListenerReasonHostnameConflict),
-					fmt.Sprintf("listener %s uses port %d with the same hostname", o.Name, l.Port), gen)
-			}
-		}
-		if accepted.Status == metav1.ConditionTrue && len(kinds) > 0 {
-			slices.SortStableFunc(kinds, func(a, b gwapi.RouteGroupKind) int { return strings.Compare(string(a.Kind), string(b.Kind)) })
-			gl.status.SupportedKinds = slices.CompactFunc(kinds, func(a, b gwapi.RouteGroupKind) bool { return a.Kind == b.Kind })
-		}
-		if (l.Protocol == gwapi.HTTPSProtocolType || gl.tlsMode == gwapi.TLSModeTerminate) && accepted.Status == metav1.ConditionTrue {
-			if c := g.listenerCertificates(gw, l); c != nil {
-				resolved = *c
-			}
-			if v := frontendValidation(gw, l.Port); v != nil {
-				var problem []metav1.Condition
-				if gl.clientValidation, problem = g.clientValidation(gw, v); problem != nil {
-					resolved, accepted = problem[0], problem[1]
+		gl := g.translateListener(own, key+"/"+string(l.Name), l, addrs, func(gl *gatewayListener, c *listenerConds) {
+			// A Gateway's own listeners conflict with each other both ways.
+			for _, j := range byPort[l.Port] {
+				if j != i {
+					c.conflictWith(gl, &gw.Spec.Listeners[j], false)
 				}
 			}
-		}
-		gl.accepted = accepted.Status == metav1.ConditionTrue
-		gl.valid = accepted.Status == metav1.ConditionTrue && resolved.Status == metav1.ConditionTrue &&
-			conflicted.Status == metav1.ConditionFalse && len(addrs) > 0
-		programmed := condition(string(gwapi.ListenerConditionProgrammed), gl.valid, string(gwapi.ListenerReasonProgrammed), "", gen)
-		if !gl.valid {
-			programmed.Reason = string(gwapi.ListenerReasonInvalid)
-			if len(addrs) == 0 {
-				programmed.Reason, programmed.Message = string(gwapi.ListenerReasonPending), "the gateway has no address"
-			}
-		}
-		gl.status.Conditions = []metav1.Condition{accepted, resolved, conflicted, programmed}
+		})
 		g.listeners[key] = append(g.listeners[key], gl)
 	}
+}
+
+// listenerOwner is the object a listener belongs to: its Gateway, or a
+// ListenerSet attached to it. Its namespace is the one allowedRoutes
+// "Same" and certificate references mean.
+type listenerOwner struct {
+	gw         *gwapi.Gateway
+	namespace  string
+	kind       string // Gateway or ListenerSet, for ReferenceGrants
+	generation int64
+}
+
+// listenerConds are a listener's conditions as they are decided.
+type listenerConds struct {
+	gen                            int64
+	accepted, resolved, conflicted metav1.Condition
+	conflictProgrammed             bool // Programmed says the conflict
+}
+
+// conflictWith applies a conflict with another listener on the same
+// port: a different protocol, or a different TLS mode, or the same
+// hostname. rejected: the listener loses to one of higher precedence (it
+// is not accepted); otherwise both are Conflicted.
+func (c *listenerConds) conflictWith(gl *gatewayListener, o *gwapi.Listener, rejected bool) {
+	l := gl.spec
+	var reason gwapi.ListenerConditionReason
+	var msg string
+	switch {
+	case o.Protocol != l.Protocol:
+		reason, msg = gwapi.ListenerReasonProtocolConflict, fmt.Sprintf("listener %s uses port %d with protocol %s", o.Name, l.Port, o.Protocol)
+	case l.Protocol == gwapi.TLSProtocolType && tlsMode(o) != gl.tlsMode:
+		// One frontend either terminates TLS or passes it through.
+		reason, msg = gwapi.ListenerReasonProtocolConflict, fmt.Sprintf("listener %s uses port %d with TLS mode %s", o.Name, l.Port, tlsMode(o))
+		rejected = true
+	case ptrValue(o.Hostname) == ptrValue(l.Hostname):
+		if c.conflicted.Status == metav1.ConditionTrue {
+			return // a protocol conflict says more
+		}
+		reason, msg = gwapi.ListenerReasonHostnameConflict, fmt.Sprintf("listener %s uses port %d with the same hostname", o.Name, l.Port)
+	default:
+		return
+	}
+	c.conflicted = condition(string(gwapi.ListenerConditionConflicted), true, string(reason), msg, c.gen)
+	if rejected {
+		c.accepted = condition(string(gwapi.ListenerConditionAccepted), false, string(reason), msg, c.gen)
+		c.conflictProgrammed = true
+	}
+}
+
+// translateListener translates one listener; conflicts decides its
+// conflicts with the others.
+func (g *gatewayTranslator) translateListener(own listenerOwner, key string, l *gwapi.Listener, addrs []netip.Addr,
+	conflicts func(*gatewayListener, *listenerConds)) *gatewayListener {
+	gl := &gatewayListener{gw: own.gw, owner: own, spec: l, key: key, addrs: addrs,
+		status: &gwapi.ListenerStatus{Name: l.Name, SupportedKinds: []gwapi.RouteGroupKind{}}}
+	if l.Hostname != nil {
+		gl.hostname = strings.ToLower(string(*l.Hostname))
+	}
+	gen := own.generation
+	c := &listenerConds{gen: gen,
+		accepted:   condition(string(gwapi.ListenerConditionAccepted), true, string(gwapi.ListenerReasonAccepted), "", gen),
+		resolved:   condition(string(gwapi.ListenerConditionResolvedRefs), true, string(gwapi.ListenerReasonResolvedRefs), "", gen),
+		conflicted: condition(string(gwapi.ListenerConditionConflicted), false, string(gwapi.ListenerReasonNoConflicts), "", gen),
+	}
+	// The route kinds a listener's protocol takes; the first ones are its
+	// default.
+	var protoKinds []gwapi.RouteGroupKind
+	switch l.Protocol {
+	case gwapi.HTTPProtocolType, gwapi.HTTPSProtocolType:
+		protoKinds = []gwapi.RouteGroupKind{httpRouteKind, grpcRouteKind}
+	case gwapi.TLSProtocolType:
+		protoKinds = []gwapi.RouteGroupKind{tlsRouteKind}
+		gl.tlsMode = tlsMode(l)
+	default:
+		c.accepted = condition(string(gwapi.ListenerConditionAccepted), false, string(gwapi.ListenerReasonUnsupportedProtocol),
+			fmt.Sprintf("protocol %s is not supported", l.Protocol), gen)
+	}
+	kinds := protoKinds
+	if l.AllowedRoutes != nil && len(l.AllowedRoutes.Kinds) > 0 {
+		kinds = nil
+		for _, k := range l.AllowedRoutes.Kinds {
+			i := slices.IndexFunc(protoKinds, func(pk gwapi.RouteGroupKind) bool {
+				return cmp.Or(ptrValue(k.Group), gwapi.GroupName) == gwapi.GroupName && k.Kind == pk.Kind
+			})
+			if i < 0 {
+				c.resolved = condition(string(gwapi.ListenerConditionResolvedRefs), false, string(gwapi.ListenerReasonInvalidRouteKinds),
+					fmt.Sprintf("route kind %s is not supported on a %s listener", k.Kind, l.Protocol), gen)
+				continue
+			}
+			kinds = append(kinds, protoKinds[i])
+		}
+	}
+	conflicts(gl, c)
+	if c.accepted.Status == metav1.ConditionTrue && len(kinds) > 0 {
+		slices.SortStableFunc(kinds, func(a, b gwapi.RouteGroupKind) int { return strings.Compare(string(a.Kind), string(b.Kind)) })
+		gl.status.SupportedKinds = slices.CompactFunc(kinds, func(a, b gwapi.RouteGroupKind) bool { return a.Kind == b.Kind })
+	}
+	if (l.Protocol == gwapi.HTTPSProtocolType || gl.tlsMode == gwapi.TLSModeTerminate) && c.accepted.Status == metav1.ConditionTrue {
+		if cond := g.listenerCertificates(own, l); cond != nil {
+			c.resolved = *cond
+		}
+		if v := frontendValidation(own.gw, l.Port); v != nil {
+			var problem []metav1.Condition
+			if gl.clientValidation, problem = g.clientValidation(own.gw, v); problem != nil {
+				c.resolved, c.accepted = problem[0], problem[1]
+			}
+		}
+	}
+	gl.accepted = c.accepted.Status == metav1.ConditionTrue
+	gl.valid = gl.accepted && c.resolved.Status == metav1.ConditionTrue &&
+		c.conflicted.Status == metav1.ConditionFalse && len(addrs) > 0
+	programmed := condition(string(gwapi.ListenerConditionProgrammed), gl.valid, string(gwapi.ListenerReasonProgrammed), "", gen)
+	switch {
+	case gl.valid:
+	case c.conflictProgrammed:
+		programmed.Reason, programmed.Message = c.conflicted.Reason, c.conflicted.Message
+	case len(addrs) == 0:
+		programmed.Reason, programmed.Message = string(gwapi.ListenerReasonPending), "the gateway has no address"
+	default:
+		programmed.Reason = string(gwapi.ListenerReasonInvalid)
+	}
+	gl.status.Conditions = []metav1.Condition{c.accepted, c.resolved, c.conflicted, programmed}
+	return gl
 }
 
 // tlsMode is a TLS listener's mode (Terminate unless set).
@@ -513,8 +564,8 @@ func ptrValue[T any](p *T) T {
 
 // listenerCertificates loads an HTTPS listener's certificates into the
 // proxy; it returns the ResolvedRefs condition when one does not resolve.
-func (g *gatewayTranslator) listenerCertificates(gw *gwapi.Gateway, l *gwapi.Listener) *metav1.Condition {
-	gen := gw.Generation
+func (g *gatewayTranslator) listenerCertificates(own listenerOwner, l *gwapi.Listener) *metav1.Condition {
+	gen := own.generation
 	bad := func(reason gwapi.ListenerConditionReason, msg string) *metav1.Condition {
 		c := condition(string(gwapi.ListenerConditionResolvedRefs), false, string(reason), msg, gen)
 		return &c
@@ -533,8 +584,8 @@ func (g *gatewayTranslator) listenerCertificates(gw *gwapi.Gateway, l *gwapi.Lis
 		if ptrValue(ref.Group) != "" || cmp.Or(ptrValue(ref.Kind), kindSecret) != kindSecret {
 			return bad(gwapi.ListenerReasonInvalidCertificateRef, fmt.Sprintf("certificateRef %s is not a core Secret", ref.Name))
 		}
-		ns := cmp.Or(string(ptrValue(ref.Namespace)), gw.Namespace)
-		if ns != gw.Namespace && !g.granted(gw.Namespace, gwapi.GroupName, kindGateway, ns, "", kindSecret, string(ref.Name)) {
+		ns := cmp.Or(string(ptrValue(ref.Namespace)), own.namespace)
+		if ns != own.namespace && !g.granted(own.namespace, gwapi.GroupName, own.kind, ns, "", kindSecret, string(ref.Name)) {
 			return bad(gwapi.ListenerReasonRefNotPermitted, fmt.Sprintf("no ReferenceGrant in %s allows secret %s", ns, ref.Name))
 		}
 		sec := g.secrets[ns+"/"+string(ref.Name)]
@@ -707,7 +758,7 @@ func (g *gatewayTranslator) allows(gl *gatewayListener, ns string) bool {
 	case gwapi.NamespacesFromAll:
 		return true
 	case gwapi.NamespacesFromSame:
-		return ns == gl.gw.Namespace
+		return ns == gl.owner.namespace
 	case gwapi.NamespacesFromSelector:
 		s, err := metav1.LabelSelectorAsSelector(sel)
 		if err != nil || sel == nil {
