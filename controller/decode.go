@@ -67,6 +67,7 @@ var acceptedKinds = map[string]kindInfo{
 	"BackendTLSPolicy": {gvk: gwapi.SchemeGroupVersion.WithKind("BackendTLSPolicy"), namespaced: true, gateway: true, resource: "backendtlspolicies"},
 	"ConfigMap":        {gvk: corev1.SchemeGroupVersion.WithKind("ConfigMap"), namespaced: true, gateway: true},
 	"ReferenceGrant":   {gvk: gwapi.SchemeGroupVersion.WithKind("ReferenceGrant"), namespaced: true, gateway: true},
+	"ListenerSet":      {gvk: gwapi.SchemeGroupVersion.WithKind("ListenerSet"), namespaced: true, gateway: true},
 }
 
 // decodeScheme knows the kinds of client-go and of the Gateway API.

@@ -55,6 +55,8 @@ type GatewayInput struct {
 	HTTPRoutes     []*gwapi.HTTPRoute
 	GRPCRoutes     []*gwapi.GRPCRoute
 	TLSRoutes      []*gwapi.TLSRoute
+	// ListenerSets add listeners to Gateways.
+	ListenerSets []*gwapi.ListenerSet
 	// BackendTLSPolicies and the ConfigMaps their caCertificateRefs name.
 	BackendTLSPolicies []*gwapi.BackendTLSPolicy
 	ConfigMaps         []*corev1.ConfigMap
@@ -79,6 +81,7 @@ type GatewayStatuses struct {
 	// BackendTLSPolicies are the policies' ancestors of ours (the
 	// Gateways whose routes use a Service they target), by namespace/name.
 	BackendTLSPolicies map[string][]gwapi.PolicyAncestorStatus
+	ListenerSets       map[string]gwapi.ListenerSetStatus
 }
 
 const (
@@ -133,6 +136,10 @@ type gatewayTranslator struct {
 	// gatewayRefs their ResolvedRefs conditions, by Gateway key.
 	clientCerts map[string]*tls.Certificate
 	gatewayRefs map[string]metav1.Condition
+	// sets are the ListenerSets of Gateways of ours, by namespace/name,
+	// and setsOf those of each Gateway in precedence order.
+	sets   map[string]*listenerSet
+	setsOf map[string][]*listenerSet
 }
 
 // translateGateways adds the Gateway API's listeners, upstreams and
@@ -144,7 +151,8 @@ func (t *ingressTranslator) translateGateways(in GatewayInput) ([]loader.Service
 		ctrl:              cmp.Or(in.ControllerName, DefaultGatewayControllerName),
 		status: GatewayStatuses{Classes: map[string][]metav1.Condition{}, Gateways: map[string]gwapi.GatewayStatus{},
 			Routes:             map[string]map[string][]gwapi.RouteParentStatus{kindHTTPRoute: {}, kindGRPCRoute: {}, kindTLSRoute: {}},
-			BackendTLSPolicies: map[string][]gwapi.PolicyAncestorStatus{}},
+			BackendTLSPolicies: map[string][]gwapi.PolicyAncestorStatus{},
+			ListenerSets:       map[string]gwapi.ListenerSetStatus{}},
 		classes:   map[string]bool{},
 		gateways:  map[string]*gwapi.Gateway{},
 		listeners: map[string][]*gatewayListener{},
@@ -155,6 +163,8 @@ func (t *ingressTranslator) translateGateways(in GatewayInput) ([]loader.Service
 		serviceGateways: map[string][]string{},
 		clientCerts:     map[string]*tls.Certificate{},
 		gatewayRefs:     map[string]metav1.Condition{},
+		sets:            map[string]*listenerSet{},
+		setsOf:          map[string][]*listenerSet{},
 	}
 	for _, ns := range in.Namespaces {
 		g.nsLabels[ns.Name] = ns.Labels
@@ -185,6 +195,7 @@ func (t *ingressTranslator) translateGateways(in GatewayInput) ([]loader.Service
 			g.clientCerts[key], g.gatewayRefs[key] = g.backendClientCert(gw)
 		}
 	}
+	g.translateListenerSets(addrs)
 	routes := slices.Clone(in.HTTPRoutes)
 	slices.SortFunc(routes, func(a, b *gwapi.HTTPRoute) int { return compareObjects(&a.ObjectMeta, &b.ObjectMeta) })
 	for _, r := range routes {
@@ -679,14 +690,24 @@ func (g *gatewayTranslator) translateTLSRoute(r *gwapi.TLSRoute) {
 func (g *gatewayTranslator) translateRoute(r *routeObject) []gwapi.RouteParentStatus {
 	var parents []gwapi.RouteParentStatus
 	for _, ref := range r.parentRefs {
-		if cmp.Or(string(ptrValue(ref.Group)), gwapi.GroupName) != gwapi.GroupName || cmp.Or(string(ptrValue(ref.Kind)), kindGateway) != kindGateway {
+		if cmp.Or(string(ptrValue(ref.Group)), gwapi.GroupName) != gwapi.GroupName {
 			continue
 		}
-		gwKey := cmp.Or(string(ptrValue(ref.Namespace)), r.meta.Namespace) + "/" + string(ref.Name)
+		parentKey := cmp.Or(string(ptrValue(ref.Namespace)), r.meta.Namespace) + "/" + string(ref.Name)
+		var gwKey string
+		var listeners []*gatewayListener
+		switch cmp.Or(string(ptrValue(ref.Kind)), kindGateway) {
+		case kindGateway:
+			gwKey, listeners = parentKey, g.listeners[parentKey]
+		case kindListenerSet:
+			if set := g.sets[parentKey]; set != nil {
+				gwKey, listeners = set.gwKey, set.listeners
+			}
+		}
 		if g.gateways[gwKey] == nil {
 			continue // not ours to answer for
 		}
-		accepted := g.attach(r, ref, gwKey)
+		accepted := g.attach(r, ref, gwKey, listeners)
 		parents = append(parents, gwapi.RouteParentStatus{
 			ParentRef:      ref,
 			ControllerName: gwapi.GatewayController(g.ctrl),
@@ -698,11 +719,11 @@ func (g *gatewayTranslator) translateRoute(r *routeObject) []gwapi.RouteParentSt
 
 // attach attaches a route to the listeners its parentRef selects and
 // returns its Accepted condition for that parent.
-func (g *gatewayTranslator) attach(r *routeObject, ref gwapi.ParentReference, gwKey string) metav1.Condition {
+func (g *gatewayTranslator) attach(r *routeObject, ref gwapi.ParentReference, gwKey string, listeners []*gatewayListener) metav1.Condition {
 	gen := r.meta.Generation
-	reason, msg := gwapi.RouteReasonNoMatchingParent, "no listener of the gateway matches sectionName and port"
+	reason, msg := gwapi.RouteReasonNoMatchingParent, "no listener of the parent matches sectionName and port"
 	attached := false
-	for _, gl := range g.listeners[gwKey] {
+	for _, gl := range listeners {
 		if ref.SectionName != nil && *ref.SectionName != gl.spec.Name {
 			continue
 		}
@@ -1174,34 +1195,7 @@ func (g *gatewayTranslator) finishGateway(gw *gwapi.Gateway, key string, addrs [
 			continue
 		}
 		valid++
-		pl := l7proxy.Listener{Name: gl.key, Hostname: gl.hostname, Routes: gl.routes, TLSRoutes: gl.tlsRoutes,
-			ClientValidation: gl.clientValidation}
-		switch gl.tlsMode {
-		case gwapi.TLSModePassthrough:
-			pl.Kind = l7proxy.ListenerTLSPassthrough
-		case gwapi.TLSModeTerminate:
-			pl.Kind = l7proxy.ListenerTLSTerminate
-		}
-		// TLS listeners arrive on the proxy's HTTPS listener too.
-		kind := ListenerHTTP
-		if gl.spec.Protocol != gwapi.HTTPProtocolType {
-			kind = ListenerHTTPS
-		}
-		name := "gw/" + key + "/" + kind
-		fe := fes[name]
-		if fe == nil {
-			fe = &loader.Service{Name: name, Proto: loader.TCP, L7: true, ProxyListener: kind}
-			fes[name] = fe
-			names = append(names, name)
-		}
-		for _, a := range addrs {
-			f := loader.Frontend{Addr: a, Port: uint16(gl.spec.Port)}
-			pl.Frontends = append(pl.Frontends, netip.AddrPortFrom(a, f.Port))
-			if !slices.Contains(fe.Frontends, f) {
-				fe.Frontends = append(fe.Frontends, f)
-			}
-		}
-		g.out.Listeners = append(g.out.Listeners, pl)
+		g.serveListener(gl, key, addrs, fes, &names)
 	}
 	switch {
 	case addrProblem != nil || len(invalid) == 0:
@@ -1213,6 +1207,9 @@ func (g *gatewayTranslator) finishGateway(gw *gwapi.Gateway, key string, addrs [
 		// The valid listeners serve; the Gateway says some do not.
 		accepted = condition(string(gwapi.GatewayConditionAccepted), true, string(gwapi.GatewayReasonListenersNotValid),
 			"invalid listeners: "+strings.Join(invalid, ", "), gen)
+	}
+	if n := g.finishListenerSets(key, accepted.Status == metav1.ConditionTrue, addrs, fes, &names); len(g.setsOf[key]) > 0 {
+		st.AttachedListenerSets = ptr(n)
 	}
 	st.Conditions = []metav1.Condition{accepted, programmed, g.gatewayRefs[key]}
 	if insecureFrontend(gw) {
@@ -1226,6 +1223,39 @@ func (g *gatewayTranslator) finishGateway(gw *gwapi.Gateway, key string, addrs [
 		out = append(out, *fes[n])
 	}
 	return out
+}
+
+// serveListener gives a valid listener to the proxy and its frontends to
+// the Gateway's datapath services.
+func (g *gatewayTranslator) serveListener(gl *gatewayListener, key string, addrs []netip.Addr, fes map[string]*loader.Service, names *[]string) {
+	pl := l7proxy.Listener{Name: gl.key, Hostname: gl.hostname, Routes: gl.routes, TLSRoutes: gl.tlsRoutes,
+		ClientValidation: gl.clientValidation}
+	switch gl.tlsMode {
+	case gwapi.TLSModePassthrough:
+		pl.Kind = l7proxy.ListenerTLSPassthrough
+	case gwapi.TLSModeTerminate:
+		pl.Kind = l7proxy.ListenerTLSTerminate
+	}
+	// TLS listeners arrive on the proxy's HTTPS listener too.
+	kind := ListenerHTTP
+	if gl.spec.Protocol != gwapi.HTTPProtocolType {
+		kind = ListenerHTTPS
+	}
+	name := "gw/" + key + "/" + kind
+	fe := fes[name]
+	if fe == nil {
+		fe = &loader.Service{Name: name, Proto: loader.TCP, L7: true, ProxyListener: kind}
+		fes[name] = fe
+		*names = append(*names, name)
+	}
+	for _, a := range addrs {
+		f := loader.Frontend{Addr: a, Port: uint16(gl.spec.Port)}
+		pl.Frontends = append(pl.Frontends, netip.AddrPortFrom(a, f.Port))
+		if !slices.Contains(fe.Frontends, f) {
+			fe.Frontends = append(fe.Frontends, f)
+		}
+	}
+	g.out.Listeners = append(g.out.Listeners, pl)
 }
 
 // setConditions merges decided conditions into current ones, keeping the

@@ -77,6 +77,11 @@ func (w *gatewayStatusWriter) want(st GatewayStatuses) {
 			changed = append(changed, gatewayStatusKey(k))
 		}
 	}
+	for k, v := range st.ListenerSets {
+		if pv, ok := prev.ListenerSets[k]; !ok || !reflect.DeepEqual(pv, v) {
+			changed = append(changed, routeStatusKey(kindListenerSet, k))
+		}
+	}
 	for kind, routes := range st.Routes {
 		for k, v := range routes {
 			key := routeStatusKey(kind, k)
@@ -131,6 +136,8 @@ func (w *gatewayStatusWriter) created(obj any) {
 		key = routeStatusKey(kindTLSRoute, o.Namespace+"/"+o.Name)
 	case *gwapi.BackendTLSPolicy:
 		key = routeStatusKey(kindBackendTLSPolicy, o.Namespace+"/"+o.Name)
+	case *gwapi.ListenerSet:
+		key = routeStatusKey(kindListenerSet, o.Namespace+"/"+o.Name)
 	default:
 		return
 	}
@@ -153,6 +160,9 @@ func (w *gatewayStatusWriter) lead(ctx context.Context) {
 	}
 	for k := range w.decided.Gateways {
 		q.Add(gatewayStatusKey(k))
+	}
+	for k := range w.decided.ListenerSets {
+		q.Add(routeStatusKey(kindListenerSet, k))
 	}
 	for key := range w.ours {
 		q.Add(key)
@@ -253,6 +263,7 @@ func (w *gatewayStatusWriter) write(ctx context.Context, key string) error {
 			}
 			next := cur.DeepCopy()
 			next.Status.Addresses = want.Addresses
+			next.Status.AttachedListenerSets = want.AttachedListenerSets
 			next.Status.Conditions = setConditions(cur.Status.Conditions, want.Conditions, now)
 			listeners := make([]gwapi.ListenerStatus, 0, len(want.Listeners))
 			for _, l := range want.Listeners {
@@ -290,6 +301,38 @@ func (w *gatewayStatusWriter) write(ctx context.Context, key string) error {
 				},
 				parents: func(r *gwapi.GRPCRoute) *[]gwapi.RouteParentStatus { return &r.Status.Parents },
 			}, fresh, stale, wrote, st.Routes[kind][nsName], now)
+		case kindListenerSet:
+			want, ok := st.ListenerSets[nsName]
+			if !ok || w.c.gw.listenerSets == nil {
+				return nil
+			}
+			cur, err := w.c.gw.listenerSets.ListenerSets(ns).Get(name)
+			if fresh || err == nil && stale(cur.ResourceVersion) {
+				cur, err = v1.ListenerSets(ns).Get(ctx, name, metav1.GetOptions{})
+			}
+			if err != nil {
+				return err
+			}
+			next := cur.DeepCopy()
+			next.Status.Conditions = setConditions(cur.Status.Conditions, want.Conditions, now)
+			listeners := make([]gwapi.ListenerEntryStatus, 0, len(want.Listeners))
+			for _, l := range want.Listeners {
+				var prev []metav1.Condition
+				if i := slices.IndexFunc(cur.Status.Listeners, func(c gwapi.ListenerEntryStatus) bool { return c.Name == l.Name }); i >= 0 {
+					prev = cur.Status.Listeners[i].Conditions
+				}
+				l.Conditions = setConditions(prev, l.Conditions, now)
+				listeners = append(listeners, l)
+			}
+			next.Status.Listeners = listeners
+			if reflect.DeepEqual(cur.Status, next.Status) {
+				return nil
+			}
+			updated, err := v1.ListenerSets(ns).UpdateStatus(ctx, next, updateOpts)
+			if err != nil {
+				return err
+			}
+			return wrote(updated.ResourceVersion)
 		case kindBackendTLSPolicy:
 			if w.c.gw.tlsPolicies == nil {
 				return nil

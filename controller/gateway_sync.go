@@ -36,6 +36,8 @@ type GatewayConfig struct {
 	// v1.4).
 	SkipTLSRoutes          bool
 	SkipBackendTLSPolicies bool
+	// SkipListenerSets leaves ListenerSets alone (v1 since v1.5).
+	SkipListenerSets bool
 }
 
 // gatewayListers are the Gateway subsystem's caches.
@@ -45,6 +47,8 @@ type gatewayListers struct {
 	httpRoutes gwlisters.HTTPRouteLister
 	grpcRoutes gwlisters.GRPCRouteLister
 	tlsRoutes  gwlisters.TLSRouteLister // nil: not followed
+	// listenerSets: nil when not followed.
+	listenerSets gwlisters.ListenerSetLister
 	// tlsPolicies (nil: not followed), and the ConfigMaps holding CA
 	// certificates (of policies and of Gateways' client validation).
 	tlsPolicies gwlisters.BackendTLSPolicyLister
@@ -84,6 +88,10 @@ func (c *Controller) registerGateway(src *sources) error {
 	if !c.cfg.Gateway.SkipTLSRoutes {
 		c.gw.tlsRoutes = v1.TLSRoutes().Lister()
 		informers = append(informers, v1.TLSRoutes().Informer())
+	}
+	if !c.cfg.Gateway.SkipListenerSets {
+		c.gw.listenerSets = v1.ListenerSets().Lister()
+		informers = append(informers, v1.ListenerSets().Informer())
 	}
 	if !c.cfg.Gateway.SkipBackendTLSPolicies {
 		c.gw.tlsPolicies = v1.BackendTLSPolicies().Lister()
@@ -163,6 +171,11 @@ func (c *Controller) gatewayInput() (*GatewayInput, error) {
 			return nil, fmt.Errorf("list tlsroutes: %w", err)
 		}
 	}
+	if c.gw.listenerSets != nil {
+		if in.ListenerSets, err = c.gw.listenerSets.List(labels.Everything()); err != nil {
+			return nil, fmt.Errorf("list listenersets: %w", err)
+		}
+	}
 	if c.gw.tlsPolicies != nil {
 		if in.BackendTLSPolicies, err = c.gw.tlsPolicies.List(labels.Everything()); err != nil {
 			return nil, fmt.Errorf("list backendtlspolicies: %w", err)
@@ -180,6 +193,7 @@ func (c *Controller) gatewayInput() (*GatewayInput, error) {
 	c.metrics.setObjects("HTTPRoute", len(in.HTTPRoutes))
 	c.metrics.setObjects("GRPCRoute", len(in.GRPCRoutes))
 	c.metrics.setObjects("TLSRoute", len(in.TLSRoutes))
+	c.metrics.setObjects("ListenerSet", len(in.ListenerSets))
 	c.metrics.setObjects("BackendTLSPolicy", len(in.BackendTLSPolicies))
 	return in, nil
 }

@@ -63,6 +63,8 @@ func decodeGatewayObjects(t *testing.T, docs string) *gatewayObjects {
 			decodeInto(t, i, doc, &o.in.TLSRoutes)
 		case "BackendTLSPolicy":
 			decodeInto(t, i, doc, &o.in.BackendTLSPolicies)
+		case "ListenerSet":
+			decodeInto(t, i, doc, &o.in.ListenerSets)
 		case "ConfigMap":
 			decodeInto(t, i, doc, &o.in.ConfigMaps)
 		case "ReferenceGrant":
@@ -1411,5 +1413,121 @@ spec:
 		if got := condOf(st.Gateways["app/"+tc.gw].Conditions, "ResolvedRefs"); got != tc.want {
 			t.Errorf("gateway %s ResolvedRefs %s, want %s", tc.gw, got, tc.want)
 		}
+	}
+}
+
+// TestTranslateListenerSets checks allowedListeners (Same; None by
+// default), precedence (the Gateway's listeners, then older sets) with
+// only the later listener of a conflict refused, the sets' statuses,
+// attachment by a parentRef of kind ListenerSet (and not by the
+// Gateway's), and the sets' listeners served on the Gateway's address.
+func TestTranslateListenerSets(t *testing.T) {
+	set := func(name, ns, parent, created, listeners string) string {
+		return fmt.Sprintf(`---
+apiVersion: gateway.networking.k8s.io/v1
+kind: ListenerSet
+metadata: {name: %s, namespace: %s, generation: 2, creationTimestamp: "%s"}
+spec:
+  parentRef: {name: %s, namespace: app}
+  listeners: %s
+`, name, ns, created, parent, listeners)
+	}
+	o := decodeGatewayObjects(t, gatewayBase+`---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: app}
+spec:
+  gatewayClassName: nodegress
+  addresses: [{value: 192.0.2.1}]
+  allowedListeners: {namespaces: {from: Same}}
+  listeners: [{name: http, port: 80, protocol: HTTP, hostname: gw.example}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: closed, namespace: app}
+spec:
+  gatewayClassName: nodegress
+  addresses: [{value: 192.0.2.2}]
+  listeners: [{name: http, port: 80, protocol: HTTP}]
+`+set("a", "app", "gw", "2026-01-01T00:00:00Z", `
+  - {name: one, port: 80, protocol: HTTP, hostname: a.example}
+  - {name: clash, port: 80, protocol: HTTP, hostname: gw.example}
+  - {name: proto, port: 80, protocol: HTTPS, hostname: p.example, tls: {certificateRefs: [{name: none}]}}`)+
+		set("b", "app", "gw", "2026-01-02T00:00:00Z", `[{name: dup, port: 80, protocol: HTTP, hostname: a.example}]`)+
+		set("c", "other", "gw", "2026-01-01T00:00:00Z", `[{name: x, port: 80, protocol: HTTP, hostname: c.example}]`)+
+		set("d", "app", "closed", "2026-01-01T00:00:00Z", `[{name: x, port: 80, protocol: HTTP, hostname: d.example}]`)+`---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: onset, namespace: app}
+spec:
+  parentRefs: [{kind: ListenerSet, name: a, sectionName: one}, {kind: ListenerSet, name: a, sectionName: nothing}]
+  rules: [{backendRefs: [{name: web, port: 8080}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: ongateway, namespace: app}
+spec:
+  parentRefs: [{name: gw}]
+  rules: [{backendRefs: [{name: web, port: 8080}]}]
+`)
+	cfg, _, st, _ := o.translate()
+	setConds := func(key string) string {
+		s := st.ListenerSets[key]
+		return condOf(s.Conditions, "Accepted") + " " + condOf(s.Conditions, "Programmed")
+	}
+	for _, tc := range []struct{ set, want string }{
+		{"app/a", "True/Accepted True/Programmed"},
+		{"app/b", "False/ListenersNotValid False/ListenersNotValid"},
+		{"other/c", "False/NotAllowed False/NotAllowed"},
+		{"app/d", "False/NotAllowed False/NotAllowed"},
+	} {
+		if got := setConds(tc.set); got != tc.want {
+			t.Errorf("listenerset %s: %s, want %s", tc.set, got, tc.want)
+		}
+	}
+	entry := func(set, name string) gwapi.ListenerEntryStatus {
+		for _, l := range st.ListenerSets[set].Listeners {
+			if string(l.Name) == name {
+				return l
+			}
+		}
+		t.Fatalf("listenerset %s has no listener %s status", set, name)
+		return gwapi.ListenerEntryStatus{}
+	}
+	for _, tc := range []struct {
+		set, name, accepted, programmed, conflicted string
+		attached                                    int32
+	}{
+		{"app/a", "one", "True/Accepted", "True/Programmed", "False/NoConflicts", 1},
+		{"app/a", "clash", "False/HostnameConflict", "False/HostnameConflict", "True/HostnameConflict", 0},
+		{"app/a", "proto", "False/ProtocolConflict", "False/ProtocolConflict", "True/ProtocolConflict", 0},
+		{"app/b", "dup", "False/HostnameConflict", "False/HostnameConflict", "True/HostnameConflict", 0},
+	} {
+		l := entry(tc.set, tc.name)
+		got := [3]string{condOf(l.Conditions, "Accepted"), condOf(l.Conditions, "Programmed"), condOf(l.Conditions, "Conflicted")}
+		if got != [3]string{tc.accepted, tc.programmed, tc.conflicted} || l.AttachedRoutes != tc.attached {
+			t.Errorf("%s/%s: %v attached %d, want %s %s %s attached %d", tc.set, tc.name, got, l.AttachedRoutes,
+				tc.accepted, tc.programmed, tc.conflicted, tc.attached)
+		}
+	}
+	gws := st.Gateways["app/gw"]
+	if gws.AttachedListenerSets == nil || *gws.AttachedListenerSets != 1 {
+		t.Errorf("gateway attachedListenerSets %v, want 1", gws.AttachedListenerSets)
+	}
+	if len(gws.Listeners) != 1 || gws.Listeners[0].AttachedRoutes != 1 || condOf(gws.Listeners[0].Conditions, "Accepted") != "True/Accepted" {
+		t.Errorf("gateway listeners %+v: want its own listener only, with the route that names the gateway", gws.Listeners)
+	}
+	parents := st.Routes[kindHTTPRoute]["app/onset"]
+	if len(parents) != 2 || condOf(parents[0].Conditions, "Accepted") != "True/Accepted" ||
+		condOf(parents[1].Conditions, "Accepted") != "False/NoMatchingParent" {
+		t.Errorf("route on the set: parents %+v", parents)
+	}
+	var served []string
+	for _, l := range cfg.Listeners {
+		served = append(served, fmt.Sprintf("%s %s %v %d", l.Name, l.Hostname, l.Frontends, len(l.Routes)))
+	}
+	slices.Sort(served)
+	if want := []string{"app/a/one a.example [192.0.2.1:80] 1", "app/closed/http  [192.0.2.2:80] 0", "app/gw/http gw.example [192.0.2.1:80] 1"}; !slices.Equal(served, want) {
+		t.Errorf("served listeners %q, want %q", served, want)
 	}
 }

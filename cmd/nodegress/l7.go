@@ -220,7 +220,7 @@ var gatewayResources = []string{"gatewayclasses", "gateways", "httproutes", "grp
 const gatewayStatusQPS = 50
 
 // optionalGatewayResources are followed when served.
-var optionalGatewayResources = []string{"tlsroutes", "backendtlspolicies"}
+var optionalGatewayResources = []string{"tlsroutes", "backendtlspolicies", "listenersets"}
 
 // gatewayConfig resolves --gateway-api and its companions; nil when the
 // Gateway API is off.
@@ -248,8 +248,9 @@ func gatewayConfig(f *l7Flags, standalone bool, client kubernetes.Interface, cfg
 	if err != nil {
 		return nil, fmt.Errorf("--gateway-api %s: %w", f.gatewayAPI, err)
 	}
-	// CRDs older than Gateway API v1.5 have no TLSRoute in v1, older than
-	// v1.4 no BackendTLSPolicy: the rest works without them.
+	// CRDs older than Gateway API v1.5 have no TLSRoute and ListenerSet
+	// in v1, older than v1.4 no BackendTLSPolicy: the rest works without
+	// them.
 	if slices.Contains(missing, "tlsroutes") {
 		log.Info("gateway api: TLSRoutes not served in " + gwapi.GroupVersion.String() + "; TLS listeners get no routes")
 		gc.SkipTLSRoutes = true
@@ -257,6 +258,10 @@ func gatewayConfig(f *l7Flags, standalone bool, client kubernetes.Interface, cfg
 	if slices.Contains(missing, "backendtlspolicies") {
 		log.Info("gateway api: BackendTLSPolicies not served in " + gwapi.GroupVersion.String() + "; backends are not verified")
 		gc.SkipBackendTLSPolicies = true
+	}
+	if slices.Contains(missing, "listenersets") {
+		log.Info("gateway api: ListenerSets not served in " + gwapi.GroupVersion.String())
+		gc.SkipListenerSets = true
 	}
 	missing = slices.DeleteFunc(missing, func(r string) bool { return slices.Contains(optionalGatewayResources, r) })
 	if f.gatewayAPI == "auto" {
