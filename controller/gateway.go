@@ -450,8 +450,8 @@ type listenerConds struct {
 }
 
 // conflictWith applies a conflict with another listener on the same
-// port: a different protocol, or a different TLS mode, or the same
-// hostname. rejected: the listener loses to one of higher precedence (it
+// port: a different protocol, or the same hostname (TLS listeners of both
+// modes may share a port: the server name chooses). rejected: the listener loses to one of higher precedence (it
 // is not accepted); otherwise both are Conflicted.
 func (c *listenerConds) conflictWith(gl *gatewayListener, o *gwapi.Listener, rejected bool) {
 	l := gl.spec
@@ -460,10 +460,6 @@ func (c *listenerConds) conflictWith(gl *gatewayListener, o *gwapi.Listener, rej
 	switch {
 	case o.Protocol != l.Protocol:
 		reason, msg = gwapi.ListenerReasonProtocolConflict, fmt.Sprintf("listener %s uses port %d with protocol %s", o.Name, l.Port, o.Protocol)
-	case l.Protocol == gwapi.TLSProtocolType && tlsMode(o) != gl.tlsMode:
-		// One frontend either terminates TLS or passes it through.
-		reason, msg = gwapi.ListenerReasonProtocolConflict, fmt.Sprintf("listener %s uses port %d with TLS mode %s", o.Name, l.Port, tlsMode(o))
-		rejected = true
 	case ptrValue(o.Hostname) == ptrValue(l.Hostname):
 		if c.conflicted.Status == metav1.ConditionTrue {
 			return // a protocol conflict says more

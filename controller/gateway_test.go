@@ -699,7 +699,7 @@ spec:
 }
 
 // TestTranslateTLSRoute checks TLS listeners (passthrough and terminate),
-// their route kinds, mixed modes on one port, and TLSRoute attachment,
+// their route kinds, both modes on one port, and TLSRoute attachment,
 // hostnames, backends and status.
 func TestTranslateTLSRoute(t *testing.T) {
 	o := decodeGatewayObjects(t, gatewayBase+`---
@@ -774,8 +774,8 @@ spec:
 		{"app/gw/term", "True/Accepted", "True/ResolvedRefs", "TLSRoute", 1},
 		{"app/gw/kinds", "True/Accepted", "False/InvalidRouteKinds", "TLSRoute", 0},
 		{"app/gw/http", "True/Accepted", "False/InvalidRouteKinds", "", 0},
-		{"app/mixed/term", "False/ProtocolConflict", "True/ResolvedRefs", "", 0},
-		{"app/mixed/pass", "False/ProtocolConflict", "True/ResolvedRefs", "", 0},
+		{"app/mixed/term", "True/Accepted", "True/ResolvedRefs", "TLSRoute", 0},
+		{"app/mixed/pass", "True/Accepted", "True/ResolvedRefs", "TLSRoute", 0},
 	} {
 		l := listeners[tc.listener]
 		if got := [...]string{condOf(l.Conditions, "Accepted"), condOf(l.Conditions, "ResolvedRefs"), kinds(l)}; got !=
@@ -784,8 +784,8 @@ spec:
 				tc.accepted, tc.resolved, tc.kinds, tc.attached)
 		}
 	}
-	if got := condOf(st.Gateways["app/mixed"].Conditions, "Accepted"); got != "False/ListenersNotValid" {
-		t.Errorf("mixed gateway Accepted %s", got)
+	if got := condOf(st.Gateways["app/mixed"].Conditions, "Accepted"); got != "True/Accepted" {
+		t.Errorf("gateway mixing TLS modes on a port: Accepted %s", got)
 	}
 
 	secure := st.Routes[kindTLSRoute]["app/secure"]
@@ -817,8 +817,8 @@ spec:
 		!slices.Equal(term.TLSRoutes[0].Hostnames, []string{"a.example.com", "other.org"}) {
 		t.Errorf("term listener %+v", term)
 	}
-	if _, ok := byName["app/mixed/term"]; ok {
-		t.Error("a listener with conflicting TLS modes serves")
+	if byName["app/mixed/term"].Kind != l7proxy.ListenerTLSTerminate || byName["app/mixed/pass"].Kind != l7proxy.ListenerTLSPassthrough {
+		t.Error("listeners of both TLS modes on one port do not both serve")
 	}
 	// TLS listeners are steered to the proxy's HTTPS listener; the one
 	// with an unsupported route kind does not serve (ResolvedRefs false).

@@ -116,9 +116,13 @@ func (s *h1server) serveConn(c net.Conn, tlsConf *tls.Config, h2 *connQueue) {
 	var stream *streamFrontend
 	if tlsConf != nil {
 		cur := s.p.state.Load()
-		if stream = cur.streams.frontend(localAddrPort(c)); stream != nil && stream.kind == ListenerTLSPassthrough {
-			s.passthrough(c, stream, cur)
-			return
+		if stream = cur.streams.frontend(localAddrPort(c)); stream != nil && stream.passthrough {
+			// The ClientHello's name chooses the listener: passthrough
+			// forwards it, a terminating one completes the handshake.
+			var done bool
+			if c, done = s.passthrough(c, stream, cur); done {
+				return
+			}
 		}
 		tc := tls.Server(c, tlsConf)
 		_ = tc.SetDeadline(time.Now().Add(o.ReadHeaderTimeout))
@@ -163,17 +167,25 @@ func (s *h1server) serveConn(c net.Conn, tlsConf *tls.Config, h2 *connQueue) {
 	hc.free()
 }
 
-// passthrough forwards a connection to a TLS passthrough frontend by the
-// server name of its ClientHello, which is read but not answered.
-func (s *h1server) passthrough(c net.Conn, f *streamFrontend, cur *state) {
+// passthrough reads the ClientHello of a connection to a frontend with
+// TLS passthrough listeners, without answering it. When the server name
+// chooses a passthrough listener the connection is forwarded (done);
+// otherwise it returns the connection, replaying the ClientHello, for the
+// TLS handshake.
+func (s *h1server) passthrough(c net.Conn, f *streamFrontend, cur *state) (net.Conn, bool) {
 	start := time.Now()
 	sni, hello, err := readClientHello(c, start.Add(s.p.opts.ReadHeaderTimeout))
 	if err != nil {
 		s.p.streamDone(c, sni, "", nil, streamBadHello, 0, start, err)
 		_ = c.Close()
-		return
+		return nil, true
 	}
-	s.p.serveStream(c, hello, f, cur, strings.ToLower(sni), start)
+	sni = strings.ToLower(sni)
+	if l := f.listenerFor(sni); l == nil || l.kind == ListenerTLSPassthrough {
+		s.p.serveStream(c, hello, f, cur, sni, start)
+		return nil, true
+	}
+	return &prefixConn{Conn: c, pending: hello}, false
 }
 
 // shutdown closes the listeners, then idle connections as they become

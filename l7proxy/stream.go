@@ -48,14 +48,16 @@ type TLSRoute struct {
 // streamTables are the compiled TLS stream listeners, by frontend.
 type streamTables map[netip.AddrPort]*streamFrontend
 
+// streamFrontend holds the TLS listeners of one frontend, most specific
+// hostname first. Passthrough and terminating listeners may share it:
+// the ClientHello's server name chooses.
 type streamFrontend struct {
-	// kind is the mode of every listener of the frontend: a frontend
-	// never mixes passthrough and termination.
-	kind      ListenerKind
-	listeners []*streamListener
+	passthrough bool // some listener passes TLS through
+	listeners   []*streamListener
 }
 
 type streamListener struct {
+	kind     ListenerKind
 	name     string
 	host     string
 	wildcard bool
@@ -66,8 +68,6 @@ type streamRoute struct {
 	route *TLSRoute
 	total int64
 }
-
-var errStreamMixed = errors.New("a frontend cannot mix TLS passthrough and termination")
 
 // compileStreams builds the TLS stream listeners' tables.
 func compileStreams(ls []Listener) (streamTables, []error) {
@@ -82,7 +82,7 @@ func compileStreams(ls []Listener) (streamTables, []error) {
 			errs = append(errs, fmt.Errorf("listener %s: %w", l.Name, errListenerNoFrontend))
 			continue
 		}
-		sl := &streamListener{name: l.Name, host: strings.ToLower(strings.TrimSuffix(l.Hostname, "."))}
+		sl := &streamListener{kind: l.Kind, name: l.Name, host: strings.ToLower(strings.TrimSuffix(l.Hostname, "."))}
 		sl.wildcard = strings.HasPrefix(sl.host, "*.")
 		for ri := range l.TLSRoutes {
 			r := &l.TLSRoutes[ri]
@@ -101,14 +101,11 @@ func compileStreams(ls []Listener) (streamTables, []error) {
 		slices.SortStableFunc(sl.routes.suffixes, func(a, b string) int { return len(b) - len(a) })
 		for _, fe := range l.Frontends {
 			f := t[fe]
-			switch {
-			case f == nil:
-				f = &streamFrontend{kind: l.Kind}
+			if f == nil {
+				f = &streamFrontend{}
 				t[fe] = f
-			case f.kind != l.Kind:
-				errs = append(errs, fmt.Errorf("listener %s on %s: %w", l.Name, fe, errStreamMixed))
-				continue
 			}
+			f.passthrough = f.passthrough || l.Kind == ListenerTLSPassthrough
 			f.listeners = append(f.listeners, sl)
 		}
 	}
@@ -132,21 +129,29 @@ func hostSpecificity(host string, wildcard bool) int {
 	return 1 << 20
 }
 
+// listenerFor returns the most specific listener serving a server name.
+func (f *streamFrontend) listenerFor(sni string) *streamListener {
+	for _, l := range f.listeners {
+		if hostServes(l.host, l.wildcard, sni) {
+			return l
+		}
+	}
+	return nil
+}
+
 // match finds the route for a server name: the most specific listener
 // serving it decides.
 func (f *streamFrontend) match(sni string) *streamRoute {
-	for _, l := range f.listeners {
-		if !hostServes(l.host, l.wildcard, sni) {
-			continue
-		}
-		var found *streamRoute
-		l.routes.each(sni, func(rs []*streamRoute) bool {
-			found = rs[0]
-			return true
-		})
-		return found
+	l := f.listenerFor(sni)
+	if l == nil {
+		return nil
 	}
-	return nil
+	var found *streamRoute
+	l.routes.each(sni, func(rs []*streamRoute) bool {
+		found = rs[0]
+		return true
+	})
+	return found
 }
 
 func hostServes(pattern string, wildcard bool, host string) bool {

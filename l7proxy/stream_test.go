@@ -190,8 +190,40 @@ func TestStreamCompileErrors(t *testing.T) {
 		{Name: "nofront", Kind: ListenerTLSPassthrough},
 		{Name: "http", Frontends: []netip.AddrPort{fe}},
 	})
-	if len(errs) != 2 {
-		t.Fatalf("errors %v; want the mixed frontend and the missing frontend", errs)
+	if len(errs) != 1 {
+		t.Fatalf("errors %v; want the missing frontend only", errs)
+	}
+}
+
+// TestTLSMixedFrontend: passthrough and terminating listeners on one
+// frontend, chosen by the ClientHello's server name.
+func TestTLSMixedFrontend(t *testing.T) {
+	tlsBackend := startTLSBackend(t, "backend-a", "a.example")
+	plain := startBackend(t, "plain", nil)
+	ups := []Upstream{{Name: "a", Endpoints: ep(tlsBackend)}, {Name: "plain", Endpoints: ep(plain)}}
+	certs := []Certificate{{Hosts: []string{"t.example"}, Cert: makeCert(t, "terminating", "t.example")}}
+	p := startProxy(t, Options{}, Config{Upstreams: ups, Certificates: certs})
+	front := []netip.AddrPort{serveExtraHTTPS(t, p)}
+	listeners := []Listener{
+		{Name: "ns/gw/pass", Kind: ListenerTLSPassthrough, Hostname: "a.example", Frontends: front,
+			TLSRoutes: []TLSRoute{{Source: "ns/a", Backends: []WeightedBackend{{Upstream: "a", Weight: 1}}}}},
+		{Name: "ns/gw/term", Kind: ListenerTLSTerminate, Hostname: "t.example", Frontends: front,
+			TLSRoutes: []TLSRoute{{Source: "ns/t", Backends: []WeightedBackend{{Upstream: "plain", Weight: 1}}}}},
+	}
+	if errs := p.Update(Config{Upstreams: ups, Certificates: certs, Listeners: listeners}); len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	for _, tc := range []struct{ sni, cn, body string }{
+		{"a.example", "backend-a", "backend-a a.example"},
+		{"t.example", "terminating", "plain"},
+	} {
+		cn, body, err := tlsGet(front[0], tc.sni)
+		if err != nil || cn != tc.cn || body != tc.body {
+			t.Errorf("SNI %s: cn %q body %q err %v; want cn %q body %q", tc.sni, cn, body, err, tc.cn, tc.body)
+		}
+	}
+	if _, _, err := tlsGet(front[0], "other.example"); err == nil {
+		t.Error("a name no listener serves was forwarded")
 	}
 }
 
