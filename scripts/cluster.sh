@@ -42,6 +42,9 @@
 #                         replaces kube-proxy (tests/cluster/overlay)
 #   NODEGRESS=on|off      install nodegress once the nodes are Ready
 #   DNS=on|off            CoreDNS as the cluster DNS (kubelet's clusterDNS)
+#   GATEWAY_CHANNEL=standard|experimental  the Gateway API CRDs installed:
+#                         manifests/gateway-api/crds (standard, default), or
+#                         the experimental channel of the same version
 #   NODEGRESS_CLUSTER_STATE  state directory (default /var/lib/nodegress-cluster)
 #
 # Host settings are left alone: kubelet finds the kernel sysctls it wants
@@ -823,12 +826,16 @@ dns_ready() {
 # --- nodegress ---------------------------------------------------------------
 
 install_gateway_api() {
-	kubectl_ apply --server-side -k "$ROOT/manifests/gateway-api/crds" >/dev/null
+	local crds=$ROOT/manifests/gateway-api/crds
+	if [ "${GATEWAY_CHANNEL:-standard}" = experimental ]; then
+		crds=$(cd "$ROOT" && go list -m -f '{{.Dir}}' sigs.k8s.io/gateway-api)/config/crd/experimental
+	fi
+	kubectl_ apply --server-side -k "$crds" >/dev/null
 	kubectl_ wait --for=condition=Established --timeout=60s \
 		crd/gatewayclasses.gateway.networking.k8s.io crd/gateways.gateway.networking.k8s.io \
 		crd/httproutes.gateway.networking.k8s.io crd/referencegrants.gateway.networking.k8s.io >/dev/null
 	kubectl_ apply -f "$ROOT/manifests/gateway-api/gatewayclass.yaml" >/dev/null
-	log "gateway api CRDs and GatewayClass installed"
+	log "gateway api CRDs (${GATEWAY_CHANNEL:-standard} channel) and GatewayClass installed"
 }
 
 install_nodegress() {
@@ -902,6 +909,7 @@ cmd_up() {
 	case $KUBE_PROXY in on | off) ;; *) die "KUBE_PROXY must be on or off" ;; esac
 	case $NODEGRESS in on | off) ;; *) die "NODEGRESS must be on or off" ;; esac
 	case $DNS in on | off) ;; *) die "DNS must be on or off" ;; esac
+	case ${GATEWAY_CHANNEL:-standard} in standard | experimental) ;; *) die "GATEWAY_CHANNEL must be standard or experimental" ;; esac
 	[ "$(id -u)" -eq 0 ] || die "must run as root"
 
 	local start=$SECONDS i pids=()

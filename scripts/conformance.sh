@@ -15,6 +15,10 @@
 #   CONFORMANCE_PROFILES   default GATEWAY-HTTP,GATEWAY-GRPC,GATEWAY-TLS
 #   CONFORMANCE_FEATURES   extended features claimed (--supported-features);
 #                          default: the ones nodegress implements (below)
+#   CONFORMANCE_CHANNEL    standard (default) or experimental: the Gateway
+#                          API CRDs installed; experimental also claims the
+#                          features of fields only that channel has, and
+#                          the report's name ends in -experimental
 #   CONFORMANCE_RUN_TEST   one test only (--run-test), for debugging
 #   CONFORMANCE_TIMEOUT    bound of the suite (default 60m)
 #   CONFORMANCE_OUT        logs (default /var/tmp/nodegress-conformance)
@@ -30,6 +34,14 @@ PROFILES=${CONFORMANCE_PROFILES:-GATEWAY-HTTP,GATEWAY-GRPC,GATEWAY-TLS}
 TIMEOUT=${CONFORMANCE_TIMEOUT:-60m}
 # Extended features nodegress implements; the suite runs their tests too.
 FEATURES=${CONFORMANCE_FEATURES:-HTTPRouteQueryParamMatching,HTTPRouteMethodMatching,HTTPRouteResponseHeaderModification,HTTPRoutePortRedirect,HTTPRouteSchemeRedirect,HTTPRoutePathRedirect,HTTPRouteHostRewrite,HTTPRoutePathRewrite,HTTPRoute303RedirectStatusCode,HTTPRoute307RedirectStatusCode,HTTPRoute308RedirectStatusCode,HTTPRouteParentRefPort,HTTPRouteNamedRouteRule,HTTPRouteBackendProtocolH2C,HTTPRouteBackendProtocolWebSocket,GatewayPort8080,GatewayHTTPListenerIsolation,GatewayAddressEmpty,HTTPRouteRequestTimeout,HTTPRouteBackendTimeout,TLSRouteModeTerminate,TLSRouteModeMixed,GatewayStaticAddresses,GatewayHTTPSListenerDetectMisdirectedRequests,GatewayFrontendClientCertificateValidation,GatewayFrontendClientCertificateValidationInsecureFallback,GatewayBackendClientCertificate,ListenerSet,BackendTLSPolicy,BackendTLSPolicySANValidation,HTTPRouteCORS,HTTPRouteBackendRequestHeaderModification,HTTPRouteRequestMirror,HTTPRouteRequestMultipleMirrors,HTTPRouteRequestPercentageMirror}
+# Features of fields only the experimental channel has (rules[].retry).
+EXPERIMENTAL_FEATURES=HTTPRouteRetry,HTTPRouteRetryBackendTimeout,HTTPRouteRetryConnectionError
+CHANNEL=${CONFORMANCE_CHANNEL:-standard}
+case $CHANNEL in standard | experimental) ;; *)
+	echo "conformance: CONFORMANCE_CHANNEL must be standard or experimental" >&2
+	exit 2
+	;;
+esac
 
 log() { echo "conformance: $*" >&2; }
 
@@ -61,11 +73,16 @@ build_suite() {
 run() {
 	mkdir -p "$OUT" "$ROOT/conformance/reports/$VERSION"
 	local report=$ROOT/conformance/reports/$VERSION/nodegress-${PROFILES//,/-}.yaml
+	local features=$FEATURES
+	if [ "$CHANNEL" = experimental ]; then
+		report=${report%.yaml}-experimental.yaml
+		features+=,$EXPERIMENTAL_FEATURES
+	fi
 	local args=(
 		-test.run '^TestConformance$' -test.v -test.timeout "$TIMEOUT"
 		--gateway-class nodegress
 		--conformance-profiles "$PROFILES"
-		--supported-features "$FEATURES"
+		--supported-features "$features"
 		# GatewayStaticAddresses: one of the ranges Gateways may use (routed
 		# to node1), and an address outside them.
 		--usable-address 10.214.1.10 --unusable-address 192.0.2.77
@@ -78,7 +95,7 @@ run() {
 	if [ -n "${CONFORMANCE_RUN_TEST:-}" ]; then
 		args+=(--run-test "$CONFORMANCE_RUN_TEST")
 	fi
-	NODES=2 KUBE_PROXY=off NODEGRESS=on DNS=on scripts/cluster.sh up
+	NODES=2 KUBE_PROXY=off NODEGRESS=on DNS=on GATEWAY_CHANNEL=$CHANNEL scripts/cluster.sh up
 	trap 'scripts/cluster.sh down >&2' EXIT
 	eval "$(scripts/cluster.sh env)"
 	# The admin kubeconfig names the API server by the host's link to it;
