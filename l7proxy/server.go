@@ -104,6 +104,9 @@ type Proxy struct {
 	series  *seriesSet
 	access  *accessLog
 	defCert *tls.Certificate
+	// tlsConf is what every TLS handshake starts from; it is never
+	// written once built.
+	tlsConf *tls.Config
 
 	state atomic.Pointer[state]
 	mu    sync.Mutex // serializes Update
@@ -128,11 +131,11 @@ type state struct {
 	table    *RouteTable
 	gateways gwTables
 	streams  streamTables
-	// clientAuth are the TLS configurations of frontends validating
-	// client certificates.
-	clientAuth clientAuthConfigs
-	pools      map[string]*pool
-	certs      *certStore
+	// frontendTLS are the TLS configurations of frontends that need
+	// their own.
+	frontendTLS frontendTLSConfigs
+	pools       map[string]*pool
+	certs       *certStore
 }
 
 // New creates a proxy with an empty configuration (every request gets 404)
@@ -180,6 +183,20 @@ func New(opts Options) (*Proxy, error) {
 			return context.WithValue(ctx, connInfoKey{}, newConnInfo(c, false, opts.TrustedProxies))
 		},
 	}
+	p.tlsConf = &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		NextProtos: []string{"h2", "http/1.1"},
+		GetCertificate: func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+			return p.state.Load().certs.get(hello.ServerName), nil
+		},
+		// Some frontends have a configuration of their own (frontend_tls.go).
+		GetConfigForClient: func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
+			if fc := p.state.Load().frontendTLS; len(fc) > 0 {
+				return fc[localAddrPort(hello.Conn)], nil
+			}
+			return nil, nil
+		},
+	}
 	p.h2 = &http.Server{
 		Handler:           &handler{p: p, tls: true},
 		ReadHeaderTimeout: opts.ReadHeaderTimeout,
@@ -187,21 +204,9 @@ func New(opts Options) (*Proxy, error) {
 		IdleTimeout:       opts.ClientIdleTimeout,
 		MaxHeaderBytes:    opts.MaxHeaderBytes,
 		ErrorLog:          errLog,
-		TLSConfig: &tls.Config{
-			MinVersion: tls.VersionTLS12,
-			NextProtos: []string{"h2", "http/1.1"},
-			GetCertificate: func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
-				return p.state.Load().certs.get(hello.ServerName), nil
-			},
-			// A frontend validating clients has a configuration of its
-			// own (client_tls.go).
-			GetConfigForClient: func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
-				if ca := p.state.Load().clientAuth; len(ca) > 0 {
-					return ca[localAddrPort(hello.Conn)], nil
-				}
-				return nil, nil
-			},
-		},
+		// The handshakes use p.tlsConf; net/http's HTTP/2 set-up writes
+		// into its own copy.
+		TLSConfig: p.tlsConf.Clone(),
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 			return context.WithValue(ctx, connInfoKey{}, newConnInfo(c, true, opts.TrustedProxies))
 		},
@@ -229,7 +234,7 @@ func (p *Proxy) Update(cfg Config) []error {
 	errs = append(errs, gerrs...)
 	streams, serrs := compileStreams(cfg.Listeners)
 	errs = append(errs, serrs...)
-	clientAuth, cerrs := compileClientAuth(cfg.Listeners, p.h2.TLSConfig)
+	frontendTLS, cerrs := compileFrontendTLS(cfg.Listeners, p.tlsConf)
 	errs = append(errs, cerrs...)
 	old := p.state.Load()
 	ups := table.Upstreams()
@@ -279,7 +284,7 @@ func (p *Proxy) Update(cfg Config) []error {
 	}
 	p.series.reset(keep)
 
-	p.state.Store(&state{table: table, gateways: gateways, streams: streams, clientAuth: clientAuth, pools: pools, certs: certs})
+	p.state.Store(&state{table: table, gateways: gateways, streams: streams, frontendTLS: frontendTLS, pools: pools, certs: certs})
 
 	for _, pl := range replaced {
 		pl.retire()
@@ -320,7 +325,7 @@ func (p *Proxy) ServeHTTPS(l net.Listener) error {
 	q := newConnQueue(l.Addr())
 	h2done := make(chan error, 1)
 	go func() { h2done <- p.h2.Serve(q) }()
-	err := p.h1.serve(l, p.h2.TLSConfig, q)
+	err := p.h1.serve(l, p.tlsConf, q)
 	_ = q.Close()
 	if herr := <-h2done; !errors.Is(herr, http.ErrServerClosed) && !errors.Is(herr, net.ErrClosed) && err == nil {
 		err = herr

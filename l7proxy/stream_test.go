@@ -180,6 +180,17 @@ func TestTLSTerminateStream(t *testing.T) {
 	if _, _, err := tlsGet(front, "other.example"); err == nil {
 		t.Error("a name the listener does not serve was forwarded")
 	}
+	// A client offering HTTP/2 (browsers, curl, gRPC) must not get it:
+	// the backend gets the stream as the client sends it.
+	c, err := tls.Dial("tcp", front.String(), &tls.Config{ServerName: "t.example", InsecureSkipVerify: true,
+		NextProtos: []string{"h2", "http/1.1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if p := c.ConnectionState().NegotiatedProtocol; p != "" {
+		t.Errorf("terminating stream listener negotiated %q by ALPN, want nothing", p)
+	}
 }
 
 func TestStreamCompileErrors(t *testing.T) {
