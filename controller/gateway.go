@@ -279,6 +279,9 @@ func (g *gatewayTranslator) addresses(gw *gwapi.Gateway, key string) ([]netip.Ad
 				continue
 			}
 			ip, err := parseIPv4(a.Value)
+			if err == nil && slices.Contains(out, ip) {
+				continue // named twice
+			}
 			if err != nil || g.taken[ip] != "" || !g.usable(ip) {
 				msg := fmt.Sprintf("address %q is not a usable IPv4 address", a.Value)
 				switch {
@@ -291,8 +294,12 @@ func (g *gatewayTranslator) addresses(gw *gwapi.Gateway, key string) ([]netip.Ad
 				c := condition(string(gwapi.GatewayConditionProgrammed), false, string(gwapi.GatewayReasonAddressNotUsable), msg, gw.Generation)
 				return nil, &c
 			}
-			g.taken[ip] = key
 			out = append(out, ip)
+		}
+		// Reserved only once every entry is usable: a Gateway refused for
+		// one address must not hold the others.
+		for _, ip := range out {
+			g.taken[ip] = key
 		}
 		if !fromPool {
 			return out, nil

@@ -19,7 +19,8 @@ import (
 // BackendTLSPolicy: how the proxy verifies the TLS of the Services a
 // policy targets. A policy applies to the named port of a Service
 // (sectionName) or to all its ports; of two policies for the same target,
-// the older (then by namespace/name) wins and the other is Conflicted. A
+// the older (then by namespace/name) wins it and the other is Conflicted
+// (it still applies to the targets it alone has). A
 // valid policy turns the upstream into HTTPS verified by the policy's CAs
 // and hostname (or subject alternative names); an invalid one makes
 // requests to that backend fail rather than go unverified.
@@ -59,7 +60,8 @@ func (g *gatewayTranslator) resolveBackendTLS() {
 	for _, p := range policies {
 		bt := &backendTLSPolicy{policy: p, key: p.Namespace + "/" + p.Name}
 		bt.verify, bt.accepted, bt.resolved = backendTLSVerification(p, cms)
-		var targets []backendTLSTarget
+		// Precedence is per target: the policy applies to the targets no
+		// older policy has, and says Conflicted for the others.
 		for _, ref := range p.Spec.TargetRefs {
 			if ref.Group != "" || ref.Kind != kindService {
 				continue
@@ -67,17 +69,13 @@ func (g *gatewayTranslator) resolveBackendTLS() {
 			t := backendTLSTarget{namespace: p.Namespace, service: string(ref.Name), section: string(ptrValue(ref.SectionName))}
 			if g.backendTLS[t] != nil {
 				bt.conflicted = true
+				continue
 			}
-			targets = append(targets, t)
+			g.backendTLS[t] = bt
 		}
 		if bt.conflicted {
-			bt.verify = nil
 			bt.accepted = condition(string(gwapi.PolicyConditionAccepted), false, string(gwapi.PolicyReasonConflicted),
 				"an older policy targets the same Service (and section)", p.Generation)
-		} else {
-			for _, t := range targets {
-				g.backendTLS[t] = bt
-			}
 		}
 		g.tlsPolicies = append(g.tlsPolicies, bt)
 	}
@@ -252,19 +250,32 @@ func (g *gatewayTranslator) withClientCert(rules []l7proxy.HTTPRouteRule, gwKey 
 		out[i].Backends = slices.Clone(out[i].Backends)
 		for j := range out[i].Backends {
 			b := &out[i].Backends[j]
-			up := g.upstreams[b.Upstream]
-			if up == nil || up.TLS == nil {
-				continue
-			}
-			name := b.Upstream + "/client-of=" + gwKey
-			if _, ok := g.upstreams[name]; !ok {
-				v, verify := *up, *up.TLS
-				verify.ClientCert = cert
-				v.Name, v.TLS = name, &verify
-				g.upstreams[name] = &v
-			}
-			b.Upstream = name
+			b.Upstream = g.clientCertUpstream(b.Upstream, gwKey, cert)
+		}
+		// Mirrors present it too.
+		out[i].Filters.Mirrors = slices.Clone(out[i].Filters.Mirrors)
+		for j := range out[i].Filters.Mirrors {
+			m := &out[i].Filters.Mirrors[j]
+			m.Upstream = g.clientCertUpstream(m.Upstream, gwKey, cert)
 		}
 	}
 	return out
+}
+
+// clientCertUpstream returns the Gateway's own copy of a verified HTTPS
+// upstream, presenting its client certificate; other upstreams as they
+// are.
+func (g *gatewayTranslator) clientCertUpstream(name, gwKey string, cert *tls.Certificate) string {
+	up := g.upstreams[name]
+	if up == nil || up.TLS == nil {
+		return name
+	}
+	own := name + "/client-of=" + gwKey
+	if _, ok := g.upstreams[own]; !ok {
+		v, verify := *up, *up.TLS
+		verify.ClientCert = cert
+		v.Name, v.TLS = own, &verify
+		g.upstreams[own] = &v
+	}
+	return own
 }

@@ -102,9 +102,15 @@ func (g *gatewayTranslator) clientValidation(gw *gwapi.Gateway, v *gwapi.Fronten
 	if reason == "" {
 		return cv, nil
 	}
+	// ResolvedRefs says any reference that does not resolve; Accepted
+	// only when none does. Either way the listener is not served.
+	accepted := condition(string(gwapi.ListenerConditionAccepted), true, string(gwapi.ListenerReasonAccepted), "", gen)
+	if len(cv.CAPEM) == 0 {
+		accepted = condition(string(gwapi.ListenerConditionAccepted), false, string(gwapi.ListenerReasonNoValidCACertificate), msg, gen)
+	}
 	return nil, []metav1.Condition{
 		condition(string(gwapi.ListenerConditionResolvedRefs), false, string(reason), msg, gen),
-		condition(string(gwapi.ListenerConditionAccepted), false, string(gwapi.ListenerReasonNoValidCACertificate), msg, gen),
+		accepted,
 	}
 }
 

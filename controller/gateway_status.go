@@ -12,6 +12,7 @@ import (
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/util/retry"
@@ -53,6 +54,14 @@ func newGatewayStatusWriter(c *Controller, client gwclient.Interface) *gatewaySt
 // Status keys name the object whose status is written.
 func classStatusKey(name string) string     { return "GatewayClass/" + name }
 func gatewayStatusKey(nsName string) string { return "Gateway/" + nsName }
+
+// optionalGatewayConditions are the Gateway conditions the translation
+// decides only in some cases (the spec says they are removed otherwise).
+var optionalGatewayConditions = []string{string(gwapi.GatewayConditionInsecureFrontendValidationMode)}
+
+// maxAncestors is the API's bound on a policy's ancestors, all
+// controllers' together.
+const maxAncestors = 16
 
 // updateOpts mark the writer's status updates.
 var updateOpts = metav1.UpdateOptions{FieldManager: statusFieldManager}
@@ -265,6 +274,12 @@ func (w *gatewayStatusWriter) write(ctx context.Context, key string) error {
 			next.Status.Addresses = want.Addresses
 			next.Status.AttachedListenerSets = want.AttachedListenerSets
 			next.Status.Conditions = setConditions(cur.Status.Conditions, want.Conditions, now)
+			// A condition only some decisions have goes when one lacks it.
+			for _, typ := range optionalGatewayConditions {
+				if meta.FindStatusCondition(want.Conditions, typ) == nil {
+					meta.RemoveStatusCondition(&next.Status.Conditions, typ)
+				}
+			}
 			listeners := make([]gwapi.ListenerStatus, 0, len(want.Listeners))
 			for _, l := range want.Listeners {
 				var prev []metav1.Condition
@@ -438,6 +453,13 @@ func (w *gatewayStatusWriter) policyAncestors(cur, want []gwapi.PolicyAncestorSt
 	out := slices.DeleteFunc(slices.Clone(cur), func(a gwapi.PolicyAncestorStatus) bool {
 		return string(a.ControllerName) == w.ctrl
 	})
+	// The API refuses more than maxAncestors: the first ones (by
+	// Gateway) are reported, the rest cannot be.
+	if room := maxAncestors - len(out); len(want) > room {
+		w.log.Warn("policy has more ancestors than its status can hold; the others are not reported",
+			"ancestors", len(want), "reported", max(room, 0))
+		want = want[:max(room, 0)]
+	}
 	for _, a := range want {
 		var prev []metav1.Condition
 		if i := slices.IndexFunc(cur, func(c gwapi.PolicyAncestorStatus) bool {

@@ -134,3 +134,45 @@ func TestGatewayStatusWriterRecreatedRoute(t *testing.T) {
 	w.created(second)
 	waitFor(t, "the recreated route's status", waitLimit, func() bool { return parents() == 1 })
 }
+
+// TestGatewayStatusWriterRemovesOptionalConditions: a condition the
+// translation decides only in some cases (InsecureFrontendValidationMode)
+// is removed when the decision no longer has it; the others stay.
+func TestGatewayStatusWriterRemovesOptionalConditions(t *testing.T) {
+	ctx := context.Background()
+	gw := &gwapi.Gateway{ObjectMeta: metav1.ObjectMeta{Namespace: "app", Name: "gw", Generation: 1}}
+	gw.Status.Conditions = []metav1.Condition{
+		condition("Accepted", true, "Accepted", "", 1),
+		condition(string(gwapi.GatewayConditionInsecureFrontendValidationMode), true, string(gwapi.GatewayReasonConfigurationChanged), "", 1),
+	}
+	client := gwfake.NewSimpleClientset()
+	stored, err := client.GatewayV1().Gateways("app").Create(ctx, gw, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	idx := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{})
+	if err := idx.Add(stored.DeepCopy()); err != nil {
+		t.Fatal(err)
+	}
+	c := &Controller{log: slog.New(slog.NewTextHandler(io.Discard, nil)), cfg: Config{Gateway: &GatewayConfig{}},
+		gw: &gatewayListers{gateways: gwlisters.NewGatewayLister(idx)}}
+	w := newGatewayStatusWriter(c, client)
+	w.want(GatewayStatuses{Gateways: map[string]gwapi.GatewayStatus{"app/gw": {
+		Conditions: []metav1.Condition{condition("Accepted", true, "Accepted", "", 1)},
+		Listeners:  []gwapi.ListenerStatus{},
+	}}})
+	if err := w.write(ctx, gatewayStatusKey("app/gw")); err != nil {
+		t.Fatal(err)
+	}
+	got, err := client.GatewayV1().Gateways("app").Get(ctx, "gw", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var types []string
+	for _, c := range got.Status.Conditions {
+		types = append(types, c.Type)
+	}
+	if len(types) != 1 || types[0] != "Accepted" {
+		t.Errorf("conditions %v, want Accepted only", types)
+	}
+}

@@ -398,6 +398,8 @@ spec:
 		{"outside", "[{value: 203.0.113.5}, {value: 198.51.100.7}]", "198.51.100.0/24", "True/Accepted", "False/AddressNotUsable", ""},
 		{"no ranges: any", "[{value: 203.0.113.5}]", "", "True/Accepted", "True/Programmed", "203.0.113.5"},
 		{"unsupported type", "[{type: test/fake, value: x}, {value: 198.51.100.7}]", "198.51.100.0/24", "False/UnsupportedAddress", "False/Invalid", ""},
+		{"usable, then outside", "[{value: 198.51.100.7}, {value: 203.0.113.5}]", "198.51.100.0/24", "True/Accepted", "False/AddressNotUsable", ""},
+		{"named twice", "[{value: 198.51.100.7}, {value: 198.51.100.7}]", "198.51.100.0/24", "True/Accepted", "True/Programmed", "198.51.100.7"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			o := decodeGatewayObjects(t, gw(tc.addrs))
@@ -419,6 +421,19 @@ spec:
 			}
 			if tc.status == "" && len(fes) != 0 {
 				t.Errorf("frontends %v for a Gateway without a usable address", fes)
+			}
+			// A refused Gateway holds none of its addresses: a newer one
+			// may have them.
+			if tc.status == "" {
+				o.in.Gateways = append(o.in.Gateways, &gwapi.Gateway{
+					ObjectMeta: metav1.ObjectMeta{Name: "later", Namespace: "app", CreationTimestamp: metav1.Unix(1<<40, 0)},
+					Spec: gwapi.GatewaySpec{GatewayClassName: "nodegress", Addresses: []gwapi.GatewaySpecAddress{{Value: "198.51.100.7"}},
+						Listeners: []gwapi.Listener{{Name: "http", Port: 80, Protocol: gwapi.HTTPProtocolType}}},
+				})
+				_, _, st, _ := o.translate()
+				if got := condOf(st.Gateways["app/later"].Conditions, "Programmed"); got != "True/Programmed" {
+					t.Errorf("a newer Gateway asking for the refused one's address: Programmed %s", got)
+				}
 			}
 		})
 	}
@@ -881,6 +896,7 @@ spec:
   - {matches: [{path: {value: /section}}], backendRefs: [{name: secure, port: 443}]}
   - {matches: [{path: {value: /service}}], backendRefs: [{name: secure, port: 8443}]}
   - {matches: [{path: {value: /invalid}}], backendRefs: [{name: web, port: 8080}]}
+  - {matches: [{path: {value: /lone}}], backendRefs: [{name: lone, port: 443}]}
 ---
 apiVersion: gateway.networking.k8s.io/v1
 kind: BackendTLSPolicy
@@ -893,8 +909,14 @@ apiVersion: gateway.networking.k8s.io/v1
 kind: BackendTLSPolicy
 metadata: {name: later, namespace: app, creationTimestamp: "2026-01-02T00:00:00Z"}
 spec:
-  targetRefs: [{group: "", kind: Service, name: secure}]
+  targetRefs: [{group: "", kind: Service, name: secure}, {group: "", kind: Service, name: lone}]
   validation: {hostname: other.example.com, wellKnownCACertificates: System}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: lone, namespace: app}
+spec:
+  ports: [{name: https, port: 443}]
 ---
 apiVersion: gateway.networking.k8s.io/v1
 kind: BackendTLSPolicy
@@ -951,6 +973,10 @@ spec:
 	}
 	if name := rules[2].Backends[0].Upstream; name != "" {
 		t.Errorf("a backend whose policy is invalid goes to %q, want no upstream (500)", name)
+	}
+	// A conflicted policy still verifies the target it alone has.
+	if lone := upstream("/lone"); lone.TLS == nil || lone.TLS.ServerName != "other.example.com" || !lone.TLS.SystemRoots {
+		t.Errorf("the conflicted policy's other target: %+v, want its verification", lone)
 	}
 
 	for _, tc := range []struct{ policy, accepted, resolved string }{
@@ -1264,6 +1290,7 @@ spec:
       - {port: 7443, tls: {validation: {caCertificateRefs: [{group: "", kind: ConfigMap, name: missing}]}}}
       - {port: 6443, tls: {validation: {caCertificateRefs: [{group: "", kind: Service, name: web}]}}}
       - {port: 5443, tls: {validation: {caCertificateRefs: [{group: "", kind: ConfigMap, name: ca, namespace: other}]}}}
+      - {port: 4443, tls: {validation: {caCertificateRefs: [{group: "", kind: ConfigMap, name: ca}, {group: "", kind: ConfigMap, name: missing}]}}}
   listeners:
   - {name: http, port: 80, protocol: HTTP}
   - {name: strict, port: 443, protocol: HTTPS, tls: {certificateRefs: [{name: cert}]}}
@@ -1271,6 +1298,7 @@ spec:
   - {name: missing, port: 7443, protocol: HTTPS, tls: {certificateRefs: [{name: cert}]}}
   - {name: kind, port: 6443, protocol: HTTPS, tls: {certificateRefs: [{name: cert}]}}
   - {name: grant, port: 5443, protocol: HTTPS, tls: {certificateRefs: [{name: cert}]}}
+  - {name: partial, port: 4443, protocol: HTTPS, tls: {certificateRefs: [{name: cert}]}}
 `)
 	caPEM, _ := testCert(t, "ca.example.com")
 	certPEM, keyPEM := testCert(t, "gw.example.com")
@@ -1299,6 +1327,9 @@ spec:
 		{"missing", "False/NoValidCACertificate", "False/InvalidCACertificateRef", "-"},
 		{"kind", "False/NoValidCACertificate", "False/InvalidCACertificateKind", "-"},
 		{"grant", "False/NoValidCACertificate", "False/RefNotPermitted", "-"},
+		// One reference resolves: accepted, but not served without all
+		// its CAs.
+		{"partial", "True/Accepted", "False/InvalidCACertificateRef", "-"},
 	} {
 		l := status[tc.name]
 		if got := [2]string{condOf(l.Conditions, "Accepted"), condOf(l.Conditions, "ResolvedRefs")}; got != [2]string{tc.accepted, tc.resolved} {
