@@ -67,7 +67,7 @@ func TestGatewayRetry(t *testing.T) {
 				rule("/all2", "flaky", &Retry{Codes: []int{500, 502, 503, 504}, Attempts: 2}, 0, 0),
 				rule("/none", "flaky", nil, 0, 0),
 				rule("/timeout", "flaky", &Retry{Attempts: 1}, 0, 200*time.Millisecond),
-				rule("/bounded", "flaky", &Retry{Codes: []int{500}, Attempts: 5, Backoff: 200 * time.Millisecond}, 300*time.Millisecond, 0),
+				rule("/bounded", "flaky", &Retry{Codes: []int{500}, Attempts: 5, Backoff: 300 * time.Millisecond}, 600*time.Millisecond, 0),
 				rule("/connect", "half-dead", &Retry{Attempts: 1}, 0, 0),
 			)
 			for i, tt := range []struct {
@@ -88,9 +88,9 @@ func TestGatewayRetry(t *testing.T) {
 				{"GET", "/500x3?how=reset&fail=2", "", 200, 3, 0},
 				{"GET", "/timeout?how=slow&fail=1", "", 200, 2, 900 * time.Millisecond},
 				{"GET", "/timeout?how=slow&fail=2", "", 504, 2, 900 * time.Millisecond},
-				// 500 at once, retried after 200ms, 500 again: the next
+				// 500 at once, retried after 300ms, 500 again: the next
 				// wait would end after the request timeout.
-				{"GET", "/bounded?how=500&fail=9", "", 500, 2, 290 * time.Millisecond},
+				{"GET", "/bounded?how=500&fail=9", "", 500, 2, 390 * time.Millisecond},
 			} {
 				key := "k" + strconv.Itoa(i)
 				c, base := pc.client(p, "gw.example")
