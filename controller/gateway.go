@@ -778,11 +778,17 @@ func (g *gatewayTranslator) allows(gl *gatewayListener, ns string) bool {
 		}
 		sel = ar.Namespaces.Selector
 	}
+	return g.namespaceAllowed(from, sel, ns, gl.owner.namespace)
+}
+
+// namespaceAllowed applies an allowedRoutes or allowedListeners rule to a
+// namespace; same is the namespace "Same" means.
+func (g *gatewayTranslator) namespaceAllowed(from gwapi.FromNamespaces, sel *metav1.LabelSelector, ns, same string) bool {
 	switch from {
 	case gwapi.NamespacesFromAll:
 		return true
 	case gwapi.NamespacesFromSame:
-		return ns == gl.owner.namespace
+		return ns == same
 	case gwapi.NamespacesFromSelector:
 		s, err := metav1.LabelSelectorAsSelector(sel)
 		if err != nil || sel == nil {

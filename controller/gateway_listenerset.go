@@ -88,20 +88,7 @@ func (g *gatewayTranslator) allowsListeners(gw *gwapi.Gateway, ns string) bool {
 		}
 		sel = al.Namespaces.Selector
 	}
-	switch from {
-	case gwapi.NamespacesFromAll:
-		return true
-	case gwapi.NamespacesFromSame:
-		return ns == gw.Namespace
-	case gwapi.NamespacesFromSelector:
-		s, err := metav1.LabelSelectorAsSelector(sel)
-		if err != nil || sel == nil {
-			return false
-		}
-		l, ok := g.nsLabels[ns]
-		return ok && s.Matches(l)
-	}
-	return false
+	return g.namespaceAllowed(from, sel, ns, gw.Namespace)
 }
 
 // finishListenerSets serves the valid listeners of a Gateway's sets and

@@ -427,51 +427,58 @@ func writeRouteStatus[R interface {
 // routeParents merges the decided parents of ours into a route's current
 // ones (other controllers' untouched) and reports whether they changed.
 func (w *gatewayStatusWriter) routeParents(cur, want []gwapi.RouteParentStatus, now metav1.Time) ([]gwapi.RouteParentStatus, bool) {
-	parents := slices.DeleteFunc(slices.Clone(cur), func(p gwapi.RouteParentStatus) bool {
-		return string(p.ControllerName) == w.ctrl
+	return mergeOurs(w.ctrl, cur, want, now, func(p *gwapi.RouteParentStatus) (gwapi.GatewayController, any, *[]metav1.Condition) {
+		return p.ControllerName, p.ParentRef, &p.Conditions
 	})
-	for _, p := range want {
-		var prev []metav1.Condition
-		if i := slices.IndexFunc(cur, func(c gwapi.RouteParentStatus) bool {
-			return string(c.ControllerName) == w.ctrl && reflect.DeepEqual(c.ParentRef, p.ParentRef)
-		}); i >= 0 {
-			prev = cur[i].Conditions
-		}
-		p.Conditions = setConditions(prev, p.Conditions, now)
-		parents = append(parents, p)
-	}
-	if len(parents) == 0 {
-		parents = []gwapi.RouteParentStatus{}
-	}
-	return parents, !reflect.DeepEqual(cur, parents) && (len(cur) > 0 || len(parents) > 0)
 }
 
 // policyAncestors merges the decided ancestors of ours into a policy's
 // current ones (other controllers' untouched) and reports whether they
 // changed.
 func (w *gatewayStatusWriter) policyAncestors(cur, want []gwapi.PolicyAncestorStatus, now metav1.Time) ([]gwapi.PolicyAncestorStatus, bool) {
-	out := slices.DeleteFunc(slices.Clone(cur), func(a gwapi.PolicyAncestorStatus) bool {
-		return string(a.ControllerName) == w.ctrl
-	})
 	// The API refuses more than maxAncestors: the first ones (by
 	// Gateway) are reported, the rest cannot be.
-	if room := maxAncestors - len(out); len(want) > room {
-		w.log.Warn("policy has more ancestors than its status can hold; the others are not reported",
-			"ancestors", len(want), "reported", max(room, 0))
-		want = want[:max(room, 0)]
-	}
-	for _, a := range want {
-		var prev []metav1.Condition
-		if i := slices.IndexFunc(cur, func(c gwapi.PolicyAncestorStatus) bool {
-			return string(c.ControllerName) == w.ctrl && reflect.DeepEqual(c.AncestorRef, a.AncestorRef)
-		}); i >= 0 {
-			prev = cur[i].Conditions
+	others := 0
+	for _, a := range cur {
+		if string(a.ControllerName) != w.ctrl {
+			others++
 		}
-		a.Conditions = setConditions(prev, a.Conditions, now)
-		out = append(out, a)
+	}
+	if room := max(maxAncestors-others, 0); len(want) > room {
+		w.log.Warn("policy has more ancestors than its status can hold; the others are not reported",
+			"ancestors", len(want), "reported", room)
+		want = want[:room]
+	}
+	return mergeOurs(w.ctrl, cur, want, now, func(a *gwapi.PolicyAncestorStatus) (gwapi.GatewayController, any, *[]metav1.Condition) {
+		return a.ControllerName, a.AncestorRef, &a.Conditions
+	})
+}
+
+// mergeOurs replaces the entries of controller ctrl in cur (a route's
+// parents, a policy's ancestors) by want, keeping the transition times
+// of conditions whose status did not change; part gives an entry's
+// controller, reference and conditions.
+func mergeOurs[T any](ctrl string, cur, want []T, now metav1.Time,
+	part func(*T) (gwapi.GatewayController, any, *[]metav1.Condition)) ([]T, bool) {
+	out := slices.DeleteFunc(slices.Clone(cur), func(e T) bool {
+		c, _, _ := part(&e)
+		return string(c) == ctrl
+	})
+	for _, e := range want {
+		_, ref, conds := part(&e)
+		var prev []metav1.Condition
+		if i := slices.IndexFunc(cur, func(c T) bool {
+			cc, cref, _ := part(&c)
+			return string(cc) == ctrl && reflect.DeepEqual(cref, ref)
+		}); i >= 0 {
+			_, _, pc := part(&cur[i])
+			prev = *pc
+		}
+		*conds = setConditions(prev, *conds, now)
+		out = append(out, e)
 	}
 	if len(out) == 0 {
-		out = []gwapi.PolicyAncestorStatus{}
+		out = []T{}
 	}
 	return out, !reflect.DeepEqual(cur, out) && (len(cur) > 0 || len(out) > 0)
 }
