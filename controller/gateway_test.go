@@ -84,10 +84,31 @@ func decodeGatewayObjects(t *testing.T, docs string) *gatewayObjects {
 	return o
 }
 
+// addTLSSecret adds a kubernetes.io/tls Secret with a certificate for
+// host.
+func (o *gatewayObjects) addTLSSecret(t *testing.T, ns, name, host string) {
+	t.Helper()
+	certPEM, keyPEM := testCert(t, host)
+	o.secrets = append(o.secrets, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
+		Type: corev1.SecretTypeTLS, Data: map[string][]byte{corev1.TLSCertKey: certPEM, corev1.TLSPrivateKeyKey: keyPEM}})
+}
+
 func (o *gatewayObjects) translate() (l7proxy.Config, []loader.Service, GatewayStatuses, []error) {
 	return TranslateL7(IngressInput{Services: o.services, EndpointSlices: o.slices, Secrets: o.secrets,
 		Config: L7Config{HTTPPort: 80, HTTPSPort: 443}}, &o.in)
 }
+
+// httpGateway is Gateway app/gw at 192.0.2.1 with one HTTP listener on
+// port 80.
+const httpGateway = `---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: app}
+spec:
+  gatewayClassName: nodegress
+  addresses: [{value: 192.0.2.1}]
+  listeners: [{name: http, port: 80, protocol: HTTP}]
+`
 
 const gatewayBase = `apiVersion: gateway.networking.k8s.io/v1
 kind: GatewayClass
@@ -688,15 +709,7 @@ spec:
 }
 
 func TestTranslateRouteTimeouts(t *testing.T) {
-	o := decodeGatewayObjects(t, gatewayBase+`---
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: gw, namespace: app}
-spec:
-  gatewayClassName: nodegress
-  addresses: [{value: 192.0.2.1}]
-  listeners: [{name: http, port: 80, protocol: HTTP}]
----
+	o := decodeGatewayObjects(t, gatewayBase+httpGateway+`---
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
 metadata: {name: web, namespace: app}
@@ -763,9 +776,7 @@ spec:
   parentRefs: [{name: gw, sectionName: pass}]
   rules: [{backendRefs: [{name: web, port: 8080}]}]
 `)
-	certPEM, keyPEM := testCert(t, "a.example.com")
-	o.secrets = append(o.secrets, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "cert", Namespace: "app"},
-		Type: corev1.SecretTypeTLS, Data: map[string][]byte{corev1.TLSCertKey: certPEM, corev1.TLSPrivateKeyKey: keyPEM}})
+	o.addTLSSecret(t, "app", "cert", "a.example.com")
 	cfg, fes, st, _ := o.translate()
 
 	listeners := map[string]gwapi.ListenerStatus{}
@@ -1048,15 +1059,7 @@ func TestBackendTLSVerificationRefs(t *testing.T) {
 // cannot parse turns the rule into 500s, an unsupported backendRef filter
 // its backend (ResolvedRefs False/UnsupportedValue).
 func TestTranslateRouteFilters(t *testing.T) {
-	o := decodeGatewayObjects(t, gatewayBase+`---
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: gw, namespace: app}
-spec:
-  gatewayClassName: nodegress
-  addresses: [{value: 192.0.2.1}]
-  listeners: [{name: http, port: 80, protocol: HTTP}]
----
+	o := decodeGatewayObjects(t, gatewayBase+httpGateway+`---
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
 metadata: {name: cors, namespace: app}
@@ -1156,15 +1159,7 @@ spec:
 // mirror that does not resolve is left out with ResolvedRefs False while
 // the rule still serves.
 func TestTranslateRequestMirror(t *testing.T) {
-	o := decodeGatewayObjects(t, gatewayBase+`---
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: gw, namespace: app}
-spec:
-  gatewayClassName: nodegress
-  addresses: [{value: 192.0.2.1}]
-  listeners: [{name: http, port: 80, protocol: HTTP}]
----
+	o := decodeGatewayObjects(t, gatewayBase+httpGateway+`---
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
 metadata: {name: mirrors, namespace: app}
@@ -1231,15 +1226,7 @@ spec:
 }
 
 func TestTranslateRouteRetry(t *testing.T) {
-	o := decodeGatewayObjects(t, gatewayBase+`---
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: gw, namespace: app}
-spec:
-  gatewayClassName: nodegress
-  addresses: [{value: 192.0.2.1}]
-  listeners: [{name: http, port: 80, protocol: HTTP}]
----
+	o := decodeGatewayObjects(t, gatewayBase+httpGateway+`---
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
 metadata: {name: web, namespace: app}
@@ -1301,9 +1288,7 @@ spec:
   - {name: partial, port: 4443, protocol: HTTPS, tls: {certificateRefs: [{name: cert}]}}
 `)
 	caPEM, _ := testCert(t, "ca.example.com")
-	certPEM, keyPEM := testCert(t, "gw.example.com")
-	o.secrets = append(o.secrets, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "cert", Namespace: "app"},
-		Type: corev1.SecretTypeTLS, Data: map[string][]byte{corev1.TLSCertKey: certPEM, corev1.TLSPrivateKeyKey: keyPEM}})
+	o.addTLSSecret(t, "app", "cert", "gw.example.com")
 	for _, ns := range []string{"app", "other"} {
 		o.in.ConfigMaps = append(o.in.ConfigMaps, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "ca", Namespace: ns},
 			Data: map[string]string{"ca.crt": string(caPEM)}})
