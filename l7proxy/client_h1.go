@@ -113,6 +113,16 @@ func (s *h1server) serve(l net.Listener, tlsConf *tls.Config, h2 *connQueue) err
 
 func (s *h1server) serveConn(c net.Conn, tlsConf *tls.Config, h2 *connQueue) {
 	o := &s.p.opts
+	if s.p.proxyProtocolFrom(c) {
+		pc, err := readProxyHeader(c, time.Now().Add(o.ReadHeaderTimeout))
+		s.p.metrics.proxyProtocol(err)
+		if err != nil {
+			s.p.log.Debug("refused", "peer", c.RemoteAddr().String(), "err", err)
+			_ = c.Close()
+			return
+		}
+		c = pc
+	}
 	var stream *streamFrontend
 	if tlsConf != nil {
 		cur := s.p.state.Load()

@@ -21,6 +21,8 @@ type metrics struct {
 	upstream *prometheus.HistogramVec
 	streams  *prometheus.CounterVec
 	mirrors  *prometheus.CounterVec
+	// proxied counts connections by PROXY protocol header result.
+	proxied *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -44,6 +46,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "nodegress_tls_stream_connections_total",
 			Help: "Connections to TLS listeners forwarded by TLSRoute (result forwarded) or refused (no_route, no_endpoint, connect_failed, bad_client_hello), by route.",
 		}, []string{"route", "result"}),
+		proxied: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "nodegress_proxy_protocol_connections_total",
+			Help: "Connections from --proxy-protocol-from peers, by result: accepted, or refused (no valid PROXY header).",
+		}, []string{"result"}),
 		mirrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "nodegress_http_mirror_requests_total",
 			Help: "RequestMirror copies of requests, by upstream and result: sent, failed (no answer), or dropped: overloaded (too many under way), no_endpoint, body (too long or incomplete).",
@@ -65,7 +71,19 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	if m.mirrors, err = register(reg, m.mirrors); err != nil {
 		return nil, err
 	}
+	if m.proxied, err = register(reg, m.proxied); err != nil {
+		return nil, err
+	}
 	return m, nil
+}
+
+// proxyProtocol counts a PROXY header read.
+func (m *metrics) proxyProtocol(err error) {
+	result := "accepted"
+	if err != nil {
+		result = "refused"
+	}
+	m.proxied.WithLabelValues(result).Inc()
 }
 
 // mirrored counts a mirror request by its result.

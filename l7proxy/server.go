@@ -57,6 +57,10 @@ type Options struct {
 	// MaxMirrorRequests bounds the RequestMirror requests under way
 	// (256); mirrors beyond it are dropped and counted.
 	MaxMirrorRequests int
+	// ProxyProtocolFrom are the peers (load balancers) whose connections
+	// start with a PROXY protocol header, v1 or v2 (proxyproto.go);
+	// connections from them without one are refused.
+	ProxyProtocolFrom []netip.Prefix
 }
 
 func (o *Options) setDefaults() {

@@ -39,6 +39,7 @@ type l7Flags struct {
 	defaultBackend  string
 	controllerName  string
 	trustedProxies  string
+	proxyProtocol   string
 	accessLog       string
 	metricsAddr     string
 	shutdownTimeout time.Duration
@@ -57,6 +58,7 @@ func (f *l7Flags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.defaultBackend, "default-backend-service", "", "NAMESPACE/NAME:PORT serving requests no Ingress matches (default: 404)")
 	fs.StringVar(&f.controllerName, "ingress-controller-name", controller.DefaultControllerName, "spec.controller of the IngressClasses served")
 	fs.StringVar(&f.trustedProxies, "trusted-proxies", "", "comma-separated CIDRs whose X-Forwarded-* headers are trusted")
+	fs.StringVar(&f.proxyProtocol, "proxy-protocol-from", "", "comma-separated CIDRs of load balancers whose connections start with a PROXY protocol header (v1 or v2), required from them; the client address it carries is used everywhere")
 	fs.StringVar(&f.accessLog, "access-log", "-", "JSON access log: a file path, - for standard output, or off")
 	fs.StringVar(&f.metricsAddr, "metrics-addr", "", "address serving Prometheus /metrics, /healthz and /readyz (empty: off)")
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 10*time.Second, "how long in-flight requests get to finish on shutdown")
@@ -117,16 +119,21 @@ func startIngressProxy(ctx context.Context, f *l7Flags, dp *loader.Datapath, reg
 	if err != nil {
 		return nil, nil, err
 	}
+	proxyProtocol, err := parsePrefixList(f.proxyProtocol)
+	if err != nil {
+		return nil, nil, fmt.Errorf("--proxy-protocol-from: %w", err)
+	}
 	accessLog, closeLog, err := f.accessLogWriter()
 	if err != nil {
 		return nil, nil, err
 	}
 	p, err := l7proxy.New(l7proxy.Options{
-		TrustedProxies: trusted,
-		AccessLog:      accessLog,
-		Logger:         log,
-		Registry:       reg,
-		HTTPSPort:      int(httpsPort),
+		TrustedProxies:    trusted,
+		ProxyProtocolFrom: proxyProtocol,
+		AccessLog:         accessLog,
+		Logger:            log,
+		Registry:          reg,
+		HTTPSPort:         int(httpsPort),
 	})
 	if err != nil {
 		closeLog()
