@@ -37,6 +37,11 @@ const (
 	AnnotationProxyConnectTimeout = AnnotationPrefix + "proxy-connect-timeout"
 	AnnotationProxyReadTimeout    = AnnotationPrefix + "proxy-read-timeout"
 	AnnotationProxyIdleTimeout    = AnnotationPrefix + "proxy-idle-timeout"
+	// AnnotationProxyProtocol "v1" or "v2" starts every connection to
+	// the backends with a PROXY protocol header carrying the client's
+	// address; such connections are not shared between clients. HTTP
+	// backends only (backend-protocol HTTP).
+	AnnotationProxyProtocol = AnnotationPrefix + "proxy-protocol"
 )
 
 // ingressAnnotations are the parsed nodegress annotations of one Ingress.
@@ -53,6 +58,8 @@ type ingressAnnotations struct {
 	// TLSPolicy (namespace/name) says.
 	TLS       *l7proxy.UpstreamTLS
 	TLSPolicy string
+	// ProxyProtocol is the PROXY header version sent upstream (0: none).
+	ProxyProtocol uint8
 }
 
 // AnnotationError is an annotation value nodegress cannot use. It disables
@@ -118,6 +125,17 @@ var annotationParsers = map[string]func(string, *ingressAnnotations) error{
 		a.IdleTimeout, err = parseTimeout(v)
 		return err
 	},
+	AnnotationProxyProtocol: func(v string, a *ingressAnnotations) error {
+		switch strings.ToLower(strings.TrimSpace(v)) {
+		case "v1":
+			a.ProxyProtocol = 1
+		case "v2":
+			a.ProxyProtocol = 2
+		default:
+			return errors.New("want v1 or v2")
+		}
+		return nil
+	},
 }
 
 // parseAnnotations reads the nodegress annotations of an Ingress. The
@@ -145,6 +163,12 @@ func parseAnnotations(annotations map[string]string) (ingressAnnotations, []stri
 		if err := parse(v, &a); err != nil {
 			return ingressAnnotations{}, unknown, &AnnotationError{Annotation: k, Value: v, Err: err}
 		}
+	}
+	// A PROXY header goes on a connection of its own per client: the
+	// multiplexed (h2c) and TLS upstream connections cannot carry one.
+	if a.ProxyProtocol != 0 && a.Protocol != l7proxy.ProtocolHTTP {
+		return ingressAnnotations{}, unknown, &AnnotationError{Annotation: AnnotationProxyProtocol,
+			Value: annotations[AnnotationProxyProtocol], Err: errors.New("needs backend-protocol HTTP")}
 	}
 	return a, unknown, nil
 }

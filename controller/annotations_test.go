@@ -35,6 +35,10 @@ func TestParseAnnotations(t *testing.T) {
 		{name: "protocol grpc is h2c", annotations: map[string]string{AnnotationBackendProtocol: "grpc"}, want: ingressAnnotations{Protocol: l7proxy.ProtocolH2C}},
 		{name: "protocol grpcs is https", annotations: map[string]string{AnnotationBackendProtocol: "GRPCS"}, want: ingressAnnotations{Protocol: l7proxy.ProtocolHTTPS}},
 		{name: "protocol fcgi", annotations: map[string]string{AnnotationBackendProtocol: "FCGI"}, badAnnotation: AnnotationBackendProtocol},
+		{name: "proxy protocol v1", annotations: map[string]string{AnnotationProxyProtocol: "v1"}, want: ingressAnnotations{ProxyProtocol: 1}},
+		{name: "proxy protocol V2", annotations: map[string]string{AnnotationProxyProtocol: "V2"}, want: ingressAnnotations{ProxyProtocol: 2}},
+		{name: "proxy protocol v3", annotations: map[string]string{AnnotationProxyProtocol: "v3"}, badAnnotation: AnnotationProxyProtocol},
+		{name: "proxy protocol to h2c", annotations: map[string]string{AnnotationProxyProtocol: "v2", AnnotationBackendProtocol: "h2c"}, badAnnotation: AnnotationProxyProtocol},
 		{name: "balance round robin", annotations: map[string]string{AnnotationLoadBalance: "round_robin"}},
 		{name: "balance least request", annotations: map[string]string{AnnotationLoadBalance: "least_request"}, want: ingressAnnotations{Balance: l7proxy.LeastRequest}},
 		{name: "balance ewma", annotations: map[string]string{AnnotationLoadBalance: "ewma"}, badAnnotation: AnnotationLoadBalance},
@@ -111,6 +115,7 @@ func TestUpstreamName(t *testing.T) {
 		{ingressAnnotations{Protocol: l7proxy.ProtocolH2C}, "ns/svc:http/h2c"},
 		{ingressAnnotations{Protocol: l7proxy.ProtocolHTTPS, Balance: l7proxy.LeastRequest}, "ns/svc:http/https/least_request"},
 		{ingressAnnotations{ConnectTimeout: time.Second, ReadTimeout: time.Minute, IdleTimeout: 90 * time.Second}, "ns/svc:http/connect=1s/read=1m0s/idle=1m30s"},
+		{ingressAnnotations{ProxyProtocol: 2}, "ns/svc:http/proxy-protocol=v2"},
 	}
 	for _, tt := range tests {
 		if got := upstreamName("ns/svc:http", tt.ann); got != tt.want {

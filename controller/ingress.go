@@ -558,6 +558,7 @@ func (t *ingressTranslator) serviceUpstream(ref serviceRef, ann ingressAnnotatio
 		ReadTimeout:    ann.ReadTimeout,
 		IdleTimeout:    ann.IdleTimeout,
 		TLS:            ann.TLS,
+		ProxyProtocol:  ann.ProxyProtocol,
 	}
 	if sp != nil {
 		// Endpoints anywhere in the cluster, chosen as for cluster-wide
@@ -584,6 +585,9 @@ func upstreamName(base string, ann ingressAnnotations) string {
 	}
 	if ann.TLSPolicy != "" {
 		parts = append(parts, "verify="+ann.TLSPolicy)
+	}
+	if ann.ProxyProtocol != 0 {
+		parts = append(parts, fmt.Sprintf("proxy-protocol=v%d", ann.ProxyProtocol))
 	}
 	if ann.Balance == l7proxy.LeastRequest {
 		parts = append(parts, "least_request")

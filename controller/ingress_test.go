@@ -519,17 +519,21 @@ func TestTranslateIngress(t *testing.T) {
 				ingress("tls", className("nodegress"), annotated(AnnotationBackendProtocol, "https", AnnotationProxyBodySize, "8m"),
 					rule("tls.example.com", path("/", networkingv1.PathTypePrefix, "web:http"))),
 				ingress("plain", className("nodegress"), rule("plain.example.com", path("/", networkingv1.PathTypePrefix, "web:http"))),
+				ingress("pp", className("nodegress"), annotated(AnnotationProxyProtocol, "v2"),
+					rule("pp.example.com", path("/", networkingv1.PathTypePrefix, "web:http"))),
 			},
 			want: want{
 				routes: []string{
 					"default/grpc grpc.example.com/ Prefix -> default/web:http/h2c/least_request/connect=2s/read=5m0s/idle=1m30s {SSLRedirect:true MaxBodyBytes:-1}",
 					"default/plain plain.example.com/ Prefix -> default/web:http",
+					"default/pp pp.example.com/ Prefix -> default/web:http/proxy-protocol=v2",
 					"default/tls tls.example.com/ Prefix -> default/web:http/https {SSLRedirect:false MaxBodyBytes:8388608}",
 				},
 				upstreams: []string{
 					webAll,
 					"default/web:http/h2c/least_request/connect=2s/read=5m0s/idle=1m30s: 10.0.0.1:8080 10.0.1.1:8080 10.0.1.2:8080~ 10.0.2.1:8080",
 					"default/web:http/https: 10.0.0.1:8080 10.0.1.1:8080 10.0.1.2:8080~ 10.0.2.1:8080",
+					"default/web:http/proxy-protocol=v2: 10.0.0.1:8080 10.0.1.1:8080 10.0.1.2:8080~ 10.0.2.1:8080",
 				},
 			},
 		},
@@ -553,7 +557,7 @@ func TestTranslateIngress(t *testing.T) {
 		},
 	}
 	for _, ann := range []string{AnnotationSSLRedirect, AnnotationBackendProtocol, AnnotationLoadBalance, AnnotationProxyBodySize,
-		AnnotationProxyConnectTimeout, AnnotationProxyReadTimeout, AnnotationProxyIdleTimeout} {
+		AnnotationProxyConnectTimeout, AnnotationProxyReadTimeout, AnnotationProxyIdleTimeout, AnnotationProxyProtocol} {
 		tests = append(tests, struct {
 			name      string
 			ingresses []*networkingv1.Ingress

@@ -107,6 +107,11 @@ type Upstream struct {
 	// TLS verifies a ProtocolHTTPS upstream's certificate (nil: the
 	// connection is encrypted but not verified).
 	TLS *UpstreamTLS
+	// ProxyProtocol (1 or 2; 0: off) starts every connection to the
+	// upstream with a PROXY header carrying the client's address. Such a
+	// connection belongs to its client: it is never reused for another.
+	// HTTP/1.1 upstreams only.
+	ProxyProtocol uint8
 }
 
 // Endpoint is one pod address of an upstream.

@@ -29,8 +29,11 @@ type connInfoKey struct{}
 // fields are shared by every request of the connection as header values;
 // nothing writes into header value slices, so sharing them is safe.
 type connInfo struct {
-	tls     bool
-	peer    netip.Addr
+	tls  bool
+	peer netip.Addr
+	// remote is the peer's address and port (for a PROXY header sent
+	// upstream).
+	remote  netip.AddrPort
 	peerStr string
 	trusted bool // peer is in Options.TrustedProxies
 
@@ -56,6 +59,7 @@ func newConnInfo(c net.Conn, isTLS bool, trusted []netip.Prefix) *connInfo {
 	}
 	if ap, err := netip.ParseAddrPort(c.RemoteAddr().String()); err == nil {
 		ci.peer = ap.Addr().Unmap()
+		ci.remote = netip.AddrPortFrom(ci.peer, ap.Port())
 		ci.peerStr = ci.peer.String()
 	} else {
 		ci.peerStr, _, _ = net.SplitHostPort(c.RemoteAddr().String())

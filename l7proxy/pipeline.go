@@ -29,6 +29,9 @@ import (
 
 // txn is the state of one request through the pipeline.
 type txn struct {
+	// client and dest are the client connection's addresses, for an
+	// upstream that is sent a PROXY header.
+	client, dest  netip.AddrPort
 	start         time.Time
 	upstreamStart time.Time
 	series        *series
@@ -124,6 +127,7 @@ func (p *Proxy) decide(tx *txn, cur *state, ci *connInfo, req routedRequest, hos
 		return http.StatusRequestEntityTooLarge
 	}
 	tx.limit = limit
+	tx.client, tx.dest = ci.remote, ci.local
 	ep.acquire()
 	tx.pool, tx.ep = pl, ep
 	return 0

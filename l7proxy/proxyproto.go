@@ -3,6 +3,7 @@ package l7proxy
 import (
 	"bufio"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"time"
@@ -70,4 +71,11 @@ func (p *Proxy) proxyProtocolFrom(c net.Conn) bool {
 	}
 	ap, err := netip.ParseAddrPort(c.RemoteAddr().String())
 	return err == nil && inPrefixes(ap.Addr().Unmap(), p.opts.ProxyProtocolFrom)
+}
+
+// writeProxyHeader writes the PROXY header (version 1 or 2) of a client
+// connection from client to local into w, ahead of the request.
+func writeProxyHeader(w io.Writer, version uint8, client, local netip.AddrPort) {
+	h := proxyproto.HeaderProxyFromAddrs(version, net.TCPAddrFromAddrPort(client), net.TCPAddrFromAddrPort(local))
+	_, _ = h.WriteTo(w) // into the connection's buffer; its flush reports errors
 }

@@ -7,7 +7,9 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -112,5 +114,82 @@ func TestProxyProtocol(t *testing.T) {
 	}
 	if code, body, err := exchangeRaw(t, untrusted.httpAddr, nil, ""); err != nil || code != 200 || !strings.HasPrefix(body, "127.0.0.1") {
 		t.Errorf("untrusted peer's plain request: %d %q %v", code, body, err)
+	}
+}
+
+// startProxyProtocolBackend serves HTTP/1.1 on connections that start
+// with a PROXY header and answers each request with the header's source
+// address; conns counts its connections.
+func startProxyProtocolBackend(t *testing.T) (netip.AddrPort, *atomic.Int64) {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = l.Close() })
+	var conns atomic.Int64
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			conns.Add(1)
+			go func() {
+				defer c.Close()
+				br := bufio.NewReader(c)
+				h, err := proxyproto.Read(br)
+				if err != nil {
+					return
+				}
+				for {
+					req, err := http.ReadRequest(br)
+					if err != nil {
+						return
+					}
+					_, _ = io.Copy(io.Discard, req.Body)
+					body := h.SourceAddr.String()
+					_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: "+strconv.Itoa(len(body))+"\r\n\r\n"+body)
+				}
+			}()
+		}
+	}()
+	return netip.MustParseAddrPort(l.Addr().String()), &conns
+}
+
+func TestProxyProtocolUpstream(t *testing.T) {
+	for _, version := range []uint8{1, 2} {
+		t.Run("v"+strconv.Itoa(int(version)), func(t *testing.T) {
+			addr, conns := startProxyProtocolBackend(t)
+			p := startProxy(t, Options{}, Config{
+				Upstreams: []Upstream{{Name: "pp", ProxyProtocol: version, Endpoints: []Endpoint{{Addr: addr}}}},
+				Routes:    []Route{{Host: "pp.example", Path: "/", Upstream: "pp"}}})
+			// Two clients, each on its own connection, two requests each:
+			// the upstream sees each client's own address and port, on
+			// connections never shared between clients.
+			for range 2 {
+				c, err := net.Dial("tcp", p.httpAddr)
+				if err != nil {
+					t.Fatal(err)
+				}
+				br := bufio.NewReader(c)
+				for range 2 {
+					_, _ = io.WriteString(c, "GET / HTTP/1.1\r\nHost: pp.example\r\n\r\n")
+					res, err := http.ReadResponse(br, nil)
+					if err != nil {
+						t.Fatal(err)
+					}
+					body, _ := io.ReadAll(res.Body)
+					res.Body.Close()
+					if string(body) != c.LocalAddr().String() {
+						t.Errorf("upstream saw %q, want the client's %s", body, c.LocalAddr())
+					}
+				}
+				_ = c.Close()
+			}
+			if n := conns.Load(); n != 4 {
+				t.Errorf("upstream got %d connections for 4 requests; want one each, none reused", n)
+			}
+		})
 	}
 }

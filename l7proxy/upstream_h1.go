@@ -204,13 +204,19 @@ func (p *Proxy) exchangeH1(c client, tx *txn, ep *endpoint, fresh bool) (outcome
 		now = time.Now()
 	}
 	var uc *upConn
-	if !fresh {
+	// A connection that told the upstream its client's address is that
+	// client's alone.
+	private := s.proxyProtocol != 0
+	if !fresh && !private {
 		uc = ep.getConn(now.UnixNano(), s.idleTimeout)
 	}
 	if uc == nil {
 		var err error
 		if uc, err = ep.dialUpstream(s.connectTimeout); err != nil {
 			return outcomeRefused, err
+		}
+		if private {
+			writeProxyHeader(uc.w, s.proxyProtocol, tx.client, tx.dest)
 		}
 	}
 	tx.upstreamStart = now
@@ -324,7 +330,7 @@ func (p *Proxy) exchangeH1(c client, tx *txn, ep *endpoint, fresh bool) (outcome
 		c.abort(uerr, cerr, berr)
 		return outcomeDone, nil
 	}
-	if upKeep && bodyOK && untouched && c.bodyDone() {
+	if upKeep && bodyOK && untouched && c.bodyDone() && !private {
 		uc.reused = true
 		ep.putConn(uc, time.Now().UnixNano(), s.idleTimeout)
 	} else {

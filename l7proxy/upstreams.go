@@ -36,13 +36,15 @@ type poolSettings struct {
 	// checked; tlsConf is built from it (nil: encrypted, not verified).
 	verify  *UpstreamTLS
 	tlsConf *tls.Config
+	// proxyProtocol: see Upstream.ProxyProtocol.
+	proxyProtocol uint8
 }
 
 // equal reports whether a pool made with o would work as one made with
 // s, so the pool (and its connections) can stay.
 func (s poolSettings) equal(o poolSettings) bool {
 	return s.protocol == o.protocol && s.connectTimeout == o.connectTimeout && s.readTimeout == o.readTimeout &&
-		s.idleTimeout == o.idleTimeout && s.verify.equal(o.verify)
+		s.idleTimeout == o.idleTimeout && s.verify.equal(o.verify) && s.proxyProtocol == o.proxyProtocol
 }
 
 // pool holds the endpoints of one upstream and balances requests over them.
@@ -87,6 +89,7 @@ func settingsFor(up *Upstream, o *Options) (poolSettings, error) {
 		connectTimeout: up.ConnectTimeout,
 		readTimeout:    up.ReadTimeout,
 		idleTimeout:    up.IdleTimeout,
+		proxyProtocol:  up.ProxyProtocol,
 	}
 	var err error
 	if up.TLS != nil && up.Protocol == ProtocolHTTPS {
