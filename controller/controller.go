@@ -249,6 +249,20 @@ func New(cfg Config, dp Datapath) (*Controller, error) {
 // it.
 func (c *Controller) Synced() <-chan struct{} { return c.synced }
 
+// SyncStallLimit is how long a sync may run, or a requested one wait to
+// start, before Health reports the sync loop wedged. A full sync of
+// thousands of objects takes well under a second.
+const SyncStallLimit = 2 * time.Minute
+
+// Health reports a sync loop that stopped making progress (a sync stuck,
+// or requests no longer served), for the agent's /healthz.
+func (c *Controller) Health() error {
+	if err := c.runner.stalled(SyncStallLimit); err != nil {
+		return fmt.Errorf("sync loop: %w", err)
+	}
+	return nil
+}
+
 // Run watches the sources and syncs the datapath until ctx is done. It
 // returns nil then; bad input is logged, never returned.
 func (c *Controller) Run(ctx context.Context) error {

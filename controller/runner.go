@@ -2,6 +2,8 @@ package controller
 
 import (
 	"context"
+	"fmt"
+	"sync/atomic"
 	"time"
 
 	"k8s.io/utils/clock"
@@ -27,6 +29,10 @@ type syncRunner struct {
 	// onPeriodic runs before a sync that maxInterval asked for.
 	onPeriodic func()
 	pending    chan struct{}
+	// requested is when the oldest request not yet covered by a sync
+	// came, running when the sync under way began (UnixNano; 0: none):
+	// what stalled reads.
+	requested, running atomic.Int64
 }
 
 func newSyncRunner(minInterval, maxInterval, maxBackoff time.Duration, fn func() error, onError func(error, time.Duration)) *syncRunner {
@@ -46,10 +52,25 @@ func (r *syncRunner) Request() {
 	if r.onRequest != nil {
 		r.onRequest()
 	}
+	r.requested.CompareAndSwap(0, r.clock.Now().UnixNano())
 	select {
 	case r.pending <- struct{}{}:
 	default:
 	}
+}
+
+// stalled reports a loop that stopped making progress: a sync running,
+// or a request waiting for one, for longer than limit (plus the minimum
+// interval a request may wait by design).
+func (r *syncRunner) stalled(limit time.Duration) error {
+	now := r.clock.Now()
+	if t := r.running.Load(); t != 0 && now.Sub(time.Unix(0, t)) > limit {
+		return fmt.Errorf("a sync has been running for %s", now.Sub(time.Unix(0, t)).Round(time.Second))
+	}
+	if t := r.requested.Load(); t != 0 && now.Sub(time.Unix(0, t)) > limit+r.minInterval {
+		return fmt.Errorf("a requested sync has not started for %s", now.Sub(time.Unix(0, t)).Round(time.Second))
+	}
+	return nil
 }
 
 // Loop runs syncs until ctx is done.
@@ -103,7 +124,10 @@ func (r *syncRunner) Loop(ctx context.Context) {
 		stop(retry)
 		retry = nil
 		last = r.clock.Now()
+		r.requested.Store(0)
+		r.running.Store(last.UnixNano())
 		err := r.fn()
+		r.running.Store(0)
 		if periodic != nil {
 			stop(periodic)
 			periodic = r.clock.NewTimer(r.maxInterval)

@@ -174,3 +174,58 @@ func TestSyncRunnerMaxInterval(t *testing.T) {
 		t.Error("periodic hook not run")
 	}
 }
+
+// TestSyncRunnerStalled: a sync running, or a request waiting to be
+// synced, past the limit is reported; a loop that keeps up is not.
+func TestSyncRunnerStalled(t *testing.T) {
+	fake := clocktesting.NewFakeClock(time.Unix(1_000_000, 0))
+	started, release := make(chan struct{}, 1), make(chan struct{})
+	r := newSyncRunner(100*time.Millisecond, 0, time.Second, func() error {
+		started <- struct{}{}
+		<-release
+		return nil
+	}, func(error, time.Duration) {})
+	r.clock = fake
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { r.Loop(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+
+	if err := r.stalled(time.Minute); err != nil {
+		t.Fatalf("idle runner: %v", err)
+	}
+	r.Request()
+	select {
+	case <-started:
+	case <-time.After(5 * time.Second):
+		t.Fatal("no sync")
+	}
+	if err := r.stalled(time.Minute); err != nil {
+		t.Fatalf("sync just started: %v", err)
+	}
+	fake.Step(2 * time.Minute)
+	if err := r.stalled(time.Minute); err == nil {
+		t.Fatal("a sync running for 2m with a 1m limit is not reported")
+	}
+	close(release)
+	deadline := time.Now().Add(5 * time.Second)
+	for r.running.Load() != 0 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	if err := r.stalled(time.Minute); err != nil {
+		t.Fatalf("after the sync returned: %v", err)
+	}
+
+	// A loop that no longer picks requests up.
+	idle := newSyncRunner(100*time.Millisecond, 0, time.Second, func() error { return nil }, func(error, time.Duration) {})
+	idle.clock = fake
+	idle.Request()
+	fake.Step(30 * time.Second)
+	if err := idle.stalled(time.Minute); err != nil {
+		t.Fatalf("request waiting 30s with a 1m limit: %v", err)
+	}
+	fake.Step(time.Minute)
+	if err := idle.stalled(time.Minute); err == nil {
+		t.Fatal("a request not picked up for 90s with a 1m limit is not reported")
+	}
+}

@@ -369,3 +369,23 @@ func interfaceIPv4s(iface *net.Interface) ([]netip.Addr, error) {
 	}
 	return out, nil
 }
+
+// Check reports a datapath that no longer works: a program detached from
+// a device it was attached to (a bpf link detached by another tool, or
+// its device gone), or maps that cannot be read.
+func (d *Datapath) Check() error {
+	for _, a := range d.Attachments() {
+		info, err := a.link.Info()
+		if err != nil {
+			return fmt.Errorf("%s attachment of %s: %w", a.Hook, a.Device, err)
+		}
+		// A detached device link reports ifindex 0.
+		if (info.XDP() != nil || info.TCX() != nil) && linkIfindex(a.link) != a.Ifindex {
+			return fmt.Errorf("%s program no longer attached to %s", a.Hook, a.Device)
+		}
+	}
+	if _, err := d.Stats(); err != nil {
+		return fmt.Errorf("read datapath counters: %w", err)
+	}
+	return nil
+}

@@ -201,6 +201,18 @@ func TestOpenApplyRestartCleanup(t *testing.T) {
 		t.Errorf("service added after restart got id %d, reusing the id space", id)
 	}
 
+	// Check: a working datapath passes; one whose program another tool
+	// detached from a device does not.
+	if err := dp.Check(); err != nil {
+		t.Errorf("check of a working datapath: %v", err)
+	}
+	if err := dp.Attachments()[0].link.Detach(); err != nil {
+		t.Fatalf("detach: %v", err)
+	}
+	if err := dp.Check(); err == nil {
+		t.Error("check passed with a program detached")
+	}
+
 	// Cleanup: nothing attached, nothing pinned.
 	dp.Close()
 	dp = nil
