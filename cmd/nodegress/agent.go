@@ -171,13 +171,14 @@ func agent(f agentFlags, log *slog.Logger) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(newDatapathCollector(dp, log))
 	var l7 *controller.L7Config
+	var probes []proxyProbe
 	if f.l7.enabled {
 		ingress, cfg, err := startIngressProxy(ctx, &f.l7, dp, reg, log)
 		if err != nil {
 			return err
 		}
 		defer ingress.shutdown()
-		l7 = cfg
+		l7, probes = cfg, ingress.probes
 	}
 	var gateway *controller.GatewayConfig
 	if l7 != nil {
@@ -221,7 +222,8 @@ func agent(f agentFlags, log *slog.Logger) error {
 	}()
 	if f.l7.metricsAddr != "" {
 		go func() {
-			if err := serveMetrics(ctx, f.l7.metricsAddr, reg, ctrl.Synced(), log); err != nil {
+			health := &agentHealth{syncLoop: ctrl.Health, datapath: dp.Check, synced: ctrl.Synced(), listeners: probes}
+			if err := serveMetrics(ctx, f.l7.metricsAddr, reg, health, log); err != nil {
 				log.Error("metrics server", "err", err)
 			}
 		}()

@@ -104,6 +104,8 @@ type ingressProxy struct {
 	closers []func()
 	log     *slog.Logger
 	timeout time.Duration
+	// probes check the listeners for /healthz.
+	probes []proxyProbe
 }
 
 // startIngressProxy creates the proxy, opens its listeners on loopback and
@@ -159,6 +161,8 @@ func startIngressProxy(ctx context.Context, f *l7Flags, dp *loader.Datapath, reg
 		}
 		serve := l.serve
 		go func() { ip.servers <- serve(ln) }()
+		ip.probes = append(ip.probes, proxyProbe{name: l.name, addr: ln.Addr().String(), tls: l.name == controller.ListenerHTTPS,
+			proxyHeader: slices.ContainsFunc(proxyProtocol, func(p netip.Prefix) bool { return p.Contains(netip.MustParseAddr("127.0.0.1")) })})
 		ip.closers = append(ip.closers, func() { ln.Close() })
 		log.Info("ingress proxy listening", "listener", l.name, "addr", ln.Addr())
 	}
@@ -188,21 +192,26 @@ func (ip *ingressProxy) close() {
 	}
 }
 
-// serveMetrics serves Prometheus metrics and health endpoints; /readyz is
-// ready once the controller has done its first full sync.
-func serveMetrics(ctx context.Context, addr string, reg *prometheus.Registry, synced <-chan struct{}, log *slog.Logger) error {
+// serveMetrics serves Prometheus metrics and health endpoints: /healthz
+// fails when a part that serves traffic is wedged, /readyz also until the
+// first full sync (selfcheck.go).
+func serveMetrics(ctx context.Context, addr string, reg *prometheus.Registry, health *agentHealth, log *slog.Logger) error {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
-	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
-		select {
-		case <-synced:
+	// A liveness failure is news; not being ready yet, at start, is not.
+	check := func(f func(context.Context) error, level slog.Level) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) {
+			if err := f(r.Context()); err != nil {
+				log.Log(r.Context(), level, "health check failed", "path", r.URL.Path, "err", err)
+				http.Error(w, err.Error(), http.StatusServiceUnavailable)
+				return
+			}
 			io.WriteString(w, "ok\n")
-		default:
-			http.Error(w, "initial sync not done", http.StatusServiceUnavailable)
 		}
-	})
+	}
+	mux.HandleFunc("/healthz", check(health.live, slog.LevelWarn))
+	mux.HandleFunc("/readyz", check(health.ready, slog.LevelDebug))
 	srv := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {

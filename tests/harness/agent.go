@@ -413,19 +413,26 @@ func (a *Agent) WaitLog(substr string, timeout time.Duration) error {
 	}
 }
 
+// PinDir is the pin directory as the test sees it: with DefaultPaths, it
+// is only visible in the running agent's mount namespace, through
+// /proc/PID/root.
+func (a *Agent) PinDir() string {
+	if a.cfg.DefaultPaths {
+		return filepath.Join("/proc", strconv.Itoa(a.PID()), "root", a.BPFFS)
+	}
+	return a.BPFFS
+}
+
 // Pins lists every file left under the pin directory, except the kernel's
 // own iterators (maps.debug, progs.debug) that every bpffs root carries. With
 // DefaultPaths the directory is only visible in the running agent's mount
 // namespace, through /proc/PID/root.
 func (a *Agent) Pins() ([]string, error) {
 	var pins []string
-	dir := a.BPFFS
-	if a.cfg.DefaultPaths {
-		if !a.Running() {
-			return nil, nil
-		}
-		dir = filepath.Join("/proc", strconv.Itoa(a.PID()), "root", a.BPFFS)
+	if a.cfg.DefaultPaths && !a.Running() {
+		return nil, nil
 	}
+	dir := a.PinDir()
 	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			if errors.Is(err, fs.ErrNotExist) {
