@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"strings"
 	"sync"
@@ -63,6 +64,7 @@ const (
 // h1server tracks the HTTP/1.x listeners and connections.
 type h1server struct {
 	p       *Proxy
+	limits  *connLimits
 	closing atomic.Bool
 	mu      sync.Mutex
 	lns     map[net.Listener]struct{}
@@ -70,7 +72,7 @@ type h1server struct {
 }
 
 func newH1Server(p *Proxy) *h1server {
-	return &h1server{p: p, lns: map[net.Listener]struct{}{}, conns: map[*h1conn]struct{}{}}
+	return &h1server{p: p, limits: newConnLimits(&p.opts), lns: map[net.Listener]struct{}{}, conns: map[*h1conn]struct{}{}}
 }
 
 // serve accepts connections until the listener is closed. With tlsConf,
@@ -123,6 +125,21 @@ func (s *h1server) serveConn(c net.Conn, tlsConf *tls.Config, h2 *connQueue) {
 		}
 		c = pc
 	}
+	peer := peerAddr(c)
+	if !s.limits.enter(peer, phaseNone, phaseHalfOpen) {
+		s.p.metrics.capped.WithLabelValues("half_open").Inc()
+		_ = c.Close()
+		return
+	}
+	// Until the first request head (or the hand-over to HTTP/2 or a
+	// stream), the connection counts as half-open.
+	phase := phaseHalfOpen
+	defer func() { s.limits.leave(peer, phase) }()
+	active := func() {
+		s.limits.leave(peer, phase)
+		phase = phaseNone
+	}
+	c = &writeTimeoutConn{Conn: c, timeout: o.WriteTimeout}
 	var stream *streamFrontend
 	if tlsConf != nil {
 		cur := s.p.state.Load()
@@ -130,7 +147,7 @@ func (s *h1server) serveConn(c net.Conn, tlsConf *tls.Config, h2 *connQueue) {
 			// The ClientHello's name chooses the listener: passthrough
 			// forwards it, a terminating one completes the handshake.
 			var done bool
-			if c, done = s.passthrough(c, stream, cur); done {
+			if c, done = s.passthrough(c, stream, cur, active); done {
 				return
 			}
 		}
@@ -143,16 +160,20 @@ func (s *h1server) serveConn(c net.Conn, tlsConf *tls.Config, h2 *connQueue) {
 		}
 		_ = tc.SetDeadline(time.Time{})
 		if stream != nil {
+			active()
 			s.p.serveStream(tc, nil, stream, s.p.state.Load(), strings.ToLower(tc.ConnectionState().ServerName), time.Now())
 			return
 		}
 		if tc.ConnectionState().NegotiatedProtocol == "h2" {
+			// net/http's HTTP/2 server bounds its idle connections.
+			active()
 			h2.deliver(tc)
 			return
 		}
 		c = tc
 	}
 	hc := newH1Conn(s, c, tlsConf != nil)
+	hc.peer, hc.phase = peer, &phase
 	if tlsConf == nil {
 		// A plain connection may open with HTTP/2's preface (h2c with
 		// prior knowledge): h2 then takes it.
@@ -182,7 +203,7 @@ func (s *h1server) serveConn(c net.Conn, tlsConf *tls.Config, h2 *connQueue) {
 // chooses a passthrough listener the connection is forwarded (done);
 // otherwise it returns the connection, replaying the ClientHello, for the
 // TLS handshake.
-func (s *h1server) passthrough(c net.Conn, f *streamFrontend, cur *state) (net.Conn, bool) {
+func (s *h1server) passthrough(c net.Conn, f *streamFrontend, cur *state, active func()) (net.Conn, bool) {
 	start := time.Now()
 	sni, hello, err := readClientHello(c, start.Add(s.p.opts.ReadHeaderTimeout))
 	if err != nil {
@@ -192,6 +213,7 @@ func (s *h1server) passthrough(c net.Conn, f *streamFrontend, cur *state) (net.C
 	}
 	sni = strings.ToLower(sni)
 	if l := f.listenerFor(sni); l == nil || l.kind == ListenerTLSPassthrough {
+		active()
 		s.p.serveStream(c, hello, f, cur, sni, start)
 		return nil, true
 	}
@@ -276,10 +298,14 @@ func (q *connQueue) deliver(c net.Conn) {
 // h1conn is one HTTP/1.x client connection and everything its
 // requests reuse.
 type h1conn struct {
-	srv   *h1server
-	p     *Proxy
-	conn  net.Conn
-	ci    *connInfo
+	srv  *h1server
+	p    *Proxy
+	conn net.Conn
+	ci   *connInfo
+	// peer and phase are the connection's place in the client limits
+	// (client_limits.go); phase is shared with serveConn, which ends it.
+	peer  netip.Addr
+	phase *connPhase
 	state atomic.Int32
 	// hungUp is set when the client is known to have gone away.
 	hungUp atomic.Bool
@@ -374,6 +400,15 @@ func (hc *h1conn) serve() {
 			if hc.w.Buffered() > 0 && hc.w.Flush() != nil {
 				return
 			}
+			// Waiting for a next request is idle (for the first one the
+			// connection is still half-open).
+			if *hc.phase == phaseNone {
+				if !hc.srv.limits.enter(hc.peer, phaseNone, phaseIdle) {
+					hc.p.metrics.capped.WithLabelValues("idle").Inc()
+					return
+				}
+				*hc.phase = phaseIdle
+			}
 			hc.state.Store(connIdle)
 			if hc.lastNow.IsZero() {
 				hc.lastNow = time.Now()
@@ -382,12 +417,18 @@ func (hc *h1conn) serve() {
 			if err := hc.rb.fill(); err != nil {
 				return
 			}
+			if *hc.phase == phaseIdle {
+				hc.srv.limits.leave(hc.peer, phaseIdle)
+				*hc.phase = phaseNone
+			}
 			if !hc.state.CompareAndSwap(connIdle, connActive) {
 				return
 			}
 		}
 		if hc.h2c != nil {
 			if hc.priorKnowledge() {
+				hc.srv.limits.leave(hc.peer, *hc.phase)
+				*hc.phase = phaseNone
 				hc.state.Store(connHijacked)
 				hc.h2c.deliver(&prefixConn{Conn: hc.conn, pending: bytes.Clone(hc.rb.bytes())})
 				return
@@ -402,6 +443,10 @@ func (hc *h1conn) serve() {
 		if err == nil {
 			hc.headBuf = append(hc.headBuf[:0], head...)
 			err = parseRequest(hc.headBuf, &hc.req)
+		}
+		if *hc.phase == phaseHalfOpen {
+			hc.srv.limits.leave(hc.peer, phaseHalfOpen)
+			*hc.phase = phaseNone
 		}
 		if err != nil {
 			var he *h1Error

@@ -23,6 +23,8 @@ type metrics struct {
 	mirrors  *prometheus.CounterVec
 	// proxied counts connections by PROXY protocol header result.
 	proxied *prometheus.CounterVec
+	// capped counts client connections closed by a cap, by phase.
+	capped *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -46,6 +48,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "nodegress_tls_stream_connections_total",
 			Help: "Connections to TLS listeners forwarded by TLSRoute (result forwarded) or refused (no_route, no_endpoint, connect_failed, bad_client_hello), by route.",
 		}, []string{"route", "result"}),
+		capped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "nodegress_client_connections_capped_total",
+			Help: "Client connections closed because their client, or all clients, had too many half-open (no complete first request yet) or idle keep-alive connections, by phase.",
+		}, []string{"phase"}),
 		proxied: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "nodegress_proxy_protocol_connections_total",
 			Help: "Connections from --proxy-protocol-from peers, by result: accepted, or refused (no valid PROXY header).",
@@ -72,6 +78,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		return nil, err
 	}
 	if m.proxied, err = register(reg, m.proxied); err != nil {
+		return nil, err
+	}
+	if m.capped, err = register(reg, m.capped); err != nil {
 		return nil, err
 	}
 	return m, nil

@@ -57,6 +57,17 @@ type Options struct {
 	// MaxMirrorRequests bounds the RequestMirror requests under way
 	// (256); mirrors beyond it are dropped and counted.
 	MaxMirrorRequests int
+	// MaxHalfOpenPerClient and MaxHalfOpen cap the connections that have
+	// not yet sent a complete first request head (TLS handshake
+	// included), per client address (64) and in total (16384);
+	// MaxIdlePerClient and MaxIdle the keep-alive connections waiting for
+	// their next request (512, 65536). A connection over a cap is closed
+	// at once and counted (client_limits.go).
+	MaxHalfOpenPerClient, MaxHalfOpen int
+	MaxIdlePerClient, MaxIdle         int
+	// WriteTimeout bounds each write to a client (60s, nginx's
+	// send_timeout): a client that stops reading is cut off.
+	WriteTimeout time.Duration
 	// ProxyProtocolFrom are the peers (load balancers) whose connections
 	// start with a PROXY protocol header, v1 or v2 (proxyproto.go);
 	// connections from them without one are refused.
@@ -87,6 +98,17 @@ func (o *Options) setDefaults() {
 	}
 	if o.HTTPSPort <= 0 {
 		o.HTTPSPort = 443
+	}
+	for _, d := range []struct {
+		v   *int
+		def int
+	}{{&o.MaxHalfOpenPerClient, 64}, {&o.MaxHalfOpen, 16384}, {&o.MaxIdlePerClient, 512}, {&o.MaxIdle, 65536}} {
+		if *d.v <= 0 {
+			*d.v = d.def
+		}
+	}
+	if o.WriteTimeout <= 0 {
+		o.WriteTimeout = 60 * time.Second
 	}
 	if o.MaxMirrorRequests <= 0 {
 		o.MaxMirrorRequests = 256
