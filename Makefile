@@ -35,9 +35,11 @@ lint: deps
 	$(GO) vet -tags bench ./...
 	clang-format --dry-run -Werror bpf/*.c bpf/lib/*.h
 
-# Everything: unit tests, BPF_PROG_TEST_RUN tables, e2e in network
-# namespaces. Tests needing root skip when run without it, except under CI.
+# Everything: the fuzz targets for a bounded time (scripts/fuzz.sh), unit
+# tests, BPF_PROG_TEST_RUN tables, e2e in network namespaces. Tests
+# needing root skip when run without it, except under CI.
 test: deps check-generated lint build kube-bins
+	GO=$(GO) scripts/fuzz.sh
 	$(TEST_ENV) $(GO) test $(GOTEST_FLAGS) ./...
 
 unit: deps
