@@ -5,6 +5,8 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"strconv"
+	"strings"
 )
 
 // StatusClientClosed is logged (never sent) when the client went away
@@ -59,6 +61,15 @@ func failStatus(ctx context.Context, err, bodyErr error) (int, error) {
 // strings: nothing from the request is reflected.
 func writeError(w http.ResponseWriter, r *http.Request, code int) {
 	h := w.Header()
+	if isGRPC(r) {
+		// A gRPC client reads the outcome from grpc-status: a
+		// Trailers-Only response (HTTP 200, the status in the headers).
+		h["Content-Type"] = grpcContentType
+		h["Grpc-Status"] = []string{strconv.Itoa(grpcStatus(code))}
+		h["Grpc-Message"] = []string{strings.ReplaceAll(http.StatusText(code), " ", "%20")}
+		w.WriteHeader(http.StatusOK)
+		return
+	}
 	h["Content-Type"] = textPlain
 	h["X-Content-Type-Options"] = nosniff
 	if code == http.StatusRequestEntityTooLarge || code == http.StatusBadRequest {
@@ -90,4 +101,32 @@ func errorBody(code int) []byte {
 		return b
 	}
 	return []byte(http.StatusText(code) + "\n")
+}
+
+var grpcContentType = []string{"application/grpc"}
+
+// isGRPC reports a gRPC request: HTTP/2 with a gRPC content type.
+func isGRPC(r *http.Request) bool {
+	return r.ProtoMajor == 2 && strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc")
+}
+
+// grpcStatus is the gRPC status code of a proxy's own HTTP answer, as the
+// gRPC specification maps HTTP statuses (doc/http-grpc-status-mapping),
+// and RESOURCE_EXHAUSTED for a body over the limit.
+func grpcStatus(code int) int {
+	switch code {
+	case http.StatusBadRequest, http.StatusInternalServerError:
+		return 13 // INTERNAL
+	case http.StatusUnauthorized:
+		return 16 // UNAUTHENTICATED
+	case http.StatusForbidden:
+		return 7 // PERMISSION_DENIED
+	case http.StatusNotFound, http.StatusMethodNotAllowed:
+		return 12 // UNIMPLEMENTED
+	case http.StatusRequestEntityTooLarge:
+		return 8 // RESOURCE_EXHAUSTED
+	case http.StatusTooManyRequests, http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+		return 14 // UNAVAILABLE
+	}
+	return 2 // UNKNOWN
 }
