@@ -309,6 +309,11 @@ type h1conn struct {
 	state atomic.Int32
 	// hungUp is set when the client is known to have gone away.
 	hungUp atomic.Bool
+	// bodyInterrupted is set when the response no longer waits for the
+	// request body (interruptBody); bodyDeadline bounds the whole body
+	// (Options.ReadTimeout; zero: none).
+	bodyInterrupted atomic.Bool
+	bodyDeadline    time.Time
 
 	rb      rbuf
 	w       *bufio.Writer
@@ -502,12 +507,15 @@ func (hc *h1conn) handle(start time.Time) bool {
 	tx := &hc.tx
 	*tx = txn{start: start, series: p.notFound}
 	hc.hungUp.Store(false)
+	hc.bodyInterrupted.Store(false)
+	hc.bodyDeadline = time.Time{}
 	if q.hasBody() || q.upgrade != nil {
 		// The header deadline must not cut a body or an upgraded stream.
 		var d time.Time
 		if p.opts.ReadTimeout > 0 && q.upgrade == nil {
 			d = start.Add(p.opts.ReadTimeout)
 		}
+		hc.bodyDeadline = d
 		_ = hc.conn.SetReadDeadline(d)
 	}
 

@@ -84,8 +84,27 @@ func (hc *h1conn) beginBody() bodyPlan {
 	return planStreamed
 }
 
-// interruptBody makes a body copy waiting for the client give up.
-func (hc *h1conn) interruptBody() { _ = hc.conn.SetReadDeadline(aLongTimeAgo) }
+// interruptBody makes a body copy waiting for the client give up. The
+// flag comes first: a copy that sets its next read's deadline after it
+// sees the flag; one that set it before gets this earlier one.
+func (hc *h1conn) interruptBody() {
+	hc.bodyInterrupted.Store(true)
+	_ = hc.conn.SetReadDeadline(aLongTimeAgo)
+}
+
+// bodyReadDeadline sets the deadline of the next read of the request
+// body: Options.BodyTimeout from now (the body must make progress), not
+// past the whole body's deadline, or at once when interrupted.
+func (hc *h1conn) bodyReadDeadline() {
+	d := time.Now().Add(hc.p.opts.BodyTimeout)
+	if !hc.bodyDeadline.IsZero() && hc.bodyDeadline.Before(d) {
+		d = hc.bodyDeadline
+	}
+	_ = hc.conn.SetReadDeadline(d)
+	if hc.bodyInterrupted.Load() {
+		_ = hc.conn.SetReadDeadline(aLongTimeAgo)
+	}
+}
 
 // The client connection is watched only while no body copy reads it.
 func (hc *h1conn) canWatch(streamed bool) bool { return !streamed }
@@ -414,6 +433,7 @@ func (hc *h1conn) copyRequestBody(w *bufio.Writer, streamed bool) (werr, berr er
 				return err, nil
 			}
 		}
+		hc.bodyReadDeadline()
 		if err := hc.rb.fill(); err != nil {
 			return nil, hc.bodyReadError(err)
 		}
@@ -427,8 +447,8 @@ func (hc *h1conn) copyRequestBody(w *bufio.Writer, streamed bool) (werr, berr er
 }
 
 // bodyReadError classifies a failed read of the client's body: a
-// timeout (Options.ReadTimeout) is the client's fault (400), anything else
-// means it went away (499).
+// timeout (Options.BodyTimeout, ReadTimeout) is the client's fault (400),
+// anything else means it went away (499).
 func (hc *h1conn) bodyReadError(err error) error {
 	if isTimeout(err) && !hc.hungUp.Load() {
 		hc.st.keep = false

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"testing"
 	"time"
 
@@ -170,4 +171,49 @@ func TestSlowReader(t *testing.T) {
 		t.Errorf("the slow client got the whole %d-byte response; want it cut off", n)
 	}
 	t.Logf("it read %d bytes, then %v", n, err)
+}
+
+// TestBodyTimeout: a request body that stops coming gets 400 after the
+// body timeout; one that keeps coming, slowly, for longer than the
+// timeout in total, is forwarded whole.
+func TestBodyTimeout(t *testing.T) {
+	be := startBackend(t, "be", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n, _ := io.Copy(io.Discard, r.Body)
+		_, _ = io.WriteString(w, strconv.FormatInt(n, 10))
+	}))
+	p := startProxy(t, Options{BodyTimeout: 300 * time.Millisecond},
+		Config{Upstreams: []Upstream{{Name: "be", Endpoints: ep(be)}}, Routes: []Route{{Host: "lim.example", Path: "/", Upstream: "be"}}})
+	send := func(chunks int, pause time.Duration) (int, string, time.Duration) {
+		c := dialFrom(t, "127.0.0.6", p.httpAddr)
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		start := time.Now()
+		_, _ = io.WriteString(c, "POST / HTTP/1.1\r\nHost: lim.example\r\nContent-Length: 80\r\n\r\n")
+		for i := range chunks {
+			if i > 0 {
+				time.Sleep(pause) // the client's pace, not a wait on the proxy
+			}
+			if _, err := io.WriteString(c, "0123456789"); err != nil {
+				break
+			}
+		}
+		res, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			return 0, err.Error(), time.Since(start)
+		}
+		b, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		return res.StatusCode, string(b), time.Since(start)
+	}
+	// 8 chunks 100 ms apart: 700 ms in all, never 300 ms without progress.
+	if code, body, took := send(8, 100*time.Millisecond); code != 200 || body != "80" {
+		t.Errorf("steady slow body (%s): %d %q, want 200 \"80\"", took, code, body)
+	}
+	// 1 chunk, then nothing: cut after the body timeout.
+	code, _, took := send(1, 0)
+	if code != 400 {
+		t.Errorf("stalled body: %d after %s, want 400", code, took)
+	}
+	if took > 3*time.Second {
+		t.Errorf("stalled body answered after %s, want about the 300 ms body timeout", took)
+	}
 }

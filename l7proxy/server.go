@@ -67,7 +67,9 @@ type Options struct {
 	MaxIdlePerClient, MaxIdle         int
 	// WriteTimeout bounds each write to a client (60s, nginx's
 	// send_timeout): a client that stops reading is cut off.
-	WriteTimeout time.Duration
+	// BodyTimeout bounds each read of an HTTP/1.x request body (60s,
+	// nginx's client_body_timeout): a body that stops coming gets 400.
+	WriteTimeout, BodyTimeout time.Duration
 	// ProxyProtocolFrom are the peers (load balancers) whose connections
 	// start with a PROXY protocol header, v1 or v2 (proxyproto.go);
 	// connections from them without one are refused.
@@ -109,6 +111,9 @@ func (o *Options) setDefaults() {
 	}
 	if o.WriteTimeout <= 0 {
 		o.WriteTimeout = 60 * time.Second
+	}
+	if o.BodyTimeout <= 0 {
+		o.BodyTimeout = 60 * time.Second
 	}
 	if o.MaxMirrorRequests <= 0 {
 		o.MaxMirrorRequests = 256
