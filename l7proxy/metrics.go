@@ -46,7 +46,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}, labels),
 		streams: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "nodegress_tls_stream_connections_total",
-			Help: "Connections to TLS listeners forwarded by TLSRoute (result forwarded) or refused (no_route, no_endpoint, connect_failed, bad_client_hello), by route.",
+			Help: "Connections to TLS listeners forwarded by TLSRoute (result forwarded, or idle_timeout when closed idle) or refused (no_route, no_endpoint, connect_failed, bad_client_hello), by route.",
 		}, []string{"route", "result"}),
 		capped: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "nodegress_client_connections_capped_total",

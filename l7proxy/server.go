@@ -70,6 +70,10 @@ type Options struct {
 	// BodyTimeout bounds each read of an HTTP/1.x request body (60s,
 	// nginx's client_body_timeout): a body that stops coming gets 400.
 	WriteTimeout, BodyTimeout time.Duration
+	// StreamIdleTimeout closes a TLSRoute stream (passthrough or
+	// terminate) in which nothing moved either way for that long (1h,
+	// HAProxy's usual tunnel timeout).
+	StreamIdleTimeout time.Duration
 	// ProxyProtocolFrom are the peers (load balancers) whose connections
 	// start with a PROXY protocol header, v1 or v2 (proxyproto.go);
 	// connections from them without one are refused.
@@ -114,6 +118,9 @@ func (o *Options) setDefaults() {
 	}
 	if o.BodyTimeout <= 0 {
 		o.BodyTimeout = 60 * time.Second
+	}
+	if o.StreamIdleTimeout <= 0 {
+		o.StreamIdleTimeout = time.Hour
 	}
 	if o.MaxMirrorRequests <= 0 {
 		o.MaxMirrorRequests = 256

@@ -204,7 +204,51 @@ const (
 	streamNoEndpoint    = "no_endpoint"
 	streamConnectFailed = "connect_failed"
 	streamBadHello      = "bad_client_hello"
+	streamIdle          = "idle_timeout" // forwarded, then closed idle
 )
+
+// watchIdle closes a stream's two connections once nothing moved either
+// way for Options.StreamIdleTimeout, as seen on the upstream connection.
+// stop ends the watch and reports whether it closed them.
+func (p *Proxy) watchIdle(client, upstream net.Conn) (stop func() bool) {
+	idle := p.opts.StreamIdleTimeout
+	last, ok := streamProgress(upstream)
+	if !ok {
+		return func() bool { return false }
+	}
+	done := make(chan struct{})
+	closed := make(chan bool, 1)
+	go func() {
+		t := time.NewTicker(max(idle/4, time.Millisecond))
+		defer t.Stop()
+		since := time.Now()
+		for {
+			select {
+			case <-done:
+				closed <- false
+				return
+			case now := <-t.C:
+				n, ok := streamProgress(upstream)
+				switch {
+				case !ok:
+					closed <- false
+					return
+				case n != last:
+					last, since = n, now
+				case now.Sub(since) >= idle:
+					_ = client.Close()
+					_ = upstream.Close()
+					closed <- true
+					return
+				}
+			}
+		}
+	}()
+	return func() bool {
+		close(done)
+		return <-closed
+	}
+}
 
 // serveStream forwards a client connection by the route its server name
 // selects. hello holds the bytes already read from c (the ClientHello, in
@@ -254,15 +298,20 @@ func (p *Proxy) serveStream(c net.Conn, hello []byte, f *streamFrontend, cur *st
 		ep = next
 	}
 	ep.succeeded()
+	stop := p.watchIdle(c, uc)
 	n := splice(c, hello, uc)
+	result := streamForwarded
+	if stop() {
+		result = streamIdle
+	}
 	ep.release()
-	p.streamDone(c, sni, r.route.Source, up, streamForwarded, n, start, nil)
+	p.streamDone(c, sni, r.route.Source, up, result, n, start, nil)
 }
 
 // streamDone records one stream connection's outcome.
 func (p *Proxy) streamDone(c net.Conn, sni, route string, up *Upstream, result string, bytes int64, start time.Time, err error) {
 	p.metrics.streams.WithLabelValues(route, result).Inc()
-	if result != streamForwarded {
+	if result != streamForwarded && result != streamIdle {
 		p.log.Debug("tls stream refused", "peer", c.RemoteAddr().String(), "sni", sni, "route", route, "result", result, "err", err)
 	}
 	if p.access == nil {

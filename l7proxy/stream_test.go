@@ -264,3 +264,49 @@ func TestReadClientHello(t *testing.T) {
 		})
 	}
 }
+
+// TestTLSStreamIdleTimeout: a passthrough stream that keeps moving
+// outlives the idle timeout; one where nothing moves is closed after it.
+func TestTLSStreamIdleTimeout(t *testing.T) {
+	a := startTLSBackend(t, "backend-a", "a.example")
+	ups := []Upstream{{Name: "a", Endpoints: ep(a)}}
+	p := startProxy(t, Options{StreamIdleTimeout: 400 * time.Millisecond}, Config{Upstreams: ups})
+	front := serveExtraHTTPS(t, p)
+	if errs := p.Update(Config{Upstreams: ups, Listeners: []Listener{{Name: "ns/gw/tls", Kind: ListenerTLSPassthrough,
+		Frontends: []netip.AddrPort{front}, TLSRoutes: []TLSRoute{{Source: "ns/a", Backends: []WeightedBackend{{Upstream: "a", Weight: 1}}}}}}}); len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	c, err := tls.Dial("tcp", front.String(), &tls.Config{ServerName: "a.example", InsecureSkipVerify: true, NextProtos: []string{"http/1.1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	br := bufio.NewReader(c)
+	get := func() error {
+		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: a.example\r\n\r\n"); err != nil {
+			return err
+		}
+		res, err := http.ReadResponse(br, nil)
+		if err != nil {
+			return err
+		}
+		_, _ = io.Copy(io.Discard, res.Body)
+		return res.Body.Close()
+	}
+	// Requests every 100 ms for over twice the idle timeout.
+	deadline := time.Now().Add(time.Second)
+	for time.Now().Before(deadline) {
+		if err := get(); err != nil {
+			t.Fatalf("active stream closed: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond) // the client's pace
+	}
+	// Then nothing: the proxy closes it.
+	idle := func() float64 { return testutil.ToFloat64(p.metrics.streams.WithLabelValues("ns/a", streamIdle)) }
+	waitFor(t, "the idle stream closed", func() bool { return idle() == 1 })
+	_ = c.SetReadDeadline(time.Now().Add(2 * time.Second))
+	if _, err := c.Read(make([]byte, 1)); err == nil {
+		t.Error("the idle stream still answers")
+	}
+}
