@@ -4,7 +4,8 @@
 # LoadBalancer IP of node1 (the datapath forwards to node1's pods and, SNAT'd,
 # to node2's), shows what the pods saw,
 # then an Ingress with two hosts served by the node's L7 proxy, one of them
-# over HTTPS with a certificate from a Secret; a live trace of the datapath's
+# over HTTPS with a certificate from a Secret, and a Gateway API HTTPRoute on
+# a Gateway of its own address; a live trace of the datapath's
 # decisions, the proxy's access log and the pinned maps. Everything it
 # creates (namespaces, processes, pins, files) is removed on exit.
 #
@@ -58,6 +59,9 @@ NODE2_IP=10.100.0.2
 POD_IPS=(10.244.1.10 10.244.1.11 10.244.2.10)
 POD_GW=169.254.1.1
 LB_IP=10.96.20.1
+# The Gateway's own address; the client routes 10.96.0.0/16 to node1.
+GW_IP=10.96.30.1
+GW_HOST=gw.demo.test
 NODE_PORT=30080
 LB_NODE_PORT=30081
 APP_HOST=app.demo.test
@@ -319,6 +323,14 @@ EOT
 	echo "  http://$APP_HOST/      -> default/web (${PODS[*]})"
 	echo "  https://$SECURE_HOST/  -> default/web, certificate from Secret default/secure-tls; plain HTTP redirected (ssl-redirect)"
 	echo "  served by the agent's proxy on $NODE_IP:80 and :443, steered to it by sk_lookup"
+
+	section "gateway api (GatewayClass, Gateway and HTTPRoute in the same directory)"
+	{
+		cat manifests/gateway-api/gatewayclass.yaml
+		echo "---"
+		demo_gateway default
+	} >"$WORK/manifests/gateway.yaml"
+	echo "  http://$GW_HOST/ on the Gateway's own address $GW_IP:80 -> default/web, by HTTPRoute default/web"
 }
 
 # start_agent runs the agent in node1's namespace with the source given
@@ -428,10 +440,15 @@ EOT
 	"$kubectl" --kubeconfig "$kc" config set-credentials nodegress --token "$token" >/dev/null
 	"$kubectl" --kubeconfig "$kc" config set-context demo --cluster demo --user nodegress >/dev/null
 	"$kubectl" --kubeconfig "$kc" config use-context demo >/dev/null
+	section "install: the Gateway API's CRDs and GatewayClass from manifests/gateway-api"
+	echo "  $ kubectl apply --server-side -k manifests/gateway-api/crds"
+	k apply --server-side -k manifests/gateway-api/crds >/dev/null
+	k wait --for=condition=Established --timeout=60s crd/gateways.gateway.networking.k8s.io crd/httproutes.gateway.networking.k8s.io >/dev/null
+	show apply -f manifests/gateway-api/gatewayclass.yaml
 	start_agent --kubeconfig "$kc" --election-namespace nodegress
 	echo "  following $API_URL as system:serviceaccount:nodegress:nodegress"
 
-	section "kubectl apply -f app.yaml (Services, EndpointSlices, Ingresses; Secret from the certificate)"
+	section "kubectl apply -f app.yaml (Services, EndpointSlices, Ingresses, a Gateway and an HTTPRoute; Secret from the certificate)"
 	local eps
 	eps=$(for i in "${!PODS[@]}"; do
 		printf '%s\n' "- addresses: [\"${POD_IPS[$i]}\"]" \
@@ -495,6 +512,8 @@ endpoints:
 $eps
 ---
 $(demo_ingresses demo)
+---
+$(demo_gateway demo)
 EOT
 	show apply -f "$WORK/app.yaml"
 	show -n demo create secret tls secure-tls --cert "$WORK/tls/tls.crt" --key "$WORK/tls/tls.key"
@@ -571,7 +590,28 @@ done
 printf '  plain http://%s/login: %s\n' "$SECURE_HOST" \
 	"$(secure -o /dev/null -w '%{http_code} -> %{redirect_url}' "http://$SECURE_HOST/login" 2>&1)"
 
+# The Gateway API: the same Service through an HTTPRoute on the Gateway's
+# own address (not the node's).
+gw() { in_ns "$CLIENT" curl -sS --max-time 3 --resolve "$GW_HOST:80:$GW_IP" "$@"; }
+for _ in $(seq 50); do
+	[[ $(gw -o /dev/null -w '%{http_code}' "http://$GW_HOST/" 2>/dev/null) == 200 ]] && break
+	sleep 0.1
+done
+section "client -> http://$GW_HOST/ (Gateway API: HTTPRoute on the Gateway's address $GW_IP:80)"
+printf '  %s\n' "$(gw "http://$GW_HOST/" 2>&1)"
+echo "  on /headers the route adds X-Gateway before the pod sees the request:"
+printf '  %s\n' "$(gw "http://$GW_HOST/headers" 2>&1 | grep -o -e '"pod":"[^"]*"' -e '"X-Gateway":\["[^"]*"\]' | tr '\n' ' ')"
+printf '  http://%s/ on the node address %s instead: %s (the Ingresses own the node'"'"'s :80)\n' "$GW_HOST" "$NODE_IP" \
+	"$(in_ns "$CLIENT" curl -sS --max-time 3 -o /dev/null -w '%{http_code}' --resolve "$GW_HOST:80:$NODE_IP" "http://$GW_HOST/" 2>&1)"
+
 if [[ $MODE == api ]]; then
+	section "kubectl get gateway,httproute (status written by the elected agent)"
+	for _ in $(seq 150); do
+		[[ $(k -n demo get gateway demo -o jsonpath='{.status.conditions[?(@.type=="Programmed")].status}' 2>/dev/null) == True ]] && break
+		sleep 0.1
+	done
+	show -n demo get gateway,httproute
+
 	section "kubectl get ingress (status written by the elected agent: where the Ingresses are served)"
 	for _ in $(seq 150); do
 		[[ -n $(k -n demo get ingress secure -o jsonpath='{.status.loadBalancer.ingress[*].ip}' 2>/dev/null) ]] && break

@@ -38,3 +38,35 @@ spec:
       - {path: /, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}
 EOT
 }
+
+# demo_gateway NS prints a Gateway of its own address GW_IP with an HTTP
+# listener and an HTTPRoute for GW_HOST to the Service web in namespace NS
+# (a header added on /headers, so the pod shows the route's filter).
+demo_gateway() {
+	local ns=$1
+	cat <<EOT
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata:
+  name: demo
+  namespace: $ns
+spec:
+  gatewayClassName: nodegress
+  addresses: [{type: IPAddress, value: $GW_IP}]
+  listeners: [{name: http, port: 80, protocol: HTTP}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata:
+  name: web
+  namespace: $ns
+spec:
+  parentRefs: [{name: demo}]
+  hostnames: [$GW_HOST]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /headers}}]
+    filters: [{type: RequestHeaderModifier, requestHeaderModifier: {add: [{name: X-Gateway, value: demo/web}]}}]
+    backendRefs: [{name: web, port: 80}]
+  - backendRefs: [{name: web, port: 80}]
+EOT
+}
