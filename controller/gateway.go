@@ -863,6 +863,20 @@ type ruleBackend struct {
 	unsupported       string
 }
 
+// filter applies one of a backendRef's filters (of an HTTPRoute or a
+// GRPCRoute: the same types and fields): the header modifiers; any other
+// makes the backend answer 500.
+func (rb *ruleBackend) filter(typ string, req, resp *gwapi.HTTPHeaderFilter) {
+	switch {
+	case typ == string(gwapi.HTTPRouteFilterRequestHeaderModifier) && req != nil:
+		rb.reqEdit = headerEdit(req)
+	case typ == string(gwapi.HTTPRouteFilterResponseHeaderModifier) && resp != nil:
+		rb.respEdit = headerEdit(resp)
+	default:
+		rb.unsupported = fmt.Sprintf("filter %s is not supported on a backendRef", typ)
+	}
+}
+
 // ruleBackends resolves a rule's backendRefs of a route of kind.
 func (g *gatewayTranslator) ruleBackends(routeNS, kind string, refs []ruleBackend, grpc bool, res *refResolution) []l7proxy.WeightedBackend {
 	out := make([]l7proxy.WeightedBackend, 0, len(refs))
@@ -1000,14 +1014,7 @@ func (g *gatewayTranslator) routeRules(r *gwapi.HTTPRoute) ([]l7proxy.HTTPRouteR
 		for _, b := range rule.BackendRefs {
 			rb := ruleBackend{ref: b.BackendRef}
 			for _, f := range b.Filters {
-				switch {
-				case f.Type == gwapi.HTTPRouteFilterRequestHeaderModifier && f.RequestHeaderModifier != nil:
-					rb.reqEdit = headerEdit(f.RequestHeaderModifier)
-				case f.Type == gwapi.HTTPRouteFilterResponseHeaderModifier && f.ResponseHeaderModifier != nil:
-					rb.respEdit = headerEdit(f.ResponseHeaderModifier)
-				default:
-					rb.unsupported = fmt.Sprintf("filter %s is not supported on a backendRef", f.Type)
-				}
+				rb.filter(string(f.Type), f.RequestHeaderModifier, f.ResponseHeaderModifier)
 			}
 			refs = append(refs, rb)
 		}
@@ -1304,14 +1311,7 @@ func (g *gatewayTranslator) grpcRouteRules(r *gwapi.GRPCRoute) ([]l7proxy.HTTPRo
 		for _, b := range rule.BackendRefs {
 			rb := ruleBackend{ref: b.BackendRef}
 			for _, f := range b.Filters {
-				switch {
-				case f.Type == gwapi.GRPCRouteFilterRequestHeaderModifier && f.RequestHeaderModifier != nil:
-					rb.reqEdit = headerEdit(f.RequestHeaderModifier)
-				case f.Type == gwapi.GRPCRouteFilterResponseHeaderModifier && f.ResponseHeaderModifier != nil:
-					rb.respEdit = headerEdit(f.ResponseHeaderModifier)
-				default:
-					rb.unsupported = fmt.Sprintf("filter %s is not supported on a backendRef", f.Type)
-				}
+				rb.filter(string(f.Type), f.RequestHeaderModifier, f.ResponseHeaderModifier)
 			}
 			refs = append(refs, rb)
 		}

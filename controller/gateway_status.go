@@ -280,16 +280,8 @@ func (w *gatewayStatusWriter) write(ctx context.Context, key string) error {
 					meta.RemoveStatusCondition(&next.Status.Conditions, typ)
 				}
 			}
-			listeners := make([]gwapi.ListenerStatus, 0, len(want.Listeners))
-			for _, l := range want.Listeners {
-				var prev []metav1.Condition
-				if i := slices.IndexFunc(cur.Status.Listeners, func(c gwapi.ListenerStatus) bool { return c.Name == l.Name }); i >= 0 {
-					prev = cur.Status.Listeners[i].Conditions
-				}
-				l.Conditions = setConditions(prev, l.Conditions, now)
-				listeners = append(listeners, l)
-			}
-			next.Status.Listeners = listeners
+			next.Status.Listeners = mergeListeners(cur.Status.Listeners, want.Listeners, now,
+				func(l *gwapi.ListenerStatus) (gwapi.SectionName, *[]metav1.Condition) { return l.Name, &l.Conditions })
 			if reflect.DeepEqual(cur.Status, next.Status) {
 				return nil
 			}
@@ -330,16 +322,10 @@ func (w *gatewayStatusWriter) write(ctx context.Context, key string) error {
 			}
 			next := cur.DeepCopy()
 			next.Status.Conditions = setConditions(cur.Status.Conditions, want.Conditions, now)
-			listeners := make([]gwapi.ListenerEntryStatus, 0, len(want.Listeners))
-			for _, l := range want.Listeners {
-				var prev []metav1.Condition
-				if i := slices.IndexFunc(cur.Status.Listeners, func(c gwapi.ListenerEntryStatus) bool { return c.Name == l.Name }); i >= 0 {
-					prev = cur.Status.Listeners[i].Conditions
-				}
-				l.Conditions = setConditions(prev, l.Conditions, now)
-				listeners = append(listeners, l)
-			}
-			next.Status.Listeners = listeners
+			next.Status.Listeners = mergeListeners(cur.Status.Listeners, want.Listeners, now,
+				func(l *gwapi.ListenerEntryStatus) (gwapi.SectionName, *[]metav1.Condition) {
+					return l.Name, &l.Conditions
+				})
 			if reflect.DeepEqual(cur.Status, next.Status) {
 				return nil
 			}
@@ -452,6 +438,24 @@ func (w *gatewayStatusWriter) policyAncestors(cur, want []gwapi.PolicyAncestorSt
 	return mergeOurs(w.ctrl, cur, want, now, func(a *gwapi.PolicyAncestorStatus) (gwapi.GatewayController, any, *[]metav1.Condition) {
 		return a.ControllerName, a.AncestorRef, &a.Conditions
 	})
+}
+
+// mergeListeners is the decided listener statuses (of a Gateway or a
+// ListenerSet) with the transition times of the current ones whose
+// conditions did not change; part gives a status's name and conditions.
+func mergeListeners[T any](cur, want []T, now metav1.Time, part func(*T) (gwapi.SectionName, *[]metav1.Condition)) []T {
+	out := make([]T, 0, len(want))
+	for _, l := range want {
+		name, conds := part(&l)
+		var prev []metav1.Condition
+		if i := slices.IndexFunc(cur, func(c T) bool { n, _ := part(&c); return n == name }); i >= 0 {
+			_, pc := part(&cur[i])
+			prev = *pc
+		}
+		*conds = setConditions(prev, *conds, now)
+		out = append(out, l)
+	}
+	return out
 }
 
 // mergeOurs replaces the entries of controller ctrl in cur (a route's
