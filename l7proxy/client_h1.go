@@ -66,13 +66,20 @@ type h1server struct {
 	p       *Proxy
 	limits  *connLimits
 	closing atomic.Bool
+	// opening counts accepted connections not yet tracked in conns or
+	// streams (PROXY header, TLS handshake): shutdown waits for them too.
+	opening atomic.Int64
 	mu      sync.Mutex
 	lns     map[net.Listener]struct{}
 	conns   map[*h1conn]struct{}
+	// streams are the TLS stream connections (TLSRoutes), which shutdown
+	// waits for like upgraded ones.
+	streams map[net.Conn]struct{}
 }
 
 func newH1Server(p *Proxy) *h1server {
-	return &h1server{p: p, limits: newConnLimits(&p.opts), lns: map[net.Listener]struct{}{}, conns: map[*h1conn]struct{}{}}
+	return &h1server{p: p, limits: newConnLimits(&p.opts), lns: map[net.Listener]struct{}{}, conns: map[*h1conn]struct{}{},
+		streams: map[net.Conn]struct{}{}}
 }
 
 // serve accepts connections until the listener is closed. With tlsConf,
@@ -109,12 +116,21 @@ func (s *h1server) serve(l net.Listener, tlsConf *tls.Config, h2 *connQueue) err
 			continue
 		}
 		delay = 0
+		s.opening.Add(1)
 		go s.serveConn(c, tlsConf, h2)
 	}
 }
 
 func (s *h1server) serveConn(c net.Conn, tlsConf *tls.Config, h2 *connQueue) {
 	o := &s.p.opts
+	opened := true
+	settle := func() {
+		if opened {
+			opened = false
+			s.opening.Add(-1)
+		}
+	}
+	defer settle()
 	if s.p.proxyProtocolFrom(c) {
 		pc, err := readProxyHeader(c, time.Now().Add(o.ReadHeaderTimeout))
 		s.p.metrics.proxyProtocol(err)
@@ -147,7 +163,7 @@ func (s *h1server) serveConn(c net.Conn, tlsConf *tls.Config, h2 *connQueue) {
 			// The ClientHello's name chooses the listener: passthrough
 			// forwards it, a terminating one completes the handshake.
 			var done bool
-			if c, done = s.passthrough(c, stream, cur, active); done {
+			if c, done = s.passthrough(c, stream, cur, active, settle); done {
 				return
 			}
 		}
@@ -161,13 +177,16 @@ func (s *h1server) serveConn(c net.Conn, tlsConf *tls.Config, h2 *connQueue) {
 		_ = tc.SetDeadline(time.Time{})
 		if stream != nil {
 			active()
-			s.p.serveStream(tc, nil, stream, s.p.state.Load(), strings.ToLower(tc.ConnectionState().ServerName), time.Now())
+			s.stream(tc, settle, func() {
+				s.p.serveStream(tc, nil, stream, s.p.state.Load(), strings.ToLower(tc.ConnectionState().ServerName), time.Now())
+			})
 			return
 		}
 		if tc.ConnectionState().NegotiatedProtocol == "h2" {
 			// net/http's HTTP/2 server bounds its idle connections.
 			active()
 			h2.deliver(tc)
+			settle()
 			return
 		}
 		c = tc
@@ -179,15 +198,11 @@ func (s *h1server) serveConn(c net.Conn, tlsConf *tls.Config, h2 *connQueue) {
 		// prior knowledge): h2 then takes it.
 		hc.h2c = h2
 	}
+	// Accepted before a shutdown began: served, one request at most.
 	s.mu.Lock()
-	if s.closing.Load() {
-		s.mu.Unlock()
-		_ = c.Close()
-		hc.free()
-		return
-	}
 	s.conns[hc] = struct{}{}
 	s.mu.Unlock()
+	settle()
 	hc.serve()
 	s.mu.Lock()
 	delete(s.conns, hc)
@@ -203,7 +218,7 @@ func (s *h1server) serveConn(c net.Conn, tlsConf *tls.Config, h2 *connQueue) {
 // chooses a passthrough listener the connection is forwarded (done);
 // otherwise it returns the connection, replaying the ClientHello, for the
 // TLS handshake.
-func (s *h1server) passthrough(c net.Conn, f *streamFrontend, cur *state, active func()) (net.Conn, bool) {
+func (s *h1server) passthrough(c net.Conn, f *streamFrontend, cur *state, active, settle func()) (net.Conn, bool) {
 	start := time.Now()
 	sni, hello, err := readClientHello(c, start.Add(s.p.opts.ReadHeaderTimeout))
 	if err != nil {
@@ -214,14 +229,55 @@ func (s *h1server) passthrough(c net.Conn, f *streamFrontend, cur *state, active
 	sni = strings.ToLower(sni)
 	if l := f.listenerFor(sni); l == nil || l.kind == ListenerTLSPassthrough {
 		active()
-		s.p.serveStream(c, hello, f, cur, sni, start)
+		s.stream(c, settle, func() { s.p.serveStream(c, hello, f, cur, sni, start) })
 		return nil, true
 	}
 	return &prefixConn{Conn: c, pending: hello}, false
 }
 
-// shutdown closes the listeners, then idle connections as they become
-// idle, until none is left or ctx ends.
+// stream serves a TLS stream connection with serve, tracked for shutdown
+// from settle on.
+func (s *h1server) stream(c net.Conn, settle, serve func()) {
+	s.mu.Lock()
+	s.streams[c] = struct{}{}
+	s.mu.Unlock()
+	settle()
+	defer func() {
+		s.mu.Lock()
+		delete(s.streams, c)
+		s.mu.Unlock()
+	}()
+	serve()
+}
+
+// drainIdleGrace is how long shutdown leaves a kept-alive connection idle
+// before closing it. Closing an idle connection races with a request the
+// client may be sending on it at that moment, which it then sees fail; a
+// busy client sends its next request within the grace, gets its answer
+// with "Connection: close" and opens its next connection elsewhere (on a
+// handover, to the agent that took over the listener).
+const drainIdleGrace = time.Second
+
+// stopAccepting closes the listeners and waits, bounded by ctx, until the
+// connections accepted so far are past their PROXY header and TLS
+// handshake: those negotiating h2 are then with the HTTP/2 server, which
+// may shut down next without refusing them.
+func (s *h1server) stopAccepting(ctx context.Context) {
+	s.mu.Lock()
+	s.closing.Store(true)
+	for l := range s.lns {
+		_ = l.Close()
+	}
+	s.mu.Unlock()
+	for s.opening.Load() > 0 && ctx.Err() == nil {
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// shutdown closes the listeners, then idle connections as they have been
+// idle for drainIdleGrace, until none is left or ctx ends. Upgraded connections (WebSocket)
+// and TLS streams are left to finish too. When ctx ends, what is left is
+// closed.
 func (s *h1server) shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	s.closing.Store(true)
@@ -232,13 +288,12 @@ func (s *h1server) shutdown(ctx context.Context) error {
 	wait := time.Millisecond
 	for {
 		s.mu.Lock()
-		n := 0
+		n := len(s.streams) + int(s.opening.Load())
+		idleBefore := time.Now().Add(-drainIdleGrace).UnixNano()
 		for hc := range s.conns {
-			switch {
-			case hc.state.CompareAndSwap(connIdle, connClosed):
+			if hc.idleSince.Load() <= idleBefore && hc.state.CompareAndSwap(connIdle, connClosed) {
 				_ = hc.conn.Close()
-			case hc.state.Load() == connHijacked:
-			default:
+			} else {
 				n++
 			}
 		}
@@ -250,10 +305,23 @@ func (s *h1server) shutdown(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			t.Stop()
+			s.closeAll()
 			return ctx.Err()
 		case <-t.C:
 		}
 		wait = min(2*wait, 500*time.Millisecond)
+	}
+}
+
+// closeAll closes every connection still open, at the end of a shutdown.
+func (s *h1server) closeAll() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for hc := range s.conns {
+		_ = hc.conn.Close()
+	}
+	for c := range s.streams {
+		_ = c.Close()
 	}
 }
 
@@ -333,6 +401,9 @@ type h1conn struct {
 	// tReq and tBody are the request towards a Transport upstream.
 	tReq  *http.Request
 	tBody *h1BodyReader
+	// idleSince is lastNow in nanoseconds, for shutdown, which closes a
+	// connection only once it has been idle for drainIdleGrace.
+	idleSince atomic.Int64
 	// lastNow is when the previous request ended, the start of the idle
 	// wait (saves a clock read per request).
 	lastNow time.Time
@@ -398,9 +469,10 @@ func (c clientCtx) Err() error {
 func (hc *h1conn) serve() {
 	o := &hc.p.opts
 	for {
-		if hc.srv.closing.Load() {
-			return
-		}
+		// During a shutdown the loop goes on: a response already sent
+		// with keep-alive lets the client send one more request, which
+		// is answered with "Connection: close"; a connection left idle is
+		// closed by shutdown after drainIdleGrace.
 		if hc.rb.buffered() == 0 {
 			if hc.w.Buffered() > 0 && hc.w.Flush() != nil {
 				return
@@ -414,10 +486,11 @@ func (hc *h1conn) serve() {
 				}
 				*hc.phase = phaseIdle
 			}
-			hc.state.Store(connIdle)
 			if hc.lastNow.IsZero() {
 				hc.lastNow = time.Now()
 			}
+			hc.idleSince.Store(hc.lastNow.UnixNano())
+			hc.state.Store(connIdle)
 			_ = hc.conn.SetReadDeadline(hc.lastNow.Add(o.ClientIdleTimeout))
 			if err := hc.rb.fill(); err != nil {
 				return

@@ -375,15 +375,22 @@ func (p *Proxy) ServeHTTPS(l net.Listener) error {
 }
 
 // Shutdown stops accepting connections and waits, bounded by ctx, for
-// active requests to finish. Upgraded connections (WebSocket) are not
-// waited for. The access log is flushed.
+// active requests, HTTP/2 streams, upgraded connections (WebSocket) and TLS
+// streams to finish; when ctx ends first, the rest is closed. The access
+// log is flushed.
 func (p *Proxy) Shutdown(ctx context.Context) error {
+	p.h1.stopAccepting(ctx)
 	var wg sync.WaitGroup
 	var e1, e2, e3 error
 	wg.Go(func() { e1 = p.h2.Shutdown(ctx) })
 	wg.Go(func() { e2 = p.h1.shutdown(ctx) })
 	wg.Go(func() { e3 = p.h2c.Shutdown(ctx) })
 	wg.Wait()
+	if ctx.Err() != nil {
+		// Out of time: what is left is cut, as for HTTP/1.x.
+		_ = p.h2.Close()
+		_ = p.h2c.Close()
+	}
 	p.mu.Lock()
 	for _, pl := range p.state.Load().pools {
 		pl.retire()

@@ -514,6 +514,69 @@ func TestShutdownIdle(t *testing.T) {
 	}
 }
 
+// TestShutdownDrainsWebSocket: Shutdown leaves an upgraded connection
+// working until it closes or the drain time ends, then cuts it.
+func TestShutdownDrainsWebSocket(t *testing.T) {
+	for _, tc := range []struct {
+		name        string
+		clientClose bool // the client closes during the drain
+	}{
+		{"client closes", true},
+		{"drain time ends", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := wsEchoBackend(t)
+			p := startProxy(t, Options{}, Config{
+				Routes:    []Route{{Host: "ws.example", Path: "/", Upstream: "ws"}},
+				Upstreams: []Upstream{{Name: "ws", Endpoints: ep(b)}},
+			})
+			ws := dialWS(t, p.httpAddr, "ws.example")
+			if err := wsRoundTrip(ws, "before"); err != nil {
+				t.Fatal(err)
+			}
+			drain := 30 * time.Second
+			if !tc.clientClose {
+				drain = 300 * time.Millisecond
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), drain)
+			defer cancel()
+			done := make(chan error, 1)
+			start := time.Now()
+			go func() { done <- p.Shutdown(ctx) }()
+			// Draining: the connection still carries messages.
+			for i := range 3 {
+				if err := wsRoundTrip(ws, fmt.Sprintf("draining %d", i)); err != nil {
+					t.Fatalf("during the drain: %v", err)
+				}
+			}
+			select {
+			case err := <-done:
+				t.Fatalf("Shutdown returned (%v) with a WebSocket open", err)
+			default:
+			}
+			if tc.clientClose {
+				ws.Close()
+				select {
+				case err := <-done:
+					if err != nil {
+						t.Fatalf("Shutdown: %v", err)
+					}
+				case <-time.After(10 * time.Second):
+					t.Fatal("Shutdown did not return after the WebSocket closed")
+				}
+				return
+			}
+			if err := <-done; err == nil {
+				t.Fatal("Shutdown returned nil with a WebSocket cut at the deadline")
+			}
+			t.Logf("Shutdown returned after %s", time.Since(start).Round(time.Millisecond))
+			if err := wsRoundTrip(ws, "after"); err == nil {
+				t.Fatal("WebSocket still open after the drain time")
+			}
+		})
+	}
+}
+
 // TestKeepAliveSurvivesUpdates checks that upstream connections are reused
 // across configuration changes that keep the upstream.
 func TestKeepAliveSurvivesUpdates(t *testing.T) {
