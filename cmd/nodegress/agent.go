@@ -11,6 +11,7 @@ import (
 	"os/signal"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -19,6 +20,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/nodegress/nodegress/cmd/nodegress/handover"
 	"github.com/nodegress/nodegress/controller"
 	"github.com/nodegress/nodegress/loader"
 	"github.com/nodegress/nodegress/loader/trace"
@@ -51,6 +53,7 @@ type agentFlags struct {
 	updateStatus      bool
 	electionNamespace string
 	health            healthFlags
+	handover          handoverFlags
 }
 
 func runAgent(args []string) int {
@@ -78,6 +81,7 @@ func runAgent(args []string) int {
 	fs.BoolVar(&f.updateStatus, "update-status", true, "write status.loadBalancer of our Ingresses (API server mode; one elected agent writes)")
 	fs.StringVar(&f.electionNamespace, "election-namespace", defaultElectionNamespace(), "namespace of the Leases electing the status writer and telling which nodes run an agent; $POD_NAMESPACE when set")
 	f.health.register(fs)
+	f.handover.register(fs)
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -109,6 +113,18 @@ func agent(f agentFlags, log *slog.Logger) error {
 	mode, err := loader.ParseXDPMode(f.xdpMode)
 	if err != nil {
 		return fmt.Errorf("--xdp-mode: %w", err)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	// Before the datapath is touched: the agent running on this node, if
+	// any, stops writing to it and hands over the proxy's listeners.
+	predecessor, inherited, err := acquireListeners(ctx, f.handover, f.traceSocket, log)
+	if err != nil {
+		return err
+	}
+	defer closeFiles(inherited) // those not taken by the proxy
+	if predecessor != nil {
+		defer predecessor.Abort()
 	}
 	health, err := newHealthServers(f.health, log)
 	if err != nil {
@@ -158,27 +174,31 @@ func agent(f agentFlags, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	defer dp.Close()
+	var closeDP sync.Once
+	closeDatapath := func() { closeDP.Do(func() { dp.Close() }) }
+	defer closeDatapath()
 
 	nodeIPs, err := loader.DeviceIPv4s(devices)
 	if err != nil {
 		return err
 	}
 
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
-
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(newDatapathCollector(dp, log))
 	var l7 *controller.L7Config
 	var probes []proxyProbe
+	var ingress *ingressProxy
 	if f.l7.enabled {
-		ingress, cfg, err := startIngressProxy(ctx, &f.l7, dp, reg, log)
+		var cfg *controller.L7Config
+		ingress, cfg, err = startIngressProxy(ctx, &f.l7, dp, reg, log, inherited)
 		if err != nil {
 			return err
 		}
 		defer ingress.shutdown()
 		l7, probes = cfg, ingress.probes
+		if f.handover.keeper != "" {
+			go keepListeners(ctx, f.handover.keeper, ingress, log)
+		}
 	}
 	var gateway *controller.GatewayConfig
 	if l7 != nil {
@@ -206,44 +226,128 @@ func agent(f agentFlags, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	healthDone := make(chan struct{})
-	go func() {
-		defer close(healthDone)
-		health.run(ctx, log, promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
-	}()
-	defer func() {
-		stop()
-		<-healthDone
-	}()
-
-	traceDone := make(chan error, 1)
-	go func() {
-		traceDone <- trace.NewServer(f.traceSocket, dp, dp, log).Serve(ctx)
-	}()
+	// The controller, and the node-wide servers a successor takes over,
+	// stop when this agent hands over; the proxy goes on until its
+	// successor serves.
+	ctrlCtx, stopCtrl := context.WithCancel(ctx)
+	defer stopCtrl()
+	nodeCtx, stopNode := context.WithCancel(ctx)
+	defer stopNode()
+	var nodeServers sync.WaitGroup
+	nodeServers.Go(func() { health.run(nodeCtx, log, promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})) })
+	nodeServers.Go(func() {
+		if err := trace.NewServer(f.traceSocket, dp, dp, log).Serve(nodeCtx); err != nil {
+			log.Warn("trace server", "err", err)
+		}
+	})
 	if f.l7.metricsAddr != "" {
-		go func() {
+		nodeServers.Go(func() {
 			health := &agentHealth{syncLoop: ctrl.Health, datapath: dp.Check, synced: ctrl.Synced(), listeners: probes}
-			if err := serveMetrics(ctx, f.l7.metricsAddr, reg, health, log); err != nil {
+			if err := serveMetrics(nodeCtx, f.l7.metricsAddr, reg, health, log); err != nil {
 				log.Error("metrics server", "err", err)
 			}
-		}()
+		})
 	}
-	go func() {
-		select {
-		case <-ctrl.Synced():
-			log.Info("initial sync done, serving", "node_ips", nodeIPs)
-		case <-ctx.Done():
-		}
-	}()
+	stopNodeServers := func() {
+		stopNode()
+		nodeServers.Wait()
+		health.close()
+	}
+	defer stopNodeServers()
 
+	ctrlDone := make(chan error, 1)
+	go func() { ctrlDone <- ctrl.Run(ctrlCtx) }()
 	log.Info("agent running", "devices", devices, "bpffs", f.bpffs, "standalone", f.standalone, "kubeconfig", f.kubeconfig)
-	runErr := ctrl.Run(ctx)
-	stop()
-	if err := <-traceDone; err != nil {
-		log.Warn("trace server", "err", err)
+
+	select {
+	case <-ctrl.Synced():
+	case err := <-ctrlDone:
+		return err
+	case <-ctx.Done():
+		stopCtrl()
+		return <-ctrlDone
 	}
-	log.Info("agent stopped; the datapath keeps forwarding with its last state until `nodegress cleanup`", "bpffs", f.bpffs)
-	return runErr
+	if ingress != nil {
+		ingress.serve()
+	}
+	log.Info("initial sync done, serving", "node_ips", nodeIPs)
+	if predecessor != nil {
+		if err := predecessor.Serving(); err != nil {
+			log.Warn("telling the replaced agent", "pid", predecessor.PID, "err", err)
+		}
+	}
+	var takeovers <-chan *handover.Request
+	if path := f.handover.path(f.traceSocket); path != "" {
+		srv, err := handover.Listen(path, log)
+		if err != nil {
+			log.Warn("handover socket: this agent cannot be replaced without refusing connections", "err", err)
+		} else {
+			defer srv.Close()
+			takeovers = srv.Requests()
+		}
+	}
+
+	select {
+	case err := <-ctrlDone:
+		return err
+	case <-ctx.Done():
+		stopCtrl()
+		runErr := <-ctrlDone
+		log.Info("agent stopped; the datapath keeps forwarding with its last state until `nodegress cleanup`", "bpffs", f.bpffs)
+		return runErr
+	case req := <-takeovers:
+		return handOver(ctx, req, ingress, func() {
+			stopCtrl()
+			if err := <-ctrlDone; err != nil {
+				log.Warn("controller stopped", "err", err)
+			}
+			stopNodeServers()
+			closeDatapath()
+		}, log)
+	}
+}
+
+// handOver gives this agent's place to a successor: freeze stops
+// everything that writes to the datapath or holds a node-wide address, then
+// the proxy's listeners go to the successor. The proxy serves on with its
+// last routes until the successor serves too, then drains. The agent then
+// idles until it is stopped: under a DaemonSet, exiting would make the
+// kubelet restart it, and the restarted agent would take the node back.
+func handOver(ctx context.Context, req *handover.Request, ingress *ingressProxy, freeze func(), log *slog.Logger) error {
+	log.Info("handing over to a new agent", "pid", req.PID)
+	freeze()
+	files := map[string]*os.File{}
+	if ingress != nil {
+		var err error
+		if files, err = ingress.files(); err != nil {
+			req.Refuse(err.Error())
+			return fmt.Errorf("handover: %w", err)
+		}
+	}
+	err := req.Grant(files)
+	closeFiles(files)
+	if err == nil {
+		err = req.WaitServing(ctx)
+	}
+	if err == nil {
+		log.Info("the new agent serves; draining", "pid", req.PID)
+	}
+	if ingress != nil {
+		ingress.shutdown()
+	}
+	switch {
+	case err == nil:
+		log.Info("handed over and drained; idle until stopped", "pid", req.PID)
+	case ctx.Err() != nil:
+		log.Info("stopped during a handover; the new agent has the listeners", "pid", req.PID)
+		return nil
+	default:
+		// This agent stopped syncing: exit, so that it starts anew and
+		// adopts the datapath as the successor may have left it.
+		return fmt.Errorf("handover to pid %d failed: %w", req.PID, err)
+	}
+	<-ctx.Done()
+	return nil
 }
 
 func defaultElectionNamespace() string {

@@ -12,6 +12,8 @@ import (
 	"net/netip"
 	"os"
 	"slices"
+	"sync"
+	"syscall"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -106,13 +108,21 @@ type ingressProxy struct {
 	timeout time.Duration
 	// probes check the listeners for /healthz.
 	probes []proxyProbe
+	// listeners by name, and the accept loops serve starts on them.
+	listeners map[string]*net.TCPListener
+	loops     []func()
+	serveOnce sync.Once
+	shutOnce  sync.Once
 }
 
-// startIngressProxy creates the proxy, opens its listeners on loopback and
-// registers them with the datapath, which steers the node's HTTP/HTTPS
-// frontends to them: the proxy binds no wildcard address and sees each
-// connection's original destination.
-func startIngressProxy(ctx context.Context, f *l7Flags, dp *loader.Datapath, reg prometheus.Registerer, log *slog.Logger) (*ingressProxy, *controller.L7Config, error) {
+// startIngressProxy creates the proxy, opens its listeners on loopback (or
+// takes inherited ones, by name, from an earlier agent) and registers them
+// with the datapath, which steers the node's HTTP/HTTPS frontends to them:
+// the proxy binds no wildcard address and sees each connection's original
+// destination. It accepts nothing until serve: before the first sync it
+// would answer with an empty route table, while connections can wait in
+// the accept queue (or go to the agent it takes over from).
+func startIngressProxy(ctx context.Context, f *l7Flags, dp *loader.Datapath, reg prometheus.Registerer, log *slog.Logger, inherited map[string]*os.File) (*ingressProxy, *controller.L7Config, error) {
 	httpPort, httpsPort, err := f.ports()
 	if err != nil {
 		return nil, nil, err
@@ -141,7 +151,8 @@ func startIngressProxy(ctx context.Context, f *l7Flags, dp *loader.Datapath, reg
 		closeLog()
 		return nil, nil, fmt.Errorf("ingress proxy: %w", err)
 	}
-	ip := &ingressProxy{proxy: p, servers: make(chan error, 2), closers: []func(){closeLog}, log: log, timeout: f.shutdownTimeout}
+	ip := &ingressProxy{proxy: p, servers: make(chan error, 2), closers: []func(){closeLog}, log: log, timeout: f.shutdownTimeout,
+		listeners: map[string]*net.TCPListener{}}
 	for _, l := range []struct {
 		name  string
 		serve func(net.Listener) error
@@ -149,7 +160,10 @@ func startIngressProxy(ctx context.Context, f *l7Flags, dp *loader.Datapath, reg
 		{controller.ListenerHTTP, p.ServeHTTP},
 		{controller.ListenerHTTPS, p.ServeHTTPS},
 	} {
-		ln, err := loader.ListenProxy(ctx, "127.0.0.1:0")
+		ln, err := inheritedListener(inherited, l.name)
+		if err == nil && ln == nil {
+			ln, err = loader.ListenProxy(ctx, "127.0.0.1:0")
+		}
 		if err != nil {
 			ip.close()
 			return nil, nil, err
@@ -160,7 +174,8 @@ func startIngressProxy(ctx context.Context, f *l7Flags, dp *loader.Datapath, reg
 			return nil, nil, err
 		}
 		serve := l.serve
-		go func() { ip.servers <- serve(ln) }()
+		ip.listeners[l.name] = ln
+		ip.loops = append(ip.loops, func() { ip.servers <- serve(ln) })
 		ip.probes = append(ip.probes, proxyProbe{name: l.name, addr: ln.Addr().String(), tls: l.name == controller.ListenerHTTPS,
 			proxyHeader: slices.ContainsFunc(proxyProtocol, func(p netip.Prefix) bool { return p.Contains(netip.MustParseAddr("127.0.0.1")) })})
 		ip.closers = append(ip.closers, func() { ln.Close() })
@@ -176,14 +191,63 @@ func startIngressProxy(ctx context.Context, f *l7Flags, dp *loader.Datapath, reg
 	}, nil
 }
 
-// shutdown lets in-flight requests finish, then closes everything.
-func (ip *ingressProxy) shutdown() {
-	ctx, cancel := context.WithTimeout(context.Background(), ip.timeout)
-	defer cancel()
-	if err := ip.proxy.Shutdown(ctx); err != nil {
-		ip.log.Warn("ingress proxy shutdown", "err", err)
+// inheritedListener returns the inherited listener called name, nil when
+// there is none.
+func inheritedListener(inherited map[string]*os.File, name string) (*net.TCPListener, error) {
+	f := inherited[name]
+	if f == nil {
+		return nil, nil
 	}
-	ip.close()
+	defer f.Close()
+	l, err := net.FileListener(f)
+	if err != nil {
+		return nil, fmt.Errorf("inherited %s listener: %w", name, err)
+	}
+	tl, ok := l.(*net.TCPListener)
+	if !ok {
+		l.Close()
+		return nil, fmt.Errorf("inherited %s listener is no TCP listener", name)
+	}
+	return tl, nil
+}
+
+// serve starts accepting on the listeners; once.
+func (ip *ingressProxy) serve() {
+	ip.serveOnce.Do(func() {
+		for _, loop := range ip.loops {
+			go loop()
+		}
+		ip.log.Info("ingress proxy accepting connections")
+	})
+}
+
+// files returns a duplicate of each listening socket, by name, to hand to
+// another process; the caller closes them.
+func (ip *ingressProxy) files() (map[string]*os.File, error) {
+	out := make(map[string]*os.File, len(ip.listeners))
+	for name, l := range ip.listeners {
+		f, err := l.File()
+		if err != nil {
+			closeFiles(out)
+			return nil, fmt.Errorf("%s listener: %w", name, err)
+		}
+		out[name] = f
+	}
+	return out, nil
+}
+
+// shutdown stops accepting, lets in-flight requests, upgraded connections
+// and streams finish within the shutdown timeout, then closes everything;
+// once. Listening sockets shared with another agent stay open there.
+func (ip *ingressProxy) shutdown() {
+	ip.shutOnce.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), ip.timeout)
+		defer cancel()
+		if err := ip.proxy.Shutdown(ctx); err != nil {
+			ip.log.Warn("ingress proxy shutdown", "err", err)
+		}
+		ip.close()
+	})
 }
 
 func (ip *ingressProxy) close() {
@@ -213,9 +277,9 @@ func serveMetrics(ctx context.Context, addr string, reg *prometheus.Registry, he
 	mux.HandleFunc("/healthz", check(health.live, slog.LevelWarn))
 	mux.HandleFunc("/readyz", check(health.ready, slog.LevelDebug))
 	srv := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return fmt.Errorf("--metrics-addr: %w", err)
+	ln, err := listenRetrying(ctx, addr, log)
+	if err != nil || ln == nil {
+		return err
 	}
 	log.Info("serving metrics", "addr", ln.Addr().String())
 	go func() {
@@ -226,6 +290,33 @@ func serveMetrics(ctx context.Context, addr string, reg *prometheus.Registry, he
 		return err
 	}
 	return nil
+}
+
+// listenRetrying listens on addr, trying again while the address is in use:
+// during a handover the agent being replaced still holds it for a moment.
+// It returns nil, nil when ctx ends first.
+func listenRetrying(ctx context.Context, addr string, log *slog.Logger) (net.Listener, error) {
+	warned := false
+	for {
+		ln, err := net.Listen("tcp", addr)
+		if err == nil {
+			return ln, nil
+		}
+		if !errors.Is(err, syscall.EADDRINUSE) {
+			return nil, fmt.Errorf("--metrics-addr: %w", err)
+		}
+		if !warned {
+			log.Info("metrics address in use; waiting for it", "addr", addr)
+			warned = true
+		}
+		t := time.NewTimer(100 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, nil
+		case <-t.C:
+		}
+	}
 }
 
 // gatewayResources are the Gateway API kinds the agent follows; auto

@@ -17,6 +17,7 @@ Usage:
   nodegress trace   [--socket PATH] [filters]                     stream datapath decisions live
   nodegress maps    [--bpffs DIR]                                 show the pinned datapath state
   nodegress cleanup [--bpffs DIR]                                 detach and remove the datapath
+  nodegress keep-listeners --socket PATH                          hold the proxy's listeners across agent restarts
   nodegress version
 
 Run "nodegress COMMAND -h" for the flags of a command.
@@ -38,6 +39,8 @@ func main() {
 		code = runMaps(args)
 	case "cleanup":
 		code = runCleanup(args)
+	case "keep-listeners":
+		code = runKeepListeners(args)
 	case "version", "--version":
 		fmt.Println("nodegress", version)
 	case "help", "-h", "--help":

@@ -50,6 +50,12 @@ func (h *agentHealth) live(ctx context.Context) error {
 			return fmt.Errorf("datapath: %w", err)
 		}
 	}
+	// The proxy accepts from the first sync on; before, connections wait.
+	select {
+	case <-h.synced:
+	default:
+		return nil
+	}
 	for _, p := range h.listeners {
 		if err := p.probe(ctx); err != nil {
 			return fmt.Errorf("proxy %s listener: %w", p.name, err)

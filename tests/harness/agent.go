@@ -347,6 +347,37 @@ func (a *Agent) Start() {
 	a.WaitReady()
 }
 
+// StartSuccessor starts a second agent process on the agent's node, with
+// the same configuration, pin directory and sockets, while the agent runs:
+// the successor takes over from it (`--handover-socket`). It waits until the
+// successor logs that it serves. The successor is stopped and checked like
+// the agent at the end of the test.
+func (a *Agent) StartSuccessor() *Agent {
+	a.t.Helper()
+	s := &Agent{t: a.t, Node: a.Node, cfg: a.cfg, BPFFS: a.BPFFS, Socket: a.Socket,
+		LogPath: strings.TrimSuffix(a.LogPath, ".log") + "-successor.log"}
+	bin := a.cfg.Binary
+	if bin == "" {
+		bin = Nodegress(a.t)
+	}
+	a.t.Cleanup(func() {
+		if a.t.Failed() {
+			s.dumpDiagnostics()
+		}
+		if !s.Running() && !s.stopped {
+			a.t.Errorf("successor agent on %s exited by itself during the test: %v", s.Node.Name, s.exitErr)
+		}
+		if err := s.Stop(); err != nil {
+			a.t.Errorf("successor agent on %s: %v", s.Node.Name, err)
+		}
+	})
+	s.start(bin)
+	if err := s.WaitLog("initial sync done, serving", AgentReadyTimeout); err != nil {
+		a.t.Fatalf("successor on %s: %v\n%s", s.Node.Name, err, s.Log())
+	}
+	return s
+}
+
 // ExitErr returns how the agent exited; only meaningful once Running is false.
 func (a *Agent) ExitErr() error { return a.exitErr }
 

@@ -3,6 +3,7 @@ package harness
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"net"
@@ -11,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/nodegress/nodegress/tests/netns"
@@ -29,6 +31,8 @@ type PhaseCounts struct {
 	// connection closed under the request).
 	Status map[int]int
 	Errors int
+	// Refused counts the Errors that were refused connections.
+	Refused int
 	// Examples are the first few failures, for the test log.
 	Examples []string
 }
@@ -55,7 +59,7 @@ func (p PhaseCounts) String() string {
 			parts = append(parts, fmt.Sprintf("%d×%d", p.Status[c], c))
 		}
 		if p.Errors > 0 {
-			parts = append(parts, fmt.Sprintf("%d errors", p.Errors))
+			parts = append(parts, fmt.Sprintf("%d errors (%d refused)", p.Errors, p.Refused))
 		}
 		s += " (" + strings.Join(parts, ", ") + "; first: " + strings.Join(p.Examples, "; ") + ")"
 	}
@@ -163,6 +167,9 @@ func (l *RouteLoad) record(p *PhaseCounts, host string, code int, pod string, er
 	switch {
 	case err != nil:
 		p.Errors++
+		if errors.Is(err, syscall.ECONNREFUSED) {
+			p.Refused++
+		}
 	case code >= 200 && code < 300:
 		p.OK++
 		p.Pods[pod]++
