@@ -357,8 +357,16 @@ func testDaemonSet(t *testing.T, ds *appsv1.DaemonSet, flags *corev1.ConfigMap) 
 		{"memory request", c.Resources.Requests.Memory().IsZero(), false},
 		{"memory limit", c.Resources.Limits.Memory().IsZero(), false},
 		{"update strategy", ds.Spec.UpdateStrategy.Type, appsv1.RollingUpdateDaemonSetStrategyType},
-		{"max unavailable", rolling.MaxUnavailable.String(), "1"},
-		{"max surge", rolling.MaxSurge.String(), "0"},
+		{"max unavailable", rolling.MaxUnavailable.String(), "0"},
+		{"max surge", rolling.MaxSurge.String(), "1"},
+		{"min ready seconds", ds.Spec.MinReadySeconds > 0, true},
+		// A declared port is a host port with hostNetwork: the surge pod
+		// would not be scheduled next to the old one.
+		{"no host ports", len(c.Ports), 0},
+		{"handover socket on the host", hostPath(pod, filepath.Dir(args["trace-socket"])), "/run/nodegress"},
+		{"listener keeper is a sidecar", keeperRestart(pod), corev1.ContainerRestartPolicyAlways},
+		{"listener keeper socket", keeperSocket(pod), args["listener-keeper"]},
+		{"keeper socket in the pod's own volume", emptyDirAt(pod, c, filepath.Dir(args["listener-keeper"])), true},
 		{"grace period covers --shutdown-timeout", time.Duration(*pod.TerminationGracePeriodSeconds)*time.Second > shutdown, true},
 	}
 	for _, tt := range tests {
@@ -557,6 +565,57 @@ func mountOf(c corev1.Container, path string) corev1.VolumeMount {
 		}
 	}
 	return corev1.VolumeMount{}
+}
+
+// keeper is the listener keeper sidecar (an init container that keeps
+// running).
+func keeper(pod corev1.PodSpec) *corev1.Container {
+	for i, c := range pod.InitContainers {
+		if c.Name == "listener-keeper" {
+			return &pod.InitContainers[i]
+		}
+	}
+	return nil
+}
+
+func keeperRestart(pod corev1.PodSpec) corev1.ContainerRestartPolicy {
+	if k := keeper(pod); k != nil && k.RestartPolicy != nil {
+		return *k.RestartPolicy
+	}
+	return ""
+}
+
+// keeperSocket is the keeper's --socket.
+func keeperSocket(pod corev1.PodSpec) string {
+	k := keeper(pod)
+	if k == nil {
+		return ""
+	}
+	for _, a := range k.Args {
+		if v, ok := strings.CutPrefix(a, "--socket="); ok {
+			return v
+		}
+	}
+	return ""
+}
+
+// emptyDirAt reports whether dir is an emptyDir mounted in both the agent
+// and the keeper.
+func emptyDirAt(pod corev1.PodSpec, agent corev1.Container, dir string) bool {
+	k := keeper(pod)
+	if k == nil {
+		return false
+	}
+	am, km := mountOf(agent, dir), mountOf(*k, dir)
+	if am.Name == "" || am.Name != km.Name {
+		return false
+	}
+	for _, v := range pod.Volumes {
+		if v.Name == am.Name {
+			return v.EmptyDir != nil
+		}
+	}
+	return false
 }
 
 func fieldRef(c corev1.Container, name string) string {
