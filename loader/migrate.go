@@ -116,10 +116,13 @@ func sameLayout(m *ebpf.Map, ms *ebpf.MapSpec) bool {
 		return true // nothing to compare with: trust the sizes
 	}
 	for _, t := range []btf.Type{ms.Key, ms.Value} {
-		if t == nil {
+		// Only structs have members to compare; the sizes of scalars (a
+		// __u32 key) were compared by MapSpec.Compatible.
+		want, ok := btf.UnderlyingType(t).(*btf.Struct)
+		if !ok {
 			continue
 		}
-		name := btf.UnderlyingType(t).TypeName()
+		name := want.TypeName()
 		if name == "" {
 			continue
 		}

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
+	"strings"
 	"testing"
 
 	"github.com/cilium/ebpf"
@@ -130,5 +131,63 @@ func TestMigrateOlderLayouts(t *testing.T) {
 	}
 	if id := dp.ids.services["ns/web:http/TCP"]; id != 7 {
 		t.Errorf("service id after the upgrade %d, want 7", id)
+	}
+}
+
+// TestReopenKeepsEveryMap opens the datapath twice with the same build:
+// every pinned map, per-CPU counters included, is kept as it is, neither
+// migrated nor replaced (a scalar key such as __u32 once made every map
+// look changed, and the counters restarted from zero on each restart).
+func TestReopenKeepsEveryMap(t *testing.T) {
+	ns, _, bpffs := newOpenEnv(t, "ngreopen-")
+	open := func(log *slog.Logger) *Datapath {
+		t.Helper()
+		var dp *Datapath
+		if err := ns.Do(func() error {
+			var err error
+			dp, err = Open(Config{BPFFS: bpffs, Devices: []string{"ext0"}, SNATPortMin: 61000, SNATPortMax: 65535, Logger: log})
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return dp
+	}
+	ids := func() map[string]ebpf.MapID {
+		t.Helper()
+		out := map[string]ebpf.MapID{}
+		entries, err := os.ReadDir(mapsDir(bpffs))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range entries {
+			m, err := ebpf.LoadPinnedMap(mapsDir(bpffs)+"/"+e.Name(), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			info, err := m.Info()
+			m.Close()
+			if err != nil {
+				t.Fatal(err)
+			}
+			id, _ := info.ID()
+			out[e.Name()] = id
+		}
+		return out
+	}
+	open(slog.New(slog.NewTextHandler(io.Discard, nil))).Close()
+	before := ids()
+	if len(before) == 0 || before["stats"] == 0 {
+		t.Fatalf("pinned maps %v: no stats map", before)
+	}
+	var logs strings.Builder
+	open(slog.New(slog.NewTextHandler(&logs, nil))).Close()
+	after := ids()
+	for name, id := range before {
+		if after[name] != id {
+			t.Errorf("map %s replaced on reopen (id %d → %d)", name, id, after[name])
+		}
+	}
+	if strings.Contains(logs.String(), "pinned map") {
+		t.Errorf("reopen with the same build touched pinned maps:\n%s", logs.String())
 	}
 }
