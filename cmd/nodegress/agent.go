@@ -196,9 +196,6 @@ func agent(f agentFlags, log *slog.Logger) error {
 		}
 		defer ingress.shutdown()
 		l7, probes = cfg, ingress.probes
-		if f.handover.keeper != "" {
-			go keepListeners(ctx, f.handover.keeper, ingress, log)
-		}
 	}
 	var gateway *controller.GatewayConfig
 	if l7 != nil {
@@ -247,6 +244,9 @@ func agent(f agentFlags, log *slog.Logger) error {
 				log.Error("metrics server", "err", err)
 			}
 		})
+	}
+	if ingress != nil && f.handover.keeper != "" {
+		nodeServers.Go(func() { keepListeners(nodeCtx, f.handover.keeper, ingress, log) })
 	}
 	stopNodeServers := func() {
 		stopNode()
