@@ -516,7 +516,7 @@ func (c *cluster) dump(t *testing.T) {
 		{"get", "nodes", "-o", "wide"},
 		{"get", "pods", "-A", "-o", "wide"},
 		{"get", "events", "-A", "--sort-by=.lastTimestamp"},
-		{"-n", "nodegress", "logs", "-l", "app.kubernetes.io/name=nodegress", "--tail=30", "--prefix"},
+		{"-n", "nodegress", "logs", "-l", "app.kubernetes.io/name=nodegress", "--tail=60", "--prefix", "--all-containers"},
 	} {
 		out, _ := c.kubectl(args...)
 		t.Logf("kubectl %s:\n%s", strings.Join(args, " "), out)

@@ -2,6 +2,8 @@ package cluster
 
 import (
 	"context"
+	"crypto/x509"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -11,6 +13,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -21,6 +24,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
+	"github.com/nodegress/nodegress/tests/harness/testcert"
 	"github.com/nodegress/nodegress/tests/netns"
 )
 
@@ -34,9 +38,14 @@ const ingressHost = "web.cluster.test"
 //   - a pod deleted with a grace period while a keep-alive connection to it
 //     runs: the EndpointSlice controller marks it terminating, the
 //     connection keeps being served by that pod, new connections avoid it;
-//   - the nodegress DaemonSet rolled to a new image under the same load:
-//     the NodePort (pinned datapath) must not fail; what the Ingress loses
-//     while each node's proxy restarts is recorded.
+//   - the nodegress DaemonSet restarted, then rolled to a new image, under
+//     HTTP/1.1, HTTP/2 and TLS load through the Ingress and a NodePort:
+//     each new agent takes over from the old one on its node, no request
+//     may fail;
+//   - an agent killed (SIGKILL) under the same load: its pod's listener
+//     keeper holds the proxy's sockets until the agent is back, so no
+//     connection is refused; only requests the killed process had in
+//     flight may be lost.
 func TestClusterTraffic(t *testing.T) {
 	requireRoot(t)
 	requireNoCluster(t)
@@ -56,7 +65,7 @@ func TestClusterTraffic(t *testing.T) {
 			PreStop: &corev1.LifecycleHandler{Sleep: &corev1.SleepAction{Seconds: 8}},
 		}
 	})
-	createIngress(t, c)
+	pool := createIngress(t, c)
 	client := &netns.NS{Name: c.clientNS}
 	nodePortURL := fmt.Sprintf("http://%s:%d/hostname", c.nodeIPs[0], nodePort)
 	ingressURL := fmt.Sprintf("http://%s/hostname", c.nodeIPs[1])
@@ -131,6 +140,25 @@ func TestClusterTraffic(t *testing.T) {
 		conn.close()
 	})
 
+	ingressHTTPS := fmt.Sprintf("https://%s/hostname", c.nodeIPs[1])
+	waitAnswered(t, client, ingressHTTPS, ingressHost, pool)
+	agentLoads := func() *loadSet {
+		return startLoads(client, pool, nodePortURL, ingressURL, ingressHTTPS)
+	}
+
+	t.Run("nodegress agents restarted under load", func(t *testing.T) {
+		loads := agentLoads()
+		if out, err := c.kubectl("-n", "nodegress", "rollout", "restart", "daemonset/nodegress"); err != nil {
+			t.Fatalf("rollout restart: %v\n%s", err, out)
+		}
+		if out, err := c.kubectl("-n", "nodegress", "rollout", "status", "daemonset/nodegress", "--timeout=240s"); err != nil {
+			c.dump(t)
+			t.Fatalf("rollout status: %v\n%s", err, out)
+		}
+		waitReplacedAgentsGone(t, c)
+		loads.stop(t, c, 0)
+	})
+
 	t.Run("nodegress DaemonSet rolled to a new image under load", func(t *testing.T) {
 		const newImage = "ghcr.io/nodegress/nodegress:dev-rolled"
 		for i := range c.nodes {
@@ -141,8 +169,7 @@ func TestClusterTraffic(t *testing.T) {
 				t.Fatalf("tag the agent image on node%d: %v\n%s", i+1, err, out)
 			}
 		}
-		np := startLoad(client, nodePortURL, "")
-		ing := startLoad(client, ingressURL, ingressHost)
+		loads := agentLoads()
 		if out, err := c.kubectl("-n", "nodegress", "set", "image", "daemonset/nodegress", "agent="+newImage); err != nil {
 			t.Fatalf("set image: %v\n%s", err, out)
 		}
@@ -150,20 +177,16 @@ func TestClusterTraffic(t *testing.T) {
 			c.dump(t)
 			t.Fatalf("rollout status: %v\n%s", err, out)
 		}
-		time.Sleep(2 * time.Second) // load on the new agents
-		npr, ingr := np.stop(), ing.stop()
-		t.Logf("%s", npr)
-		t.Logf("%s", ingr)
-		if npr.failed > 0 {
-			t.Errorf("NodePort: %d of %d requests failed while the agents were replaced, first: %s", npr.failed, npr.total(), npr.firstErr)
-		}
-		if npr.ok == 0 || ingr.ok == 0 {
-			t.Errorf("no requests answered: NodePort %d, Ingress %d", npr.ok, ingr.ok)
-		}
-		// Known gap: the proxy's listeners are down between the old agent's
-		// exit and the new one's start. Recorded, not asserted, until the
-		// agents hand their listeners over.
-		t.Logf("Ingress while the agents were replaced: %d of %d requests failed (first: %s)", ingr.failed, ingr.total(), ingr.firstErr)
+		waitReplacedAgentsGone(t, c)
+		loads.stop(t, c, 0)
+	})
+
+	t.Run("an agent killed under load", func(t *testing.T) {
+		loads := agentLoads()
+		killAgent(t, c, 1) // the node the Ingress loads go to
+		// Each load has one request at a time: the one in flight on the
+		// killed process may be lost.
+		loads.stop(t, c, 1)
 	})
 }
 
@@ -204,14 +227,33 @@ func waitAgentsTerminating(ctx context.Context, t *testing.T, c *cluster, pod st
 	}
 }
 
-func createIngress(t *testing.T, c *cluster) {
+// createIngress routes ingressHost to the web Service, over HTTPS too with
+// a certificate of a CA it returns.
+func createIngress(t *testing.T, c *cluster) *x509.CertPool {
 	t.Helper()
+	ca, err := testcert.NewCA("nodegress cluster test CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := ca.Issue(ingressHost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	secret := &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: "web-tls", Namespace: testNS},
+		Type:       corev1.SecretTypeTLS,
+		Data:       map[string][]byte{corev1.TLSCertKey: leaf.CertPEM, corev1.TLSPrivateKeyKey: leaf.KeyPEM},
+	}
+	if _, err := c.client.CoreV1().Secrets(testNS).Create(context.Background(), secret, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
 	class := "nodegress"
 	prefix := networkingv1.PathTypePrefix
 	ing := &networkingv1.Ingress{
 		ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: testNS},
 		Spec: networkingv1.IngressSpec{
 			IngressClassName: &class,
+			TLS:              []networkingv1.IngressTLS{{Hosts: []string{ingressHost}, SecretName: "web-tls"}},
 			Rules: []networkingv1.IngressRule{{
 				Host: ingressHost,
 				IngressRuleValue: networkingv1.IngressRuleValue{HTTP: &networkingv1.HTTPIngressRuleValue{
@@ -229,6 +271,7 @@ func createIngress(t *testing.T, c *cluster) {
 	if _, err := c.client.NetworkingV1().Ingresses(testNS).Create(context.Background(), ing, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
+	return ca.Pool()
 }
 
 // webPods lists the names of the web Deployment's pods that are not being
@@ -330,14 +373,19 @@ func getOnce(ns *netns.NS, url, host string) (string, error) {
 	return getWith(httpClient(ns, false), url, host)
 }
 
-// waitAnswered waits until url answers (the first sync of a new object).
-func waitAnswered(t *testing.T, ns *netns.NS, url, host string) {
+// waitAnswered waits until url answers (the first sync of a new object);
+// an https URL is verified against pool.
+func waitAnswered(t *testing.T, ns *netns.NS, url, host string, pool ...*x509.CertPool) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
+	cl := httpClient(ns, false)
+	if len(pool) > 0 {
+		cl = tlsClient(ns, pool[0], false, false)
+	}
 	var last error
 	err := poll(ctx, 200*time.Millisecond, func() (bool, error) {
-		_, last = getOnce(ns, url, host)
+		_, last = getWith(cl, url, host)
 		return last == nil, nil
 	})
 	if err != nil {
@@ -352,10 +400,15 @@ type load struct {
 }
 
 type loadResult struct {
+	name       string
 	url        string
 	ok, failed int
-	firstErr   string
-	byPod      map[string]int
+	// refused counts the failed requests whose connection was refused.
+	refused int
+	// slowest is the longest a request took, failed or not.
+	slowest  time.Duration
+	firstErr string
+	byPod    map[string]int
 }
 
 func (r *loadResult) total() int { return r.ok + r.failed }
@@ -370,14 +423,19 @@ func (r *loadResult) sawAny(pods []string) bool {
 }
 
 func (r *loadResult) String() string {
-	return fmt.Sprintf("%s: %d answered, %d failed, by pod %v", r.url, r.ok, r.failed, r.byPod)
+	return fmt.Sprintf("%s %s: %d answered, %d failed (%d refused), slowest %s, by pod %v", r.name, r.url, r.ok, r.failed, r.refused,
+		r.slowest.Round(time.Millisecond), r.byPod)
 }
 
 func startLoad(ns *netns.NS, url, host string) *load {
+	return startLoadWith("", httpClient(ns, false), url, host)
+}
+
+// startLoadWith is startLoad with a client of its own.
+func startLoadWith(name string, cl *http.Client, url, host string) *load {
 	l := &load{stopc: make(chan struct{}), done: make(chan *loadResult, 1)}
 	go func() {
-		r := &loadResult{url: url, byPod: map[string]int{}}
-		cl := httpClient(ns, false)
+		r := &loadResult{name: name, url: url, byPod: map[string]int{}}
 		tick := time.NewTicker(20 * time.Millisecond)
 		defer tick.Stop()
 		// Bounded: a test that forgets to stop it still ends.
@@ -392,9 +450,14 @@ func startLoad(ns *netns.NS, url, host string) *load {
 				return
 			case <-tick.C:
 			}
+			start := time.Now()
 			pod, err := getWith(cl, url, host)
+			r.slowest = max(r.slowest, time.Since(start))
 			if err != nil {
 				r.failed++
+				if errors.Is(err, syscall.ECONNREFUSED) {
+					r.refused++
+				}
 				if r.firstErr == "" {
 					r.firstErr = fmt.Sprintf("%s: %v", time.Now().Format("15:04:05.000"), err)
 				}
