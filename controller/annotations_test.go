@@ -23,7 +23,7 @@ func TestParseAnnotations(t *testing.T) {
 		{name: "none"},
 		{
 			name:        "other prefixes are not ours",
-			annotations: map[string]string{"nginx.ingress.kubernetes.io/ssl-redirect": "maybe", "kubernetes.io/ingress.class": "x"},
+			annotations: map[string]string{"example.com/ssl-redirect": "maybe", "kubernetes.io/ingress.class": "x"},
 		},
 		{name: "ssl-redirect true", annotations: map[string]string{AnnotationSSLRedirect: "true"}, want: ingressAnnotations{SSLRedirect: true}},
 		{name: "ssl-redirect False", annotations: map[string]string{AnnotationSSLRedirect: "False"}},
@@ -69,9 +69,9 @@ func TestParseAnnotations(t *testing.T) {
 		{name: "timeout overflow", annotations: map[string]string{AnnotationProxyReadTimeout: "99999999999999999"}, badAnnotation: AnnotationProxyReadTimeout},
 		{
 			name:        "unknown ones are returned, sorted",
-			annotations: map[string]string{AnnotationPrefix + "rewrite-target": "/", AnnotationPrefix + "ssl-redirct": "true", AnnotationSSLRedirect: "true"},
+			annotations: map[string]string{AnnotationPrefix + "rewrite-targte": "/", AnnotationPrefix + "ssl-redirct": "true", AnnotationSSLRedirect: "true"},
 			want:        ingressAnnotations{SSLRedirect: true},
-			unknown:     []string{AnnotationPrefix + "rewrite-target", AnnotationPrefix + "ssl-redirct"},
+			unknown:     []string{AnnotationPrefix + "rewrite-targte", AnnotationPrefix + "ssl-redirct"},
 		},
 		{
 			name:          "the first invalid one by name is reported",

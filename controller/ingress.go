@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -338,18 +339,46 @@ func (t *ingressTranslator) translate() {
 		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
 	})
 
-	defaultFrom := ""
+	parsed := make([]parsedIngress, 0, len(ours))
 	for _, ing := range ours {
 		key := ing.Namespace + "/" + ing.Name
 		ann, unknown, err := parseAnnotations(ing.Annotations)
 		for _, name := range unknown {
-			t.report("Ingress", key, false, withReason(ReasonUnknownAnnotation, fmt.Errorf("unknown annotation %s ignored", name)))
+			what := "unknown annotation %s ignored"
+			if strings.HasPrefix(name, NginxAnnotationPrefix) {
+				what = "ingress-nginx annotation %s is not supported, ignored"
+			}
+			t.report("Ingress", key, false, withReason(ReasonUnknownAnnotation, fmt.Errorf(what, name)))
+		}
+		if err == nil {
+			ann.TLS, err = t.proxySSL(ing.Namespace, &ann)
+			if ann.TLS != nil {
+				// Its own pool: another Ingress's backends to the same
+				// Service port may be verified differently.
+				ann.TLSPolicy = "ingress " + key
+			}
 		}
 		if err != nil {
 			t.report("Ingress", key, false, fmt.Errorf("%w; ingress not served", err))
 			continue
 		}
-		opts := l7proxy.RouteOptions{SSLRedirect: ann.SSLRedirect, MaxBodyBytes: ann.MaxBodyBytes}
+		parsed = append(parsed, parsedIngress{ing: ing, key: key, ann: ann})
+	}
+	canaries := t.canaries(parsed)
+
+	defaultFrom := ""
+	for _, pi := range parsed {
+		ing, key, ann := pi.ing, pi.key, pi.ann
+		if ann.Routing.Canary.Enabled {
+			// Served through the main Ingresses' routes (canaries).
+			t.certificates(ing, key)
+			continue
+		}
+		routing := &ann.Routing
+		opts := l7proxy.RouteOptions{SSLRedirect: ann.SSLRedirect || routing.ForceSSLRedirect, MaxBodyBytes: ann.MaxBodyBytes}
+		if routing.AppRoot != "" {
+			t.appRootRoutes(ing, key, opts, routing.AppRoot)
+		}
 
 		for ri, rule := range ing.Spec.Rules {
 			if rule.HTTP == nil {
@@ -364,10 +393,27 @@ func (t *ingressTranslator) translate() {
 					pathErr(err)
 					continue
 				}
+				if routing.regexPaths() && pt != l7proxy.PathExact {
+					pt, path = l7proxy.PathRegex, cmp.Or(p.Path, "/")
+				}
+				if pt == l7proxy.PathRegex || routing.RewriteTarget != "" {
+					if _, err := regexp.Compile("(?i)^" + path); err != nil {
+						pathErr(fmt.Errorf("path is not an RE2 regular expression (use-regex or rewrite-target): %w", err))
+						continue
+					}
+				}
+				if routing.AppRoot != "" && pt == l7proxy.PathExact && path == "/" {
+					t.report("Ingress", key, true, fmt.Errorf("spec.rules[%d].http.paths[%d]: Exact / not served: app-root redirects it", ri, pi))
+					continue
+				}
 				up, err := t.upstream(ing.Namespace, key, p.Backend, ann)
 				if err != nil {
 					pathErr(err)
 					continue
+				}
+				canary := canaries[canaryKey{host: rule.Host, path: p.Path}]
+				if canary != nil {
+					canary.used = true
 				}
 				t.out.Routes = append(t.out.Routes, l7proxy.Route{
 					Host:     rule.Host,
@@ -376,6 +422,7 @@ func (t *ingressTranslator) translate() {
 					Upstream: up,
 					Ingress:  key,
 					Options:  opts,
+					Rules:    routeRules(routing, path, up, canary),
 				})
 			}
 		}
@@ -392,6 +439,7 @@ func (t *ingressTranslator) translate() {
 
 		t.certificates(ing, key)
 	}
+	t.reportUnusedCanaries(canaries)
 
 	if t.out.DefaultUpstream == "" && t.cfg.DefaultBackendService != "" {
 		ref, err := parseServiceRef(t.cfg.DefaultBackendService, true)
@@ -408,6 +456,27 @@ func (t *ingressTranslator) translate() {
 
 	for _, name := range sortedKeys(t.upstreams) {
 		t.out.Upstreams = append(t.out.Upstreams, *t.upstreams[name])
+	}
+}
+
+// parsedIngress is an Ingress of ours with valid annotations.
+type parsedIngress struct {
+	ing *networkingv1.Ingress
+	key string
+	ann ingressAnnotations
+}
+
+// appRootRoutes add, for every host of the Ingress, an Exact "/" route
+// redirecting to the app root.
+func (t *ingressTranslator) appRootRoutes(ing *networkingv1.Ingress, key string, opts l7proxy.RouteOptions, appRoot string) {
+	seen := map[string]bool{}
+	for _, rule := range ing.Spec.Rules {
+		if rule.HTTP == nil || seen[rule.Host] {
+			continue
+		}
+		seen[rule.Host] = true
+		t.out.Routes = append(t.out.Routes, l7proxy.Route{Host: rule.Host, Path: "/", PathType: l7proxy.PathExact,
+			Ingress: key, Options: opts, Rules: appRootRules(appRoot)})
 	}
 }
 

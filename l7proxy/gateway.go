@@ -427,6 +427,14 @@ func compileRule(r *HTTPRoute, rule *HTTPRouteRule, index int) ([]*gwEntry, erro
 	return out, nil
 }
 
+// CheckRegexRewrite reports a ReplaceRegexMatch modifier the proxy cannot
+// apply: a pattern RE2 does not accept, or a template with a '$' not
+// followed by a digit 1-9, or not starting with '/' or a group.
+func CheckRegexRewrite(pm *PathModifier) error {
+	_, err := compileRewrite(pm)
+	return err
+}
+
 // compileRewrite compiles a ReplaceRegexMatch modifier's pattern and
 // checks its template: only $1 to $9 may follow a '$' (nginx would expand
 // its variables there, which the proxy does not have).
