@@ -117,6 +117,10 @@ type Upstream struct {
 	ConnectTimeout time.Duration
 	ReadTimeout    time.Duration
 	IdleTimeout    time.Duration
+	// SendTimeout, when positive, bounds every write to an endpoint: a
+	// request whose write makes no progress for that long fails (nginx's
+	// proxy_send_timeout). Zero: no bound besides the read timeout.
+	SendTimeout time.Duration
 	// TLS verifies a ProtocolHTTPS upstream's certificate (nil: the
 	// connection is encrypted but not verified).
 	TLS *UpstreamTLS
