@@ -39,6 +39,12 @@ type Listener struct {
 	// ClientValidation, on a listener terminating TLS, asks its
 	// frontends' clients for certificates.
 	ClientValidation *ClientValidation
+	// IngressFallback, on a TLS passthrough listener, makes its
+	// frontends also the Ingress HTTPS frontends: a connection whose
+	// server name no stream listener serves is terminated and routed by
+	// the Ingress routes, instead of refused (ingress-nginx's
+	// ssl-passthrough, on the node's HTTPS port).
+	IngressFallback bool
 }
 
 // HTTPRoute is one HTTPRoute as attached to a listener.
