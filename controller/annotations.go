@@ -62,6 +62,8 @@ type ingressAnnotations struct {
 	ConnectTimeout time.Duration
 	ReadTimeout    time.Duration
 	IdleTimeout    time.Duration
+	// SendTimeout bounds each write to a backend (0: none).
+	SendTimeout time.Duration
 	// TLS verifies an HTTPS upstream, as the BackendTLSPolicy named by
 	// TLSPolicy (namespace/name) says.
 	TLS       *l7proxy.UpstreamTLS
@@ -163,6 +165,10 @@ func init() {
 		},
 		"proxy-read-timeout": func(v string, a *ingressAnnotations) (err error) {
 			a.ReadTimeout, err = parseTimeout(v)
+			return err
+		},
+		"proxy-send-timeout": func(v string, a *ingressAnnotations) (err error) {
+			a.SendTimeout, err = parseTimeout(v)
 			return err
 		},
 		"proxy-idle-timeout": func(v string, a *ingressAnnotations) (err error) {

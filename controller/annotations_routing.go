@@ -48,6 +48,9 @@ type routingAnnotations struct {
 	CORS             corsAnnotations
 	Canary           canaryAnnotations
 	ProxySSL         proxySSLAnnotations
+	// SSLPassthrough forwards the TLS connections for the Ingress's
+	// hosts, by SNI, to the backend of each host's first path.
+	SSLPassthrough bool
 }
 
 // corsAnnotations are the cors-* values; nil and unset fields take
@@ -98,6 +101,10 @@ type proxySSLAnnotations struct {
 
 func init() {
 	registerAnnotations(map[string]annotationParser{
+		"ssl-passthrough": func(v string, a *ingressAnnotations) (err error) {
+			a.Routing.SSLPassthrough, err = parseBool(v)
+			return err
+		},
 		"use-regex": func(v string, a *ingressAnnotations) (err error) {
 			a.Routing.UseRegex, err = parseBool(v)
 			return err

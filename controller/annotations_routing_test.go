@@ -23,6 +23,8 @@ func TestParseRoutingAnnotations(t *testing.T) {
 		refused bool
 	}{
 		{name: "use-regex", annotations: map[string]string{ngx + "use-regex": "true"}, want: routingAnnotations{UseRegex: true}},
+		{name: "ssl-passthrough", annotations: map[string]string{ngx + "ssl-passthrough": "true"}, want: routingAnnotations{SSLPassthrough: true}},
+		{name: "ssl-passthrough bad", annotations: map[string]string{ngx + "ssl-passthrough": "enabled"}, bad: ngx + "ssl-passthrough"},
 		{name: "use-regex nodegress", annotations: map[string]string{AnnotationPrefix + "use-regex": "True"}, want: routingAnnotations{UseRegex: true}},
 		{name: "use-regex bad", annotations: map[string]string{ngx + "use-regex": "on"}, bad: ngx + "use-regex"},
 		{name: "rewrite-target groups", annotations: map[string]string{ngx + "rewrite-target": "/$2"}, want: routingAnnotations{RewriteTarget: "/$2"}},
@@ -148,7 +150,7 @@ func TestParseRoutingAnnotations(t *testing.T) {
 func TestParseAnnotationsBothPrefixes(t *testing.T) {
 	samples := map[string]string{
 		"ssl-redirect": "true", "backend-protocol": "GRPCS", "proxy-body-size": "8m", "proxy-connect-timeout": "7",
-		"proxy-read-timeout": "1m", "use-regex": "true", "rewrite-target": "/$1", "force-ssl-redirect": "true",
+		"proxy-read-timeout": "1m", "proxy-send-timeout": "30", "use-regex": "true", "rewrite-target": "/$1", "force-ssl-redirect": "true",
 		"app-root": "/app", "permanent-redirect": "https://a.example", "permanent-redirect-code": "308",
 		"temporal-redirect": "https://b.example", "temporal-redirect-code": "303", "upstream-vhost": "v.example",
 		"x-forwarded-prefix": "/p", "enable-cors": "true", "cors-allow-origin": "*", "cors-allow-methods": "GET",
@@ -156,7 +158,7 @@ func TestParseAnnotationsBothPrefixes(t *testing.T) {
 		"canary": "true", "canary-weight": "5", "canary-weight-total": "200", "canary-by-header": "X-C",
 		"canary-by-header-value": "v", "canary-by-header-pattern": "v.*", "canary-by-cookie": "c",
 		"proxy-ssl-secret": "ns/s", "proxy-ssl-verify": "on", "proxy-ssl-name": "n.example",
-		"proxy-ssl-server-name": "on", "proxy-ssl-verify-depth": "3",
+		"proxy-ssl-server-name": "on", "proxy-ssl-verify-depth": "3", "ssl-passthrough": "true",
 	}
 	for name := range annotationParsers {
 		if _, ok := samples[name]; !ok && !nodegressOnlyAnnotations[name] {

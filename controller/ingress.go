@@ -243,6 +243,7 @@ func TranslateL7(in IngressInput, gw *GatewayInput) (l7proxy.Config, []loader.Se
 			t.out.Upstreams = append(t.out.Upstreams, *t.upstreams[k])
 		}
 	}
+	t.out.Listeners = append(t.out.Listeners, t.passthroughListeners(fes)...)
 	if in.certs != nil {
 		in.certs.sweep()
 	}
@@ -274,6 +275,9 @@ type ingressTranslator struct {
 	upstreams map[string]*l7proxy.Upstream
 	out       l7proxy.Config
 	errs      []error
+	// passthrough are the hosts of ssl-passthrough Ingresses, in
+	// precedence order.
+	passthrough []passthroughHost
 }
 
 func newIngressTranslator(in IngressInput) *ingressTranslator {
@@ -375,6 +379,9 @@ func (t *ingressTranslator) translate() {
 			continue
 		}
 		routing := &ann.Routing
+		if routing.SSLPassthrough {
+			t.passthroughHosts(ing, key, ann)
+		}
 		opts := l7proxy.RouteOptions{SSLRedirect: ann.SSLRedirect || routing.ForceSSLRedirect, MaxBodyBytes: ann.MaxBodyBytes}
 		if routing.AppRoot != "" {
 			t.appRootRoutes(ing, key, opts, routing.AppRoot)
@@ -626,6 +633,7 @@ func (t *ingressTranslator) serviceUpstream(ref serviceRef, ann ingressAnnotatio
 		ConnectTimeout: ann.ConnectTimeout,
 		ReadTimeout:    ann.ReadTimeout,
 		IdleTimeout:    ann.IdleTimeout,
+		SendTimeout:    ann.SendTimeout,
 		TLS:            ann.TLS,
 		ProxyProtocol:  ann.ProxyProtocol,
 	}
@@ -664,7 +672,7 @@ func upstreamName(base string, ann ingressAnnotations) string {
 	for _, d := range []struct {
 		name string
 		d    time.Duration
-	}{{"connect", ann.ConnectTimeout}, {"read", ann.ReadTimeout}, {"idle", ann.IdleTimeout}} {
+	}{{"connect", ann.ConnectTimeout}, {"read", ann.ReadTimeout}, {"send", ann.SendTimeout}, {"idle", ann.IdleTimeout}} {
 		if d.d > 0 {
 			parts = append(parts, d.name+"="+d.d.String())
 		}

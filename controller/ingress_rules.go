@@ -5,12 +5,15 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/netip"
 	"slices"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 
 	"github.com/nodegress/nodegress/l7proxy"
+	"github.com/nodegress/nodegress/loader"
 )
 
 // Translation of the routing annotations (annotations_routing.go) into
@@ -206,4 +209,67 @@ func (t *ingressTranslator) proxySSL(ns string, ann *ingressAnnotations) (*l7pro
 	}
 	u.MaxDepth = cmp.Or(ps.VerifyDepth, 1)
 	return u, nil
+}
+
+// passthroughHost is one host of an ssl-passthrough Ingress.
+type passthroughHost struct {
+	host, ingress, upstream string
+}
+
+// passthroughHosts records the hosts of an ssl-passthrough Ingress: each
+// rule's host goes to the backend of its first path (ingress-nginx
+// forwards the connection without looking at paths). A host an older
+// Ingress passes through already is reported.
+func (t *ingressTranslator) passthroughHosts(ing *networkingv1.Ingress, key string, ann ingressAnnotations) {
+	for ri, rule := range ing.Spec.Rules {
+		if rule.HTTP == nil || len(rule.HTTP.Paths) == 0 {
+			continue
+		}
+		fail := func(err error) {
+			t.report("Ingress", key, false, fmt.Errorf("spec.rules[%d]: ssl-passthrough: %w; not passed through", ri, err))
+		}
+		if rule.Host == "" {
+			fail(errors.New("a rule without host cannot be chosen by SNI"))
+			continue
+		}
+		if i := slices.IndexFunc(t.passthrough, func(p passthroughHost) bool { return p.host == rule.Host }); i >= 0 {
+			fail(fmt.Errorf("host %s is passed through by the older ingress %s", rule.Host, t.passthrough[i].ingress))
+			continue
+		}
+		up, err := t.upstream(ing.Namespace, key, rule.HTTP.Paths[0].Backend, ann)
+		if err != nil {
+			fail(err)
+			continue
+		}
+		t.passthrough = append(t.passthrough, passthroughHost{host: rule.Host, ingress: key, upstream: up})
+	}
+}
+
+// passthroughListeners are the TLS passthrough listeners of the
+// ssl-passthrough hosts on the Ingress HTTPS frontends; every other
+// server name on them stays the Ingress routes' (IngressFallback).
+func (t *ingressTranslator) passthroughListeners(fes []loader.Service) []l7proxy.Listener {
+	if len(t.passthrough) == 0 {
+		return nil
+	}
+	var front []netip.AddrPort
+	for _, s := range fes {
+		if s.Name == L7ServiceHTTPS {
+			for _, f := range s.Frontends {
+				front = append(front, netip.AddrPortFrom(f.Addr, f.Port))
+			}
+		}
+	}
+	if len(front) == 0 {
+		return nil
+	}
+	out := make([]l7proxy.Listener, 0, len(t.passthrough))
+	for _, p := range t.passthrough {
+		out = append(out, l7proxy.Listener{
+			Name: "ingress " + p.ingress + " " + p.host, Kind: l7proxy.ListenerTLSPassthrough, Hostname: p.host,
+			IngressFallback: true, Frontends: front,
+			TLSRoutes: []l7proxy.TLSRoute{{Source: p.ingress, Backends: []l7proxy.WeightedBackend{{Upstream: p.upstream, Weight: 1}}}},
+		})
+	}
+	return out
 }

@@ -2,6 +2,7 @@ package controller
 
 import (
 	"net/http"
+	"net/netip"
 	"reflect"
 	"testing"
 	"time"
@@ -212,5 +213,37 @@ func TestTranslateProxySSL(t *testing.T) {
 				t.Errorf("TLS %+v, want %+v", got, tt.want)
 			}
 		})
+	}
+}
+
+// TestTranslateSSLPassthrough: the hosts of an ssl-passthrough Ingress
+// become TLS passthrough listeners on the Ingress HTTPS frontends, with
+// the Ingress routes as fallback; a host-less rule and a host another
+// Ingress passes through already are reported.
+func TestTranslateSSLPassthrough(t *testing.T) {
+	in := ingressFixture(t)
+	in.NodeAddrs = []netip.Addr{netip.MustParseAddr("192.0.2.10")}
+	in.Ingresses = []*networkingv1.Ingress{
+		ingress("pass", className("nodegress"), age(time.Hour), annotated(ngx+"ssl-passthrough", "true"),
+			rule("pass.example.com", path("/", networkingv1.PathTypePrefix, "web:http"), path("/x", networkingv1.PathTypePrefix, "api:8080")),
+			rule("", path("/", networkingv1.PathTypePrefix, "web:http"))),
+		ingress("again", className("nodegress"), annotated(ngx+"ssl-passthrough", "true"),
+			rule("pass.example.com", path("/again", networkingv1.PathTypePrefix, "api:8080"))),
+	}
+	cfg, _, errs := TranslateIngress(in)
+	want := []l7proxy.Listener{{
+		Name: "ingress default/pass pass.example.com", Kind: l7proxy.ListenerTLSPassthrough, Hostname: "pass.example.com",
+		IngressFallback: true, Frontends: []netip.AddrPort{netip.MustParseAddrPort("192.0.2.10:443")},
+		TLSRoutes: []l7proxy.TLSRoute{{Source: "default/pass", Backends: []l7proxy.WeightedBackend{{Upstream: "default/web:http", Weight: 1}}}},
+	}}
+	if !reflect.DeepEqual(cfg.Listeners, want) {
+		t.Errorf("listeners:\n got %+v\nwant %+v", cfg.Listeners, want)
+	}
+	checkIssues(t, errs, []string{
+		"Ingress default/pass: spec.rules[1]: ssl-passthrough: a rule without host cannot be chosen by SNI; not passed through",
+		"Ingress default/again: spec.rules[0]: ssl-passthrough: host pass.example.com is passed through by the older ingress default/pass; not passed through",
+	}, nil)
+	if _, cerrs := l7proxy.Compile(cfg); len(cerrs) > 0 {
+		t.Errorf("proxy rejects the configuration: %v", cerrs)
 	}
 }

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"fmt"
+	"net/netip"
 	"testing"
 	"time"
 
@@ -12,11 +13,15 @@ import (
 // TestIngressNginxAnnotations serves Ingresses written for ingress-nginx
 // through the real agent: a regular expression path rewritten by its
 // groups with X-Forwarded-Prefix, a canary Ingress chosen by header, a
-// permanent redirect, and an Ingress refused for its nginx snippet.
+// permanent redirect, an Ingress refused for its nginx snippet, and TLS
+// passed through by SNI to a pod beside the Ingresses' own HTTPS.
 func TestIngressNginxAnnotations(t *testing.T) {
 	tp := netns.TwoNodes(t, 2, 2)
 	p1a, p1b, p2a := tp.Pod("pod1a"), tp.Pod("pod1b"), tp.Pod("pod2a")
-	svcs := []harness.Service{svc("web", p1a, p2a), svc("canary", p1b)}
+	// secure's port 80 is the pods' HTTPS port: each pod's own certificate.
+	secure := harness.Service{Name: "secure", Type: "ClusterIP", Endpoints: harness.Endpoints(p2a),
+		Ports: []harness.Port{{Name: "http", Port: 80, TargetPort: harness.PodHTTPSPort}}}
+	svcs := []harness.Service{svc("web", p1a, p2a), svc("canary", p1b), secure}
 	const ngx = "nginx.ingress.kubernetes.io/"
 	rewrite := harness.Ingress{Name: "rewrite",
 		Annotations: map[string]string{ngx + "rewrite-target": "/$2", ngx + "x-forwarded-prefix": "/shop"},
@@ -32,7 +37,9 @@ func TestIngressNginxAnnotations(t *testing.T) {
 	snippet := harness.Ingress{Name: "snippet",
 		Annotations: map[string]string{ngx + "configuration-snippet": "deny all;"},
 		Rules:       []harness.IngressRule{rule("snip.test", path("/", "web"))}}
-	c := newL7Cluster(t, tp, svcs, main, rewrite, canary, moved, snippet)
+	pass := harness.Ingress{Name: "pass", Annotations: map[string]string{ngx + "ssl-passthrough": "true"},
+		Rules: []harness.IngressRule{rule("pass.test", path("/", "secure"))}}
+	c := newL7Cluster(t, tp, svcs, main, rewrite, canary, moved, snippet, pass)
 	cl := c.nodeClient(harness.L7Options{})
 
 	r := c.waitFor(t, cl, "http://rw.test/SHOP/items?x=1", 10*time.Second, servedBy("pod1a", "pod2a"))
@@ -71,4 +78,22 @@ func TestIngressNginxAnnotations(t *testing.T) {
 	})
 	// Refused, so not served at all.
 	c.expect(t, cl, "http://snip.test/", status(404))
+
+	// ssl-passthrough: the pod's own certificate proves the proxy did not
+	// terminate the TLS; another name on the same port still gets the
+	// proxy's.
+	https := netip.AddrPortFrom(c.node1().Addr, 443)
+	for _, tt := range []struct {
+		sni    string
+		podsCN bool
+	}{{"pass.test", true}, {"rw.test", false}, {"", false}} {
+		cs, err := harness.TLSHandshake(c.ctx, tp.Client.NS, https, tt.sni)
+		if err != nil {
+			t.Errorf("SNI %q: %v", tt.sni, err)
+			continue
+		}
+		if cn := cs.PeerCertificates[0].Subject.CommonName; (cn == "pod2a") != tt.podsCN {
+			t.Errorf("SNI %q: certificate CN %q; pod's own: %v", tt.sni, cn, tt.podsCN)
+		}
+	}
 }
