@@ -199,14 +199,20 @@ func init() {
 // not. Snippets are nginx configuration: nodegress runs no nginx, and
 // what a snippet does (often access control or headers) cannot be
 // guessed, so an Ingress carrying one is not served rather than served
-// without it. The other names are security settings nodegress does not
+// without it. The other names are access controls nodegress does not
 // implement: serving the Ingress without them would open what they close.
+// A name with a parser (annotationParsers) is never refused: implementing
+// one of these lifts its refusal.
 func refusedAnnotation(name string) string {
 	switch {
 	case strings.HasSuffix(name, "-snippet") || strings.HasSuffix(name, "-snippets"):
 		return "snippets are nginx configuration, which nodegress does not run"
 	case strings.HasPrefix(name, "auth-tls-"):
 		return "client certificate authentication is not supported"
+	case strings.HasPrefix(name, "auth-"):
+		return "authentication is not supported"
+	case name == "whitelist-source-range" || name == "denylist-source-range":
+		return "source address restrictions are not supported"
 	case name == "enable-modsecurity" || name == "enable-owasp-core-rules" || strings.HasPrefix(name, "modsecurity-"):
 		return "ModSecurity is not supported"
 	case name == "satisfy":

@@ -114,6 +114,9 @@ func TestParseRoutingAnnotations(t *testing.T) {
 		{name: "modsecurity snippet", annotations: map[string]string{ngx + "modsecurity-snippet": "x"}, bad: ngx + "modsecurity-snippet", refused: true},
 		{name: "client certificate auth", annotations: map[string]string{ngx + "auth-tls-verify-client": "on"}, bad: ngx + "auth-tls-verify-client", refused: true},
 		{name: "modsecurity", annotations: map[string]string{ngx + "enable-modsecurity": "true"}, bad: ngx + "enable-modsecurity", refused: true},
+		{name: "authentication", annotations: map[string]string{ngx + "auth-url": "http://auth.example/"}, bad: ngx + "auth-url", refused: true},
+		{name: "source ranges", annotations: map[string]string{ngx + "whitelist-source-range": "10.0.0.0/8"}, bad: ngx + "whitelist-source-range", refused: true},
+		{name: "deny ranges under our prefix", annotations: map[string]string{AnnotationPrefix + "denylist-source-range": "10.0.0.0/8"}, bad: AnnotationPrefix + "denylist-source-range", refused: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

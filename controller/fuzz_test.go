@@ -129,3 +129,46 @@ func FuzzParseRoutingAnnotations(f *testing.F) {
 		}
 	})
 }
+
+// FuzzParseAnnotationSet: any set of annotations ("name=value" lines,
+// names under either prefix or none) parses without a panic; an error is
+// an *AnnotationError naming one of them, unknown names are among them,
+// and the canary and timeout values stay in range.
+func FuzzParseAnnotationSet(f *testing.F) {
+	for _, s := range []string{
+		"nginx.ingress.kubernetes.io/canary=true\nnginx.ingress.kubernetes.io/canary-weight-total=50\nnginx.ingress.kubernetes.io/canary-by-header-pattern=^a$",
+		"nodegress.io/proxy-ssl-secret=ns/s\nnginx.ingress.kubernetes.io/proxy-ssl-verify=on\nnodegress.io/proxy-ssl-verify-depth=2",
+		"nginx.ingress.kubernetes.io/server-snippet=x\nnodegress.io/auth-url=y",
+		"nginx.ingress.kubernetes.io/cors-expose-headers=*\nnginx.ingress.kubernetes.io/cors-max-age=5\nnginx.ingress.kubernetes.io/enable-cors=true",
+		"nginx.ingress.kubernetes.io/proxy-send-timeout=60\nnodegress.io/ssl-passthrough=true\nnginx.ingress.kubernetes.io/load-balance=ewma",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, data string) {
+		in := map[string]string{}
+		for _, line := range strings.Split(data, "\n") {
+			k, v, _ := strings.Cut(line, "=")
+			in[k] = v
+		}
+		a, unknown, err := parseAnnotations(in)
+		for _, k := range unknown {
+			if _, ok := in[k]; !ok {
+				t.Fatalf("unknown %q was not given", k)
+			}
+		}
+		if err != nil {
+			ae, ok := err.(*AnnotationError)
+			if !ok || ae.Error() == "" {
+				t.Fatalf("error %v is not an *AnnotationError", err)
+			}
+			if _, ok := in[ae.Annotation]; !ok {
+				t.Fatalf("error %v names an annotation that was not given", err)
+			}
+			return
+		}
+		c := a.Routing.Canary
+		if c.Weight < 0 || c.WeightTotal < 0 || a.SendTimeout < 0 || a.Routing.ProxySSL.VerifyDepth < 0 {
+			t.Fatalf("out of range: %+v", a)
+		}
+	})
+}
