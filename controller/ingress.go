@@ -199,8 +199,13 @@ type IngressInput struct {
 //     ones are marked Terminating. A missing Service or port still gets
 //     its route, to an upstream without endpoints: the proxy answers 503,
 //     which tells the client more than a 404 from another rule would.
-//   - An Ingress with an invalid nodegress.io/ annotation is not served at
-//     all (see annotations.go).
+//   - Annotations are read under nodegress.io/ and ingress-nginx's
+//     nginx.ingress.kubernetes.io/ (annotations.go). An Ingress with an
+//     invalid or refused one (an nginx snippet) is not served at all.
+//     The routing ones (annotations_routing.go) give its routes rules
+//     (ingress_rules.go): regex paths and rewrites, redirects, CORS, and
+//     a canary Ingress's share of another Ingress's path; ssl-passthrough
+//     hosts become TLS passthrough listeners on the HTTPS frontends.
 //   - The oldest Ingress's defaultBackend is Config.DefaultUpstream; without
 //     one, Config.DefaultBackendService.
 //   - spec.tls certificates come from kubernetes.io/tls Secrets in the
