@@ -307,6 +307,11 @@ func (r *routingAnnotations) check(from, annotations map[string]string) error {
 	if r.ProxySSL.Verify && r.ProxySSL.Secret == "" {
 		return fail("proxy-ssl-verify", errors.New("needs proxy-ssl-secret (its ca.crt is what is trusted)"))
 	}
+	if r.ProxySSL.Verify && r.ProxySSL.Name == "" {
+		// ingress-nginx would check the name of its upstream block,
+		// which no backend certificate carries.
+		return fail("proxy-ssl-verify", errors.New("needs proxy-ssl-name, the name the backends' certificates carry"))
+	}
 	if r.EnableCORS {
 		if err := l7proxy.CheckCORS(r.cors()); err != nil {
 			return fail("cors-allow-origin", err)

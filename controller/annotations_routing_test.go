@@ -95,6 +95,7 @@ func TestParseRoutingAnnotations(t *testing.T) {
 		{name: "proxy ssl secret without namespace", annotations: map[string]string{ngx + "proxy-ssl-secret": "backend-tls"}, bad: ngx + "proxy-ssl-secret"},
 		{name: "proxy ssl verify maybe", annotations: map[string]string{ngx + "proxy-ssl-verify": "maybe"}, bad: ngx + "proxy-ssl-verify"},
 		{name: "proxy ssl verify without secret", annotations: map[string]string{ngx + "proxy-ssl-verify": "on"}, bad: ngx + "proxy-ssl-verify"},
+		{name: "proxy ssl verify without name", annotations: map[string]string{ngx + "proxy-ssl-verify": "on", ngx + "proxy-ssl-secret": "ns/s"}, bad: ngx + "proxy-ssl-verify"},
 		{name: "proxy ssl name bad", annotations: map[string]string{ngx + "proxy-ssl-name": "a b"}, bad: ngx + "proxy-ssl-name"},
 		{name: "proxy ssl depth zero", annotations: map[string]string{ngx + "proxy-ssl-verify-depth": "0"}, bad: ngx + "proxy-ssl-verify-depth"},
 		// Prefixes.
@@ -171,7 +172,8 @@ func TestParseAnnotationsBothPrefixes(t *testing.T) {
 	with := func(prefix, name, v string) map[string]string {
 		m := map[string]string{prefix + name: v}
 		if name == "proxy-ssl-verify" {
-			m[prefix+"proxy-ssl-secret"] = "ns/s" // needed by verify on
+			// Needed by verify on.
+			m[prefix+"proxy-ssl-secret"], m[prefix+"proxy-ssl-name"] = "ns/s", "n.example"
 		}
 		return m
 	}

@@ -196,9 +196,6 @@ func (t *ingressTranslator) proxySSL(ns string, ann *ingressAnnotations) (*l7pro
 		u.SkipVerify = true
 		return u, nil
 	}
-	if ps.Name == "" {
-		return nil, errors.New("proxy-ssl-verify on needs proxy-ssl-name, the name the backends' certificates carry")
-	}
 	u.CAPEM = sec.Data["ca.crt"]
 	if len(u.CAPEM) == 0 {
 		return nil, withReason(ReasonInvalidCertificate, fmt.Errorf("proxy-ssl-secret %s: no ca.crt to verify the backends with", ps.Secret))
