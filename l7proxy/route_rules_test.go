@@ -190,3 +190,50 @@ func TestRewriteRegex(t *testing.T) {
 		}
 	}
 }
+
+// TestRouteRulesCORSAndWeights: an Ingress route's CORS rule answers
+// preflights itself and marks allowed origins' responses; a canary's
+// weights spread requests over both backends.
+func TestRouteRulesCORSAndWeights(t *testing.T) {
+	for _, pc := range pipelineCases {
+		t.Run(pc.name, func(t *testing.T) {
+			a, b := startGatewayEcho(t, "a"), startGatewayEcho(t, "b")
+			ups := []Upstream{{Name: "a", Protocol: pc.protocol, Endpoints: ep(a)}, {Name: "b", Protocol: pc.protocol, Endpoints: ep(b)}}
+			const host = "gw.example"
+			cors := &CORS{AllowOrigins: []string{"https://app.example"}, AllowMethods: []string{"GET", "PUT"},
+				AllowHeaders: []string{"X-A"}, AllowCredentials: true, MaxAge: 1728000}
+			routes := []Route{
+				{Host: host, Path: "/cors", Upstream: "a", Ingress: "ns/cors", Rules: []HTTPRouteRule{
+					{Backends: []WeightedBackend{{Upstream: "a", Weight: 1}}, Filters: Filters{CORS: cors}}}},
+				{Host: host, Path: "/split", Upstream: "a", Ingress: "ns/split", Rules: []HTTPRouteRule{
+					{Backends: []WeightedBackend{{Upstream: "a", Weight: 50}, {Upstream: "b", Weight: 50}}}}},
+			}
+			p := startProxy(t, Options{}, Config{Upstreams: ups, Routes: routes,
+				Certificates: []Certificate{{Cert: makeCert(t, "gw", host)}}})
+
+			resp, _ := gwDo(t, pc, p, http.MethodOptions, "/cors", map[string]string{
+				"Origin": "https://app.example", "Access-Control-Request-Method": "PUT"})
+			if resp.StatusCode != http.StatusNoContent || resp.Header.Get("Access-Control-Allow-Origin") != "https://app.example" ||
+				resp.Header.Get("Access-Control-Max-Age") != "1728000" || resp.Header.Get("Access-Control-Allow-Credentials") != "true" {
+				t.Errorf("preflight: %d %v", resp.StatusCode, resp.Header)
+			}
+			resp, e := gwDo(t, pc, p, http.MethodGet, "/cors", map[string]string{"Origin": "https://app.example"})
+			if resp.StatusCode != 200 || e.Backend != "a" || resp.Header.Get("Access-Control-Allow-Origin") != "https://app.example" {
+				t.Errorf("allowed origin: %d from %q, %v", resp.StatusCode, e.Backend, resp.Header)
+			}
+			resp, _ = gwDo(t, pc, p, http.MethodGet, "/cors", map[string]string{"Origin": "https://evil.example"})
+			if resp.Header.Get("Access-Control-Allow-Origin") != "" {
+				t.Errorf("other origin got CORS fields: %v", resp.Header)
+			}
+
+			seen := map[string]int{}
+			for range 40 {
+				_, e := gwDo(t, pc, p, http.MethodGet, "/split", nil)
+				seen[e.Backend]++
+			}
+			if seen["a"] == 0 || seen["b"] == 0 || seen["a"]+seen["b"] != 40 {
+				t.Errorf("40 requests split %v, want both backends", seen)
+			}
+		})
+	}
+}
