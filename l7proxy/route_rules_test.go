@@ -147,7 +147,7 @@ func TestRouteRulesCompile(t *testing.T) {
 		{name: "dollar at the end", route: Route{Path: "/a", PathType: PathRegex, Upstream: "a", Rules: rw("/a", "/x$")}, want: "only $1 to $9"},
 		{name: "relative target", route: Route{Path: "/a", PathType: PathRegex, Upstream: "a", Rules: rw("/a", "x")}, want: "must start with '/'"},
 		{name: "rule with a path prefix", route: Route{Path: "/a", Upstream: "a", Rules: []HTTPRouteRule{{Matches: []HTTPMatch{{Path: "/b"}}}}},
-			want: "matches no path"},
+			want: "may match an Exact path only"},
 		{name: "no upstream, no rules", route: Route{Path: "/a"}, want: "names no upstream"},
 	}
 	for _, tt := range tests {

@@ -354,7 +354,7 @@ var (
 	errRouteConflict     = errors.New("host, path and path type already claimed")
 	errUpstreamNoName    = errors.New("upstream has no name")
 	errUpstreamDuplicate = errors.New("duplicate upstream name, later one ignored")
-	errRuleMatchPath     = errors.New("a route's rule matches no path but Exact ones (the route matched the path)")
+	errRuleMatchPath     = errors.New("a route's rule may match an Exact path only (the route matched the path already)")
 )
 
 // routeRegex compiles a PathRegex route path: case-insensitive, from the
@@ -377,9 +377,10 @@ func routeRegex(p string) (*regexp.Regexp, error) {
 
 // compileRouteRules compiles a route's Rules, in their order (no
 // precedence sort: the controller lists them in the order they are
-// tried).
+// tried). The entries point into a copy of the rules, as the table keeps
+// copies of what it is given.
 func compileRouteRules(r *Route) ([]*gwEntry, error) {
-	hr := &HTTPRoute{Source: r.Ingress, Rules: r.Rules}
+	hr := &HTTPRoute{Source: r.Ingress, Rules: slices.Clone(r.Rules)}
 	var out []*gwEntry
 	for i := range hr.Rules {
 		rule := &hr.Rules[i]
