@@ -46,9 +46,9 @@ const (
 	AnnotationProxyReadTimeout    = AnnotationPrefix + "proxy-read-timeout"
 	AnnotationProxyIdleTimeout    = AnnotationPrefix + "proxy-idle-timeout"
 	// AnnotationProxyProtocol "v1" or "v2" starts every connection to
-	// the backends with a PROXY header carrying the client's address;
-	// such connections are not shared between clients. HTTP backends only
-	// (backend-protocol HTTP).
+	// the backends with a PROXY protocol header carrying the client's
+	// address; such connections are not shared between clients. HTTP
+	// backends only (backend-protocol HTTP).
 	AnnotationProxyProtocol = AnnotationPrefix + "proxy-protocol"
 )
 
@@ -110,12 +110,15 @@ var annotationParsers = map[string]annotationParser{}
 // gives another meaning): they are read under nodegress.io/ only.
 var nodegressOnlyAnnotations = map[string]bool{}
 
-// registerAnnotations adds parsers to the allow-list; a name registered
-// twice is a programming error caught by the tests.
+// duplicateAnnotations are names registered twice, a programming error
+// the tests catch (the later parser replaced the earlier).
+var duplicateAnnotations []string
+
+// registerAnnotations adds parsers to the allow-list.
 func registerAnnotations(ps map[string]annotationParser) {
 	for name, p := range ps {
 		if _, dup := annotationParsers[name]; dup {
-			panic("annotation " + name + " registered twice")
+			duplicateAnnotations = append(duplicateAnnotations, name)
 		}
 		annotationParsers[name] = p
 	}

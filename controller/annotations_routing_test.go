@@ -148,6 +148,20 @@ func TestParseRoutingAnnotations(t *testing.T) {
 	}
 }
 
+// TestAnnotationRegistry: no name is registered twice (each file owning a
+// group of annotations registers its own), and every nodegress-only name
+// has a parser.
+func TestAnnotationRegistry(t *testing.T) {
+	if len(duplicateAnnotations) > 0 {
+		t.Errorf("annotations registered twice: %v", duplicateAnnotations)
+	}
+	for name := range nodegressOnlyAnnotations {
+		if annotationParsers[name] == nil {
+			t.Errorf("nodegress-only annotation %s has no parser", name)
+		}
+	}
+}
+
 // TestParseAnnotationsBothPrefixes: every parser reads the same value
 // the same way under both prefixes (the nodegress-only ones under
 // nodegress.io/ only).
