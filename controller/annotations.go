@@ -12,8 +12,16 @@ import (
 	"github.com/nodegress/nodegress/l7proxy"
 )
 
-// AnnotationPrefix is the prefix of the Ingress annotations nodegress reads.
-const AnnotationPrefix = "nodegress.io/"
+// Ingress annotations are read under two prefixes with the same names
+// and the same meaning: nodegress's own, and ingress-nginx's, so that
+// Ingresses written for ingress-nginx keep working. When both carry a
+// name, the nodegress.io/ one is used and the other ignored.
+const (
+	// AnnotationPrefix is nodegress's own prefix.
+	AnnotationPrefix = "nodegress.io/"
+	// NginxAnnotationPrefix is ingress-nginx's prefix.
+	NginxAnnotationPrefix = "nginx.ingress.kubernetes.io/"
+)
 
 // Ingress annotations understood by nodegress. Each value is parsed into a
 // typed field; nothing from an annotation is ever rendered into a
@@ -44,8 +52,8 @@ const (
 	AnnotationProxyProtocol = AnnotationPrefix + "proxy-protocol"
 )
 
-// ingressAnnotations are the parsed nodegress annotations of one Ingress.
-// The zero value is what an Ingress without annotations gets.
+// ingressAnnotations are the parsed annotations of one Ingress. The zero
+// value is what an Ingress without annotations gets.
 type ingressAnnotations struct {
 	SSLRedirect    bool
 	Protocol       l7proxy.UpstreamProtocol
@@ -54,12 +62,17 @@ type ingressAnnotations struct {
 	ConnectTimeout time.Duration
 	ReadTimeout    time.Duration
 	IdleTimeout    time.Duration
+	// SendTimeout bounds each write to a backend (0: none).
+	SendTimeout time.Duration
 	// TLS verifies an HTTPS upstream, as the BackendTLSPolicy named by
 	// TLSPolicy (namespace/name) says.
 	TLS       *l7proxy.UpstreamTLS
 	TLSPolicy string
 	// ProxyProtocol is the PROXY header version sent upstream (0: none).
 	ProxyProtocol uint8
+	// Routing holds the rewrite, redirect, CORS, canary and upstream
+	// TLS annotations (annotations_routing.go).
+	Routing routingAnnotations
 }
 
 // AnnotationError is an annotation value nodegress cannot use. It disables
@@ -72,95 +85,200 @@ type AnnotationError struct {
 }
 
 func (e *AnnotationError) Error() string {
+	if errors.Is(e.Err, errAnnotationRefused) {
+		return fmt.Sprintf("annotation %s: %v", e.Annotation, e.Err)
+	}
 	return fmt.Sprintf("annotation %s: invalid value %q: %v", e.Annotation, e.Value, e.Err)
 }
 
 func (e *AnnotationError) Unwrap() error { return e.Err }
 
-// annotationParsers is the allow-list: one typed parser per annotation.
-var annotationParsers = map[string]func(string, *ingressAnnotations) error{
-	AnnotationSSLRedirect: func(v string, a *ingressAnnotations) error {
-		b, err := parseBool(v)
-		a.SSLRedirect = b
-		return err
-	},
-	AnnotationBackendProtocol: func(v string, a *ingressAnnotations) error {
-		switch strings.ToUpper(strings.TrimSpace(v)) {
-		case "HTTP":
-			a.Protocol = l7proxy.ProtocolHTTP
-		case "HTTPS", "GRPCS":
-			a.Protocol = l7proxy.ProtocolHTTPS
-		case "H2C", "GRPC":
-			a.Protocol = l7proxy.ProtocolH2C
-		default:
-			return errors.New("want HTTP, HTTPS, H2C, GRPC or GRPCS")
+// errAnnotationRefused marks an annotation nodegress refuses whatever its
+// value: the Ingress is not served, since dropping what it asks for (nginx
+// configuration, a security check) could expose what it protects.
+var errAnnotationRefused = errors.New("refused")
+
+// annotationParser parses one annotation's value into a.
+type annotationParser func(v string, a *ingressAnnotations) error
+
+// annotationParsers is the allow-list: one typed parser per annotation
+// name, without prefix. Files that own a group of annotations add theirs
+// with registerAnnotations from an init function.
+var annotationParsers = map[string]annotationParser{}
+
+// nodegressOnlyAnnotations are the names ingress-nginx does not have (or
+// gives another meaning): they are read under nodegress.io/ only.
+var nodegressOnlyAnnotations = map[string]bool{}
+
+// duplicateAnnotations are names registered twice, a programming error
+// the tests catch (the later parser replaced the earlier).
+var duplicateAnnotations []string
+
+// registerAnnotations adds parsers to the allow-list.
+func registerAnnotations(ps map[string]annotationParser) {
+	for name, p := range ps {
+		if _, dup := annotationParsers[name]; dup {
+			duplicateAnnotations = append(duplicateAnnotations, name)
 		}
-		return nil
-	},
-	AnnotationLoadBalance: func(v string, a *ingressAnnotations) error {
-		switch strings.ToLower(strings.TrimSpace(v)) {
-		case "round_robin":
-			a.Balance = l7proxy.RoundRobin
-		case "least_request":
-			a.Balance = l7proxy.LeastRequest
-		default:
-			return errors.New("want round_robin or least_request")
-		}
-		return nil
-	},
-	AnnotationProxyBodySize: func(v string, a *ingressAnnotations) error {
-		n, err := parseByteSize(v)
-		a.MaxBodyBytes = n
-		return err
-	},
-	AnnotationProxyConnectTimeout: func(v string, a *ingressAnnotations) (err error) {
-		a.ConnectTimeout, err = parseTimeout(v)
-		return err
-	},
-	AnnotationProxyReadTimeout: func(v string, a *ingressAnnotations) (err error) {
-		a.ReadTimeout, err = parseTimeout(v)
-		return err
-	},
-	AnnotationProxyIdleTimeout: func(v string, a *ingressAnnotations) (err error) {
-		a.IdleTimeout, err = parseTimeout(v)
-		return err
-	},
-	AnnotationProxyProtocol: func(v string, a *ingressAnnotations) error {
-		switch strings.ToLower(strings.TrimSpace(v)) {
-		case "v1":
-			a.ProxyProtocol = 1
-		case "v2":
-			a.ProxyProtocol = 2
-		default:
-			return errors.New("want v1 or v2")
-		}
-		return nil
-	},
+		annotationParsers[name] = p
+	}
 }
 
-// parseAnnotations reads the nodegress annotations of an Ingress. The
-// first invalid value is returned as an *AnnotationError (annotations are
-// checked in name order, so the same object always reports the same one).
-// Unknown annotations under the nodegress prefix are returned as names so
-// the caller can warn about them: most likely typos of a known one.
+func init() {
+	registerAnnotations(map[string]annotationParser{
+		"ssl-redirect": func(v string, a *ingressAnnotations) error {
+			b, err := parseBool(v)
+			a.SSLRedirect = b
+			return err
+		},
+		"backend-protocol": func(v string, a *ingressAnnotations) error {
+			switch strings.ToUpper(strings.TrimSpace(v)) {
+			case "HTTP":
+				a.Protocol = l7proxy.ProtocolHTTP
+			case "HTTPS", "GRPCS":
+				a.Protocol = l7proxy.ProtocolHTTPS
+			case "H2C", "GRPC":
+				a.Protocol = l7proxy.ProtocolH2C
+			case "AJP", "FCGI":
+				return errors.New("AJP and FastCGI backends are not supported; want HTTP, HTTPS, H2C, GRPC or GRPCS")
+			default:
+				return errors.New("want HTTP, HTTPS, H2C, GRPC or GRPCS")
+			}
+			return nil
+		},
+		"load-balance": func(v string, a *ingressAnnotations) error {
+			switch strings.ToLower(strings.TrimSpace(v)) {
+			case "round_robin":
+				a.Balance = l7proxy.RoundRobin
+			case "least_request":
+				a.Balance = l7proxy.LeastRequest
+			default:
+				return errors.New("want round_robin or least_request")
+			}
+			return nil
+		},
+		"proxy-body-size": func(v string, a *ingressAnnotations) error {
+			n, err := parseByteSize(v)
+			a.MaxBodyBytes = n
+			return err
+		},
+		"proxy-connect-timeout": func(v string, a *ingressAnnotations) (err error) {
+			a.ConnectTimeout, err = parseTimeout(v)
+			return err
+		},
+		"proxy-read-timeout": func(v string, a *ingressAnnotations) (err error) {
+			a.ReadTimeout, err = parseTimeout(v)
+			return err
+		},
+		"proxy-send-timeout": func(v string, a *ingressAnnotations) (err error) {
+			a.SendTimeout, err = parseTimeout(v)
+			return err
+		},
+		"proxy-idle-timeout": func(v string, a *ingressAnnotations) (err error) {
+			a.IdleTimeout, err = parseTimeout(v)
+			return err
+		},
+		"proxy-protocol": func(v string, a *ingressAnnotations) error {
+			switch strings.ToLower(strings.TrimSpace(v)) {
+			case "v1":
+				a.ProxyProtocol = 1
+			case "v2":
+				a.ProxyProtocol = 2
+			default:
+				return errors.New("want v1 or v2")
+			}
+			return nil
+		},
+	})
+	// ingress-nginx's load-balance takes ewma and round_robin; its
+	// upstream keepalive timeout and PROXY protocol are ConfigMap
+	// settings, not annotations.
+	for _, n := range []string{"load-balance", "proxy-idle-timeout", "proxy-protocol"} {
+		nodegressOnlyAnnotations[n] = true
+	}
+}
+
+// refusedAnnotation says why an annotation name is refused, "" when it is
+// not. Snippets are nginx configuration: nodegress runs no nginx, and
+// what a snippet does (often access control or headers) cannot be
+// guessed, so an Ingress carrying one is not served rather than served
+// without it. The other names are access controls nodegress does not
+// implement: serving the Ingress without them would open what they close.
+// A name with a parser (annotationParsers) is never refused: implementing
+// one of these lifts its refusal.
+func refusedAnnotation(name string) string {
+	switch {
+	case strings.HasSuffix(name, "-snippet") || strings.HasSuffix(name, "-snippets"):
+		return "snippets are nginx configuration, which nodegress does not run"
+	case strings.HasPrefix(name, "auth-tls-"):
+		return "client certificate authentication is not supported"
+	case strings.HasPrefix(name, "auth-"):
+		return "authentication is not supported"
+	case name == "whitelist-source-range" || name == "denylist-source-range":
+		return "source address restrictions are not supported"
+	case name == "enable-modsecurity" || name == "enable-owasp-core-rules" || strings.HasPrefix(name, "modsecurity-"):
+		return "ModSecurity is not supported"
+	case name == "satisfy":
+		return "combining access checks is not supported"
+	}
+	return ""
+}
+
+// parseAnnotations reads the annotations of an Ingress under both
+// prefixes. The first problem is returned as an *AnnotationError: a
+// refused annotation (refusedAnnotation) before an invalid value, each in
+// name order, so the same object always reports the same one. Annotations
+// nodegress does not know under either prefix are returned as full names
+// so the caller can warn about them: typos of a known nodegress.io/ name,
+// or ingress-nginx features nodegress does not have.
 func parseAnnotations(annotations map[string]string) (ingressAnnotations, []string, error) {
 	var a ingressAnnotations
-	var names []string
+	// The key each name is read from: nodegress.io/ wins over nginx.
+	from := map[string]string{}
+	var unknown, refused []string
 	for k := range annotations {
-		if strings.HasPrefix(k, AnnotationPrefix) {
-			names = append(names, k)
-		}
-	}
-	slices.Sort(names)
-	var unknown []string
-	for _, k := range names {
-		parse, ok := annotationParsers[k]
-		if !ok {
-			unknown = append(unknown, k)
+		var name string
+		switch {
+		case strings.HasPrefix(k, AnnotationPrefix):
+			name = k[len(AnnotationPrefix):]
+		case strings.HasPrefix(k, NginxAnnotationPrefix):
+			name = k[len(NginxAnnotationPrefix):]
+			if nodegressOnlyAnnotations[name] {
+				unknown = append(unknown, k)
+				continue
+			}
+		default:
 			continue
 		}
+		if _, ok := annotationParsers[name]; !ok {
+			if refusedAnnotation(name) != "" {
+				refused = append(refused, k)
+			} else {
+				unknown = append(unknown, k)
+			}
+			continue
+		}
+		if prev, ok := from[name]; !ok || strings.HasPrefix(prev, NginxAnnotationPrefix) {
+			from[name] = k
+		}
+	}
+	slices.Sort(unknown)
+	if len(refused) > 0 {
+		slices.Sort(refused)
+		k := refused[0]
+		name := k[strings.IndexByte(k, '/')+1:]
+		return ingressAnnotations{}, unknown, &AnnotationError{Annotation: k, Value: annotations[k],
+			Err: fmt.Errorf("%w: %s", errAnnotationRefused, refusedAnnotation(name))}
+	}
+	names := make([]string, 0, len(from))
+	for name := range from {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	for _, name := range names {
+		k := from[name]
 		v := annotations[k]
-		if err := parse(v, &a); err != nil {
+		if err := annotationParsers[name](v, &a); err != nil {
 			return ingressAnnotations{}, unknown, &AnnotationError{Annotation: k, Value: v, Err: err}
 		}
 	}
@@ -169,6 +287,9 @@ func parseAnnotations(annotations map[string]string) (ingressAnnotations, []stri
 	if a.ProxyProtocol != 0 && a.Protocol != l7proxy.ProtocolHTTP {
 		return ingressAnnotations{}, unknown, &AnnotationError{Annotation: AnnotationProxyProtocol,
 			Value: annotations[AnnotationProxyProtocol], Err: errors.New("needs backend-protocol HTTP")}
+	}
+	if err := a.Routing.check(from, annotations); err != nil {
+		return ingressAnnotations{}, unknown, err
 	}
 	return a, unknown, nil
 }

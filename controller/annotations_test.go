@@ -23,7 +23,7 @@ func TestParseAnnotations(t *testing.T) {
 		{name: "none"},
 		{
 			name:        "other prefixes are not ours",
-			annotations: map[string]string{"nginx.ingress.kubernetes.io/ssl-redirect": "maybe", "kubernetes.io/ingress.class": "x"},
+			annotations: map[string]string{"example.com/ssl-redirect": "maybe", "kubernetes.io/ingress.class": "x"},
 		},
 		{name: "ssl-redirect true", annotations: map[string]string{AnnotationSSLRedirect: "true"}, want: ingressAnnotations{SSLRedirect: true}},
 		{name: "ssl-redirect False", annotations: map[string]string{AnnotationSSLRedirect: "False"}},
@@ -56,11 +56,12 @@ func TestParseAnnotations(t *testing.T) {
 		{
 			name: "timeouts",
 			annotations: map[string]string{
-				AnnotationProxyConnectTimeout: "5s",
-				AnnotationProxyReadTimeout:    "60",
-				AnnotationProxyIdleTimeout:    "1m30s",
+				AnnotationProxyConnectTimeout:                "5s",
+				AnnotationProxyReadTimeout:                   "60",
+				AnnotationProxyIdleTimeout:                   "1m30s",
+				NginxAnnotationPrefix + "proxy-send-timeout": "2m",
 			},
-			want: ingressAnnotations{ConnectTimeout: 5 * time.Second, ReadTimeout: time.Minute, IdleTimeout: 90 * time.Second},
+			want: ingressAnnotations{ConnectTimeout: 5 * time.Second, ReadTimeout: time.Minute, IdleTimeout: 90 * time.Second, SendTimeout: 2 * time.Minute},
 		},
 		{name: "timeout zero", annotations: map[string]string{AnnotationProxyReadTimeout: "0"}, badAnnotation: AnnotationProxyReadTimeout},
 		{name: "timeout negative", annotations: map[string]string{AnnotationProxyConnectTimeout: "-5s"}, badAnnotation: AnnotationProxyConnectTimeout},
@@ -69,9 +70,9 @@ func TestParseAnnotations(t *testing.T) {
 		{name: "timeout overflow", annotations: map[string]string{AnnotationProxyReadTimeout: "99999999999999999"}, badAnnotation: AnnotationProxyReadTimeout},
 		{
 			name:        "unknown ones are returned, sorted",
-			annotations: map[string]string{AnnotationPrefix + "rewrite-target": "/", AnnotationPrefix + "ssl-redirct": "true", AnnotationSSLRedirect: "true"},
+			annotations: map[string]string{AnnotationPrefix + "rewrite-targte": "/", AnnotationPrefix + "ssl-redirct": "true", AnnotationSSLRedirect: "true"},
 			want:        ingressAnnotations{SSLRedirect: true},
-			unknown:     []string{AnnotationPrefix + "rewrite-target", AnnotationPrefix + "ssl-redirct"},
+			unknown:     []string{AnnotationPrefix + "rewrite-targte", AnnotationPrefix + "ssl-redirct"},
 		},
 		{
 			name:          "the first invalid one by name is reported",
@@ -115,6 +116,7 @@ func TestUpstreamName(t *testing.T) {
 		{ingressAnnotations{Protocol: l7proxy.ProtocolH2C}, "ns/svc:http/h2c"},
 		{ingressAnnotations{Protocol: l7proxy.ProtocolHTTPS, Balance: l7proxy.LeastRequest}, "ns/svc:http/https/least_request"},
 		{ingressAnnotations{ConnectTimeout: time.Second, ReadTimeout: time.Minute, IdleTimeout: 90 * time.Second}, "ns/svc:http/connect=1s/read=1m0s/idle=1m30s"},
+		{ingressAnnotations{SendTimeout: 30 * time.Second}, "ns/svc:http/send=30s"},
 		{ingressAnnotations{ProxyProtocol: 2}, "ns/svc:http/proxy-protocol=v2"},
 	}
 	for _, tt := range tests {

@@ -29,11 +29,15 @@ const (
 	ReasonInvalidEndpointSlice = "InvalidEndpointSlice"
 	ReasonInvalidAnnotation    = "InvalidAnnotation"
 	ReasonUnknownAnnotation    = "UnknownAnnotation"
-	ReasonMissingSecret        = "MissingSecret"
-	ReasonInvalidCertificate   = "InvalidCertificate"
-	ReasonBackendNotFound      = "BackendNotFound"
-	ReasonUnsupportedBackend   = "UnsupportedBackend"
-	ReasonFrontendConflict     = "FrontendConflict"
+	// ReasonRefusedAnnotation: the Ingress carries an annotation
+	// nodegress refuses whatever its value (an nginx snippet, a security
+	// feature it does not have) and is not served.
+	ReasonRefusedAnnotation  = "RefusedAnnotation"
+	ReasonMissingSecret      = "MissingSecret"
+	ReasonInvalidCertificate = "InvalidCertificate"
+	ReasonBackendNotFound    = "BackendNotFound"
+	ReasonUnsupportedBackend = "UnsupportedBackend"
+	ReasonFrontendConflict   = "FrontendConflict"
 	// ReasonUnsupportedServiceField: the Service uses a field the
 	// datapath does not implement (see serviceFields); the message says
 	// what nodegress does instead.
@@ -60,6 +64,9 @@ func (e *reasonError) Unwrap() error { return e.err }
 func eventReason(oe *ObjectError) string {
 	var ae *AnnotationError
 	if errors.As(oe.Err, &ae) {
+		if errors.Is(ae.Err, errAnnotationRefused) {
+			return ReasonRefusedAnnotation
+		}
 		return ReasonInvalidAnnotation
 	}
 	var re *reasonError

@@ -36,6 +36,8 @@ func TestEventReasons(t *testing.T) {
 		ingress("bad-secret", className("nodegress"), withTLS("bad-tls", "g.example.com"), rule("g.example.com", path("/", networkingv1.PathTypePrefix, "web:http"))),
 		ingress("resource", className("nodegress"), rule("h.example.com", path("/", networkingv1.PathTypePrefix, "resource"))),
 		ingress("theirs", className("nginx"), rule("i.example.com", path("/", networkingv1.PathTypePrefix, "nope:80"))),
+		ingress("snippet", className("nodegress"), annotated(NginxAnnotationPrefix+"server-snippet", "x"), rule("j.example.com", path("/", networkingv1.PathTypePrefix, "web:http"))),
+		ingress("unsupported", className("nodegress"), annotated(NginxAnnotationPrefix+"proxy-buffering", "on"), rule("k.example.com", path("/", networkingv1.PathTypePrefix, "web:http"))),
 	}
 	_, _, issues := TranslateIngress(in)
 	got := map[string][]string{} // ingress -> reasons of its Events
@@ -55,6 +57,8 @@ func TestEventReasons(t *testing.T) {
 		"default/no-secret":      {ReasonMissingSecret},
 		"default/bad-secret":     {ReasonInvalidCertificate},
 		"default/resource":       {ReasonInvalidIngress},
+		"default/snippet":        {ReasonRefusedAnnotation},
+		"default/unsupported":    {ReasonUnknownAnnotation},
 		// default/theirs: another controller's, only skipped.
 	}
 	for k, w := range want {

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -198,8 +199,13 @@ type IngressInput struct {
 //     ones are marked Terminating. A missing Service or port still gets
 //     its route, to an upstream without endpoints: the proxy answers 503,
 //     which tells the client more than a 404 from another rule would.
-//   - An Ingress with an invalid nodegress.io/ annotation is not served at
-//     all (see annotations.go).
+//   - Annotations are read under nodegress.io/ and ingress-nginx's
+//     nginx.ingress.kubernetes.io/ (annotations.go). An Ingress with an
+//     invalid or refused one (an nginx snippet) is not served at all.
+//     The routing ones (annotations_routing.go) give its routes rules
+//     (ingress_rules.go): regex paths and rewrites, redirects, CORS, and
+//     a canary Ingress's share of another Ingress's path; ssl-passthrough
+//     hosts become TLS passthrough listeners on the HTTPS frontends.
 //   - The oldest Ingress's defaultBackend is Config.DefaultUpstream; without
 //     one, Config.DefaultBackendService.
 //   - spec.tls certificates come from kubernetes.io/tls Secrets in the
@@ -242,6 +248,7 @@ func TranslateL7(in IngressInput, gw *GatewayInput) (l7proxy.Config, []loader.Se
 			t.out.Upstreams = append(t.out.Upstreams, *t.upstreams[k])
 		}
 	}
+	t.out.Listeners = append(t.out.Listeners, t.passthroughListeners(fes)...)
 	if in.certs != nil {
 		in.certs.sweep()
 	}
@@ -273,6 +280,9 @@ type ingressTranslator struct {
 	upstreams map[string]*l7proxy.Upstream
 	out       l7proxy.Config
 	errs      []error
+	// passthrough are the hosts of ssl-passthrough Ingresses, in
+	// precedence order.
+	passthrough []passthroughHost
 }
 
 func newIngressTranslator(in IngressInput) *ingressTranslator {
@@ -338,18 +348,49 @@ func (t *ingressTranslator) translate() {
 		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
 	})
 
-	defaultFrom := ""
+	parsed := make([]parsedIngress, 0, len(ours))
 	for _, ing := range ours {
 		key := ing.Namespace + "/" + ing.Name
 		ann, unknown, err := parseAnnotations(ing.Annotations)
 		for _, name := range unknown {
-			t.report("Ingress", key, false, withReason(ReasonUnknownAnnotation, fmt.Errorf("unknown annotation %s ignored", name)))
+			what := "unknown annotation %s ignored"
+			if strings.HasPrefix(name, NginxAnnotationPrefix) {
+				what = "ingress-nginx annotation %s is not supported, ignored"
+			}
+			t.report("Ingress", key, false, withReason(ReasonUnknownAnnotation, fmt.Errorf(what, name)))
+		}
+		if err == nil {
+			ann.TLS, err = t.proxySSL(ing.Namespace, &ann)
+			if ann.TLS != nil {
+				// Its own pool: another Ingress's backends to the same
+				// Service port may be verified differently.
+				ann.TLSPolicy = "ingress " + key
+			}
 		}
 		if err != nil {
 			t.report("Ingress", key, false, fmt.Errorf("%w; ingress not served", err))
 			continue
 		}
-		opts := l7proxy.RouteOptions{SSLRedirect: ann.SSLRedirect, MaxBodyBytes: ann.MaxBodyBytes}
+		parsed = append(parsed, parsedIngress{ing: ing, key: key, ann: ann})
+	}
+	canaries := t.canaries(parsed)
+
+	defaultFrom := ""
+	for _, pi := range parsed {
+		ing, key, ann := pi.ing, pi.key, pi.ann
+		if ann.Routing.Canary.Enabled {
+			// Served through the main Ingresses' routes (canaries).
+			t.certificates(ing, key)
+			continue
+		}
+		routing := &ann.Routing
+		if routing.SSLPassthrough {
+			t.passthroughHosts(ing, key, ann)
+		}
+		opts := l7proxy.RouteOptions{SSLRedirect: ann.SSLRedirect || routing.ForceSSLRedirect, MaxBodyBytes: ann.MaxBodyBytes}
+		if routing.AppRoot != "" {
+			t.appRootRoutes(ing, key, opts, routing.AppRoot)
+		}
 
 		for ri, rule := range ing.Spec.Rules {
 			if rule.HTTP == nil {
@@ -364,10 +405,27 @@ func (t *ingressTranslator) translate() {
 					pathErr(err)
 					continue
 				}
+				if routing.regexPaths() && pt != l7proxy.PathExact {
+					pt, path = l7proxy.PathRegex, cmp.Or(p.Path, "/")
+				}
+				if pt == l7proxy.PathRegex || routing.RewriteTarget != "" {
+					if _, err := regexp.Compile("(?i)^" + path); err != nil {
+						pathErr(fmt.Errorf("path is not an RE2 regular expression (use-regex or rewrite-target): %w", err))
+						continue
+					}
+				}
+				if routing.AppRoot != "" && pt == l7proxy.PathExact && path == "/" {
+					t.report("Ingress", key, true, fmt.Errorf("spec.rules[%d].http.paths[%d]: Exact / not served: app-root redirects it", ri, pi))
+					continue
+				}
 				up, err := t.upstream(ing.Namespace, key, p.Backend, ann)
 				if err != nil {
 					pathErr(err)
 					continue
+				}
+				canary := canaries[canaryKey{host: rule.Host, path: p.Path}]
+				if canary != nil {
+					canary.used = true
 				}
 				t.out.Routes = append(t.out.Routes, l7proxy.Route{
 					Host:     rule.Host,
@@ -376,6 +434,7 @@ func (t *ingressTranslator) translate() {
 					Upstream: up,
 					Ingress:  key,
 					Options:  opts,
+					Rules:    routeRules(routing, path, up, canary),
 				})
 			}
 		}
@@ -392,6 +451,7 @@ func (t *ingressTranslator) translate() {
 
 		t.certificates(ing, key)
 	}
+	t.reportUnusedCanaries(canaries)
 
 	if t.out.DefaultUpstream == "" && t.cfg.DefaultBackendService != "" {
 		ref, err := parseServiceRef(t.cfg.DefaultBackendService, true)
@@ -408,6 +468,27 @@ func (t *ingressTranslator) translate() {
 
 	for _, name := range sortedKeys(t.upstreams) {
 		t.out.Upstreams = append(t.out.Upstreams, *t.upstreams[name])
+	}
+}
+
+// parsedIngress is an Ingress of ours with valid annotations.
+type parsedIngress struct {
+	ing *networkingv1.Ingress
+	key string
+	ann ingressAnnotations
+}
+
+// appRootRoutes add, for every host of the Ingress, an Exact "/" route
+// redirecting to the app root.
+func (t *ingressTranslator) appRootRoutes(ing *networkingv1.Ingress, key string, opts l7proxy.RouteOptions, appRoot string) {
+	seen := map[string]bool{}
+	for _, rule := range ing.Spec.Rules {
+		if rule.HTTP == nil || seen[rule.Host] {
+			continue
+		}
+		seen[rule.Host] = true
+		t.out.Routes = append(t.out.Routes, l7proxy.Route{Host: rule.Host, Path: "/", PathType: l7proxy.PathExact,
+			Ingress: key, Options: opts, Rules: appRootRules(appRoot)})
 	}
 }
 
@@ -557,6 +638,7 @@ func (t *ingressTranslator) serviceUpstream(ref serviceRef, ann ingressAnnotatio
 		ConnectTimeout: ann.ConnectTimeout,
 		ReadTimeout:    ann.ReadTimeout,
 		IdleTimeout:    ann.IdleTimeout,
+		SendTimeout:    ann.SendTimeout,
 		TLS:            ann.TLS,
 		ProxyProtocol:  ann.ProxyProtocol,
 	}
@@ -595,7 +677,7 @@ func upstreamName(base string, ann ingressAnnotations) string {
 	for _, d := range []struct {
 		name string
 		d    time.Duration
-	}{{"connect", ann.ConnectTimeout}, {"read", ann.ReadTimeout}, {"idle", ann.IdleTimeout}} {
+	}{{"connect", ann.ConnectTimeout}, {"read", ann.ReadTimeout}, {"send", ann.SendTimeout}, {"idle", ann.IdleTimeout}} {
 		if d.d > 0 {
 			parts = append(parts, d.name+"="+d.d.String())
 		}

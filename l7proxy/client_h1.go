@@ -163,7 +163,7 @@ func (s *h1server) serveConn(c net.Conn, tlsConf *tls.Config, h2 *connQueue) {
 			// The ClientHello's name chooses the listener: passthrough
 			// forwards it, a terminating one completes the handshake.
 			var done bool
-			if c, done = s.passthrough(c, stream, cur, active, settle); done {
+			if c, stream, done = s.passthrough(c, stream, cur, active, settle); done {
 				return
 			}
 		}
@@ -217,22 +217,27 @@ func (s *h1server) serveConn(c net.Conn, tlsConf *tls.Config, h2 *connQueue) {
 // TLS passthrough listeners, without answering it. When the server name
 // chooses a passthrough listener the connection is forwarded (done);
 // otherwise it returns the connection, replaying the ClientHello, for the
-// TLS handshake.
-func (s *h1server) passthrough(c net.Conn, f *streamFrontend, cur *state, active, settle func()) (net.Conn, bool) {
+// TLS handshake, with the frontend when a terminating stream listener
+// takes it (nil when the Ingress routes do: IngressFallback).
+func (s *h1server) passthrough(c net.Conn, f *streamFrontend, cur *state, active, settle func()) (net.Conn, *streamFrontend, bool) {
 	start := time.Now()
 	sni, hello, err := readClientHello(c, start.Add(s.p.opts.ReadHeaderTimeout))
 	if err != nil {
 		s.p.streamDone(c, sni, "", nil, streamBadHello, 0, start, err)
 		_ = c.Close()
-		return nil, true
+		return nil, nil, true
 	}
 	sni = strings.ToLower(sni)
-	if l := f.listenerFor(sni); l == nil || l.kind == ListenerTLSPassthrough {
+	l := f.listenerFor(sni)
+	switch {
+	case l == nil && f.fallback:
+		return &prefixConn{Conn: c, pending: hello}, nil, false
+	case l == nil || l.kind == ListenerTLSPassthrough:
 		active()
 		s.stream(c, settle, func() { s.p.serveStream(c, hello, f, cur, sni, start) })
-		return nil, true
+		return nil, nil, true
 	}
-	return &prefixConn{Conn: c, pending: hello}, false
+	return &prefixConn{Conn: c, pending: hello}, f, false
 }
 
 // stream serves a TLS stream connection with serve, tracked for shutdown

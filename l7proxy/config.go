@@ -20,6 +20,10 @@ const (
 	PathPrefix PathType = iota
 	// PathExact matches the URL path exactly, case-sensitively.
 	PathExact
+	// PathRegex (declared with the Gateway API's matches in gateway.go)
+	// is, on a Route, an RE2 expression matched case-insensitively
+	// against the start of the path, as ingress-nginx's `location ~*
+	// "^path"`: see RouteTable.
 )
 
 // Config is the complete desired state of the proxy. The proxy compiles it
@@ -58,6 +62,15 @@ type Route struct {
 	// for logs and metrics.
 	Ingress string
 	Options RouteOptions
+	// Rules, when set, serve the route as a Gateway rule is served (its
+	// filters, weighted backends, timeouts): the first rule whose
+	// matches hold takes the request. Their matches test headers,
+	// cookies and PathExact paths only; the route itself decided the
+	// host and path. The controller uses them for Ingress annotations
+	// (rewrites, redirects, CORS, canaries); a route without Rules costs
+	// nothing more than before. Upstream may then be empty (a route that
+	// only redirects).
+	Rules []HTTPRouteRule
 }
 
 // RouteOptions are per-Ingress settings (from its annotations).
@@ -104,6 +117,10 @@ type Upstream struct {
 	ConnectTimeout time.Duration
 	ReadTimeout    time.Duration
 	IdleTimeout    time.Duration
+	// SendTimeout, when positive, bounds every write to an endpoint: a
+	// request whose write makes no progress for that long fails (nginx's
+	// proxy_send_timeout). Zero: no bound besides the read timeout.
+	SendTimeout time.Duration
 	// TLS verifies a ProtocolHTTPS upstream's certificate (nil: the
 	// connection is encrypted but not verified).
 	TLS *UpstreamTLS

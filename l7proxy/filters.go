@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"net/http"
 	"net/url"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -72,6 +73,35 @@ func modifyPath(pm *PathModifier, prefix, path string) string {
 		rest = path[len(prefix):]
 	}
 	out := strings.TrimSuffix(pm.Value, "/") + rest
+	if out == "" || out[0] != '/' {
+		out = "/" + out
+	}
+	return out
+}
+
+// rewriteRegex applies a ReplaceRegexMatch modifier (compiled pattern
+// re) to a path, as nginx's rewrite does: the whole path becomes the
+// template with $1 to $9 expanded, when re matches. The template was
+// checked by compileRewrite.
+func rewriteRegex(re *regexp.Regexp, tmpl, path string) string {
+	m := re.FindStringSubmatchIndex(path)
+	if m == nil {
+		return path
+	}
+	var b strings.Builder
+	for {
+		i := strings.IndexByte(tmpl, '$')
+		if i < 0 || i+1 >= len(tmpl) {
+			b.WriteString(tmpl)
+			break
+		}
+		b.WriteString(tmpl[:i])
+		if g := int(tmpl[i+1] - '0'); 2*g+1 < len(m) && m[2*g] >= 0 {
+			b.WriteString(path[m[2*g]:m[2*g+1]])
+		}
+		tmpl = tmpl[i+2:]
+	}
+	out := b.String()
 	if out == "" || out[0] != '/' {
 		out = "/" + out
 	}

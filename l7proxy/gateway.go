@@ -39,6 +39,12 @@ type Listener struct {
 	// ClientValidation, on a listener terminating TLS, asks its
 	// frontends' clients for certificates.
 	ClientValidation *ClientValidation
+	// IngressFallback, on a TLS passthrough listener, makes its
+	// frontends also the Ingress HTTPS frontends: a connection whose
+	// server name no stream listener serves is terminated and routed by
+	// the Ingress routes, instead of refused (ingress-nginx's
+	// ssl-passthrough, on the node's HTTPS port).
+	IngressFallback bool
 }
 
 // HTTPRoute is one HTTPRoute as attached to a listener.
@@ -89,6 +95,10 @@ type HTTPMatch struct {
 	Method   string   // empty: any
 	Headers  []ValueMatch
 	Query    []ValueMatch
+	// Cookies match cookies of the request's Cookie field by name
+	// (exact) and value. The Gateway API has no such match: Ingress
+	// canaries (canary-by-cookie) use it.
+	Cookies []ValueMatch
 }
 
 // PathRegex matches the path against a regular expression (RE2, anchored
@@ -132,6 +142,8 @@ type Filters struct {
 type gwFilters struct {
 	reqEdit, respEdit *HeaderEdit
 	rewrite           *Rewrite
+	// rewriteRe is the compiled Pattern of a ReplaceRegexMatch rewrite.
+	rewriteRe *regexp.Regexp
 }
 
 // HeaderEdit sets (replaces), adds (appends) and removes header fields.
@@ -152,8 +164,13 @@ type Redirect struct {
 	Hostname string
 	Port     int // 0: derived (the scheme's well-known port, else the listener's)
 	Path     *PathModifier
-	// StatusCode is 301 or 302 (the default).
+	// StatusCode is 301 or 302 (the default); Ingress annotations also
+	// use 303, 307 and 308.
 	StatusCode int
+	// Location, when set, is the whole Location, sent as is: the other
+	// fields and the request's target are not used (ingress-nginx's
+	// permanent-redirect and temporal-redirect).
+	Location string
 }
 
 // Rewrite changes the request before it is forwarded.
@@ -163,11 +180,19 @@ type Rewrite struct {
 }
 
 // PathModifier replaces the whole path, or the prefix the rule's match
-// matched.
+// matched, or rewrites the path by a regular expression.
 type PathModifier struct {
 	ReplaceFullPath    bool
 	ReplacePrefixMatch bool
-	Value              string
+	// ReplaceRegexMatch is nginx's `rewrite "(?i)Pattern" Value`, which
+	// ingress-nginx's rewrite-target writes: when Pattern (RE2, matched
+	// case-insensitively, unanchored) matches the path, the whole path
+	// becomes Value with $1 to $9 replaced by the match's groups (an
+	// unmatched group by nothing); a path it does not match is left as
+	// it is.
+	ReplaceRegexMatch bool
+	Pattern           string
+	Value             string
 }
 
 // gwTables are the compiled listeners, by frontend.
@@ -199,6 +224,7 @@ type gwEntry struct {
 	re      *regexp.Regexp // PathRegex
 	hdrRe   []*regexp.Regexp
 	qryRe   []*regexp.Regexp
+	ckRe    []*regexp.Regexp
 	source  string
 	// total is the sum of the backends' weights.
 	total int64
@@ -255,6 +281,7 @@ var (
 	errMatchPathType      = errors.New("unknown path match type")
 	errMatchRegex         = errors.New("invalid regular expression")
 	errRewritePrefix      = errors.New("ReplacePrefixMatch needs a PathPrefix match")
+	errRewriteTemplate    = errors.New("invalid rewrite target")
 )
 
 // compileGateways builds the listeners' tables. A listener or rule that
@@ -324,11 +351,18 @@ func compileRule(r *HTTPRoute, rule *HTTPRouteRule, index int) ([]*gwEntry, erro
 	}
 	var total int64
 	fl := &rule.Filters
+	var rewriteRe *regexp.Regexp
+	if rw := fl.Rewrite; rw != nil && rw.Path != nil && rw.Path.ReplaceRegexMatch {
+		var err error
+		if rewriteRe, err = compileRewrite(rw.Path); err != nil {
+			return nil, err
+		}
+	}
 	filters := make([]gwFilters, len(rule.Backends))
 	for i, b := range rule.Backends {
 		total += int64(max(b.Weight, 0))
 		filters[i] = gwFilters{reqEdit: mergeEdits(fl.RequestHeaders, b.RequestHeaders),
-			respEdit: mergeEdits(fl.ResponseHeaders, b.ResponseHeaders), rewrite: fl.Rewrite}
+			respEdit: mergeEdits(fl.ResponseHeaders, b.ResponseHeaders), rewrite: fl.Rewrite, rewriteRe: rewriteRe}
 	}
 	var cors *corsPolicy
 	if fl.CORS != nil {
@@ -384,9 +418,48 @@ func compileRule(r *HTTPRoute, rule *HTTPRouteRule, index int) ([]*gwEntry, erro
 			}
 			e.qryRe = append(e.qryRe, re)
 		}
+		for _, c := range m.Cookies {
+			var re *regexp.Regexp
+			if c.Regex {
+				var err error
+				if re, err = regexp.Compile(c.Value); err != nil {
+					return nil, fmt.Errorf("cookie %s: %w %q: %w", c.Name, errMatchRegex, c.Value, err)
+				}
+			}
+			e.ckRe = append(e.ckRe, re)
+		}
 		out = append(out, e)
 	}
 	return out, nil
+}
+
+// CheckRegexRewrite reports a ReplaceRegexMatch modifier the proxy cannot
+// apply: a pattern RE2 does not accept, or a template with a '$' not
+// followed by a digit 1-9, or not starting with '/' or a group.
+func CheckRegexRewrite(pm *PathModifier) error {
+	_, err := compileRewrite(pm)
+	return err
+}
+
+// compileRewrite compiles a ReplaceRegexMatch modifier's pattern and
+// checks its template: only $1 to $9 may follow a '$' (nginx would expand
+// its variables there, which the proxy does not have).
+func compileRewrite(pm *PathModifier) (*regexp.Regexp, error) {
+	re, err := regexp.Compile("(?i)" + pm.Pattern)
+	if err != nil {
+		return nil, fmt.Errorf("%w %q: %w", errMatchRegex, pm.Pattern, err)
+	}
+	v := pm.Value
+	for i := strings.IndexByte(v, '$'); i >= 0; i = strings.IndexByte(v, '$') {
+		if i+1 >= len(v) || v[i+1] < '1' || v[i+1] > '9' {
+			return nil, fmt.Errorf("%w %q: only $1 to $9 may follow '$'", errRewriteTemplate, pm.Value)
+		}
+		v = v[i+2:]
+	}
+	if !strings.HasPrefix(pm.Value, "/") && !strings.HasPrefix(pm.Value, "$") {
+		return nil, fmt.Errorf("%w %q: must start with '/' or a group", errRewriteTemplate, pm.Value)
+	}
+	return re, nil
 }
 
 func pathModifier(rule *HTTPRouteRule) *PathModifier {
@@ -522,7 +595,35 @@ func (e *gwEntry) matches(path string, req gwRequest) bool {
 			}
 		}
 	}
+	if len(m.Cookies) > 0 {
+		// HTTP/2 requests have their cookie fields joined into one by
+		// the server (RFC 9113 §8.2.3); an HTTP/1.1 request has one.
+		c, _ := req.headerValue("Cookie")
+		for i, cm := range m.Cookies {
+			v, ok := cookieValue(c, cm.Name)
+			if !ok || !valueMatches(v, cm.Value, e.ckRe[i]) {
+				return false
+			}
+		}
+	}
 	return true
+}
+
+// cookieValue returns the value of the first cookie called name in a
+// Cookie field ("a=1; b=2"), without quotes around it.
+func cookieValue(field, name string) (string, bool) {
+	for field != "" {
+		var pair string
+		pair, field, _ = strings.Cut(field, ";")
+		k, v, ok := strings.Cut(strings.TrimSpace(pair), "=")
+		if ok && k == name {
+			if len(v) >= 2 && v[0] == '"' && v[len(v)-1] == '"' {
+				v = v[1 : len(v)-1]
+			}
+			return v, true
+		}
+	}
+	return "", false
 }
 
 func valueMatches(v, want string, re *regexp.Regexp) bool {

@@ -2,9 +2,11 @@ package l7proxy
 
 import (
 	"bufio"
+	"cmp"
 	"math/rand/v2"
 	"net/http"
 	"net/netip"
+	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -51,6 +53,7 @@ type txn struct {
 	// matched and path the request path, for a path rewrite.
 	reqEdit, respEdit *HeaderEdit
 	rewrite           *Rewrite
+	rewriteRe         *regexp.Regexp // a ReplaceRegexMatch rewrite's pattern
 	prefix, path      string
 	// deadline ends the wait for the response (a Gateway rule's request
 	// timeout; zero: none); backendTimeout bounds each attempt's wait.
@@ -107,6 +110,12 @@ func (p *Proxy) decide(tx *txn, cur *state, ci *connInfo, req routedRequest, hos
 			return http.StatusPermanentRedirect
 		}
 		up, opts = m.Upstream, m.Options
+		if m.rules != nil {
+			if code := p.decideRouteRules(tx, cur, m.rules, ci, req, host, path); code != 0 {
+				return code
+			}
+			up = tx.up
+		}
 	}
 	var pl *pool
 	if up != nil {
@@ -146,6 +155,24 @@ func (p *Proxy) decideGateway(tx *txn, cur *state, f *gwFrontend, ci *connInfo, 
 	if e == nil {
 		return http.StatusNotFound
 	}
+	return p.applyRule(tx, cur, e, ci, req, host, path)
+}
+
+// decideRouteRules serves an Ingress route that has rules: the first
+// rule whose matches hold, as a Gateway rule.
+func (p *Proxy) decideRouteRules(tx *txn, cur *state, rules []*gwEntry, ci *connInfo, req routedRequest, host, path string) int {
+	for _, e := range rules {
+		if e.matches(path, req) {
+			return p.applyRule(tx, cur, e, ci, req, host, path)
+		}
+	}
+	return http.StatusNotFound
+}
+
+// applyRule sets a matched rule's filters and upstream in tx, or returns
+// a local answer (a redirect, a CORS preflight's, 500 for a backend
+// reference that does not resolve).
+func (p *Proxy) applyRule(tx *txn, cur *state, e *gwEntry, ci *connInfo, req routedRequest, host, path string) int {
 	tx.ingress = e.route.Source
 	if e.rule.Timeout > 0 {
 		tx.deadline = tx.start.Add(e.rule.Timeout)
@@ -168,6 +195,10 @@ func (p *Proxy) decideGateway(tx *txn, cur *state, f *gwFrontend, ci *connInfo, 
 	}
 	if r := fl.Redirect; r != nil {
 		tx.series = p.series.get(e.route.Source, nil)
+		if r.Location != "" {
+			tx.location = r.Location
+			return cmp.Or(r.StatusCode, http.StatusFound)
+		}
 		scheme := "http"
 		if ci.tls {
 			scheme = "https"
@@ -187,7 +218,7 @@ func (p *Proxy) decideGateway(tx *txn, cur *state, f *gwFrontend, ci *connInfo, 
 	bi := e.pick(rand.Uint64())
 	if bi >= 0 {
 		gf := &e.filters[bi]
-		tx.reqEdit, tx.respEdit, tx.rewrite = gf.reqEdit, gf.respEdit, gf.rewrite
+		tx.reqEdit, tx.respEdit, tx.rewrite, tx.rewriteRe = gf.reqEdit, gf.respEdit, gf.rewrite, gf.rewriteRe
 		tx.path = path
 		if b := &e.rule.Backends[bi]; b.Upstream != "" {
 			tx.up = cur.table.upstreams[b.Upstream]
@@ -436,7 +467,12 @@ func (tx *txn) responseEdit() *HeaderEdit {
 
 // rewrittenTarget is the request target after a URLRewrite of the path.
 func (tx *txn) rewrittenTarget(rawQuery string) string {
-	p := escapePath(modifyPath(tx.rewrite.Path, tx.prefix, tx.path))
+	var p string
+	if tx.rewriteRe != nil {
+		p = escapePath(rewriteRegex(tx.rewriteRe, tx.rewrite.Path.Value, tx.path))
+	} else {
+		p = escapePath(modifyPath(tx.rewrite.Path, tx.prefix, tx.path))
+	}
 	if rawQuery != "" {
 		p += "?" + rawQuery
 	}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"regexp"
 	"slices"
 	"strings"
 )
@@ -31,6 +32,16 @@ import (
 //     without its trailing slash); on equal length Exact beats Prefix. As a
 //     consequence an Exact match, when there is one, always wins: its length
 //     is the whole request path, which no matching prefix can exceed.
+//   - PathRegex (the controller's form of ingress-nginx's use-regex and
+//     rewrite-target paths) is nginx's `location ~* "^path"`: the path is
+//     an RE2 expression matched case-insensitively from the start of the
+//     request path and not anchored at its end ("/api/v[0-9]+" matches
+//     "/API/v2/users"). Within a host, a matching Exact route wins, then
+//     the regular expressions in order of decreasing length of their
+//     source (routes listed earlier first on equal length: what
+//     ingress-nginx's location order and nginx's first-match rule give),
+//     and only then the longest matching Prefix: as in nginx, a matching
+//     regular expression beats a longer prefix.
 //   - A host is precise ("foo.bar.com", compared case-insensitively after
 //     NormalizeHost) or a wildcard "*.foo.com" that covers exactly one more
 //     label: "bar.foo.com" matches, "baz.bar.foo.com" and "foo.com" do not.
@@ -110,6 +121,9 @@ type Match struct {
 	// Ingress is "namespace/name" of the route's Ingress; empty for the
 	// default upstream.
 	Ingress string
+	// rules are the route's compiled Rules (nil without), tried in
+	// order.
+	rules []*gwEntry
 }
 
 // Compile validates cfg and builds its route table. Invalid routes are
@@ -157,6 +171,7 @@ func Compile(cfg Config) (*RouteTable, []error) {
 		wildcard bool
 		path     string
 		exact    bool
+		regex    bool
 	}
 	claims := make(map[claimKey]int, len(cfg.Routes))
 	buckets := map[claimKey][]*pathEntry{} // path and exact unused: one bucket per host
@@ -169,16 +184,31 @@ func Compile(cfg Config) (*RouteTable, []error) {
 			errs = append(errs, routeError(r, err))
 			continue
 		}
-		path, exact, err := routePath(r.Path, r.PathType)
+		var path string
+		var exact bool
+		var re *regexp.Regexp
+		if r.PathType == PathRegex {
+			path = r.Path
+			re, err = routeRegex(r.Path)
+		} else {
+			path, exact, err = routePath(r.Path, r.PathType)
+		}
 		if err != nil {
 			errs = append(errs, routeError(r, err))
 			continue
 		}
-		if r.Upstream == "" {
+		if r.Upstream == "" && len(r.Rules) == 0 {
 			errs = append(errs, routeError(r, errRouteNoUpstream))
 			continue
 		}
-		k := claimKey{host: host, wildcard: wild, path: path, exact: exact}
+		var rules []*gwEntry
+		if len(r.Rules) > 0 {
+			if rules, err = compileRouteRules(r); err != nil {
+				errs = append(errs, routeError(r, err))
+				continue
+			}
+		}
+		k := claimKey{host: host, wildcard: wild, path: path, exact: exact, regex: re != nil}
 		if w, taken := claims[k]; taken {
 			errs = append(errs, routeError(r, fmt.Errorf("%w by ingress %s (listed earlier)", errRouteConflict, cfg.Routes[w].Ingress)))
 			continue
@@ -192,11 +222,13 @@ func Compile(cfg Config) (*RouteTable, []error) {
 		e := &pathEntry{
 			path:  path,
 			exact: exact,
+			re:    re,
 			m: Match{
 				Route:    kept,
 				Upstream: t.upstreams[r.Upstream],
 				Options:  r.Options,
 				Ingress:  r.Ingress,
+				rules:    rules,
 			},
 		}
 		hk := claimKey{host: host, wildcard: wild}
@@ -322,7 +354,52 @@ var (
 	errRouteConflict     = errors.New("host, path and path type already claimed")
 	errUpstreamNoName    = errors.New("upstream has no name")
 	errUpstreamDuplicate = errors.New("duplicate upstream name, later one ignored")
+	errRuleMatchPath     = errors.New("a route's rule may match an Exact path only (the route matched the path already)")
 )
+
+// routeRegex compiles a PathRegex route path: case-insensitive, from the
+// start of the path (see RouteTable).
+func routeRegex(p string) (*regexp.Regexp, error) {
+	if !strings.HasPrefix(p, "/") {
+		return nil, errPathNotAbsolute
+	}
+	for i := 0; i < len(p); i++ {
+		if c := p[i]; c < ' ' || c == 0x7f {
+			return nil, errPathChar
+		}
+	}
+	re, err := regexp.Compile("(?i)^" + p)
+	if err != nil {
+		return nil, fmt.Errorf("%w %q: %w", errMatchRegex, p, err)
+	}
+	return re, nil
+}
+
+// compileRouteRules compiles a route's Rules, in their order (no
+// precedence sort: the controller lists them in the order they are
+// tried). The entries point into a copy of the rules, as the table keeps
+// copies of what it is given.
+func compileRouteRules(r *Route) ([]*gwEntry, error) {
+	hr := &HTTPRoute{Source: r.Ingress, Rules: slices.Clone(r.Rules)}
+	var out []*gwEntry
+	for i := range hr.Rules {
+		rule := &hr.Rules[i]
+		for _, m := range rule.Matches {
+			if m.PathType != PathExact && m.PathType != PathPrefix || m.PathType == PathPrefix && m.Path != "" && m.Path != "/" {
+				return nil, fmt.Errorf("rule %d: %w", i, errRuleMatchPath)
+			}
+		}
+		es, err := compileRule(hr, rule, i)
+		if err != nil {
+			return nil, fmt.Errorf("rule %d: %w", i, err)
+		}
+		for _, e := range es {
+			e.source = "ingress " + r.Ingress
+		}
+		out = append(out, es...)
+	}
+	return out, nil
+}
 
 func routeError(r *Route, err error) error {
 	host := r.Host
@@ -397,6 +474,7 @@ type pathEntry struct {
 	// unless it is "/".
 	path  string
 	exact bool
+	re    *regexp.Regexp // PathRegex
 	m     Match
 }
 
@@ -419,9 +497,28 @@ type pathSet struct {
 	root       *pathEntry            // Prefix "/"
 	exactLens  lengthSet
 	prefixLens lengthSet
+
+	// regex are the PathRegex routes, longest source first (see
+	// RouteTable); nil for the usual host without any.
+	regex []*pathEntry
 }
 
-func newPathSet(entries []*pathEntry) *pathSet {
+func newPathSet(all []*pathEntry) *pathSet {
+	var entries, regex []*pathEntry
+	for _, e := range all {
+		if e.re != nil {
+			regex = append(regex, e)
+		} else {
+			entries = append(entries, e)
+		}
+	}
+	slices.SortStableFunc(regex, func(a, b *pathEntry) int { return len(b.path) - len(a.path) })
+	ps := newPlainPathSet(entries)
+	ps.regex = regex
+	return ps
+}
+
+func newPlainPathSet(entries []*pathEntry) *pathSet {
 	slices.SortStableFunc(entries, func(a, b *pathEntry) int {
 		if len(a.path) != len(b.path) {
 			return len(b.path) - len(a.path)
@@ -456,10 +553,32 @@ func newPathSet(entries []*pathEntry) *pathSet {
 }
 
 func (ps *pathSet) match(path string) *pathEntry {
+	if ps.regex != nil {
+		return ps.matchRegex(path)
+	}
+	return ps.matchPlain(path)
+}
+
+func (ps *pathSet) matchPlain(path string) *pathEntry {
 	if ps.exact == nil {
 		return ps.matchLinear(path)
 	}
 	return ps.matchIndexed(path)
+}
+
+// matchRegex is match for a host with PathRegex routes: Exact, then the
+// regular expressions, then Prefix (see RouteTable).
+func (ps *pathSet) matchRegex(path string) *pathEntry {
+	plain := ps.matchPlain(path)
+	if plain != nil && plain.exact {
+		return plain
+	}
+	for _, e := range ps.regex {
+		if e.re.MatchString(path) {
+			return e
+		}
+	}
+	return plain
 }
 
 func (ps *pathSet) matchLinear(path string) *pathEntry {

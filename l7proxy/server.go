@@ -302,6 +302,18 @@ func (p *Proxy) Update(cfg Config) []error {
 		if up := ups[r.Upstream]; up != nil {
 			keep[seriesKey{ingress: r.Ingress, upstream: up.Name}] = up
 		}
+		// A route's rules may send to other upstreams (a canary) or
+		// answer themselves (a redirect, counted without upstream).
+		if len(r.Rules) > 0 {
+			keep[seriesKey{ingress: r.Ingress}] = nil
+		}
+		for ki := range r.Rules {
+			for _, b := range r.Rules[ki].Backends {
+				if up := ups[b.Upstream]; up != nil {
+					keep[seriesKey{ingress: r.Ingress, upstream: up.Name}] = up
+				}
+			}
+		}
 	}
 	if up := ups[cfg.DefaultUpstream]; up != nil {
 		keep[seriesKey{upstream: up.Name}] = up

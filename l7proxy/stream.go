@@ -53,7 +53,10 @@ type streamTables map[netip.AddrPort]*streamFrontend
 // the ClientHello's server name chooses.
 type streamFrontend struct {
 	passthrough bool // some listener passes TLS through
-	listeners   []*streamListener
+	// fallback: a server name no listener serves goes to the Ingress
+	// routes (Listener.IngressFallback).
+	fallback  bool
+	listeners []*streamListener
 }
 
 type streamListener struct {
@@ -106,6 +109,7 @@ func compileStreams(ls []Listener) (streamTables, []error) {
 				t[fe] = f
 			}
 			f.passthrough = f.passthrough || l.Kind == ListenerTLSPassthrough
+			f.fallback = f.fallback || l.IngressFallback
 			f.listeners = append(f.listeners, sl)
 		}
 	}

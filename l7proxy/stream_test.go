@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -308,5 +309,64 @@ func TestTLSStreamIdleTimeout(t *testing.T) {
 	_ = c.SetReadDeadline(time.Now().Add(2 * time.Second))
 	if _, err := c.Read(make([]byte, 1)); err == nil {
 		t.Error("the idle stream still answers")
+	}
+}
+
+// TestTLSPassthroughIngressFallback: on a frontend that is also the
+// Ingress HTTPS frontend, the passthrough listener takes its server name
+// and every other name (or none) is terminated and routed by the Ingress
+// routes, over HTTP/1.1 and HTTP/2.
+func TestTLSPassthroughIngressFallback(t *testing.T) {
+	pass := startTLSBackend(t, "backend-pass", "pass.example")
+	ups := []Upstream{
+		{Name: "pass", Endpoints: ep(pass)},
+		{Name: "ing", Endpoints: ep(startBackend(t, "ingress", nil))},
+	}
+	ingress := Route{Host: "ing.example", Path: "/", Upstream: "ing", Ingress: "ns/ing"}
+	proxyCert := Certificate{Cert: makeCert(t, "proxy", "ing.example", "pass.example")}
+	p := startProxy(t, Options{}, Config{})
+	front := netip.MustParseAddrPort(p.httpsAddr)
+	listener := Listener{Name: "ingress ns/pass pass.example", Kind: ListenerTLSPassthrough, Hostname: "pass.example",
+		IngressFallback: true, Frontends: []netip.AddrPort{front},
+		TLSRoutes: []TLSRoute{{Source: "ns/pass", Backends: []WeightedBackend{{Upstream: "pass", Weight: 1}}}}}
+	if errs := p.Update(Config{Upstreams: ups, Routes: []Route{ingress}, Certificates: []Certificate{proxyCert},
+		Listeners: []Listener{listener}}); len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	tests := []struct{ sni, cn, body string }{
+		{"pass.example", "backend-pass", "backend-pass pass.example"}, // the backend's own certificate: not terminated
+		{"PASS.example", "backend-pass", "backend-pass PASS.example"}, // server names are case-insensitive
+		{"ing.example", "proxy", "ingress"},
+	}
+	for _, tt := range tests {
+		cn, body, err := tlsGet(front, tt.sni)
+		if err != nil || cn != tt.cn || !strings.HasPrefix(body, tt.body) {
+			t.Errorf("SNI %s: cn %q body %q err %v; want cn %q body %q", tt.sni, cn, body, err, tt.cn, tt.body)
+		}
+	}
+	// Without the fallback the same frontend refuses other names.
+	listener.IngressFallback = false
+	if errs := p.Update(Config{Upstreams: ups, Routes: []Route{ingress}, Certificates: []Certificate{proxyCert},
+		Listeners: []Listener{listener}}); len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	if _, _, err := tlsGet(front, "ing.example"); err == nil {
+		t.Error("SNI ing.example served without the Ingress fallback")
+	}
+	// HTTP/2 through the fallback.
+	listener.IngressFallback = true
+	if errs := p.Update(Config{Upstreams: ups, Routes: []Route{ingress}, Certificates: []Certificate{proxyCert},
+		Listeners: []Listener{listener}}); len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	req, _ := http.NewRequest(http.MethodGet, "https://"+p.httpsAddr+"/", nil)
+	req.Host = "ing.example"
+	resp, err := tlsClient("ing.example", true).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || resp.ProtoMajor != 2 {
+		t.Errorf("HTTP/2 through the fallback: %d %s", resp.StatusCode, resp.Proto)
 	}
 }

@@ -3,8 +3,10 @@ package l7proxy
 import (
 	"bufio"
 	"errors"
+	"io"
 	"net"
 	"net/http"
+	"os"
 	"sync"
 	"time"
 )
@@ -170,13 +172,19 @@ func (p *Proxy) sweeper(stop <-chan struct{}) {
 
 // dialUpstream opens a new connection to the endpoint. A failure is a
 // *connectError: the request certainly did not reach the endpoint.
-func (e *endpoint) dialUpstream(timeout time.Duration) (*upConn, error) {
+// sendTimeout, when positive, bounds every write of the request
+// (Upstream.SendTimeout).
+func (e *endpoint) dialUpstream(timeout, sendTimeout time.Duration) (*upConn, error) {
 	d := net.Dialer{Timeout: timeout, KeepAlive: 30 * time.Second}
 	c, err := d.Dial("tcp", e.hostport)
 	if err != nil {
 		return nil, &connectError{err: err}
 	}
-	uc := &upConn{conn: c, w: bufio.NewWriterSize(c, upWriteBufSize)}
+	var w io.Writer = c
+	if sendTimeout > 0 {
+		w = &writeTimeoutConn{Conn: c, timeout: sendTimeout}
+	}
+	uc := &upConn{conn: c, w: bufio.NewWriterSize(w, upWriteBufSize)}
 	uc.rb = rbuf{conn: c, buf: make([]byte, upReadBufSize), max: maxResponseHead + upReadBufSize}
 	return uc, nil
 }
@@ -212,7 +220,7 @@ func (p *Proxy) exchangeH1(c client, tx *txn, ep *endpoint, fresh bool) (outcome
 	}
 	if uc == nil {
 		var err error
-		if uc, err = ep.dialUpstream(s.connectTimeout); err != nil {
+		if uc, err = ep.dialUpstream(s.connectTimeout, s.sendTimeout); err != nil {
 			return outcomeRefused, err
 		}
 		if private {
@@ -246,8 +254,10 @@ func (p *Proxy) exchangeH1(c client, tx *txn, ep *endpoint, fresh bool) (outcome
 			ch := make(chan bodyResult, 1)
 			go func() {
 				werr, berr := c.copyRequestBody(uc.w, true)
-				if berr != nil {
-					uc.close() // unblock the response read: the request is broken
+				// Unblock the response read: the request is broken, or
+				// the endpoint stopped reading it for the send timeout.
+				if berr != nil || errors.Is(werr, os.ErrDeadlineExceeded) {
+					uc.close()
 				}
 				ch <- bodyResult{werr, berr}
 			}()

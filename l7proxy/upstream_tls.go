@@ -29,6 +29,15 @@ type UpstreamTLS struct {
 	// ClientCert, when set, is presented to the upstream (the Gateway
 	// API's backend client certificate).
 	ClientCert *tls.Certificate
+	// SkipVerify presents ClientCert without verifying the upstream
+	// (ingress-nginx's proxy-ssl-secret with proxy-ssl-verify off); the
+	// fields above but ServerName are then unused.
+	SkipVerify bool
+	// MaxDepth, when positive, limits the verified chain: at most
+	// MaxDepth certificates above the upstream's own, the root included
+	// (nginx's proxy_ssl_verify_depth; 1 lets a root sign the
+	// certificate directly).
+	MaxDepth int
 }
 
 func (u *UpstreamTLS) equal(o *UpstreamTLS) bool {
@@ -36,6 +45,7 @@ func (u *UpstreamTLS) equal(o *UpstreamTLS) bool {
 		return u == o
 	}
 	return u.ServerName == o.ServerName && bytes.Equal(u.CAPEM, o.CAPEM) && u.SystemRoots == o.SystemRoots &&
+		u.SkipVerify == o.SkipVerify && u.MaxDepth == o.MaxDepth &&
 		slices.Equal(u.DNSNames, o.DNSNames) && slices.Equal(u.URIs, o.URIs) && sameCertificate(u.ClientCert, o.ClientCert)
 }
 
@@ -52,6 +62,13 @@ var errNoTrustedCA = errors.New("no certificate authority to verify against")
 
 // clientConfig builds the TLS client configuration that enforces u.
 func (u *UpstreamTLS) clientConfig() (*tls.Config, error) {
+	if u.SkipVerify {
+		c := &tls.Config{ServerName: u.ServerName, InsecureSkipVerify: true} //nolint:gosec // asked for
+		if u.ClientCert != nil {
+			c.Certificates = []tls.Certificate{*u.ClientCert}
+		}
+		return c, nil
+	}
 	roots := x509.NewCertPool()
 	if u.SystemRoots {
 		var err error
@@ -87,6 +104,8 @@ func refusingConfig(err error) *tls.Config {
 	}
 }
 
+var errChainTooDeep = errors.New("certificate chain longer than the verify depth")
+
 var errSANMismatch = errors.New("certificate has none of the subject alternative names required")
 
 // verify checks the chain against roots and the leaf's names.
@@ -103,8 +122,12 @@ func (u *UpstreamTLS) verify(certs []*x509.Certificate, roots *x509.CertPool) er
 		opts.DNSName = u.ServerName
 	}
 	leaf := certs[0]
-	if _, err := leaf.Verify(opts); err != nil {
+	chains, err := leaf.Verify(opts)
+	if err != nil {
 		return fmt.Errorf("upstream certificate: %w", err)
+	}
+	if u.MaxDepth > 0 && !slices.ContainsFunc(chains, func(c []*x509.Certificate) bool { return len(c)-1 <= u.MaxDepth }) {
+		return fmt.Errorf("upstream certificate: %w (%d)", errChainTooDeep, u.MaxDepth)
 	}
 	if opts.DNSName != "" {
 		return nil

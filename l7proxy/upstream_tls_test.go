@@ -58,6 +58,8 @@ func TestUpstreamTLSVerification(t *testing.T) {
 		{"DNS SAN mismatch", &UpstreamTLS{ServerName: "abc.example.com", CAPEM: certPEM, DNSNames: []string{"abc.example.org"}}, 502, false},
 		{"URI SAN", &UpstreamTLS{ServerName: "abc.example.com", CAPEM: certPEM, URIs: []string{"spiffe://cluster/ns/app/sa/web"}}, 200, false},
 		{"URI SAN mismatch", &UpstreamTLS{ServerName: "abc.example.com", CAPEM: certPEM, URIs: []string{"spiffe://cluster/ns/app/sa/db"}}, 502, false},
+		{"skip verify", &UpstreamTLS{ServerName: "abc.example.org", CAPEM: otherCA, SkipVerify: true}, 200, false},
+		{"verify depth", &UpstreamTLS{ServerName: "abc.example.com", CAPEM: certPEM, MaxDepth: 1}, 200, false},
 		{"no CA", &UpstreamTLS{ServerName: "abc.example.com", CAPEM: []byte("not PEM")}, 502, true},
 		{"client certificate", &UpstreamTLS{ServerName: "abc.example.com", CAPEM: certPEM, ClientCert: makeCert(t, "gateway-client")}, 200, false},
 		// Without a policy the connection is encrypted, not verified.

@@ -32,6 +32,9 @@ func newTransport(s poolSettings, maxHeaderBytes int) *http.Transport {
 			if err != nil {
 				return nil, &connectError{err: err}
 			}
+			if s.sendTimeout > 0 {
+				return &writeTimeoutConn{Conn: c, timeout: s.sendTimeout}, nil
+			}
 			return c, nil
 		},
 		MaxIdleConnsPerHost:    maxIdlePerEndpoint,

@@ -32,6 +32,7 @@ type poolSettings struct {
 	connectTimeout time.Duration
 	readTimeout    time.Duration
 	idleTimeout    time.Duration
+	sendTimeout    time.Duration // 0: none
 	// verify, when set, is how an HTTPS upstream's certificate is
 	// checked; tlsConf is built from it (nil: encrypted, not verified).
 	verify  *UpstreamTLS
@@ -44,7 +45,7 @@ type poolSettings struct {
 // s, so the pool (and its connections) can stay.
 func (s poolSettings) equal(o poolSettings) bool {
 	return s.protocol == o.protocol && s.connectTimeout == o.connectTimeout && s.readTimeout == o.readTimeout &&
-		s.idleTimeout == o.idleTimeout && s.verify.equal(o.verify) && s.proxyProtocol == o.proxyProtocol
+		s.idleTimeout == o.idleTimeout && s.sendTimeout == o.sendTimeout && s.verify.equal(o.verify) && s.proxyProtocol == o.proxyProtocol
 }
 
 // pool holds the endpoints of one upstream and balances requests over them.
@@ -89,6 +90,7 @@ func settingsFor(up *Upstream, o *Options) (poolSettings, error) {
 		connectTimeout: up.ConnectTimeout,
 		readTimeout:    up.ReadTimeout,
 		idleTimeout:    up.IdleTimeout,
+		sendTimeout:    up.SendTimeout,
 		proxyProtocol:  up.ProxyProtocol,
 	}
 	var err error

@@ -1,8 +1,10 @@
 package l7proxy
 
 import (
+	"net"
 	"net/http"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 )
@@ -154,5 +156,58 @@ func TestIdempotentMethod(t *testing.T) {
 		if got := idempotentMethod(tt.method); got != tt.want {
 			t.Errorf("idempotentMethod(%q) = %v, want %v", tt.method, got, tt.want)
 		}
+	}
+}
+
+// TestSendTimeout: an endpoint that stops reading the request fails it
+// after SendTimeout, long before the read timeout; without SendTimeout
+// the same request waits for the read timeout.
+func TestSendTimeout(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			t.Cleanup(func() { _ = c.Close() }) // accepted, never read
+		}
+	}()
+	stuck := Endpoint{Addr: netip.MustParseAddrPort(l.Addr().String())}
+	tests := []struct {
+		name    string
+		send    time.Duration
+		atLeast time.Duration
+		atMost  time.Duration
+	}{
+		{name: "send timeout", send: 300 * time.Millisecond, atLeast: 300 * time.Millisecond, atMost: 2500 * time.Millisecond},
+		{name: "read timeout only", atLeast: 3 * time.Second, atMost: 10 * time.Second},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := startProxy(t, Options{}, Config{
+				Routes:    []Route{{Host: "slow.example", Path: "/", Upstream: "u", Options: RouteOptions{MaxBodyBytes: -1}}},
+				Upstreams: []Upstream{{Name: "u", Endpoints: []Endpoint{stuck}, SendTimeout: tt.send, ReadTimeout: 3 * time.Second}},
+			})
+			body := strings.NewReader(strings.Repeat("x", 64<<20)) // more than the socket buffers hold
+			req, _ := http.NewRequest(http.MethodPost, "http://"+p.httpAddr+"/", body)
+			req.Host = "slow.example"
+			start := time.Now()
+			resp, err := (&http.Client{Timeout: 20 * time.Second}).Do(req)
+			took := time.Since(start)
+			if err == nil {
+				_ = resp.Body.Close()
+				if resp.StatusCode < 500 {
+					t.Fatalf("status %d, want a failure", resp.StatusCode)
+				}
+			}
+			if took < tt.atLeast || took > tt.atMost {
+				t.Errorf("failed after %v (%v), want between %v and %v", took, err, tt.atLeast, tt.atMost)
+			}
+		})
 	}
 }
