@@ -62,6 +62,9 @@ type txn struct {
 	// retries made.
 	retry   *Retry
 	retries int
+	// access is what a route's access control keeps of the request
+	// (access.go; zero without one).
+	access accessTxn
 
 	status  int
 	bytes   int64
@@ -107,13 +110,27 @@ func (p *Proxy) decide(tx *txn, cur *state, ci *connInfo, req routedRequest, hos
 			return http.StatusPermanentRedirect
 		}
 		up, opts = m.Upstream, m.Options
+		if opts.Access != nil && m.Route != nil {
+			tx.access.path = m.Route.Path
+		}
 	}
 	var pl *pool
 	if up != nil {
 		pl = cur.pools[up.Name]
 	}
+	acc := opts.Access
+	if acc != nil {
+		if code := p.admit(tx, acc, ci, req, host); code != 0 {
+			return code
+		}
+		pl = accessPool(tx, cur, acc, pl)
+	}
 	var ep *endpoint
-	if pl != nil {
+	switch {
+	case pl == nil:
+	case acc != nil && acc.Affinity != nil:
+		ep = acc.Affinity.pick(tx, pl, req)
+	default:
 		ep = pl.pick(nil)
 	}
 	if ep == nil {
@@ -337,6 +354,7 @@ func (p *Proxy) forward(c client, tx *txn) {
 					next.acquire()
 					ep.release()
 					tx.ep, tx.retried = next, true
+					tx.moved()
 					attempt++
 					fresh = 0
 					continue
@@ -406,6 +424,7 @@ func (p *Proxy) retryAt(tx *txn, ep *endpoint, err error) {
 		next.acquire()
 		ep.release()
 		tx.ep = next
+		tx.moved()
 	}
 	tx.retried = true
 }
@@ -463,6 +482,9 @@ type requestLine struct {
 func (p *Proxy) finish(tx *txn, now time.Time, rl *requestLine) {
 	if tx.ep != nil {
 		tx.ep.release()
+	}
+	if tx.access.acc != nil {
+		p.releaseAccess(tx)
 	}
 	if tx.mirror != nil {
 		p.sendMirrors(tx.mirror)
