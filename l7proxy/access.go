@@ -134,6 +134,9 @@ type accessTxn struct {
 	client netip.Addr
 	// conn: a limit-connections slot is held, released by finish.
 	conn bool
+	// atDefault: the request went to the default backend, whose answer
+	// is final.
+	atDefault bool
 	// stickyFor is the route's cookie affinity and path the matched
 	// route's path; sticky is set when a session cookie is to be sent,
 	// cookie.
@@ -189,16 +192,20 @@ func (p *Proxy) denied(tx *txn, reason string) {
 
 // accessPool returns the pool a request of an access-controlled route
 // goes to: its own, or the default backend's when its own has no ready
-// endpoint (ingress-nginx's default-backend annotation).
-func accessPool(tx *txn, cur *state, a *Access, pl *pool) *pool {
+// endpoint (ingress-nginx's default-backend annotation), which then gets
+// the request with the fields of a 503 error page.
+func accessPool(tx *txn, cur *state, a *Access, pl *pool, req routedRequest) *pool {
 	if a.DefaultUpstream == "" || pl != nil && len(*pl.ready.Load()) > 0 {
 		return pl
 	}
-	if dpl := cur.pools[a.DefaultUpstream]; dpl != nil {
-		tx.up = cur.table.upstreams[a.DefaultUpstream]
-		return dpl
+	dpl := cur.pools[a.DefaultUpstream]
+	if dpl == nil {
+		return pl
 	}
-	return pl
+	tx.reqEdit = mergeEdits(tx.reqEdit, &HeaderEdit{Set: errorPageFields(tx, req, http.StatusServiceUnavailable)})
+	tx.up = cur.table.upstreams[a.DefaultUpstream]
+	tx.access.atDefault = true
+	return dpl
 }
 
 // releaseAccess ends what admit started; finish calls it.

@@ -28,7 +28,7 @@ const maxErrorPage = 1 << 20
 // page.
 func (tx *txn) errorPage(code int) bool {
 	a := tx.access.acc
-	return a != nil && a.DefaultUpstream != "" && slices.Contains(a.ErrorCodes, code)
+	return a != nil && a.DefaultUpstream != "" && !tx.access.atDefault && slices.Contains(a.ErrorCodes, code)
 }
 
 // bodyResponder writes a complete local answer with a body.
@@ -76,31 +76,11 @@ func (p *Proxy) fetchErrorPage(tx *txn, req routedRequest, code int) (int, []Fie
 	if v, ok := req.headerValue("Host"); ok {
 		r.Host = v
 	}
-	ns, name, _ := strings.Cut(tx.ingress, "/")
-	accept, _ := req.headerValue("Accept")
-	reqID, ok := req.headerValue("X-Request-Id")
-	if !ok {
-		var b [16]byte
-		_, _ = rand.Read(b[:])
-		reqID = hex.EncodeToString(b[:])
-	}
-	var svc, port string
-	if tx.up != nil {
-		svc, port = tx.up.Service, tx.up.Port
-	}
-	for _, f := range [...]Field{
-		{"X-Code", strconv.Itoa(code)},
-		{"X-Format", accept},
-		{"X-Original-Uri", uri},
-		{"X-Namespace", ns},
-		{"X-Ingress-Name", name},
-		{"X-Service-Name", svc},
-		{"X-Service-Port", port},
-		{"X-Request-Id", reqID},
-		{hdrXFF, tx.access.client.String()},
-	} {
+	for _, f := range errorPageFields(tx, req, code) {
 		r.Header[f.Name] = []string{f.Value}
 	}
+	r.Header["X-Original-Uri"] = []string{uri}
+	r.Header[hdrXFF] = []string{tx.access.client.String()}
 	res, err := ep.rt.RoundTrip(r)
 	if err != nil {
 		p.log.Debug("error page unavailable", "ingress", tx.ingress, "backend", ep.hostport, "err", err)
@@ -118,6 +98,32 @@ func (p *Proxy) fetchErrorPage(tx *txn, req routedRequest, code int) (int, []Fie
 		}
 	}
 	return res.StatusCode, fields, body
+}
+
+// errorPageFields are the fields ingress-nginx sends its default backend
+// about the request and the status it stands in for.
+func errorPageFields(tx *txn, req routedRequest, code int) []Field {
+	ns, name, _ := strings.Cut(tx.ingress, "/")
+	accept, _ := req.headerValue("Accept")
+	reqID, ok := req.headerValue("X-Request-Id")
+	if !ok {
+		var b [16]byte
+		_, _ = rand.Read(b[:])
+		reqID = hex.EncodeToString(b[:])
+	}
+	var svc, port string
+	if tx.up != nil {
+		svc, port = tx.up.Service, tx.up.Port
+	}
+	return []Field{
+		{"X-Code", strconv.Itoa(code)},
+		{"X-Format", accept},
+		{"X-Namespace", ns},
+		{"X-Ingress-Name", name},
+		{"X-Service-Name", svc},
+		{"X-Service-Port", port},
+		{"X-Request-Id", reqID},
+	}
 }
 
 // respondBody writes a complete answer on an HTTP/1.x connection.

@@ -123,7 +123,7 @@ func (p *Proxy) decide(tx *txn, cur *state, ci *connInfo, req routedRequest, hos
 		if code := p.admit(tx, acc, ci, req, host); code != 0 {
 			return code
 		}
-		pl = accessPool(tx, cur, acc, pl)
+		pl = accessPool(tx, cur, acc, pl, req)
 	}
 	var ep *endpoint
 	switch {
