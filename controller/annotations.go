@@ -60,6 +60,9 @@ type ingressAnnotations struct {
 	TLSPolicy string
 	// ProxyProtocol is the PROXY header version sent upstream (0: none).
 	ProxyProtocol uint8
+	// Access holds the access-control annotations
+	// (annotations_access.go).
+	Access accessAnnotations
 }
 
 // AnnotationError is an annotation value nodegress cannot use. It disables

@@ -269,6 +269,9 @@ type ingressTranslator struct {
 	slices   map[string][]*discoveryv1.EndpointSlice
 	secrets  map[string]*corev1.Secret
 	classes  ingressClassSelector
+	// authSecrets are the other Secrets, for auth-secret; built on
+	// first use.
+	authSecrets map[string]*corev1.Secret
 
 	upstreams map[string]*l7proxy.Upstream
 	out       l7proxy.Config
@@ -350,6 +353,10 @@ func (t *ingressTranslator) translate() {
 			continue
 		}
 		opts := l7proxy.RouteOptions{SSLRedirect: ann.SSLRedirect, MaxBodyBytes: ann.MaxBodyBytes}
+		if opts.Access, err = t.access(ing, key, ann.Access); err != nil {
+			t.report("Ingress", key, false, fmt.Errorf("%w; ingress not served", err))
+			continue
+		}
 
 		for ri, rule := range ing.Spec.Rules {
 			if rule.HTTP == nil {
@@ -552,6 +559,7 @@ func (t *ingressTranslator) serviceUpstream(ref serviceRef, ann ingressAnnotatio
 		Name:           name,
 		Namespace:      ref.Namespace,
 		Service:        ref.Name,
+		Port:           portID,
 		Protocol:       ann.Protocol,
 		Balance:        ann.Balance,
 		ConnectTimeout: ann.ConnectTimeout,
