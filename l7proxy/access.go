@@ -97,14 +97,22 @@ func (rt *accessRuntime) attach(cfg *Config) {
 			if l == nil {
 				l = newRateLimiter(rl, rt.maxClients)
 			}
-			limiters[k], a.limiter = l, l
+			limiters[k] = l
+			// Written only when it changes: an Access given again
+			// (the same pointer) may be serving requests meanwhile.
+			if a.limiter != l {
+				a.limiter = l
+			}
 		}
 		if a.BasicAuth != nil {
 			v := rt.verified[ingress]
 			if v == nil {
 				v = newVerifiedCache(maxVerified)
 			}
-			verified[ingress], a.verified = v, v
+			verified[ingress] = v
+			if a.verified != v {
+				a.verified = v
+			}
 		}
 	}
 	for i := range cfg.Routes {
