@@ -9,6 +9,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"runtime"
 	"strings"
 	"sync"
 
@@ -83,6 +84,14 @@ const (
 	shaPrefix = "{SHA}"
 )
 
+// maxBcryptCost is the highest bcrypt cost accepted: htpasswd's maximum
+// (-C 17), about ten seconds of CPU per check. Higher costs would let a
+// Secret make every login attempt hold a core for minutes.
+const maxBcryptCost = 17
+
+// bcryptHashLen is the length of a bcrypt hash ("$2y$10$" + 53 characters).
+const bcryptHashLen = 60
+
 var errHashKind = errors.New("unsupported password hash: want bcrypt ($2y$, $2a$, $2b$), Apache MD5 ($apr1$) or {SHA}")
 
 // CheckPasswordHash reports whether a hash is of a supported kind and
@@ -92,8 +101,16 @@ var errHashKind = errors.New("unsupported password hash: want bcrypt ($2y$, $2a$
 func CheckPasswordHash(h string) error {
 	switch {
 	case strings.HasPrefix(h, "$2y$"), strings.HasPrefix(h, "$2a$"), strings.HasPrefix(h, "$2b$"):
-		if _, err := bcrypt.Cost([]byte(h)); err != nil {
+		cost, err := bcrypt.Cost([]byte(h))
+		if err != nil {
 			return fmt.Errorf("bcrypt hash: %w", err)
+		}
+		if cost > maxBcryptCost {
+			return fmt.Errorf("bcrypt cost %d is above %d (htpasswd's maximum): each check would take too long", cost, maxBcryptCost)
+		}
+		// A hash of the wrong length would only fail at comparison time.
+		if len(h) != bcryptHashLen {
+			return fmt.Errorf("bcrypt hash: want %d characters", bcryptHashLen)
 		}
 	case strings.HasPrefix(h, apr1Magic):
 		salt, sum, ok := strings.Cut(h[len(apr1Magic):], "$")
@@ -122,10 +139,16 @@ func verifyPassword(hash, password string) bool {
 		want := shaPrefix + base64.StdEncoding.EncodeToString(sum[:])
 		return subtle.ConstantTimeCompare([]byte(want), []byte(hash)) == 1
 	case strings.HasPrefix(hash, "$2"):
+		// bcrypt is slow by design: at most half the cores run it, so a
+		// flood of wrong passwords cannot take the whole proxy.
+		bcryptSlots <- struct{}{}
+		defer func() { <-bcryptSlots }()
 		return bcrypt.CompareHashAndPassword([]byte(hash), []byte(password)) == nil
 	}
 	return false
 }
+
+var bcryptSlots = make(chan struct{}, max(1, runtime.NumCPU()/2))
 
 // apr1 is Apache's MD5-based crypt ("$apr1$salt$hash"), the BSD MD5 crypt
 // algorithm with Apache's magic string.
