@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"k8s.io/apimachinery/pkg/util/validation"
 
@@ -49,6 +50,8 @@ type accessAnnotations struct {
 	AuthURL, AuthMethod, AuthSignin, AuthSigninParam string
 	AuthResponseHeaders                              []string
 	AuthRequestRedirect                              string
+	AuthCacheKey                                     string
+	AuthCacheRules                                   []l7proxy.AuthCacheRule
 
 	CustomHTTPErrors []int
 	DefaultBackend   string
@@ -241,6 +244,17 @@ var accessAnnotationParsers = map[string]func(string, *accessAnnotations) error{
 		a.AuthRequestRedirect = strings.TrimSpace(v)
 		return nil
 	},
+	"auth-cache-key": func(v string, a *accessAnnotations) error {
+		if err := l7proxy.CheckAuthCacheKey(v); err != nil {
+			return err
+		}
+		a.AuthCacheKey = v
+		return nil
+	},
+	"auth-cache-duration": func(v string, a *accessAnnotations) (err error) {
+		a.AuthCacheRules, err = parseAuthCacheDuration(v)
+		return err
+	},
 	"custom-http-errors": func(v string, a *accessAnnotations) (err error) {
 		a.CustomHTTPErrors, err = parseStatusCodes(v)
 		return err
@@ -345,6 +359,75 @@ func parseStatusCodes(v string) ([]int, error) {
 	return out, nil
 }
 
+// parseAuthCacheDuration reads nginx proxy_cache_valid rules separated by
+// commas: status codes (or "any") then a time, as "200 202 10m, 401 5m".
+func parseAuthCacheDuration(v string) ([]l7proxy.AuthCacheRule, error) {
+	var rules []l7proxy.AuthCacheRule
+	for _, group := range strings.Split(v, ",") {
+		fs := strings.Fields(group)
+		if len(fs) == 0 {
+			continue
+		}
+		ttl, err := parseNginxTime(fs[len(fs)-1])
+		if err != nil {
+			return nil, fmt.Errorf("%q: %w", strings.TrimSpace(group), err)
+		}
+		r := l7proxy.AuthCacheRule{TTL: ttl}
+		for _, f := range fs[:len(fs)-1] {
+			if f == "any" {
+				r.Codes = nil
+				continue
+			}
+			n, err := strconv.Atoi(f)
+			if err != nil || n < 100 || n > 599 || strings.TrimLeft(f, "0123456789") != "" {
+				return nil, fmt.Errorf("%q is not a status code", f)
+			}
+			r.Codes = append(r.Codes, n)
+		}
+		if len(fs) == 1 {
+			// nginx: a time alone caches 200, 301 and 302.
+			r.Codes = []int{200, 301, 302}
+		}
+		rules = append(rules, r)
+	}
+	if len(rules) == 0 {
+		return nil, errors.New(`want codes and a time, as "200 202 10m, 401 5m"`)
+	}
+	return rules, nil
+}
+
+// parseNginxTime reads an nginx time: whole numbers with units s, m, h
+// or d ("1h30m"; a bare number is seconds), at most a year.
+func parseNginxTime(v string) (time.Duration, error) {
+	if v == "" {
+		return 0, errors.New("empty time")
+	}
+	if strings.TrimLeft(v, "0123456789") == "" {
+		v += "s"
+	}
+	var total time.Duration
+	for v != "" {
+		i := len(v) - len(strings.TrimLeft(v, "0123456789"))
+		if i == 0 || i > 9 || i == len(v) {
+			return 0, fmt.Errorf("%q is not a time like 5m or 1h30m", v)
+		}
+		n, _ := strconv.Atoi(v[:i])
+		unit := map[byte]time.Duration{'s': time.Second, 'm': time.Minute, 'h': time.Hour, 'd': 24 * time.Hour}[v[i]]
+		if unit == 0 {
+			return 0, fmt.Errorf("unknown time unit %q: want s, m, h or d", v[i])
+		}
+		total += time.Duration(n) * unit
+		if total > 365*24*time.Hour {
+			return 0, errors.New("longer than a year")
+		}
+		v = v[i+1:]
+	}
+	if total <= 0 {
+		return 0, errors.New("must be positive")
+	}
+	return total, nil
+}
+
 func isCtl(r rune) bool { return r < 0x20 || r == 0x7f }
 
 // isToken reports an RFC 9110 token (header names, methods).
@@ -372,8 +455,11 @@ func (a *accessAnnotations) check() (string, error) {
 	if a.AuthType == "" && (a.AuthSecret != "" || a.AuthSecretType != "") {
 		return "auth-secret", errors.New("needs auth-type: basic")
 	}
-	if a.AuthURL == "" && (a.AuthSignin != "" || a.AuthMethod != "" || a.AuthResponseHeaders != nil) {
-		return "auth-url", errors.New("missing: auth-signin, auth-method and auth-response-headers need it")
+	if a.AuthURL == "" && (a.AuthSignin != "" || a.AuthMethod != "" || a.AuthResponseHeaders != nil || a.AuthCacheKey != "") {
+		return "auth-url", errors.New("missing: auth-signin, auth-method, auth-response-headers and auth-cache-key need it")
+	}
+	if a.AuthCacheRules != nil && a.AuthCacheKey == "" {
+		return "auth-cache-duration", errors.New("needs auth-cache-key")
 	}
 	return "", nil
 }

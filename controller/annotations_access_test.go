@@ -7,6 +7,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
@@ -78,6 +79,17 @@ func TestParseAccessAnnotations(t *testing.T) {
 		{name: "auth url unknown variable", annotations: map[string]string{a("auth-url"): "http://x/$cookie_session"}, bad: a("auth-url")},
 		{name: "auth method with space", annotations: map[string]string{a("auth-method"): "GET /x"}, bad: a("auth-method")},
 		{name: "auth response header invalid", annotations: map[string]string{a("auth-response-headers"): "X-Ok, Bad Header"}, bad: a("auth-response-headers")},
+		{name: "auth cache", annotations: map[string]string{a("auth-url"): "http://auth/", a("auth-cache-key"): "$remote_user$http_authorization",
+			a("auth-cache-duration"): "200 202 10m, 401 1h30m, 30"},
+			want: accessAnnotations{AuthURL: "http://auth/", AuthCacheKey: "$remote_user$http_authorization", AuthCacheRules: []l7proxy.AuthCacheRule{
+				{Codes: []int{200, 202}, TTL: 10 * time.Minute}, {Codes: []int{401}, TTL: 90 * time.Minute}, {Codes: []int{200, 301, 302}, TTL: 30 * time.Second}}}},
+		{name: "auth cache any", annotations: map[string]string{a("auth-url"): "http://auth/", a("auth-cache-key"): "$remote_addr", a("auth-cache-duration"): "any 1d"},
+			want: accessAnnotations{AuthURL: "http://auth/", AuthCacheKey: "$remote_addr", AuthCacheRules: []l7proxy.AuthCacheRule{{TTL: 24 * time.Hour}}}},
+		{name: "auth cache key unknown variable", annotations: map[string]string{a("auth-cache-key"): "$upstream_addr"}, bad: a("auth-cache-key")},
+		{name: "auth cache duration unit", annotations: map[string]string{a("auth-cache-duration"): "200 5w"}, bad: a("auth-cache-duration")},
+		{name: "auth cache duration code", annotations: map[string]string{a("auth-cache-duration"): "2000 5m"}, bad: a("auth-cache-duration")},
+		{name: "auth cache duration too long", annotations: map[string]string{a("auth-cache-duration"): "200 400d"}, bad: a("auth-cache-duration")},
+		{name: "auth cache duration zero", annotations: map[string]string{a("auth-cache-duration"): "200 0m"}, bad: a("auth-cache-duration")},
 		{name: "error pages", annotations: map[string]string{a("custom-http-errors"): "404, 503,404", a("default-backend"): "errors"},
 			want: accessAnnotations{CustomHTTPErrors: []int{404, 503}, DefaultBackend: "errors"}},
 		{name: "error code 200", annotations: map[string]string{a("custom-http-errors"): "200"}, bad: a("custom-http-errors")},
@@ -153,6 +165,23 @@ func FuzzParseStatusCodes(f *testing.F) {
 		for _, c := range codes {
 			if c < 300 || c > 599 {
 				t.Fatalf("%q gave %d", s, c)
+			}
+		}
+	})
+}
+
+func FuzzParseAuthCacheDuration(f *testing.F) {
+	for _, s := range []string{"200 202 10m, 401 5m", "any 1h30m", "30", "200 5w", ",,", "999999999999d"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		rules, err := parseAuthCacheDuration(s)
+		if err != nil {
+			return
+		}
+		for _, r := range rules {
+			if r.TTL <= 0 || r.TTL > 365*24*time.Hour {
+				t.Fatalf("%q gave TTL %v", s, r.TTL)
 			}
 		}
 	})
@@ -256,6 +285,11 @@ func TestTranslateIngressAccess(t *testing.T) {
 			name: "auth-type without secret: not served",
 			ing:  ingress("web", className("nodegress"), annotated(a("auth-type"), "basic"), webRule),
 			warn: []string{"annotation nodegress.io/auth-type: invalid value \"basic\": needs auth-secret; ingress not served"},
+		},
+		{
+			name: "auth-cache-duration without a key: not served",
+			ing:  ingress("web", className("nodegress"), annotated(a("auth-url"), "http://auth/", a("auth-cache-duration"), "200 1m"), webRule),
+			warn: []string{"nodegress.io/auth-cache-duration", "needs auth-cache-key; ingress not served"},
 		},
 		{
 			name: "both allow list names differing: not served",

@@ -84,6 +84,8 @@ func (t *ingressTranslator) access(ing *networkingv1.Ingress, key string, a acce
 			SigninRedirectParam: a.AuthSigninParam,
 			ResponseHeaders:     a.AuthResponseHeaders,
 			RequestRedirect:     a.AuthRequestRedirect,
+			CacheKey:            a.AuthCacheKey,
+			CacheRules:          a.AuthCacheRules,
 		}
 	}
 	if a.DefaultBackend != "" || a.CustomHTTPErrors != nil {

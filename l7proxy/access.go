@@ -48,8 +48,9 @@ type Access struct {
 	DefaultUpstream string
 
 	// Set by Update: the state that outlives a configuration.
-	limiter  *rateLimiter
-	verified *verifiedCache
+	limiter   *rateLimiter
+	verified  *verifiedCache
+	authCache *authCache
 }
 
 // Denial reasons, the reason label of nodegress_http_denied_requests_total.
@@ -67,16 +68,17 @@ const (
 // limiter's counters live as long as its Ingress keeps the same limits,
 // and verified passwords as long as the Ingress exists.
 type accessRuntime struct {
-	mu       sync.Mutex
-	limiters map[string]*rateLimiter
-	verified map[string]*verifiedCache
+	mu         sync.Mutex
+	limiters   map[string]*rateLimiter
+	verified   map[string]*verifiedCache
+	authCaches map[string]*authCache
 	// maxClients caps the client addresses a rate limiter tracks.
 	maxClients int
 	auth       *http.Client
 }
 
 func newAccessRuntime(o *Options) *accessRuntime {
-	return &accessRuntime{limiters: map[string]*rateLimiter{}, verified: map[string]*verifiedCache{},
+	return &accessRuntime{limiters: map[string]*rateLimiter{}, verified: map[string]*verifiedCache{}, authCaches: map[string]*authCache{},
 		maxClients: o.MaxRateLimitClients, auth: newAuthClient()}
 }
 
@@ -87,6 +89,7 @@ func (rt *accessRuntime) attach(cfg *Config) {
 	defer rt.mu.Unlock()
 	limiters := map[string]*rateLimiter{}
 	verified := map[string]*verifiedCache{}
+	authCaches := map[string]*authCache{}
 	add := func(ingress string, a *Access) {
 		if a == nil {
 			return
@@ -114,12 +117,25 @@ func (rt *accessRuntime) attach(cfg *Config) {
 				a.verified = v
 			}
 		}
+		if e := a.ExternalAuth; e != nil && e.CacheKey != "" {
+			// Answers depend on the service and the key: a change of
+			// either starts afresh.
+			k := ingress + "|" + e.URL + "|" + e.Method + "|" + e.CacheKey
+			c := rt.authCaches[k]
+			if c == nil {
+				c = newAuthCache(maxAuthCacheEntries)
+			}
+			authCaches[k] = c
+			if a.authCache != c {
+				a.authCache = c
+			}
+		}
 	}
 	for i := range cfg.Routes {
 		add(cfg.Routes[i].Ingress, cfg.Routes[i].Options.Access)
 	}
 	add("", cfg.DefaultOptions.Access)
-	rt.limiters, rt.verified = limiters, verified
+	rt.limiters, rt.verified, rt.authCaches = limiters, verified, authCaches
 }
 
 // sweep forgets rate limiter entries that are back to a full allowance.

@@ -664,3 +664,147 @@ func TestErrorPagesDefaultBackendDown(t *testing.T) {
 		t.Errorf("got %d %q", resp.StatusCode, body)
 	}
 }
+
+func TestExternalAuthCache(t *testing.T) {
+	var asked atomic.Int64
+	auth := startBackend(t, "auth", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		asked.Add(1)
+		switch r.Header.Get("Authorization") {
+		case "alice":
+			w.Header().Set("X-Auth-User", "alice")
+		case "bob":
+			w.Header().Set("X-Auth-User", "bob")
+		case "forbidden":
+			w.WriteHeader(403)
+		default:
+			w.WriteHeader(401)
+		}
+	}))
+	b := startBackend(t, "app", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, "user="+r.Header.Get("X-Auth-User"))
+	}))
+	p := startProxy(t, Options{}, accessConfig(&Access{ExternalAuth: &ExternalAuth{
+		URL: "http://" + auth.addr.String() + "/", ResponseHeaders: []string{"X-Auth-User"}, CacheKey: "$http_authorization",
+	}}, b))
+	c := httpClient()
+	tests := []struct {
+		name, authz string
+		want        int
+		wantBody    string
+		wantAsked   int64 // auth requests so far
+	}{
+		{"first alice asks", "alice", 200, "user=alice", 1},
+		{"alice again is cached, headers included", "alice", 200, "user=alice", 1},
+		{"bob has a key of his own", "bob", 200, "user=bob", 2},
+		{"no credentials asks", "", 401, "", 3},
+		{"401 is cached too", "", 401, "", 3},
+		{"403 is not cached by default", "forbidden", 403, "", 4},
+		{"403 asks again", "forbidden", 403, "", 5},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			fields := map[string]string{}
+			if tt.authz != "" {
+				fields["Authorization"] = tt.authz
+			}
+			resp, body := do(t, c, "GET", "http://"+p.httpAddr+"/", "a.example", fields)
+			if resp.StatusCode != tt.want || tt.want == 200 && body != tt.wantBody {
+				t.Errorf("got %d %q, want %d %q", resp.StatusCode, body, tt.want, tt.wantBody)
+			}
+			if got := asked.Load(); got != tt.wantAsked {
+				t.Errorf("auth service asked %d times, want %d", got, tt.wantAsked)
+			}
+		})
+	}
+}
+
+func TestAuthCacheBounded(t *testing.T) {
+	c := newAuthCache(8)
+	now := time.Now()
+	for i := range 100 {
+		c.put(fmt.Sprint("k", i), 200, http.Header{}, time.Minute, now)
+	}
+	if c.len() > 8 {
+		t.Fatalf("cache holds %d entries, cap 8", c.len())
+	}
+	c.put("fresh", 200, http.Header{}, time.Minute, now)
+	if _, _, ok := c.get("fresh", now.Add(59*time.Second)); !ok {
+		t.Error("fresh entry missing")
+	}
+	if _, _, ok := c.get("fresh", now.Add(time.Minute)); ok {
+		t.Error("expired entry served")
+	}
+	c.put(strings.Repeat("x", maxAuthCacheKey+1), 200, http.Header{}, time.Minute, now)
+	if _, _, ok := c.get(strings.Repeat("x", maxAuthCacheKey+1), now); ok {
+		t.Error("oversized key kept")
+	}
+}
+
+func TestCheckAuthCacheKey(t *testing.T) {
+	tests := []struct {
+		key string
+		ok  bool
+	}{
+		{"$remote_user$http_authorization", true},
+		{"${cookie_session}-$host$request_uri", true},
+		{"$remote_addr", true},
+		{"static", true},
+		{"$http_", false},
+		{"$upstream_addr", false},
+		{"${unknown", false},
+		{"  ", false},
+	}
+	for _, tt := range tests {
+		if err := CheckAuthCacheKey(tt.key); (err == nil) != tt.ok {
+			t.Errorf("CheckAuthCacheKey(%q) = %v, want ok %v", tt.key, err, tt.ok)
+		}
+	}
+}
+
+// TestExpandCacheKeySeparates: values cannot shift from one variable to
+// the next to collide with another request's key.
+func TestExpandCacheKeySeparates(t *testing.T) {
+	key := "$http_a$http_b"
+	mk := func(a, b string) string {
+		req := &fakeFields{fields: [][2]string{{"A", a}, {"B", b}}}
+		return expandCacheKey(key, req, &authVars{}, netip.Addr{})
+	}
+	if mk("ab", "c") == mk("a", "bc") {
+		t.Error("keys collide")
+	}
+	if mk("x", "y") != mk("x", "y") {
+		t.Error("key not stable")
+	}
+}
+
+// fakeFields is a request with only header fields.
+type fakeFields struct{ fields [][2]string }
+
+func (f *fakeFields) method() string     { return "GET" }
+func (f *fakeFields) rawQuery() string   { return "" }
+func (f *fakeFields) requestURI() string { return "/" }
+func (f *fakeFields) headerValue(name string) (string, bool) {
+	for _, kv := range f.fields {
+		if strings.EqualFold(kv[0], name) {
+			return kv[1], true
+		}
+	}
+	return "", false
+}
+func (f *fakeFields) eachField(fn func(name, value string)) {
+	for _, kv := range f.fields {
+		fn(kv[0], kv[1])
+	}
+}
+
+func FuzzCheckAuthCacheKey(f *testing.F) {
+	for _, s := range []string{"$remote_user$http_authorization", "${cookie_a}", "$", "${", "$$x", "$http_"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, key string) {
+		if CheckAuthCacheKey(key) != nil {
+			return
+		}
+		_ = expandCacheKey(key, &fakeFields{}, &authVars{scheme: "http", host: "h", uri: "/"}, netip.Addr{})
+	})
+}

@@ -38,6 +38,14 @@ type ExternalAuth struct {
 	RequestRedirect string
 	// Timeout bounds the whole auth request (0: 10s).
 	Timeout time.Duration
+	// CacheKey, when set, keeps the service's answers, per Ingress, under
+	// this key (its variables, CheckAuthCacheKey, expanded per request)
+	// for as long as CacheRules say (none: 200, 202 and 401 for 5
+	// minutes, ingress-nginx's default). Requests with the same key get
+	// the same answer: the key must hold whatever identifies the client
+	// (such as $http_authorization).
+	CacheKey   string
+	CacheRules []AuthCacheRule
 }
 
 // AuthVariables are the nginx variables ExternalAuth URLs may hold.
@@ -131,6 +139,13 @@ func (p *Proxy) externalAuth(tx *txn, e *ExternalAuth, ci *connInfo, req routedR
 	if timeout <= 0 {
 		timeout = defaultAuthTimeout
 	}
+	cache, cacheKey := tx.access.acc.authCache, ""
+	if cache != nil && e.CacheKey != "" {
+		cacheKey = expandCacheKey(e.CacheKey, req, &vars, tx.access.client)
+		if status, header, ok := cache.get(cacheKey, time.Now()); ok {
+			return p.authAnswer(tx, e, &vars, status, header)
+		}
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	method := e.Method
@@ -172,6 +187,32 @@ func (p *Proxy) externalAuth(tx *txn, e *ExternalAuth, ci *connInfo, req routedR
 	}
 	_, _ = io.CopyN(io.Discard, res.Body, maxAuthDrain)
 	_ = res.Body.Close()
+	if cacheKey != "" {
+		cache.put(cacheKey, res.StatusCode, e.answerFields(res.Header), e.cacheTTL(res.StatusCode), time.Now())
+	}
+	return p.authAnswer(tx, e, &vars, res.StatusCode, res.Header)
+}
+
+// answerFields are the fields of an auth answer that authAnswer reads:
+// what a cache entry keeps.
+func (e *ExternalAuth) answerFields(h http.Header) http.Header {
+	out := http.Header{}
+	for _, k := range append([]string{"Set-Cookie", "Www-Authenticate"}, e.ResponseHeaders...) {
+		if v := h.Values(k); len(v) > 0 {
+			out[http.CanonicalHeaderKey(k)] = v
+		}
+	}
+	return out
+}
+
+// authAnswer applies the auth service's answer (or a cached one) to a
+// request.
+func (p *Proxy) authAnswer(tx *txn, e *ExternalAuth, vars *authVars, status int, header http.Header) int {
+	res := struct {
+		StatusCode int
+		Header     http.Header
+	}{status, header}
+	scheme, host, uri := vars.scheme, vars.host, vars.uri
 	switch {
 	case res.StatusCode >= 200 && res.StatusCode < 300:
 		if len(e.ResponseHeaders) > 0 {
@@ -217,7 +258,9 @@ func (p *Proxy) externalAuth(tx *txn, e *ExternalAuth, ci *connInfo, req routedR
 // no: 500, never the backend.
 func (p *Proxy) authFailed(tx *txn, err error) int {
 	p.denied(tx, denyExtAuthErr)
-	p.log.Warn("external auth failed", "ingress", tx.ingress, "err", err)
+	// Debug: an unreachable service would log every request; the
+	// denial counter shows it.
+	p.log.Debug("external auth failed", "ingress", tx.ingress, "err", err)
 	return http.StatusInternalServerError
 }
 
