@@ -13,6 +13,8 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	gwapi "sigs.k8s.io/gateway-api/apis/v1"
+
 	"github.com/nodegress/nodegress/l7proxy"
 )
 
@@ -410,5 +412,46 @@ func TestAffinityKeyPerIngress(t *testing.T) {
 	}
 	if !reflect.DeepEqual(affinityKey(a), affinityKey(a.DeepCopy())) {
 		t.Error("key not stable")
+	}
+}
+
+func TestSessionAffinity(t *testing.T) {
+	typ := func(s gwapi.SessionPersistenceType) *gwapi.SessionPersistenceType { return &s }
+	life := func(s gwapi.CookieLifetimeType) *gwapi.CookieConfig { return &gwapi.CookieConfig{LifetimeType: &s} }
+	dur := func(s string) *gwapi.Duration { d := gwapi.Duration(s); return &d }
+	name := func(s string) *string { return &s }
+	tests := []struct {
+		name       string
+		sp         gwapi.SessionPersistence
+		wantName   string
+		wantMaxAge int
+		wantErr    bool
+	}{
+		{name: "defaults", sp: gwapi.SessionPersistence{}, wantName: defaultGatewaySessionName},
+		{name: "named session cookie", sp: gwapi.SessionPersistence{SessionName: name("s"), Type: typ(gwapi.CookieBasedSessionPersistence),
+			AbsoluteTimeout: dur("1h"), CookieConfig: life(gwapi.SessionCookieLifetimeType)}, wantName: "s"},
+		{name: "permanent", sp: gwapi.SessionPersistence{AbsoluteTimeout: dur("1h"), CookieConfig: life(gwapi.PermanentCookieLifetimeType)},
+			wantName: defaultGatewaySessionName, wantMaxAge: 3600},
+		{name: "permanent without timeout", sp: gwapi.SessionPersistence{CookieConfig: life(gwapi.PermanentCookieLifetimeType)}, wantErr: true},
+		{name: "header type", sp: gwapi.SessionPersistence{Type: typ(gwapi.HeaderBasedSessionPersistence)}, wantErr: true},
+		{name: "bad cookie name", sp: gwapi.SessionPersistence{SessionName: name("a b")}, wantErr: true},
+	}
+	r := &gwapi.HTTPRoute{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "r", UID: "u"}}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			a, err := sessionAffinity(&tt.sp, r)
+			if tt.wantErr {
+				if err == nil {
+					t.Fatalf("no error, got %+v", a)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if a.Name != tt.wantName || a.MaxAge != tt.wantMaxAge || len(a.Key) == 0 {
+				t.Errorf("got %+v", a)
+			}
+		})
 	}
 }

@@ -161,22 +161,26 @@ type accessTxn struct {
 	// atDefault: the request went to the default backend, whose answer
 	// is final.
 	atDefault bool
-	// stickyFor is the route's cookie affinity and path the matched
-	// route's path; sticky is set when a session cookie is to be sent,
-	// cookie.
+	// stickyFor is the route's (or Gateway rule's) cookie affinity and
+	// path the matched path; sticky is set when a session cookie is to
+	// be sent, cookie.
 	stickyFor, sticky *CookieAffinity
 	path              string
 	cookie            Field
 	// authCookies are the Set-Cookie fields of the auth service's
 	// answer, sent to the client.
 	authCookies []Field
+	// baseResp is the response edit the route had before access control
+	// added its fields (a Gateway rule's filters); baseSet: it was taken.
+	baseResp *HeaderEdit
+	baseSet  bool
 }
 
 // admit applies a route's access control to a request before an
 // endpoint is chosen: 0 lets it through; anything else is the status to
 // answer (with tx.location or tx.local when the answer needs them).
 func (p *Proxy) admit(tx *txn, a *Access, ci *connInfo, req routedRequest, host string) int {
-	tx.access.acc = a
+	tx.access.acc, tx.access.stickyFor = a, a.Affinity
 	if a.Denied != "" {
 		p.denied(tx, denyMisconfig)
 		p.log.Debug("request refused: route misconfigured", "ingress", tx.ingress, "reason", a.Denied)

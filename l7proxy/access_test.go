@@ -808,3 +808,39 @@ func FuzzCheckAuthCacheKey(f *testing.F) {
 		_ = expandCacheKey(key, &fakeFields{}, &authVars{scheme: "http", host: "h", uri: "/"}, netip.Addr{})
 	})
 }
+
+// TestGatewaySessionPersistence: a Gateway rule's cookie affinity, through
+// every client side and upstream kind, keeps the rule's own response
+// filter.
+func TestGatewaySessionPersistence(t *testing.T) {
+	for _, pc := range pipelineCases {
+		t.Run(pc.name, func(t *testing.T) {
+			a, b := startGatewayEcho(t, "a"), startGatewayEcho(t, "b")
+			ups := []Upstream{{Name: "ab", Protocol: pc.protocol, Endpoints: ep(a, b)}}
+			p := gwTestProxy(t, pc, Options{}, ups, HTTPRouteRule{
+				Matches:  []HTTPMatch{{PathType: PathPrefix, Path: "/shop"}},
+				Backends: []WeightedBackend{{Upstream: "ab", Weight: 1}},
+				Filters:  Filters{ResponseHeaders: &HeaderEdit{Set: []Field{{"X-Resp-Rule", "r"}}}},
+				Affinity: &CookieAffinity{Name: "GW", Key: []byte("k")},
+			})
+			resp, first := gwDo(t, pc, p, "GET", "/shop/cart", nil)
+			sc := resp.Header.Get("Set-Cookie")
+			if !strings.HasPrefix(sc, "GW=") || !strings.Contains(sc, "Path=/shop") {
+				t.Fatalf("Set-Cookie %q", sc)
+			}
+			if resp.Header.Get("X-Resp-Rule") != "r" {
+				t.Error("the rule's response filter was lost")
+			}
+			cookie, _, _ := strings.Cut(sc, ";")
+			for i := range 8 {
+				resp, e := gwDo(t, pc, p, "GET", "/shop/cart", map[string]string{"Cookie": cookie})
+				if e.Backend != first.Backend {
+					t.Fatalf("request %d went to %q, want %q", i, e.Backend, first.Backend)
+				}
+				if resp.Header.Get("X-Resp-Rule") != "r" || resp.Header.Get("Set-Cookie") != "" {
+					t.Errorf("request %d: filter %q, Set-Cookie %q", i, resp.Header.Get("X-Resp-Rule"), resp.Header.Get("Set-Cookie"))
+				}
+			}
+		})
+	}
+}

@@ -53,7 +53,6 @@ func (c *CookieAffinity) token(e *endpoint) string {
 // pick returns the endpoint for a request: its cookie's, or a new one
 // with a cookie to set.
 func (c *CookieAffinity) pick(tx *txn, pl *pool, req routedRequest) *endpoint {
-	tx.access.stickyFor = c
 	if want := cookieValue(req, c.Name); want != "" {
 		var now int64
 		for _, e := range *pl.ready.Load() {
@@ -69,7 +68,7 @@ func (c *CookieAffinity) pick(tx *txn, pl *pool, req routedRequest) *endpoint {
 	if e != nil {
 		tx.access.sticky = c
 		tx.access.cookie = c.setCookie(e, tx.access.path, time.Now())
-		tx.respEdit = tx.access.responseEdit()
+		tx.setAccessResponse()
 	}
 	return e
 }
@@ -121,17 +120,22 @@ func (tx *txn) moved() {
 	}
 	a.sticky = c
 	a.cookie = c.setCookie(tx.ep, a.path, time.Now())
-	tx.respEdit = a.responseEdit()
+	tx.setAccessResponse()
 }
 
-// responseEdit is the edit adding the fields access control sets on the
-// response: the auth service's cookies and the session cookie.
-func (a *accessTxn) responseEdit() *HeaderEdit {
+// setAccessResponse sets the response edit: the route's own, plus the
+// fields access control adds (the auth service's cookies and the session
+// cookie).
+func (tx *txn) setAccessResponse() {
+	a := &tx.access
+	if !a.baseSet {
+		a.baseResp, a.baseSet = tx.respEdit, true
+	}
 	e := &HeaderEdit{Add: a.authCookies}
 	if a.sticky != nil {
 		e.Add = append(e.Add[:len(e.Add):len(e.Add)], a.cookie)
 	}
-	return e
+	tx.respEdit = mergeEdits(a.baseResp, e)
 }
 
 // cookieValue returns the value of the first cookie called name.

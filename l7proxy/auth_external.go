@@ -230,7 +230,7 @@ func (p *Proxy) authAnswer(tx *txn, e *ExternalAuth, vars *authVars, status int,
 			for _, c := range cs {
 				tx.access.authCookies = append(tx.access.authCookies, Field{Name: "Set-Cookie", Value: c})
 			}
-			tx.respEdit = tx.access.responseEdit()
+			tx.setAccessResponse()
 		}
 		return 0
 	case res.StatusCode == http.StatusUnauthorized:

@@ -66,6 +66,9 @@ type HTTPRouteRule struct {
 	// Retry sends requests again after failed attempts (nil: never,
 	// besides the attempt loop's own rules).
 	Retry *Retry
+	// Affinity keeps a client on one endpoint by cookie (the rule's
+	// sessionPersistence; nil: none).
+	Affinity *CookieAffinity
 }
 
 // Retry is a rule's retry policy. A request is sent again when an

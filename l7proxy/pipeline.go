@@ -2,6 +2,7 @@ package l7proxy
 
 import (
 	"bufio"
+	"cmp"
 	"math/rand/v2"
 	"net/http"
 	"net/netip"
@@ -128,8 +129,8 @@ func (p *Proxy) decide(tx *txn, cur *state, ci *connInfo, req routedRequest, hos
 	var ep *endpoint
 	switch {
 	case pl == nil:
-	case acc != nil && acc.Affinity != nil:
-		ep = acc.Affinity.pick(tx, pl, req)
+	case tx.access.stickyFor != nil:
+		ep = tx.access.stickyFor.pick(tx, pl, req)
 	default:
 		ep = pl.pick(nil)
 	}
@@ -169,6 +170,9 @@ func (p *Proxy) decideGateway(tx *txn, cur *state, f *gwFrontend, ci *connInfo, 
 	}
 	tx.backendTimeout = e.rule.BackendTimeout
 	tx.retry = e.rule.Retry
+	if a := e.rule.Affinity; a != nil {
+		tx.access.stickyFor, tx.access.path = a, cmp.Or(e.match.Path, "/")
+	}
 	fl := &e.rule.Filters
 	if e.match.PathType == PathPrefix {
 		tx.prefix = e.path
