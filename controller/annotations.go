@@ -48,6 +48,7 @@ const (
 // The zero value is what an Ingress without annotations gets.
 type ingressAnnotations struct {
 	SSLRedirect    bool
+	Access         accessAnnotations // access control (annotations_access.go)
 	Protocol       l7proxy.UpstreamProtocol
 	Balance        l7proxy.Balance
 	MaxBodyBytes   int64 // 0: proxy default, -1: unlimited
@@ -60,9 +61,6 @@ type ingressAnnotations struct {
 	TLSPolicy string
 	// ProxyProtocol is the PROXY header version sent upstream (0: none).
 	ProxyProtocol uint8
-	// Access holds the access-control annotations
-	// (annotations_access.go).
-	Access accessAnnotations
 }
 
 // AnnotationError is an annotation value nodegress cannot use. It disables

@@ -40,7 +40,7 @@ func (t *ingressTranslator) access(ing *networkingv1.Ingress, key string, a acce
 		return nil, nil
 	}
 	if name, err := a.check(); err != nil {
-		k := AnnotationPrefix + name
+		k := annotationKey(ing.Annotations, name)
 		return nil, &AnnotationError{Annotation: k, Value: ing.Annotations[k], Err: err}
 	}
 	acc := &l7proxy.Access{Allow: a.AllowRanges, Deny: a.DenyRanges}
@@ -100,6 +100,17 @@ func (t *ingressTranslator) access(ing *networkingv1.Ingress, key string, a acce
 	return acc, nil
 }
 
+// annotationKey is the key an annotation name was given under, for
+// errors: nodegress's prefix, else ingress-nginx's.
+func annotationKey(annotations map[string]string, name string) string {
+	for _, p := range []string{AnnotationPrefix, "nginx.ingress.kubernetes.io/"} {
+		if _, ok := annotations[p+name]; ok {
+			return p + name
+		}
+	}
+	return AnnotationPrefix + name
+}
+
 // affinityKey keys the session cookies of an Ingress. Its UID is the same
 // on every node and across restarts, and is not known to clients, so a
 // cookie does not tell them which pod it names. (Objects without a UID,
@@ -118,7 +129,7 @@ func (t *ingressTranslator) basicAuth(ing *networkingv1.Ingress, key string, a a
 		ns, name = ing.Namespace, a.AuthSecret
 	}
 	if ns != ing.Namespace {
-		k := AnnotationPrefix + "auth-secret"
+		k := annotationKey(ing.Annotations, "auth-secret")
 		return nil, &AnnotationError{Annotation: k, Value: ing.Annotations[k], Err: errors.New("secrets of other namespaces are not read")}
 	}
 	secKey := ns + "/" + name

@@ -105,15 +105,15 @@ func (p *Proxy) decide(tx *txn, cur *state, ci *connInfo, req routedRequest, hos
 			return http.StatusNotFound
 		}
 		tx.up, tx.ingress = m.Upstream, m.Ingress
+		if m.Options.Access != nil && m.Route != nil {
+			tx.access.path = m.Route.Path // the session cookie's default path
+		}
 		tx.series = p.series.get(m.Ingress, m.Upstream)
 		if !ci.tls && m.Options.SSLRedirect {
 			tx.location = "https://" + stripPort(host) + p.redirectPort + req.requestURI()
 			return http.StatusPermanentRedirect
 		}
 		up, opts = m.Upstream, m.Options
-		if opts.Access != nil && m.Route != nil {
-			tx.access.path = m.Route.Path
-		}
 	}
 	var pl *pool
 	if up != nil {

@@ -192,7 +192,6 @@ func New(opts Options) (*Proxy, error) {
 	opts.setDefaults()
 	p := &Proxy{opts: opts, log: opts.Logger, stopSweep: make(chan struct{})}
 	p.h1 = newH1Server(p)
-	p.accessRT = newAccessRuntime(&p.opts)
 	m, err := newMetrics(opts.Registry)
 	if err != nil {
 		return nil, err
@@ -200,6 +199,7 @@ func New(opts Options) (*Proxy, error) {
 	p.metrics = m
 	p.series = newSeriesSet(m)
 	p.notFound = m.newSeries("", "", "")
+	p.accessRT = newAccessRuntime(&p.opts)
 	if opts.HTTPSPort != 443 {
 		p.redirectPort = fmt.Sprintf(":%d", opts.HTTPSPort)
 	}
