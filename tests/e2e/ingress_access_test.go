@@ -145,4 +145,27 @@ func TestIngressAccessControl(t *testing.T) {
 		}
 		c.expect(t, cl, "http://open.test/", servedBy(pods...))
 	})
+
+	// Every refusal above is counted by route and reason.
+	metrics := harness.NewL7Client(c.node1().NS, netip.MustParseAddr("127.0.0.1"), harness.L7Options{})
+	r, err := metrics.Get(c.ctx, "http://"+metricsAddr+"/metrics")
+	if err != nil || r.StatusCode != 200 {
+		t.Fatalf("GET %s/metrics: %v %v", metricsAddr, r, err)
+	}
+	ms, err := harness.ParseMetrics(r.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	deniedBy := map[string]float64{}
+	for _, m := range ms {
+		if m.Name == "nodegress_http_denied_requests_total" {
+			deniedBy[m.Labels["route"]+"/"+m.Labels["reason"]] = m.Value
+		}
+	}
+	t.Logf("denied: %v", deniedBy)
+	for _, k := range []string{"default/locked/basic_auth", "default/locked/misconfigured", "default/denied/source_range", "default/limited/rate_limit"} {
+		if deniedBy[k] < 1 {
+			t.Errorf("nodegress_http_denied_requests_total{%s} = %v, want at least 1", k, deniedBy[k])
+		}
+	}
 }
