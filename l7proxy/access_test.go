@@ -822,7 +822,14 @@ func TestGatewaySessionPersistence(t *testing.T) {
 				Backends: []WeightedBackend{{Upstream: "ab", Weight: 1}},
 				Filters:  Filters{ResponseHeaders: &HeaderEdit{Set: []Field{{"X-Resp-Rule", "r"}}}},
 				Affinity: &CookieAffinity{Name: "GW", Key: []byte("k")},
+			}, HTTPRouteRule{
+				Matches:  []HTTPMatch{{PathType: PathRegex, Path: "/re/.*"}},
+				Backends: []WeightedBackend{{Upstream: "ab", Weight: 1}},
+				Affinity: &CookieAffinity{Name: "RE", Key: []byte("k")},
 			})
+			if resp, _ := gwDo(t, pc, p, "GET", "/re/x", nil); !strings.Contains(resp.Header.Get("Set-Cookie"), "; Path=/;") {
+				t.Errorf("regex rule's cookie %q, want Path=/", resp.Header.Get("Set-Cookie"))
+			}
 			resp, first := gwDo(t, pc, p, "GET", "/shop/cart", nil)
 			sc := resp.Header.Get("Set-Cookie")
 			if !strings.HasPrefix(sc, "GW=") || !strings.Contains(sc, "Path=/shop") {

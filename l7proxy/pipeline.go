@@ -2,7 +2,6 @@ package l7proxy
 
 import (
 	"bufio"
-	"cmp"
 	"math/rand/v2"
 	"net/http"
 	"net/netip"
@@ -171,7 +170,10 @@ func (p *Proxy) decideGateway(tx *txn, cur *state, f *gwFrontend, ci *connInfo, 
 	tx.backendTimeout = e.rule.BackendTimeout
 	tx.retry = e.rule.Retry
 	if a := e.rule.Affinity; a != nil {
-		tx.access.stickyFor, tx.access.path = a, cmp.Or(e.match.Path, "/")
+		tx.access.stickyFor, tx.access.path = a, "/"
+		if e.match.PathType != PathRegex && e.match.Path != "" {
+			tx.access.path = e.match.Path // a regular expression is no cookie path
+		}
 	}
 	fl := &e.rule.Filters
 	if e.match.PathType == PathPrefix {
