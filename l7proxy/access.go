@@ -192,7 +192,7 @@ func (p *Proxy) admit(tx *txn, a *Access, ci *connInfo, req routedRequest, host 
 		p.denied(tx, denySourceRange)
 		return http.StatusForbidden
 	}
-	if l := a.limiter; l != nil && !inPrefixes(client, l.cfg.Exempt) {
+	if l := a.limiter; l != nil && !inPrefixes(client, a.RateLimit.Exempt) {
 		if code, reason := l.admit(tx, client); code != 0 {
 			p.denied(tx, reason)
 			return code

@@ -271,13 +271,16 @@ func TestRateLimitRequests(t *testing.T) {
 		wantCode int
 	}{
 		// Burst: rate × multiplier, and one more, at once (nginx's
-		// burst with nodelay).
-		{"rps burst", RateLimit{RPS: 2, BurstMultiplier: 2}, "", 10, 5, 503},
-		{"default multiplier 5", RateLimit{RPS: 1}, "", 10, 6, 503},
-		{"rpm", RateLimit{RPM: 2, BurstMultiplier: 1}, "", 10, 3, 503},
-		{"custom status", RateLimit{RPS: 1, BurstMultiplier: 1, Status: 429}, "", 5, 2, 429},
-		{"exempt client", RateLimit{RPS: 1, BurstMultiplier: 1, Exempt: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}}, "", 10, 10, 0},
-		{"trusted proxy's client is limited on its own", RateLimit{RPS: 1, BurstMultiplier: 1}, "10.9.9.9", 5, 2, 503},
+		// burst with nodelay). Per-minute rates, so that a slow machine
+		// does not refill the allowance under way (TestGCRA covers the
+		// per-second arithmetic on a fixed clock).
+		{"burst", RateLimit{RPM: 2, BurstMultiplier: 2}, "", 10, 5, 503},
+		{"default multiplier 5", RateLimit{RPM: 1}, "", 10, 6, 503},
+		{"multiplier 1", RateLimit{RPM: 2, BurstMultiplier: 1}, "", 10, 3, 503},
+		{"per second and per minute: the stricter wins", RateLimit{RPS: 100, RPM: 1, BurstMultiplier: 1}, "", 10, 2, 503},
+		{"custom status", RateLimit{RPM: 1, BurstMultiplier: 1, Status: 429}, "", 5, 2, 429},
+		{"exempt client", RateLimit{RPM: 1, BurstMultiplier: 1, Exempt: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}}, "", 10, 10, 0},
+		{"trusted proxy's client is limited on its own", RateLimit{RPM: 1, BurstMultiplier: 1}, "10.9.9.9", 5, 2, 503},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -349,6 +352,38 @@ func TestRateLimitConnections(t *testing.T) {
 	}
 	if got := deniedCount(p.Proxy, "ns/ing", denyConnLimit); got != 1 {
 		t.Errorf("connection_limit denials %v, want 1", got)
+	}
+}
+
+// TestGCRA checks the per-second arithmetic on a fixed clock: a burst at
+// once, then one request per interval.
+func TestGCRA(t *testing.T) {
+	l := newRateLimiter(&RateLimit{RPS: 10, BurstMultiplier: 2}, 64)
+	a := netip.MustParseAddr("192.0.2.1")
+	t0 := time.Now().UnixNano()
+	ms := int64(time.Millisecond)
+	steps := []struct {
+		at   int64 // ms after t0
+		n    int
+		pass int
+	}{
+		{0, 30, 21},    // burst 20, and one more
+		{50, 5, 0},     // half an interval: nothing back yet
+		{100, 5, 1},    // one interval (100ms at 10/s): one back
+		{400, 5, 3},    // three more intervals
+		{5000, 30, 21}, // rested: the whole burst again
+	}
+	for _, s := range steps {
+		var tx txn
+		pass := 0
+		for range s.n {
+			if code, _ := l.admitAt(&tx, a, t0+s.at*ms); code == 0 {
+				pass++
+			}
+		}
+		if pass != s.pass {
+			t.Errorf("at %dms: %d of %d passed, want %d", s.at, pass, s.n, s.pass)
+		}
 	}
 }
 
@@ -849,5 +884,42 @@ func TestGatewaySessionPersistence(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestRateLimitAcrossUpdates: counters outlive a configuration update
+// with the same limits (the controller sends new Access values on every
+// sync), while a new exempt list or new limits apply at once.
+func TestRateLimitAcrossUpdates(t *testing.T) {
+	b := startBackend(t, "a", nil)
+	cfgWith := func(rl RateLimit) Config { return accessConfig(&Access{RateLimit: &rl}, b) }
+	p := startProxy(t, Options{}, cfgWith(RateLimit{RPM: 1, BurstMultiplier: 1}))
+	c := httpClient()
+	get := func() int {
+		resp, _ := do(t, c, "GET", "http://"+p.httpAddr+"/", "a.example", nil)
+		return resp.StatusCode
+	}
+	for i, want := range []int{200, 200, 503} {
+		if got := get(); got != want {
+			t.Fatalf("request %d: %d, want %d", i, got, want)
+		}
+	}
+	steps := []struct {
+		name string
+		rl   RateLimit
+		want int
+	}{
+		{"same limits: still limited", RateLimit{RPM: 1, BurstMultiplier: 1}, 503},
+		{"client exempted", RateLimit{RPM: 1, BurstMultiplier: 1, Exempt: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}}, 200},
+		{"exemption gone: the counters are still there", RateLimit{RPM: 1, BurstMultiplier: 1}, 503},
+		{"new limits start afresh", RateLimit{RPM: 100}, 200},
+	}
+	for _, s := range steps {
+		if errs := p.Update(cfgWith(s.rl)); len(errs) > 0 {
+			t.Fatal(errs)
+		}
+		if got := get(); got != s.want {
+			t.Errorf("%s: %d, want %d", s.name, got, s.want)
+		}
 	}
 }

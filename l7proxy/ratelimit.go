@@ -28,9 +28,10 @@ type RateLimit struct {
 }
 
 // key identifies the limits: a limiter's counters survive a configuration
-// update only when the limits are the same.
+// update only when the limits are the same (the exempt addresses are read
+// from the current RateLimit).
 func (r *RateLimit) key() string {
-	return fmt.Sprintf("rps=%d rpm=%d burst=%d conn=%d", r.RPS, r.RPM, r.burst(), r.Connections)
+	return fmt.Sprintf("rps=%d rpm=%d burst=%d conn=%d status=%d", r.RPS, r.RPM, r.burst(), r.Connections, r.Status)
 }
 
 func (r *RateLimit) burst() int {
