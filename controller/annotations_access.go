@@ -44,8 +44,6 @@ type accessAnnotations struct {
 	// AuthType is "" or "basic"; AuthSecret "name" or "namespace/name";
 	// AuthSecretType "" (auth-file) or "auth-file" or "auth-map".
 	AuthType, AuthSecret, AuthSecretType, AuthRealm string
-	// hasRealm: auth-realm was given (an empty realm is valid).
-	hasRealm bool
 
 	AuthURL, AuthMethod, AuthSignin, AuthSigninParam string
 	AuthResponseHeaders                              []string
@@ -184,7 +182,7 @@ var accessAnnotationParsers = map[string]func(string, *accessAnnotations) error{
 		if strings.ContainsFunc(v, isCtl) {
 			return errors.New("control characters are not allowed")
 		}
-		a.AuthRealm, a.hasRealm = v, true
+		a.AuthRealm = v
 		return nil
 	},
 	"auth-url": func(v string, a *accessAnnotations) error {
@@ -443,8 +441,8 @@ func isToken(s string) bool {
 
 func isCookieName(s string) bool { return isToken(strings.TrimSpace(s)) && strings.TrimSpace(s) == s }
 
-// checkAccess checks the annotations that only make sense together; the
-// error names the annotation (without prefix) to blame.
+// check checks the annotations that only make sense together; it returns
+// the name (without prefix) of the annotation to blame.
 func (a *accessAnnotations) check() (string, error) {
 	if a.AllowRanges != nil && a.AllowRangesAlt != nil && !slices.Equal(a.AllowRanges, a.AllowRangesAlt) {
 		return "allowlist-source-range", errors.New("differs from whitelist-source-range: give one of them")

@@ -66,7 +66,7 @@ func TestParseAccessAnnotations(t *testing.T) {
 		{name: "cookie path injection", annotations: map[string]string{a("session-cookie-path"): "/; Domain=evil"}, bad: a("session-cookie-path")},
 		{name: "cookie samesite", annotations: map[string]string{a("session-cookie-samesite"): "sometimes"}, bad: a("session-cookie-samesite")},
 		{name: "basic auth", annotations: map[string]string{a("auth-type"): "basic", a("auth-secret"): "ns1/users", a("auth-secret-type"): "auth-map", a("auth-realm"): "Staff only"},
-			want: accessAnnotations{AuthType: "basic", AuthSecret: "ns1/users", AuthSecretType: "auth-map", AuthRealm: "Staff only", hasRealm: true}},
+			want: accessAnnotations{AuthType: "basic", AuthSecret: "ns1/users", AuthSecretType: "auth-map", AuthRealm: "Staff only"}},
 		{name: "digest auth", annotations: map[string]string{a("auth-type"): "digest", a("auth-secret"): "users"}, bad: a("auth-type")},
 		{name: "auth secret bad name", annotations: map[string]string{a("auth-type"): "basic", a("auth-secret"): "Users!"}, bad: a("auth-secret")},
 		{name: "auth secret type", annotations: map[string]string{a("auth-secret-type"): "ldap"}, bad: a("auth-secret-type")},
