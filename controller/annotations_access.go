@@ -267,6 +267,8 @@ var accessAnnotationParsers = map[string]func(string, *accessAnnotations) error{
 	},
 }
 
+// init registers the access parsers under nodegress's prefix; any other
+// prefix read with the same meaning registers the same names.
 func init() {
 	for name, parse := range accessAnnotationParsers {
 		annotationParsers[AnnotationPrefix+name] = func(v string, a *ingressAnnotations) error { return parse(v, &a.Access) }

@@ -90,10 +90,14 @@ func (rt *accessRuntime) attach(cfg *Config) {
 	limiters := map[string]*rateLimiter{}
 	verified := map[string]*verifiedCache{}
 	authCaches := map[string]*authCache{}
+	seen := map[*Access]bool{}
 	add := func(ingress string, a *Access) {
-		if a == nil {
+		// The routes of an Ingress share its Access; its defaultBackend
+		// (DefaultOptions, without a name) does too.
+		if a == nil || seen[a] {
 			return
 		}
+		seen[a] = true
 		if rl := a.RateLimit; rl != nil {
 			k := ingress + "|" + rl.key()
 			l := rt.limiters[k]

@@ -923,3 +923,19 @@ func TestRateLimitAcrossUpdates(t *testing.T) {
 		}
 	}
 }
+
+// TestRateLimitDefaultBackendShared: an Ingress's rules and its
+// defaultBackend share one Access, hence one set of counters.
+func TestRateLimitDefaultBackendShared(t *testing.T) {
+	b := startBackend(t, "a", nil)
+	cfg := accessConfig(&Access{RateLimit: &RateLimit{RPM: 1, BurstMultiplier: 1}}, b)
+	cfg.DefaultUpstream, cfg.DefaultOptions = "ns/a:80", cfg.Routes[0].Options
+	p := startProxy(t, Options{}, cfg)
+	c := httpClient()
+	for i, host := range []string{"a.example", "other.example", "a.example"} {
+		resp, _ := do(t, c, "GET", "http://"+p.httpAddr+"/", host, nil)
+		if want := map[bool]int{true: 503, false: 200}[i == 2]; resp.StatusCode != want {
+			t.Errorf("request %d (%s): %d, want %d", i, host, resp.StatusCode, want)
+		}
+	}
+}
