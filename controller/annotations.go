@@ -56,6 +56,7 @@ const (
 // value is what an Ingress without annotations gets.
 type ingressAnnotations struct {
 	SSLRedirect    bool
+	Access         accessAnnotations // access control (annotations_access.go)
 	Protocol       l7proxy.UpstreamProtocol
 	Balance        l7proxy.Balance
 	MaxBodyBytes   int64 // 0: proxy default, -1: unlimited
@@ -213,9 +214,9 @@ func refusedAnnotation(name string) string {
 	case strings.HasPrefix(name, "auth-tls-"):
 		return "client certificate authentication is not supported"
 	case strings.HasPrefix(name, "auth-"):
-		return "authentication is not supported"
-	case name == "whitelist-source-range" || name == "denylist-source-range":
-		return "source address restrictions are not supported"
+		// The implemented ones have parsers; an ignored authentication
+		// setting could leave a route more open than its owner meant.
+		return "this authentication setting is not supported"
 	case name == "enable-modsecurity" || name == "enable-owasp-core-rules" || strings.HasPrefix(name, "modsecurity-"):
 		return "ModSecurity is not supported"
 	case name == "satisfy":

@@ -115,9 +115,11 @@ func TestParseRoutingAnnotations(t *testing.T) {
 		{name: "modsecurity snippet", annotations: map[string]string{ngx + "modsecurity-snippet": "x"}, bad: ngx + "modsecurity-snippet", refused: true},
 		{name: "client certificate auth", annotations: map[string]string{ngx + "auth-tls-verify-client": "on"}, bad: ngx + "auth-tls-verify-client", refused: true},
 		{name: "modsecurity", annotations: map[string]string{ngx + "enable-modsecurity": "true"}, bad: ngx + "enable-modsecurity", refused: true},
-		{name: "authentication", annotations: map[string]string{ngx + "auth-url": "http://auth.example/"}, bad: ngx + "auth-url", refused: true},
-		{name: "source ranges", annotations: map[string]string{ngx + "whitelist-source-range": "10.0.0.0/8"}, bad: ngx + "whitelist-source-range", refused: true},
-		{name: "deny ranges under our prefix", annotations: map[string]string{AnnotationPrefix + "denylist-source-range": "10.0.0.0/8"}, bad: AnnotationPrefix + "denylist-source-range", refused: true},
+		{name: "authentication setting not implemented", annotations: map[string]string{ngx + "auth-always-set-cookie": "true"}, bad: ngx + "auth-always-set-cookie", refused: true},
+		{name: "client certificate authentication", annotations: map[string]string{AnnotationPrefix + "auth-tls-verify-client": "on"}, bad: AnnotationPrefix + "auth-tls-verify-client", refused: true},
+		// Implemented access controls are read, not refused (their values:
+		// TestParseAccessAnnotations).
+		{name: "source ranges are read", annotations: map[string]string{ngx + "whitelist-source-range": "10.0.0.0/8", AnnotationPrefix + "denylist-source-range": "10.1.0.0/16"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -177,6 +179,16 @@ func TestParseAnnotationsBothPrefixes(t *testing.T) {
 		"canary-by-header-value": "v", "canary-by-header-pattern": "v.*", "canary-by-cookie": "c",
 		"proxy-ssl-secret": "ns/s", "proxy-ssl-verify": "on", "proxy-ssl-name": "n.example",
 		"proxy-ssl-server-name": "on", "proxy-ssl-verify-depth": "3", "ssl-passthrough": "true",
+		"whitelist-source-range": "10.0.0.0/8", "allowlist-source-range": "10.0.0.0/8", "denylist-source-range": "10.1.0.0/16",
+		"limit-rps": "5", "limit-rpm": "300", "limit-connections": "10", "limit-burst-multiplier": "3", "limit-whitelist": "10.2.0.0/16",
+		"affinity": "cookie", "affinity-mode": "persistent", "session-cookie-name": "S", "session-cookie-path": "/",
+		"session-cookie-max-age": "60", "session-cookie-expires": "60", "session-cookie-samesite": "Lax", "session-cookie-secure": "true",
+		"session-cookie-change-on-failure": "true",
+		"auth-type":                        "basic", "auth-secret": "users", "auth-secret-type": "auth-file", "auth-realm": "r",
+		"auth-url": "http://auth.example/check", "auth-method": "GET", "auth-signin": "https://login.example/", "auth-signin-redirect-param": "rd",
+		"auth-response-headers": "X-User", "auth-request-redirect": "https://app.example/", "auth-cache-key": "$remote_user",
+		"auth-cache-duration": "200 10m",
+		"custom-http-errors":  "404,503", "default-backend": "errors",
 	}
 	for name := range annotationParsers {
 		if _, ok := samples[name]; !ok && !nodegressOnlyAnnotations[name] {

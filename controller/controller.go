@@ -143,6 +143,7 @@ type Controller struct {
 	ingresses    networkinglisters.IngressLister
 	classes      networkinglisters.IngressClassLister
 	secrets      corelisters.SecretLister
+	authSecrets  corelisters.SecretLister
 
 	gw        *gatewayListers      // nil: Gateway API off
 	gwStatus  *gatewayStatusWriter // nil: no Gateway API status write-back
@@ -342,8 +343,9 @@ type sources struct {
 	// nodes lists only this node's Node object: the others change all
 	// the time in a cluster and do not matter.
 	nodes informers.SharedInformerFactory
-	// secrets lists only TLS Secrets, the proxy's certificates.
-	secrets informers.SharedInformerFactory
+	// secrets lists only TLS Secrets, the proxy's certificates;
+	// authSecrets only Opaque ones, the htpasswd data of basic auth.
+	secrets, authSecrets informers.SharedInformerFactory
 	// gateway is the Gateway API's factory; nil while it is off.
 	gateway   gwinformers.SharedInformerFactory
 	hasSynced []cache.InformerSynced
@@ -359,6 +361,10 @@ func newSources(client kubernetes.Interface, nodeName string) *sources {
 		secrets: informers.NewSharedInformerFactoryWithOptions(client, 0,
 			informers.WithTweakListOptions(func(o *metav1.ListOptions) {
 				o.FieldSelector = fields.OneTermEqualSelector("type", string(corev1.SecretTypeTLS)).String()
+			})),
+		authSecrets: informers.NewSharedInformerFactoryWithOptions(client, 0,
+			informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+				o.FieldSelector = fields.OneTermEqualSelector("type", string(corev1.SecretTypeOpaque)).String()
 			})),
 	}
 }
@@ -376,8 +382,8 @@ func (s *sources) follow(inf cache.SharedIndexInformer, handlers ...cache.Resour
 
 // start starts every factory; the caller shuts them down.
 func (s *sources) start(ctx context.Context) []interface{ Shutdown() } {
-	all := []interface{ Shutdown() }{s.factory, s.nodes, s.secrets}
-	for _, f := range []informers.SharedInformerFactory{s.factory, s.nodes, s.secrets} {
+	all := []interface{ Shutdown() }{s.factory, s.nodes, s.secrets, s.authSecrets}
+	for _, f := range []informers.SharedInformerFactory{s.factory, s.nodes, s.secrets, s.authSecrets} {
 		f.Start(ctx.Done())
 	}
 	if s.gateway != nil {
@@ -422,9 +428,11 @@ func (c *Controller) registerIngress(src *sources) error {
 	ingInformer := src.factory.Networking().V1().Ingresses()
 	classInformer := src.factory.Networking().V1().IngressClasses()
 	secretInformer := src.secrets.Core().V1().Secrets()
+	authSecretInformer := src.authSecrets.Core().V1().Secrets()
 	c.ingresses = ingInformer.Lister()
 	c.classes = classInformer.Lister()
 	c.secrets = secretInformer.Lister()
+	c.authSecrets = authSecretInformer.Lister()
 	var handlers []cache.ResourceEventHandler
 	if c.cfg.L7 != nil {
 		request := func() { c.tracker.ingress(); c.runner.Request() }
@@ -434,7 +442,8 @@ func (c *Controller) registerIngress(src *sources) error {
 			DeleteFunc: func(any) { request() },
 		})
 	}
-	for _, inf := range []cache.SharedIndexInformer{ingInformer.Informer(), classInformer.Informer(), secretInformer.Informer()} {
+	for _, inf := range []cache.SharedIndexInformer{ingInformer.Informer(), classInformer.Informer(), secretInformer.Informer(),
+		authSecretInformer.Informer()} {
 		if err := src.follow(inf, handlers...); err != nil {
 			return err
 		}
@@ -656,6 +665,11 @@ func (c *Controller) syncProxy(node NodeInfo) ([]loader.Service, []error, error)
 	if err != nil {
 		return nil, nil, fmt.Errorf("list secrets: %w", err)
 	}
+	authSecrets, err := c.authSecrets.List(labels.Everything())
+	if err != nil {
+		return nil, nil, fmt.Errorf("list auth secrets: %w", err)
+	}
+	secrets = append(secrets, authSecrets...)
 	c.metrics.setObjects("Ingress", len(ings))
 	c.metrics.setObjects("IngressClass", len(classes))
 	c.metrics.setObjects("Secret", len(secrets))

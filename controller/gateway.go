@@ -1010,6 +1010,12 @@ func (g *gatewayTranslator) routeRules(r *gwapi.HTTPRoute) ([]l7proxy.HTTPRouteR
 				unsupported = err.Error()
 			}
 		}
+		if sp := rule.SessionPersistence; sp != nil {
+			var err error
+			if pr.Affinity, err = sessionAffinity(sp, r); err != nil {
+				unsupported = err.Error()
+			}
+		}
 		refs := make([]ruleBackend, 0, len(rule.BackendRefs))
 		for _, b := range rule.BackendRefs {
 			rb := ruleBackend{ref: b.BackendRef}

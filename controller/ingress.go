@@ -276,6 +276,9 @@ type ingressTranslator struct {
 	slices   map[string][]*discoveryv1.EndpointSlice
 	secrets  map[string]*corev1.Secret
 	classes  ingressClassSelector
+	// authSecrets are the other Secrets, for auth-secret; built on
+	// first use.
+	authSecrets map[string]*corev1.Secret
 
 	upstreams map[string]*l7proxy.Upstream
 	out       l7proxy.Config
@@ -384,10 +387,15 @@ func (t *ingressTranslator) translate() {
 			continue
 		}
 		routing := &ann.Routing
+		opts := l7proxy.RouteOptions{SSLRedirect: ann.SSLRedirect || routing.ForceSSLRedirect, MaxBodyBytes: ann.MaxBodyBytes}
+		var err error
+		if opts.Access, err = t.access(ing, key, ann.Access); err != nil {
+			t.report("Ingress", key, false, fmt.Errorf("%w; ingress not served", err))
+			continue
+		}
 		if routing.SSLPassthrough {
 			t.passthroughHosts(ing, key, ann)
 		}
-		opts := l7proxy.RouteOptions{SSLRedirect: ann.SSLRedirect || routing.ForceSSLRedirect, MaxBodyBytes: ann.MaxBodyBytes}
 		if routing.AppRoot != "" {
 			t.appRootRoutes(ing, key, opts, routing.AppRoot)
 		}
@@ -633,6 +641,7 @@ func (t *ingressTranslator) serviceUpstream(ref serviceRef, ann ingressAnnotatio
 		Name:           name,
 		Namespace:      ref.Namespace,
 		Service:        ref.Name,
+		Port:           portID,
 		Protocol:       ann.Protocol,
 		Balance:        ann.Balance,
 		ConnectTimeout: ann.ConnectTimeout,

@@ -80,6 +80,10 @@ type RouteOptions struct {
 	// MaxBodyBytes limits request bodies; 0 means the proxy default,
 	// negative means unlimited.
 	MaxBodyBytes int64
+	// Access is the route's access control (source ranges, rate limits,
+	// authentication, sticky sessions, error pages; access.go); nil,
+	// as for most routes, costs nothing per request.
+	Access *Access
 }
 
 // UpstreamProtocol is how the proxy talks to an upstream's endpoints.
@@ -108,6 +112,7 @@ type Upstream struct {
 	Name      string
 	Namespace string
 	Service   string
+	Port      string // the Service port's name or number, for error pages
 	Protocol  UpstreamProtocol
 	Balance   Balance
 	// Endpoints are the ready (and terminating) pod addresses. No ready

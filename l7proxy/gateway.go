@@ -72,6 +72,9 @@ type HTTPRouteRule struct {
 	// Retry sends requests again after failed attempts (nil: never,
 	// besides the attempt loop's own rules).
 	Retry *Retry
+	// Affinity keeps a client on one endpoint by cookie (the rule's
+	// sessionPersistence; nil: none).
+	Affinity *CookieAffinity
 }
 
 // Retry is a rule's retry policy. A request is sent again when an
@@ -596,11 +599,8 @@ func (e *gwEntry) matches(path string, req gwRequest) bool {
 		}
 	}
 	if len(m.Cookies) > 0 {
-		// HTTP/2 requests have their cookie fields joined into one by
-		// the server (RFC 9113 §8.2.3); an HTTP/1.1 request has one.
-		c, _ := req.headerValue("Cookie")
 		for i, cm := range m.Cookies {
-			v, ok := cookieValue(c, cm.Name)
+			v, ok := requestCookie(req, cm.Name)
 			if !ok || !valueMatches(v, cm.Value, e.ckRe[i]) {
 				return false
 			}
@@ -609,9 +609,9 @@ func (e *gwEntry) matches(path string, req gwRequest) bool {
 	return true
 }
 
-// cookieValue returns the value of the first cookie called name in a
+// cookieInField returns the value of the first cookie called name in a
 // Cookie field ("a=1; b=2"), without quotes around it.
-func cookieValue(field, name string) (string, bool) {
+func cookieInField(field, name string) (string, bool) {
 	for field != "" {
 		var pair string
 		pair, field, _ = strings.Cut(field, ";")
@@ -624,6 +624,28 @@ func cookieValue(field, name string) (string, bool) {
 		}
 	}
 	return "", false
+}
+
+// requestCookie returns the value of the first cookie called name in the
+// request's Cookie fields (HTTP/2 clients may send one field per cookie,
+// RFC 9113 §8.2.3); a request that cannot list its fields has its first
+// Cookie field read.
+func requestCookie(req interface {
+	headerValue(name string) (string, bool)
+}, name string) (string, bool) {
+	fl, ok := req.(fieldLister)
+	if !ok {
+		field, _ := req.headerValue("Cookie")
+		return cookieInField(field, name)
+	}
+	var v string
+	found := false
+	fl.eachField(func(k, field string) {
+		if !found && strings.EqualFold(k, "Cookie") {
+			v, found = cookieInField(field, name)
+		}
+	})
+	return v, found
 }
 
 func valueMatches(v, want string, re *regexp.Regexp) bool {

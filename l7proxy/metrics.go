@@ -25,6 +25,9 @@ type metrics struct {
 	proxied *prometheus.CounterVec
 	// capped counts client connections closed by a cap, by phase.
 	capped *prometheus.CounterVec
+	// denied counts requests refused by access control, by route and
+	// reason.
+	denied *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -60,8 +63,15 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "nodegress_http_mirror_requests_total",
 			Help: "RequestMirror copies of requests, by upstream and result: sent, failed (no answer), or dropped: overloaded (too many under way), no_endpoint, body (too long or incomplete).",
 		}, []string{"upstream", "result"}),
+		denied: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "nodegress_http_denied_requests_total",
+			Help: "Requests refused by an Ingress's access control, by route (namespace/name) and reason: source_range, rate_limit, connection_limit, basic_auth, external_auth (the auth service said no), external_auth_error (it failed: 500), misconfigured (an auth Secret is missing or invalid: 503).",
+		}, []string{"route", "reason"}),
 	}
 	var err error
+	if m.denied, err = register(reg, m.denied); err != nil {
+		return nil, err
+	}
 	if m.requests, err = register(reg, m.requests); err != nil {
 		return nil, err
 	}

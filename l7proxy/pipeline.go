@@ -65,6 +65,9 @@ type txn struct {
 	// retries made.
 	retry   *Retry
 	retries int
+	// access is what a route's access control keeps of the request
+	// (access.go; zero without one).
+	access accessTxn
 
 	status  int
 	bytes   int64
@@ -104,6 +107,9 @@ func (p *Proxy) decide(tx *txn, cur *state, ci *connInfo, req routedRequest, hos
 			return http.StatusNotFound
 		}
 		tx.up, tx.ingress = m.Upstream, m.Ingress
+		if m.Options.Access != nil && m.Route != nil {
+			tx.access.path = m.Route.Path // the session cookie's default path
+		}
 		tx.series = p.series.get(m.Ingress, m.Upstream)
 		if !ci.tls && m.Options.SSLRedirect {
 			tx.location = "https://" + stripPort(host) + p.redirectPort + req.requestURI()
@@ -121,8 +127,19 @@ func (p *Proxy) decide(tx *txn, cur *state, ci *connInfo, req routedRequest, hos
 	if up != nil {
 		pl = cur.pools[up.Name]
 	}
+	acc := opts.Access
+	if acc != nil {
+		if code := p.admit(tx, acc, ci, req, host); code != 0 {
+			return code
+		}
+		pl = accessPool(tx, cur, acc, pl, req)
+	}
 	var ep *endpoint
-	if pl != nil {
+	switch {
+	case pl == nil:
+	case tx.access.stickyFor != nil:
+		ep = tx.access.stickyFor.pick(tx, pl, req)
+	default:
 		ep = pl.pick(nil)
 	}
 	if ep == nil {
@@ -179,6 +196,12 @@ func (p *Proxy) applyRule(tx *txn, cur *state, e *gwEntry, ci *connInfo, req rou
 	}
 	tx.backendTimeout = e.rule.BackendTimeout
 	tx.retry = e.rule.Retry
+	if a := e.rule.Affinity; a != nil {
+		tx.access.stickyFor, tx.access.path = a, "/"
+		if e.match.PathType != PathRegex && e.match.Path != "" {
+			tx.access.path = e.match.Path // a regular expression is no cookie path
+		}
+	}
 	fl := &e.rule.Filters
 	if e.match.PathType == PathPrefix {
 		tx.prefix = e.path
@@ -368,6 +391,7 @@ func (p *Proxy) forward(c client, tx *txn) {
 					next.acquire()
 					ep.release()
 					tx.ep, tx.retried = next, true
+					tx.moved()
 					attempt++
 					fresh = 0
 					continue
@@ -437,6 +461,7 @@ func (p *Proxy) retryAt(tx *txn, ep *endpoint, err error) {
 		next.acquire()
 		ep.release()
 		tx.ep = next
+		tx.moved()
 	}
 	tx.retried = true
 }
@@ -499,6 +524,9 @@ type requestLine struct {
 func (p *Proxy) finish(tx *txn, now time.Time, rl *requestLine) {
 	if tx.ep != nil {
 		tx.ep.release()
+	}
+	if tx.access.acc != nil {
+		p.releaseAccess(tx)
 	}
 	if tx.mirror != nil {
 		p.sendMirrors(tx.mirror)

@@ -78,6 +78,10 @@ type Options struct {
 	// start with a PROXY protocol header, v1 or v2 (proxyproto.go);
 	// connections from them without one are refused.
 	ProxyProtocolFrom []netip.Prefix
+	// MaxRateLimitClients caps the client addresses each rate-limited
+	// Ingress tracks (16384); beyond it the least useful entries are
+	// evicted (ratelimit.go).
+	MaxRateLimitClients int
 }
 
 func (o *Options) setDefaults() {
@@ -118,6 +122,9 @@ func (o *Options) setDefaults() {
 	}
 	if o.BodyTimeout <= 0 {
 		o.BodyTimeout = 60 * time.Second
+	}
+	if o.MaxRateLimitClients <= 0 {
+		o.MaxRateLimitClients = 16384
 	}
 	if o.StreamIdleTimeout <= 0 {
 		o.StreamIdleTimeout = time.Hour
@@ -162,6 +169,9 @@ type Proxy struct {
 	notFound     *series
 	// mirrorSlots counts the mirror requests under way.
 	mirrorSlots atomic.Int64
+	// accessRT is the access control state that outlives a
+	// configuration (access.go).
+	accessRT *accessRuntime
 }
 
 // state is one compiled configuration, swapped atomically as a whole.
@@ -189,6 +199,7 @@ func New(opts Options) (*Proxy, error) {
 	p.metrics = m
 	p.series = newSeriesSet(m)
 	p.notFound = m.newSeries("", "", "")
+	p.accessRT = newAccessRuntime(&p.opts)
 	if opts.HTTPSPort != 443 {
 		p.redirectPort = fmt.Sprintf(":%d", opts.HTTPSPort)
 	}
@@ -268,6 +279,7 @@ func (p *Proxy) Update(cfg Config) []error {
 	if table == nil {
 		return append(errs, errors.New("configuration not applied"))
 	}
+	p.accessRT.attach(&cfg)
 	gateways, gerrs := compileGateways(cfg.Listeners)
 	errs = append(errs, gerrs...)
 	streams, serrs := compileStreams(cfg.Listeners)

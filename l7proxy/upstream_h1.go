@@ -166,6 +166,7 @@ func (p *Proxy) sweeper(stop <-chan struct{}) {
 			for _, pl := range p.state.Load().pools {
 				pl.sweepIdle(now.UnixNano())
 			}
+			p.accessRT.sweep(now.UnixNano())
 		}
 	}
 }
@@ -314,6 +315,13 @@ func (p *Proxy) exchangeH1(c client, tx *txn, ep *endpoint, fresh bool) (outcome
 		c.release(uc)
 		uc.close()
 		return outcomeRetry, errRetryStatus
+	}
+	if tx.access.acc != nil && tx.errorPage(resp.status) {
+		stopBody(c, uc, &bodyc, false)
+		c.release(uc)
+		uc.close()
+		p.serveErrorPage(c, tx, resp.status)
+		return outcomeDone, nil
 	}
 	uc.rb.timeout = s.readTimeout
 

@@ -106,6 +106,11 @@ func (p *Proxy) exchangeTransport(c client, tx *txn, ep *endpoint) (outcome, err
 		_ = res.Body.Close()
 		return outcomeRetry, errRetryStatus
 	}
+	if tx.access.acc != nil && tx.errorPage(res.StatusCode) {
+		_ = res.Body.Close()
+		p.serveErrorPage(c, tx, res.StatusCode)
+		return outcomeDone, nil
+	}
 	c.respondTransport(res)
 	return outcomeDone, nil
 }
