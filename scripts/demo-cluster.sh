@@ -36,6 +36,7 @@ LB_NODE_PORT=30081
 LB_IP=10.214.0.10
 APP_HOST=app.demo.test
 SECURE_HOST=secure.demo.test
+LEGACY_HOST=legacy.demo.test
 WORK=$(mktemp -d /tmp/nodegress-demo-cluster.XXXXXX)
 UP=
 

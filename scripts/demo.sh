@@ -66,6 +66,7 @@ NODE_PORT=30080
 LB_NODE_PORT=30081
 APP_HOST=app.demo.test
 SECURE_HOST=secure.demo.test
+LEGACY_HOST=legacy.demo.test
 # The control plane's namespace hangs off node1 on a link of its own.
 CP_NODE_IP=10.200.0.1
 CP_IP=10.200.0.2
@@ -322,6 +323,7 @@ $(demo_ingresses default)
 EOT
 	echo "  http://$APP_HOST/      -> default/web (${PODS[*]})"
 	echo "  https://$SECURE_HOST/  -> default/web, certificate from Secret default/secure-tls; plain HTTP redirected (ssl-redirect)"
+	echo "  http://$LEGACY_HOST/shop/X -> default/web as /X: an Ingress written for ingress-nginx (use-regex, rewrite-target)"
 	echo "  served by the agent's proxy on $NODE_IP:80 and :443, steered to it by sk_lookup"
 
 	section "gateway api (GatewayClass, Gateway and HTTPRoute in the same directory)"
@@ -589,6 +591,10 @@ for _ in 1 2; do
 done
 printf '  plain http://%s/login: %s\n' "$SECURE_HOST" \
 	"$(secure -o /dev/null -w '%{http_code} -> %{redirect_url}' "http://$SECURE_HOST/login" 2>&1)"
+
+section "client -> http://$LEGACY_HOST/shop/headers (ingress-nginx's annotations: regex path, rewrite-target /\$2)"
+printf '  the pod saw: %s\n' "$(in_ns "$CLIENT" curl -sS --max-time 3 --resolve "$LEGACY_HOST:80:$NODE_IP" \
+	"http://$LEGACY_HOST/shop/headers" 2>&1 | grep -o -e '"pod":"[^"]*"' -e '"path":"[^"]*"' | tr '\n' ' ')"
 
 # The Gateway API: the same Service through an HTTPRoute on the Gateway's
 # own address (not the node's).

@@ -1,8 +1,9 @@
 # shellcheck shell=bash
-# demo_ingresses NS prints the two Ingresses every demo serves: APP_HOST over
-# HTTP and SECURE_HOST over HTTPS (certificate from the Secret secure-tls,
-# plain HTTP redirected), both to the Service web in namespace NS. Sourced
-# by scripts/demo.sh and scripts/demo-cluster.sh.
+# demo_ingresses NS prints the Ingresses every demo serves: APP_HOST over
+# HTTP, SECURE_HOST over HTTPS (certificate from the Secret secure-tls,
+# plain HTTP redirected), and LEGACY_HOST as written for ingress-nginx
+# (/shop/X rewritten to /X by its regex path's group), all to the Service
+# web in namespace NS. Sourced by scripts/demo.sh and scripts/demo-cluster.sh.
 demo_ingresses() {
 	local ns=$1
 	cat <<EOT
@@ -36,6 +37,22 @@ spec:
     http:
       paths:
       - {path: /, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: legacy
+  namespace: $ns
+  annotations:
+    nginx.ingress.kubernetes.io/use-regex: "true"
+    nginx.ingress.kubernetes.io/rewrite-target: /\$2
+spec:
+  ingressClassName: nodegress
+  rules:
+  - host: $LEGACY_HOST
+    http:
+      paths:
+      - {path: "/shop(/|\$)(.*)", pathType: ImplementationSpecific, backend: {service: {name: web, port: {name: http}}}}
 EOT
 }
 
