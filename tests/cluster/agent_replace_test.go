@@ -86,6 +86,22 @@ func (s *loadSet) stop(t *testing.T, c *cluster, lost int) {
 	}
 }
 
+// rollAgents starts a rollout of the agents with `kubectl -n nodegress
+// args...`, waits until it is complete and every old agent is gone, and
+// checks that the loads lost nothing meanwhile.
+func rollAgents(t *testing.T, c *cluster, loads *loadSet, args ...string) {
+	t.Helper()
+	if out, err := c.kubectl(append([]string{"-n", "nodegress"}, args...)...); err != nil {
+		t.Fatalf("kubectl %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	if out, err := c.kubectl("-n", "nodegress", "rollout", "status", "daemonset/nodegress", "--timeout=240s"); err != nil {
+		c.dump(t)
+		t.Fatalf("rollout status: %v\n%s", err, out)
+	}
+	waitReplacedAgentsGone(t, c)
+	loads.stop(t, c, 0)
+}
+
 // waitReplacedAgentsGone waits until the DaemonSet has one agent pod per
 // node again: a rollout with maxSurge ends before the last old pod is gone.
 func waitReplacedAgentsGone(t *testing.T, c *cluster) {

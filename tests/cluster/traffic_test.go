@@ -147,16 +147,7 @@ func TestClusterTraffic(t *testing.T) {
 	}
 
 	t.Run("nodegress agents restarted under load", func(t *testing.T) {
-		loads := agentLoads()
-		if out, err := c.kubectl("-n", "nodegress", "rollout", "restart", "daemonset/nodegress"); err != nil {
-			t.Fatalf("rollout restart: %v\n%s", err, out)
-		}
-		if out, err := c.kubectl("-n", "nodegress", "rollout", "status", "daemonset/nodegress", "--timeout=240s"); err != nil {
-			c.dump(t)
-			t.Fatalf("rollout status: %v\n%s", err, out)
-		}
-		waitReplacedAgentsGone(t, c)
-		loads.stop(t, c, 0)
+		rollAgents(t, c, agentLoads(), "rollout", "restart", "daemonset/nodegress")
 	})
 
 	t.Run("nodegress DaemonSet rolled to a new image under load", func(t *testing.T) {
@@ -169,16 +160,7 @@ func TestClusterTraffic(t *testing.T) {
 				t.Fatalf("tag the agent image on node%d: %v\n%s", i+1, err, out)
 			}
 		}
-		loads := agentLoads()
-		if out, err := c.kubectl("-n", "nodegress", "set", "image", "daemonset/nodegress", "agent="+newImage); err != nil {
-			t.Fatalf("set image: %v\n%s", err, out)
-		}
-		if out, err := c.kubectl("-n", "nodegress", "rollout", "status", "daemonset/nodegress", "--timeout=240s"); err != nil {
-			c.dump(t)
-			t.Fatalf("rollout status: %v\n%s", err, out)
-		}
-		waitReplacedAgentsGone(t, c)
-		loads.stop(t, c, 0)
+		rollAgents(t, c, agentLoads(), "set", "image", "daemonset/nodegress", "agent="+newImage)
 	})
 
 	t.Run("an agent killed under load", func(t *testing.T) {
