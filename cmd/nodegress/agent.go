@@ -54,6 +54,7 @@ type agentFlags struct {
 	electionNamespace string
 	health            healthFlags
 	handover          handoverFlags
+	healthSocket      string
 }
 
 func runAgent(args []string) int {
@@ -82,6 +83,7 @@ func runAgent(args []string) int {
 	fs.StringVar(&f.electionNamespace, "election-namespace", defaultElectionNamespace(), "namespace of the Leases electing the status writer and telling which nodes run an agent; $POD_NAMESPACE when set")
 	f.health.register(fs)
 	f.handover.register(fs)
+	fs.StringVar(&f.healthSocket, "health-socket", "", "unix socket serving /healthz and /readyz for `nodegress health` (exec probes of the agent's own pod; empty: off)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -118,10 +120,11 @@ func agent(f agentFlags, log *slog.Logger) error {
 	defer stop()
 	// Before the datapath is touched: the agent running on this node, if
 	// any, stops writing to it and hands over the proxy's listeners.
-	predecessor, inherited, err := acquireListeners(ctx, f.handover, f.traceSocket, log)
+	predecessor, inherited, writerLock, err := takeNodeOver(ctx, f.handover, f.traceSocket, log)
 	if err != nil {
 		return err
 	}
+	defer writerLock.Release()
 	defer closeFiles(inherited) // those not taken by the proxy
 	if predecessor != nil {
 		defer predecessor.Abort()
@@ -237,11 +240,25 @@ func agent(f agentFlags, log *slog.Logger) error {
 			log.Warn("trace server", "err", err)
 		}
 	})
+	selfCheck := &agentHealth{syncLoop: ctrl.Health, datapath: dp.Check, synced: ctrl.Synced(), listeners: probes}
 	if f.l7.metricsAddr != "" {
 		nodeServers.Go(func() {
-			health := &agentHealth{syncLoop: ctrl.Health, datapath: dp.Check, synced: ctrl.Synced(), listeners: probes}
-			if err := serveMetrics(nodeCtx, f.l7.metricsAddr, reg, health, log); err != nil {
+			if err := serveMetrics(nodeCtx, f.l7.metricsAddr, reg, selfCheck, log); err != nil {
 				log.Error("metrics server", "err", err)
+			}
+		})
+	}
+	// The pod's own: it answers after a handover too (alive, not ready).
+	if f.healthSocket != "" {
+		hctx, stopHealth := context.WithCancel(ctx)
+		var podHealth sync.WaitGroup
+		defer func() {
+			stopHealth()
+			podHealth.Wait()
+		}()
+		podHealth.Go(func() {
+			if err := serveHealthSocket(hctx, f.healthSocket, selfCheck, log); err != nil {
+				log.Error("health socket", "err", err)
 			}
 		})
 	}
@@ -303,6 +320,8 @@ func agent(f agentFlags, log *slog.Logger) error {
 			}
 			stopNodeServers()
 			closeDatapath()
+			writerLock.Release()
+			selfCheck.handedOver.Store(true)
 		}, log)
 	}
 }

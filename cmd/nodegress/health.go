@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/netip"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/nodegress/nodegress/controller"
@@ -82,12 +83,17 @@ func (h *healthServers) configure(cfg *controller.Config) {
 // done, trying again while an address cannot be listened on (another
 // kube-proxy, a slow restart).
 func (h *healthServers) run(ctx context.Context, log *slog.Logger, metrics http.Handler) {
+	// Both are waited for: a successor agent takes their ports over.
+	var wg sync.WaitGroup
 	if h.statusAddr != "" {
-		go serveRetrying(ctx, log, "status server", h.statusAddr, h.proxy.StatusHandler("nodegress", metrics))
+		wg.Go(func() {
+			serveRetrying(ctx, log, "status server", h.statusAddr, h.proxy.StatusHandler("nodegress", metrics))
+		})
 	}
 	if h.addr != "" {
-		serveRetrying(ctx, log, "node health server", h.addr, h.proxy.Handler())
+		wg.Go(func() { serveRetrying(ctx, log, "node health server", h.addr, h.proxy.Handler()) })
 	}
+	wg.Wait()
 }
 
 func serveRetrying(ctx context.Context, log *slog.Logger, what, addr string, handler http.Handler) {

@@ -263,19 +263,7 @@ func serveMetrics(ctx context.Context, addr string, reg *prometheus.Registry, he
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
-	// A liveness failure is news; not being ready yet, at start, is not.
-	check := func(f func(context.Context) error, level slog.Level) http.HandlerFunc {
-		return func(w http.ResponseWriter, r *http.Request) {
-			if err := f(r.Context()); err != nil {
-				log.Log(r.Context(), level, "health check failed", "path", r.URL.Path, "err", err)
-				http.Error(w, err.Error(), http.StatusServiceUnavailable)
-				return
-			}
-			io.WriteString(w, "ok\n")
-		}
-	}
-	mux.HandleFunc("/healthz", check(health.live, slog.LevelWarn))
-	mux.HandleFunc("/readyz", check(health.ready, slog.LevelDebug))
+	handleHealth(mux, health, log)
 	srv := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	ln, err := listenRetrying(ctx, addr, log)
 	if err != nil || ln == nil {

@@ -18,6 +18,7 @@ Usage:
   nodegress maps    [--bpffs DIR]                                 show the pinned datapath state
   nodegress cleanup [--bpffs DIR]                                 detach and remove the datapath
   nodegress keep-listeners --socket PATH                          hold the proxy's listeners across agent restarts
+  nodegress health  --socket PATH [--check healthz|readyz]        ask an agent's health socket (exec probe)
   nodegress version
 
 Run "nodegress COMMAND -h" for the flags of a command.
@@ -41,6 +42,8 @@ func main() {
 		code = runCleanup(args)
 	case "keep-listeners":
 		code = runKeepListeners(args)
+	case "health":
+		code = runHealth(args)
 	case "version", "--version":
 		fmt.Println("nodegress", version)
 	case "help", "-h", "--help":

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"sync/atomic"
 	"time"
 
 	"github.com/pires/go-proxyproto"
@@ -28,6 +29,10 @@ type agentHealth struct {
 	// listeners are the proxy's loopback listeners, probed as a client
 	// would use them.
 	listeners []proxyProbe
+	// handedOver: another agent took this one's place. It is alive (its
+	// kubelet must not restart it, which would take the node back) and
+	// not ready.
+	handedOver atomic.Bool
 }
 
 // proxyProbe is one proxy listener to probe.
@@ -42,6 +47,9 @@ type proxyProbe struct {
 
 // live reports the first part found wedged.
 func (h *agentHealth) live(ctx context.Context) error {
+	if h.handedOver.Load() {
+		return nil
+	}
 	if err := h.syncLoop(); err != nil {
 		return err
 	}
@@ -66,6 +74,9 @@ func (h *agentHealth) live(ctx context.Context) error {
 
 // ready reports whether the node serves: synced once, and live.
 func (h *agentHealth) ready(ctx context.Context) error {
+	if h.handedOver.Load() {
+		return errors.New("handed over to a new agent")
+	}
 	select {
 	case <-h.synced:
 	default:

@@ -349,8 +349,11 @@ func testDaemonSet(t *testing.T, ds *appsv1.DaemonSet, flags *corev1.ConfigMap) 
 		{"POD_NAMESPACE", fieldRef(c, "POD_NAMESPACE"), "metadata.namespace"},
 		{"--node-name", args["node-name"], "$(NODE_NAME)"},
 		{"--election-namespace", args["election-namespace"], "$(POD_NAMESPACE)"},
-		{"liveness", probe(c.LivenessProbe, c), "/healthz:" + metricsPort},
-		{"readiness", probe(c.ReadinessProbe, c), "/readyz:" + metricsPort},
+		// The pod's own agent, not whichever holds the node's port.
+		{"startup", probe(c.StartupProbe), "healthz@" + args["health-socket"]},
+		{"liveness", probe(c.LivenessProbe), "healthz@" + args["health-socket"]},
+		{"readiness", probe(c.ReadinessProbe), "readyz@" + args["health-socket"]},
+		{"health socket in the pod's own volume", emptyDirAt(pod, c, filepath.Dir(args["health-socket"])), true},
 		{"scrape", ds.Spec.Template.Annotations["prometheus.io/scrape"], "true"},
 		{"scrape port", ds.Spec.Template.Annotations["prometheus.io/port"], metricsPort},
 		{"cpu request", c.Resources.Requests.Cpu().IsZero(), false},
@@ -627,18 +630,25 @@ func fieldRef(c corev1.Container, name string) string {
 	return ""
 }
 
-// probe returns "path:port" of an HTTP probe, with a named port resolved.
-func probe(p *corev1.Probe, c corev1.Container) string {
-	if p == nil || p.HTTPGet == nil {
+// probe returns "CHECK@SOCKET" of a `nodegress health` exec probe.
+func probe(p *corev1.Probe) string {
+	if p == nil || p.Exec == nil {
 		return ""
 	}
-	port := p.HTTPGet.Port.String()
-	for _, cp := range c.Ports {
-		if cp.Name == port {
-			port = strconv.Itoa(int(cp.ContainerPort))
+	cmd := p.Exec.Command
+	if len(cmd) < 2 || cmd[0] != "/nodegress" || cmd[1] != "health" {
+		return strings.Join(cmd, " ")
+	}
+	var check, socket string
+	for _, a := range cmd[2:] {
+		if v, ok := strings.CutPrefix(a, "--check="); ok {
+			check = v
+		}
+		if v, ok := strings.CutPrefix(a, "--socket="); ok {
+			socket = v
 		}
 	}
-	return p.HTTPGet.Path + ":" + port
+	return check + "@" + socket
 }
 
 func propagation(m corev1.VolumeMount) corev1.MountPropagationMode {

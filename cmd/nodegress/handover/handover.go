@@ -11,10 +11,10 @@ import (
 	"time"
 )
 
-// requestTimeout bounds each exchange before the drain: an agent that does
-// not answer a takeover in this time is wedged, and its successor starts
-// without it.
-const requestTimeout = 30 * time.Second
+// requestTimeout bounds each exchange before the drain: the running agent
+// answers a takeover once its controller has stopped (a sync in progress
+// finishes first); one that does not answer in this time is wedged.
+const requestTimeout = 2 * time.Minute
 
 // Takeover is a successor's side of a handover: the predecessor has
 // stopped syncing and handed over its listeners, and keeps serving with
@@ -62,6 +62,9 @@ func Take(ctx context.Context, path string) (*Takeover, error) {
 	case opRefused:
 		closeAll(files)
 		c.Close()
+		if m.Retry {
+			return nil, fmt.Errorf("takeover from %s: %s: %w", path, m.Error, ErrBusy)
+		}
 		return nil, fmt.Errorf("takeover from %s refused: %s", path, m.Error)
 	default:
 		closeAll(files)
@@ -149,30 +152,34 @@ func (s *Server) handle(c *net.UnixConn) {
 		c.Close()
 		return
 	}
-	refuse := func(reason string) {
+	refuse := func(reason string, retry bool) {
 		closeAll(files)
-		_ = send(c, message{Op: opRefused, Error: reason})
+		_ = send(c, message{Op: opRefused, Error: reason, Retry: retry})
 		c.Close()
 		s.log.Warn("handover: takeover refused", "pid", m.PID, "reason", reason)
 	}
+	if ok, err := peerIsRoot(c); err != nil || !ok {
+		refuse("only root may take this agent's place", false)
+		return
+	}
 	if m.Op != opTakeover || len(files) != 1 {
-		refuse(fmt.Sprintf("want a %q request with the network namespace", opTakeover))
+		refuse(fmt.Sprintf("want a %q request with the network namespace", opTakeover), false)
 		return
 	}
 	same, err := sameNetns(files[0])
 	closeAll(files)
 	files = nil
 	if err != nil || !same {
-		refuse("the requesting agent runs in another network namespace (another node); give each node its own handover socket")
+		refuse("the requesting agent runs in another network namespace (another node); give each node its own handover socket", false)
 		return
 	}
 	r := &Request{conn: c, PID: m.PID}
 	select {
 	case s.requests <- r:
 	case <-s.done:
-		refuse("this agent is stopping")
+		refuse("this agent is stopping", true)
 	case <-time.After(time.Second):
-		refuse("another takeover is in progress")
+		refuse("another takeover is in progress", true)
 	}
 }
 
@@ -186,6 +193,9 @@ type Request struct {
 // Grant hands listeners to the successor. The caller keeps its own
 // descriptors: the sockets are shared until it closes them.
 func (r *Request) Grant(listeners map[string]*os.File) error {
+	// Stopping took some of the request's time: the successor waits
+	// requestTimeout from its request on.
+	_ = r.conn.SetDeadline(time.Now().Add(requestTimeout))
 	names, files := sortedNames(listeners)
 	if len(files) > maxListeners {
 		return fmt.Errorf("%d listeners: at most %d", len(files), maxListeners)

@@ -188,7 +188,7 @@ func TestKeeper(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- NewKeeper(quietLog()).Serve(ctx, path) }()
+	go func() { done <- NewKeeper(quietLog(), 0).Serve(ctx, path) }()
 	defer func() {
 		cancel()
 		if err := <-done; err != nil {
@@ -258,7 +258,7 @@ func TestReceiveRejectsNonListeners(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "keeper.sock")
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	go func() { _ = NewKeeper(quietLog()).Serve(ctx, path) }()
+	go func() { _ = NewKeeper(quietLog(), 0).Serve(ctx, path) }()
 	deadline := time.Now().Add(5 * time.Second)
 	for _, err := Fetch(path); err != nil; _, err = Fetch(path) {
 		if time.Now().After(deadline) {
@@ -274,5 +274,104 @@ func TestReceiveRejectsNonListeners(t *testing.T) {
 	defer bad.Close()
 	if err := Store(path, map[string]*os.File{"http": bad}); err == nil {
 		t.Fatal("keeper stored a file that is not a listening socket")
+	}
+}
+
+func TestLock(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "run", "agent.lock")
+	first, err := TryLock(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := TryLock(path); !errors.Is(err, ErrLocked) {
+		t.Fatalf("second lock: %v, want ErrLocked", err)
+	}
+	first.Release()
+	first.Release() // once
+	second, err := TryLock(path)
+	if err != nil {
+		t.Fatalf("lock after release: %v", err)
+	}
+	second.Release()
+}
+
+// TestTakeoverBusy: an agent already handing over refuses another
+// successor as busy (it may ask again), not for good.
+func TestTakeoverBusy(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "handover.sock")
+	srv, err := Listen(path, quietLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	// Nobody takes the request from Requests: the agent is busy.
+	if _, err := Take(context.Background(), path); !errors.Is(err, ErrBusy) {
+		t.Fatalf("Take from a busy agent: %v, want ErrBusy", err)
+	}
+}
+
+// TestKeeperReleasesUnclaimed: sockets no agent stores or fetches again
+// are closed, so that clients are refused instead of left waiting.
+func TestKeeperReleasesUnclaimed(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "keeper.sock")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() { _ = NewKeeper(quietLog(), 200*time.Millisecond).Serve(ctx, path) }()
+	ln, f := tcpListener(t)
+	addr := ln.Addr().String()
+	if err := harnessEventually(func() error { return Store(path, map[string]*os.File{"http": f}) }); err != nil {
+		t.Fatal(err)
+	}
+	ln.Close()
+	f.Close()
+	// Held: a connection is queued.
+	c, err := net.DialTimeout("tcp", addr, time.Second)
+	if err != nil {
+		t.Fatalf("connect while the keeper holds the socket: %v", err)
+	}
+	c.Close()
+	if err := harnessEventually(func() error {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			c.Close()
+			return errors.New("still accepted")
+		}
+		return nil
+	}); err != nil {
+		t.Fatalf("unclaimed socket not released: %v", err)
+	}
+}
+
+func TestDuplicateNamesRefused(t *testing.T) {
+	_, f1 := tcpListener(t)
+	_, f2 := tcpListener(t)
+	d1, err := dupFd(f1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d2, err := dupFd(f2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	files := []*os.File{os.NewFile(uintptr(d1), "a"), os.NewFile(uintptr(d2), "b")}
+	if _, err := named(message{Names: []string{"http", "http"}}, files); err == nil {
+		t.Fatal("two sockets under one name accepted")
+	}
+	for _, f := range files {
+		if err := f.Close(); err == nil {
+			t.Error("a refused descriptor was left open")
+		}
+	}
+}
+
+// harnessEventually retries f for up to 5 s.
+func harnessEventually(f func() error) error {
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		err := f()
+		if err == nil || time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

@@ -15,15 +15,28 @@ import (
 // agent is killed: connections then wait in the accept queue until the
 // restarted agent fetches the sockets and accepts them, instead of being
 // refused.
+//
+// Sockets nobody accepts from are worse than closed ones: clients and
+// load balancers' health checks see a port that takes connections and
+// never answers. So the keeper lets go of them when no agent has stored
+// or fetched them for releaseAfter (an agent stores them again every
+// StoreInterval): an agent in a crash loop then leaves the port closed.
 type Keeper struct {
-	mu    sync.Mutex
-	files map[string]*os.File
-	log   *slog.Logger
+	mu           sync.Mutex
+	files        map[string]*os.File
+	lastContact  time.Time
+	releaseAfter time.Duration
+	log          *slog.Logger
 }
 
-// NewKeeper returns a keeper holding nothing.
-func NewKeeper(log *slog.Logger) *Keeper {
-	return &Keeper{files: map[string]*os.File{}, log: log}
+// StoreInterval is how often an agent stores its listeners again; a
+// keeper's releaseAfter must be well above it.
+const StoreInterval = 20 * time.Second
+
+// NewKeeper returns a keeper holding nothing, which lets go of what it
+// holds releaseAfter after the last store or fetch (0: never).
+func NewKeeper(log *slog.Logger, releaseAfter time.Duration) *Keeper {
+	return &Keeper{files: map[string]*os.File{}, log: log, releaseAfter: releaseAfter}
 }
 
 // Serve answers store and fetch requests on path until ctx ends, then
@@ -36,7 +49,10 @@ func (k *Keeper) Serve(ctx context.Context, path string) error {
 	stop := context.AfterFunc(ctx, func() { _ = ln.Close() })
 	defer stop()
 	defer k.replace(nil)
-	k.log.Info("keeping listeners", "socket", path)
+	k.log.Info("keeping listeners", "socket", path, "release_after", k.releaseAfter)
+	if k.releaseAfter > 0 {
+		go k.releaseUnclaimed(ctx)
+	}
 	for {
 		c, err := ln.AcceptUnix()
 		if err != nil {
@@ -67,11 +83,12 @@ func (k *Keeper) handle(c *net.UnixConn) {
 			return
 		}
 		k.replace(ls)
-		k.log.Info("keeping listeners", "names", m.Names, "from_pid", m.PID)
+		k.log.Debug("keeping listeners", "names", m.Names, "from_pid", m.PID)
 		_ = send(c, message{Op: opStored})
 	case opFetch:
 		closeAll(files)
 		k.mu.Lock()
+		k.lastContact = time.Now()
 		names, held := sortedNames(k.files)
 		err := send(c, message{Op: opListeners, Names: names, PID: os.Getpid()}, held...)
 		k.mu.Unlock()
@@ -84,6 +101,27 @@ func (k *Keeper) handle(c *net.UnixConn) {
 	}
 }
 
+// releaseUnclaimed lets go of the sockets once no agent has been in
+// touch for releaseAfter.
+func (k *Keeper) releaseUnclaimed(ctx context.Context) {
+	t := time.NewTicker(max(k.releaseAfter/10, 10*time.Millisecond))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		k.mu.Lock()
+		stale := len(k.files) > 0 && time.Since(k.lastContact) > k.releaseAfter
+		k.mu.Unlock()
+		if stale {
+			k.log.Warn("no agent stored or fetched the listeners; closing them so that clients are refused instead of left waiting", "after", k.releaseAfter)
+			k.replace(nil)
+		}
+	}
+}
+
 func (k *Keeper) replace(ls map[string]*os.File) {
 	k.mu.Lock()
 	old := k.files
@@ -91,6 +129,7 @@ func (k *Keeper) replace(ls map[string]*os.File) {
 		ls = map[string]*os.File{}
 	}
 	k.files = ls
+	k.lastContact = time.Now()
 	k.mu.Unlock()
 	for _, f := range old {
 		_ = f.Close()

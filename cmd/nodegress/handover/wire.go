@@ -31,8 +31,10 @@ type message struct {
 	// Names of the listeners whose descriptors the message carries, in
 	// order.
 	Names []string `json:"names,omitempty"`
-	// Error is why a request was refused.
+	// Error is why a request was refused; Retry says the refusal is
+	// temporary (the agent is busy with another takeover).
 	Error string `json:"error,omitempty"`
+	Retry bool   `json:"retry,omitempty"`
 	// PID of the sender, for logs.
 	PID int `json:"pid,omitempty"`
 }
@@ -51,6 +53,10 @@ const (
 // ErrNoPeer means nothing listens on the socket: no agent runs (or no
 // keeper), which is the normal case at a node's first start.
 var ErrNoPeer = errors.New("nothing listening")
+
+// ErrBusy means the agent cannot hand over now (it is handing over to
+// another); asking again later may succeed.
+var ErrBusy = errors.New("busy")
 
 func dial(path string) (*net.UnixConn, error) {
 	c, err := net.DialUnix("unixpacket", nil, &net.UnixAddr{Name: path, Net: "unixpacket"})
@@ -173,7 +179,11 @@ func named(m message, files []*os.File) (map[string]*os.File, error) {
 	}
 	out := make(map[string]*os.File, len(files))
 	for i, f := range files {
-		if err := checkListening(f); err != nil {
+		err := checkListening(f)
+		if err == nil && out[m.Names[i]] != nil {
+			err = errors.New("named twice")
+		}
+		if err != nil {
 			closeAll(files)
 			return nil, fmt.Errorf("listener %q: %w", m.Names[i], err)
 		}
@@ -229,6 +239,25 @@ func sortedNames(ls map[string]*os.File) ([]string, []*os.File) {
 		files[i] = ls[n]
 	}
 	return names, files
+}
+
+// peerIsRoot reports whether the process at the other end of c runs as
+// root or as this process's user: the sockets handed over carry all of the
+// node's ingress traffic.
+func peerIsRoot(c *net.UnixConn) (bool, error) {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return false, err
+	}
+	var cred *unix.Ucred
+	var credErr error
+	if err := raw.Control(func(fd uintptr) { cred, credErr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED) }); err != nil {
+		return false, err
+	}
+	if credErr != nil {
+		return false, credErr
+	}
+	return cred.Uid == 0 || int(cred.Uid) == os.Getuid(), nil
 }
 
 // sameNetns reports whether the namespace file f is this process's network
