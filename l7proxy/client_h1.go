@@ -76,8 +76,8 @@ func newH1Server(p *Proxy) *h1server {
 }
 
 // serve accepts connections until the listener is closed. With tlsConf,
-// connections are TLS; those negotiating h2 go to h2.
-func (s *h1server) serve(l net.Listener, tlsConf *tls.Config, h2 *connQueue) error {
+// connections are TLS; those negotiating h2 go to the HTTP/2 server.
+func (s *h1server) serve(l net.Listener, tlsConf *tls.Config) error {
 	s.mu.Lock()
 	if s.closing.Load() {
 		s.mu.Unlock()
@@ -109,11 +109,11 @@ func (s *h1server) serve(l net.Listener, tlsConf *tls.Config, h2 *connQueue) err
 			continue
 		}
 		delay = 0
-		go s.serveConn(c, tlsConf, h2)
+		go s.serveConn(c, tlsConf)
 	}
 }
 
-func (s *h1server) serveConn(c net.Conn, tlsConf *tls.Config, h2 *connQueue) {
+func (s *h1server) serveConn(c net.Conn, tlsConf *tls.Config) {
 	o := &s.p.opts
 	if s.p.proxyProtocolFrom(c) {
 		pc, err := readProxyHeader(c, time.Now().Add(o.ReadHeaderTimeout))
@@ -165,20 +165,18 @@ func (s *h1server) serveConn(c net.Conn, tlsConf *tls.Config, h2 *connQueue) {
 			return
 		}
 		if tc.ConnectionState().NegotiatedProtocol == "h2" {
-			// net/http's HTTP/2 server bounds its idle connections.
+			// The HTTP/2 server bounds its idle connections itself.
 			active()
-			h2.deliver(tc)
+			s.p.h2.serveConn(tc, true)
 			return
 		}
 		c = tc
 	}
 	hc := newH1Conn(s, c, tlsConf != nil)
 	hc.peer, hc.phase = peer, &phase
-	if tlsConf == nil {
-		// A plain connection may open with HTTP/2's preface (h2c with
-		// prior knowledge): h2 then takes it.
-		hc.h2c = h2
-	}
+	// A plain connection may open with HTTP/2's preface (h2c with
+	// prior knowledge): the HTTP/2 server then takes it.
+	hc.h2c = tlsConf == nil
 	s.mu.Lock()
 	if s.closing.Load() {
 		s.mu.Unlock()
@@ -192,10 +190,14 @@ func (s *h1server) serveConn(c net.Conn, tlsConf *tls.Config, h2 *connQueue) {
 	s.mu.Lock()
 	delete(s.conns, hc)
 	s.mu.Unlock()
-	if hc.state.Load() != connHijacked {
+	h2c := hc.h2cConn
+	if h2c == nil && hc.state.Load() != connHijacked {
 		_ = c.Close()
 	}
 	hc.free()
+	if h2c != nil {
+		s.p.h2.serveConn(h2c, false)
+	}
 }
 
 // passthrough reads the ClientHello of a connection to a frontend with
@@ -257,44 +259,6 @@ func (s *h1server) shutdown(ctx context.Context) error {
 	}
 }
 
-// connQueue is a net.Listener fed with connections accepted and
-// handshaken elsewhere: ServeHTTPS hands h2 connections to net/http
-// through it.
-type connQueue struct {
-	addr net.Addr
-	ch   chan net.Conn
-	done chan struct{}
-	once sync.Once
-}
-
-func newConnQueue(addr net.Addr) *connQueue {
-	return &connQueue{addr: addr, ch: make(chan net.Conn), done: make(chan struct{})}
-}
-
-func (q *connQueue) Accept() (net.Conn, error) {
-	select {
-	case c := <-q.ch:
-		return c, nil
-	case <-q.done:
-		return nil, net.ErrClosed
-	}
-}
-
-func (q *connQueue) Close() error {
-	q.once.Do(func() { close(q.done) })
-	return nil
-}
-
-func (q *connQueue) Addr() net.Addr { return q.addr }
-
-func (q *connQueue) deliver(c net.Conn) {
-	select {
-	case q.ch <- c:
-	case <-q.done:
-		_ = c.Close()
-	}
-}
-
 // h1conn is one HTTP/1.x client connection and everything its
 // requests reuse.
 type h1conn struct {
@@ -325,9 +289,11 @@ type h1conn struct {
 	tx      txn
 	st      h1state
 	fwd     forwarded
-	// h2c receives the connection when it opens with HTTP/2's preface
-	// (plain listeners only; nil once the first request is seen).
-	h2c *connQueue
+	// h2c: the connection may still open with HTTP/2's preface (plain
+	// listeners, until the first request); h2cConn is the connection to
+	// hand to the HTTP/2 server when it did.
+	h2c     bool
+	h2cConn net.Conn
 	// watching is the running client watch, if any.
 	watching chan struct{}
 	// tReq and tBody are the request towards a Transport upstream.
@@ -430,15 +396,15 @@ func (hc *h1conn) serve() {
 				return
 			}
 		}
-		if hc.h2c != nil {
+		if hc.h2c {
 			if hc.priorKnowledge() {
 				hc.srv.limits.leave(hc.peer, *hc.phase)
 				*hc.phase = phaseNone
 				hc.state.Store(connHijacked)
-				hc.h2c.deliver(&prefixConn{Conn: hc.conn, pending: bytes.Clone(hc.rb.bytes())})
+				hc.h2cConn = &prefixConn{Conn: hc.conn, pending: bytes.Clone(hc.rb.bytes())}
 				return
 			}
-			hc.h2c = nil // only a connection's first bytes can be the preface
+			hc.h2c = false // only a connection's first bytes can be the preface
 		}
 		start := time.Now()
 		// Only a head that needs more reads gets the header deadline.
