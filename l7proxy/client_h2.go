@@ -427,9 +427,20 @@ func (s *h2stream) prepareMirror(m *mirrorReq) {
 // flushing whenever it has to wait for the upstream so streams are not
 // held back.
 func (s *h2stream) respondH1(uc *upConn, resp *h1resp, head []byte, kind bodyKind, src *bodySrc) (uerr, cerr error) {
-	announced := copyResponseHeader(s.Header(), head, resp, kind == bodyChunked)
-	s.tx.responseEdit().apply(s.Header())
-	s.WriteHeader(resp.status)
+	var announced []string
+	if s.tx.responseEdit() == nil && kind != bodyChunked {
+		// Nothing to edit and no trailers: the head goes out as parsed,
+		// without a header map. Its fields are views of the upstream
+		// connection's buffer, so it is sent now.
+		s.tx.status, s.wroteHeader = resp.status, true
+		if err := s.st.sendHead(resp, kind == bodyNone); err != nil {
+			return nil, err
+		}
+	} else {
+		announced = copyResponseHeader(s.Header(), head, resp, kind == bodyChunked)
+		s.tx.responseEdit().apply(s.Header())
+		s.WriteHeader(resp.status)
+	}
 	// The head is still in the response's buffer: before waiting for the
 	// upstream, it goes out (a full-duplex stream answers only after the
 	// client sent more).

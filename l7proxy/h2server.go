@@ -186,6 +186,8 @@ type h2conn struct {
 	henc        *hpack.Encoder
 	hbuf        headerBuf
 	lower       map[string]string // canonical name → lower case, per connection
+	// names and values are the response fields' strings for HPACK.
+	names, values internTable
 	// goingAway: a GOAWAY was sent, no new stream is taken; dead: the
 	// connection is broken or closed, nothing more is written.
 	goingAway bool

@@ -779,6 +779,10 @@ func (st *h2srvStream) send(end bool) error {
 		c.mu.Unlock()
 		return errClientReset
 	}
+	if st.localDone {
+		c.mu.Unlock()
+		return nil
+	}
 	if !st.headersSent {
 		st.headersSent = true
 		c.writeHeaders(st, end && len(st.pend) == 0)
@@ -881,6 +885,76 @@ func (c *h2conn) writeHeaders(st *h2srvStream, end bool) {
 		_ = enc.WriteField(hpack.HeaderField{Name: "date", Value: httpDateString(time.Now())})
 	}
 	c.writeBlock(st.id, end)
+}
+
+// sendHead sends an HTTP/1.1 upstream's response head as it was parsed;
+// end: the response has no body.
+func (st *h2srvStream) sendHead(resp *h1resp, end bool) error {
+	c := st.c
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if st.reset || c.dead {
+		return errClientReset
+	}
+	st.status, st.headersSent = resp.status, true
+	c.hbuf.b = c.hbuf.b[:0]
+	enc := c.henc
+	_ = enc.WriteField(hpack.HeaderField{Name: ":status", Value: statusValue(resp.status)})
+	for i := range resp.fields {
+		f := &resp.fields[i]
+		switch f.kind {
+		case hkOther, hkDate, hkContentLength:
+		default:
+			continue // hop-by-hop, or framing HTTP/2 does itself
+		}
+		_ = enc.WriteField(hpack.HeaderField{Name: c.names.lower(f.name), Value: c.values.intern(f.value)})
+	}
+	if !resp.hasDate {
+		_ = enc.WriteField(hpack.HeaderField{Name: "date", Value: httpDateString(time.Now())})
+	}
+	c.writeBlock(st.id, end)
+	if end {
+		st.localDone = true
+	}
+	return nil
+}
+
+// internTable gives byte strings a string that stays valid, so that
+// HPACK's dynamic table can keep it, allocating once per distinct value
+// of a connection rather than once per response.
+type internTable struct {
+	m   map[string]string
+	buf [64]byte
+}
+
+const internMax = 256
+
+// intern returns b as a string.
+func (t *internTable) intern(b []byte) string {
+	if s, ok := t.m[string(b)]; ok {
+		return s
+	}
+	s := string(b)
+	if t.m == nil || len(t.m) >= internMax {
+		t.m = make(map[string]string)
+	}
+	t.m[s] = s
+	return s
+}
+
+// lower returns a field name in lower case (HTTP/2's form).
+func (t *internTable) lower(b []byte) string {
+	if len(b) > len(t.buf) {
+		return strings.ToLower(string(b))
+	}
+	l := t.buf[:len(b)]
+	for i, c := range b {
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		l[i] = c
+	}
+	return t.intern(l)
 }
 
 // writeTrailers encodes the trailer section, which ends the stream.
