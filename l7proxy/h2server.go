@@ -251,7 +251,9 @@ func (c *h2conn) serve() {
 	c.br.Reset(c.conn)
 	c.payload = make([]byte, h2MaxFrameSize)
 	c.hdec = hpack.NewDecoder(h2HeaderTableMax, c.onField)
-	c.hdec.SetMaxStringLength(o.MaxHeaderBytes)
+	// A string over the header list limit is still decoded (and the
+	// request answered 431), up to where the block counts as a flood.
+	c.hdec.SetMaxStringLength(4 * o.MaxHeaderBytes)
 	c.henc = hpack.NewEncoder(&c.hbuf)
 	c.wbuf = make([]byte, 0, 16<<10)
 	c.spare = make([]byte, 0, 16<<10)
