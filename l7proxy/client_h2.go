@@ -155,7 +155,7 @@ func (s *h2stream) serve(st *h2srvStream) {
 		if s.tx.limit > 0 && r.ContentLength < 0 {
 			// A declared length is checked against the DATA frames;
 			// only bodies of unknown length need counting.
-			s.body.rc = &limitedBody{rc: r.Body, n: s.tx.limit}
+			s.body.rc = &limitedBody{rc: r.Body, limit: s.tx.limit}
 		}
 	}
 	s.fwd.reset(s.ci)
@@ -171,15 +171,15 @@ func (s *h2stream) serve(st *h2srvStream) {
 
 // limitedBody fails a body of unknown length once it passes the limit.
 type limitedBody struct {
-	rc io.ReadCloser
-	n  int64
+	rc       io.ReadCloser
+	limit, n int64
 }
 
 func (b *limitedBody) Read(p []byte) (int, error) {
 	n, err := b.rc.Read(p)
-	if b.n -= int64(n); b.n < 0 {
+	if b.n += int64(n); b.n > b.limit {
 		_ = b.rc.Close()
-		return 0, &http.MaxBytesError{Limit: b.n}
+		return 0, &http.MaxBytesError{Limit: b.limit}
 	}
 	return n, err
 }

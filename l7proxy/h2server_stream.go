@@ -57,6 +57,11 @@ func (c *h2conn) onHeaders(flags byte, sid uint32, p []byte) error {
 		frag = frag[5:]
 		if dep == sid {
 			// Decoded anyway (HPACK state), then the stream is reset.
+			c.mu.Lock()
+			if sid > c.maxID {
+				c.maxID = sid
+			}
+			c.mu.Unlock()
 			c.block = headerBlock{sid: sid, endStream: flags&flagEndStream != 0, malformed: "depends on itself"}
 			return c.blockFragment(flags, frag)
 		}
@@ -470,10 +475,9 @@ func (st *h2srvStream) setRequest(b *headerBlock) string {
 	}
 	delete(st.hdr, "Host")
 	r := &st.req
-	trailer := r.Trailer
 	*r = http.Request{
 		Method: b.method, Proto: "HTTP/2.0", ProtoMajor: 2, Header: st.hdr, Host: host,
-		RequestURI: b.path, RemoteAddr: st.c.ci.peerStr, ContentLength: -1, Trailer: trailer,
+		RequestURI: b.path, RemoteAddr: st.c.ci.peerStr, ContentLength: -1,
 	}
 	st.u = url.URL{}
 	p := b.path
@@ -706,10 +710,10 @@ func (st *h2srvStream) run() {
 	st.end()
 	c.mu.Lock()
 	c.active--
-	recycle := st.localDone && st.remoteDone || st.reset
-	if c.streams[st.id] == st {
-		recycle = false // still receiving (a body nobody reads)
-	}
+	// Only a stream whose request was received whole is reused: with
+	// the request unfinished, the reader may still be decoding its
+	// trailer section into it.
+	recycle := st.remoteDone && c.streams[st.id] != st
 	c.setIdleDeadline()
 	if c.goingAway && c.active == 0 && len(c.streams) == 0 {
 		// Wake the reader so the connection closes.
@@ -808,11 +812,13 @@ func (st *h2srvStream) sendData(b []byte, end bool) error {
 	c := st.c
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	var stall *time.Timer
-	stalled := false
+	// waiting is when the current wait for window (or for room in the
+	// write buffer) began; a wait longer than WriteTimeout is a stall.
+	var waiting time.Time
+	var wake *time.Timer
 	defer func() {
-		if stall != nil {
-			stall.Stop()
+		if wake != nil {
+			wake.Stop()
 		}
 	}()
 	for {
@@ -834,6 +840,7 @@ func (st *h2srvStream) sendData(b []byte, end bool) error {
 			c.sendWindow -= n
 			st.sendWindow -= n
 			b = b[n:]
+			waiting = time.Time{}
 			c.kick()
 			if last {
 				st.localDone = true
@@ -841,17 +848,24 @@ func (st *h2srvStream) sendData(b []byte, end bool) error {
 			}
 			continue
 		}
-		if stalled {
+		timeout := c.p.opts.WriteTimeout
+		now := time.Now()
+		switch {
+		case waiting.IsZero():
+			waiting = now
+		case now.Sub(waiting) >= timeout:
 			c.resetLocked(st, codeFlowControl)
 			return errWriteStalled
 		}
-		if stall == nil {
-			stall = time.AfterFunc(c.p.opts.WriteTimeout, func() {
+		// The timer only wakes this wait; the check above decides.
+		if wake == nil {
+			wake = time.AfterFunc(timeout, func() {
 				c.mu.Lock()
-				stalled = true
 				c.cond.Broadcast()
 				c.mu.Unlock()
 			})
+		} else {
+			wake.Reset(waiting.Add(timeout).Sub(now))
 		}
 		c.cond.Wait()
 	}
