@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"runtime"
 	"sync"
 	"time"
 
@@ -853,6 +854,13 @@ func (c *h2conn) flusher() {
 		}
 		if len(c.wbuf) == 0 || c.werr != nil {
 			break
+		}
+		if len(c.wbuf) < h2WriteSoftMax {
+			// Streams that are ready to run add their frames first, so
+			// that one write carries many responses.
+			c.mu.Unlock()
+			runtime.Gosched()
+			c.mu.Lock()
 		}
 		buf := c.wbuf
 		c.wbuf = c.spare[:0]
