@@ -397,6 +397,9 @@ type h2srvStream struct {
 	gone    atomic.Bool
 	bodyCh  chan struct{} // data, end or reset arrived
 	bodyTmr *time.Timer
+	// bodyDeadline bounds the whole request (Options.ReadTimeout; zero:
+	// none).
+	bodyDeadline time.Time
 
 	// The response, written by the stream's goroutine.
 	resp        http.Header
@@ -513,6 +516,9 @@ func (st *h2srvStream) setRequest(b *headerBlock) string {
 		r.ContentLength = st.declared
 	}
 	if r.ContentLength != 0 {
+		if t := st.c.p.opts.ReadTimeout; t > 0 {
+			st.bodyDeadline = time.Now().Add(t)
+		}
 		r.Body = (*srvBody)(st)
 	} else {
 		r.Body = http.NoBody
@@ -669,6 +675,13 @@ var errClientReset = errors.New("client reset the stream")
 // that stops coming gets 400, as on HTTP/1.x.
 func (st *h2srvStream) waitBody() error {
 	d := st.c.p.opts.BodyTimeout
+	if !st.bodyDeadline.IsZero() {
+		left := time.Until(st.bodyDeadline)
+		if left <= 0 {
+			return badRequest("request body timeout")
+		}
+		d = min(d, left)
+	}
 	if st.bodyTmr == nil {
 		st.bodyTmr = time.NewTimer(d)
 	} else {

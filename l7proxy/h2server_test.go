@@ -467,6 +467,47 @@ func TestH2ServerRequestBody(t *testing.T) {
 	}
 }
 
+// TestH2ServerBodyTimeout checks that a request body that stops coming
+// gets 400 (BodyTimeout between reads, ReadTimeout for the whole body),
+// as on HTTP/1.x.
+func TestH2ServerBodyTimeout(t *testing.T) {
+	tests := []struct {
+		name string
+		opts Options
+	}{
+		{"between reads", Options{BodyTimeout: 200 * time.Millisecond}},
+		{"whole body", Options{ReadTimeout: 300 * time.Millisecond}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := h2TestProxy(t, tt.opts, okHandler)
+			h := dialH2(t, p.httpAddr)
+			frag := h.block(":method", "POST", ":scheme", "http", ":authority", "x", ":path", "/")
+			_ = h.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: frag, EndHeaders: true})
+			stop := make(chan struct{})
+			defer close(stop)
+			go func() {
+				// A trickle for the whole body's limit, nothing after.
+				for range 3 {
+					select {
+					case <-stop:
+						return
+					case <-time.After(100 * time.Millisecond):
+					}
+					_ = h.fr.WriteData(1, false, []byte("x"))
+				}
+			}()
+			start := time.Now()
+			if status, _ := h.response(1); status != "400" {
+				t.Errorf("status %s, want 400", status)
+			}
+			if d := time.Since(start); d > 3*time.Second {
+				t.Errorf("answered after %v", d)
+			}
+		})
+	}
+}
+
 // FuzzH2Server feeds arbitrary bytes after the preface into the HTTP/2
 // server: it must end the connection or answer, never panic or hang.
 func FuzzH2Server(f *testing.F) {
