@@ -318,8 +318,8 @@ func (c *h2conn) readLoop() error {
 		if err := c.handleFrame(typ, flags, sid, c.payload[:n]); err != nil {
 			return err
 		}
-		if c.finished() {
-			return nil
+		if done, err := c.finished(); done || err != nil {
+			return err
 		}
 	}
 }
@@ -341,11 +341,16 @@ func (c *h2conn) readFrame() (typ, flags byte, sid uint32, n int, err error) {
 	return
 }
 
-// finished reports whether a connection going away has no stream left.
-func (c *h2conn) finished() bool {
+// finished reports whether a connection going away has no stream left,
+// or fails a client that makes the server queue frames (RST_STREAM
+// answers to bad requests, acknowledgements) faster than it reads them.
+func (c *h2conn) finished() (bool, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.dead || c.goingAway && c.active == 0 && len(c.streams) == 0
+	if err := c.controlRoom(); err != nil {
+		return false, err
+	}
+	return c.dead || c.goingAway && c.active == 0 && len(c.streams) == 0, nil
 }
 
 func (c *h2conn) handleFrame(typ, flags byte, sid uint32, p []byte) error {
