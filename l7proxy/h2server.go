@@ -273,6 +273,9 @@ func (c *h2conn) serve() {
 	if err == nil {
 		err = c.readLoop()
 	}
+	if err == nil {
+		c.linger()
+	}
 	var ce connError
 	if errors.As(err, &ce) {
 		c.p.log.Debug("http2 connection error", "peer", c.ci.peerStr, "code", ce.code, "err", ce.why)
@@ -322,6 +325,22 @@ func (c *h2conn) readLoop() error {
 			return err
 		}
 	}
+}
+
+// linger ends a connection closing gracefully (GOAWAY sent, its streams
+// done): once the queued frames are written, what the client still sends
+// (the rest of an upload the server answered early) is read and dropped
+// for a moment, so that closing does not turn into a reset that destroys
+// the last responses before the client read them.
+func (c *h2conn) linger() {
+	c.mu.Lock()
+	for (len(c.wbuf) > 0 || c.flushing) && c.werr == nil {
+		c.cond.Wait()
+	}
+	c.mu.Unlock()
+	// A client may have a whole connection window in flight.
+	_ = c.conn.SetReadDeadline(time.Now().Add(lingerTimeout))
+	_, _ = io.CopyN(io.Discard, c.br, h2ConnWindow+lingerMax)
 }
 
 // readFrame reads one frame's header and payload (into c.payload).

@@ -802,20 +802,26 @@ func (st *h2srvStream) send(end bool) error {
 	}
 	if !st.headersSent {
 		st.headersSent = true
-		c.writeHeaders(st, end && len(st.pend) == 0)
+		cl := -1
+		if end {
+			cl = len(st.pend) // the whole body is known
+		}
+		c.writeHeaders(st, end && len(st.pend) == 0, cl)
 		if end && len(st.pend) == 0 {
 			st.localDone = true
 			c.mu.Unlock()
 			return nil
 		}
 	}
-	c.mu.Unlock()
+	var err error
 	if len(st.pend) > 0 || end {
-		err := st.sendData(st.pend, end)
+		// Under the same lock as the head: a response that fits the
+		// windows leaves in one piece.
+		err = st.sendDataLocked(st.pend, end)
 		st.pend = st.pend[:0]
-		return err
 	}
-	return nil
+	c.mu.Unlock()
+	return err
 }
 
 // sendData sends body bytes as DATA frames within the flow-control
@@ -825,6 +831,12 @@ func (st *h2srvStream) sendData(b []byte, end bool) error {
 	c := st.c
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	return st.sendDataLocked(b, end)
+}
+
+// sendDataLocked is sendData with mu held.
+func (st *h2srvStream) sendDataLocked(b []byte, end bool) error {
+	c := st.c
 	// waiting is when the current wait for window (or for room in the
 	// write buffer) began; a wait longer than WriteTimeout is a stall.
 	var waiting time.Time
@@ -887,19 +899,28 @@ func (st *h2srvStream) sendData(b []byte, end bool) error {
 var errWriteStalled = errors.New("client did not open its flow-control window in time")
 
 // writeHeaders encodes the response head into HEADERS (and CONTINUATION)
-// frames. Called with mu held: the HPACK encoder's state follows the
-// order of the frames.
-func (c *h2conn) writeHeaders(st *h2srvStream, end bool) {
+// frames; contentLength, when not negative, is the length of the whole
+// body, announced unless the head has one. Called with mu held: the HPACK
+// encoder's state follows the order of the frames.
+func (c *h2conn) writeHeaders(st *h2srvStream, end bool, contentLength int) {
 	c.hbuf.b = c.hbuf.b[:0]
 	enc := c.henc
 	_ = enc.WriteField(hpack.HeaderField{Name: ":status", Value: statusValue(st.status)})
 	hasDate := false
 	for k, vv := range st.resp {
+		if k == "Connection" && hasToken(vv, "close") && !c.goingAway {
+			// A local answer that gives up on the connection (400,
+			// 413): as net/http's server did, the client is told to
+			// go elsewhere once its streams are done.
+			c.writeGoAway(codeNo)
+		}
 		if skipResponseField(k, st.trailerKeys) {
 			continue
 		}
 		if k == "Date" {
 			hasDate = true
+		} else if k == "Content-Length" {
+			contentLength = -1
 		}
 		name := c.lowerName(k)
 		for _, v := range vv {
@@ -911,7 +932,16 @@ func (c *h2conn) writeHeaders(st *h2srvStream, end bool) {
 	if !hasDate {
 		_ = enc.WriteField(hpack.HeaderField{Name: "date", Value: httpDateString(time.Now())})
 	}
+	if contentLength >= 0 && bodyAllowed(st.req.Method, st.status) {
+		_ = enc.WriteField(hpack.HeaderField{Name: "content-length", Value: strconv.Itoa(contentLength)})
+	}
 	c.writeBlock(st.id, end)
+}
+
+// bodyAllowed reports whether a response to method with status has a
+// body whose length can be announced.
+func bodyAllowed(method string, status int) bool {
+	return method != http.MethodHead && status >= 200 && status != http.StatusNoContent && status != http.StatusNotModified
 }
 
 // sendHead sends an HTTP/1.1 upstream's response head as it was parsed;
@@ -1076,9 +1106,15 @@ func (st *h2srvStream) end() {
 		}()
 	}
 	if st.aborted {
+		code := codeInternal
+		if st.hs.deadlinePassed() {
+			// The request's own deadline ended it: the stream is no
+			// longer needed, which a gRPC client reads as its deadline.
+			code = codeCancel
+		}
 		c.mu.Lock()
 		if !st.localDone && !st.reset {
-			c.resetLocked(st, codeInternal)
+			c.resetLocked(st, code)
 		}
 		c.mu.Unlock()
 		return
