@@ -186,6 +186,34 @@ func (b *limitedBody) Read(p []byte) (int, error) {
 
 func (b *limitedBody) Close() error { return b.rc.Close() }
 
+// deadlinePassed reports whether the request carries a gRPC deadline
+// (grpc-timeout) that has passed.
+func (s *h2stream) deadlinePassed() bool {
+	v, ok := s.headerValue("Grpc-Timeout")
+	if !ok {
+		return false
+	}
+	d, ok := grpcTimeout(v)
+	return ok && time.Since(s.tx.start) >= d
+}
+
+// grpcTimeout parses a grpc-timeout value: up to 8 digits and a unit.
+func grpcTimeout(v string) (time.Duration, bool) {
+	if len(v) < 2 || len(v) > 9 {
+		return 0, false
+	}
+	n, err := strconv.ParseInt(v[:len(v)-1], 10, 64)
+	if err != nil || n < 0 {
+		return 0, false
+	}
+	unit := map[byte]time.Duration{'H': time.Hour, 'M': time.Minute, 'S': time.Second,
+		'm': time.Millisecond, 'u': time.Microsecond, 'n': time.Nanosecond}[v[len(v)-1]]
+	if unit == 0 {
+		return 0, false
+	}
+	return time.Duration(n) * unit, true
+}
+
 // reusable reports whether nothing but the stream refers to its request
 // any more.
 func (s *h2stream) reusable() bool { return !s.transport && !s.mirrored }

@@ -308,6 +308,47 @@ func TestH2ServerLimits(t *testing.T) {
 			t.Errorf("status %s, want 431", status)
 		}
 	})
+	t.Run("body over the limit answered early", func(t *testing.T) {
+		h := dialH2(t, p.httpAddr)
+		frag := h.block(":method", "PUT", ":scheme", "http", ":authority", "x", ":path", "/", "content-length", "2000000")
+		_ = h.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: frag, EndHeaders: true})
+		go func() {
+			for range 8 {
+				if h.fr.WriteData(1, false, make([]byte, 16000)) != nil {
+					return
+				}
+			}
+		}()
+		var status, length string
+		var ended, reset, goaway bool
+		for !(ended && reset && goaway) {
+			f, err := h.fr.ReadFrame()
+			if err != nil {
+				t.Fatalf("status %q ended %v reset %v goaway %v: %v", status, ended, reset, goaway, err)
+			}
+			switch f := f.(type) {
+			case *http2.MetaHeadersFrame:
+				status, length = f.PseudoValue("status"), ""
+				for _, hf := range f.RegularFields() {
+					if hf.Name == "content-length" {
+						length = hf.Value
+					}
+				}
+			case *http2.DataFrame:
+				ended = f.StreamEnded()
+			case *http2.RSTStreamFrame:
+				if !ended || f.ErrCode != http2.ErrCodeNo {
+					t.Fatalf("RST_STREAM %v, response ended: %v", f.ErrCode, ended)
+				}
+				reset = true
+			case *http2.GoAwayFrame:
+				goaway = f.ErrCode == http2.ErrCodeNo
+			}
+		}
+		if status != "413" || length != "25" {
+			t.Errorf("status %s content-length %q, want 413 and 25", status, length)
+		}
+	})
 	t.Run("body over content-length", func(t *testing.T) {
 		h := dialH2(t, p.httpAddr)
 		frag := h.block(":method", "POST", ":scheme", "http", ":authority", "x", ":path", "/", "content-length", "2")
@@ -545,4 +586,30 @@ func FuzzH2Server(f *testing.F) {
 			t.Fatal("connection not finished")
 		}
 	})
+}
+
+func TestGRPCTimeout(t *testing.T) {
+	tests := []struct {
+		in   string
+		want time.Duration
+		ok   bool
+	}{
+		{"300m", 300 * time.Millisecond, true},
+		{"1S", time.Second, true},
+		{"2H", 2 * time.Hour, true},
+		{"5M", 5 * time.Minute, true},
+		{"10u", 10 * time.Microsecond, true},
+		{"99999999n", 99999999, true},
+		{"123456789S", 0, false}, // more than 8 digits
+		{"1", 0, false},
+		{"1x", 0, false},
+		{"-1S", 0, false},
+		{"S", 0, false},
+	}
+	for _, tt := range tests {
+		got, ok := grpcTimeout(tt.in)
+		if got != tt.want || ok != tt.ok {
+			t.Errorf("grpcTimeout(%q) = %v, %v; want %v, %v", tt.in, got, ok, tt.want, tt.ok)
+		}
+	}
 }
