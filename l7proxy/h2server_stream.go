@@ -216,6 +216,9 @@ func (c *h2conn) onField(f hpack.HeaderField) {
 		st.req.Trailer[k] = append(st.req.Trailer[k], f.Value)
 		return
 	}
+	if f.Name == "expect" && strings.EqualFold(f.Value, "100-continue") {
+		st.expect = true
+	}
 	if f.Name == "content-length" {
 		n, err := strconv.ParseInt(f.Value, 10, 64)
 		if err != nil || n < 0 || st.declared >= 0 && st.declared != n {
@@ -375,9 +378,11 @@ type h2srvStream struct {
 	hdr  http.Header
 	vals []string
 	// declared is the content-length (-1: none); tooLarge: the header
-	// list was over the limit (431).
+	// list was over the limit (431); expect: the client waits for 100
+	// Continue before it sends the body.
 	declared int64
 	tooLarge bool
+	expect   bool
 
 	// Guarded by c.mu.
 	remoteDone  bool // END_STREAM received
@@ -646,6 +651,15 @@ func (b *srvBody) Read(p []byte) (int, error) {
 		case st.reset:
 			c.mu.Unlock()
 			return 0, errClientReset
+		}
+		if st.expect {
+			// The request was accepted: the client may send its body.
+			st.expect = false
+			if !st.headersSent && st.bodyN == 0 && !c.dead {
+				c.hbuf.b = c.hbuf.b[:0]
+				_ = c.henc.WriteField(hpack.HeaderField{Name: ":status", Value: "100"})
+				c.writeBlock(st.id, false)
+			}
 		}
 		c.mu.Unlock()
 		if err := st.waitBody(); err != nil {

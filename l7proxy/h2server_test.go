@@ -549,6 +549,27 @@ func TestH2ServerBodyTimeout(t *testing.T) {
 	}
 }
 
+// TestH2ServerExpectContinue checks that a client waiting for 100
+// Continue gets it once its body is wanted, then the response.
+func TestH2ServerExpectContinue(t *testing.T) {
+	p := h2TestProxy(t, Options{}, func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		_, _ = w.Write(b)
+	})
+	h := dialH2(t, p.httpAddr)
+	frag := h.block(":method", "POST", ":scheme", "http", ":authority", "x", ":path", "/",
+		"content-length", "5", "expect", "100-continue")
+	_ = h.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: frag, EndHeaders: true})
+	f := h.until("100 Continue", func(f http2.Frame) bool { _, ok := f.(*http2.MetaHeadersFrame); return ok })
+	if s := f.(*http2.MetaHeadersFrame).PseudoValue("status"); s != "100" {
+		t.Fatalf("first response status %s, want 100", s)
+	}
+	_ = h.fr.WriteData(1, true, []byte("hello"))
+	if status, body := h.response(1); status != "200" || string(body) != "hello" {
+		t.Errorf("got %s %q", status, body)
+	}
+}
+
 // FuzzH2Server feeds arbitrary bytes after the preface into the HTTP/2
 // server: it must end the connection or answer, never panic or hang.
 func FuzzH2Server(f *testing.F) {
