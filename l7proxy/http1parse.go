@@ -57,10 +57,6 @@ type rbuf struct {
 	// (and is then cleared): a request head that arrives in one read costs
 	// no deadline update.
 	deadline time.Time
-	// waiter, when set, lets the next read wait for data before reading
-	// (waitFirst): see pollReader.
-	waiter    *pollReader
-	waitFirst bool
 }
 
 var errBufferFull = errors.New("read buffer full")
@@ -94,14 +90,7 @@ func (b *rbuf) fill() error {
 		_ = b.conn.SetReadDeadline(b.deadline)
 		b.deadline = time.Time{}
 	}
-	var n int
-	var err error
-	if b.waitFirst && b.waiter != nil {
-		b.waitFirst = false
-		n, err = b.waiter.read(b.buf[b.w:])
-	} else {
-		n, err = b.conn.Read(b.buf[b.w:])
-	}
+	n, err := b.conn.Read(b.buf[b.w:])
 	b.w += n
 	if n > 0 {
 		return nil

@@ -3,12 +3,9 @@ package l7proxy
 import (
 	"bufio"
 	"errors"
-	"io"
 	"net"
 	"net/http"
-	"os"
 	"sync"
-	"syscall"
 	"time"
 )
 
@@ -181,76 +178,7 @@ func (e *endpoint) dialUpstream(timeout time.Duration) (*upConn, error) {
 	}
 	uc := &upConn{conn: c, w: bufio.NewWriterSize(c, upWriteBufSize)}
 	uc.rb = rbuf{conn: c, buf: make([]byte, upReadBufSize), max: maxResponseHead + upReadBufSize}
-	uc.rb.waiter = newPollReader(c)
 	return uc, nil
-}
-
-// pollReader reads a connection after waiting for it to be readable.
-// Right after a request is sent its response is not there yet: a plain
-// Read would first fail with EAGAIN, one system call per request for
-// nothing, and only then wait. Waiting first (the runtime's poller tells
-// when data arrived) saves that call.
-type pollReader struct {
-	raw  syscall.RawConn
-	fn   func(fd uintptr) bool // p.try, bound once
-	buf  []byte
-	n    int
-	err  error
-	wait bool
-}
-
-func newPollReader(c net.Conn) *pollReader {
-	sc, ok := c.(syscall.Conn)
-	if !ok {
-		return nil
-	}
-	raw, err := sc.SyscallConn()
-	if err != nil {
-		return nil
-	}
-	p := &pollReader{raw: raw}
-	p.fn = p.try
-	return p
-}
-
-// read waits until the connection is readable, then reads into b. The
-// connection's read deadline applies to the wait.
-func (p *pollReader) read(b []byte) (int, error) {
-	p.buf, p.n, p.err, p.wait = b, 0, nil, true
-	err := p.raw.Read(p.fn)
-	p.buf = nil
-	if err != nil {
-		return 0, err
-	}
-	if p.err != nil {
-		return 0, p.err
-	}
-	if p.n == 0 {
-		return 0, io.EOF
-	}
-	return p.n, nil
-}
-
-// try is called by the poller: false means wait for readability.
-func (p *pollReader) try(fd uintptr) bool {
-	if p.wait {
-		p.wait = false
-		return false
-	}
-	for {
-		n, err := syscall.Read(int(fd), p.buf)
-		switch err {
-		case nil:
-			p.n = n
-			return true
-		case syscall.EINTR:
-			continue
-		case syscall.EAGAIN:
-			return false // an earlier readiness: wait again
-		}
-		p.err = os.NewSyscallError("read", err)
-		return true
-	}
 }
 
 func (uc *upConn) close() { _ = uc.conn.Close() }
@@ -423,8 +351,6 @@ func readResponseHead(c client, tx *txn, uc *upConn, streamedBody bool) (head []
 		first = tx.upstreamStart.Add(watchAfter)
 	}
 	uc.rb.timeout = 0
-	// The response cannot be there yet: wait before the first read.
-	uc.rb.waitFirst = uc.rb.buffered() == 0
 	_ = uc.conn.SetReadDeadline(first)
 	head, err = uc.rb.readHead(maxResponseHead, false)
 	if err != nil && first != deadline && isTimeout(err) {
