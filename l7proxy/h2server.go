@@ -152,7 +152,6 @@ type h2conn struct {
 
 	// Reader goroutine only.
 	hdr      [9]byte
-	payload  []byte
 	hdec     *hpack.Decoder
 	block    headerBlock
 	maxID    uint32 // highest client stream id seen
@@ -244,20 +243,21 @@ func (s *h2server) serveConn(nc net.Conn, isTLS bool) {
 	c.serve()
 }
 
-var h2ReadBufs = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 16<<10) }}
+// h2ReadBufs hold a whole frame of the largest size read, so that its
+// payload is used where it was read.
+var h2ReadBufs = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, h2MaxFrameSize+9) }}
 
 func (c *h2conn) serve() {
 	o := &c.p.opts
 	c.br = h2ReadBufs.Get().(*bufio.Reader)
 	c.br.Reset(c.conn)
-	c.payload = make([]byte, h2MaxFrameSize)
 	c.hdec = hpack.NewDecoder(h2HeaderTableMax, c.onField)
 	// A string over the header list limit is still decoded (and the
 	// request answered 431), up to where the block counts as a flood.
 	c.hdec.SetMaxStringLength(4 * o.MaxHeaderBytes)
 	c.henc = hpack.NewEncoder(&c.hbuf)
-	c.wbuf = make([]byte, 0, 16<<10)
-	c.spare = make([]byte, 0, 16<<10)
+	c.wbuf = make([]byte, 0, 4<<10)
+	c.spare = make([]byte, 0, 4<<10)
 	go c.flusher()
 
 	// Our settings and the larger connection window go out at once; the
@@ -304,7 +304,7 @@ func (c *h2conn) readPreface() error {
 // readLoop reads and handles frames until the connection fails or ends.
 func (c *h2conn) readLoop() error {
 	for {
-		typ, flags, sid, n, err := c.readFrame()
+		typ, flags, sid, payload, err := c.readFrame()
 		if err != nil {
 			return err
 		}
@@ -318,7 +318,9 @@ func (c *h2conn) readLoop() error {
 		if c.block.sid != 0 && typ != frameContinuation {
 			return connError{codeProtocol, "header block interrupted"}
 		}
-		if err := c.handleFrame(typ, flags, sid, c.payload[:n]); err != nil {
+		err = c.handleFrame(typ, flags, sid, payload)
+		_, _ = c.br.Discard(len(payload))
+		if err != nil {
 			return err
 		}
 		if done, err := c.finished(); done || err != nil {
@@ -343,20 +345,20 @@ func (c *h2conn) linger() {
 	_, _ = io.CopyN(io.Discard, c.br, h2ConnWindow+lingerMax)
 }
 
-// readFrame reads one frame's header and payload (into c.payload).
-func (c *h2conn) readFrame() (typ, flags byte, sid uint32, n int, err error) {
+// readFrame reads one frame's header and returns its payload in place in
+// the read buffer (valid until the caller discards it: handlers copy what
+// they keep).
+func (c *h2conn) readFrame() (typ, flags byte, sid uint32, payload []byte, err error) {
 	if _, err = io.ReadFull(c.br, c.hdr[:]); err != nil {
 		return
 	}
-	n = int(c.hdr[0])<<16 | int(c.hdr[1])<<8 | int(c.hdr[2])
+	n := int(c.hdr[0])<<16 | int(c.hdr[1])<<8 | int(c.hdr[2])
 	typ, flags = c.hdr[3], c.hdr[4]
 	sid = binary.BigEndian.Uint32(c.hdr[5:]) & 0x7fffffff
 	if n > h2MaxFrameSize {
-		return 0, 0, 0, 0, connError{codeFrameSize, "frame larger than SETTINGS_MAX_FRAME_SIZE"}
+		return 0, 0, 0, nil, connError{codeFrameSize, "frame larger than SETTINGS_MAX_FRAME_SIZE"}
 	}
-	if _, err = io.ReadFull(c.br, c.payload[:n]); err != nil {
-		return
-	}
+	payload, err = c.br.Peek(n)
 	return
 }
 
