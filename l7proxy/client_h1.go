@@ -25,8 +25,9 @@ import (
 // pipeline (pipeline.go), which streams bodies between the client
 // connection's buffers and a pooled upstream connection's. Nothing per
 // request needs a goroutine, a context, a timer or a map; connection
-// deadlines carry the timeouts. TLS connections negotiating HTTP/2 are
-// handed to net/http's server (client_h2.go). This file holds the
+// deadlines carry the timeouts. TLS connections negotiating HTTP/2, and
+// plain ones opening with its preface, are handed to the HTTP/2 server
+// (h2server.go). This file holds the
 // connection's life and the local answers; client_h1_forward.go its part
 // of forwarding.
 
