@@ -595,7 +595,9 @@ func (c *h2conn) onData(flags byte, sid uint32, p []byte) error {
 		if sid > c.maxID {
 			return connError{codeProtocol, "DATA on an idle stream"}
 		}
-		if st == nil && c.wasReset(sid) {
+		if st == nil && (c.wasReset(sid) || c.goingAway && sid > c.lastID) {
+			// A stream the server reset, or one after its GOAWAY's
+			// last stream id: ignored (RFC 9113 §5.4.2, §6.8).
 			return nil
 		}
 		if st != nil {

@@ -433,6 +433,13 @@ func TestH2ServerShutdown(t *testing.T) {
 		switch f := f.(type) {
 		case *http2.GoAwayFrame:
 			goaway = f
+			// A stream after the last one is ignored, its data too:
+			// no reset.
+			frag := h.block(":method", "POST", ":scheme", "http", ":authority", "x", ":path", "/")
+			_ = h.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 3, BlockFragment: frag, EndHeaders: true})
+			_ = h.fr.WriteData(3, true, []byte("late"))
+		case *http2.RSTStreamFrame:
+			t.Errorf("stream %d reset (%v) after GOAWAY", f.StreamID, f.ErrCode)
 		case *http2.MetaHeadersFrame:
 			status = f.PseudoValue("status")
 		case *http2.DataFrame:
@@ -442,13 +449,17 @@ func TestH2ServerShutdown(t *testing.T) {
 	if goaway.LastStreamID != 1 || goaway.ErrCode != http2.ErrCodeNo {
 		t.Errorf("GOAWAY last=%d code=%v, want 1 NO_ERROR", goaway.LastStreamID, goaway.ErrCode)
 	}
+
 	for {
 		f, err := h.fr.ReadFrame()
 		if err != nil {
 			break
 		}
-		if d, ok := f.(*http2.DataFrame); ok {
-			body = append(body, d.Data()...)
+		switch f := f.(type) {
+		case *http2.DataFrame:
+			body = append(body, f.Data()...)
+		case *http2.RSTStreamFrame:
+			t.Errorf("stream %d reset (%v) after GOAWAY", f.StreamID, f.ErrCode)
 		}
 	}
 	if status != "200" || string(body) != "done" {
