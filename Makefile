@@ -39,10 +39,12 @@ lint: deps
 # tests, BPF_PROG_TEST_RUN tables, e2e in network namespaces. Tests
 # needing root skip when run without it, except under CI.
 test: deps check-generated lint build kube-bins
+	@GO=$(GO) scripts/h2spec.sh
 	GO=$(GO) scripts/fuzz.sh
 	$(TEST_ENV) $(GO) test $(GOTEST_FLAGS) ./...
 
 unit: deps
+	@GO=$(GO) scripts/h2spec.sh
 	$(GO) test $(GOTEST_FLAGS) $$($(GO) list ./... | grep -v /tests/)
 
 e2e: deps build kube-bins

@@ -25,8 +25,9 @@ import (
 // pipeline (pipeline.go), which streams bodies between the client
 // connection's buffers and a pooled upstream connection's. Nothing per
 // request needs a goroutine, a context, a timer or a map; connection
-// deadlines carry the timeouts. TLS connections negotiating HTTP/2 are
-// handed to net/http's server (client_h2.go). This file holds the
+// deadlines carry the timeouts. TLS connections negotiating HTTP/2, and
+// plain ones opening with its preface, are handed to the HTTP/2 server
+// (h2server.go). This file holds the
 // connection's life and the local answers; client_h1_forward.go its part
 // of forwarding.
 
@@ -69,9 +70,11 @@ type h1server struct {
 	// opening counts accepted connections not yet tracked in conns or
 	// streams (PROXY header, TLS handshake): shutdown waits for them too.
 	opening atomic.Int64
-	mu      sync.Mutex
-	lns     map[net.Listener]struct{}
-	conns   map[*h1conn]struct{}
+	// loops are the accept loops running.
+	loops sync.WaitGroup
+	mu    sync.Mutex
+	lns   map[net.Listener]struct{}
+	conns map[*h1conn]struct{}
 	// streams are the TLS stream connections (TLSRoutes), which shutdown
 	// waits for like upgraded ones.
 	streams map[net.Conn]struct{}
@@ -83,8 +86,8 @@ func newH1Server(p *Proxy) *h1server {
 }
 
 // serve accepts connections until the listener is closed. With tlsConf,
-// connections are TLS; those negotiating h2 go to h2.
-func (s *h1server) serve(l net.Listener, tlsConf *tls.Config, h2 *connQueue) error {
+// connections are TLS; those negotiating h2 go to the HTTP/2 server.
+func (s *h1server) serve(l net.Listener, tlsConf *tls.Config) error {
 	s.mu.Lock()
 	if s.closing.Load() {
 		s.mu.Unlock()
@@ -92,11 +95,13 @@ func (s *h1server) serve(l net.Listener, tlsConf *tls.Config, h2 *connQueue) err
 		return nil
 	}
 	s.lns[l] = struct{}{}
+	s.loops.Add(1)
 	s.mu.Unlock()
 	defer func() {
 		s.mu.Lock()
 		delete(s.lns, l)
 		s.mu.Unlock()
+		s.loops.Done()
 	}()
 	var delay time.Duration
 	for {
@@ -117,11 +122,11 @@ func (s *h1server) serve(l net.Listener, tlsConf *tls.Config, h2 *connQueue) err
 		}
 		delay = 0
 		s.opening.Add(1)
-		go s.serveConn(c, tlsConf, h2)
+		go s.serveConn(c, tlsConf)
 	}
 }
 
-func (s *h1server) serveConn(c net.Conn, tlsConf *tls.Config, h2 *connQueue) {
+func (s *h1server) serveConn(c net.Conn, tlsConf *tls.Config) {
 	o := &s.p.opts
 	opened := true
 	settle := func() {
@@ -183,21 +188,18 @@ func (s *h1server) serveConn(c net.Conn, tlsConf *tls.Config, h2 *connQueue) {
 			return
 		}
 		if tc.ConnectionState().NegotiatedProtocol == "h2" {
-			// net/http's HTTP/2 server bounds its idle connections.
+			// The HTTP/2 server bounds its idle connections itself.
 			active()
-			h2.deliver(tc)
-			settle()
+			s.p.h2.serveConn(tc, true, settle)
 			return
 		}
 		c = tc
 	}
 	hc := newH1Conn(s, c, tlsConf != nil)
 	hc.peer, hc.phase = peer, &phase
-	if tlsConf == nil {
-		// A plain connection may open with HTTP/2's preface (h2c with
-		// prior knowledge): h2 then takes it.
-		hc.h2c = h2
-	}
+	// A plain connection may open with HTTP/2's preface (h2c with
+	// prior knowledge): the HTTP/2 server then takes it.
+	hc.h2c = tlsConf == nil
 	// Accepted before a shutdown began: served, one request at most.
 	s.mu.Lock()
 	s.conns[hc] = struct{}{}
@@ -207,10 +209,14 @@ func (s *h1server) serveConn(c net.Conn, tlsConf *tls.Config, h2 *connQueue) {
 	s.mu.Lock()
 	delete(s.conns, hc)
 	s.mu.Unlock()
-	if hc.state.Load() != connHijacked {
+	h2c := hc.h2cConn
+	if h2c == nil && hc.state.Load() != connHijacked {
 		_ = c.Close()
 	}
 	hc.free()
+	if h2c != nil {
+		s.p.h2.serveConn(h2c, false, nil)
+	}
 }
 
 // passthrough reads the ClientHello of a connection to a frontend with
@@ -274,6 +280,18 @@ func (s *h1server) stopAccepting(ctx context.Context) {
 		_ = l.Close()
 	}
 	s.mu.Unlock()
+	// A connection an accept loop got just before the close is counted
+	// in opening before the loop sees the close.
+	loopsDone := make(chan struct{})
+	go func() {
+		s.loops.Wait()
+		close(loopsDone)
+	}()
+	select {
+	case <-loopsDone:
+	case <-ctx.Done():
+		return
+	}
 	for s.opening.Load() > 0 && ctx.Err() == nil {
 		time.Sleep(5 * time.Millisecond)
 	}
@@ -320,50 +338,18 @@ func (s *h1server) shutdown(ctx context.Context) error {
 
 // closeAll closes every connection still open, at the end of a shutdown.
 func (s *h1server) closeAll() {
+	// Closed outside the lock: a TLS connection's close may wait to write
+	// its close_notify to a client that does not read.
 	s.mu.Lock()
-	defer s.mu.Unlock()
+	conns := make([]net.Conn, 0, len(s.conns)+len(s.streams))
 	for hc := range s.conns {
-		_ = hc.conn.Close()
+		conns = append(conns, hc.conn)
 	}
 	for c := range s.streams {
-		_ = c.Close()
+		conns = append(conns, c)
 	}
-}
-
-// connQueue is a net.Listener fed with connections accepted and
-// handshaken elsewhere: ServeHTTPS hands h2 connections to net/http
-// through it.
-type connQueue struct {
-	addr net.Addr
-	ch   chan net.Conn
-	done chan struct{}
-	once sync.Once
-}
-
-func newConnQueue(addr net.Addr) *connQueue {
-	return &connQueue{addr: addr, ch: make(chan net.Conn), done: make(chan struct{})}
-}
-
-func (q *connQueue) Accept() (net.Conn, error) {
-	select {
-	case c := <-q.ch:
-		return c, nil
-	case <-q.done:
-		return nil, net.ErrClosed
-	}
-}
-
-func (q *connQueue) Close() error {
-	q.once.Do(func() { close(q.done) })
-	return nil
-}
-
-func (q *connQueue) Addr() net.Addr { return q.addr }
-
-func (q *connQueue) deliver(c net.Conn) {
-	select {
-	case q.ch <- c:
-	case <-q.done:
+	s.mu.Unlock()
+	for _, c := range conns {
 		_ = c.Close()
 	}
 }
@@ -398,9 +384,11 @@ type h1conn struct {
 	tx      txn
 	st      h1state
 	fwd     forwarded
-	// h2c receives the connection when it opens with HTTP/2's preface
-	// (plain listeners only; nil once the first request is seen).
-	h2c *connQueue
+	// h2c: the connection may still open with HTTP/2's preface (plain
+	// listeners, until the first request); h2cConn is the connection to
+	// hand to the HTTP/2 server when it did.
+	h2c     bool
+	h2cConn net.Conn
 	// watching is the running client watch, if any.
 	watching chan struct{}
 	// tReq and tBody are the request towards a Transport upstream.
@@ -508,15 +496,15 @@ func (hc *h1conn) serve() {
 				return
 			}
 		}
-		if hc.h2c != nil {
+		if hc.h2c {
 			if hc.priorKnowledge() {
 				hc.srv.limits.leave(hc.peer, *hc.phase)
 				*hc.phase = phaseNone
 				hc.state.Store(connHijacked)
-				hc.h2c.deliver(&prefixConn{Conn: hc.conn, pending: bytes.Clone(hc.rb.bytes())})
+				hc.h2cConn = &prefixConn{Conn: hc.conn, pending: bytes.Clone(hc.rb.bytes())}
 				return
 			}
-			hc.h2c = nil // only a connection's first bytes can be the preface
+			hc.h2c = false // only a connection's first bytes can be the preface
 		}
 		start := time.Now()
 		// Only a head that needs more reads gets the header deadline.

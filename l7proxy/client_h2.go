@@ -14,39 +14,32 @@ import (
 	"unsafe"
 )
 
-// The HTTP/2 client side: streams served by net/http's HTTP/2 server (on
-// TLS connections that negotiated h2). Each stream is one h2stream, which
-// is also the stream's http.ResponseWriter wrapper (recording status and
-// bytes). Towards plain-HTTP upstreams the request head is written
-// straight from the http.Request onto a pooled HTTP/1.1 connection and
-// the response head is parsed once into the stream's header map; towards
-// h2c and TLS upstreams the request goes through the endpoint's
-// Transport.
-
-// handler serves the HTTP/2 streams of the TLS listeners.
-type handler struct {
-	p   *Proxy
-	tls bool
-}
+// The HTTP/2 client side: each stream of the HTTP/2 server (h2server.go)
+// is one h2stream through the pipeline. The request is the stream's
+// pooled http.Request; the response is written into the stream's frames
+// (h2stream is the http.ResponseWriter the shared helpers write to).
+// Towards plain-HTTP upstreams the request head is written straight from
+// the request onto a pooled HTTP/1.1 connection and the response head is
+// parsed once into the stream's header map; towards h2c and TLS
+// upstreams the request goes through the endpoint's Transport.
 
 // h2stream is one HTTP/2 request through the pipeline.
 type h2stream struct {
 	tx  txn
 	p   *Proxy
-	w   http.ResponseWriter
+	st  *h2srvStream
 	r   *http.Request
 	ci  *connInfo
 	fwd forwarded
 
 	wroteHeader bool
-	aborted     bool // the response broke under way: reset the stream
 	body        bodyReader
 
 	x *h2scratch // pooled; for HTTP/1.1 upstreams
-	// stop disarms the client-cancellation watch (context.AfterFunc);
-	// nil while none is armed. touched: a watch fired.
-	stop    func() bool
-	touched bool
+	// transport: the request went to an http.Transport, which may still
+	// hold it; mirrored: a mirror holds its fields. Either keeps the
+	// stream's storage from being reused.
+	transport, mirrored bool
 
 	// out is the outbound request towards a Transport, built once.
 	out    *http.Request
@@ -85,26 +78,30 @@ func (b *bodyReader) Read(p []byte) (int, error) {
 }
 
 // Close does not close the inbound body: the transport closes request
-// bodies on errors, possibly after RoundTrip returned, while the server
+// bodies on errors, possibly after RoundTrip returned, while the stream
 // still owns the body.
 func (b *bodyReader) Close() error { return nil }
 
 // Header, WriteHeader and Write implement http.ResponseWriter.
-func (s *h2stream) Header() http.Header { return s.w.Header() }
+func (s *h2stream) Header() http.Header { return s.st.resp }
 
 func (s *h2stream) WriteHeader(code int) {
-	if !s.wroteHeader && (code < 100 || code > 199 || code == http.StatusSwitchingProtocols) {
-		s.tx.status = code
-		s.wroteHeader = true
+	if s.wroteHeader || code >= 100 && code <= 199 && code != http.StatusSwitchingProtocols {
+		return // interim responses are not forwarded
 	}
-	s.w.WriteHeader(code)
+	s.tx.status = code
+	s.wroteHeader = true
+	s.st.writeHeader(code)
 }
 
 func (s *h2stream) Write(b []byte) (int, error) {
 	if !s.wroteHeader {
-		s.tx.status, s.wroteHeader = http.StatusOK, true
+		s.WriteHeader(http.StatusOK)
 	}
-	n, err := s.w.Write(b)
+	if s.r.Method == http.MethodHead {
+		return len(b), nil
+	}
+	n, err := s.st.write(b)
 	s.tx.bytes += int64(n)
 	return n, err
 }
@@ -112,25 +109,29 @@ func (s *h2stream) Write(b []byte) (int, error) {
 // FlushError lets streamed responses (gRPC, server-sent events) through
 // without buffering.
 func (s *h2stream) FlushError() error {
-	switch f := s.w.(type) {
-	case interface{ FlushError() error }:
-		return f.FlushError()
-	case http.Flusher:
-		f.Flush()
-		return nil
+	if !s.wroteHeader {
+		s.WriteHeader(http.StatusOK)
 	}
-	return http.ErrNotSupported
+	return s.st.flush()
 }
 
-func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	p := h.p
-	s := &h2stream{p: p, w: w, r: r}
+// serve runs the stream's request through the pipeline.
+func (s *h2stream) serve(st *h2srvStream) {
+	p := st.c.p
+	r := &st.req
+	*s = h2stream{p: p, st: st, r: r, ci: st.c.ci}
 	s.tx = txn{start: time.Now(), series: p.notFound}
-	s.ci = connInfoFrom(r.Context(), r, p.opts.TrustedProxies)
 	defer s.finish()
+	if st.tooLarge {
+		writeError(s, r, http.StatusRequestHeaderFieldsTooLarge)
+		return
+	}
 
 	code := p.decide(&s.tx, p.state.Load(), s.ci, s, r.Host, r.URL.Path, r.ContentLength)
 	if code == 0 && s.tx.pool.settings.protocol == ProtocolHTTP && r.Host != "" && !validRequestURI(r.Host) {
+		code = http.StatusBadRequest
+	}
+	if code == 0 && r.URL.Path == "*" {
 		code = http.StatusBadRequest
 	}
 	switch {
@@ -149,13 +150,13 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(s, r, code)
 		return
 	}
-	if s.tx.limit > 0 && r.ContentLength < 0 && r.Body != nil && r.Body != http.NoBody {
-		// A declared length is enforced by the server's body reader;
-		// only bodies of unknown length need counting.
-		r.Body = http.MaxBytesReader(w, r.Body, s.tx.limit)
-	}
 	if r.ContentLength != 0 && r.Body != nil && r.Body != http.NoBody {
 		s.body.rc = r.Body
+		if s.tx.limit > 0 && r.ContentLength < 0 {
+			// A declared length is checked against the DATA frames;
+			// only bodies of unknown length need counting.
+			s.body.rc = &limitedBody{rc: r.Body, limit: s.tx.limit}
+		}
 	}
 	s.fwd.reset(s.ci)
 	s.fwd.takeHeader(r.Header)
@@ -166,12 +167,59 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h2scratches.Put(s.x)
 		s.x = nil
 	}
-	if s.aborted {
-		// A half-sent response must not look complete to the client:
-		// reset the stream.
-		panic(http.ErrAbortHandler)
-	}
 }
+
+// limitedBody fails a body of unknown length once it passes the limit.
+type limitedBody struct {
+	rc       io.ReadCloser
+	limit, n int64
+}
+
+func (b *limitedBody) Read(p []byte) (int, error) {
+	n, err := b.rc.Read(p)
+	if b.n += int64(n); b.n > b.limit {
+		_ = b.rc.Close()
+		return 0, &http.MaxBytesError{Limit: b.limit}
+	}
+	return n, err
+}
+
+func (b *limitedBody) Close() error { return b.rc.Close() }
+
+// deadlinePassed reports whether the request carries a gRPC deadline
+// (grpc-timeout) that has passed.
+func (s *h2stream) deadlinePassed() bool {
+	v, ok := s.headerValue("Grpc-Timeout")
+	if !ok {
+		return false
+	}
+	d, ok := grpcTimeout(v)
+	return ok && time.Since(s.tx.start) >= d
+}
+
+// grpcTimeout parses a grpc-timeout value: up to 8 digits and a unit.
+func grpcTimeout(v string) (time.Duration, bool) {
+	if len(v) < 2 || len(v) > 9 {
+		return 0, false
+	}
+	n, err := strconv.ParseInt(v[:len(v)-1], 10, 64)
+	if err != nil || n < 0 {
+		return 0, false
+	}
+	unit := map[byte]time.Duration{'H': time.Hour, 'M': time.Minute, 'S': time.Second,
+		'm': time.Millisecond, 'u': time.Microsecond, 'n': time.Nanosecond}[v[len(v)-1]]
+	if unit == 0 {
+		return 0, false
+	}
+	return time.Duration(n) * unit, true
+}
+
+// reusable reports whether nothing but the stream refers to its request
+// any more.
+func (s *h2stream) reusable() bool { return !s.transport && !s.mirrored }
+
+// ctx is the context failStatus consults: done once the client is gone.
+func (s *h2stream) ctx() context.Context { return clientCtx{&s.st.gone} }
 
 func (s *h2stream) headerValue(name string) (string, bool) {
 	if v := s.r.Header[name]; len(v) > 0 {
@@ -183,13 +231,11 @@ func (s *h2stream) headerValue(name string) (string, bool) {
 func (s *h2stream) rawQuery() string   { return s.r.URL.RawQuery }
 func (s *h2stream) requestURI() string { return s.r.URL.RequestURI() }
 
-// finish accounts for the stream. It runs deferred, also when the
-// response is aborted with a panic, which it lets continue to the server.
+// finish accounts for the stream.
 func (s *h2stream) finish() {
-	rec := recover()
 	tx := &s.tx
-	if rec != nil || tx.status == 0 {
-		if s.r.Context().Err() != nil {
+	if tx.status == 0 || s.st.aborted {
+		if s.gone() {
 			tx.status = StatusClientClosed
 		} else if tx.status == 0 {
 			tx.status = http.StatusOK
@@ -201,13 +247,10 @@ func (s *h2stream) finish() {
 		rl = requestLine{client: s.ci.peerStr, method: r.Method, host: r.Host, path: r.URL.Path, proto: r.Proto}
 	}
 	s.p.finish(tx, time.Now(), &rl)
-	if rec != nil {
-		panic(rec)
-	}
 }
 
 func (s *h2stream) idempotent() bool { return idempotentMethod(s.r.Method) }
-func (s *h2stream) gone() bool       { return s.r.Context().Err() != nil }
+func (s *h2stream) gone() bool       { return s.st.gone.Load() }
 func (s *h2stream) replayable() bool { return s.body.rc == nil }
 func (s *h2stream) method() string   { return s.r.Method }
 
@@ -215,7 +258,7 @@ func (s *h2stream) fail(err, bodyErr error) {
 	if bodyErr == nil {
 		bodyErr = s.body.err
 	}
-	code, err := failStatus(s.r.Context(), err, bodyErr)
+	code, err := failStatus(s.ctx(), err, bodyErr)
 	s.tx.err = err
 	if code == StatusClientClosed {
 		s.tx.status, s.wroteHeader = code, true
@@ -224,11 +267,15 @@ func (s *h2stream) fail(err, bodyErr error) {
 	s.p.log.Debug("upstream error", "upstream", s.tx.pool.name, "backend", s.tx.ep.hostport, "status", code, "err", err)
 	if !s.wroteHeader {
 		writeError(s, s.r, code)
+	} else {
+		s.st.aborted = true
 	}
 }
 
+// abort ends a response that broke under way: the stream is reset, so
+// the client does not take a half-sent response for complete.
 func (s *h2stream) abort(uerr, cerr, bodyErr error) {
-	s.aborted = true
+	s.st.aborted = true
 	if cerr != nil {
 		s.tx.err = cerr
 		return
@@ -367,31 +414,16 @@ func (s *h2stream) interruptBody() {
 // then cut rather than waited for.
 func (s *h2stream) waitsForBody() bool          { return false }
 func (s *h2stream) bodyDone() bool              { return true }
-func (s *h2stream) canWatch(streamed bool) bool { return s.stop == nil }
+func (s *h2stream) canWatch(streamed bool) bool { return true }
 
-// watch makes the client going away (the stream's context done) interrupt
+// watch makes a client reset (or the connection's end) interrupt
 // whatever waits on uc. It stays armed until release, so a response that
 // is already there costs nothing.
-func (s *h2stream) watch(uc *upConn) {
-	if s.stop != nil {
-		return
-	}
-	s.stop = context.AfterFunc(s.r.Context(), func() {
-		_ = uc.conn.SetDeadline(aLongTimeAgo)
-	})
-}
+func (s *h2stream) watch(uc *upConn) { s.st.watch(uc) }
 
 func (s *h2stream) unwatch() {}
 
-func (s *h2stream) release(*upConn) bool {
-	if s.stop != nil {
-		if !s.stop() {
-			s.touched = true
-		}
-		s.stop = nil
-	}
-	return !s.touched
-}
+func (s *h2stream) release(*upConn) bool { return s.st.unwatch() }
 
 // Interim responses are not forwarded to HTTP/2 clients, nor protocol
 // switches (which HTTP/2 does not have).
@@ -402,6 +434,7 @@ func (s *h2stream) bodyError() error              { return s.body.err }
 // prepareMirror gives a mirror the stream's end-to-end fields and the
 // forwarded set; the body is captured as it is read.
 func (s *h2stream) prepareMirror(m *mirrorReq) {
+	s.mirrored = true
 	r := s.r
 	h := make(http.Header, len(r.Header)+5)
 	copyEndToEnd(h, r.Header)
@@ -422,9 +455,20 @@ func (s *h2stream) prepareMirror(m *mirrorReq) {
 // flushing whenever it has to wait for the upstream so streams are not
 // held back.
 func (s *h2stream) respondH1(uc *upConn, resp *h1resp, head []byte, kind bodyKind, src *bodySrc) (uerr, cerr error) {
-	announced := copyResponseHeader(s.Header(), head, resp, kind == bodyChunked)
-	s.tx.responseEdit().apply(s.Header())
-	s.WriteHeader(resp.status)
+	var announced []string
+	if s.tx.responseEdit() == nil && kind != bodyChunked {
+		// Nothing to edit and no trailers: the head goes out as parsed,
+		// without a header map. Its fields are views of the upstream
+		// connection's buffer, so it is sent now.
+		s.tx.status, s.wroteHeader = resp.status, true
+		if err := s.st.sendHead(resp, kind == bodyNone); err != nil {
+			return nil, err
+		}
+	} else {
+		announced = copyResponseHeader(s.Header(), head, resp, kind == bodyChunked)
+		s.tx.responseEdit().apply(s.Header())
+		s.WriteHeader(resp.status)
+	}
 	// The head is still in the response's buffer: before waiting for the
 	// upstream, it goes out (a full-duplex stream answers only after the
 	// client sent more).
@@ -455,8 +499,8 @@ func (s *h2stream) respondH1(uc *upConn, resp *h1resp, head []byte, kind bodyKin
 			if err == io.EOF && src.kind == bodyUntilClose {
 				break
 			}
-			if ctx := s.r.Context(); ctx.Err() != nil {
-				return nil, ctx.Err()
+			if s.gone() {
+				return nil, errClientReset
 			}
 			if err == io.EOF {
 				err = io.ErrUnexpectedEOF
@@ -478,8 +522,11 @@ func (s *h2stream) transportRequest() (*http.Request, error) {
 		return s.out, nil
 	}
 	r := s.r
+	s.transport = true
 	out := new(http.Request)
-	*out = *r // also carries r's context: the client going away cancels
+	*out = *r
+	// The client resetting the stream cancels the exchange.
+	out = out.WithContext(s.st.context())
 	s.outURL = *r.URL
 	out.URL = &s.outURL
 	out.RequestURI = ""
@@ -533,7 +580,7 @@ func (s *h2stream) respondTransport(res *http.Response) {
 	if err := s.copyBody(res); err != nil {
 		res.Body.Close()
 		s.tx.err = err
-		s.aborted = true
+		s.st.aborted = true
 		return
 	}
 	res.Body.Close() // populates res.Trailer

@@ -1,7 +1,6 @@
 package l7proxy
 
 import (
-	"context"
 	"crypto/tls"
 	"net"
 	"net/http"
@@ -21,8 +20,6 @@ const (
 	hdrXRealIP   = "X-Real-Ip"
 	hdrForwarded = "Forwarded"
 )
-
-type connInfoKey struct{}
 
 // connInfo is what the proxy needs to know about a client connection,
 // computed once per connection rather than per request. The []string
@@ -96,26 +93,6 @@ func inPrefixes(a netip.Addr, ps []netip.Prefix) bool {
 		}
 	}
 	return false
-}
-
-// connInfoFrom returns the connection's info, or one derived from the
-// request for requests that did not come through the proxy's listeners
-// (tests, alternative servers).
-func connInfoFrom(ctx context.Context, r *http.Request, trusted []netip.Prefix) *connInfo {
-	if ci, ok := ctx.Value(connInfoKey{}).(*connInfo); ok {
-		return ci
-	}
-	ci := &connInfo{tls: r.TLS != nil, protoVal: protoHTTP, portVal: []string{"80"}}
-	if ci.tls {
-		ci.protoVal, ci.portVal = protoHTTPS, []string{"443"}
-	}
-	if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
-		ci.peer = ap.Addr().Unmap()
-		ci.peerStr = ci.peer.String()
-	}
-	ci.peerVal = []string{ci.peerStr}
-	ci.trusted = inPrefixes(ci.peer, trusted)
-	return ci
 }
 
 // realClient walks the X-Forwarded-For chain from the right (the hops

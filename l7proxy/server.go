@@ -8,7 +8,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/http"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -157,11 +156,10 @@ type Proxy struct {
 	mu    sync.Mutex // serializes Update
 
 	// h1 serves HTTP/1.x (cleartext, and over TLS when ALPN picks
-	// http/1.1); h2 serves the TLS connections that negotiate HTTP/2,
-	// h2c the cleartext ones opening with HTTP/2's preface.
-	h1  *h1server
-	h2  *http.Server
-	h2c *http.Server
+	// http/1.1); h2 serves the TLS connections that negotiate HTTP/2 and
+	// the cleartext ones opening with HTTP/2's preface.
+	h1 *h1server
+	h2 *h2server
 	// stopSweep ends the idle upstream connection sweeper.
 	stopSweep chan struct{}
 
@@ -192,6 +190,7 @@ func New(opts Options) (*Proxy, error) {
 	opts.setDefaults()
 	p := &Proxy{opts: opts, log: opts.Logger, stopSweep: make(chan struct{})}
 	p.h1 = newH1Server(p)
+	p.h2 = newH2Server(p)
 	m, err := newMetrics(opts.Registry)
 	if err != nil {
 		return nil, err
@@ -217,21 +216,6 @@ func New(opts Options) (*Proxy, error) {
 	p.state.Store(&state{table: table, pools: map[string]*pool{}, certs: certs})
 
 	go p.sweeper(p.stopSweep)
-	errLog := slog.NewLogLogger(p.log.Handler(), slog.LevelDebug)
-	h2cOnly := new(http.Protocols)
-	h2cOnly.SetUnencryptedHTTP2(true)
-	p.h2c = &http.Server{
-		Handler:           &handler{p: p},
-		Protocols:         h2cOnly,
-		ReadHeaderTimeout: opts.ReadHeaderTimeout,
-		ReadTimeout:       opts.ReadTimeout,
-		IdleTimeout:       opts.ClientIdleTimeout,
-		MaxHeaderBytes:    opts.MaxHeaderBytes,
-		ErrorLog:          errLog,
-		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
-			return context.WithValue(ctx, connInfoKey{}, newConnInfo(c, false, opts.TrustedProxies))
-		},
-	}
 	p.tlsConf = &tls.Config{
 		MinVersion: tls.VersionTLS12,
 		NextProtos: []string{"h2", "http/1.1"},
@@ -244,20 +228,6 @@ func New(opts Options) (*Proxy, error) {
 				return fc[localAddrPort(hello.Conn)], nil
 			}
 			return nil, nil
-		},
-	}
-	p.h2 = &http.Server{
-		Handler:           &handler{p: p, tls: true},
-		ReadHeaderTimeout: opts.ReadHeaderTimeout,
-		ReadTimeout:       opts.ReadTimeout,
-		IdleTimeout:       opts.ClientIdleTimeout,
-		MaxHeaderBytes:    opts.MaxHeaderBytes,
-		ErrorLog:          errLog,
-		// The handshakes use p.tlsConf; net/http's HTTP/2 set-up writes
-		// into its own copy.
-		TLSConfig: p.tlsConf.Clone(),
-		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
-			return context.WithValue(ctx, connInfoKey{}, newConnInfo(c, true, opts.TrustedProxies))
 		},
 	}
 	return p, nil
@@ -365,15 +335,7 @@ func (p *Proxy) Update(cfg Config) []error {
 // connections' local address is taken as the address the client
 // connected to (X-Forwarded-Port). It returns nil after Shutdown.
 func (p *Proxy) ServeHTTP(l net.Listener) error {
-	q := newConnQueue(l.Addr())
-	h2done := make(chan error, 1)
-	go func() { h2done <- p.h2c.Serve(q) }()
-	err := p.h1.serve(l, nil, q)
-	_ = q.Close()
-	if herr := <-h2done; !errors.Is(herr, http.ErrServerClosed) && !errors.Is(herr, net.ErrClosed) && err == nil {
-		err = herr
-	}
-	if err != nil {
+	if err := p.h1.serve(l, nil); err != nil {
 		return fmt.Errorf("serve http on %s: %w", l.Addr(), err)
 	}
 	return nil
@@ -381,18 +343,10 @@ func (p *Proxy) ServeHTTP(l net.Listener) error {
 
 // ServeHTTPS serves HTTPS (HTTP/2 and HTTP/1.1 by ALPN) on l until
 // Shutdown, choosing certificates by SNI from the current Config. TLS is
-// terminated here; connections negotiating h2 are handed to net/http's
-// HTTP/2 server through a queue listener.
+// terminated here; connections negotiating h2 go to the HTTP/2 server
+// (h2server.go).
 func (p *Proxy) ServeHTTPS(l net.Listener) error {
-	q := newConnQueue(l.Addr())
-	h2done := make(chan error, 1)
-	go func() { h2done <- p.h2.Serve(q) }()
-	err := p.h1.serve(l, p.tlsConf, q)
-	_ = q.Close()
-	if herr := <-h2done; !errors.Is(herr, http.ErrServerClosed) && !errors.Is(herr, net.ErrClosed) && err == nil {
-		err = herr
-	}
-	if err != nil {
+	if err := p.h1.serve(l, p.tlsConf); err != nil {
 		return fmt.Errorf("serve https on %s: %w", l.Addr(), err)
 	}
 	return nil
@@ -405,15 +359,13 @@ func (p *Proxy) ServeHTTPS(l net.Listener) error {
 func (p *Proxy) Shutdown(ctx context.Context) error {
 	p.h1.stopAccepting(ctx)
 	var wg sync.WaitGroup
-	var e1, e2, e3 error
-	wg.Go(func() { e1 = p.h2.Shutdown(ctx) })
+	var e1, e2 error
+	wg.Go(func() { e1 = p.h2.shutdown(ctx) })
 	wg.Go(func() { e2 = p.h1.shutdown(ctx) })
-	wg.Go(func() { e3 = p.h2c.Shutdown(ctx) })
 	wg.Wait()
 	if ctx.Err() != nil {
 		// Out of time: what is left is cut, as for HTTP/1.x.
-		_ = p.h2.Close()
-		_ = p.h2c.Close()
+		p.h2.closeAll()
 	}
 	p.mu.Lock()
 	for _, pl := range p.state.Load().pools {
@@ -428,7 +380,7 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	if p.access != nil {
 		p.access.close()
 	}
-	return errors.Join(e1, e2, e3)
+	return errors.Join(e1, e2)
 }
 
 // copyBufs recycles body copy buffers.

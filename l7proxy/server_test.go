@@ -3,6 +3,7 @@ package l7proxy
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -621,4 +622,58 @@ func TestKeepAliveSurvivesUpdates(t *testing.T) {
 	if n := conns.Load(); n != 1 {
 		t.Errorf("backend saw %d connections across updates, want 1", n)
 	}
+}
+
+// TestShutdownLateH2Handshake: a connection accepted before a shutdown
+// whose TLS handshake (negotiating h2) ends after it began is told to go
+// away with GOAWAY, which clients answer by sending their requests again
+// elsewhere, instead of being closed unanswered.
+func TestShutdownLateH2Handshake(t *testing.T) {
+	p := startProxy(t, Options{}, Config{Certificates: []Certificate{{Cert: makeCert(t, "late", "late.example")}}})
+	raw, err := net.DialTimeout("tcp", p.httpsAddr, 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	// The connection is accepted (it waits for its ClientHello) before
+	// the shutdown starts.
+	waitFor(t, "the connection counted as opening", func() bool { return p.h1.opening.Load() == 1 })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- p.Shutdown(ctx) }()
+	waitFor(t, "the shutdown under way", func() bool { return p.h1.closing.Load() })
+
+	_ = raw.SetDeadline(time.Now().Add(5 * time.Second))
+	tc := tls.Client(raw, &tls.Config{ServerName: "late.example", InsecureSkipVerify: true, NextProtos: []string{"h2"}}) //nolint:gosec // the test reads frames only
+	if err := tc.Handshake(); err != nil {
+		t.Fatalf("handshake: %v", err)
+	}
+	if got := tc.ConnectionState().NegotiatedProtocol; got != "h2" {
+		t.Fatalf("ALPN %q, want h2", got)
+	}
+	if _, err := tc.Write(h2ClientPreface()); err != nil {
+		t.Fatal(err)
+	}
+	var sawGoAway bool
+	for !sawGoAway {
+		var hdr [9]byte
+		if _, err := io.ReadFull(tc, hdr[:]); err != nil {
+			t.Fatalf("connection closed without a GOAWAY: %v", err)
+		}
+		n := int(hdr[0])<<16 | int(hdr[1])<<8 | int(hdr[2])
+		if _, err := io.CopyN(io.Discard, tc, int64(n)); err != nil {
+			t.Fatal(err)
+		}
+		sawGoAway = hdr[3] == 0x7
+	}
+	if err := <-done; err != nil {
+		t.Errorf("Shutdown: %v", err)
+	}
+}
+
+// h2ClientPreface is the client connection preface and an empty SETTINGS
+// frame.
+func h2ClientPreface() []byte {
+	return append([]byte("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), 0, 0, 0, 0x4, 0, 0, 0, 0, 0)
 }

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"runtime"
 	"sync"
 	"time"
 )
@@ -369,6 +370,12 @@ func readResponseHead(c client, tx *txn, uc *upConn, streamedBody bool) (head []
 		first = tx.upstreamStart.Add(watchAfter)
 	}
 	uc.rb.timeout = 0
+	if uc.rb.buffered() == 0 {
+		// The request was just sent: letting the goroutines that are
+		// ready run first gives the response time to arrive, where a
+		// read now would fail with EAGAIN and park.
+		runtime.Gosched()
+	}
 	_ = uc.conn.SetReadDeadline(first)
 	head, err = uc.rb.readHead(maxResponseHead, false)
 	if err != nil && first != deadline && isTimeout(err) {

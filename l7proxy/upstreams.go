@@ -20,9 +20,12 @@ const (
 )
 
 // maxIdlePerEndpoint bounds the keep-alive connections kept per endpoint.
-// It is sized for a busy single proxy core (wrk -c64 and more) talking to
-// few endpoints; idle connections beyond it are closed.
-const maxIdlePerEndpoint = 512
+// It is sized for a busy single proxy core talking to few endpoints: each
+// request in flight holds one HTTP/1.1 connection, and HTTP/2 clients
+// multiplex (64 connections × 10 streams need 640), so a smaller bound
+// would close and redial connections under steady load. Idle connections
+// beyond it are closed.
+const maxIdlePerEndpoint = 1024
 
 // poolSettings are the parts of an Upstream that its endpoints' transports
 // are built from. When they change the pool is replaced; otherwise it is
