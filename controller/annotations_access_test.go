@@ -330,6 +330,55 @@ func TestTranslateIngressAccess(t *testing.T) {
 			},
 		},
 		{
+			name: "auth-url with $host on exact hosts: served",
+			ing:  ingress("web", className("nodegress"), annotated(a("auth-url"), "https://$host/oauth2/auth?rd=$escaped_request_uri"), webRule),
+			check: func(t *testing.T, acc *l7proxy.Access) {
+				if e := acc.ExternalAuth; e == nil || e.URL != "https://$host/oauth2/auth?rd=$escaped_request_uri" {
+					t.Errorf("ExternalAuth %+v", e)
+				}
+			},
+		},
+		{
+			name: "auth-url with client variables outside the server part on a rule without host: served",
+			ing: ingress("web", className("nodegress"), annotated(a("auth-url"), "http://auth.default.svc/$host?u=$escaped_request_uri&h=$http_host"),
+				rule("", path("/", networkingv1.PathTypePrefix, "web:http"))),
+			check: func(t *testing.T, acc *l7proxy.Access) {
+				if acc.ExternalAuth == nil {
+					t.Errorf("Access %+v", acc)
+				}
+			},
+		},
+		{
+			name: "auth-url with $host on a rule without host: not served",
+			ing:  ingress("web", className("nodegress"), annotated(a("auth-url"), "http://$host/auth"), rule("", path("/", networkingv1.PathTypePrefix, "web:http"))),
+			warn: []string{"annotation nodegress.io/auth-url: invalid value \"http://$host/auth\": $host in the server part", "ingress not served"},
+		},
+		{
+			name: "auth-url with $host on a wildcard host: not served",
+			ing:  ingress("web", className("nodegress"), annotated(a("auth-url"), "https://$host:8443/auth"), webRule, rule("*.example.com", path("/", networkingv1.PathTypePrefix, "web:http"))),
+			warn: []string{"$host in the server part", "ingress not served"},
+		},
+		{
+			name: "auth-url with $host and a defaultBackend: not served",
+			ing:  ingress("web", className("nodegress"), annotated(a("auth-url"), "http://auth.$host/"), webRule, defaultBackend("web:http")),
+			warn: []string{"$host in the server part", "ingress not served"},
+		},
+		{
+			name: "auth-url with $http_host on exact hosts: not served",
+			ing:  ingress("web", className("nodegress"), annotated(a("auth-url"), "http://$http_host/auth"), webRule),
+			warn: []string{"$http_host in the server part", "ingress not served"},
+		},
+		{
+			name: "auth-url with $best_http_host: not served",
+			ing:  ingress("web", className("nodegress"), annotated(a("auth-url"), "http://$best_http_host/auth"), webRule),
+			warn: []string{"$best_http_host in the server part", "ingress not served"},
+		},
+		{
+			name: "auth-url with the request URI in the server part: not served",
+			ing:  ingress("web", className("nodegress"), annotated(a("auth-url"), "http://auth$request_uri"), webRule),
+			warn: []string{"$request_uri in the server part", "ingress not served"},
+		},
+		{
 			name: "error pages from the default-backend service's first port",
 			ing:  ingress("web", className("nodegress"), annotated(a("custom-http-errors"), "404,503", a("default-backend"), "api"), webRule),
 			check: func(t *testing.T, acc *l7proxy.Access) {
