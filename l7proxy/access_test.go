@@ -119,6 +119,7 @@ func TestPasswordHashes(t *testing.T) {
 		{"sha short", "{SHA}AAAA", "", false, false},
 		{"bcrypt truncated", "$2y$10$abc", "", false, false},
 		{"bcrypt cost too high", "$2y$18$" + string(bc[7:]), "", false, false},
+		{"bcrypt cost above 14 refused", "$2y$15$" + string(bc[7:]), "", false, false},
 		{"bcrypt too long", string(bc) + "x", "", false, false},
 	}
 	for _, tt := range tests {
