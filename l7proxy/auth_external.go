@@ -133,7 +133,7 @@ func (p *Proxy) externalAuth(tx *txn, e *ExternalAuth, ci *connInfo, req routedR
 	if ci.tls {
 		scheme = "https"
 	}
-	uri := req.requestURI()
+	uri := tx.requestURI(req)
 	vars := authVars{scheme: scheme, host: host, uri: uri}
 	timeout := e.Timeout
 	if timeout <= 0 {

@@ -104,6 +104,7 @@ func (p *Proxy) decide(tx *txn, cur *state, ci *connInfo, req routedRequest, hos
 	}
 	if strings.Contains(path, "//") {
 		path, tx.merged = mergeSlashes(path), true
+		tx.path = path
 	}
 	if hasDotSegment(path) {
 		return http.StatusBadRequest
@@ -514,6 +515,22 @@ func (tx *txn) forwardMerged(path string) {
 		rw.Hostname = tx.rewrite.Hostname
 	}
 	tx.rewrite, tx.rewriteRe = rw, nil
+}
+
+// requestURI is the request target as forwarded, for the requests the
+// proxy makes about it (the auth service's X-Original-URI, an error
+// page's): the client's, or with the path's slashes merged (decide), so
+// that they see the path the backend sees.
+func (tx *txn) requestURI(req routedRequest) string {
+	uri := req.requestURI()
+	if !tx.merged {
+		return uri
+	}
+	out := escapePath(tx.path)
+	if i := strings.IndexByte(uri, '?'); i >= 0 {
+		out += uri[i:]
+	}
+	return out
 }
 
 // requestEdits returns the Gateway filters that change the request.

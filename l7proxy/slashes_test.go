@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"net/netip"
+	"sync/atomic"
 	"testing"
 )
 
@@ -114,5 +115,48 @@ func TestMergedSlashesRouting(t *testing.T) {
 				})
 			}
 		})
+	}
+}
+
+// TestMergedSlashesAuthURI checks that the auth service is told the
+// request URI the backend gets, slashes merged: an auth service deciding
+// by path must not see "//admin" while the backend serves "/admin".
+func TestMergedSlashesAuthURI(t *testing.T) {
+	var seen atomic.Value
+	auth := startBackend(t, "auth", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		seen.Store(r.Header.Get("X-Original-Uri"))
+	}))
+	app := startGatewayEcho(t, "app")
+	p := startProxy(t, Options{}, Config{
+		Routes: []Route{{Host: "a.example", Path: "/", Upstream: "app", Ingress: "ns/ing", Options: RouteOptions{Access: &Access{
+			ExternalAuth: &ExternalAuth{URL: "http://" + auth.addr.String() + "/check"}}}}},
+		Upstreams:    []Upstream{{Name: "app", Endpoints: ep(app)}},
+		Certificates: []Certificate{{Cert: makeCert(t, "slashes", "a.example")}},
+	})
+	tests := []struct {
+		name, path, want string
+	}{
+		{"merged", "//admin//x?q=a//b", "/admin/x?q=a//b"},
+		{"unchanged", "/admin/x?q=a//b", "/admin/x?q=a//b"},
+	}
+	for _, pc := range []pipelineCase{pipelineCases[0], pipelineCases[2]} {
+		for _, tt := range tests {
+			t.Run(pc.name+"/"+tt.name, func(t *testing.T) {
+				c, base := pc.client(p, "a.example")
+				req, _ := http.NewRequest(http.MethodGet, base+tt.path, nil)
+				req.Host = "a.example"
+				resp, err := c.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusOK {
+					t.Fatalf("status %d", resp.StatusCode)
+				}
+				if got := seen.Load(); got != tt.want {
+					t.Errorf("auth service saw X-Original-URI %q, want %q", got, tt.want)
+				}
+			})
+		}
 	}
 }
