@@ -227,6 +227,11 @@ var accessAnnotationParsers = map[string]func(string, *accessAnnotations) error{
 			if !isToken(n) {
 				return fmt.Errorf("%q is not a header name", n)
 			}
+			if !l7proxy.EditableField(n) {
+				// The answer's value would be sent upstream next to the
+				// proxy's own framing: request smuggling.
+				return fmt.Errorf("%s is framing, Host or hop-by-hop: the proxy writes it itself", n)
+			}
 			names = append(names, n)
 		}
 		if len(names) == 0 {

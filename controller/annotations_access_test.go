@@ -81,6 +81,15 @@ func TestParseAccessAnnotations(t *testing.T) {
 		{name: "auth url unknown variable", annotations: map[string]string{a("auth-url"): "http://x/$cookie_session"}, bad: a("auth-url")},
 		{name: "auth method with space", annotations: map[string]string{a("auth-method"): "GET /x"}, bad: a("auth-method")},
 		{name: "auth response header invalid", annotations: map[string]string{a("auth-response-headers"): "X-Ok, Bad Header"}, bad: a("auth-response-headers")},
+		{name: "auth response header content-length", annotations: map[string]string{a("auth-response-headers"): "X-Ok, Content-Length"}, bad: a("auth-response-headers")},
+		{name: "auth response header transfer-encoding", annotations: map[string]string{a("auth-response-headers"): "X-Ok, transfer-encoding"}, bad: a("auth-response-headers")},
+		{name: "auth response header connection", annotations: map[string]string{a("auth-response-headers"): "X-Ok, Connection"}, bad: a("auth-response-headers")},
+		{name: "auth response header keep-alive", annotations: map[string]string{a("auth-response-headers"): "X-Ok, Keep-Alive"}, bad: a("auth-response-headers")},
+		{name: "auth response header proxy-connection", annotations: map[string]string{a("auth-response-headers"): "X-Ok, Proxy-Connection"}, bad: a("auth-response-headers")},
+		{name: "auth response header te", annotations: map[string]string{a("auth-response-headers"): "X-Ok, TE"}, bad: a("auth-response-headers")},
+		{name: "auth response header trailer", annotations: map[string]string{a("auth-response-headers"): "X-Ok, Trailer"}, bad: a("auth-response-headers")},
+		{name: "auth response header upgrade", annotations: map[string]string{a("auth-response-headers"): "X-Ok, Upgrade"}, bad: a("auth-response-headers")},
+		{name: "auth response header host", annotations: map[string]string{a("auth-response-headers"): "X-Ok, Host"}, bad: a("auth-response-headers")},
 		{name: "auth cache", annotations: map[string]string{a("auth-url"): "http://auth/", a("auth-cache-key"): "$remote_user$http_authorization",
 			a("auth-cache-duration"): "200 202 10m, 401 1h30m, 30"},
 			want: accessAnnotations{AuthURL: "http://auth/", AuthCacheKey: "$remote_user$http_authorization", AuthCacheRules: []l7proxy.AuthCacheRule{
@@ -319,6 +328,55 @@ func TestTranslateIngressAccess(t *testing.T) {
 					t.Errorf("ExternalAuth %+v", e)
 				}
 			},
+		},
+		{
+			name: "auth-url with $host on exact hosts: served",
+			ing:  ingress("web", className("nodegress"), annotated(a("auth-url"), "https://$host/oauth2/auth?rd=$escaped_request_uri"), webRule),
+			check: func(t *testing.T, acc *l7proxy.Access) {
+				if e := acc.ExternalAuth; e == nil || e.URL != "https://$host/oauth2/auth?rd=$escaped_request_uri" {
+					t.Errorf("ExternalAuth %+v", e)
+				}
+			},
+		},
+		{
+			name: "auth-url with client variables outside the server part on a rule without host: served",
+			ing: ingress("web", className("nodegress"), annotated(a("auth-url"), "http://auth.default.svc/$host?u=$escaped_request_uri&h=$http_host"),
+				rule("", path("/", networkingv1.PathTypePrefix, "web:http"))),
+			check: func(t *testing.T, acc *l7proxy.Access) {
+				if acc.ExternalAuth == nil {
+					t.Errorf("Access %+v", acc)
+				}
+			},
+		},
+		{
+			name: "auth-url with $host on a rule without host: not served",
+			ing:  ingress("web", className("nodegress"), annotated(a("auth-url"), "http://$host/auth"), rule("", path("/", networkingv1.PathTypePrefix, "web:http"))),
+			warn: []string{"annotation nodegress.io/auth-url: invalid value \"http://$host/auth\": $host in the server part", "ingress not served"},
+		},
+		{
+			name: "auth-url with $host on a wildcard host: not served",
+			ing:  ingress("web", className("nodegress"), annotated(a("auth-url"), "https://$host:8443/auth"), webRule, rule("*.example.com", path("/", networkingv1.PathTypePrefix, "web:http"))),
+			warn: []string{"$host in the server part", "ingress not served"},
+		},
+		{
+			name: "auth-url with $host and a defaultBackend: not served",
+			ing:  ingress("web", className("nodegress"), annotated(a("auth-url"), "http://auth.$host/"), webRule, defaultBackend("web:http")),
+			warn: []string{"$host in the server part", "ingress not served"},
+		},
+		{
+			name: "auth-url with $http_host on exact hosts: not served",
+			ing:  ingress("web", className("nodegress"), annotated(a("auth-url"), "http://$http_host/auth"), webRule),
+			warn: []string{"$http_host in the server part", "ingress not served"},
+		},
+		{
+			name: "auth-url with $best_http_host: not served",
+			ing:  ingress("web", className("nodegress"), annotated(a("auth-url"), "http://$best_http_host/auth"), webRule),
+			warn: []string{"$best_http_host in the server part", "ingress not served"},
+		},
+		{
+			name: "auth-url with the request URI in the server part: not served",
+			ing:  ingress("web", className("nodegress"), annotated(a("auth-url"), "http://auth$request_uri"), webRule),
+			warn: []string{"$request_uri in the server part", "ingress not served"},
 		},
 		{
 			name: "error pages from the default-backend service's first port",

@@ -377,6 +377,7 @@ func (t *ingressTranslator) translate() {
 		parsed = append(parsed, parsedIngress{ing: ing, key: key, ann: ann})
 	}
 	canaries := t.canaries(parsed)
+	mains := map[canaryKey]string{} // the first Ingress serving each host and path, for reportUnusedCanaries
 
 	defaultFrom := ""
 	for _, pi := range parsed {
@@ -431,9 +432,12 @@ func (t *ingressTranslator) translate() {
 					pathErr(err)
 					continue
 				}
-				canary := canaries[canaryKey{host: rule.Host, path: p.Path}]
+				canary := canaries[canaryKey{namespace: ing.Namespace, host: rule.Host, path: p.Path}]
 				if canary != nil {
 					canary.used = true
+				}
+				if k := (canaryKey{host: rule.Host, path: p.Path}); mains[k] == "" {
+					mains[k] = key
 				}
 				t.out.Routes = append(t.out.Routes, l7proxy.Route{
 					Host:     rule.Host,
@@ -459,7 +463,7 @@ func (t *ingressTranslator) translate() {
 
 		t.certificates(ing, key)
 	}
-	t.reportUnusedCanaries(canaries)
+	t.reportUnusedCanaries(canaries, mains)
 
 	if t.out.DefaultUpstream == "" && t.cfg.DefaultBackendService != "" {
 		ref, err := parseServiceRef(t.cfg.DefaultBackendService, true)

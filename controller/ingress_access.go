@@ -77,6 +77,10 @@ func (t *ingressTranslator) access(ing *networkingv1.Ingress, key string, a acce
 		}
 	}
 	if a.AuthURL != "" {
+		if err := checkAuthServer(ing, a.AuthURL); err != nil {
+			k := annotationKey(ing.Annotations, "auth-url")
+			return nil, &AnnotationError{Annotation: k, Value: ing.Annotations[k], Err: err}
+		}
 		acc.ExternalAuth = &l7proxy.ExternalAuth{
 			URL:                 a.AuthURL,
 			Method:              a.AuthMethod,
@@ -98,6 +102,47 @@ func (t *ingressTranslator) access(ing *networkingv1.Ingress, key string, a acce
 		}
 	}
 	return acc, nil
+}
+
+// checkAuthServer refuses an auth-url whose server the client could
+// choose. The auth request leaves from the node and its 2xx answer lets
+// the request through, so a client naming the server would bypass the
+// authentication (its own server says yes) and make the node send
+// requests where it likes. The variables in the URL's authority decide:
+// the request URI is the client's, and $http_host and $best_http_host
+// carry the port the client wrote. $host is the request's host: one of
+// the Ingress's own hosts when every rule names an exact one (the request
+// matched that rule), any host the client likes for a rule without host
+// or with a wildcard, or for a defaultBackend.
+func checkAuthServer(ing *networkingv1.Ingress, authURL string) error {
+	authority := authURL
+	if _, rest, ok := strings.Cut(authority, "://"); ok {
+		authority = rest
+	}
+	if i := strings.IndexAny(authority, "/?#"); i >= 0 {
+		authority = authority[:i]
+	}
+	if !strings.Contains(authority, "$") {
+		return nil
+	}
+	for _, v := range []string{"$request_uri", "$escaped_request_uri", "$http_host", "$best_http_host"} {
+		if strings.Contains(authority, v) {
+			return fmt.Errorf("%s in the server part would let the client choose the auth server; use $host with exact hosts, or a fixed server", v)
+		}
+	}
+	if !strings.Contains(authority, "$host") {
+		return nil // $scheme or $pass_access_scheme: http or https, chosen by the Ingress's author
+	}
+	anyHost := ing.Spec.DefaultBackend != nil || len(ing.Spec.Rules) == 0
+	for _, r := range ing.Spec.Rules {
+		if r.Host == "" || strings.HasPrefix(r.Host, "*.") {
+			anyHost = true
+		}
+	}
+	if anyHost {
+		return errors.New("$host in the server part would let the client choose the auth server: the ingress has a rule without host, a wildcard host or a defaultBackend; use a fixed server")
+	}
+	return nil
 }
 
 // annotationKey is the key an annotation name was given under, for

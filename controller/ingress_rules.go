@@ -24,8 +24,13 @@ import (
 // gets no rules and costs the proxy nothing more.
 
 // canaryKey identifies the main path a canary Ingress diverts traffic
-// from: the host and the path as written, as ingress-nginx pairs them.
-type canaryKey struct{ host, path string }
+// from: the host and the path as written, as ingress-nginx pairs them,
+// within the canary's namespace. ingress-nginx pairs across namespaces,
+// which lets anyone who may create an Ingress in one namespace take
+// another namespace's traffic (with its cookies and Authorization
+// fields); here a canary only diverts from an Ingress of its own
+// namespace.
+type canaryKey struct{ namespace, host, path string }
 
 // canaryBackend is the backend of a canary Ingress's path.
 type canaryBackend struct {
@@ -49,7 +54,7 @@ func (t *ingressTranslator) canaries(ings []parsedIngress) map[canaryKey]*canary
 				continue
 			}
 			for pj, p := range rule.HTTP.Paths {
-				k := canaryKey{host: rule.Host, path: p.Path}
+				k := canaryKey{namespace: pi.ing.Namespace, host: rule.Host, path: p.Path}
 				if prev := out[k]; prev != nil {
 					t.report("Ingress", pi.key, false, fmt.Errorf("spec.rules[%d].http.paths[%d]: canary not used: ingress %s is the canary of host %q path %q already",
 						ri, pj, prev.ingress, k.host, k.path))
@@ -67,10 +72,18 @@ func (t *ingressTranslator) canaries(ings []parsedIngress) map[canaryKey]*canary
 	return out
 }
 
-// reportUnusedCanaries reports canary paths no main Ingress serves.
-func (t *ingressTranslator) reportUnusedCanaries(cs map[canaryKey]*canaryBackend) {
+// reportUnusedCanaries reports canary paths no main Ingress of their
+// namespace serves. mains holds, for each host and path (namespace
+// empty), the first Ingress serving it.
+func (t *ingressTranslator) reportUnusedCanaries(cs map[canaryKey]*canaryBackend, mains map[canaryKey]string) {
 	for _, k := range sortedCanaryKeys(cs) {
-		if c := cs[k]; !c.used {
+		c := cs[k]
+		switch main := mains[canaryKey{host: k.host, path: k.path}]; {
+		case c.used:
+		case main != "":
+			t.report("Ingress", c.ingress, false, fmt.Errorf("canary of host %q path %q not used: ingress %s serves that host and path from another namespace, and a canary must be in its main ingress's namespace",
+				k.host, k.path, main))
+		default:
 			t.report("Ingress", c.ingress, false, fmt.Errorf("canary of host %q path %q not used: no other ingress serves that host and path", k.host, k.path))
 		}
 	}
@@ -81,7 +94,9 @@ func sortedCanaryKeys(cs map[canaryKey]*canaryBackend) []canaryKey {
 	for k := range cs {
 		keys = append(keys, k)
 	}
-	slices.SortFunc(keys, func(a, b canaryKey) int { return cmp.Or(cmp.Compare(a.host, b.host), cmp.Compare(a.path, b.path)) })
+	slices.SortFunc(keys, func(a, b canaryKey) int {
+		return cmp.Or(cmp.Compare(a.host, b.host), cmp.Compare(a.path, b.path), cmp.Compare(a.namespace, b.namespace))
+	})
 	return keys
 }
 

@@ -126,6 +126,23 @@ func TestTranslateRoutingAnnotations(t *testing.T) {
 			}}},
 		},
 		{
+			name:      "canary of another namespace is not used",
+			ingresses: []*networkingv1.Ingress{mainIng, canaryIng("other/canary", ngx+"canary-weight", "100")},
+			want:      []l7proxy.Route{{Host: "shop.example.com", Path: "/", Upstream: web, Ingress: "default/main"}},
+			warn: []string{"Ingress other/canary: service other/api not found",
+				`Ingress other/canary: canary of host "shop.example.com" path "/" not used: ingress default/main serves that host and path from another namespace, and a canary must be in its main ingress's namespace`},
+		},
+		{
+			name: "canaries of two namespaces: each only for its own",
+			ingresses: []*networkingv1.Ingress{mainIng, canaryIng("other/canary", ngx+"canary-weight", "100"),
+				canaryIng("canary", ngx+"canary-weight", "100")},
+			want: []l7proxy.Route{{Host: "shop.example.com", Path: "/", Upstream: web, Ingress: "default/main", Rules: []l7proxy.HTTPRouteRule{
+				{Backends: []l7proxy.WeightedBackend{{Upstream: web, Weight: 0}, {Upstream: "default/api:8080", Weight: 100}}},
+			}}},
+			warn: []string{"Ingress other/canary: service other/api not found",
+				`Ingress other/canary: canary of host "shop.example.com" path "/" not used: ingress default/main serves that host and path from another namespace`},
+		},
+		{
 			name:      "canary without a main ingress, and a second canary",
 			ingresses: []*networkingv1.Ingress{canaryIng("c1"), canaryIng("c2")},
 			warn: []string{`Ingress default/c1: canary of host "shop.example.com" path "/" not used: no other ingress serves that host and path`,

@@ -1,6 +1,7 @@
 package l7proxy
 
 import (
+	"errors"
 	"net/http"
 	"net/netip"
 	"strings"
@@ -59,9 +60,12 @@ const (
 	denyRateLimit   = "rate_limit"
 	denyConnLimit   = "connection_limit"
 	denyBasicAuth   = "basic_auth"
-	denyExtAuth     = "external_auth"
-	denyExtAuthErr  = "external_auth_error"
-	denyMisconfig   = "misconfigured"
+	// denyBasicAuthBusy: the password was not checked, no bcrypt slot
+	// freed within Options.PasswordCheckWait (503) or the client left.
+	denyBasicAuthBusy = "basic_auth_busy"
+	denyExtAuth       = "external_auth"
+	denyExtAuthErr    = "external_auth_error"
+	denyMisconfig     = "misconfigured"
 )
 
 // accessRuntime keeps what must survive configuration updates: a rate
@@ -203,7 +207,27 @@ func (p *Proxy) admit(tx *txn, a *Access, ci *connInfo, req routedRequest, host 
 		}
 	}
 	if b := a.BasicAuth; b != nil {
-		if !b.check(req, a.verified) {
+		// A client side whose gone is live while the request is decided
+		// (an HTTP/2 stream's context) needs no clientLeft.
+		var gone func() bool
+		switch c := req.(type) {
+		case interface{ clientLeft() bool }:
+			gone = c.clientLeft
+		case interface{ gone() bool }:
+			gone = c.gone
+		}
+		ok, err := b.check(req, a.verified, p.opts.PasswordCheckWait, gone)
+		switch {
+		case errors.Is(err, errClientLeft):
+			p.denied(tx, denyBasicAuthBusy)
+			return StatusClientClosed
+		case err != nil:
+			// The credentials were not checked: not a 401, which would
+			// ask a user with the right password for it again.
+			p.denied(tx, denyBasicAuthBusy)
+			p.log.Debug("basic auth not checked", "ingress", tx.ingress, "err", err)
+			return http.StatusServiceUnavailable
+		case !ok:
 			p.denied(tx, denyBasicAuth)
 			tx.local = b.challengeFields()
 			return http.StatusUnauthorized

@@ -119,6 +119,7 @@ func TestPasswordHashes(t *testing.T) {
 		{"sha short", "{SHA}AAAA", "", false, false},
 		{"bcrypt truncated", "$2y$10$abc", "", false, false},
 		{"bcrypt cost too high", "$2y$18$" + string(bc[7:]), "", false, false},
+		{"bcrypt cost above 14 refused", "$2y$15$" + string(bc[7:]), "", false, false},
 		{"bcrypt too long", string(bc) + "x", "", false, false},
 	}
 	for _, tt := range tests {
@@ -937,5 +938,57 @@ func TestRateLimitDefaultBackendShared(t *testing.T) {
 		if want := map[bool]int{true: 503, false: 200}[i == 2]; resp.StatusCode != want {
 			t.Errorf("request %d (%s): %d, want %d", i, host, resp.StatusCode, want)
 		}
+	}
+}
+
+// TestExternalAuthKeepsRuleEdits checks that the auth answer's fields are
+// added to the request changes of the route's rule (an Ingress's
+// x-forwarded-prefix, a RequestHeaderModifier) instead of replacing them:
+// the answer wins for the fields it names.
+func TestExternalAuthKeepsRuleEdits(t *testing.T) {
+	auth := startBackend(t, "auth", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if u := r.Header.Get("X-Answer-User"); u != "" {
+			w.Header().Set("X-Auth-User", u)
+		}
+	}))
+	var seen atomic.Pointer[http.Header]
+	b := startBackend(t, "app", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := r.Header.Clone()
+		seen.Store(&h)
+	}))
+	edit := &HeaderEdit{Set: []Field{{"X-Forwarded-Prefix", "/p"}, {"X-Auth-User", "rule"}}, Add: []Field{{"X-Rule-Add", "1"}}}
+	cfg := Config{
+		Routes: []Route{{Host: "a.example", Path: "/", Ingress: "ns/ing",
+			Rules: []HTTPRouteRule{{Backends: []WeightedBackend{{Upstream: "ns/a:80", Weight: 1}},
+				Filters: Filters{RequestHeaders: edit}}},
+			Options: RouteOptions{Access: &Access{ExternalAuth: &ExternalAuth{
+				URL: "http://" + auth.addr.String() + "/check", ResponseHeaders: []string{"X-Auth-User"}}}}}},
+		Upstreams: []Upstream{{Name: "ns/a:80", Endpoints: ep(b)}},
+	}
+	p := startProxy(t, Options{}, cfg)
+	tests := []struct {
+		name       string
+		answerUser string
+		want       map[string]string
+	}{
+		{"answer field wins, rule fields kept", "alice",
+			map[string]string{"X-Forwarded-Prefix": "/p", "X-Rule-Add": "1", "X-Auth-User": "alice"}},
+		{"field missing from the answer removed, rule fields kept", "",
+			map[string]string{"X-Forwarded-Prefix": "/p", "X-Rule-Add": "1", "X-Auth-User": ""}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			resp, _ := do(t, httpClient(), "GET", "http://"+p.httpAddr+"/x", "a.example",
+				map[string]string{"X-Answer-User": tt.answerUser})
+			if resp.StatusCode != 200 {
+				t.Fatalf("status %d", resp.StatusCode)
+			}
+			h := *seen.Load()
+			for k, want := range tt.want {
+				if got := strings.Join(h.Values(k), ","); got != want {
+					t.Errorf("upstream %s = %q, want %q", k, got, want)
+				}
+			}
+		})
 	}
 }

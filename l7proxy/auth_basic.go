@@ -12,6 +12,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"time"
 
 	"golang.org/x/crypto/bcrypt"
 )
@@ -84,10 +85,13 @@ const (
 	shaPrefix = "{SHA}"
 )
 
-// maxBcryptCost is the highest bcrypt cost accepted: htpasswd's maximum
-// (-C 17), about ten seconds of CPU per check. Higher costs would let a
-// Secret make every login attempt hold a core for minutes.
-const maxBcryptCost = 17
+// maxBcryptCost is the highest bcrypt cost accepted. Each step doubles
+// the work: 14 is about a second of one core per check, which the few
+// bcrypt slots (bcryptSlots) can still serve; htpasswd goes up to 17
+// (ten seconds and more), with which one Ingress's logins would hold the
+// slots every other Ingress's logins wait for. htpasswd's default is 5,
+// and ingress-nginx's basic auth example uses its default MD5 hashes.
+const maxBcryptCost = 14
 
 // bcryptHashLen is the length of a bcrypt hash ("$2y$10$" + 53 characters).
 const bcryptHashLen = 60
@@ -138,17 +142,58 @@ func verifyPassword(hash, password string) bool {
 		sum := sha1.Sum([]byte(password))
 		want := shaPrefix + base64.StdEncoding.EncodeToString(sum[:])
 		return subtle.ConstantTimeCompare([]byte(want), []byte(hash)) == 1
-	case strings.HasPrefix(hash, "$2"):
-		// bcrypt is slow by design: at most half the cores run it, so a
-		// flood of wrong passwords cannot take the whole proxy.
-		bcryptSlots <- struct{}{}
-		defer func() { <-bcryptSlots }()
+	case isBcrypt(hash):
 		return bcrypt.CompareHashAndPassword([]byte(hash), []byte(password)) == nil
 	}
 	return false
 }
 
+func isBcrypt(hash string) bool { return strings.HasPrefix(hash, "$2") }
+
+// bcrypt is slow by design: at most half the cores run it, so a flood of
+// wrong passwords cannot take the whole proxy. The slots are the node's,
+// shared by every Ingress; acquireBcrypt bounds the wait for one.
 var bcryptSlots = make(chan struct{}, max(1, runtime.NumCPU()/2))
+
+// Reasons a bcrypt check was not run.
+var (
+	errBcryptBusy = errors.New("no bcrypt slot within the wait")
+	errClientLeft = errors.New("client gone while waiting for a bcrypt slot")
+)
+
+// goneCheckInterval is how often a wait for a bcrypt slot looks whether
+// the client is still there.
+const goneCheckInterval = 50 * time.Millisecond
+
+// acquireBcrypt takes a bcrypt slot, waiting at most wait, and giving up
+// as soon as gone (nil: never) reports the client went away: a request
+// nobody waits for must not take a slot from one somebody does. Release
+// a slot taken with releaseBcrypt.
+func acquireBcrypt(wait time.Duration, gone func() bool) error {
+	select {
+	case bcryptSlots <- struct{}{}:
+		return nil
+	default:
+	}
+	timeout := time.NewTimer(wait)
+	defer timeout.Stop()
+	tick := time.NewTicker(goneCheckInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case bcryptSlots <- struct{}{}:
+			return nil
+		case <-timeout.C:
+			return errBcryptBusy
+		case <-tick.C:
+			if gone != nil && gone() {
+				return errClientLeft
+			}
+		}
+	}
+}
+
+func releaseBcrypt() { <-bcryptSlots }
 
 // apr1 is Apache's MD5-based crypt ("$apr1$salt$hash"), the BSD MD5 crypt
 // algorithm with Apache's magic string.
@@ -214,38 +259,47 @@ func apr1(password, salt string) string {
 	return string(out)
 }
 
-// check reports whether the request carries valid credentials.
-func (b *BasicAuth) check(req routedRequest, verified *verifiedCache) bool {
+// check reports whether the request carries valid credentials. A bcrypt
+// hash is checked only when a slot frees within wait and while gone
+// (nil: never) says the client is there; otherwise the error says why
+// nothing was checked.
+func (b *BasicAuth) check(req routedRequest, verified *verifiedCache, wait time.Duration, gone func() bool) (bool, error) {
 	v, ok := req.headerValue("Authorization")
 	if !ok || len(v) < 6 || !strings.EqualFold(v[:6], "basic ") {
-		return false
+		return false, nil
 	}
 	raw, err := base64.StdEncoding.DecodeString(strings.TrimSpace(v[6:]))
 	if err != nil {
-		return false
+		return false, nil
 	}
 	user, password, ok := strings.Cut(string(raw), ":")
 	if !ok {
-		return false
+		return false, nil
 	}
 	hash, ok := b.Users[user]
 	if !ok {
-		return false
+		return false, nil
 	}
 	// bcrypt costs tens of milliseconds by design: a credential that was
 	// verified once is remembered (by a digest, never in clear) so that a
 	// logged-in client does not pay it on every request.
 	key := sha256.Sum256([]byte(hash + "\x00" + user + "\x00" + password))
 	if verified != nil && verified.has(key) {
-		return true
+		return true, nil
+	}
+	if isBcrypt(hash) {
+		if err := acquireBcrypt(wait, gone); err != nil {
+			return false, err
+		}
+		defer releaseBcrypt()
 	}
 	if !verifyPassword(hash, password) {
-		return false
+		return false, nil
 	}
 	if verified != nil {
 		verified.add(key)
 	}
-	return true
+	return true, nil
 }
 
 // maxVerified bounds the remembered credentials of one Ingress.

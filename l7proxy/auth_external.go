@@ -127,13 +127,13 @@ func authSkip(k string) bool {
 }
 
 // externalAuth asks e's service about a request: 0 lets it through (with
-// the answer's fields in tx.reqEdit), anything else is the answer.
+// the answer's fields added to tx.reqEdit), anything else is the answer.
 func (p *Proxy) externalAuth(tx *txn, e *ExternalAuth, ci *connInfo, req routedRequest, host string) int {
 	scheme := "http"
 	if ci.tls {
 		scheme = "https"
 	}
-	uri := req.requestURI()
+	uri := tx.requestURI(req)
 	vars := authVars{scheme: scheme, host: host, uri: uri}
 	timeout := e.Timeout
 	if timeout <= 0 {
@@ -224,7 +224,11 @@ func (p *Proxy) authAnswer(tx *txn, e *ExternalAuth, vars *authVars, status int,
 					edit.Remove = append(edit.Remove, http.CanonicalHeaderKey(name))
 				}
 			}
-			tx.reqEdit = edit
+			// After the rule's own changes (x-forwarded-prefix, a
+			// RequestHeaderModifier), which stay: the answer wins only
+			// for the fields it names, so a client cannot keep a field
+			// the answer lacks.
+			tx.reqEdit = mergeEdits(tx.reqEdit, edit)
 		}
 		if cs := res.Header.Values("Set-Cookie"); len(cs) > 0 {
 			for _, c := range cs {

@@ -45,8 +45,12 @@ func (hc *h1conn) requestURI() string {
 	return string(hc.req.uri)
 }
 
-func (hc *h1conn) idempotent() bool    { return idempotentMethod(bstr(hc.req.method)) }
-func (hc *h1conn) gone() bool          { return hc.hungUp.Load() }
+func (hc *h1conn) idempotent() bool { return idempotentMethod(bstr(hc.req.method)) }
+func (hc *h1conn) gone() bool       { return hc.hungUp.Load() }
+
+// clientLeft is gone for a request still being decided, when no watch
+// runs (access.go): the connection is probed.
+func (hc *h1conn) clientLeft() bool    { return hc.hungUp.Load() || peerClosed(hc.conn) }
 func (hc *h1conn) replayable() bool    { return !hc.req.hasBody() && hc.req.upgrade == nil }
 func (hc *h1conn) method() string      { return bstr(hc.req.method) }
 func (hc *h1conn) scratch() *h1scratch { return &hc.x }

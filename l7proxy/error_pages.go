@@ -66,7 +66,7 @@ func (p *Proxy) fetchErrorPage(tx *txn, req routedRequest, code int) (int, []Fie
 	}
 	ep.acquire()
 	defer ep.release()
-	uri := req.requestURI()
+	uri := tx.requestURI(req)
 	ctx, cancel := context.WithTimeout(context.Background(), defaultAuthTimeout)
 	defer cancel()
 	r, err := http.NewRequestWithContext(ctx, http.MethodGet, pl.scheme+"://"+ep.hostport+uri, nil)

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"unsafe"
 )
 
 // The Gateway API filters a route decision carries (decide sets them in
@@ -39,12 +40,34 @@ func (e *HeaderEdit) write(w *bufio.Writer) {
 		return
 	}
 	for _, f := range e.Set {
-		writeFieldLines(w, f.Name, []string{f.Value})
+		if editable(f.Name) {
+			writeFieldLines(w, f.Name, []string{f.Value})
+		}
 	}
 	for _, f := range e.Add {
-		writeFieldLines(w, f.Name, []string{f.Value})
+		if editable(f.Name) {
+			writeFieldLines(w, f.Name, []string{f.Value})
+		}
 	}
 }
+
+// editable reports whether an edit may write a field. The message's
+// framing (Content-Length, Transfer-Encoding), Host and the hop-by-hop
+// fields are the proxy's own, written after the edit's fields: an edit
+// writing them too would send two framings, which an upstream or client
+// may read differently from the proxy (request smuggling on a pooled
+// connection), and an edit's values can come from outside (an auth
+// service's answer). Edits setting or adding them are skipped wherever
+// they come from (Gateway filters, annotations).
+func editable(name string) bool {
+	k := classify(unsafe.Slice(unsafe.StringData(name), len(name)))
+	return !k.hopByHop() && k != hkContentLength && k != hkHost
+}
+
+// EditableField reports whether a header edit may set or add the field
+// name (any case): not framing, Host or hop-by-hop. The controller uses
+// it to refuse such names in annotations, which the proxy would skip.
+func EditableField(name string) bool { return editable(name) }
 
 // apply edits a header map in place.
 func (e *HeaderEdit) apply(h http.Header) {
@@ -55,10 +78,14 @@ func (e *HeaderEdit) apply(h http.Header) {
 		delete(h, r)
 	}
 	for _, f := range e.Set {
-		h[f.Name] = []string{f.Value}
+		if editable(f.Name) {
+			h[f.Name] = []string{f.Value}
+		}
 	}
 	for _, f := range e.Add {
-		h[f.Name] = append(h[f.Name][:len(h[f.Name]):len(h[f.Name])], f.Value)
+		if editable(f.Name) {
+			h[f.Name] = append(h[f.Name][:len(h[f.Name]):len(h[f.Name])], f.Value)
+		}
 	}
 }
 

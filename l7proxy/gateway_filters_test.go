@@ -1,6 +1,8 @@
 package l7proxy
 
 import (
+	"bufio"
+	"bytes"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -268,6 +270,55 @@ func TestGatewayCORS(t *testing.T) {
 				if tt.code == 204 && resp.Header.Get("Content-Length") != "" {
 					t.Errorf("%s: 204 with Content-Length %q", tt.name, resp.Header.Get("Content-Length"))
 				}
+			}
+		})
+	}
+}
+
+// TestHeaderEditSkipsFraming checks that an edit never writes the
+// message's framing, Host or hop-by-hop fields, which the proxy writes
+// itself, whether it writes a message head or edits a header map, while
+// ordinary fields are still set, added and removed.
+func TestHeaderEditSkipsFraming(t *testing.T) {
+	tests := []struct {
+		name     string
+		field    string
+		writable bool
+	}{
+		{"ordinary field", "X-User", true},
+		{"content-length", "Content-Length", false},
+		{"content-length any case", "content-LENGTH", false},
+		{"transfer-encoding", "Transfer-Encoding", false},
+		{"connection", "Connection", false},
+		{"keep-alive", "Keep-Alive", false},
+		{"proxy-connection", "Proxy-Connection", false},
+		{"te", "Te", false},
+		{"trailer", "Trailer", false},
+		{"upgrade", "Upgrade", false},
+		{"host", "Host", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := &HeaderEdit{Set: []Field{{tt.field, "5"}, {"X-Set", "s"}}, Add: []Field{{tt.field, "6"}, {"X-Add", "a"}},
+				Remove: []string{"X-Drop"}}
+			var buf bytes.Buffer
+			w := bufio.NewWriter(&buf)
+			e.write(w)
+			_ = w.Flush()
+			head := strings.ToLower(buf.String())
+			if got := strings.Contains(head, strings.ToLower(tt.field)+": "); got != tt.writable {
+				t.Errorf("write %q: field written %v, want %v", head, got, tt.writable)
+			}
+			if !strings.Contains(head, "x-set: s\r\n") || !strings.Contains(head, "x-add: a\r\n") {
+				t.Errorf("write %q: ordinary fields missing", head)
+			}
+			h := http.Header{"X-Drop": {"d"}}
+			e.apply(h)
+			if _, got := h[tt.field]; got != tt.writable {
+				t.Errorf("apply: %v: field set %v, want %v", h, got, tt.writable)
+			}
+			if h.Get("X-Set") != "s" || h.Get("X-Add") != "a" || h.Get("X-Drop") != "" {
+				t.Errorf("apply: ordinary fields %v", h)
 			}
 		})
 	}

@@ -163,6 +163,20 @@ func hasDotSegment(p string) bool {
 	return false
 }
 
+// mergeSlashes replaces each run of '/' in a path by one (nginx's
+// merge_slashes). Callers check for "//" first, so paths without one cost
+// no allocation.
+func mergeSlashes(p string) string {
+	b := make([]byte, 0, len(p))
+	for i := 0; i < len(p); i++ {
+		if p[i] == '/' && len(b) > 0 && b[len(b)-1] == '/' {
+			continue
+		}
+		b = append(b, p[i])
+	}
+	return string(b)
+}
+
 // isHopByHop reports the fields that describe one connection rather than
 // the message (RFC 9110 §7.6.1), by the same classification as the
 // HTTP/1.1 parser.

@@ -65,7 +65,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}, []string{"upstream", "result"}),
 		denied: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "nodegress_http_denied_requests_total",
-			Help: "Requests refused by an Ingress's access control, by route (namespace/name) and reason: source_range, rate_limit, connection_limit, basic_auth, external_auth (the auth service said no), external_auth_error (it failed: 500), misconfigured (an auth Secret is missing or invalid: 503).",
+			Help: "Requests refused by an Ingress's access control, by route (namespace/name) and reason: source_range, rate_limit, connection_limit, basic_auth, basic_auth_busy (no bcrypt slot in time: 503, or the client left), external_auth (the auth service said no), external_auth_error (it failed: 500), misconfigured (an auth Secret is missing or invalid: 503).",
 		}, []string{"route", "reason"}),
 	}
 	var err error

@@ -104,6 +104,13 @@ func (m *mirrorReq) prepare(tx *txn, method, host, target, rawQuery string, h ht
 	m.prepared = true
 	m.method, m.host, m.target, m.header, m.bodyLen = method, host, target, h, bodyLen
 	m.edit.apply(h)
+	if tx.merged && (m.rewrite == nil || m.rewrite.Path == nil) {
+		// Mirrors get the merged path, as the upstream does (decide).
+		m.target = escapePath(tx.path)
+		if rawQuery != "" {
+			m.target += "?" + rawQuery
+		}
+	}
 	if rw := m.rewrite; rw != nil {
 		if rw.Path != nil {
 			m.target = escapePath(modifyPath(rw.Path, tx.prefix, tx.path))

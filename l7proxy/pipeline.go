@@ -59,6 +59,9 @@ type txn struct {
 	// timeout; zero: none); backendTimeout bounds each attempt's wait.
 	deadline       time.Time
 	backendTimeout time.Duration
+	// merged: the request path had consecutive slashes, merged in path;
+	// the merged path is what goes upstream (see mergeSlashes).
+	merged bool
 	// mirror is the copy of the request its rule's mirrors get, if any.
 	mirror *mirrorReq
 	// retry is the rule's retry policy (nil: none); retries counts the
@@ -86,9 +89,22 @@ type routedRequest interface {
 // decide routes a request: it returns the status to answer locally, or 0
 // when the request goes to tx.ep (then acquired). A redirect status comes
 // with tx.location. host is the Host header value, path the decoded path.
+//
+// Consecutive slashes in path are merged before anything looks at it, as
+// nginx's merge_slashes does before location matching: otherwise
+// "//admin/x" would miss a route for "/admin" (and its access control),
+// fall through to a route for "/", and reach a backend that merges the
+// slashes itself (Tomcat, Apache, Werkzeug do) and serves "/admin/x". The
+// merged path is the one forwarded, so the backend sees the path the
+// route decision saw. Every client side calls decide, so this is the one
+// place it happens.
 func (p *Proxy) decide(tx *txn, cur *state, ci *connInfo, req routedRequest, host, path string, contentLength int64) int {
 	if req.method() == http.MethodConnect {
 		return http.StatusMethodNotAllowed
+	}
+	if strings.Contains(path, "//") {
+		path, tx.merged = mergeSlashes(path), true
+		tx.path = path
 	}
 	if hasDotSegment(path) {
 		return http.StatusBadRequest
@@ -154,6 +170,9 @@ func (p *Proxy) decide(tx *txn, cur *state, ci *connInfo, req routedRequest, hos
 	}
 	tx.limit = limit
 	tx.client, tx.dest = ci.remote, ci.local
+	if tx.merged {
+		tx.forwardMerged(path)
+	}
 	ep.acquire()
 	tx.pool, tx.ep = pl, ep
 	return 0
@@ -478,6 +497,40 @@ func (tx *txn) responseDeadline(readTimeout time.Duration) time.Time {
 		d = tx.deadline
 	}
 	return d
+}
+
+// forwardMerged makes the merged path the one forwarded. The client sides
+// already send a rewritten path when tx.rewrite has one, so the merged
+// path takes that way: a rule's own path rewrite started from the merged
+// path and is kept; otherwise the whole path is replaced. Only requests
+// with consecutive slashes get here, so the allocations cost nothing to
+// the others.
+func (tx *txn) forwardMerged(path string) {
+	tx.path = path
+	if tx.rewrite != nil && tx.rewrite.Path != nil {
+		return
+	}
+	rw := &Rewrite{Path: &PathModifier{ReplaceFullPath: true, Value: path}}
+	if tx.rewrite != nil {
+		rw.Hostname = tx.rewrite.Hostname
+	}
+	tx.rewrite, tx.rewriteRe = rw, nil
+}
+
+// requestURI is the request target as forwarded, for the requests the
+// proxy makes about it (the auth service's X-Original-URI, an error
+// page's): the client's, or with the path's slashes merged (decide), so
+// that they see the path the backend sees.
+func (tx *txn) requestURI(req routedRequest) string {
+	uri := req.requestURI()
+	if !tx.merged {
+		return uri
+	}
+	out := escapePath(tx.path)
+	if i := strings.IndexByte(uri, '?'); i >= 0 {
+		out += uri[i:]
+	}
+	return out
 }
 
 // requestEdits returns the Gateway filters that change the request.

@@ -77,12 +77,13 @@ import (
 // Match compares the path it is given, which is r.URL.Path: net/http has
 // already percent-decoded it, and the router decodes route paths once at
 // Compile so both sides are compared decoded ("%2F" is rejected in route
-// paths, as the Ingress API does, so decoding never creates a '/'). The
-// request path is not otherwise normalized: "//" and "." or ".." segments
-// are matched as they are, so "/a//b" is not under Prefix "/a/b" and
-// "/x/../a" is under Prefix "/x", not "/a". Rejecting or cleaning such
-// paths, if wanted, is the proxy's decision before calling Match; the
-// backend sees the same path the router saw either way.
+// paths, as the Ingress API does, so decoding never creates a '/'). Match
+// itself does not normalize: "//" and "." or ".." segments are matched as
+// they are, so "/a//b" is not under Prefix "/a/b" and "/x/../a" is under
+// Prefix "/x", not "/a". Cleaning is the proxy's decision before calling
+// Match: it merges consecutive slashes (nginx's merge_slashes) and refuses
+// dot segments (Proxy.decide), and the backend sees the path the router
+// saw.
 //
 // # Several Ingresses
 //

@@ -53,6 +53,11 @@ type Options struct {
 	ClientIdleTimeout time.Duration
 	// HTTPSPort is the public HTTPS port used in SSL redirects (443).
 	HTTPSPort int
+	// PasswordCheckWait bounds how long a basic auth request waits for
+	// one of the bcrypt checks run at a time (2s); past it the request
+	// gets 503, so a flood of wrong passwords, or one Ingress's costly
+	// hashes, delays other Ingresses' logins by at most this much.
+	PasswordCheckWait time.Duration
 	// MaxMirrorRequests bounds the RequestMirror requests under way
 	// (256); mirrors beyond it are dropped and counted.
 	MaxMirrorRequests int
@@ -107,6 +112,9 @@ func (o *Options) setDefaults() {
 	}
 	if o.HTTPSPort <= 0 {
 		o.HTTPSPort = 443
+	}
+	if o.PasswordCheckWait <= 0 {
+		o.PasswordCheckWait = 2 * time.Second
 	}
 	for _, d := range []struct {
 		v   *int
