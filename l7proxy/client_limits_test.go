@@ -3,9 +3,11 @@ package l7proxy
 import (
 	"bufio"
 	"bytes"
+	"crypto/tls"
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"testing"
 	"time"
@@ -216,4 +218,77 @@ func TestBodyTimeout(t *testing.T) {
 	if took > 3*time.Second {
 		t.Errorf("stalled body answered after %s, want about the 300 ms body timeout", took)
 	}
+}
+
+// TestClientLimitsH2Idle: HTTP/2 connections without streams count as
+// idle connections of their client, under the same cap as HTTP/1.x ones:
+// one over the cap is told to go away and closed, the others go on.
+func TestClientLimitsH2Idle(t *testing.T) {
+	p := startProxy(t, Options{MaxIdlePerClient: 2},
+		Config{Certificates: []Certificate{{Cert: makeCert(t, "h2idle", "h2idle.example")}}})
+	const client = "127.0.0.6"
+	open := func() *tls.Conn {
+		t.Helper()
+		tc := tls.Client(dialFrom(t, client, p.httpsAddr), &tls.Config{ServerName: "h2idle.example", InsecureSkipVerify: true, NextProtos: []string{"h2"}}) //nolint:gosec // frames only
+		_ = tc.SetDeadline(time.Now().Add(5 * time.Second))
+		if err := tc.Handshake(); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tc.Write(h2ClientPreface()); err != nil {
+			t.Fatal(err)
+		}
+		return tc
+	}
+	// readFrame returns the next frame's type, or -1 when the connection
+	// closed.
+	readFrame := func(c *tls.Conn) int {
+		var hdr [9]byte
+		if _, err := io.ReadFull(c, hdr[:]); err != nil {
+			return -1
+		}
+		n := int(hdr[0])<<16 | int(hdr[1])<<8 | int(hdr[2])
+		if _, err := io.CopyN(io.Discard, c, int64(n)); err != nil {
+			return -1
+		}
+		return int(hdr[3])
+	}
+	idle := func() int {
+		p.h1.limits.mu.Lock()
+		defer p.h1.limits.mu.Unlock()
+		if c := p.h1.limits.clients[netip.MustParseAddr(client)]; c != nil {
+			return c.idle
+		}
+		return 0
+	}
+	a, b := open(), open()
+	waitFor(t, "two idle h2 connections counted", func() bool { return idle() == 2 })
+	before := testutil.ToFloat64(p.metrics.capped.WithLabelValues("idle"))
+	third := open()
+	sawGoAway := false
+	for {
+		typ := readFrame(third)
+		if typ == -1 {
+			break
+		}
+		sawGoAway = sawGoAway || typ == 0x7
+	}
+	if !sawGoAway {
+		t.Error("the third idle h2 connection was closed without a GOAWAY")
+	}
+	if got := testutil.ToFloat64(p.metrics.capped.WithLabelValues("idle")); got != before+1 {
+		t.Errorf("idle cap counted %v times, want 1", got-before)
+	}
+	// The two within the cap still answer a PING.
+	for _, c := range []*tls.Conn{a, b} {
+		if _, err := c.Write([]byte{0, 0, 8, 0x6, 0, 0, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8}); err != nil {
+			t.Fatal(err)
+		}
+		for typ := readFrame(c); typ != 0x6; typ = readFrame(c) {
+			if typ == -1 {
+				t.Fatal("an h2 connection within the cap was closed")
+			}
+		}
+	}
+	a.Close()
+	waitFor(t, "a closed connection leaves the idle count", func() bool { return idle() == 1 })
 }

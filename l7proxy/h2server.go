@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"runtime"
 	"sync"
 	"time"
@@ -198,8 +199,12 @@ type h2conn struct {
 	dead          bool
 	werr          error
 	idleSet       bool // the read deadline is the idle timeout
-	handlers      sync.WaitGroup
-	done          chan struct{} // closed when the flusher ended
+	// idleCounted: the connection counts among its client's idle
+	// connections (connLimits), as an HTTP/1.x one waiting for a request.
+	idleCounted bool
+	peer        netip.Addr
+	handlers    sync.WaitGroup
+	done        chan struct{} // closed when the flusher ended
 }
 
 type closedStream struct {
@@ -220,7 +225,7 @@ func (h *headerBuf) Write(p []byte) (int, error) {
 func (s *h2server) serveConn(nc net.Conn, isTLS bool, tracked func()) {
 	p := s.p
 	c := &h2conn{
-		srv: s, p: p, conn: nc, ci: newConnInfo(nc, isTLS, p.opts.TrustedProxies),
+		srv: s, p: p, conn: nc, ci: newConnInfo(nc, isTLS, p.opts.TrustedProxies), peer: peerAddr(nc),
 		streams:        make(map[uint32]*h2srvStream),
 		sendWindow:     h2DefaultWindow,
 		recvWindow:     h2ConnWindow,
@@ -322,7 +327,9 @@ func (c *h2conn) readLoop() error {
 				return connError{codeProtocol, "first frame is not SETTINGS"}
 			}
 			c.sawFirst = true
+			c.mu.Lock()
 			c.setIdleDeadline()
+			c.mu.Unlock()
 		}
 		if c.block.sid != 0 && typ != frameContinuation {
 			return connError{codeProtocol, "header block interrupted"}
@@ -742,6 +749,9 @@ func (c *h2conn) resetLocked(st *h2srvStream, code h2Code) {
 // open, and no deadline otherwise. Called with mu held, or by the reader.
 func (c *h2conn) setIdleDeadline() {
 	idle := len(c.streams) == 0 && c.active == 0
+	if c.countIdle(idle) {
+		return
+	}
 	if idle == c.idleSet || c.dead {
 		return
 	}
@@ -753,10 +763,37 @@ func (c *h2conn) setIdleDeadline() {
 	}
 }
 
+// countIdle keeps the connection's place among its client's idle
+// connections: a connection without streams is idle like an HTTP/1.x one
+// waiting for its next request, and under the same caps. Over a cap it
+// is told to go away and closes (true). Called with mu held.
+func (c *h2conn) countIdle(idle bool) bool {
+	lim := c.p.h1.limits
+	if !idle {
+		if c.idleCounted {
+			lim.leave(c.peer, phaseIdle)
+			c.idleCounted = false
+		}
+		return false
+	}
+	if c.idleCounted || c.dead || c.goingAway {
+		return false
+	}
+	if !lim.enter(c.peer, phaseNone, phaseIdle) {
+		c.p.metrics.capped.WithLabelValues("idle").Inc()
+		c.writeGoAway(codeNo)
+		_ = c.conn.SetReadDeadline(aLongTimeAgo)
+		return true
+	}
+	c.idleCounted = true
+	return false
+}
+
 // shut marks the connection dead after the reader stopped: every stream
 // sees its client gone, the flusher writes what is queued and closes.
 func (c *h2conn) shut() {
 	c.mu.Lock()
+	c.countIdle(false)
 	c.dead = true
 	for _, st := range c.streams {
 		st.clientReset()
