@@ -197,6 +197,12 @@ func (s *h2stream) deadlinePassed() bool {
 	return ok && time.Since(s.tx.start) >= d
 }
 
+// isGRPC reports a gRPC request (its content type).
+func (s *h2stream) isGRPC() bool {
+	v, _ := s.headerValue("Content-Type")
+	return strings.HasPrefix(v, "application/grpc")
+}
+
 // grpcTimeout parses a grpc-timeout value: up to 8 digits and a unit.
 func grpcTimeout(v string) (time.Duration, bool) {
 	if len(v) < 2 || len(v) > 9 {

@@ -373,6 +373,9 @@ func httpDateString(now time.Time) string {
 	return d.s
 }
 
+// grpcDeadlineTrailers end a gRPC stream whose deadline passed.
+var grpcDeadlineTrailers = []hpack.HeaderField{{Name: "grpc-status", Value: "4"}, {Name: "grpc-message", Value: "deadline exceeded"}}
+
 // end completes the response after the pipeline: pending bytes, the
 // trailers, END_STREAM; or a reset if the response broke. A request body
 // the client is still sending is stopped with RST_STREAM(NO_ERROR).
@@ -384,11 +387,22 @@ func (st *h2srvStream) end() {
 			st.pend = nil
 		}()
 	}
-	if st.aborted {
+	var tr []hpack.HeaderField
+	switch {
+	case st.aborted && st.hs.deadlinePassed() && st.hs.isGRPC():
+		// The request's own deadline ended it: say so in gRPC's terms.
+		// A reset would do for a client whose own timer fired first,
+		// but one that arrives before it reads as CANCELLED.
+		if st.status == 0 {
+			st.resp.Set("Content-Type", "application/grpc")
+			st.writeHeader(http.StatusOK)
+		}
+		tr = grpcDeadlineTrailers
+	case st.aborted:
 		code := codeInternal
 		if st.hs.deadlinePassed() {
-			// The request's own deadline ended it: the stream is no
-			// longer needed, which a gRPC client reads as its deadline.
+			// The stream is no longer needed: a client past its
+			// deadline reads this as its deadline.
 			code = codeCancel
 		}
 		c.mu.Lock()
@@ -397,11 +411,12 @@ func (st *h2srvStream) end() {
 		}
 		c.mu.Unlock()
 		return
+	default:
+		if st.status == 0 {
+			st.writeHeader(http.StatusOK)
+		}
+		tr = st.trailers()
 	}
-	if st.status == 0 {
-		st.writeHeader(http.StatusOK)
-	}
-	tr := st.trailers()
 	if len(tr) == 0 {
 		_ = st.send(true)
 	} else if st.send(false) == nil {
