@@ -14,6 +14,7 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/link"
+	"golang.org/x/sys/unix"
 )
 
 // KernelDrop is what the kernel said about a packet of a tracked flow it
@@ -29,6 +30,10 @@ type KernelDrop struct {
 	// hex when /proc/kallsyms hides addresses.
 	Location uint64
 	Symbol   string
+	// Netns is the inode number of the network namespace of the device
+	// the packet was on, when that is not the agent's (a pod's): the
+	// event's Ifindex is then 0, as an index there names nothing here.
+	Netns uint32
 }
 
 // kdropEventSize tells kernel drop events from datapath decisions on the
@@ -128,9 +133,13 @@ func (k *kernelDrops) close() {
 }
 
 func decodeKernelDrop(raw *kdropKdropEvent, clock monoClock, names *kernelNames) Event {
+	ifindex, netns := raw.Ifindex, uint32(0)
+	if raw.Netns != names.ownNetns() {
+		ifindex, netns = 0, raw.Netns
+	}
 	return Event{
 		Time:      clock.wall(raw.TsNs),
-		Ifindex:   raw.Ifindex,
+		Ifindex:   ifindex,
 		Stage:     Stage(raw.Stage),
 		Verdict:   VerdictDrop,
 		ServiceID: raw.SvcId,
@@ -143,6 +152,7 @@ func decodeKernelDrop(raw *kdropKdropEvent, clock monoClock, names *kernelNames)
 			ReasonName: names.reason(raw.Reason),
 			Location:   raw.Location,
 			Symbol:     names.symbol(raw.Location),
+			Netns:      netns,
 		},
 	}
 }
@@ -155,6 +165,20 @@ type kernelNames struct {
 
 	symsOnce sync.Once
 	syms     []ksym // by address
+
+	netnsOnce sync.Once
+	netns     uint32
+}
+
+// ownNetns is the inode number of the agent's network namespace.
+func (n *kernelNames) ownNetns() uint32 {
+	n.netnsOnce.Do(func() {
+		var st unix.Stat_t
+		if err := unix.Stat("/proc/self/ns/net", &st); err == nil {
+			n.netns = uint32(st.Ino)
+		}
+	})
+	return n.netns
 }
 
 type ksym struct {

@@ -111,10 +111,12 @@ type kdropKdropEvent struct {
 	SvcId     uint32
 	BackendId uint32
 	PktLen    uint32
+	Netns     uint32
 	Stage     uint8
 	Pad       [3]uint8
 	Flow      kdropFlowTuple
 	Pkt       kdropFlowTuple
+	Pad2      uint32
 }
 
 type kdropReasonStats struct {

@@ -149,6 +149,11 @@ func TestKernelDrops(t *testing.T) {
 			if kd.Location == 0 || strings.HasPrefix(kd.Symbol, "0x") {
 				t.Errorf("location %#x named %q: want a kernel symbol", kd.Location, kd.Symbol)
 			}
+			// The drops happen in the test's namespace, not the
+			// test process's.
+			if kd.Netns == 0 || ev.Ifindex != 0 {
+				t.Errorf("netns %d ifindex %d: want the namespace of the test and no ifindex", kd.Netns, ev.Ifindex)
+			}
 			t.Logf("kernel drop of %s: reason %s (%d) at %s", w.pkt, kd.ReasonName, kd.Reason, kd.Symbol)
 		})
 	}

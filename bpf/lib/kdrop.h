@@ -27,8 +27,21 @@
  * The few kernel fields read, relocated by CO-RE against the running
  * kernel's BTF: their offsets are the kernel's, not these declarations'.
  */
+struct ns_common {
+	unsigned int inum;
+} __attribute__((preserve_access_index));
+
+struct net {
+	struct ns_common ns;
+} __attribute__((preserve_access_index));
+
+typedef struct {
+	struct net *net;
+} possible_net_t;
+
 struct net_device {
 	int ifindex;
+	possible_net_t nd_net;
 } __attribute__((preserve_access_index));
 
 struct sk_buff {
@@ -64,12 +77,16 @@ struct kdrop_event {
 	__u32 svc_id;
 	__u32 backend_id;
 	__u32 pkt_len;
+	/* the network namespace of skb->dev (its inode number): ifindex is
+	 * an index in there, often a pod's */
+	__u32 netns;
 	__u8 stage; /* STAGE_KERNEL */
 	__u8 pad[3];
 	/* the client's flow as conntrack keys it (client -> frontend) */
 	struct flow_tuple flow;
 	/* the dropped packet's tuple, as the kernel held it */
 	struct flow_tuple pkt;
+	__u32 pad2;
 };
 
 static __always_inline void kdrop_reverse(struct flow_tuple *r,
@@ -220,6 +237,7 @@ static __always_inline void kdrop_report(struct sk_buff *skb, __u64 location,
 	ev.location = location;
 	ev.reason = reason;
 	ev.ifindex = BPF_CORE_READ(skb, dev, ifindex);
+	ev.netns = BPF_CORE_READ(skb, dev, nd_net.net, ns.inum);
 	ev.pkt_len = BPF_CORE_READ(skb, len);
 	ev.stage = STAGE_KERNEL;
 	ev.pkt = t;

@@ -162,6 +162,30 @@ func TestKernelDropOutput(t *testing.T) {
 	}
 
 	text := run(FormatText)
+	if !strings.Contains(text, " eth0 ") {
+		t.Errorf("text %q: want the device of the agent's namespace", text)
+	}
+
+	// A drop in a pod's namespace names the namespace, not a device of
+	// the agent's that has the same index.
+	var pod bytes.Buffer
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- Run(ctx, path, Filter{KernelDrops: true, Count: 1}, &pod, FormatJSON) }()
+	eventually(t, "kernel drop tracing on", func() bool {
+		on, _ := src.kernelState()
+		return on
+	})
+	ev := kernelDropEvent()
+	ev.Ifindex, ev.KernelDrop.Netns = 0, 4026532000
+	src.emit(t, ev)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(pod.Bytes(), &rec); err != nil || rec.Device != "netns:4026532000" {
+		t.Errorf("pod drop %q: device %q, want netns:4026532000 (%v)", pod.String(), rec.Device, err)
+	}
 	for _, s := range []string{" kernel ", " DROP ", " NO_SOCKET ", "TCP 192.0.2.10:40000 > 10.0.0.1:30080 -> 192.0.2.10:40000 > 10.1.0.7:8080", " at=tcp_v4_rcv+0x1b2\n"} {
 		if !strings.Contains(text, s) {
 			t.Errorf("text %q: missing %q", text, s)

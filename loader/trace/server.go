@@ -519,6 +519,10 @@ func (s *Server) dispatch(ev loader.Event) {
 		return
 	}
 	dev := s.devices.name(ev.Ifindex)
+	if kd := ev.KernelDrop; kd != nil && kd.Netns != 0 {
+		// A device of another network namespace (a pod's).
+		dev = "netns:" + strconv.FormatUint(uint64(kd.Netns), 10)
+	}
 	svc := s.serviceName(ev.ServiceID)
 	var line []byte // encoded once, shared read-only by every client
 	for _, c := range *p {
