@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
 	"regexp"
 	"strings"
 	"sync"
@@ -28,7 +29,11 @@ func TestKernelDrops(t *testing.T) {
 
 	dp := &Datapath{objs: h.objs, log: slog.Default()}
 	if err := dp.SetKernelDrops(true); err != nil {
-		t.Fatalf("attach: %v", err)
+		// A kernel without BTF tracepoints; CI's kernel has them.
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("attach: %v", err)
+		}
+		t.Skipf("kernel drop tracing unavailable: %v", err)
 	}
 	// The tracepoint sees the whole machine's drops: detach whatever
 	// happens.
