@@ -40,17 +40,23 @@ type KernelDrop struct {
 // shared ring buffer (bpf/kdrop.c asserts the sizes differ).
 var kdropEventSize = binary.Size(kdropKdropEvent{})
 
-// kernelDrops is the trace_drop program while it is loaded and attached.
+// kernelDrops is the kernel drop program while it is loaded and attached.
 type kernelDrops struct {
 	mu   sync.Mutex
 	prog *ebpf.Program
 	link link.Link
+	// hook is the tracepoint attached to, for logs and tests.
+	hook string
+	// onlyTracepoint skips tp_btf, as a kernel that refuses it would
+	// (tests of the fallback).
+	onlyTracepoint bool
 }
 
 // SetKernelDrops attaches trace_drop to the kfree_skb tracepoint (on) or
-// detaches it (off). The program is loaded on first use against the
-// datapath's maps; the link is not pinned, so it never outlives the agent.
-// Detached, kernel drops cost nothing.
+// detaches it (off): tp_btf/kfree_skb, or the classic skb:kfree_skb
+// tracepoint where the kernel refuses that. The program is loaded against
+// the datapath's maps; the link is not pinned, so it never outlives the
+// agent. Detached, kernel drops cost nothing.
 func (d *Datapath) SetKernelDrops(on bool) error {
 	k := &d.kdrop
 	k.mu.Lock()
@@ -69,22 +75,51 @@ func (d *Datapath) SetKernelDrops(on bool) error {
 	if k.link != nil {
 		return nil
 	}
-	if k.prog == nil {
-		prog, err := d.loadKernelDrops()
-		if err != nil {
-			return err
+	var errs []error
+	if !k.onlyTracepoint {
+		err := k.attach(d, kdropProgTraceDrop, "tp_btf/kfree_skb", func(p *ebpf.Program) (link.Link, error) {
+			return link.AttachTracing(link.TracingOptions{Program: p})
+		})
+		if err == nil {
+			return nil
 		}
-		k.prog = prog
+		errs = append(errs, err)
 	}
-	l, err := link.AttachTracing(link.TracingOptions{Program: k.prog})
+	err := k.attach(d, kdropProgTraceDropTp, "tracepoint/skb/kfree_skb", func(p *ebpf.Program) (link.Link, error) {
+		return link.Tracepoint("skb", "kfree_skb", p, nil)
+	})
+	if err == nil {
+		if len(errs) > 0 {
+			d.log.Info("kernel drops traced on the skb:kfree_skb tracepoint", "tp_btf_err", errs[0])
+		}
+		return nil
+	}
+	return errors.Join(append(errs, err)...)
+}
+
+// attach loads program name (once; a failed attach keeps it for the next
+// try) and attaches it with fn.
+func (k *kernelDrops) attach(d *Datapath, name, hook string, fn func(*ebpf.Program) (link.Link, error)) error {
+	if k.prog != nil && k.hook != hook {
+		k.prog.Close()
+		k.prog = nil
+	}
+	if k.prog == nil {
+		prog, err := d.loadKernelDrops(name)
+		if err != nil {
+			return fmt.Errorf("%s: %w", hook, err)
+		}
+		k.prog, k.hook = prog, hook
+	}
+	l, err := fn(k.prog)
 	if err != nil {
-		return fmt.Errorf("attach tp_btf/kfree_skb (needs a kernel with BTF and BTF tracepoints): %w", err)
+		return fmt.Errorf("attach %s: %w", hook, err)
 	}
 	k.link = l
 	return nil
 }
 
-func (d *Datapath) loadKernelDrops() (*ebpf.Program, error) {
+func (d *Datapath) loadKernelDrops(name string) (*ebpf.Program, error) {
 	spec, err := loadKdrop()
 	if err != nil {
 		return nil, fmt.Errorf("load kernel drop spec: %w", err)
@@ -97,18 +132,33 @@ func (d *Datapath) loadKernelDrops() (*ebpf.Program, error) {
 	}
 	// The datapath's maps are what they are (sized by the agent or a
 	// test): the program takes them as they come.
-	for name, m := range maps {
-		ms := spec.Maps[name]
+	for n, m := range maps {
+		ms := spec.Maps[n]
 		if ms == nil {
-			return nil, fmt.Errorf("kernel drop spec: no map %s", name)
+			return nil, fmt.Errorf("kernel drop spec: no map %s", n)
 		}
 		ms.MaxEntries = m.MaxEntries()
 		ms.Pinning = ebpf.PinNone
 	}
-	var objs struct {
-		TraceDrop *ebpf.Program `ebpf:"trace_drop"`
+	// LoadAndAssign creates only what the one program uses: the other
+	// one may not load on this kernel, and the datapath's other maps are
+	// not needed.
+	opts := &ebpf.CollectionOptions{MapReplacements: maps}
+	var prog *ebpf.Program
+	switch name {
+	case kdropProgTraceDrop:
+		var o struct {
+			P *ebpf.Program `ebpf:"trace_drop"`
+		}
+		err, prog = spec.LoadAndAssign(&o, opts), o.P
+	case kdropProgTraceDropTp:
+		var o struct {
+			P *ebpf.Program `ebpf:"trace_drop_tp"`
+		}
+		err, prog = spec.LoadAndAssign(&o, opts), o.P
+	default:
+		return nil, fmt.Errorf("kernel drop spec: no program %s", name)
 	}
-	err = spec.LoadAndAssign(&objs, &ebpf.CollectionOptions{MapReplacements: maps})
 	if err != nil {
 		var verr *ebpf.VerifierError
 		if errors.As(err, &verr) {
@@ -116,7 +166,7 @@ func (d *Datapath) loadKernelDrops() (*ebpf.Program, error) {
 		}
 		return nil, fmt.Errorf("load kernel drop tracing (needs a kernel with BTF): %w", err)
 	}
-	return objs.TraceDrop, nil
+	return prog, nil
 }
 
 func (k *kernelDrops) close() {

@@ -187,6 +187,7 @@ const (
 	kdropMapSourceRanges     = "source_ranges"
 	kdropMapStats            = "stats"
 	kdropProgTraceDrop       = "trace_drop"
+	kdropProgTraceDropTp     = "trace_drop_tp"
 	kdropVarUnusedKdropEvent = "unused_kdrop_event"
 )
 
@@ -232,7 +233,8 @@ type kdropSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type kdropProgramSpecs struct {
-	TraceDrop *ebpf.ProgramSpec `ebpf:"trace_drop"`
+	TraceDrop   *ebpf.ProgramSpec `ebpf:"trace_drop"`
+	TraceDropTp *ebpf.ProgramSpec `ebpf:"trace_drop_tp"`
 }
 
 // kdropMapSpecs contains maps before they are loaded into the kernel.
@@ -334,12 +336,14 @@ type kdropVariables struct {
 //
 // It can be passed to loadKdropObjects or ebpf.CollectionSpec.LoadAndAssign.
 type kdropPrograms struct {
-	TraceDrop *ebpf.Program `ebpf:"trace_drop"`
+	TraceDrop   *ebpf.Program `ebpf:"trace_drop"`
+	TraceDropTp *ebpf.Program `ebpf:"trace_drop_tp"`
 }
 
 func (p *kdropPrograms) Close() error {
 	return _KdropClose(
 		p.TraceDrop,
+		p.TraceDropTp,
 	)
 }
 

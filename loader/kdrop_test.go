@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf/btf"
+	"golang.org/x/sys/unix"
 
 	"github.com/nodegress/nodegress/tests/netns"
 )
@@ -23,11 +24,27 @@ import (
 // them for a local backend) are reported with the kernel's reason name and
 // the dropping function; the same drop of an untracked flow is not.
 func TestKernelDrops(t *testing.T) {
+	for _, tc := range []struct {
+		name, hook     string
+		onlyTracepoint bool
+	}{
+		{"tp_btf", "tp_btf/kfree_skb", false},
+		{"tracepoint fallback", "tracepoint/skb/kfree_skb", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) { testKernelDrops(t, tc.onlyTracepoint, tc.hook) })
+	}
+}
+
+func testKernelDrops(t *testing.T, onlyTracepoint bool, hook string) {
 	h := newHarness(t)
 	ns := netns.New(t, "kdrop"+netns.RandomSuffix(6))
 	ns.MustIP("link", "set", "lo", "up")
 
 	dp := &Datapath{objs: h.objs, log: slog.Default()}
+	dp.kdrop.onlyTracepoint = onlyTracepoint
+	if onlyTracepoint {
+		ensureTracefs(t)
+	}
 	if err := dp.SetKernelDrops(true); err != nil {
 		// A kernel without BTF tracepoints; CI's kernel has them.
 		if os.Getenv("CI") == "true" {
@@ -38,6 +55,9 @@ func TestKernelDrops(t *testing.T) {
 	// The tracepoint sees the whole machine's drops: detach whatever
 	// happens.
 	t.Cleanup(dp.kdrop.close)
+	if dp.kdrop.hook != hook {
+		t.Fatalf("attached to %s, want %s", dp.kdrop.hook, hook)
+	}
 
 	ap := netip.MustParseAddrPort
 	tuple := func(src, dst string) datapathFlowTuple {
@@ -219,4 +239,27 @@ func TestSymbolize(t *testing.T) {
 	if got := symbolize(nil, 0xabc); got != "0xabc" {
 		t.Errorf("no symbols: %q", got)
 	}
+}
+
+// ensureTracefs mounts tracefs where the kernel documents it, for the
+// classic tracepoint's id, unless something is mounted there already; the
+// mount is undone when the test ends.
+func ensureTracefs(t *testing.T) {
+	t.Helper()
+	const dir = "/sys/kernel/tracing"
+	var st, parent unix.Stat_t
+	if err := unix.Stat(dir, &st); err != nil {
+		t.Skipf("no %s: %v", dir, err)
+	}
+	if err := unix.Stat(dir+"/..", &parent); err == nil && st.Dev != parent.Dev {
+		return // a mount point already
+	}
+	if err := unix.Mount("tracefs", dir, "tracefs", 0, ""); err != nil {
+		t.Fatalf("mount tracefs: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := unix.Unmount(dir, unix.MNT_DETACH); err != nil {
+			t.Errorf("unmount tracefs: %v", err)
+		}
+	})
 }
