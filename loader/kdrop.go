@@ -75,6 +75,12 @@ func (d *Datapath) SetKernelDrops(on bool) error {
 	if k.link != nil {
 		return nil
 	}
+	// Read the names now rather than stall the first event's delivery
+	// (kallsyms has some 200,000 lines).
+	go func() {
+		kernel.reason(0)
+		kernel.symbol(0)
+	}()
 	var errs []error
 	if !k.onlyTracepoint {
 		err := k.attach(d, kdropProgTraceDrop, "tp_btf/kfree_skb", func(p *ebpf.Program) (link.Link, error) {
