@@ -91,6 +91,9 @@ type Datapath struct {
 	// later calls.
 	netlink *netlink.Handle
 
+	// kdrop is trace_drop while a trace client wants kernel drops.
+	kdrop kernelDrops
+
 	attachMu sync.Mutex
 	attached []Attachment
 
@@ -258,6 +261,7 @@ const (
 // Close releases this process's handles. Pinned maps and links stay, so the
 // datapath keeps forwarding until Cleanup.
 func (d *Datapath) Close() error {
+	d.kdrop.close()
 	d.attachMu.Lock()
 	for _, a := range d.attached {
 		a.link.Close()

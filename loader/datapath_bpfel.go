@@ -252,6 +252,7 @@ const (
 	datapathStageSTAGE_TC_INGRESS datapathStage = 2
 	datapathStageSTAGE_TC_EGRESS  datapathStage = 3
 	datapathStageSTAGE_SOCK       datapathStage = 4
+	datapathStageSTAGE_KERNEL     datapathStage = 5
 )
 
 type datapathTraceEvent struct {

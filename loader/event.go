@@ -15,6 +15,9 @@ const (
 	StageTCEgress  = Stage(datapathStageSTAGE_TC_EGRESS)
 	// StageSock is the socket-level load balancer (cgroup hooks).
 	StageSock = Stage(datapathStageSTAGE_SOCK)
+	// StageKernel is the kernel dropping a packet of a tracked flow,
+	// reported by trace_drop (tp_btf/kfree_skb).
+	StageKernel = Stage(datapathStageSTAGE_KERNEL)
 )
 
 func (s Stage) String() string {
@@ -27,6 +30,8 @@ func (s Stage) String() string {
 		return "tc-egress"
 	case StageSock:
 		return "sock"
+	case StageKernel:
+		return "kernel"
 	default:
 		return "unknown"
 	}
@@ -82,4 +87,7 @@ type Event struct {
 	Orig      Tuple
 	Xlated    Tuple
 	Length    uint32
+	// KernelDrop is set on events of StageKernel: the kernel dropped the
+	// packet Xlated (as it held it) of the flow Orig (client -> frontend).
+	KernelDrop *KernelDrop
 }

@@ -45,6 +45,7 @@ func (d *Datapath) ReadEvents(ctx context.Context, fn func(Event)) error {
 
 	clock := newMonoClock()
 	var raw datapathTraceEvent
+	var kraw kdropKdropEvent
 	for {
 		rec, err := rd.Read()
 		if err != nil {
@@ -52,6 +53,14 @@ func (d *Datapath) ReadEvents(ctx context.Context, fn func(Event)) error {
 				return nil
 			}
 			return fmt.Errorf("read events: %w", err)
+		}
+		if len(rec.RawSample) == kdropEventSize {
+			if err := binary.Read(bytes.NewReader(rec.RawSample), binary.NativeEndian, &kraw); err != nil {
+				d.log.Warn("malformed kernel drop event", "len", len(rec.RawSample), "err", err)
+				continue
+			}
+			fn(decodeKernelDrop(&kraw, clock, &kernel))
+			continue
 		}
 		if err := binary.Read(bytes.NewReader(rec.RawSample), binary.NativeEndian, &raw); err != nil {
 			d.log.Warn("malformed datapath event", "len", len(rec.RawSample), "err", err)

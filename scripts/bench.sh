@@ -4,7 +4,9 @@
 #   BENCH_SUITE     l7 (the proxy against nginx and haproxy), l4 (the
 #                   NodePort hop against kube-proxy), gateway (Gateway API:
 #                   HTTPRoute change to traffic at 1, 1k, 5k routes, changes
-#                   under load, the agent at 5k routes) or all (default)
+#                   under load, the agent at 5k routes), kdrop (what
+#                   `nodegress trace --kernel-drops` costs a kernel drop:
+#                   BenchmarkKernelDrop in loader) or all (default)
 #   BENCH_FILTER    regexp over "row/peer" names. L7: http1, tls-new, h2 ×
 #                   nginx, haproxy, nodegress, nodegress+accesslog
 #                   (e.g. BENCH_FILTER=http1, BENCH_FILTER='h2/(nginx|nodegress)').
@@ -76,11 +78,28 @@ for v in BENCH_SUITE BENCH_FILTER BENCH_DURATION BENCH_ROUNDS BENCH_MODE BENCH_X
 	if [ -n "${!v:-}" ]; then cmdline+=" $v=${!v}"; fi
 done
 
+# Kernel drop tracing: a loader benchmark, no peers or topology needed.
+kdrop_bench() {
+	mkdir -p tests/bench/results
+	local out
+	out=tests/bench/results/kdrop-$(date -u +%Y-%m-%d-%H%M%S).txt
+	$GO test ./loader -run '^$' -bench '^BenchmarkKernelDrop$' -benchtime 200000x -count 3 |
+		tee "$out"
+	echo "kernel drop tracing: $out"
+}
+if [ "${BENCH_SUITE:-all}" = kdrop ]; then
+	kdrop_bench
+	exit 0
+fi
+
 case ${BENCH_SUITE:-all} in
 l7) tests='^TestL7$' timeout=20m ;;
 l4) tests='^TestL4$' timeout=40m ;;
 gateway) tests='^TestGateway$' timeout=30m ;;
-all) tests='^(TestL4|TestL7|TestGateway)$' timeout=90m ;;
+all)
+	tests='^(TestL4|TestL7|TestGateway)$' timeout=90m
+	kdrop_bench
+	;;
 *)
 	echo "BENCH_SUITE=${BENCH_SUITE}: want l4, l7, gateway or all" >&2
 	exit 2

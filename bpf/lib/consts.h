@@ -164,6 +164,8 @@ enum stage {
 	STAGE_TC_INGRESS = 2,
 	STAGE_TC_EGRESS = 3,
 	STAGE_SOCK = 4, /* socket-level load balancing (cgroup hooks) */
+	/* the kernel dropped a packet of a tracked flow (tp_btf/kfree_skb) */
+	STAGE_KERNEL = 5,
 };
 
 /* trace_event.verdict */

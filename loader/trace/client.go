@@ -217,8 +217,10 @@ const (
 
 // appendText renders one event as
 //
-//	TIME            DEVICE   STAGE      VERDICT  REASON              PROTO SRC > DST [-> SRC' > DST'] [svc=NAME] [backend=NAME]
+//	TIME            DEVICE   STAGE      VERDICT  REASON              PROTO SRC > DST [-> SRC' > DST'] [svc=NAME] [backend=NAME] [at=LOCATION]
 //
+// A kernel drop (stage kernel) shows the kernel's reason name, the
+// client's flow, the packet as the kernel dropped it, and where.
 // The translated tuple only appears when the datapath rewrote the packet,
 // and without the protocol, which translation never changes.
 func appendText(b []byte, r *Record, loc *time.Location) []byte {
@@ -243,6 +245,9 @@ func appendText(b []byte, r *Record, loc *time.Location) []byte {
 	}
 	b = appendName(b, " svc=", r.Service, r.ServiceID)
 	b = appendName(b, " backend=", r.Backend, r.BackendID)
+	if r.Location != "" {
+		b = append(append(b, " at="...), r.Location...)
+	}
 	return append(b, '\n')
 }
 

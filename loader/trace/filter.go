@@ -4,6 +4,7 @@ import (
 	"flag"
 	"fmt"
 	"net/netip"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -38,8 +39,13 @@ type Filter struct {
 	// Verdict lists verdicts: pass, tx, redirect, drop.
 	Verdict string `json:"verdict,omitempty"`
 	// Reason lists reason names as the datapath counts them, for example
-	// "drop_no_backend,drop_snat_exhausted".
+	// "drop_no_backend,drop_snat_exhausted", and, with KernelDrops, the
+	// kernel's drop reason names ("NO_SOCKET", "IP_NOROUTE").
 	Reason string `json:"reason,omitempty"`
+	// KernelDrops adds the kernel's drops of packets of flows the datapath
+	// translated or steered (stage "kernel") to the stream. The agent
+	// attaches the kfree_skb tracepoint only while a client asks for it.
+	KernelDrops bool `json:"kernel_drops,omitempty"`
 
 	// Count stops the client after that many events; 0 means no limit.
 	Count int `json:"-"`
@@ -55,7 +61,8 @@ func (f *Filter) RegisterFlags(fs *flag.FlagSet) {
 	fs.Var((*portValue)(&f.Port), "port", "only events with source or destination `PORT` (original or translated)")
 	fs.StringVar(&f.Proto, "proto", f.Proto, "only events of protocol `PROTO`: tcp, udp or a number")
 	fs.StringVar(&f.Verdict, "verdict", f.Verdict, "only events with one of these comma-separated `VERDICTS`: "+strings.Join(verdictNames(), ", "))
-	fs.StringVar(&f.Reason, "reason", f.Reason, "only events with one of these comma-separated `REASONS`, e.g. drop_no_backend")
+	fs.StringVar(&f.Reason, "reason", f.Reason, "only events with one of these comma-separated `REASONS`, e.g. drop_no_backend (with --kernel-drops also kernel reasons, e.g. NO_SOCKET)")
+	fs.BoolVar(&f.KernelDrops, "kernel-drops", f.KernelDrops, "also show packets of service flows the kernel dropped, with the kernel's drop reason and location")
 	fs.IntVar(&f.Count, "count", f.Count, "stop after `N` events (0: no limit)")
 	fs.DurationVar(&f.Duration, "duration", f.Duration, "stop after this long (0: until interrupted)")
 }
@@ -110,10 +117,14 @@ type matcher struct {
 	proto    loader.Proto // 0: any
 	verdicts []loader.Verdict
 	reasons  []loader.Reason
+	// kernelDrops lets kernel drop events through; kernelReasons are
+	// kernel reason names (upper case) the Reason list asked for.
+	kernelDrops   bool
+	kernelReasons []string
 }
 
 func (f Filter) compile() (*matcher, error) {
-	m := &matcher{service: f.Service, device: f.Device, port: f.Port}
+	m := &matcher{service: f.Service, device: f.Device, port: f.Port, kernelDrops: f.KernelDrops}
 	if f.Addr != "" {
 		p, err := parseAddrOrPrefix(f.Addr)
 		if err != nil {
@@ -138,12 +149,26 @@ func (f Filter) compile() (*matcher, error) {
 	for _, s := range splitList(f.Reason) {
 		r, ok := parseReason(s)
 		if !ok {
-			return nil, fmt.Errorf("unknown reason %q (want one of %s)", s, strings.Join(reasonNames(), ", "))
+			// The kernel's names are read from its BTF by the agent
+			// and differ between kernels: any name is accepted.
+			if f.KernelDrops && kernelReasonName.MatchString(s) {
+				m.kernelReasons = append(m.kernelReasons, strings.ToUpper(s))
+				continue
+			}
+			hint := ""
+			if !f.KernelDrops {
+				hint = "; kernel drop reasons need --kernel-drops"
+			}
+			return nil, fmt.Errorf("unknown reason %q (want one of %s%s)", s, strings.Join(reasonNames(), ", "), hint)
 		}
 		m.reasons = append(m.reasons, r)
 	}
 	return m, nil
 }
+
+// kernelReasonName is the shape of an enum skb_drop_reason name, without
+// its SKB_DROP_REASON_ prefix.
+var kernelReasonName = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_]*$`)
 
 func parseAddrOrPrefix(s string) (netip.Prefix, error) {
 	if strings.Contains(s, "/") {
@@ -237,7 +262,16 @@ func (m *matcher) match(ev *loader.Event, device, service string) bool {
 	if len(m.verdicts) > 0 && !slices.Contains(m.verdicts, ev.Verdict) {
 		return false
 	}
-	if len(m.reasons) > 0 && !slices.Contains(m.reasons, ev.Reason) {
+	if kd := ev.KernelDrop; kd != nil {
+		if !m.kernelDrops {
+			return false
+		}
+		if len(m.reasons)+len(m.kernelReasons) > 0 && !slices.Contains(m.kernelReasons, strings.ToUpper(kd.ReasonName)) {
+			return false
+		}
+		return true
+	}
+	if len(m.reasons)+len(m.kernelReasons) > 0 && !slices.Contains(m.reasons, ev.Reason) {
 		return false
 	}
 	return true

@@ -24,12 +24,17 @@ const wait = 5 * time.Second
 // fakeSource stands in for the loader: tests push events through emit,
 // which returns once the server has dispatched them.
 type fakeSource struct {
-	mu       sync.Mutex
-	on       bool
-	calls    []bool
-	onErr    error // returned by SetTracing(true)
-	readErr  error // returned by ReadEvents at once when set
-	requests chan emitRequest
+	mu    sync.Mutex
+	on    bool
+	calls []bool
+	onErr error // returned by SetTracing(true)
+	// kernelDrops and kernelCalls follow SetKernelDrops; kernelErr is
+	// returned by SetKernelDrops(true).
+	kernelDrops bool
+	kernelCalls []bool
+	kernelErr   error
+	readErr     error // returned by ReadEvents at once when set
+	requests    chan emitRequest
 }
 
 type emitRequest struct {
@@ -50,6 +55,23 @@ func (f *fakeSource) SetTracing(on bool) error {
 	}
 	f.on = on
 	return nil
+}
+
+func (f *fakeSource) SetKernelDrops(on bool) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.kernelCalls = append(f.kernelCalls, on)
+	if on && f.kernelErr != nil {
+		return f.kernelErr
+	}
+	f.kernelDrops = on
+	return nil
+}
+
+func (f *fakeSource) kernelState() (bool, []bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.kernelDrops, slices.Clone(f.kernelCalls)
 }
 
 func (f *fakeSource) ReadEvents(ctx context.Context, fn func(loader.Event)) error {
@@ -239,8 +261,29 @@ func fwdEvent() loader.Event {
 	}
 }
 
-// The agent hands the loader's Datapath to NewServer as both Source and Names.
+// kernelDropEvent is a packet of a NodePort flow DNAT'd to a local backend
+// that the kernel dropped for want of a socket.
+func kernelDropEvent() loader.Event {
+	return loader.Event{
+		Time:      testTime,
+		Ifindex:   2,
+		Stage:     loader.StageKernel,
+		Verdict:   loader.VerdictDrop,
+		ServiceID: 1,
+		BackendID: 7,
+		Orig:      loader.Tuple{Src: ap("192.0.2.10:40000"), Dst: ap("10.0.0.1:30080"), Proto: loader.TCP},
+		Xlated:    loader.Tuple{Src: ap("192.0.2.10:40000"), Dst: ap("10.1.0.7:8080"), Proto: loader.TCP},
+		Length:    60,
+		KernelDrop: &loader.KernelDrop{
+			Reason: 3, ReasonName: "NO_SOCKET", Location: 0xffffffff81abcdef, Symbol: "tcp_v4_rcv+0x1b2",
+		},
+	}
+}
+
+// The agent hands the loader's Datapath to NewServer as Source, Names and
+// KernelDropSource.
 var _ interface {
 	Source
 	Names
+	KernelDropSource
 } = (*loader.Datapath)(nil)

@@ -51,6 +51,11 @@ type Record struct {
 	Orig      Tuple  `json:"orig"`
 	Xlated    *Tuple `json:"xlated"`
 	Len       uint32 `json:"len"`
+	// Location is where in the kernel a packet of stage "kernel" was
+	// dropped (function+offset, or an address); empty for the datapath's
+	// own decisions. Their Reason is the kernel's drop reason name, Orig
+	// the client's flow and Xlated the packet as the kernel held it.
+	Location string `json:"location"`
 }
 
 // notice is a control line: ready, lost or error.

@@ -30,6 +30,13 @@ type Source interface {
 	ReadEvents(ctx context.Context, fn func(loader.Event)) error
 }
 
+// KernelDropSource is a Source that can also report the kernel's drops of
+// tracked flows; the loader's Datapath implements it.
+type KernelDropSource interface {
+	// SetKernelDrops attaches (on) or detaches the kernel drop tracing.
+	SetKernelDrops(on bool) error
+}
+
 // Names resolves the IDs that events carry to the names the agent gave
 // them. An unknown ID resolves to "".
 type Names interface {
@@ -80,6 +87,9 @@ type Server struct {
 	// datapath's state always follows the client count.
 	mu      sync.Mutex
 	tracing bool
+	// kernelDropClients counts clients that asked for kernel drops: the
+	// tracepoint is attached while it is not zero.
+	kernelDropClients int
 }
 
 // NewServer returns a server that listens on path, reads events from src
@@ -212,6 +222,10 @@ func (s *Server) Serve(ctx context.Context) error {
 			s.log.Warn("switch tracing off", "err", err)
 		}
 		s.tracing = false
+	}
+	if s.kernelDropClients > 0 {
+		s.setKernelDrops(false)
+		s.kernelDropClients = 0
 	}
 	s.mu.Unlock()
 
@@ -429,6 +443,25 @@ func (s *Server) add(c *client) error {
 		s.tracing = true
 		s.log.Info("datapath tracing on")
 	}
+	if c.m.kernelDrops && s.kernelDropClients == 0 {
+		var err error
+		if kd, ok := s.src.(KernelDropSource); !ok {
+			err = errors.New("kernel drops: not available from this agent")
+		} else if err = kd.SetKernelDrops(true); err != nil {
+			err = fmt.Errorf("kernel drops: %w", err)
+		}
+		if err != nil {
+			// Nobody else wants the datapath's events either.
+			if len(old) == 0 && s.src.SetTracing(false) == nil {
+				s.tracing = false
+			}
+			return err
+		}
+		s.log.Info("kernel drop tracing", "on", true)
+	}
+	if c.m.kernelDrops {
+		s.kernelDropClients++
+	}
 	cs := append(slices.Clip(old), c)
 	s.clients.Store(&cs)
 	return nil
@@ -447,6 +480,12 @@ func (s *Server) remove(c *client) {
 		}
 	}
 	s.clients.Store(&cs)
+	if c.m.kernelDrops {
+		s.kernelDropClients--
+		if s.kernelDropClients == 0 {
+			s.setKernelDrops(false)
+		}
+	}
 	if len(cs) == 0 && s.tracing {
 		if err := s.src.SetTracing(false); err != nil {
 			// Left marked on: the next last client, or Serve's exit, retries.
@@ -458,6 +497,19 @@ func (s *Server) remove(c *client) {
 	}
 }
 
+// setKernelDrops switches kernel drop tracing; mu is held.
+func (s *Server) setKernelDrops(on bool) {
+	kd, ok := s.src.(KernelDropSource)
+	if !ok {
+		return
+	}
+	if err := kd.SetKernelDrops(on); err != nil {
+		s.log.Warn("switch kernel drop tracing", "on", on, "err", err)
+		return
+	}
+	s.log.Info("kernel drop tracing", "on", on)
+}
+
 // dispatch fans one event out to every client whose filter matches. It
 // never blocks: a client whose buffer is full loses the event, and learns
 // how many it lost with its next one.
@@ -467,6 +519,10 @@ func (s *Server) dispatch(ev loader.Event) {
 		return
 	}
 	dev := s.devices.name(ev.Ifindex)
+	if kd := ev.KernelDrop; kd != nil && kd.Netns != 0 {
+		// A device of another network namespace (a pod's).
+		dev = "netns:" + strconv.FormatUint(uint64(kd.Netns), 10)
+	}
 	svc := s.serviceName(ev.ServiceID)
 	var line []byte // encoded once, shared read-only by every client
 	for _, c := range *p {
@@ -517,6 +573,10 @@ func (s *Server) encode(ev *loader.Event, dev, svc string) ([]byte, error) {
 	if ev.Xlated != (loader.Tuple{}) {
 		x := tupleOf(ev.Xlated)
 		r.Xlated = &x
+	}
+	if kd := ev.KernelDrop; kd != nil {
+		r.Reason = kd.ReasonName
+		r.Location = kd.Symbol
 	}
 	b, err := json.Marshal(&r)
 	if err != nil {
