@@ -104,12 +104,8 @@ func serveRetrying(ctx context.Context, log *slog.Logger, what, addr string, han
 			return
 		}
 		log.Error(what, "addr", addr, "err", err, "retry_in", healthzRetryIn)
-		t := time.NewTimer(healthzRetryIn)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !sleepCtx(ctx, healthzRetryIn) {
 			return
-		case <-t.C:
 		}
 	}
 }

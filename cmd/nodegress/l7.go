@@ -297,12 +297,8 @@ func listenRetrying(ctx context.Context, addr string, log *slog.Logger) (net.Lis
 			log.Info("metrics address in use; waiting for it", "addr", addr)
 			warned = true
 		}
-		t := time.NewTimer(100 * time.Millisecond)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !sleepCtx(ctx, 100*time.Millisecond) {
 			return nil, nil
-		case <-t.C:
 		}
 	}
 }

@@ -97,15 +97,11 @@ func takeNodeOver(ctx context.Context, h handoverFlags, traceSocket string, log 
 			log.Info("another agent on this node writes to the datapath (starting up, or handing over); waiting for it", "lock", lockPath(traceSocket))
 			warned = true
 		}
-		t := time.NewTimer(200 * time.Millisecond)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !sleepCtx(ctx, 200*time.Millisecond) {
 			if to != nil {
 				to.Abort()
 			}
 			return nil, nil, nil, ctx.Err()
-		case <-t.C:
 		}
 	}
 }
@@ -125,13 +121,21 @@ func waitForUnlockedAgent(ctx context.Context, traceSocket string, log *slog.Log
 			log.Warn("an agent without handover support serves the trace socket; waiting for it to stop", "socket", traceSocket)
 			warned = true
 		}
-		t := time.NewTimer(500 * time.Millisecond)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !sleepCtx(ctx, 500*time.Millisecond) {
 			return ctx.Err()
-		case <-t.C:
 		}
+	}
+}
+
+// sleepCtx waits for d, or until ctx ends (false).
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
 	}
 }
 
@@ -161,12 +165,8 @@ func keepListeners(ctx context.Context, path string, ip *ingressProxy, log *slog
 	wait := time.Duration(0)
 	warned := false
 	for {
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !sleepCtx(ctx, wait) {
 			return
-		case <-t.C:
 		}
 		files, err := ip.files()
 		if err == nil {
