@@ -608,7 +608,8 @@ EOF
 # node_mount_ns creates node I's mount namespace, kept by a bind mount of
 # its nsfs file, with what must be the node's own: /run (containerd's and
 # runc's runtime state, /run/nodegress, iptables' lock), /var/log (pod logs,
-# /var/log/containers), a bpffs at /sys/fs/bpf and kubelet's sysctls. All
+# /var/log/containers), kubelet's device plugin directory, a bpffs at
+# /sys/fs/bpf and kubelet's sysctls. All
 # of it is made shared inside the namespace (a new peer group, private to
 # the node), which mountPropagation: Bidirectional needs.
 node_mount_ns() {
@@ -616,8 +617,13 @@ node_mount_ns() {
 	nd=$(node_dir "$i")
 	f=$STATE/ns/node$i
 	touch "$f"
+	# kubelet binds its device plugin socket at a fixed path, whatever its
+	# --root-dir: kubelets starting together on one machine race for it
+	# ("bind: address already in use") unless each node has its own.
+	mkdir -p /var/lib/kubelet/device-plugins
 	mounts="mount -t tmpfs -o mode=0755 tmpfs /run
 mount -t tmpfs -o mode=0755 tmpfs /var/log
+mount -t tmpfs -o mode=0755 tmpfs /var/lib/kubelet/device-plugins
 mount -t bpf bpf /sys/fs/bpf"
 	for s in "${KUBELET_SYSCTLS[@]}"; do
 		mounts+="
