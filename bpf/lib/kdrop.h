@@ -22,6 +22,7 @@
 #include "consts.h"
 #include "maps.h"
 #include "structs.h"
+#include "tuple.h"
 
 /*
  * The few kernel fields read, relocated by CO-RE against the running
@@ -89,19 +90,6 @@ struct kdrop_event {
 	__u32 pad2;
 };
 
-static __always_inline void kdrop_reverse(struct flow_tuple *r,
-					  const struct flow_tuple *t)
-{
-	r->saddr = t->daddr;
-	r->daddr = t->saddr;
-	r->sport = t->dport;
-	r->dport = t->sport;
-	r->proto = t->proto;
-	r->pad[0] = 0;
-	r->pad[1] = 0;
-	r->pad[2] = 0;
-}
-
 /* The client flow of a reply key's reverse_nat entry. */
 static __always_inline void kdrop_flow_of(struct flow_tuple *flow,
 					  const struct rev_nat_entry *rn,
@@ -159,7 +147,7 @@ static __always_inline int kdrop_match(struct kdrop_event *ev,
 	struct frontend_key fk = {};
 	struct flow_tuple r;
 
-	kdrop_reverse(&r, t);
+	tuple_reverse(&r, t);
 	if (kdrop_conntrack(ev, t) || kdrop_conntrack(ev, &r) ||
 	    kdrop_reverse_nat(ev, &r) || kdrop_reverse_nat(ev, t))
 		return 1;

@@ -26,6 +26,7 @@
 #include "source_ranges.h"
 #include "structs.h"
 #include "tcp_ts.h"
+#include "tuple.h"
 
 /* The length fib_forward checks against the route's MTU, 0 for none. */
 static __always_inline __u16 mtu_check_len(const struct packet *pkt)
@@ -528,20 +529,6 @@ static __always_inline void lb_ingress(void *ctx, const struct packet *pkt,
 	decide_ttl(d, pkt->ip->ttl);
 }
 
-/* The tuple of a packet's answer (or of the packet an ICMP error quotes). */
-static __always_inline void reversed(struct flow_tuple *out,
-				     const struct flow_tuple *t)
-{
-	out->saddr = t->daddr;
-	out->daddr = t->saddr;
-	out->sport = t->dport;
-	out->dport = t->sport;
-	out->proto = t->proto;
-	out->pad[0] = 0;
-	out->pad[1] = 0;
-	out->pad[2] = 0;
-}
-
 /* Decision for a packet leaving an external device: local backends' replies. */
 static __always_inline void lb_egress(const struct packet *pkt,
 				      struct decision *d)
@@ -588,7 +575,7 @@ static __always_inline void lb_dsr_decap(void *ctx, __u32 ifindex,
 	struct flow_tuple key;
 
 	d->xlated = dp->inner;
-	reversed(&key, &dp->inner);
+	tuple_reverse(&key, &dp->inner);
 	old = bpf_map_lookup_elem(&reverse_nat, &key);
 	if (old && (old->flags & CT_F_DSR) && rev_nat_same_flow(old, &client)) {
 		if (now - old->last_seen_ns >= CT_REFRESH_NS)
@@ -631,7 +618,7 @@ static __always_inline void lb_icmp_ingress(void *ctx, const struct packet *pkt,
 
 	d->xlated = pkt->tuple;
 	d->inner_xlated = ie->inner;
-	reversed(&key, &ie->inner);
+	tuple_reverse(&key, &ie->inner);
 	rn = bpf_map_lookup_elem(&reverse_nat, &key);
 	if (rn && (rn->flags & CT_F_REMOTE)) {
 		if (pkt->tuple.saddr == ie->inner.daddr)
@@ -685,7 +672,7 @@ static __always_inline void lb_icmp_egress(const struct packet *pkt,
 
 	d->xlated = pkt->tuple;
 	d->inner_xlated = ie->inner;
-	reversed(&key, &ie->inner);
+	tuple_reverse(&key, &ie->inner);
 	rn = bpf_map_lookup_elem(&reverse_nat, &key);
 	if (!rn || (rn->flags & CT_F_REMOTE)) {
 		decide_pass(d, REASON_PASS_NOT_TRACKED);
