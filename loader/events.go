@@ -44,7 +44,6 @@ func (d *Datapath) ReadEvents(ctx context.Context, fn func(Event)) error {
 	defer rd.Close()
 
 	clock := newMonoClock()
-	var raw datapathTraceEvent
 	var kraw kdropKdropEvent
 	for {
 		rec, err := rd.Read()
@@ -62,11 +61,12 @@ func (d *Datapath) ReadEvents(ctx context.Context, fn func(Event)) error {
 			fn(decodeKernelDrop(&kraw, clock, &kernel))
 			continue
 		}
-		if err := binary.Read(bytes.NewReader(rec.RawSample), binary.NativeEndian, &raw); err != nil {
-			d.log.Warn("malformed datapath event", "len", len(rec.RawSample), "err", err)
+		ev, err := decodeDatapathRecord(rec.RawSample, clock)
+		if err != nil {
+			d.log.Warn("malformed datapath event", "err", err)
 			continue
 		}
-		fn(decodeEvent(&raw, clock))
+		fn(ev)
 	}
 }
 
