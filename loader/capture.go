@@ -43,22 +43,14 @@ func (d *Datapath) SetPacketCapture(snaplen int) error {
 		return fmt.Errorf("snap length %d: must not be negative", snaplen)
 	}
 	snaplen = min(snaplen, MaxSnaplen)
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	var cfg datapathDpConfig
-	if err := d.objs.Config.Lookup(uint32(0), &cfg); err != nil {
-		return fmt.Errorf("read datapath config: %w", err)
-	}
-	cfg.Snaplen = uint16(snaplen)
-	if snaplen > 0 {
-		cfg.Flags |= cfgFlagTracePkt
-	} else {
-		cfg.Flags &^= cfgFlagTracePkt
-	}
-	if err := d.objs.Config.Update(uint32(0), &cfg, ebpf.UpdateAny); err != nil {
-		return fmt.Errorf("write datapath config: %w", err)
-	}
-	return nil
+	return d.updateConfig(func(cfg *datapathDpConfig) {
+		cfg.Snaplen = uint16(snaplen)
+		if snaplen > 0 {
+			cfg.Flags |= cfgFlagTracePkt
+		} else {
+			cfg.Flags &^= cfgFlagTracePkt
+		}
+	})
 }
 
 // TraceLost returns how many trace events found the ring buffer full since

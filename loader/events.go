@@ -16,17 +16,25 @@ import (
 // SetTracing switches the per-decision events on or off. Off, the datapath
 // only counts.
 func (d *Datapath) SetTracing(on bool) error {
+	return d.updateConfig(func(cfg *datapathDpConfig) {
+		if on {
+			cfg.Flags |= cfgFlagTrace
+		} else {
+			cfg.Flags &^= cfgFlagTrace
+		}
+	})
+}
+
+// updateConfig changes the datapath's config entry with fn, serialised
+// with every other change of it.
+func (d *Datapath) updateConfig(fn func(*datapathDpConfig)) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	var cfg datapathDpConfig
 	if err := d.objs.Config.Lookup(uint32(0), &cfg); err != nil {
 		return fmt.Errorf("read datapath config: %w", err)
 	}
-	if on {
-		cfg.Flags |= cfgFlagTrace
-	} else {
-		cfg.Flags &^= cfgFlagTrace
-	}
+	fn(&cfg)
 	if err := d.objs.Config.Update(uint32(0), &cfg, ebpf.UpdateAny); err != nil {
 		return fmt.Errorf("write datapath config: %w", err)
 	}
