@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"testing"
 	"time"
+
+	"github.com/cilium/ebpf"
 )
 
 func (h *harness) setCapture(snaplen uint16) {
@@ -171,5 +173,45 @@ func TestDecodeDatapathRecord(t *testing.T) {
 				t.Errorf("packet %+v, want %d in and %d out", ev.Packet, tt.in, tt.out)
 			}
 		})
+	}
+}
+
+// TestTraceLost checks that events the ring buffer has no room for are
+// counted, and only those.
+func TestTraceLost(t *testing.T) {
+	h := newHarness(t)
+	h.localServices()
+	h.setTracing(true)
+	h.setCapture(MaxSnaplen)
+	rd := h.events()
+	pkt := tcpFrame(clientAP, feLocal, tcpSYN).bytes(t)
+	lost := func() uint64 {
+		t.Helper()
+		n, err := sumPerCPU(h.objs.TraceLost)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+
+	before := lost()
+	h.expect(hookXDP, pkt, VerdictPass, ReasonFwdLocal)
+	if _, ok := nextEvent(t, rd, time.Second); !ok {
+		t.Fatal("no event")
+	}
+	if n := lost() - before; n != 0 {
+		t.Fatalf("%d events counted lost with room in the ring buffer", n)
+	}
+
+	// The test's ring buffer (64 KiB) holds a few hundred packet events.
+	// A drop leaves the packet as it is, so every repetition is traced.
+	const runs = 2000
+	drop := tcpFrame(clientAP, feEmpty, tcpSYN).bytes(t)
+	if _, err := h.objs.TcIngress.Run(&ebpf.RunOptions{Data: drop, Repeat: runs}); err != nil {
+		t.Fatal(err)
+	}
+	n := lost() - before
+	if n == 0 || n >= runs {
+		t.Errorf("%d of %d events counted lost, want some but not all", n, runs)
 	}
 }
