@@ -5,10 +5,14 @@
  * (at most CAPTURE_MAX) of the frame as it came into the hook and, when the
  * hook rewrote it, of the frame as the hook handed it on. A hook that is
  * about to rewrite calls capture_in first; account_packet takes the rest.
- * Off, the only cost is the flag test tracing already makes. The bytes are
- * gathered in a per-CPU buffer and written to the ring buffer with their
- * exact length; records that do not fit are counted in trace_lost
- * (trace.h).
+ * Off, a hook about to rewrite tests the config's flags once (capture_in),
+ * and account_packet adds nothing to what tracing already tests. The bytes
+ * are gathered in a per-CPU buffer, which no other of these programs can
+ * use between a hook's capture_in and its account_packet (they do not nest
+ * on a CPU), and written to the ring buffer with their exact length: a
+ * record takes sizeof(struct trace_packet) and the bytes, so the 4 MiB
+ * ring holds some 7,000 of the largest. Records that do not fit are counted
+ * in trace_lost (trace.h).
  */
 #ifndef NODEGRESS_CAPTURE_H
 #define NODEGRESS_CAPTURE_H
