@@ -13,6 +13,7 @@
 #include <linux/pkt_cls.h>
 #include <bpf/bpf_helpers.h>
 
+#include "lib/capture.h"
 #include "lib/consts.h"
 #include "lib/decision.h"
 #include "lib/dsr.h"
@@ -30,6 +31,7 @@ char __license[] SEC("license") = "Dual BSD/GPL";
 
 /* Keep types only the Go side reads in BTF, so bpf2go generates them. */
 const struct trace_event *unused_trace_event __attribute__((unused));
+const struct trace_packet *unused_trace_packet __attribute__((unused));
 const enum frontend_flags *unused_frontend_flags __attribute__((unused));
 const enum backend_flags *unused_backend_flags __attribute__((unused));
 const enum ct_flags *unused_ct_flags __attribute__((unused));
@@ -100,6 +102,7 @@ int xdp_lb(struct xdp_md *ctx)
 	struct decision d = {};
 	struct packet pkt = {};
 	int ret = XDP_PASS;
+	__u32 captured = 0;
 	__u16 ip_len = 0;
 	int reason;
 
@@ -125,6 +128,8 @@ int xdp_lb(struct xdp_md *ctx)
 	xdp_defer(&pkt, &d);
 	xdp_check_csum(ctx, ifindex, &pkt, &d);
 
+	if (d.action == ACT_NAT_PASS || d.action == ACT_FORWARD)
+		captured = capture_in(ctx, 1);
 	switch (d.action) {
 	case ACT_NAT_PASS:
 		xdp_rewrite_l3_l4(&pkt, &d);
@@ -150,7 +155,8 @@ int xdp_lb(struct xdp_md *ctx)
 out:
 	if (d.action == ACT_DROP)
 		ret = XDP_DROP;
-	account(ifindex, STAGE_XDP, &pkt.tuple, &d, pkt.len);
+	account_packet(ctx, 1, ifindex, STAGE_XDP, &pkt.tuple, &d, pkt.len,
+		       captured);
 	/* What XDP passed on for tc to finish is not marked done. */
 	if (ret == XDP_PASS && !decision_left_to_tc(&d))
 		xdp_mark_done(ctx);
@@ -238,6 +244,7 @@ int tc_ingress(struct __sk_buff *skb)
 	struct flow_tuple *orig = &pkt.tuple, dsr_orig;
 	struct dsr_packet dp = {};
 	int ret = TC_ACT_OK;
+	__u32 captured = 0;
 	__u16 ip_len = 0;
 	__u8 ttl;
 	int reason;
@@ -277,6 +284,8 @@ int tc_ingress(struct __sk_buff *skb)
 		lb_ingress(skb, &pkt, ifindex, &d, 1);
 	}
 
+	if (d.action != ACT_PASS && d.action != ACT_DROP)
+		captured = capture_in(skb, 0);
 	switch (d.action) {
 	case ACT_NAT_PASS:
 		if (tc_rewrite(skb, &pkt, icmp, &d))
@@ -354,7 +363,8 @@ int tc_ingress(struct __sk_buff *skb)
 out:
 	if (d.action == ACT_DROP)
 		ret = TC_ACT_SHOT;
-	account(ifindex, STAGE_TC_INGRESS, orig, &d, pkt.len);
+	account_packet(skb, 0, ifindex, STAGE_TC_INGRESS, orig, &d, pkt.len,
+		       captured);
 	return ret;
 }
 
@@ -365,6 +375,7 @@ int tc_egress(struct __sk_buff *skb)
 	struct decision d = {};
 	struct packet pkt = {};
 	int ret = TC_ACT_OK;
+	__u32 captured = 0;
 	int reason;
 
 	reason = tc_parse(skb, &pkt);
@@ -378,12 +389,15 @@ int tc_egress(struct __sk_buff *skb)
 	} else {
 		lb_egress(&pkt, &d);
 	}
+	if (d.action == ACT_NAT_PASS)
+		captured = capture_in(skb, 0);
 	if (d.action == ACT_NAT_PASS && tc_rewrite(skb, &pkt, icmp, &d)) {
 		decide_rewrite_failed(&d, REASON_DROP_MALFORMED_L4);
 		ret = TC_ACT_SHOT;
 	}
 out:
-	account(skb->ifindex, STAGE_TC_EGRESS, &pkt.tuple, &d, pkt.len);
+	account_packet(skb, 0, skb->ifindex, STAGE_TC_EGRESS, &pkt.tuple, &d,
+		       pkt.len, captured);
 	return ret;
 }
 

@@ -23,6 +23,9 @@ const struct kdrop_event *unused_kdrop_event __attribute__((unused));
 /* The agent tells the two kinds of events apart by their size. */
 _Static_assert(sizeof(struct kdrop_event) != sizeof(struct trace_event),
 	       "kdrop_event and trace_event must differ in size");
+/* Packet records are a trace_packet and at least one byte more. */
+_Static_assert(sizeof(struct kdrop_event) < sizeof(struct trace_packet),
+	       "every packet record must be longer than a kdrop_event");
 
 SEC("tp_btf/kfree_skb")
 int BPF_PROG(trace_drop, struct sk_buff *skb, void *location,

@@ -241,7 +241,8 @@ func (d *Datapath) configure() error {
 	cfg.MaglevSize = d.cfg.MaglevTableSize
 	cfg.SnatPortMin = d.cfg.SNATPortMin
 	cfg.SnatPortMax = d.cfg.SNATPortMax
-	cfg.Flags &^= cfgFlagTrace
+	cfg.Flags &^= cfgFlagTrace | cfgFlagTracePkt
+	cfg.Snaplen = 0
 	cfg.Flags &^= cfgFlagPodRedirect
 	if d.cfg.PodRedirect {
 		cfg.Flags |= cfgFlagPodRedirect

@@ -47,11 +47,18 @@ type datapathBackendValue struct {
 	Pad   uint8
 }
 
+type datapathCaptureBuf struct {
+	_    structs.HostLayout
+	Hdr  datapathTracePacket
+	Data [512]uint8
+}
+
 type datapathConfigFlags uint32
 
 const (
 	datapathConfigFlagsCFG_F_TRACE        datapathConfigFlags = 1
 	datapathConfigFlagsCFG_F_POD_REDIRECT datapathConfigFlags = 2
+	datapathConfigFlagsCFG_F_TRACE_PKT    datapathConfigFlags = 4
 )
 
 type datapathCtEntry struct {
@@ -105,7 +112,8 @@ type datapathDpConfig struct {
 	HashSeed    uint32
 	MaglevSeed  uint32
 	MaglevSize  uint32
-	Pad         uint32
+	Snaplen     uint16
+	Pad         uint16
 }
 
 type datapathFlowTuple struct {
@@ -270,6 +278,15 @@ type datapathTraceEvent struct {
 	Pad       uint32
 }
 
+type datapathTracePacket struct {
+	_         structs.HostLayout
+	Ev        datapathTraceEvent
+	OutPktLen uint32
+	InLen     uint16
+	OutLen    uint16
+	Reserved  [16]uint8
+}
+
 type datapathVerdict uint32
 
 const (
@@ -286,6 +303,7 @@ const (
 	datapathMapAffinity            = "affinity"
 	datapathMapBackendSlots        = "backend_slots"
 	datapathMapBackends            = "backends"
+	datapathMapCaptureScratch      = "capture_scratch"
 	datapathMapConfig              = "config"
 	datapathMapConntrack           = "conntrack"
 	datapathMapDevices             = "devices"
@@ -299,6 +317,7 @@ const (
 	datapathMapSockRevNat          = "sock_rev_nat"
 	datapathMapSourceRanges        = "source_ranges"
 	datapathMapStats               = "stats"
+	datapathMapTraceLost           = "trace_lost"
 	datapathProgSkSteer            = "sk_steer"
 	datapathProgSockConnect4       = "sock_connect4"
 	datapathProgSockGetpeername4   = "sock_getpeername4"
@@ -317,6 +336,7 @@ const (
 	datapathVarUnusedReason        = "unused_reason"
 	datapathVarUnusedStage         = "unused_stage"
 	datapathVarUnusedTraceEvent    = "unused_trace_event"
+	datapathVarUnusedTracePacket   = "unused_trace_packet"
 	datapathVarUnusedVerdict       = "unused_verdict"
 )
 
@@ -379,6 +399,7 @@ type datapathMapSpecs struct {
 	Affinity        *ebpf.MapSpec `ebpf:"affinity"`
 	BackendSlots    *ebpf.MapSpec `ebpf:"backend_slots"`
 	Backends        *ebpf.MapSpec `ebpf:"backends"`
+	CaptureScratch  *ebpf.MapSpec `ebpf:"capture_scratch"`
 	Config          *ebpf.MapSpec `ebpf:"config"`
 	Conntrack       *ebpf.MapSpec `ebpf:"conntrack"`
 	Devices         *ebpf.MapSpec `ebpf:"devices"`
@@ -392,6 +413,7 @@ type datapathMapSpecs struct {
 	SockRevNat      *ebpf.MapSpec `ebpf:"sock_rev_nat"`
 	SourceRanges    *ebpf.MapSpec `ebpf:"source_ranges"`
 	Stats           *ebpf.MapSpec `ebpf:"stats"`
+	TraceLost       *ebpf.MapSpec `ebpf:"trace_lost"`
 }
 
 // datapathVariableSpecs contains global variables before they are loaded into the kernel.
@@ -408,6 +430,7 @@ type datapathVariableSpecs struct {
 	UnusedReason        *ebpf.VariableSpec `ebpf:"unused_reason"`
 	UnusedStage         *ebpf.VariableSpec `ebpf:"unused_stage"`
 	UnusedTraceEvent    *ebpf.VariableSpec `ebpf:"unused_trace_event"`
+	UnusedTracePacket   *ebpf.VariableSpec `ebpf:"unused_trace_packet"`
 	UnusedVerdict       *ebpf.VariableSpec `ebpf:"unused_verdict"`
 }
 
@@ -434,6 +457,7 @@ type datapathMaps struct {
 	Affinity        *ebpf.Map `ebpf:"affinity"`
 	BackendSlots    *ebpf.Map `ebpf:"backend_slots"`
 	Backends        *ebpf.Map `ebpf:"backends"`
+	CaptureScratch  *ebpf.Map `ebpf:"capture_scratch"`
 	Config          *ebpf.Map `ebpf:"config"`
 	Conntrack       *ebpf.Map `ebpf:"conntrack"`
 	Devices         *ebpf.Map `ebpf:"devices"`
@@ -447,6 +471,7 @@ type datapathMaps struct {
 	SockRevNat      *ebpf.Map `ebpf:"sock_rev_nat"`
 	SourceRanges    *ebpf.Map `ebpf:"source_ranges"`
 	Stats           *ebpf.Map `ebpf:"stats"`
+	TraceLost       *ebpf.Map `ebpf:"trace_lost"`
 }
 
 func (m *datapathMaps) Close() error {
@@ -454,6 +479,7 @@ func (m *datapathMaps) Close() error {
 		m.Affinity,
 		m.BackendSlots,
 		m.Backends,
+		m.CaptureScratch,
 		m.Config,
 		m.Conntrack,
 		m.Devices,
@@ -467,6 +493,7 @@ func (m *datapathMaps) Close() error {
 		m.SockRevNat,
 		m.SourceRanges,
 		m.Stats,
+		m.TraceLost,
 	)
 }
 
@@ -484,6 +511,7 @@ type datapathVariables struct {
 	UnusedReason        *ebpf.Variable `ebpf:"unused_reason"`
 	UnusedStage         *ebpf.Variable `ebpf:"unused_stage"`
 	UnusedTraceEvent    *ebpf.Variable `ebpf:"unused_trace_event"`
+	UnusedTracePacket   *ebpf.Variable `ebpf:"unused_trace_packet"`
 	UnusedVerdict       *ebpf.Variable `ebpf:"unused_verdict"`
 }
 

@@ -90,4 +90,7 @@ type Event struct {
 	// KernelDrop is set on events of StageKernel: the kernel dropped the
 	// packet Xlated (as it held it) of the flow Orig (client -> frontend).
 	KernelDrop *KernelDrop
+	// Packet is the packet's bytes while packet capture is on
+	// (SetPacketCapture); nil otherwise and for socket-level decisions.
+	Packet *Captured
 }

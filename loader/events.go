@@ -16,17 +16,25 @@ import (
 // SetTracing switches the per-decision events on or off. Off, the datapath
 // only counts.
 func (d *Datapath) SetTracing(on bool) error {
+	return d.updateConfig(func(cfg *datapathDpConfig) {
+		if on {
+			cfg.Flags |= cfgFlagTrace
+		} else {
+			cfg.Flags &^= cfgFlagTrace
+		}
+	})
+}
+
+// updateConfig changes the datapath's config entry with fn, serialised
+// with every other change of it.
+func (d *Datapath) updateConfig(fn func(*datapathDpConfig)) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	var cfg datapathDpConfig
 	if err := d.objs.Config.Lookup(uint32(0), &cfg); err != nil {
 		return fmt.Errorf("read datapath config: %w", err)
 	}
-	if on {
-		cfg.Flags |= cfgFlagTrace
-	} else {
-		cfg.Flags &^= cfgFlagTrace
-	}
+	fn(&cfg)
 	if err := d.objs.Config.Update(uint32(0), &cfg, ebpf.UpdateAny); err != nil {
 		return fmt.Errorf("write datapath config: %w", err)
 	}
@@ -44,7 +52,6 @@ func (d *Datapath) ReadEvents(ctx context.Context, fn func(Event)) error {
 	defer rd.Close()
 
 	clock := newMonoClock()
-	var raw datapathTraceEvent
 	var kraw kdropKdropEvent
 	for {
 		rec, err := rd.Read()
@@ -62,11 +69,12 @@ func (d *Datapath) ReadEvents(ctx context.Context, fn func(Event)) error {
 			fn(decodeKernelDrop(&kraw, clock, &kernel))
 			continue
 		}
-		if err := binary.Read(bytes.NewReader(rec.RawSample), binary.NativeEndian, &raw); err != nil {
-			d.log.Warn("malformed datapath event", "len", len(rec.RawSample), "err", err)
+		ev, err := decodeDatapathRecord(rec.RawSample, clock)
+		if err != nil {
+			d.log.Warn("malformed datapath event", "err", err)
 			continue
 		}
-		fn(decodeEvent(&raw, clock))
+		fn(ev)
 	}
 }
 

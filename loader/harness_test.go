@@ -1,7 +1,6 @@
 package loader
 
 import (
-	"bytes"
 	"encoding/binary"
 	"errors"
 	"io"
@@ -545,9 +544,9 @@ func nextEvent(t *testing.T, rd *ringbuf.Reader, wait time.Duration) (Event, boo
 	if err != nil {
 		t.Fatalf("read event: %v", err)
 	}
-	var raw datapathTraceEvent
-	if err := binary.Read(bytes.NewReader(rec.RawSample), binary.NativeEndian, &raw); err != nil {
-		t.Fatalf("event of %d bytes: %v", len(rec.RawSample), err)
+	ev, err := decodeDatapathRecord(rec.RawSample, newMonoClock())
+	if err != nil {
+		t.Fatal(err)
 	}
-	return decodeEvent(&raw, newMonoClock()), true
+	return ev, true
 }

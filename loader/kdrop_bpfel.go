@@ -72,7 +72,8 @@ type kdropDpConfig struct {
 	HashSeed    uint32
 	MaglevSeed  uint32
 	MaglevSize  uint32
-	Pad         uint32
+	Snaplen     uint16
+	Pad         uint16
 }
 
 type kdropFlowTuple struct {

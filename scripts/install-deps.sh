@@ -16,6 +16,7 @@ have ethtool || need+=(ethtool)
 have clang-format || need+=(clang-format)
 have bpftool || need+=(bpftool)
 have curl || need+=(curl)
+have tcpdump || need+=(tcpdump)
 
 if [ ${#need[@]} -eq 0 ]; then
 	exit 0

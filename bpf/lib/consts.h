@@ -45,6 +45,11 @@
 #ifndef EVENTS_RINGBUF_BYTES
 #define EVENTS_RINGBUF_BYTES (1 << 22)
 #endif
+/* Most bytes of a packet a trace event carries, each way (in and out): a
+ * constant, so that copies into the capture buffer are bounded. */
+#ifndef CAPTURE_MAX
+#define CAPTURE_MAX 256
+#endif
 /* SNAT source addresses of a device besides its first (--snat-addresses);
  * a power of two, so that an index is bounded by a mask. */
 #define MAX_SNAT_EXTRA 8
@@ -156,6 +161,9 @@ enum config_flags {
 	CFG_F_TRACE = 1 << 0, /* emit one ringbuf event per decision */
 	/* tc hands packets for local pods to the pod's veth peer */
 	CFG_F_POD_REDIRECT = 1 << 1,
+	/* with CFG_F_TRACE: events carry up to dp_config.snaplen bytes of the
+	 * packet (struct trace_packet) */
+	CFG_F_TRACE_PKT = 1 << 2,
 };
 
 /* trace_event.stage */

@@ -162,7 +162,8 @@ struct dp_config {
 	__u32 hash_seed;     /* per-node seed of the backend selection hash */
 	__u32 maglev_seed;   /* cluster-wide seed of the Maglev flow hash */
 	__u32 maglev_size;   /* entries of every Maglev table (prime) */
-	__u32 pad;
+	__u16 snaplen;	     /* CFG_F_TRACE_PKT: bytes to copy, each way */
+	__u16 pad;
 };
 
 /* stats value (per-CPU array indexed by enum reason). */
@@ -184,6 +185,23 @@ struct trace_event {
 	struct flow_tuple xlated; /* equal to orig when nothing was rewritten */
 	__u32 pkt_len;
 	__u32 pad;
+};
+
+/*
+ * A trace_event with the packet's bytes (CFG_F_TRACE_PKT), followed by
+ * in_len bytes of the frame as it came into the hook and out_len bytes of
+ * the frame as the hook handed it on. out_len is 0 when the hook did not
+ * rewrite the packet (passed, dropped): then both are the same bytes. Both
+ * start at the Ethernet header.
+ */
+struct trace_packet {
+	struct trace_event ev;
+	__u32 out_pkt_len; /* length of the frame as the hook left it */
+	__u16 in_len;
+	__u16 out_len;
+	/* Keeps every packet record longer than a kdrop_event, whatever its
+	 * data: the agent tells the kinds of records apart by size. */
+	__u8 reserved[16];
 };
 
 #endif /* NODEGRESS_STRUCTS_H */

@@ -17,6 +17,8 @@ type datapathCollector struct {
 	bytes    *prometheus.Desc
 	entries  *prometheus.Desc
 	capacity *prometheus.Desc
+	// traceLost counts trace events the ring buffer had no room for.
+	traceLost *prometheus.Desc
 }
 
 func newDatapathCollector(dp *loader.Datapath, log *slog.Logger) *datapathCollector {
@@ -27,6 +29,8 @@ func newDatapathCollector(dp *loader.Datapath, log *slog.Logger) *datapathCollec
 		bytes:    prometheus.NewDesc("nodegress_datapath_bytes_total", "Bytes by datapath decision reason.", []string{"reason", "verdict"}, nil),
 		entries:  prometheus.NewDesc("nodegress_map_entries", "Entries in a datapath map.", []string{"map"}, nil),
 		capacity: prometheus.NewDesc("nodegress_map_capacity", "Capacity of a datapath map.", []string{"map"}, nil),
+		traceLost: prometheus.NewDesc("nodegress_trace_events_lost_total",
+			"Trace events (with packet bytes under nodegress trace --pcap) the datapath's ring buffer had no room for.", nil, nil),
 	}
 }
 
@@ -35,6 +39,7 @@ func (c *datapathCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.bytes
 	ch <- c.entries
 	ch <- c.capacity
+	ch <- c.traceLost
 }
 
 func (c *datapathCollector) Collect(ch chan<- prometheus.Metric) {
@@ -57,5 +62,10 @@ func (c *datapathCollector) Collect(ch chan<- prometheus.Metric) {
 	for _, u := range usage {
 		ch <- prometheus.MustNewConstMetric(c.entries, prometheus.GaugeValue, float64(u.Entries), u.Name)
 		ch <- prometheus.MustNewConstMetric(c.capacity, prometheus.GaugeValue, float64(u.Capacity), u.Name)
+	}
+	if lost, err := c.dp.TraceLost(); err != nil {
+		c.log.Warn("read lost trace events", "err", err)
+	} else {
+		ch <- prometheus.MustNewConstMetric(c.traceLost, prometheus.CounterValue, float64(lost))
 	}
 }

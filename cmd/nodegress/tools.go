@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"maps"
@@ -23,6 +24,8 @@ func runTrace(args []string) int {
 	socket := fs.String("socket", DefaultTraceSocket, "the agent's trace socket")
 	format := trace.Format("text")
 	fs.Var(&format, "output", "text or json")
+	pcap := fs.String("pcap", "", "write the matching packets as pcapng to `FILE` (- for stdout, e.g. to pipe into tcpdump -r -), each with its decision as comment")
+	snaplen := fs.Int("snaplen", trace.DefaultSnaplen, "with --pcap, keep the first `N` bytes of each packet (the datapath copies at most "+strconv.Itoa(loader.MaxSnaplen)+")")
 	var filter trace.Filter
 	filter.RegisterFlags(fs)
 	if err := fs.Parse(args); err != nil {
@@ -30,11 +33,53 @@ func runTrace(args []string) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	if err := trace.Run(ctx, *socket, filter, os.Stdout, format); err != nil {
+	var err error
+	if *pcap != "" {
+		err = runTracePcap(ctx, fs, *socket, filter, *pcap, *snaplen)
+	} else {
+		err = trace.Run(ctx, *socket, filter, os.Stdout, format)
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "nodegress trace:", err)
 		return 1
 	}
 	return 0
+}
+
+// runTracePcap is `nodegress trace --pcap`: packets to path (or stdout),
+// status lines to stderr.
+func runTracePcap(ctx context.Context, fs *flag.FlagSet, socket string, filter trace.Filter, path string, snaplen int) error {
+	if flagSet(fs, "output") {
+		return errors.New("--output and --pcap exclude each other")
+	}
+	if snaplen <= 0 {
+		return fmt.Errorf("--snaplen %d: must be positive", snaplen)
+	}
+	filter.Snaplen = snaplen
+	out := os.Stdout
+	if path != "-" {
+		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+		if err != nil {
+			return fmt.Errorf("open pcap file: %w", err)
+		}
+		defer f.Close()
+		out = f
+	}
+	if err := trace.RunPcap(ctx, socket, filter, out, os.Stderr); err != nil {
+		return err
+	}
+	if path != "-" {
+		if err := out.Close(); err != nil {
+			return fmt.Errorf("write pcap file: %w", err)
+		}
+	}
+	return nil
+}
+
+func flagSet(fs *flag.FlagSet, name string) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
 }
 
 func runCleanup(args []string) int {

@@ -61,6 +61,20 @@ func Run(ctx context.Context, socketPath string, f Filter, out io.Writer, format
 	if err := format.Set(string(format)); err != nil {
 		return err
 	}
+	return run(ctx, socketPath, f, func() (sink, error) {
+		return &printer{out: out, format: format, loc: time.Local}, nil
+	})
+}
+
+// sink is what a trace stream's events and losses go to.
+type sink interface {
+	event(r *Record, raw []byte) error
+	lost(n uint64, raw []byte) error
+}
+
+// run is Run with the output left to a sink, made once the agent accepted
+// the filter.
+func run(ctx context.Context, socketPath string, f Filter, newSink func() (sink, error)) error {
 	if f.Duration > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, f.Duration)
@@ -80,14 +94,14 @@ func Run(ctx context.Context, socketPath string, f Filter, out io.Writer, format
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	defer stop()
 
-	err = stream(conn, f, out, format)
+	err = stream(conn, f, newSink)
 	if ctx.Err() != nil {
 		return nil
 	}
 	return err
 }
 
-func stream(conn net.Conn, f Filter, out io.Writer, format Format) error {
+func stream(conn net.Conn, f Filter, newSink func() (sink, error)) error {
 	hello, err := json.Marshal(f)
 	if err != nil {
 		return fmt.Errorf("encode filter: %w", err)
@@ -114,7 +128,10 @@ func stream(conn net.Conn, f Filter, out io.Writer, format Format) error {
 	}
 	_ = conn.SetDeadline(time.Time{})
 
-	p := printer{out: out, format: format, loc: time.Local}
+	p, err := newSink()
+	if err != nil {
+		return err
+	}
 	events := 0
 	for sc.Scan() {
 		var l line

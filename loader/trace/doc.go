@@ -27,6 +27,19 @@
 // the gap is in the stream. Filters are evaluated by the server, so a client
 // only costs the agent the events it asked for.
 //
+// A filter with "snaplen" asks for packets' bytes (`nodegress trace
+// --pcap`): while such a client is connected the server has the datapath
+// copy up to the largest snap length asked for (at most loader.MaxSnaplen)
+// and that client's event lines carry
+//
+//	"packet":{"in":"<base64>","out":"<base64>","out_len":74}
+//
+// with the frame as it came into the hook ("in"; "len" is its whole length)
+// and, when the hook rewrote it, as the hook handed it on ("out",
+// "out_len"). Lines to other clients never carry bytes. The client writes
+// them as pcapng (package pcapng), one packet per frame with the decision as
+// its comment.
+//
 // Unknown filter fields are rejected rather than ignored: an older agent
 // that silently ignored a newer client's filter would show far more traffic
 // than asked for.

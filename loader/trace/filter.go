@@ -46,6 +46,9 @@ type Filter struct {
 	// translated or steered (stage "kernel") to the stream. The agent
 	// attaches the kfree_skb tracepoint only while a client asks for it.
 	KernelDrops bool `json:"kernel_drops,omitempty"`
+	// Snaplen asks for up to that many bytes of each packet (Record.Packet),
+	// for a pcap; the datapath copies at most loader.MaxSnaplen.
+	Snaplen int `json:"snaplen,omitempty"`
 
 	// Count stops the client after that many events; 0 means no limit.
 	Count int `json:"-"`
@@ -125,6 +128,9 @@ type matcher struct {
 
 func (f Filter) compile() (*matcher, error) {
 	m := &matcher{service: f.Service, device: f.Device, port: f.Port, kernelDrops: f.KernelDrops}
+	if f.Snaplen < 0 {
+		return nil, fmt.Errorf("snap length %d: must not be negative", f.Snaplen)
+	}
 	if f.Addr != "" {
 		p, err := parseAddrOrPrefix(f.Addr)
 		if err != nil {

@@ -35,6 +35,8 @@ type fakeSource struct {
 	kernelErr   error
 	readErr     error // returned by ReadEvents at once when set
 	requests    chan emitRequest
+	// snaplens follows SetPacketCapture (see pcap_test.go).
+	snaplens []int
 }
 
 type emitRequest struct {
@@ -280,10 +282,11 @@ func kernelDropEvent() loader.Event {
 	}
 }
 
-// The agent hands the loader's Datapath to NewServer as Source, Names and
-// KernelDropSource.
+// The agent hands the loader's Datapath to NewServer as Source, Names,
+// KernelDropSource and PacketSource.
 var _ interface {
 	Source
 	Names
 	KernelDropSource
+	PacketSource
 } = (*loader.Datapath)(nil)

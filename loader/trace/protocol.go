@@ -56,6 +56,9 @@ type Record struct {
 	// own decisions. Their Reason is the kernel's drop reason name, Orig
 	// the client's flow and Xlated the packet as the kernel held it.
 	Location string `json:"location"`
+	// Packet is the packet's bytes, only on lines to clients that asked
+	// for them (Filter.Snaplen) and only while the datapath copies them.
+	Packet *Packet `json:"packet,omitempty"`
 }
 
 // notice is a control line: ready, lost or error.

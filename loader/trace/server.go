@@ -90,6 +90,9 @@ type Server struct {
 	// kernelDropClients counts clients that asked for kernel drops: the
 	// tracepoint is attached while it is not zero.
 	kernelDropClients int
+	// snaplen is the datapath's packet capture length: the largest any
+	// client asked for, 0 (off) without pcap clients.
+	snaplen int
 }
 
 // NewServer returns a server that listens on path, reads events from src
@@ -125,6 +128,9 @@ type client struct {
 	// queued item carries it so the "lost" line lands where the gap is.
 	pending uint64
 	lost    atomic.Uint64 // total, for the log
+	// snaplen is the bytes of each packet the client asked for (pcap);
+	// 0 for none.
+	snaplen int
 }
 
 // offer queues line without blocking, or counts it as lost.
@@ -169,6 +175,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	if err := s.src.SetTracing(false); err != nil {
 		s.log.Warn("switch tracing off at start", "err", err)
 	}
+	s.resetCapture()
 	ln, sock, err := s.listen()
 	if err != nil {
 		return err
@@ -226,6 +233,9 @@ func (s *Server) Serve(ctx context.Context) error {
 	if s.kernelDropClients > 0 {
 		s.setKernelDrops(false)
 		s.kernelDropClients = 0
+	}
+	if s.snaplen > 0 {
+		s.resetCapture()
 	}
 	s.mu.Unlock()
 
@@ -309,7 +319,7 @@ func (s *Server) handle(ctx context.Context, conn net.Conn) {
 		return
 	}
 
-	c := &client{id: id, conn: conn, m: m, ch: make(chan item, s.bufferSize)}
+	c := &client{id: id, conn: conn, m: m, ch: make(chan item, s.bufferSize), snaplen: f.Snaplen}
 	if err := s.add(c); err != nil {
 		s.log.Warn("trace client rejected", "client", id, "err", err)
 		s.reject(conn, err)
@@ -443,6 +453,12 @@ func (s *Server) add(c *client) error {
 		s.tracing = true
 		s.log.Info("datapath tracing on")
 	}
+	if err := s.setCapture(append(slices.Clip(old), c)); err != nil {
+		if len(old) == 0 && s.src.SetTracing(false) == nil {
+			s.tracing = false
+		}
+		return err
+	}
 	if c.m.kernelDrops && s.kernelDropClients == 0 {
 		var err error
 		if kd, ok := s.src.(KernelDropSource); !ok {
@@ -451,6 +467,7 @@ func (s *Server) add(c *client) error {
 			err = fmt.Errorf("kernel drops: %w", err)
 		}
 		if err != nil {
+			_ = s.setCapture(old)
 			// Nobody else wants the datapath's events either.
 			if len(old) == 0 && s.src.SetTracing(false) == nil {
 				s.tracing = false
@@ -480,6 +497,9 @@ func (s *Server) remove(c *client) {
 		}
 	}
 	s.clients.Store(&cs)
+	if err := s.setCapture(cs); err != nil {
+		s.log.Warn("packet capture", "err", err)
+	}
 	if c.m.kernelDrops {
 		s.kernelDropClients--
 		if s.kernelDropClients == 0 {
@@ -524,19 +544,25 @@ func (s *Server) dispatch(ev loader.Event) {
 		dev = "netns:" + strconv.FormatUint(uint64(kd.Netns), 10)
 	}
 	svc := s.serviceName(ev.ServiceID)
-	var line []byte // encoded once, shared read-only by every client
+	// Encoded once each, without and with the packet's bytes (for pcap
+	// clients), and shared read-only by every client.
+	var lines [2][]byte
 	for _, c := range *p {
 		if !c.m.match(&ev, dev, svc) {
 			continue
 		}
-		if line == nil {
+		kind := 0
+		if c.snaplen > 0 && ev.Packet != nil {
+			kind = 1
+		}
+		if lines[kind] == nil {
 			var err error
-			if line, err = s.encode(&ev, dev, svc); err != nil {
+			if lines[kind], err = s.encode(&ev, dev, svc, kind == 1); err != nil {
 				s.log.Warn("encode trace event", "err", err)
 				return
 			}
 		}
-		c.offer(line)
+		c.offer(lines[kind])
 	}
 }
 
@@ -554,7 +580,7 @@ func (s *Server) backendName(id uint32) string {
 	return s.names.BackendName(id)
 }
 
-func (s *Server) encode(ev *loader.Event, dev, svc string) ([]byte, error) {
+func (s *Server) encode(ev *loader.Event, dev, svc string, withPacket bool) ([]byte, error) {
 	r := Record{
 		Type:      TypeEvent,
 		Time:      ev.Time,
@@ -577,6 +603,9 @@ func (s *Server) encode(ev *loader.Event, dev, svc string) ([]byte, error) {
 	if kd := ev.KernelDrop; kd != nil {
 		r.Reason = kd.ReasonName
 		r.Location = kd.Symbol
+	}
+	if withPacket {
+		r.Packet = packetOf(ev.Packet)
 	}
 	b, err := json.Marshal(&r)
 	if err != nil {
