@@ -122,8 +122,14 @@ func stream(conn net.Conn, f Filter, out io.Writer, format Format) error {
 			return fmt.Errorf("decode trace line: %w", err)
 		}
 		switch l.Type {
-		case TypeEvent:
-			if err := p.event(&l.Record, sc.Bytes()); err != nil {
+		case TypeEvent, TypeRequest:
+			var err error
+			if l.Type == TypeRequest {
+				err = p.request(sc.Bytes())
+			} else {
+				err = p.event(&l.Record, sc.Bytes())
+			}
+			if err != nil {
 				return err
 			}
 			events++

@@ -90,6 +90,10 @@ type Server struct {
 	// kernelDropClients counts clients that asked for kernel drops: the
 	// tracepoint is attached while it is not zero.
 	kernelDropClients int
+	// req is the request tracing (requests.go); reqCache its connection
+	// cache while a requests client listens, read on every event.
+	req      requestState
+	reqCache atomic.Pointer[connCache]
 }
 
 // NewServer returns a server that listens on path, reads events from src
@@ -436,6 +440,9 @@ func (s *Server) add(c *client) error {
 	if len(old) >= s.maxClients {
 		return fmt.Errorf("too many trace clients (limit %d)", s.maxClients)
 	}
+	if err := s.checkRequests(c.m); err != nil {
+		return err
+	}
 	if !s.tracing {
 		if err := s.src.SetTracing(true); err != nil {
 			return fmt.Errorf("switch tracing on: %w", err)
@@ -462,6 +469,7 @@ func (s *Server) add(c *client) error {
 	if c.m.kernelDrops {
 		s.kernelDropClients++
 	}
+	s.startRequests(c.m)
 	cs := append(slices.Clip(old), c)
 	s.clients.Store(&cs)
 	return nil
@@ -480,6 +488,7 @@ func (s *Server) remove(c *client) {
 		}
 	}
 	s.clients.Store(&cs)
+	s.stopRequests(c.m)
 	if c.m.kernelDrops {
 		s.kernelDropClients--
 		if s.kernelDropClients == 0 {
@@ -524,6 +533,7 @@ func (s *Server) dispatch(ev loader.Event) {
 		dev = "netns:" + strconv.FormatUint(uint64(kd.Netns), 10)
 	}
 	svc := s.serviceName(ev.ServiceID)
+	s.cacheEvent(&ev, dev, svc)
 	var line []byte // encoded once, shared read-only by every client
 	for _, c := range *p {
 		if !c.m.match(&ev, dev, svc) {
@@ -555,6 +565,16 @@ func (s *Server) backendName(id uint32) string {
 }
 
 func (s *Server) encode(ev *loader.Event, dev, svc string) ([]byte, error) {
+	r := s.record(ev, dev, svc)
+	b, err := json.Marshal(&r)
+	if err != nil {
+		return nil, err
+	}
+	return append(b, '\n'), nil
+}
+
+// record is an event's wire form.
+func (s *Server) record(ev *loader.Event, dev, svc string) Record {
 	r := Record{
 		Type:      TypeEvent,
 		Time:      ev.Time,
@@ -578,9 +598,5 @@ func (s *Server) encode(ev *loader.Event, dev, svc string) ([]byte, error) {
 		r.Reason = kd.ReasonName
 		r.Location = kd.Symbol
 	}
-	b, err := json.Marshal(&r)
-	if err != nil {
-		return nil, err
-	}
-	return append(b, '\n'), nil
+	return r
 }
