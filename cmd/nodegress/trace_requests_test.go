@@ -28,9 +28,9 @@ func TestRequestOnWire(t *testing.T) {
 	}
 	for _, want := range []string{
 		`"id":"abc"`, `"node":"node-a"`, `"duration_ms":1.5`, `"upstream_ms":1.2`,
-		`"client":{"tuple":{"proto":"tcp","src":"192.0.2.10:40000","dst":"192.0.2.1:443"},"tls":true,"sni":"app.example","alpn":"h2"`,
+		`"client":{"tuple":{"proto":"TCP","src":"192.0.2.10:40000","dst":"192.0.2.1:443"},"tls":true,"sni":"app.example","alpn":"h2"`,
 		`"route":{"kind":"httproute","name":"default/app","host":"","path":"","rule":1}`,
-		`"upstream":{"service":"default/web:http","tuple":{"proto":"tcp","src":"192.0.2.1:51000","dst":"10.1.0.7:8080"},"pod":"default/web-5d8f","node":"node-b"`,
+		`"upstream":{"service":"default/web:http","tuple":{"proto":"TCP","src":"192.0.2.1:51000","dst":"10.1.0.7:8080"},"pod":"default/web-5d8f","node":"node-b"`,
 	} {
 		if !strings.Contains(string(b), want) {
 			t.Errorf("wire form lacks %s:\n%s", want, b)

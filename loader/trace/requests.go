@@ -204,7 +204,8 @@ func (s *Server) publishRequest(r *Request) {
 	}
 }
 
-// RequestTuple is the TCP tuple src -> dst on the wire.
+// RequestTuple is the TCP tuple src -> dst on the wire, named as events
+// name theirs.
 func RequestTuple(src, dst netip.AddrPort) Tuple {
-	return Tuple{Proto: "tcp", Src: src, Dst: dst}
+	return Tuple{Proto: loader.TCP.String(), Src: src, Dst: dst}
 }

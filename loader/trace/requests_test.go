@@ -327,7 +327,7 @@ func TestRequestText(t *testing.T) {
 		" client=192.0.2.10:40000 > 192.0.2.1:80 tls sni=app.example alpn=h2 steered=xdp/eth0/PASS/pass_l7" +
 		" route=ingress:default/app app.example/api upstream=default/web:http 192.0.2.1:51000 > 10.1.0.7:8080" +
 		" pod=default/web-5d8f node=node-b\n" +
-		"  drop 10:31:07.123456 eth0     kernel     DROP     NO_SOCKET           tcp 192.0.2.1:51000 > 10.1.0.7:8080\n"
+		"  drop 10:31:07.123456 eth0     kernel     DROP     NO_SOCKET           TCP 192.0.2.1:51000 > 10.1.0.7:8080\n"
 	if got != want {
 		t.Errorf("text:\n got %q\nwant %q", got, want)
 	}
