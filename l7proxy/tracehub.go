@@ -1,6 +1,8 @@
 package l7proxy
 
 import (
+	"net/http"
+	"net/http/httptrace"
 	"net/netip"
 	"slices"
 	"strings"
@@ -38,7 +40,7 @@ type RequestRecord struct {
 	// Service is the upstream's name ("namespace/service:port").
 	Service string
 	// UpstreamLocal and UpstreamRemote are the ends of the upstream
-	// connection; UpstreamLocal is only known for HTTP/1.1 upstreams.
+	// connection (of the last attempt).
 	UpstreamLocal, UpstreamRemote netip.AddrPort
 	// Pod ("namespace/name") and Node name the endpoint's pod.
 	Pod, Node string
@@ -148,6 +150,17 @@ func (p *Proxy) traceRequest(tx *txn, now time.Time, rl *requestLine) {
 	for _, fn := range *fns {
 		(*fn)(&r)
 	}
+}
+
+// traceConn has the transport report the upstream connection it uses,
+// for the record: pooled HTTP/1.1 connections know their local address
+// (upstream_h1.go), the transport's are only seen through this hook.
+func (tx *txn) traceConn(req *http.Request) *http.Request {
+	return req.WithContext(httptrace.WithClientTrace(req.Context(), &httptrace.ClientTrace{
+		GotConn: func(i httptrace.GotConnInfo) {
+			tx.upLocal = localAddrPort(i.Conn)
+		},
+	}))
 }
 
 // requestRoute names the route and rule that matched.

@@ -140,9 +140,8 @@ func checkRecord(t *testing.T, r RequestRecord, pc pipelineCase, p *testProxy, b
 	if r.Service != "ns/rid:http" || r.UpstreamRemote != b.addr || r.Pod != "ns/rid-7c9f" || r.Node != "node-b" {
 		t.Errorf("upstream %s %s pod %s node %s", r.Service, r.UpstreamRemote, r.Pod, r.Node)
 	}
-	// The local end is known for HTTP/1.1 upstreams only.
-	if got := r.UpstreamLocal.IsValid(); got != (pc.protocol == ProtocolHTTP) {
-		t.Errorf("upstream local end %s", r.UpstreamLocal)
+	if r.UpstreamLocal.Addr() != netip.MustParseAddr("127.0.0.1") || r.UpstreamLocal.Port() == 0 || r.UpstreamLocal == b.addr {
+		t.Errorf("upstream connection %s > %s", r.UpstreamLocal, r.UpstreamRemote)
 	}
 	if r.Duration <= 0 || r.Upstream <= 0 || r.Upstream > r.Duration || r.Start.IsZero() {
 		t.Errorf("timings: start %s duration %s upstream %s", r.Start, r.Duration, r.Upstream)

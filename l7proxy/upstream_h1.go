@@ -190,10 +190,7 @@ func (e *endpoint) dialUpstream(timeout, sendTimeout time.Duration) (*upConn, er
 		w = &writeTimeoutConn{Conn: c, timeout: sendTimeout}
 	}
 	uc := &upConn{conn: c, w: bufio.NewWriterSize(w, upWriteBufSize)}
-	if a, ok := c.LocalAddr().(*net.TCPAddr); ok {
-		ap := a.AddrPort()
-		uc.local = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
-	}
+	uc.local = localAddrPort(c)
 	uc.rb = rbuf{conn: c, buf: make([]byte, upReadBufSize), max: maxResponseHead + upReadBufSize}
 	return uc, nil
 }

@@ -73,8 +73,7 @@ type RequestRoute struct {
 type RequestUpstream struct {
 	// Service is the upstream's name ("namespace/service:port").
 	Service string `json:"service"`
-	// Tuple is proxy -> pod; its source is empty where the proxy does
-	// not know it (h2c and TLS upstreams).
+	// Tuple is proxy -> pod, of the last attempt.
 	Tuple Tuple `json:"tuple"`
 	// Pod is "namespace/name"; Node where the pod runs.
 	Pod  string `json:"pod"`
