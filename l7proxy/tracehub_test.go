@@ -183,3 +183,35 @@ func TestRequestTracingOnlyWhileRegistered(t *testing.T) {
 		t.Errorf("tracing on %v, %d records after the last tracer left", p.tracingRequests(), len(records))
 	}
 }
+
+// TestRequestRecordHTTPRoute checks the route of a request a Gateway
+// listener's HTTPRoute served: its name and the index of the rule.
+func TestRequestRecordHTTPRoute(t *testing.T) {
+	b := requestIDBackend(t)
+	p, records, _, _ := tracedProxy(t, b, ProtocolHTTP, false)
+	cfg := Config{
+		Upstreams: []Upstream{{Name: "ns/rid:http", Endpoints: []Endpoint{{Addr: b.addr, Pod: "ns/rid-7c9f", Node: "node-b"}}}},
+		Listeners: []Listener{{Name: "ns/gw/http", Frontends: []netip.AddrPort{netip.MustParseAddrPort(p.httpAddr)},
+			Routes: []HTTPRoute{{Source: "ns/shop", Hostnames: []string{"shop.example"}, Rules: []HTTPRouteRule{
+				{Matches: []HTTPMatch{{PathType: PathPrefix, Path: "/cart"}}, Backends: []WeightedBackend{{Upstream: "ns/rid:http", Weight: 1}}},
+				{Matches: []HTTPMatch{{PathType: PathPrefix, Path: "/"}}, Backends: []WeightedBackend{{Upstream: "ns/rid:http", Weight: 1}}},
+			}}}}},
+	}
+	if errs := p.Update(cfg); len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	c := httpClient()
+	for _, tt := range []struct {
+		path string
+		rule int
+	}{{"/cart/items", 0}, {"/", 1}} {
+		if code, _ := get(t, c, p.httpAddr, "shop.example", tt.path); code != http.StatusOK {
+			t.Fatalf("GET %s: %d", tt.path, code)
+		}
+		r := <-records
+		want := RequestRoute{Kind: RouteHTTPRoute, Name: "ns/shop", Rule: tt.rule}
+		if r.Route != want || r.Pod != "ns/rid-7c9f" {
+			t.Errorf("GET %s: route %+v pod %q, want %+v", tt.path, r.Route, r.Pod, want)
+		}
+	}
+}
