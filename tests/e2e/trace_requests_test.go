@@ -3,13 +3,11 @@ package e2e
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"encoding/json"
 	"os"
 	"regexp"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -49,50 +47,25 @@ func traceOneRequest(t *testing.T, args []string, wantStage string) {
 	// have theirs in the record.
 	cl := c.nodeClient(harness.L7Options{DisableKeepAlives: true})
 
-	ctx, cancel := context.WithTimeout(c.ctx, 20*time.Second)
-	defer cancel()
-	var out, stderr bytes.Buffer
-	cmd := c.agent.TraceCommand(ctx, "--requests", "--host", "site.test", "--path", "/app", "--status", "2xx",
-		"--output", "json", "--count", "1")
-	cmd.Stdout = &out
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-
 	// Requests until the trace has its record; the IDs the pod received
 	// are collected to find the traced one among them.
-	var mu sync.Mutex
 	sentIDs := map[string]bool{}
 	local := 0
-wait:
-	for {
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Fatalf("nodegress trace: %v\nstdout:\n%s\nstderr:\n%s", err, out.String(), stderr.String())
-			}
-			break wait
-		case <-time.After(100 * time.Millisecond):
-			// A request the filter leaves out (another host) first.
-			if r, err := cl.Get(ctx, "http://local.test/x"); err == nil && r.StatusCode == 200 {
-				local++
-			}
-			r, err := cl.Get(ctx, "http://site.test/app/items")
-			if err != nil {
-				t.Fatalf("GET: %v", err)
-			}
-			if r.StatusCode != 200 || r.Echo == nil || r.Echo.Pod != remote.Name {
-				t.Fatalf("GET: %s, want 200 from %s", r, remote.Name)
-			}
-			mu.Lock()
-			sentIDs[r.Echo.Headers.Get("X-Request-Id")] = true
-			mu.Unlock()
+	out := runTraceDriving(t, c.cluster, c.agent, func() {
+		// A request the filter leaves out (another host) first.
+		if r, err := cl.Get(c.ctx, "http://local.test/x"); err == nil && r.StatusCode == 200 {
+			local++
 		}
-	}
-	t.Logf("nodegress trace --requests:\n%s", out.String())
+		r, err := cl.Get(c.ctx, "http://site.test/app/items")
+		if err != nil {
+			t.Fatalf("GET: %v", err)
+		}
+		if r.StatusCode != 200 || r.Echo == nil || r.Echo.Pod != remote.Name {
+			t.Fatalf("GET: %s, want 200 from %s", r, remote.Name)
+		}
+		sentIDs[r.Echo.Headers.Get("X-Request-Id")] = true
+	}, "--requests", "--host", "site.test", "--path", "/app", "--status", "2xx", "--output", "json", "--count", "1")
+	t.Logf("nodegress trace --requests:\n%s", out)
 	if local == 0 {
 		t.Fatal("no request to the other host was answered: the filter was not put to the test")
 	}
@@ -122,7 +95,7 @@ wait:
 			Drops              []event
 		}
 	}
-	line, _, _ := strings.Cut(out.String(), "\n")
+	line, _, _ := strings.Cut(out, "\n")
 	if err := json.Unmarshal([]byte(line), &r); err != nil {
 		t.Fatalf("trace line %q: %v", line, err)
 	}
