@@ -141,9 +141,7 @@ func traceOneRequest(t *testing.T, args []string, wantStage string) {
 		}
 		sc := bufio.NewScanner(bytes.NewReader(b))
 		for sc.Scan() {
-			var l struct {
-				RequestID string `json:"request_id"`
-			}
+			var l accessLine
 			if json.Unmarshal(sc.Bytes(), &l) == nil && l.RequestID == r.ID {
 				return nil
 			}
