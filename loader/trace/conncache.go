@@ -11,8 +11,9 @@ import (
 
 // Bounds of the connection cache request records are joined with.
 const (
-	// defaultConnCacheSize bounds the connections remembered; at a few
-	// records of a few hundred bytes each, a few MiB at most.
+	// defaultConnCacheSize bounds the connections remembered: with at
+	// most maxSteering+maxDrops records of about 250 bytes each, 16 MiB
+	// at the very most, 8 MiB for connections that saw no drop.
 	defaultConnCacheSize = 8192
 	// defaultConnCacheTTL forgets a connection that saw no packet for
 	// that long: its steering happened before its requests, but a
@@ -21,7 +22,7 @@ const (
 	// maxSteering and maxDrops bound the events kept per connection:
 	// the first decisions (the handshake's) and the first drops.
 	maxSteering = 4
-	maxDrops    = 8
+	maxDrops    = 4
 )
 
 // connKey is a connection's tuple with its two ends in a fixed order, so
