@@ -250,6 +250,10 @@ func New(cfg Config, dp Datapath) (*Controller, error) {
 // it.
 func (c *Controller) Synced() <-chan struct{} { return c.synced }
 
+// NodeName is the name of the node the controller serves (its Config's,
+// or the host name).
+func (c *Controller) NodeName() string { return c.cfg.NodeName }
+
 // SyncStallLimit is how long a sync may run, or a requested one wait to
 // start, before Health reports the sync loop wedged. A full sync of
 // thousands of objects takes well under a second.

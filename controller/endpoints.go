@@ -23,6 +23,9 @@ type portEndpoint struct {
 	ready, serving, terminating bool
 	// hints.forZones and hints.forNodes names; nil without hints.
 	zoneHints, nodeHints []string
+	// pod ("namespace/name", from a Pod targetRef) and node name where
+	// the endpoint runs; empty when the slice does not say.
+	pod, node string
 }
 
 // endpointSelection says which endpoints of a service port take new
@@ -74,6 +77,23 @@ const (
 // established flows survive a change of the chosen set there too.
 // Endpoints that do not serve are left out.
 func backendsFor(sp corev1.ServicePort, epSlices []*discoveryv1.EndpointSlice, sel endpointSelection) ([]loader.Backend, []error) {
+	eps, errs := selectEndpoints(sp, epSlices, sel)
+	out := make([]loader.Backend, 0, len(eps))
+	for _, e := range eps {
+		out = append(out, loader.Backend{Addr: e.addr.Addr(), Port: e.addr.Port(), Local: e.local, Terminating: !e.active})
+	}
+	return out, errs
+}
+
+// selectedEndpoint is an endpoint that is a backend: active ones take
+// new connections, the others only keep theirs.
+type selectedEndpoint struct {
+	portEndpoint
+	active bool
+}
+
+// selectEndpoints picks the backends of one service port: see backendsFor.
+func selectEndpoints(sp corev1.ServicePort, epSlices []*discoveryv1.EndpointSlice, sel endpointSelection) ([]selectedEndpoint, []error) {
 	eps, errs := endpointsFor(sp, epSlices, sel.nodeName)
 	mode := topologyNone
 	if sel.topology && !sel.localOnly {
@@ -89,13 +109,13 @@ func backendsFor(sp corev1.ServicePort, epSlices []*discoveryv1.EndpointSlice, s
 			return e.serving && e.terminating && (e.local || !sel.localOnly)
 		}
 	}
-	out := make([]loader.Backend, 0, len(eps))
+	out := make([]selectedEndpoint, 0, len(eps))
 	for _, e := range eps {
 		active := takesNew(e)
 		if !active && !e.serving {
 			continue
 		}
-		out = append(out, loader.Backend{Addr: e.addr.Addr(), Port: e.addr.Port(), Local: e.local, Terminating: !active})
+		out = append(out, selectedEndpoint{portEndpoint: e, active: active})
 	}
 	return out, errs
 }
@@ -202,6 +222,12 @@ func endpointsFor(sp corev1.ServicePort, epSlices []*discoveryv1.EndpointSlice, 
 				ready:       ep.Conditions.Ready == nil || *ep.Conditions.Ready,
 				serving:     ep.Conditions.Serving == nil || *ep.Conditions.Serving,
 				terminating: ep.Conditions.Terminating != nil && *ep.Conditions.Terminating,
+			}
+			if ep.NodeName != nil {
+				e.node = *ep.NodeName
+			}
+			if r := ep.TargetRef; r != nil && r.Kind == "Pod" && r.Name != "" {
+				e.pod = cmp.Or(r.Namespace, s.Namespace) + "/" + r.Name
 			}
 			if ep.Hints != nil {
 				for _, z := range ep.Hints.ForZones {

@@ -659,10 +659,10 @@ func (t *ingressTranslator) serviceUpstream(ref serviceRef, ann ingressAnnotatio
 		// Endpoints anywhere in the cluster, chosen as for cluster-wide
 		// traffic: the proxy reaches pods on other nodes directly, so
 		// the node does not matter here.
-		backends, errs := backendsFor(*sp, svcSlices, endpointSelection{})
+		eps, errs := selectEndpoints(*sp, svcSlices, endpointSelection{})
 		t.errs = append(t.errs, errs...)
-		for _, b := range backends {
-			up.Endpoints = append(up.Endpoints, l7proxy.Endpoint{Addr: netip.AddrPortFrom(b.Addr, b.Port), Terminating: b.Terminating})
+		for _, e := range eps {
+			up.Endpoints = append(up.Endpoints, l7proxy.Endpoint{Addr: e.addr, Terminating: !e.active, Pod: e.pod, Node: e.node})
 		}
 		slices.SortFunc(up.Endpoints, func(a, b l7proxy.Endpoint) int { return a.Addr.Compare(b.Addr) })
 	}

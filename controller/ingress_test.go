@@ -175,7 +175,7 @@ func ingressFixture(t testing.TB) IngressInput {
 		},
 		EndpointSlices: []*discoveryv1.EndpointSlice{
 			epSlice("default", "web-1", "web", slicePort("http", "", 8080), slicePort("admin", "", 9090),
-				endpoint("10.0.0.1", "node-a", "true", "true", "false"),
+				endpoint("10.0.0.1", "node-a", "true", "true", "false"), targetPod("web-5d8f"),
 				endpoint("10.0.1.1", "node-b", "", "", ""),
 				endpoint("10.0.1.2", "node-b", "false", "true", "true"),   // terminating, still serving
 				endpoint("10.0.1.3", "node-b", "false", "false", "false"), // not ready
@@ -618,10 +618,12 @@ func TestTranslateIngressUpstreamFields(t *testing.T) {
 		Namespace: "default", Service: "web", Port: "http",
 		Protocol: l7proxy.ProtocolH2C, Balance: l7proxy.LeastRequest,
 		Endpoints: []l7proxy.Endpoint{
-			{Addr: netip.MustParseAddrPort("10.0.0.1:8080")},
-			{Addr: netip.MustParseAddrPort("10.0.1.1:8080")},
-			{Addr: netip.MustParseAddrPort("10.0.1.2:8080"), Terminating: true},
-			{Addr: netip.MustParseAddrPort("10.0.2.1:8080")},
+			// The pod from the endpoint's targetRef, the node from its
+			// nodeName, for request traces.
+			{Addr: netip.MustParseAddrPort("10.0.0.1:8080"), Pod: "default/web-5d8f", Node: "node-a"},
+			{Addr: netip.MustParseAddrPort("10.0.1.1:8080"), Node: "node-b"},
+			{Addr: netip.MustParseAddrPort("10.0.1.2:8080"), Terminating: true, Node: "node-b"},
+			{Addr: netip.MustParseAddrPort("10.0.2.1:8080"), Node: "node-c"},
 		},
 		ConnectTimeout: 2 * time.Second, ReadTimeout: 300 * time.Second, IdleTimeout: 90 * time.Second,
 	}

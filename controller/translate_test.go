@@ -109,6 +109,14 @@ func endpoint(ip, node, ready, serving, terminating string) sliceOpt {
 	}
 }
 
+// targetPod names the pod of the slice's last endpoint, in the slice's
+// namespace.
+func targetPod(name string) sliceOpt {
+	return func(s *discoveryv1.EndpointSlice) {
+		s.Endpoints[len(s.Endpoints)-1].TargetRef = &corev1.ObjectReference{Kind: "Pod", Namespace: s.Namespace, Name: name}
+	}
+}
+
 func addressType(t discoveryv1.AddressType) sliceOpt {
 	return func(s *discoveryv1.EndpointSlice) { s.AddressType = t }
 }

@@ -89,7 +89,9 @@ type logEntry struct {
 	upstream string
 	ingress  string
 	service  string
-	err      error
+	// requestID views the request's txn (requestid.go).
+	requestID string
+	err       error
 }
 
 // appendJSON renders e as a JSON object and a newline. The path is logged
@@ -119,6 +121,8 @@ func (e *logEntry) appendJSON(b []byte) []byte {
 	b = appendJSONString(b, e.ingress)
 	b = append(b, `,"service":`...)
 	b = appendJSONString(b, e.service)
+	b = append(b, `,"request_id":`...)
+	b = appendJSONString(b, e.requestID)
 	if e.err != nil {
 		b = append(b, `,"error":`...)
 		b = appendJSONString(b, e.err.Error())

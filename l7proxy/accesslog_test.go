@@ -39,7 +39,7 @@ func TestLogEntryJSON(t *testing.T) {
 		time: time.Date(2026, 1, 2, 3, 4, 5, 6e6, time.UTC), client: "10.0.0.1", method: "GET",
 		host: "a.example", path: "/x", proto: "HTTP/2.0", status: 502, bytes: 12,
 		duration: 1500 * time.Microsecond, upstream: "10.1.0.1:80", ingress: "ns/i", service: "ns/s:http",
-		err: errors.New("connect: refused"),
+		requestID: "0123456789abcdef0123456789abcdef", err: errors.New("connect: refused"),
 	}
 	line := e.appendJSON(nil)
 	if line[len(line)-1] != '\n' {
@@ -52,7 +52,7 @@ func TestLogEntryJSON(t *testing.T) {
 	want := map[string]any{"time": "2026-01-02T03:04:05.006Z", "client": "10.0.0.1", "method": "GET",
 		"host": "a.example", "path": "/x", "proto": "HTTP/2.0", "status": 502.0, "bytes": 12.0,
 		"duration_ms": 1.5, "upstream": "10.1.0.1:80", "ingress": "ns/i", "service": "ns/s:http",
-		"error": "connect: refused"}
+		"request_id": "0123456789abcdef0123456789abcdef", "error": "connect: refused"}
 	for k, v := range want {
 		if got[k] != v {
 			t.Errorf("%s = %v, want %v", k, got[k], v)

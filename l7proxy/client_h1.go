@@ -611,6 +611,9 @@ func (hc *h1conn) handle(start time.Time) bool {
 	st.host, st.path = bstr(q.host), bstr(path)
 	defer hc.finish()
 
+	if hc.ci.trusted {
+		tx.id.takeFields(q.fields)
+	}
 	code := p.decide(tx, p.state.Load(), hc.ci, hc, st.host, st.path, q.contentLength)
 	switch {
 	case code == 0:
@@ -704,9 +707,9 @@ func (hc *h1conn) finish() {
 	now := time.Now()
 	hc.lastNow = now
 	var rl requestLine
-	if hc.p.access != nil {
+	if hc.p.access != nil || hc.p.tracingRequests() {
 		rl = requestLine{client: hc.ci.peerStr, method: methodString(hc.req.method), host: hc.st.host,
-			path: hc.st.path, proto: "HTTP/1.1"}
+			path: hc.st.path, proto: "HTTP/1.1", ci: hc.ci}
 		if hc.req.minor == 0 {
 			rl.proto = "HTTP/1.0"
 		}

@@ -151,7 +151,7 @@ func (hc *h1conn) writeRequestHead(w *bufio.Writer, ep *endpoint) {
 		// Host (written above), framing, hop-by-hop and Connection-listed
 		// fields, Expect (answered here) and the forwarded set are not
 		// copied.
-		if f.kind != hkOther && f.kind != hkDate || edit != nil && edit.drops(bstr(f.name)) {
+		if f.kind != hkOther && f.kind != hkDate || edit != nil && edit.drops(bstr(f.name)) || isRequestIDField(f.name) {
 			continue
 		}
 		_, _ = w.Write(f.name)
@@ -161,6 +161,7 @@ func (hc *h1conn) writeRequestHead(w *bufio.Writer, ep *endpoint) {
 	}
 	edit.write(w)
 	hc.fwd.write(w)
+	tx.id.writeField(w)
 	if q.teTrailers {
 		_, _ = w.WriteString("Te: trailers\r\n")
 	}
@@ -230,6 +231,7 @@ func (hc *h1conn) transportRequest() (*http.Request, error) {
 		h["User-Agent"] = emptyValue
 	}
 	hc.fwd.setHeader(h)
+	hc.tx.id.setHeader(h)
 	edit, rw := hc.tx.requestEdits()
 	edit.apply(h)
 	host := string(q.host)
@@ -278,6 +280,7 @@ func (hc *h1conn) prepareMirror(m *mirrorReq) {
 		}
 	}
 	hc.fwd.setHeader(h)
+	hc.tx.id.setHeader(h)
 	var n int64
 	if q.hasBody() {
 		n = q.contentLength

@@ -127,6 +127,9 @@ func (s *h2stream) serve(st *h2srvStream) {
 		return
 	}
 
+	if s.ci.trusted {
+		s.tx.id.takeHeader(r.Header)
+	}
 	code := p.decide(&s.tx, p.state.Load(), s.ci, s, r.Host, r.URL.Path, r.ContentLength)
 	if code == 0 && s.tx.pool.settings.protocol == ProtocolHTTP && r.Host != "" && !validRequestURI(r.Host) {
 		code = http.StatusBadRequest
@@ -248,9 +251,9 @@ func (s *h2stream) finish() {
 		}
 	}
 	var rl requestLine
-	if s.p.access != nil {
+	if s.p.access != nil || s.p.tracingRequests() {
 		r := s.r
-		rl = requestLine{client: s.ci.peerStr, method: r.Method, host: r.Host, path: r.URL.Path, proto: r.Proto}
+		rl = requestLine{client: s.ci.peerStr, method: r.Method, host: r.Host, path: r.URL.Path, proto: r.Proto, ci: s.ci}
 	}
 	s.p.finish(tx, time.Now(), &rl)
 }
@@ -327,7 +330,7 @@ func (s *h2stream) writeRequestHead(w *bufio.Writer, ep *endpoint) {
 	h := r.Header
 	for k, vv := range h {
 		switch k {
-		case "Host", "Content-Length", "Expect", hdrXFF, hdrXFProto, hdrXFHost, hdrXFPort, hdrXRealIP, hdrForwarded:
+		case "Host", "Content-Length", "Expect", hdrXFF, hdrXFProto, hdrXFHost, hdrXFPort, hdrXRealIP, hdrForwarded, hdrRequestID:
 			continue
 		}
 		if isHopByHop(k) || edit != nil && edit.drops(k) {
@@ -337,6 +340,7 @@ func (s *h2stream) writeRequestHead(w *bufio.Writer, ep *endpoint) {
 	}
 	edit.write(w)
 	s.fwd.write(w)
+	s.tx.id.writeField(w)
 	if hasToken(h["Te"], "trailers") {
 		// gRPC needs it end to end; it is hop-by-hop otherwise.
 		_, _ = w.WriteString("Te: trailers\r\n")
@@ -445,6 +449,7 @@ func (s *h2stream) prepareMirror(m *mirrorReq) {
 	h := make(http.Header, len(r.Header)+5)
 	copyEndToEnd(h, r.Header)
 	s.fwd.setHeader(h)
+	s.tx.id.setHeader(h)
 	var n int64
 	if s.body.rc != nil {
 		n = r.ContentLength
@@ -552,6 +557,7 @@ func (s *h2stream) transportRequest() (*http.Request, error) {
 		out.Body = &s.body
 	}
 	s.fwd.setHeader(out.Header)
+	s.tx.id.setHeader(out.Header)
 	edit, rw := s.tx.requestEdits()
 	edit.apply(out.Header)
 	if rw != nil && rw.Path != nil {

@@ -141,6 +141,9 @@ type Endpoint struct {
 	Addr netip.AddrPort
 	// Terminating endpoints finish what they have and get no new requests.
 	Terminating bool
+	// Pod ("namespace/name") and Node name the endpoint's pod and the
+	// node it runs on, for request traces; empty when unknown.
+	Pod, Node string
 }
 
 // Certificate is a TLS certificate and the host names it is served for.

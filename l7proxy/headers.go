@@ -40,6 +40,9 @@ type connInfo struct {
 	// sni is the server name a TLS client asked for (lowercase; empty
 	// without TLS or SNI).
 	sni string
+	// alpn is the protocol TLS negotiated ("h2", "http/1.1"; empty
+	// without TLS or ALPN).
+	alpn string
 
 	peerVal  []string // {peerStr}
 	protoVal []string // {"http"} or {"https"}
@@ -73,7 +76,8 @@ func newConnInfo(c net.Conn, isTLS bool, trusted []netip.Prefix) *connInfo {
 	}
 	ci.portVal = []string{port}
 	if tc, ok := c.(*tls.Conn); ok {
-		ci.sni = strings.ToLower(tc.ConnectionState().ServerName)
+		cs := tc.ConnectionState()
+		ci.sni, ci.alpn = strings.ToLower(cs.ServerName), cs.NegotiatedProtocol
 	}
 	return ci
 }

@@ -72,6 +72,15 @@ type txn struct {
 	// (access.go; zero without one).
 	access accessTxn
 
+	// id is the request ID (requestid.go); route and rule the Ingress
+	// route and the Ingress or Gateway rule that matched (nil: none),
+	// and upLocal the local address of the last HTTP/1.1 upstream
+	// connection used, for request traces (tracehub.go).
+	id      requestID
+	route   *Route
+	rule    *gwEntry
+	upLocal netip.AddrPort
+
 	status  int
 	bytes   int64
 	err     error
@@ -122,7 +131,7 @@ func (p *Proxy) decide(tx *txn, cur *state, ci *connInfo, req routedRequest, hos
 		if !ok {
 			return http.StatusNotFound
 		}
-		tx.up, tx.ingress = m.Upstream, m.Ingress
+		tx.up, tx.ingress, tx.route = m.Upstream, m.Ingress, m.Route
 		if m.Options.Access != nil && m.Route != nil {
 			tx.access.path = m.Route.Path // the session cookie's default path
 		}
@@ -209,7 +218,7 @@ func (p *Proxy) decideRouteRules(tx *txn, cur *state, rules []*gwEntry, ci *conn
 // a local answer (a redirect, a CORS preflight's, 500 for a backend
 // reference that does not resolve).
 func (p *Proxy) applyRule(tx *txn, cur *state, e *gwEntry, ci *connInfo, req routedRequest, host, path string) int {
-	tx.ingress = e.route.Source
+	tx.ingress, tx.rule = e.route.Source, e
 	if e.rule.Timeout > 0 {
 		tx.deadline = tx.start.Add(e.rule.Timeout)
 	}
@@ -570,6 +579,8 @@ func idempotentMethod(m string) bool {
 // requestLine is what the access log says about a request.
 type requestLine struct {
 	client, method, host, path, proto string
+	// ci is the client connection, for request traces.
+	ci *connInfo
 }
 
 // finish records metrics and the access log line of a finished request;
@@ -590,12 +601,16 @@ func (p *Proxy) finish(tx *txn, now time.Time, rl *requestLine) {
 	if !tx.upstreamStart.IsZero() {
 		tx.series.upstream.Observe(now.Sub(tx.upstreamStart).Seconds())
 	}
+	if p.tracingRequests() {
+		p.traceRequest(tx, now, rl)
+	}
 	if p.access == nil {
 		return
 	}
 	e := logEntry{
 		time: tx.start, client: rl.client, method: rl.method, host: rl.host, path: rl.path,
 		proto: rl.proto, status: tx.status, bytes: tx.bytes, duration: d, ingress: tx.ingress, err: tx.err,
+		requestID: tx.id.view(),
 	}
 	if tx.ep != nil {
 		e.upstream = tx.ep.hostport

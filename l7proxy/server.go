@@ -178,6 +178,10 @@ type Proxy struct {
 	// accessRT is the access control state that outlives a
 	// configuration (access.go).
 	accessRT *accessRuntime
+	// requestTracing is the registered request tracers' list, nil while
+	// there is none (tracehub.go).
+	requestTracing atomic.Pointer[[]*func(*RequestRecord)]
+	tracers        requestTracers
 }
 
 // state is one compiled configuration, swapped atomically as a whole.

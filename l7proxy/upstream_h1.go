@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"runtime"
 	"sync"
@@ -16,8 +17,10 @@ import (
 // no allocation once the pool is warm.
 type upConn struct {
 	conn net.Conn
-	rb   rbuf
-	w    *bufio.Writer
+	// local is the connection's own address, for request traces.
+	local netip.AddrPort
+	rb    rbuf
+	w     *bufio.Writer
 	// idleSince is when the connection went back to the pool (UnixNano).
 	idleSince int64
 	// reused is set when the connection served a request before: a
@@ -187,6 +190,7 @@ func (e *endpoint) dialUpstream(timeout, sendTimeout time.Duration) (*upConn, er
 		w = &writeTimeoutConn{Conn: c, timeout: sendTimeout}
 	}
 	uc := &upConn{conn: c, w: bufio.NewWriterSize(w, upWriteBufSize)}
+	uc.local = localAddrPort(c)
 	uc.rb = rbuf{conn: c, buf: make([]byte, upReadBufSize), max: maxResponseHead + upReadBufSize}
 	return uc, nil
 }
@@ -229,7 +233,7 @@ func (p *Proxy) exchangeH1(c client, tx *txn, ep *endpoint, fresh bool) (outcome
 			writeProxyHeader(uc.w, s.proxyProtocol, tx.client, tx.dest)
 		}
 	}
-	tx.upstreamStart = now
+	tx.upstreamStart, tx.upLocal = now, uc.local
 	x := c.scratch()
 	c.writeRequestHead(uc.w, ep)
 

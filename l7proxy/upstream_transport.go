@@ -91,6 +91,9 @@ func (p *Proxy) exchangeTransport(c client, tx *txn, ep *endpoint) (outcome, err
 		defer cancel()
 		req = req.WithContext(ctx)
 	}
+	if p.tracingRequests() {
+		req = tx.traceConn(req)
+	}
 	res, err := ep.rt.RoundTrip(req)
 	if err != nil {
 		if isConnectError(err) {

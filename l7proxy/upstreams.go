@@ -83,7 +83,13 @@ type endpoint struct {
 	ejectedUntil atomic.Int64
 	backoff      atomic.Int64 // current ejection length, 0 after success
 	retired      atomic.Bool
+	// pod names the endpoint's pod and node (nil: unknown); the same
+	// address may belong to another pod after an update.
+	pod atomic.Pointer[podRef]
 }
+
+// podRef is the pod behind an endpoint address.
+type podRef struct{ pod, node string }
 
 // settingsFor returns an upstream's pool settings; an error says its TLS
 // verification cannot be set up (its connections are then refused).
@@ -150,6 +156,7 @@ func (p *pool) update(up *Upstream, maxHeaderBytes int) {
 			ep = newEndpoint(e.Addr, p.settings, maxHeaderBytes)
 			p.all[e.Addr] = ep
 		}
+		ep.setPod(e.Pod, e.Node)
 		if !e.Terminating {
 			ready = append(ready, ep)
 		}
@@ -297,5 +304,19 @@ func (e *endpoint) retire() {
 	e.retired.Store(true)
 	if e.inflight.Load() == 0 {
 		e.closeIdle()
+	}
+}
+
+// setPod records the pod behind the endpoint, replacing the record only
+// when it changed.
+func (e *endpoint) setPod(pod, node string) {
+	old := e.pod.Load()
+	switch {
+	case pod == "" && node == "":
+		if old != nil {
+			e.pod.Store(nil)
+		}
+	case old == nil || old.pod != pod || old.node != node:
+		e.pod.Store(&podRef{pod: pod, node: node})
 	}
 }

@@ -236,7 +236,11 @@ func agent(f agentFlags, log *slog.Logger) error {
 	var nodeServers sync.WaitGroup
 	nodeServers.Go(func() { health.run(nodeCtx, log, promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})) })
 	nodeServers.Go(func() {
-		if err := trace.NewServer(f.traceSocket, dp, dp, log).Serve(nodeCtx); err != nil {
+		ts := trace.NewServer(f.traceSocket, dp, dp, log)
+		if ingress != nil {
+			ts.SetRequestSource(proxyRequests{proxy: ingress.proxy, node: ctrl.NodeName()})
+		}
+		if err := ts.Serve(nodeCtx); err != nil {
 			log.Warn("trace server", "err", err)
 		}
 	})

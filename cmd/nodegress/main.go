@@ -14,7 +14,9 @@ const usage = `nodegress: eBPF-accelerated node-local ingress for Kubernetes
 
 Usage:
   nodegress agent   --standalone DIR --devices DEV[,DEV] [flags]   run the node agent
-  nodegress trace   [--socket PATH] [--kernel-drops] [filters]    stream datapath decisions (and kernel drops) live
+  nodegress trace   [--socket PATH] [--kernel-drops] [--requests] [filters]
+                                                                 stream datapath decisions (and kernel drops), or
+                                                                 with --requests HTTP requests joined with them, live
   nodegress maps    [--bpffs DIR]                                 show the pinned datapath state
   nodegress cleanup [--bpffs DIR]                                 detach and remove the datapath
   nodegress keep-listeners --socket PATH                          hold the proxy's listeners across agent restarts

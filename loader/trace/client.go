@@ -69,6 +69,7 @@ func Run(ctx context.Context, socketPath string, f Filter, out io.Writer, format
 // sink is what a trace stream's events and losses go to.
 type sink interface {
 	event(r *Record, raw []byte) error
+	request(raw []byte) error
 	lost(n uint64, raw []byte) error
 }
 
@@ -139,8 +140,14 @@ func stream(conn net.Conn, f Filter, newSink func() (sink, error)) error {
 			return fmt.Errorf("decode trace line: %w", err)
 		}
 		switch l.Type {
-		case TypeEvent:
-			if err := p.event(&l.Record, sc.Bytes()); err != nil {
+		case TypeEvent, TypeRequest:
+			var err error
+			if l.Type == TypeRequest {
+				err = p.request(sc.Bytes())
+			} else {
+				err = p.event(&l.Record, sc.Bytes())
+			}
+			if err != nil {
 				return err
 			}
 			events++

@@ -43,4 +43,25 @@
 // Unknown filter fields are rejected rather than ignored: an older agent
 // that silently ignored a newer client's filter would show far more traffic
 // than asked for.
+//
+// # Requests
+//
+// A filter with "requests":true (and optionally "host", "path", "status",
+// "request_id") asks for the L7 proxy's requests instead of events. Such a
+// client gets one line per finished request:
+//
+//	{"type":"request","id":"20f8…03","time":"…","node":"node1","method":"GET",
+//	 "host":"site.test","path":"/app/items","proto":"HTTP/1.1","status":200,"bytes":403,
+//	 "client":{"tuple":{…},"tls":false,"sni":"","alpn":"","steering":[{event}…],"drops":[]},
+//	 "route":{"kind":"ingress","name":"default/site","host":"site.test","path":"/app","rule":-1},
+//	 "upstream":{"service":"default/web:http","tuple":{…},"pod":"default/pod2a","node":"node2","drops":[]},
+//	 "duration_ms":0.413,"upstream_ms":0.41,"retried":false,"error":""}
+//
+// (Request in requests.go has every field). The embedded events have the
+// form of "event" lines. A record is self-contained: it names the node
+// that took the request, so records of several agents can be merged.
+// While a requests client is connected the server keeps the first
+// decisions and the drops of recent connections in a bounded cache
+// (conncache.go) and joins each request with its client and upstream
+// connections' entries; the proxy builds records only then.
 package trace

@@ -46,6 +46,8 @@ type Filter struct {
 	// translated or steered (stage "kernel") to the stream. The agent
 	// attaches the kfree_skb tracepoint only while a client asks for it.
 	KernelDrops bool `json:"kernel_drops,omitempty"`
+	// RequestFilter turns the stream into one of request records.
+	RequestFilter
 	// Snaplen asks for up to that many bytes of each packet (Record.Packet),
 	// for a pcap; the datapath copies at most loader.MaxSnaplen.
 	Snaplen int `json:"snaplen,omitempty"`
@@ -66,6 +68,7 @@ func (f *Filter) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&f.Verdict, "verdict", f.Verdict, "only events with one of these comma-separated `VERDICTS`: "+strings.Join(verdictNames(), ", "))
 	fs.StringVar(&f.Reason, "reason", f.Reason, "only events with one of these comma-separated `REASONS`, e.g. drop_no_backend (with --kernel-drops also kernel reasons, e.g. NO_SOCKET)")
 	fs.BoolVar(&f.KernelDrops, "kernel-drops", f.KernelDrops, "also show packets of service flows the kernel dropped, with the kernel's drop reason and location")
+	f.RequestFilter.registerFlags(fs)
 	fs.IntVar(&f.Count, "count", f.Count, "stop after `N` events (0: no limit)")
 	fs.DurationVar(&f.Duration, "duration", f.Duration, "stop after this long (0: until interrupted)")
 }
@@ -124,10 +127,16 @@ type matcher struct {
 	// kernel reason names (upper case) the Reason list asked for.
 	kernelDrops   bool
 	kernelReasons []string
+	// req matches request records; a client with one gets no events.
+	req *requestMatcher
 }
 
 func (f Filter) compile() (*matcher, error) {
 	m := &matcher{service: f.Service, device: f.Device, port: f.Port, kernelDrops: f.KernelDrops}
+	var err error
+	if m.req, err = f.RequestFilter.compile(); err != nil {
+		return nil, err
+	}
 	if f.Snaplen < 0 {
 		return nil, fmt.Errorf("snap length %d: must not be negative", f.Snaplen)
 	}
@@ -250,6 +259,9 @@ func splitList(s string) []string {
 
 // match tells whether ev, seen on device and belonging to service, passes.
 func (m *matcher) match(ev *loader.Event, device, service string) bool {
+	if m.req != nil {
+		return false
+	}
 	if m.device != "" && device != m.device {
 		return false
 	}

@@ -2,6 +2,7 @@ package trace
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"strconv"
@@ -27,6 +28,9 @@ func RunPcap(ctx context.Context, socketPath string, f Filter, out, status io.Wr
 	}
 	if err := f.Validate(); err != nil {
 		return err
+	}
+	if f.Requests {
+		return errors.New("--pcap and --requests: request records have no packets")
 	}
 	var ps *pcapSink
 	err := run(ctx, socketPath, f, func() (sink, error) {
@@ -106,6 +110,9 @@ func (p *pcapSink) iface(r *Record) (uint32, error) {
 	p.ifaces[name] = id
 	return id, nil
 }
+
+// request is never called: RunPcap refuses requests clients.
+func (p *pcapSink) request([]byte) error { return nil }
 
 func (p *pcapSink) lost(n uint64, _ []byte) error {
 	if _, err := fmt.Fprintf(p.status, "lost %d events (capture output too slow; narrow the filter)\n", n); err != nil {

@@ -90,6 +90,10 @@ type Server struct {
 	// kernelDropClients counts clients that asked for kernel drops: the
 	// tracepoint is attached while it is not zero.
 	kernelDropClients int
+	// req is the request tracing (requests.go); reqCache its connection
+	// cache while a requests client listens, read on every event.
+	req      requestState
+	reqCache atomic.Pointer[connCache]
 	// snaplen is the datapath's packet capture length: the largest any
 	// client asked for, 0 (off) without pcap clients.
 	snaplen int
@@ -446,6 +450,9 @@ func (s *Server) add(c *client) error {
 	if len(old) >= s.maxClients {
 		return fmt.Errorf("too many trace clients (limit %d)", s.maxClients)
 	}
+	if err := s.checkRequests(c.m); err != nil {
+		return err
+	}
 	if !s.tracing {
 		if err := s.src.SetTracing(true); err != nil {
 			return fmt.Errorf("switch tracing on: %w", err)
@@ -479,6 +486,7 @@ func (s *Server) add(c *client) error {
 	if c.m.kernelDrops {
 		s.kernelDropClients++
 	}
+	s.startRequests(c.m)
 	cs := append(slices.Clip(old), c)
 	s.clients.Store(&cs)
 	return nil
@@ -497,6 +505,7 @@ func (s *Server) remove(c *client) {
 		}
 	}
 	s.clients.Store(&cs)
+	s.stopRequests(c.m)
 	if err := s.setCapture(cs); err != nil {
 		s.log.Warn("packet capture", "err", err)
 	}
@@ -544,6 +553,7 @@ func (s *Server) dispatch(ev loader.Event) {
 		dev = "netns:" + strconv.FormatUint(uint64(kd.Netns), 10)
 	}
 	svc := s.serviceName(ev.ServiceID)
+	s.cacheEvent(&ev, dev, svc)
 	// Encoded once each, without and with the packet's bytes (for pcap
 	// clients), and shared read-only by every client.
 	var lines [2][]byte
@@ -581,6 +591,19 @@ func (s *Server) backendName(id uint32) string {
 }
 
 func (s *Server) encode(ev *loader.Event, dev, svc string, withPacket bool) ([]byte, error) {
+	r := s.record(ev, dev, svc)
+	if withPacket {
+		r.Packet = packetOf(ev.Packet)
+	}
+	b, err := json.Marshal(&r)
+	if err != nil {
+		return nil, err
+	}
+	return append(b, '\n'), nil
+}
+
+// record is an event's wire form, without the packet's bytes.
+func (s *Server) record(ev *loader.Event, dev, svc string) Record {
 	r := Record{
 		Type:      TypeEvent,
 		Time:      ev.Time,
@@ -604,12 +627,5 @@ func (s *Server) encode(ev *loader.Event, dev, svc string, withPacket bool) ([]b
 		r.Reason = kd.ReasonName
 		r.Location = kd.Symbol
 	}
-	if withPacket {
-		r.Packet = packetOf(ev.Packet)
-	}
-	b, err := json.Marshal(&r)
-	if err != nil {
-		return nil, err
-	}
-	return append(b, '\n'), nil
+	return r
 }

@@ -125,6 +125,8 @@ type accessLine struct {
 	Upstream string  `json:"upstream"`
 	Ingress  string  `json:"ingress"`
 	Service  string  `json:"service"`
+	// RequestID is the X-Request-ID sent upstream.
+	RequestID string `json:"request_id"`
 }
 
 // TestIngressObservability checks the agent's JSON access log (one line per

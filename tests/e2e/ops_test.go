@@ -59,6 +59,12 @@ func parseTrace(t *testing.T, out string) []traceRecord {
 // and returns its output.
 func runTrace(t *testing.T, c *cluster, agent *harness.Agent, addr netip.AddrPort, args ...string) string {
 	t.Helper()
+	return runTraceDriving(t, c, agent, func() { _, _ = c.get(addr) }, args...)
+}
+
+// runTraceDriving is runTrace with drive making the traffic, every 100 ms.
+func runTraceDriving(t *testing.T, c *cluster, agent *harness.Agent, drive func(), args ...string) string {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(c.ctx, 15*time.Second)
 	defer cancel()
 	var out, stderr bytes.Buffer
@@ -80,7 +86,7 @@ func runTrace(t *testing.T, c *cluster, agent *harness.Agent, addr netip.AddrPor
 			}
 			return out.String()
 		case <-time.After(100 * time.Millisecond):
-			_, _ = c.get(addr)
+			drive()
 		}
 	}
 }

@@ -1,0 +1,210 @@
+package trace
+
+import (
+	"encoding/json"
+	"errors"
+	"net/netip"
+	"time"
+
+	"github.com/nodegress/nodegress/loader"
+)
+
+// TypeRequest is the "type" of a request record line.
+const TypeRequest = "request"
+
+// Request is one HTTP request through the agent's L7 proxy, joined with
+// the datapath's and the kernel's events of its two connections: one
+// self-contained line, so records from several agents can be merged.
+// Every field is always present; lists are empty rather than null.
+type Request struct {
+	Type string `json:"type"`
+	// ID is the request ID the proxy sent upstream as X-Request-ID and
+	// wrote to its access log.
+	ID   string    `json:"id"`
+	Time time.Time `json:"time"`
+	// Node is the agent's node: where the request entered the cluster.
+	Node   string        `json:"node"`
+	Method string        `json:"method"`
+	Host   string        `json:"host"`
+	Path   string        `json:"path"`
+	Proto  string        `json:"proto"`
+	Status int           `json:"status"`
+	Bytes  int64         `json:"bytes"`
+	Client RequestClient `json:"client"`
+	Route  RequestRoute  `json:"route"`
+	// Upstream is the upstream connection; its fields are empty when the
+	// proxy answered by itself.
+	Upstream RequestUpstream `json:"upstream"`
+	// DurationMS is from the request head to the end of the response,
+	// UpstreamMS from the last attempt's send to the same end.
+	DurationMS float64 `json:"duration_ms"`
+	UpstreamMS float64 `json:"upstream_ms"`
+	Retried    bool    `json:"retried"`
+	Error      string  `json:"error"`
+}
+
+// RequestClient is the client's connection to the proxy.
+type RequestClient struct {
+	// Tuple is client -> the address it connected to (the frontend).
+	Tuple Tuple  `json:"tuple"`
+	TLS   bool   `json:"tls"`
+	SNI   string `json:"sni"`
+	ALPN  string `json:"alpn"`
+	// Steering are the datapath's first decisions on the connection's
+	// packets (the XDP or tc verdict that passed it to the proxy).
+	Steering []Record `json:"steering"`
+	// Drops are the datapath's and the kernel's drops of its packets.
+	Drops []Record `json:"drops"`
+}
+
+// RequestRoute is the route and rule that matched; Kind is "ingress" or
+// "httproute", empty when none did.
+type RequestRoute struct {
+	Kind string `json:"kind"`
+	Name string `json:"name"`
+	Host string `json:"host"`
+	Path string `json:"path"`
+	// Rule is the index of the HTTPRoute rule (or of the Ingress rule's
+	// annotation rule) that matched; -1 when there is none.
+	Rule int `json:"rule"`
+}
+
+// RequestUpstream is the proxy's connection to the backend pod.
+type RequestUpstream struct {
+	// Service is the upstream's name ("namespace/service:port").
+	Service string `json:"service"`
+	// Tuple is proxy -> pod, of the last attempt.
+	Tuple Tuple `json:"tuple"`
+	// Pod is "namespace/name"; Node where the pod runs.
+	Pod  string `json:"pod"`
+	Node string `json:"node"`
+	// Drops are the datapath's and the kernel's drops of its packets.
+	Drops []Record `json:"drops"`
+}
+
+// RequestSource is the L7 proxy side of request tracing; the agent
+// adapts its proxy to it.
+type RequestSource interface {
+	// TraceRequests calls fn with every request that finishes until stop
+	// is called. fn must not keep r; it may be called concurrently.
+	TraceRequests(fn func(r *Request)) (stop func())
+}
+
+// upstreamKnown reports whether the request went to a backend.
+func (r *Request) upstreamKnown() bool { return r.Upstream.Tuple.Dst.IsValid() }
+
+// errNoRequests refuses a requests client of an agent without a proxy.
+var errNoRequests = errors.New("requests: this agent runs no L7 proxy")
+
+// requestState is the server's request tracing: the source, the clients
+// that asked for requests and the cache of connection events the records
+// are joined with. Its fields are guarded by the Server's mu, the cache
+// by its own lock.
+type requestState struct {
+	src     RequestSource
+	clients int
+	stop    func()
+	cache   *connCache
+	// cacheSize and cacheTTL bound the cache; fields so that tests can
+	// shrink them.
+	cacheSize int
+	cacheTTL  time.Duration
+}
+
+// SetRequestSource gives the server the proxy's requests; without one,
+// requests clients are refused. Call it before Serve.
+func (s *Server) SetRequestSource(src RequestSource) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.req.src = src
+}
+
+// checkRequests refuses a requests client the server cannot serve; mu is
+// held.
+func (s *Server) checkRequests(m *matcher) error {
+	if m.req != nil && s.req.src == nil {
+		return errNoRequests
+	}
+	return nil
+}
+
+// startRequests counts a requests client, subscribing to the proxy and
+// filling the connection cache from the first one on; mu is held.
+func (s *Server) startRequests(m *matcher) {
+	if m.req == nil {
+		return
+	}
+	s.req.clients++
+	if s.req.clients > 1 {
+		return
+	}
+	size, ttl := s.req.cacheSize, s.req.cacheTTL
+	if size == 0 {
+		size = defaultConnCacheSize
+	}
+	if ttl == 0 {
+		ttl = defaultConnCacheTTL
+	}
+	s.req.cache = newConnCache(size, ttl, time.Now)
+	s.reqCache.Store(s.req.cache)
+	s.req.stop = s.req.src.TraceRequests(s.publishRequest)
+	s.log.Info("request tracing on")
+}
+
+// stopRequests uncounts a requests client, unsubscribing after the last;
+// mu is held.
+func (s *Server) stopRequests(m *matcher) {
+	if m.req == nil || s.req.clients == 0 {
+		return
+	}
+	s.req.clients--
+	if s.req.clients > 0 {
+		return
+	}
+	s.req.stop()
+	s.reqCache.Store(nil)
+	st := s.req.cache.stats()
+	s.log.Info("request tracing off", "connections_evicted", st.evicted, "events_dropped", st.eventsDropped)
+	s.req.stop, s.req.cache = nil, nil
+}
+
+// cacheEvent keeps a datapath or kernel event for the requests of its
+// connection; a no-op unless a requests client listens.
+func (s *Server) cacheEvent(ev *loader.Event, dev, svc string) {
+	if c := s.reqCache.Load(); c != nil {
+		c.add(ev, func() Record { return s.record(ev, dev, svc) })
+	}
+}
+
+// publishRequest joins a finished request with its connections' events
+// and fans it out to the requests clients whose filter matches.
+func (s *Server) publishRequest(r *Request) {
+	p := s.clients.Load()
+	cache := s.reqCache.Load()
+	if p == nil || cache == nil {
+		return
+	}
+	r.Type = TypeRequest
+	cache.join(r)
+	var line []byte
+	for _, c := range *p {
+		if c.m.req == nil || !c.m.matchRequest(r) {
+			continue
+		}
+		if line == nil {
+			b, err := json.Marshal(r)
+			if err != nil {
+				s.log.Warn("encode trace request", "err", err)
+				return
+			}
+			line = append(b, '\n')
+		}
+		c.offer(line)
+	}
+}
+
+// RequestTuple is the TCP tuple src -> dst on the wire, named as events
+// name theirs.
+func RequestTuple(src, dst netip.AddrPort) Tuple {
+	return Tuple{Proto: loader.TCP.String(), Src: src, Dst: dst}
+}
