@@ -27,6 +27,9 @@ type Explainer struct {
 	Stats func() (map[loader.Reason]loader.Counter, error)
 	// Routes is the L7 proxy; nil when the agent runs without it.
 	Routes Router
+	// PodRedirect: the agent runs with --pod-redirect, so tc hands
+	// packets for local pods straight into them.
+	PodRedirect bool
 }
 
 // Explain answers q, which Validate accepted.
@@ -50,7 +53,7 @@ func (e *Explainer) Explain(q Query) Answer {
 	if e.Stats != nil {
 		counts, _ = e.Stats() // the verdicts stand without counters
 	}
-	v := verdicts{client: a.From, counts: counts}
+	v := verdicts{client: a.From, counts: counts, podRedirect: e.PodRedirect}
 	switch t.kind {
 	case targetFrontend:
 		a.Frontends = v.frontend(svcs, t.frontend, q.Proto)
@@ -98,8 +101,9 @@ func serviceMatches(full, name, port string) bool {
 
 // verdicts states the datapath's decisions for one client.
 type verdicts struct {
-	client netip.Addr
-	counts map[loader.Reason]loader.Counter
+	client      netip.Addr
+	counts      map[loader.Reason]loader.Counter
+	podRedirect bool
 }
 
 func (v verdicts) frontend(svcs []loader.ProgrammedService, ap netip.AddrPort, proto string) []FrontendAnswer {
@@ -245,6 +249,11 @@ func (v verdicts) decide(ps *loader.ProgrammedService, fe loader.FrontendEntry) 
 	}
 	reason := loader.ReasonFwdLocal
 	how := "DNAT"
+	if v.podRedirect {
+		// tc hands the packet into the pod when it knows the pod's
+		// device, else the kernel delivers it (fwd_local).
+		reason, how = loader.ReasonFwdLocalPeer, "DNAT, handed straight into the pod by tc (--pod-redirect; fwd_local through the kernel where the pod's device is unknown)"
+	}
 	switch {
 	case remote > 0 && fe.DSR:
 		reason, how = loader.ReasonFwdDSR, "direct server return to the backend's node (GENEVE; SNAT where the backend shares this node's link)"

@@ -118,6 +118,24 @@ func TestExplainFrontendVerdicts(t *testing.T) {
 	}
 }
 
+func TestExplainPodRedirect(t *testing.T) {
+	for _, redirect := range []bool{false, true} {
+		ex := &Explainer{Datapath: fakeDatapath{svcs: programmed()}, PodRedirect: redirect}
+		want := "fwd_local"
+		if redirect {
+			want = "fwd_local_peer"
+		}
+		// Only local backends for the client in the ranges.
+		svcs := programmed()
+		svcs[3].Active = svcs[3].Active[:1]
+		ex.Datapath = fakeDatapath{svcs: svcs}
+		v := ex.Explain(Query{Version: Version, Target: "198.51.100.5:80", From: netip.MustParseAddr("203.0.113.1")}).Frontends[0].Verdict
+		if v.Reason != want || !strings.Contains(v.Text, "10.0.1.7:8080 (pod on this node)") {
+			t.Errorf("pod redirect %t: %+v, want %s", redirect, v, want)
+		}
+	}
+}
+
 func TestExplainFrontendSettings(t *testing.T) {
 	ex := &Explainer{Datapath: fakeDatapath{svcs: programmed()}}
 	a := ex.Explain(Query{Version: Version, Target: "192.0.2.10:30080"})

@@ -242,7 +242,9 @@ func agent(f agentFlags, log *slog.Logger) error {
 			log.Warn("trace server", "err", err)
 		}
 	})
-	nodeServers.Go(func() { serveExplain(nodeCtx, explainSocketPath(f.explainSocket, f.traceSocket), dp, ingress, log) })
+	nodeServers.Go(func() {
+		serveExplain(nodeCtx, explainSocketPath(f.explainSocket, f.traceSocket), dp, podRedirect, ingress, log)
+	})
 	selfCheck := &agentHealth{syncLoop: ctrl.Health, datapath: dp.Check, synced: ctrl.Synced(), listeners: probes}
 	if f.l7.metricsAddr != "" {
 		nodeServers.Go(func() {

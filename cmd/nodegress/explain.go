@@ -88,8 +88,8 @@ func explainSocketPath(flagValue, traceSocket string) string {
 
 // serveExplain answers `nodegress explain` from the live maps and routes
 // until ctx is done.
-func serveExplain(ctx context.Context, path string, dp *loader.Datapath, ingress *ingressProxy, log *slog.Logger) {
-	ex := &explain.Explainer{Datapath: dp, Stats: dp.Stats}
+func serveExplain(ctx context.Context, path string, dp *loader.Datapath, podRedirect bool, ingress *ingressProxy, log *slog.Logger) {
+	ex := &explain.Explainer{Datapath: dp, Stats: dp.Stats, PodRedirect: podRedirect}
 	if ingress != nil {
 		ex.Routes = ingress.proxy
 	}
