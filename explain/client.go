@@ -75,13 +75,13 @@ func WriteText(w io.Writer, a Answer) error {
 		}
 		if len(f.Backends) > 0 {
 			tw := tabwriter.NewWriter(bw, 0, 4, 2, ' ', 0)
-			fmt.Fprintf(tw, "  BACKEND\tID\tSTATE\tWHERE\n")
+			fmt.Fprintf(tw, "  BACKEND\tID\tSTATE\tWHERE\tPOD\tNODE\n")
 			for _, b := range f.Backends {
 				where := "remote"
 				if b.Local {
 					where = "local"
 				}
-				fmt.Fprintf(tw, "  %s\t%d\t%s\t%s\n", b.Address, b.ID, b.State, where)
+				fmt.Fprintf(tw, "  %s\t%d\t%s\t%s\t%s\t%s\n", b.Address, b.ID, b.State, where, orDash(b.Pod), orDash(b.Node))
 			}
 			tw.Flush()
 		}
@@ -121,6 +121,13 @@ func WriteText(w io.Writer, a Answer) error {
 		fmt.Fprintf(bw, "  verdict: %s\n", routeVerdict(r))
 	}
 	return bw.Flush()
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
 }
 
 func counted(n *uint64) string {

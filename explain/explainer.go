@@ -30,6 +30,10 @@ type Explainer struct {
 	// PodRedirect: the agent runs with --pod-redirect, so tc hands
 	// packets for local pods straight into them.
 	PodRedirect bool
+	// Owners names the pod ("namespace/name") and node behind a backend
+	// address of a datapath service, from its EndpointSlices (nil, or
+	// empty answers: addresses only).
+	Owners func(service string, addr netip.Addr) (pod, node string)
 }
 
 // Explain answers q, which Validate accepted.
@@ -53,7 +57,7 @@ func (e *Explainer) Explain(q Query) Answer {
 	if e.Stats != nil {
 		counts, _ = e.Stats() // the verdicts stand without counters
 	}
-	v := verdicts{client: a.From, counts: counts, podRedirect: e.PodRedirect}
+	v := verdicts{client: a.From, counts: counts, podRedirect: e.PodRedirect, owners: e.Owners}
 	switch t.kind {
 	case targetFrontend:
 		a.Frontends = v.frontend(svcs, t.frontend, q.Proto)
@@ -104,6 +108,7 @@ type verdicts struct {
 	client      netip.Addr
 	counts      map[loader.Reason]loader.Counter
 	podRedirect bool
+	owners      func(service string, addr netip.Addr) (pod, node string)
 }
 
 func (v verdicts) frontend(svcs []loader.ProgrammedService, ap netip.AddrPort, proto string) []FrontendAnswer {
@@ -154,7 +159,7 @@ func (v verdicts) answer(ps *loader.ProgrammedService, fe loader.FrontendEntry) 
 		ServiceID:  fe.ServiceID,
 		Kind:       "L4",
 		Restricted: fe.Restricted,
-		Backends:   backendsOf(ps),
+		Backends:   v.backendsOf(ps),
 		Drift:      ps.Drift,
 	}
 	if a.Service == "" {
@@ -191,22 +196,28 @@ func (v verdicts) answer(ps *loader.ProgrammedService, fe loader.FrontendEntry) 
 	return a
 }
 
-func backendsOf(ps *loader.ProgrammedService) []BackendAnswer {
+func (v verdicts) backendsOf(ps *loader.ProgrammedService) []BackendAnswer {
 	out := []BackendAnswer{}
 	seen := map[string]bool{}
-	for _, b := range ps.Active {
-		addr := b.Backend.String()
+	add := func(id uint32, b loader.Backend, state string) {
+		addr := b.String()
 		if !b.Addr.IsValid() {
 			addr = "(missing)"
 		}
 		seen[addr] = true
-		out = append(out, BackendAnswer{ID: b.ID, Address: addr, State: "active", Local: b.Local})
+		ba := BackendAnswer{ID: id, Address: addr, State: state, Local: b.Local}
+		if v.owners != nil && b.Addr.IsValid() {
+			ba.Pod, ba.Node = v.owners(ps.Name, b.Addr)
+		}
+		out = append(out, ba)
+	}
+	for _, b := range ps.Active {
+		add(b.ID, b.Backend, "active")
 	}
 	if ps.Wanted != nil {
 		for _, b := range ps.Wanted.Backends {
 			if b.Terminating && !seen[b.String()] {
-				seen[b.String()] = true
-				out = append(out, BackendAnswer{Address: b.String(), State: "draining", Local: b.Local})
+				add(0, b, "draining")
 			}
 		}
 	}
@@ -217,7 +228,7 @@ func (v verdicts) decide(ps *loader.ProgrammedService, fe loader.FrontendEntry) 
 	if fe.Internal {
 		return v.verdict("forward", loader.ReasonSockFwd, fmt.Sprintf(
 			"in-cluster clients' connect() and sendmsg() to %s are sent to %s by the socket-level load balancer; packets from outside the node are not looked up at socket scope",
-			fe.Frontend, choice(ps, fe)))
+			fe.Frontend, v.choice(ps, fe)))
 	}
 	if fe.L7 {
 		return v.verdict("steer", loader.ReasonPassL7,
@@ -263,7 +274,7 @@ func (v verdicts) decide(ps *loader.ProgrammedService, fe loader.FrontendEntry) 
 	if local > 0 && remote > 0 {
 		how = "DNAT for those on this node, for the others " + how
 	}
-	text := fmt.Sprintf("%sforwarded to %s via %s", prefix, choice(ps, fe), how)
+	text := fmt.Sprintf("%sforwarded to %s via %s", prefix, v.choice(ps, fe), how)
 	if fe.AffinityTimeout > 0 {
 		text += fmt.Sprintf("; ClientIP affinity: a client's new flows keep its last backend for %s", fe.AffinityTimeout)
 	}
@@ -271,9 +282,9 @@ func (v verdicts) decide(ps *loader.ProgrammedService, fe loader.FrontendEntry) 
 }
 
 // choice names the backend a new flow gets, or how it is picked.
-func choice(ps *loader.ProgrammedService, fe loader.FrontendEntry) string {
+func (v verdicts) choice(ps *loader.ProgrammedService, fe loader.FrontendEntry) string {
 	if len(ps.Active) == 1 {
-		return describeBackend(ps.Active[0])
+		return v.describeBackend(ps.Name, ps.Active[0])
 	}
 	if len(ps.Active) == 0 {
 		return "no backend"
@@ -285,8 +296,22 @@ func choice(ps *loader.ProgrammedService, fe loader.FrontendEntry) string {
 	return fmt.Sprintf("one of %d backends by %s", len(ps.Active), by)
 }
 
-func describeBackend(b loader.BackendEntry) string {
+// describeBackend is "addr:port (pod ns/name on node)", with what is known.
+func (v verdicts) describeBackend(svc string, b loader.BackendEntry) string {
+	var pod, node string
+	if v.owners != nil {
+		pod, node = v.owners(svc, b.Addr)
+	}
 	where := "remote"
+	if b.Local {
+		where = "on this node"
+	}
+	switch {
+	case pod != "" && node != "":
+		return fmt.Sprintf("%s (pod %s on %s, %s)", b.Backend, pod, node, where)
+	case pod != "":
+		return fmt.Sprintf("%s (pod %s, %s)", b.Backend, pod, where)
+	}
 	if b.Local {
 		where = "pod on this node"
 	}

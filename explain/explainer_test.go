@@ -167,6 +167,27 @@ func TestExplainFrontendSettings(t *testing.T) {
 	}
 }
 
+func TestExplainOwners(t *testing.T) {
+	owners := func(svc string, addr netip.Addr) (string, string) {
+		if svc == "default/web:http/TCP" && addr == netip.MustParseAddr("10.0.1.5") {
+			return "default/web-7d4f", "node2"
+		}
+		return "", ""
+	}
+	ex := &Explainer{Datapath: fakeDatapath{svcs: programmed()}, Owners: owners}
+	f := ex.Explain(Query{Version: Version, Target: "192.0.2.10:30080"}).Frontends[0]
+	if !strings.Contains(f.Verdict.Text, "forwarded to 10.0.1.5:8080 (pod default/web-7d4f on node2, remote)") {
+		t.Errorf("verdict %q, want the pod and its node named", f.Verdict.Text)
+	}
+	if b := f.Backends; b[0].Pod != "default/web-7d4f" || b[0].Node != "node2" || b[1].Pod != "" || b[1].Node != "" {
+		t.Errorf("backends %+v", b)
+	}
+	var out strings.Builder
+	if err := WriteText(&out, Answer{Target: "x", Frontends: []FrontendAnswer{f}}); err != nil || !strings.Contains(out.String(), "default/web-7d4f  node2") {
+		t.Errorf("text %q, %v", out.String(), err)
+	}
+}
+
 func TestExplainCountDrift(t *testing.T) {
 	svcs := programmed()
 	svcs[0].Frontends[0].BackendCount = 2 // one slot behind

@@ -121,6 +121,10 @@ type BackendAnswer struct {
 	// the maps' slots hold the active ones.
 	State string `json:"state"`
 	Local bool   `json:"local"`
+	// Pod ("namespace/name") and Node are what the Service's
+	// EndpointSlices say of the address; empty when they do not.
+	Pod  string `json:"pod,omitempty"`
+	Node string `json:"node,omitempty"`
 }
 
 // Verdict is what happens to a new connection from the client.

@@ -243,7 +243,7 @@ func agent(f agentFlags, log *slog.Logger) error {
 		}
 	})
 	nodeServers.Go(func() {
-		serveExplain(nodeCtx, explainSocketPath(f.explainSocket, f.traceSocket), dp, podRedirect, ingress, log)
+		serveExplain(nodeCtx, explainSocketPath(f.explainSocket, f.traceSocket), dp, podRedirect, ctrl, ingress, log)
 	})
 	selfCheck := &agentHealth{syncLoop: ctrl.Health, datapath: dp.Check, synced: ctrl.Synced(), listeners: probes}
 	if f.l7.metricsAddr != "" {

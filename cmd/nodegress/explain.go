@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"syscall"
 
+	"github.com/nodegress/nodegress/controller"
 	"github.com/nodegress/nodegress/explain"
 	"github.com/nodegress/nodegress/loader"
 )
@@ -88,8 +89,8 @@ func explainSocketPath(flagValue, traceSocket string) string {
 
 // serveExplain answers `nodegress explain` from the live maps and routes
 // until ctx is done.
-func serveExplain(ctx context.Context, path string, dp *loader.Datapath, podRedirect bool, ingress *ingressProxy, log *slog.Logger) {
-	ex := &explain.Explainer{Datapath: dp, Stats: dp.Stats, PodRedirect: podRedirect}
+func serveExplain(ctx context.Context, path string, dp *loader.Datapath, podRedirect bool, ctrl *controller.Controller, ingress *ingressProxy, log *slog.Logger) {
+	ex := &explain.Explainer{Datapath: dp, Stats: dp.Stats, PodRedirect: podRedirect, Owners: ctrl.EndpointOwner}
 	if ingress != nil {
 		ex.Routes = ingress.proxy
 	}

@@ -107,6 +107,8 @@ func TestExplain(t *testing.T) {
 		}
 		if f := a.Frontends[0]; f.Service != "default/web:http/TCP" || f.Kind != "L4" || len(f.Backends) != 1 || f.Backends[0].Address != want || !f.Backends[0].Local {
 			t.Errorf("frontend %+v", f)
+		} else if b := f.Backends[0]; b.Pod != "default/"+pod1.Name || b.Node != pod1.Node.Name {
+			t.Errorf("backend named %q on %q, want default/%s on %s", b.Pod, b.Node, pod1.Name, pod1.Node.Name)
 		}
 		text := runExplainText(t, c, "--from", client, addrPort(node, 30190).String())
 		if !strings.Contains(text, "verdict: forward (fwd_local") || !strings.Contains(text, want) {
