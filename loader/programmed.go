@@ -2,10 +2,13 @@ package loader
 
 import (
 	"cmp"
+	"errors"
 	"fmt"
 	"maps"
 	"net/netip"
 	"slices"
+
+	"github.com/cilium/ebpf"
 )
 
 // ProgrammedService is one service as the datapath reads it from its maps,
@@ -29,7 +32,19 @@ type ProgrammedService struct {
 	// Drift lists where the maps differ from what the agent wrote: an
 	// Apply that failed half-way or another process writing the maps.
 	Drift []string
+	// ProxyListener is the proxy listener an L7 service's connections
+	// go to, as the agent programmed it; ProxySocket says whether
+	// proxy_sockets holds a socket for the service (SocketRegistered,
+	// SocketMissing, or "" where the map cannot be read).
+	ProxyListener string
+	ProxySocket   string
 }
+
+// ProxySocket values.
+const (
+	SocketRegistered = "registered"
+	SocketMissing    = "missing"
+)
 
 // Programmed reads the service maps as the datapath reads them and pairs
 // every service id found with the agent's record of it.
@@ -112,6 +127,14 @@ func (d *Datapath) Programmed() ([]ProgrammedService, error) {
 			}
 		}
 	}
+	for id, ps := range byID {
+		if rec := st.byID[id]; rec != nil && rec.l7 {
+			ps.ProxyListener = rec.listener
+		}
+		if slices.ContainsFunc(ps.Frontends, func(f FrontendEntry) bool { return f.L7 }) {
+			ps.ProxySocket = d.proxySocketOf(id)
+		}
+	}
 	out := make([]ProgrammedService, 0, len(byID))
 	for _, id := range slices.Sorted(maps.Keys(byID)) {
 		ps := byID[id]
@@ -128,4 +151,21 @@ func wantedID(id uint32, ok bool) string {
 		return "none"
 	}
 	return fmt.Sprintf("backend %d", id)
+}
+
+// proxySocketOf says whether sk_steer finds a proxy socket for service id.
+func (d *Datapath) proxySocketOf(id uint32) string {
+	m := d.objs.ProxySockets
+	if m == nil {
+		return "" // the bookkeeping's fakes have no socket map
+	}
+	var cookie uint64
+	switch err := m.Lookup(id, &cookie); {
+	case err == nil:
+		return SocketRegistered
+	case errors.Is(err, ebpf.ErrKeyNotExist):
+		return SocketMissing
+	default:
+		return ""
+	}
 }

@@ -1,6 +1,8 @@
 package loader
 
 import (
+	"context"
+	"net"
 	"net/netip"
 	"slices"
 	"strings"
@@ -74,4 +76,54 @@ func TestProgrammed(t *testing.T) {
 	if s := got[1]; s.ID != 999 || s.Name != "" || s.Wanted != nil || len(s.Drift) != 1 || !strings.Contains(s.Drift[0], "programmed none there") {
 		t.Errorf("stray service %+v", s)
 	}
+}
+
+// TestProgrammedProxySocket reads proxy_sockets for an L7 service: missing
+// while no proxy listener is registered (and a connection is refused),
+// registered once one is (and a connection reaches it).
+func TestProgrammedProxySocket(t *testing.T) {
+	dp, _, ns := openServiceTestDatapath(t)
+	var ln *net.TCPListener
+	if err := ns.Do(func() (err error) {
+		ln, err = ListenProxy(context.Background(), "127.0.0.1:0")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	if err := dp.Apply([]Service{{Name: "l7/http", Proto: TCP, L7: true, ProxyListener: "http",
+		Frontends: []Frontend{{Addr: netip.MustParseAddr("10.200.0.1"), Port: 80}}}}); err != nil {
+		t.Fatal(err)
+	}
+	socketOf := func() string {
+		t.Helper()
+		got, err := dp.Programmed()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != 1 || got[0].ProxyListener != "http" {
+			t.Fatalf("programmed %+v, want the L7 service with its listener", got)
+		}
+		return got[0].ProxySocket
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if s := socketOf(); s != SocketMissing {
+		t.Errorf("proxy socket %q before the listener is registered, want %q", s, SocketMissing)
+	}
+	if c, err := ns.DialContext(ctx, "tcp", "10.200.0.1:80"); err == nil {
+		c.Close()
+		t.Error("connection accepted without a proxy socket")
+	}
+	if err := dp.RegisterProxyListener("http", ln); err != nil {
+		t.Fatal(err)
+	}
+	if s := socketOf(); s != SocketRegistered {
+		t.Errorf("proxy socket %q after the listener is registered, want %q", s, SocketRegistered)
+	}
+	c, err := ns.DialContext(ctx, "tcp", "10.200.0.1:80")
+	if err != nil {
+		t.Fatalf("dial the L7 frontend with a proxy socket: %v", err)
+	}
+	c.Close()
 }
