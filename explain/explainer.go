@@ -231,8 +231,16 @@ func (v verdicts) decide(ps *loader.ProgrammedService, fe loader.FrontendEntry) 
 			fe.Frontend, v.choice(ps, fe)))
 	}
 	if fe.L7 {
-		return v.verdict("steer", loader.ReasonPassL7,
-			"steered to the L7 proxy's listener (sk_lookup): the proxy routes each request by host and path; ask for HOST/PATH (with --via for this frontend) to see the route")
+		listener := "listener"
+		if ps.ProxyListener != "" {
+			listener = "listener " + ps.ProxyListener
+		}
+		if ps.ProxySocket == loader.SocketMissing {
+			return v.verdict("pass", loader.ReasonPassL7, fmt.Sprintf(
+				"passed to the kernel for the L7 proxy, but no socket of its %s is registered (proxy_sockets): the kernel's own lookup decides, refused unless something listens on %s", listener, fe.Frontend))
+		}
+		return v.verdict("steer", loader.ReasonPassL7, fmt.Sprintf(
+			"steered to the L7 proxy's %s (sk_lookup): the proxy routes each request by host and path; ask for HOST/PATH (with --via for this frontend) to see the route", listener))
 	}
 	if fe.Restricted && !v.inRanges(ps.SourceRanges) {
 		return v.verdict("drop", loader.ReasonDropSourceRange, fmt.Sprintf(

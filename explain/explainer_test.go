@@ -59,7 +59,10 @@ func programmed() []loader.ProgrammedService {
 			frontend(nodeIP, 30083, 4, 2, func(f *loader.FrontendEntry) { f.Maglev = true }),
 		}, Active: []loader.BackendEntry{backend(11, "10.0.1.7", true), backend(12, "10.0.2.7", false)},
 			SourceRanges: []netip.Prefix{netip.MustParsePrefix("203.0.113.0/24")}},
-		{ID: 5, Name: "ingress/http:80/TCP", Frontends: []loader.FrontendEntry{frontend(nodeIP, 80, 5, 0, func(f *loader.FrontendEntry) { f.L7 = true })}},
+		{ID: 5, Name: "ingress/http:80/TCP", Frontends: []loader.FrontendEntry{frontend(nodeIP, 80, 5, 0, func(f *loader.FrontendEntry) { f.L7 = true })},
+			ProxyListener: "http", ProxySocket: loader.SocketRegistered},
+		{ID: 8, Name: "ingress/https:443/TCP", Frontends: []loader.FrontendEntry{frontend(nodeIP, 443, 8, 0, func(f *loader.FrontendEntry) { f.L7 = true })},
+			ProxyListener: "https", ProxySocket: loader.SocketMissing},
 		{ID: 6, Name: "default/dsr:80/TCP", Frontends: []loader.FrontendEntry{frontend(nodeIP, 30084, 6, 1, func(f *loader.FrontendEntry) {
 			f.DSR, f.AffinityTimeout = true, 3*time.Hour
 		})}, Active: []loader.BackendEntry{backend(13, "10.0.2.8", false)}, Drift: []string{"slot 1 holds backend 13; the agent wrote none"}},
@@ -84,7 +87,8 @@ func TestExplainFrontendVerdicts(t *testing.T) {
 		{"source outside the ranges", "198.51.100.5:80", "198.18.0.1", "drop", "drop_source_range", "source 198.18.0.1 is not in the service's loadBalancerSourceRanges", 1},
 		{"source inside the ranges", "198.51.100.5:80", "203.0.113.9", "forward", "fwd_remote", "one of 2 backends by Maglev hash", 1},
 		{"NodePort of a restricted service stays open", "192.0.2.10:30083", "198.18.0.1", "forward", "fwd_remote", "one of 2 backends by Maglev", 1},
-		{"L7 frontend", "192.0.2.10:80", "", "steer", "pass_l7", "steered to the L7 proxy", 1},
+		{"L7 frontend", "192.0.2.10:80", "", "steer", "pass_l7", "steered to the L7 proxy's listener http", 1},
+		{"L7 frontend without a proxy socket", "192.0.2.10:443", "", "pass", "pass_l7", "no socket of its listener https is registered", 1},
 		{"DSR with affinity", "192.0.2.10:30084", "", "forward", "fwd_dsr", "ClientIP affinity", 1},
 		{"socket frontend", "10.96.0.10:80", "", "forward", "sock_fwd", "socket-level load balancer", 1},
 		{"no frontend", "192.0.2.10:31999", "", "pass", "pass_no_frontend", "no frontend at this address", 1},
