@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"path/filepath"
 	"slices"
+	"time"
 
 	"github.com/cilium/ebpf"
 )
@@ -21,6 +22,45 @@ type FrontendEntry struct {
 	L7           bool
 	// Internal frontends are looked up by the socket-level load balancer.
 	Internal bool
+	// The service's settings as the datapath reads them per frontend:
+	// Frontend.Restricted is FE_F_SOURCE_RANGES.
+	AffinityTimeout time.Duration
+	NoBackendDrop   bool
+	Maglev          bool
+	DSR             bool
+}
+
+// frontendEntryOf is a frontend map entry as the datapath reads it.
+func frontendEntryOf(k datapathFrontendKey, v datapathFrontendValue) FrontendEntry {
+	e := FrontendEntry{
+		Frontend: Frontend{
+			Addr:       addrFromBE(k.Addr),
+			Port:       portFromBE(k.Port),
+			Restricted: v.Flags&frontendFlagSourceRanges != 0,
+		},
+		Proto:         Proto(k.Proto),
+		ServiceID:     v.SvcId,
+		BackendCount:  int(v.BackendCount),
+		L7:            v.Flags&frontendFlagL7 != 0,
+		Internal:      k.Scope == uint8(datapathFrontendScopeFE_SCOPE_SOCKET),
+		NoBackendDrop: v.Flags&frontendFlagNoBackendDrop != 0,
+		Maglev:        v.Flags&frontendFlagMaglev != 0,
+		DSR:           v.Flags&frontendFlagDSR != 0,
+	}
+	if v.Flags&frontendFlagAffinity != 0 {
+		e.AffinityTimeout = time.Duration(v.AffinityTimeoutS) * time.Second
+	}
+	return e
+}
+
+// backendEntryOf is a backend map entry as the datapath reads it.
+func backendEntryOf(id uint32, v datapathBackendValue) BackendEntry {
+	return BackendEntry{ID: id, Backend: Backend{
+		Addr:        addrFromBE(v.Addr),
+		Port:        portFromBE(v.Port),
+		Local:       v.Flags&backendFlagLocal != 0,
+		Terminating: v.Flags&backendFlagTerminating != 0,
+	}}
 }
 
 // BackendEntry is one programmed backend as read back from the maps.
@@ -87,18 +127,9 @@ func ReadPinned(bpffs string) (*Snapshot, error) {
 		return nil, err
 	}
 	for fk, fv := range got.frontends {
-		s.Frontends = append(s.Frontends, FrontendEntry{
-			Frontend:     Frontend{Addr: addrFromBE(fk.Addr), Port: portFromBE(fk.Port)},
-			Proto:        Proto(fk.Proto),
-			ServiceID:    fv.SvcId,
-			BackendCount: int(fv.BackendCount),
-			L7:           fv.Flags&frontendFlagL7 != 0,
-			Internal:     fk.Scope == uint8(datapathFrontendScopeFE_SCOPE_SOCKET),
-		})
+		s.Frontends = append(s.Frontends, frontendEntryOf(fk, fv))
 	}
-	slices.SortFunc(s.Frontends, func(a, b FrontendEntry) int {
-		return cmp.Or(a.Addr.Compare(b.Addr), cmp.Compare(a.Port, b.Port), cmp.Compare(a.Proto, b.Proto), compareBool(a.Internal, b.Internal))
-	})
+	slices.SortFunc(s.Frontends, compareFrontendEntries)
 	keys := slices.SortedFunc(maps.Keys(got.slots), func(a, b datapathBackendSlotKey) int {
 		return cmp.Or(cmp.Compare(a.SvcId, b.SvcId), cmp.Compare(a.Slot, b.Slot))
 	})
@@ -106,12 +137,7 @@ func ReadPinned(bpffs string) (*Snapshot, error) {
 		s.Slots[k.SvcId] = append(s.Slots[k.SvcId], got.slots[k])
 	}
 	for bk, bv := range got.backends {
-		s.Backends = append(s.Backends, BackendEntry{ID: bk, Backend: Backend{
-			Addr:        addrFromBE(bv.Addr),
-			Port:        portFromBE(bv.Port),
-			Local:       bv.Flags&backendFlagLocal != 0,
-			Terminating: bv.Flags&backendFlagTerminating != 0,
-		}})
+		s.Backends = append(s.Backends, backendEntryOf(bk, bv))
 	}
 	slices.SortFunc(s.Backends, func(a, b BackendEntry) int { return cmp.Compare(a.ID, b.ID) })
 
@@ -142,6 +168,10 @@ func ReadPinned(bpffs string) (*Snapshot, error) {
 		return nil, fmt.Errorf("read devices: %w", err)
 	}
 	return s, nil
+}
+
+func compareFrontendEntries(a, b FrontendEntry) int {
+	return cmp.Or(a.Addr.Compare(b.Addr), cmp.Compare(a.Port, b.Port), cmp.Compare(a.Proto, b.Proto), compareBool(a.Internal, b.Internal))
 }
 
 func countEntries[K, V any](m *ebpf.Map) (int, error) {

@@ -36,6 +36,7 @@ type agentFlags struct {
 	nodeName         string
 	bpffs            string
 	traceSocket      string
+	explainSocket    string
 	snatPorts        string
 	xdpMode          string
 	replaceKubeProxy bool
@@ -66,6 +67,7 @@ func runAgent(args []string) int {
 	fs.StringVar(&f.nodeName, "node-name", os.Getenv("NODE_NAME"), "this node's name: selects its Node object and marks its endpoints local (default $NODE_NAME, else the host name)")
 	fs.StringVar(&f.bpffs, "bpffs", loader.DefaultBPFFS, "directory the datapath's maps and links are pinned in (a bpffs is mounted there if needed)")
 	fs.StringVar(&f.traceSocket, "trace-socket", DefaultTraceSocket, "unix socket the trace command connects to")
+	fs.StringVar(&f.explainSocket, "explain-socket", "", "unix socket the explain command connects to (default: explain.sock next to --trace-socket)")
 	fs.StringVar(&f.snatPorts, "snat-ports", "1024-29999", "source port range for flows SNAT'd to remote backends, per backend address and port; keep it outside net.ipv4.ip_local_port_range (the node's own connections); ports of frontends are skipped")
 	fs.BoolVar(&f.replaceKubeProxy, "replace-kube-proxy", false, "serve every Service to in-cluster clients too (ClusterIPs, and NodePorts, externalIPs and load balancer IPs from pods and the node) with socket-level load balancing, so kube-proxy can be removed; off, ClusterIP traffic is left to kube-proxy")
 	fs.StringVar(&f.cgroupRoot, "cgroup-root", "", "cgroup2 directory whose processes the socket-level load balancer serves (default: /sys/fs/cgroup if it is cgroup2, else /sys/fs/cgroup/unified)")
@@ -243,6 +245,9 @@ func agent(f agentFlags, log *slog.Logger) error {
 		if err := ts.Serve(nodeCtx); err != nil {
 			log.Warn("trace server", "err", err)
 		}
+	})
+	nodeServers.Go(func() {
+		serveExplain(nodeCtx, explainSocketPath(f.explainSocket, f.traceSocket), dp, podRedirect, ctrl, ingress, log)
 	})
 	selfCheck := &agentHealth{syncLoop: ctrl.Health, datapath: dp.Check, synced: ctrl.Synced(), listeners: probes}
 	if f.l7.metricsAddr != "" {

@@ -14,9 +14,12 @@ const usage = `nodegress: eBPF-accelerated node-local ingress for Kubernetes
 
 Usage:
   nodegress agent   --standalone DIR --devices DEV[,DEV] [flags]   run the node agent
-  nodegress trace   [--socket PATH] [--kernel-drops] [--requests] [filters]
-                                                                 stream datapath decisions (and kernel drops), or
-                                                                 with --requests HTTP requests joined with them, live
+  nodegress trace   [--socket PATH] [--kernel-drops] [--requests] [--pcap FILE|-] [filters]
+                                                                  stream datapath decisions (and kernel drops), or
+                                                                  with --requests HTTP requests joined with them, live,
+                                                                  or with --pcap the packets as pcapng
+  nodegress explain [--from IP] [--proto tcp|udp] [--via ADDR:PORT] IP:PORT|NAMESPACE/NAME[:PORT]|HOST/PATH
+                                                                  why a new connection is forwarded, steered or dropped
   nodegress maps    [--bpffs DIR]                                 show the pinned datapath state
   nodegress cleanup [--bpffs DIR]                                 detach and remove the datapath
   nodegress keep-listeners --socket PATH                          hold the proxy's listeners across agent restarts
@@ -38,6 +41,8 @@ func main() {
 		code = runAgent(args)
 	case "trace":
 		code = runTrace(args)
+	case "explain":
+		code = runExplain(args)
 	case "maps", "status":
 		code = runMaps(args)
 	case "cleanup":
