@@ -107,6 +107,9 @@ const (
 	// ENHANCE_YOUR_CALM.
 	h2MaxResetsPerSec = 200
 	h2MaxChurnPerSec  = 1000
+	// drainAckTimeout bounds the wait for the ack of a graceful
+	// shutdown's PING before the final GOAWAY goes out anyway.
+	drainAckTimeout = time.Second
 	// h2ClosedMemory is how many closed stream ids are remembered, to
 	// tell frames on a closed stream from frames on a skipped one.
 	h2ClosedMemory = 64
@@ -196,9 +199,17 @@ type h2conn struct {
 	// arrived.
 	goAwayAtStart bool
 	lastID        uint32 // the GOAWAY's last stream id
-	dead          bool
-	werr          error
-	idleSet       bool // the read deadline is the idle timeout
+	// drainPinged: the first GOAWAY of a graceful shutdown (every stream
+	// id) and its PING were sent; the final GOAWAY follows the PING's
+	// ack or drainTimer.
+	drainPinged bool
+	drainTimer  *time.Timer
+	// wokenToClose: the reader was woken by a past read deadline because
+	// the connection ended gracefully, not because the client was slow.
+	wokenToClose bool
+	dead         bool
+	werr         error
+	idleSet      bool // the read deadline is the idle timeout
 	// idleCounted: the connection counts among its client's idle
 	// connections (connLimits), as an HTTP/1.x one waiting for a request.
 	idleCounted bool
@@ -286,6 +297,9 @@ func (c *h2conn) serve() {
 	err := c.readPreface()
 	if err == nil {
 		err = c.readLoop()
+	}
+	if err != nil && c.endedGracefully(err) {
+		err = nil
 	}
 	if err == nil {
 		c.linger()
@@ -423,6 +437,9 @@ func (c *h2conn) handleFrame(typ, flags byte, sid uint32, p []byte) error {
 			return connError{codeFrameSize, "PING length"}
 		}
 		if flags&flagAck != 0 {
+			if string(p) == drainPingData {
+				c.finishGoAway()
+			}
 			return nil
 		}
 		if err := c.count(&c.churn, h2MaxChurnPerSec); err != nil {
@@ -782,7 +799,7 @@ func (c *h2conn) countIdle(idle bool) bool {
 	if !lim.enter(c.peer, phaseNone, phaseIdle) {
 		c.p.metrics.capped.WithLabelValues("idle").Inc()
 		c.writeGoAway(codeNo)
-		_ = c.conn.SetReadDeadline(aLongTimeAgo)
+		c.wakeToClose()
 		return true
 	}
 	c.idleCounted = true
@@ -795,6 +812,9 @@ func (c *h2conn) shut() {
 	c.mu.Lock()
 	c.countIdle(false)
 	c.dead = true
+	if c.drainTimer != nil {
+		c.drainTimer.Stop()
+	}
 	for _, st := range c.streams {
 		st.clientReset()
 		delete(c.streams, st.id)
@@ -804,9 +824,33 @@ func (c *h2conn) shut() {
 	c.mu.Unlock()
 }
 
-// startGoAway sends a graceful GOAWAY (Shutdown); the connection closes
-// once its streams are done. An idle connection closes at once.
+// drainPingData is the payload of a graceful shutdown's PING.
+const drainPingData = "ngdrain\x00"
+
+// startGoAway begins a graceful shutdown in two steps (RFC 9113 §6.8): a
+// GOAWAY naming every stream id with a PING, then, once the PING's ack
+// shows that the client has seen the GOAWAY (or after drainAckTimeout),
+// the final GOAWAY naming the last stream taken. A request the client
+// sent while the first GOAWAY was on its way is thus served, not
+// ignored, and the connection closes once its streams are done.
 func (c *h2conn) startGoAway() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.goingAway || c.dead || c.drainPinged {
+		return
+	}
+	c.drainPinged = true
+	c.frameHeader(frameGoAway, 0, 0, 8)
+	c.wbuf = binary.BigEndian.AppendUint32(c.wbuf, 0x7fffffff)
+	c.wbuf = binary.BigEndian.AppendUint32(c.wbuf, uint32(codeNo))
+	c.frameHeader(framePing, 0, 0, 8)
+	c.wbuf = append(c.wbuf, drainPingData...)
+	c.kick()
+	c.drainTimer = time.AfterFunc(drainAckTimeout, c.finishGoAway)
+}
+
+// finishGoAway sends the final GOAWAY of a graceful shutdown.
+func (c *h2conn) finishGoAway() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.goingAway || c.dead {
@@ -814,9 +858,30 @@ func (c *h2conn) startGoAway() {
 	}
 	c.writeGoAway(codeNo)
 	if c.active == 0 && len(c.streams) == 0 {
-		// Wake the reader.
-		_ = c.conn.SetReadDeadline(aLongTimeAgo)
+		c.wakeToClose()
 	}
+}
+
+// wakeToClose makes the reader return from its read so that a connection
+// that has gone away with no stream left closes. Called with mu held.
+func (c *h2conn) wakeToClose() {
+	c.wokenToClose = true
+	_ = c.conn.SetReadDeadline(aLongTimeAgo)
+}
+
+// endedGracefully reports whether the reader's error is only the wake-up
+// of wakeToClose: the connection then lingers like any graceful end, so
+// that a request the client sent meanwhile is read and dropped rather than
+// left unread, which would make closing send a reset that destroys the
+// responses and the GOAWAY before the client reads them.
+func (c *h2conn) endedGracefully(err error) bool {
+	var ne net.Error
+	if !errors.As(err, &ne) || !ne.Timeout() {
+		return false
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.wokenToClose && c.goingAway && !c.dead
 }
 
 // closeAll closes every connection still open, at the end of a shutdown

@@ -308,7 +308,7 @@ func (st *h2srvStream) run() {
 	c.setIdleDeadline()
 	if c.goingAway && c.active == 0 && len(c.streams) == 0 {
 		// Wake the reader so the connection closes.
-		_ = c.conn.SetReadDeadline(aLongTimeAgo)
+		c.wakeToClose()
 	}
 	c.mu.Unlock()
 	if recycle && st.hs.reusable() {

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -404,66 +405,119 @@ func TestH2ServerFlowControl(t *testing.T) {
 	})
 }
 
-// TestH2ServerShutdown checks graceful shutdown: GOAWAY names the last
-// stream taken, which still completes; the connection closes after it.
+// TestH2ServerShutdown checks graceful shutdown in two steps: a first
+// GOAWAY naming every stream id and a PING; a request sent before the
+// client saw it is served; after the PING's ack the final GOAWAY names the
+// last stream taken, later streams are ignored without a reset, the
+// streams taken complete, and the connection then closes without a reset.
 func TestH2ServerShutdown(t *testing.T) {
-	started := make(chan struct{})
+	var started sync.Once
+	startedc := make(chan struct{})
 	p := h2TestProxy(t, Options{}, func(w http.ResponseWriter, r *http.Request) {
-		close(started)
+		started.Do(func() { close(startedc) })
 		time.Sleep(200 * time.Millisecond)
-		_, _ = io.WriteString(w, "done")
+		_, _ = io.WriteString(w, "done "+r.URL.Path)
 	})
 	h := dialH2(t, p.httpAddr)
-	h.get(1, "/")
-	<-started
+	h.get(1, "/first")
+	<-startedc
 	errc := make(chan error, 1)
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		errc <- p.Shutdown(ctx)
 	}()
-	var status string
-	var body []byte
-	var goaway *http2.GoAwayFrame
-	for status == "" || goaway == nil {
-		f, err := h.fr.ReadFrame()
-		if err != nil {
-			t.Fatal(err)
-		}
+	var goaways []*http2.GoAwayFrame
+	status := map[uint32]string{}
+	body := map[uint32][]byte{}
+	var readErr error
+	for readErr == nil {
+		var f http2.Frame
+		f, readErr = h.fr.ReadFrame()
 		switch f := f.(type) {
 		case *http2.GoAwayFrame:
-			goaway = f
-			// A stream after the last one is ignored, its data too:
-			// no reset.
-			frag := h.block(":method", "POST", ":scheme", "http", ":authority", "x", ":path", "/")
-			_ = h.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 3, BlockFragment: frag, EndHeaders: true})
-			_ = h.fr.WriteData(3, true, []byte("late"))
+			goaways = append(goaways, f)
+			if len(goaways) == 1 {
+				// Crossing the first GOAWAY: still served.
+				h.get(3, "/crossing")
+			} else {
+				// After the final one: ignored, its data too.
+				frag := h.block(":method", "POST", ":scheme", "http", ":authority", "x", ":path", "/late")
+				_ = h.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 5, BlockFragment: frag, EndHeaders: true})
+				_ = h.fr.WriteData(5, true, []byte("late"))
+			}
+		case *http2.PingFrame:
+			if !f.IsAck() {
+				_ = h.fr.WritePing(true, f.Data)
+			}
 		case *http2.RSTStreamFrame:
-			t.Errorf("stream %d reset (%v) after GOAWAY", f.StreamID, f.ErrCode)
+			t.Errorf("stream %d reset (%v) during shutdown", f.StreamID, f.ErrCode)
 		case *http2.MetaHeadersFrame:
-			status = f.PseudoValue("status")
+			status[f.StreamID] = f.PseudoValue("status")
 		case *http2.DataFrame:
-			body = append(body, f.Data()...)
+			body[f.StreamID] = append(body[f.StreamID], f.Data()...)
 		}
 	}
-	if goaway.LastStreamID != 1 || goaway.ErrCode != http2.ErrCodeNo {
-		t.Errorf("GOAWAY last=%d code=%v, want 1 NO_ERROR", goaway.LastStreamID, goaway.ErrCode)
+	if !errors.Is(readErr, io.EOF) {
+		t.Errorf("connection ended with %v, want EOF (a close, not a reset)", readErr)
 	}
+	if len(goaways) != 2 {
+		t.Fatalf("%d GOAWAY frames, want 2", len(goaways))
+	}
+	for i, want := range []uint32{0x7fffffff, 3} {
+		if g := goaways[i]; g.LastStreamID != want || g.ErrCode != http2.ErrCodeNo {
+			t.Errorf("GOAWAY %d: last=%d code=%v, want %d NO_ERROR", i+1, g.LastStreamID, g.ErrCode, want)
+		}
+	}
+	for id, path := range map[uint32]string{1: "/first", 3: "/crossing"} {
+		if status[id] != "200" || string(body[id]) != "done "+path {
+			t.Errorf("stream %d: %s %q", id, status[id], body[id])
+		}
+	}
+	if _, ok := status[5]; ok {
+		t.Errorf("stream 5 after the final GOAWAY was answered %s", status[5])
+	}
+	if err := <-errc; err != nil {
+		t.Errorf("Shutdown: %v", err)
+	}
+}
 
-	for {
-		f, err := h.fr.ReadFrame()
-		if err != nil {
-			break
-		}
-		switch f := f.(type) {
-		case *http2.DataFrame:
-			body = append(body, f.Data()...)
-		case *http2.RSTStreamFrame:
-			t.Errorf("stream %d reset (%v) after GOAWAY", f.StreamID, f.ErrCode)
+// TestH2ServerShutdownIdle checks that an idle connection told to go away
+// closes cleanly even when the client does not ack the PING and sends a
+// request after the final GOAWAY: the request is read and dropped, so the
+// close is a FIN the client reads after the GOAWAY, not a reset.
+func TestH2ServerShutdownIdle(t *testing.T) {
+	p := h2TestProxy(t, Options{}, func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, "ok")
+	})
+	h := dialH2(t, p.httpAddr)
+	h.get(1, "/")
+	if st, _ := h.response(1); st != "200" {
+		t.Fatalf("status %s", st)
+	}
+	errc := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		errc <- p.Shutdown(ctx)
+	}()
+	var last []uint32
+	var readErr error
+	for readErr == nil {
+		var f http2.Frame
+		f, readErr = h.fr.ReadFrame()
+		if g, ok := f.(*http2.GoAwayFrame); ok {
+			last = append(last, g.LastStreamID)
+			if len(last) == 2 {
+				h.get(3, "/late")
+			}
 		}
 	}
-	if status != "200" || string(body) != "done" {
-		t.Errorf("in-flight stream: %s %q", status, body)
+	if !errors.Is(readErr, io.EOF) {
+		t.Errorf("connection ended with %v, want EOF (a close, not a reset)", readErr)
+	}
+	if len(last) != 2 || last[0] != 0x7fffffff || last[1] != 1 {
+		t.Errorf("GOAWAY last stream ids %v, want [2147483647 1]", last)
 	}
 	if err := <-errc; err != nil {
 		t.Errorf("Shutdown: %v", err)
