@@ -263,6 +263,11 @@ func (g *gatewayTranslator) translateClasses() {
 // starting at a hash of its name. A problem is returned as the condition
 // to report.
 func (g *gatewayTranslator) addresses(gw *gwapi.Gateway, key string) ([]netip.Addr, *metav1.Condition) {
+	if inf := gw.Spec.Infrastructure; inf != nil && inf.ParametersRef != nil {
+		c := condition(string(gwapi.GatewayConditionAccepted), false, string(gwapi.GatewayReasonInvalidParameters),
+			"nodegress takes no infrastructure parameters", gw.Generation)
+		return nil, &c
+	}
 	// An IPAddress entry without a value asks for an address from the
 	// pool, like no entry at all.
 	fromPool := len(gw.Spec.Addresses) == 0

@@ -1547,3 +1547,28 @@ spec:
 		t.Errorf("served listeners %q, want %q", served, want)
 	}
 }
+
+// TestGatewayInfrastructureParametersRef: nodegress takes no
+// infrastructure parameters, so a Gateway naming some is not accepted
+// (InvalidParameters) and not served; the same Gateway without them is.
+func TestGatewayInfrastructureParametersRef(t *testing.T) {
+	for _, tt := range []struct {
+		name, infra, accepted string
+		served                bool
+	}{
+		{"parametersRef", "infrastructure: {parametersRef: {group: invalid.io, kind: InvalidParameters, name: invalid}}", "False/InvalidParameters", false},
+		{"labels only", "infrastructure: {labels: {team: web}}", "True/Accepted", true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			o := decodeGatewayObjects(t, gatewayBase+strings.Replace(httpGateway, "  gatewayClassName: nodegress\n",
+				"  gatewayClassName: nodegress\n  "+tt.infra+"\n", 1))
+			_, fes, st, _ := o.translate()
+			if got := condOf(st.Gateways["app/gw"].Conditions, "Accepted"); got != tt.accepted {
+				t.Errorf("Accepted %s, want %s", got, tt.accepted)
+			}
+			if served := len(fes) > 0; served != tt.served {
+				t.Errorf("served %v, want %v (%v)", served, tt.served, fes)
+			}
+		})
+	}
+}
