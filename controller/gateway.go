@@ -904,11 +904,13 @@ func (g *gatewayTranslator) ruleBackends(routeNS, kind string, refs []ruleBacken
 	return out
 }
 
-// requestMirror resolves a RequestMirror filter of an HTTPRoute in
-// routeNS. A backend that does not resolve fails ResolvedRefs and is left
-// out (the API's answer): the rule serves without that mirror.
-func (g *gatewayTranslator) requestMirror(routeNS string, f *gwapi.HTTPRequestMirrorFilter, res *refResolution) (l7proxy.Mirror, bool) {
-	up, reason, msg := g.routeBackend(routeNS, kindHTTPRoute, gwapi.BackendRef{BackendObjectReference: f.BackendRef}, false)
+// requestMirror resolves a RequestMirror filter of a route of kind
+// (HTTPRoute, or GRPCRoute, whose mirrors are spoken to over h2c like its
+// backends) in routeNS. A backend that does not resolve fails
+// ResolvedRefs and is left out (the API's answer): the rule serves
+// without that mirror.
+func (g *gatewayTranslator) requestMirror(routeNS, kind string, f *gwapi.HTTPRequestMirrorFilter, res *refResolution) (l7proxy.Mirror, bool) {
+	up, reason, msg := g.routeBackend(routeNS, kind, gwapi.BackendRef{BackendObjectReference: f.BackendRef}, kind == kindGRPCRoute)
 	if reason != "" {
 		res.fail(reason, "requestMirror: "+msg)
 		return l7proxy.Mirror{}, false
@@ -982,7 +984,7 @@ func (g *gatewayTranslator) routeRules(r *gwapi.HTTPRoute) ([]l7proxy.HTTPRouteR
 		unsupported := ""
 		for _, f := range rule.Filters {
 			if f.Type == gwapi.HTTPRouteFilterRequestMirror && f.RequestMirror != nil {
-				if m, ok := g.requestMirror(r.Namespace, f.RequestMirror, res); ok {
+				if m, ok := g.requestMirror(r.Namespace, kindHTTPRoute, f.RequestMirror, res); ok {
 					pr.Filters.Mirrors = append(pr.Filters.Mirrors, m)
 				}
 				continue
@@ -1314,6 +1316,10 @@ func (g *gatewayTranslator) grpcRouteRules(r *gwapi.GRPCRoute) ([]l7proxy.HTTPRo
 				pr.Filters.RequestHeaders = headerEdit(f.RequestHeaderModifier)
 			case f.Type == gwapi.GRPCRouteFilterResponseHeaderModifier && f.ResponseHeaderModifier != nil:
 				pr.Filters.ResponseHeaders = headerEdit(f.ResponseHeaderModifier)
+			case f.Type == gwapi.GRPCRouteFilterRequestMirror && f.RequestMirror != nil:
+				if m, ok := g.requestMirror(r.Namespace, kindGRPCRoute, f.RequestMirror, res); ok {
+					pr.Filters.Mirrors = append(pr.Filters.Mirrors, m)
+				}
 			default:
 				unsupported = fmt.Sprintf("filter %s is not supported", f.Type)
 			}
