@@ -28,7 +28,8 @@ import (
 //
 // The GatewayClasses whose spec.controllerName is nodegress's are
 // accepted; their Gateways get addresses (spec.addresses, else one from
-// the configured pool, kept once given), and each valid HTTP or HTTPS
+// the configured pool, kept once given, or the load balancer IPs of a
+// Service made for the Gateway: gateway_service.go), and each valid HTTP or HTTPS
 // listener becomes an l7proxy.Listener on every address at its port plus a
 // datapath frontend steered to the proxy. HTTPRoutes attach to listeners
 // as the API defines (parentRefs, sectionName and port, allowedRoutes,
@@ -68,6 +69,9 @@ type GatewayInput struct {
 	// AddressRanges are where spec.addresses may be (besides the pool);
 	// empty: anywhere.
 	AddressRanges []netip.Prefix
+	// AddressSource is where Gateways without spec.addresses get theirs
+	// (empty: the pool).
+	AddressSource GatewayAddressSource
 }
 
 // GatewayStatuses are the statuses the translation decided, keyed by
@@ -82,6 +86,9 @@ type GatewayStatuses struct {
 	// Gateways whose routes use a Service they target), by namespace/name.
 	BackendTLSPolicies map[string][]gwapi.PolicyAncestorStatus
 	ListenerSets       map[string]gwapi.ListenerSetStatus
+	// Services are the LoadBalancer Services the Gateways ask for (with
+	// the address source "service"), by namespace/name.
+	Services map[string]*corev1.Service
 }
 
 const (
@@ -152,7 +159,8 @@ func (t *ingressTranslator) translateGateways(in GatewayInput) ([]loader.Service
 		status: GatewayStatuses{Classes: map[string][]metav1.Condition{}, Gateways: map[string]gwapi.GatewayStatus{},
 			Routes:             map[string]map[string][]gwapi.RouteParentStatus{kindHTTPRoute: {}, kindGRPCRoute: {}, kindTLSRoute: {}},
 			BackendTLSPolicies: map[string][]gwapi.PolicyAncestorStatus{},
-			ListenerSets:       map[string]gwapi.ListenerSetStatus{}},
+			ListenerSets:       map[string]gwapi.ListenerSetStatus{},
+			Services:           map[string]*corev1.Service{}},
 		classes:   map[string]bool{},
 		gateways:  map[string]*gwapi.Gateway{},
 		listeners: map[string][]*gatewayListener{},
@@ -309,11 +317,18 @@ func (g *gatewayTranslator) addresses(gw *gwapi.Gateway, key string) ([]netip.Ad
 		if !fromPool {
 			return out, nil
 		}
-		ip, c := g.poolAddress(gw, key)
-		if c != nil {
-			return out, c
-		}
-		return append(out, ip), nil
+		more, c := g.assignedAddresses(gw, key)
+		return append(out, more...), c
+	}
+	return g.assignedAddresses(gw, key)
+}
+
+// assignedAddresses are the addresses of a Gateway that asks for some
+// without naming them: the load balancer IPs of its Service, or one from
+// the pool.
+func (g *gatewayTranslator) assignedAddresses(gw *gwapi.Gateway, key string) ([]netip.Addr, *metav1.Condition) {
+	if g.gin.AddressSource == GatewayAddressService {
+		return g.serviceAddresses(gw, key)
 	}
 	ip, c := g.poolAddress(gw, key)
 	if c != nil {
