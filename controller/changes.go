@@ -219,11 +219,17 @@ func (c *Controller) serviceHandler() cache.ResourceEventHandler {
 		UpdateFunc: func(_, obj any) {
 			c.tracker.service(serviceKeyOf(obj))
 			c.runner.Request()
+			if c.gwStatus != nil {
+				c.gwStatus.serviceChanged(obj)
+			}
 		},
 		DeleteFunc: func(obj any) {
 			c.svcCount.Add(-1)
 			c.tracker.service(serviceKeyOf(obj))
 			c.runner.Request()
+			if c.gwStatus != nil {
+				c.gwStatus.serviceChanged(obj)
+			}
 		},
 	}
 }

@@ -28,7 +28,8 @@ import (
 //
 // The GatewayClasses whose spec.controllerName is nodegress's are
 // accepted; their Gateways get addresses (spec.addresses, else one from
-// the configured pool, kept once given), and each valid HTTP or HTTPS
+// the configured pool, kept once given, or the load balancer IPs of a
+// Service made for the Gateway: gateway_service.go), and each valid HTTP or HTTPS
 // listener becomes an l7proxy.Listener on every address at its port plus a
 // datapath frontend steered to the proxy. HTTPRoutes attach to listeners
 // as the API defines (parentRefs, sectionName and port, allowedRoutes,
@@ -68,6 +69,9 @@ type GatewayInput struct {
 	// AddressRanges are where spec.addresses may be (besides the pool);
 	// empty: anywhere.
 	AddressRanges []netip.Prefix
+	// AddressSource is where Gateways without spec.addresses get theirs
+	// (empty: the pool).
+	AddressSource GatewayAddressSource
 }
 
 // GatewayStatuses are the statuses the translation decided, keyed by
@@ -82,6 +86,9 @@ type GatewayStatuses struct {
 	// Gateways whose routes use a Service they target), by namespace/name.
 	BackendTLSPolicies map[string][]gwapi.PolicyAncestorStatus
 	ListenerSets       map[string]gwapi.ListenerSetStatus
+	// Services are the LoadBalancer Services the Gateways ask for (with
+	// the address source "service"), by namespace/name.
+	Services map[string]*corev1.Service
 }
 
 const (
@@ -152,7 +159,8 @@ func (t *ingressTranslator) translateGateways(in GatewayInput) ([]loader.Service
 		status: GatewayStatuses{Classes: map[string][]metav1.Condition{}, Gateways: map[string]gwapi.GatewayStatus{},
 			Routes:             map[string]map[string][]gwapi.RouteParentStatus{kindHTTPRoute: {}, kindGRPCRoute: {}, kindTLSRoute: {}},
 			BackendTLSPolicies: map[string][]gwapi.PolicyAncestorStatus{},
-			ListenerSets:       map[string]gwapi.ListenerSetStatus{}},
+			ListenerSets:       map[string]gwapi.ListenerSetStatus{},
+			Services:           map[string]*corev1.Service{}},
 		classes:   map[string]bool{},
 		gateways:  map[string]*gwapi.Gateway{},
 		listeners: map[string][]*gatewayListener{},
@@ -263,6 +271,11 @@ func (g *gatewayTranslator) translateClasses() {
 // starting at a hash of its name. A problem is returned as the condition
 // to report.
 func (g *gatewayTranslator) addresses(gw *gwapi.Gateway, key string) ([]netip.Addr, *metav1.Condition) {
+	if inf := gw.Spec.Infrastructure; inf != nil && inf.ParametersRef != nil {
+		c := condition(string(gwapi.GatewayConditionAccepted), false, string(gwapi.GatewayReasonInvalidParameters),
+			"nodegress takes no infrastructure parameters", gw.Generation)
+		return nil, &c
+	}
 	// An IPAddress entry without a value asks for an address from the
 	// pool, like no entry at all.
 	fromPool := len(gw.Spec.Addresses) == 0
@@ -304,11 +317,18 @@ func (g *gatewayTranslator) addresses(gw *gwapi.Gateway, key string) ([]netip.Ad
 		if !fromPool {
 			return out, nil
 		}
-		ip, c := g.poolAddress(gw, key)
-		if c != nil {
-			return out, c
-		}
-		return append(out, ip), nil
+		more, c := g.assignedAddresses(gw, key)
+		return append(out, more...), c
+	}
+	return g.assignedAddresses(gw, key)
+}
+
+// assignedAddresses are the addresses of a Gateway that asks for some
+// without naming them: the load balancer IPs of its Service, or one from
+// the pool.
+func (g *gatewayTranslator) assignedAddresses(gw *gwapi.Gateway, key string) ([]netip.Addr, *metav1.Condition) {
+	if g.gin.AddressSource == GatewayAddressService {
+		return g.serviceAddresses(gw, key)
 	}
 	ip, c := g.poolAddress(gw, key)
 	if c != nil {
@@ -899,11 +919,13 @@ func (g *gatewayTranslator) ruleBackends(routeNS, kind string, refs []ruleBacken
 	return out
 }
 
-// requestMirror resolves a RequestMirror filter of an HTTPRoute in
-// routeNS. A backend that does not resolve fails ResolvedRefs and is left
-// out (the API's answer): the rule serves without that mirror.
-func (g *gatewayTranslator) requestMirror(routeNS string, f *gwapi.HTTPRequestMirrorFilter, res *refResolution) (l7proxy.Mirror, bool) {
-	up, reason, msg := g.routeBackend(routeNS, kindHTTPRoute, gwapi.BackendRef{BackendObjectReference: f.BackendRef}, false)
+// requestMirror resolves a RequestMirror filter of a route of kind
+// (HTTPRoute, or GRPCRoute, whose mirrors are spoken to over h2c like its
+// backends) in routeNS. A backend that does not resolve fails
+// ResolvedRefs and is left out (the API's answer): the rule serves
+// without that mirror.
+func (g *gatewayTranslator) requestMirror(routeNS, kind string, f *gwapi.HTTPRequestMirrorFilter, res *refResolution) (l7proxy.Mirror, bool) {
+	up, reason, msg := g.routeBackend(routeNS, kind, gwapi.BackendRef{BackendObjectReference: f.BackendRef}, kind == kindGRPCRoute)
 	if reason != "" {
 		res.fail(reason, "requestMirror: "+msg)
 		return l7proxy.Mirror{}, false
@@ -977,7 +999,7 @@ func (g *gatewayTranslator) routeRules(r *gwapi.HTTPRoute) ([]l7proxy.HTTPRouteR
 		unsupported := ""
 		for _, f := range rule.Filters {
 			if f.Type == gwapi.HTTPRouteFilterRequestMirror && f.RequestMirror != nil {
-				if m, ok := g.requestMirror(r.Namespace, f.RequestMirror, res); ok {
+				if m, ok := g.requestMirror(r.Namespace, kindHTTPRoute, f.RequestMirror, res); ok {
 					pr.Filters.Mirrors = append(pr.Filters.Mirrors, m)
 				}
 				continue
@@ -1309,6 +1331,10 @@ func (g *gatewayTranslator) grpcRouteRules(r *gwapi.GRPCRoute) ([]l7proxy.HTTPRo
 				pr.Filters.RequestHeaders = headerEdit(f.RequestHeaderModifier)
 			case f.Type == gwapi.GRPCRouteFilterResponseHeaderModifier && f.ResponseHeaderModifier != nil:
 				pr.Filters.ResponseHeaders = headerEdit(f.ResponseHeaderModifier)
+			case f.Type == gwapi.GRPCRouteFilterRequestMirror && f.RequestMirror != nil:
+				if m, ok := g.requestMirror(r.Namespace, kindGRPCRoute, f.RequestMirror, res); ok {
+					pr.Filters.Mirrors = append(pr.Filters.Mirrors, m)
+				}
 			default:
 				unsupported = fmt.Sprintf("filter %s is not supported", f.Type)
 			}

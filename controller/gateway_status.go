@@ -107,6 +107,21 @@ func (w *gatewayStatusWriter) want(st GatewayStatuses) {
 			changed = append(changed, key)
 		}
 	}
+	for k, v := range st.Services {
+		if !reflect.DeepEqual(prev.Services[k], v) {
+			changed = append(changed, serviceStatusKey(k))
+		}
+	}
+	for k := range prev.Services {
+		if _, ok := st.Services[k]; !ok {
+			changed = append(changed, serviceStatusKey(k))
+		}
+	}
+	if prev.Services == nil {
+		// The first decision: the Services of Gateways gone while no
+		// agent was writing.
+		changed = append(changed, w.cachedGatewayServices()...)
+	}
 	for key := range w.ours {
 		kind, k, _ := strings.Cut(key, "/")
 		ok := false
@@ -176,6 +191,12 @@ func (w *gatewayStatusWriter) lead(ctx context.Context) {
 	for key := range w.ours {
 		q.Add(key)
 	}
+	for k := range w.decided.Services {
+		q.Add(serviceStatusKey(k))
+	}
+	for _, k := range w.cachedGatewayServices() {
+		q.Add(k)
+	}
 	w.mu.Unlock()
 	defer func() {
 		w.mu.Lock()
@@ -236,6 +257,8 @@ func (w *gatewayStatusWriter) write(ctx context.Context, key string) error {
 	return ignoreNotFound(retry.RetryOnConflict(retry.DefaultRetry, func() error {
 		defer func() { fresh = true }()
 		switch kind {
+		case kindService:
+			return w.writeService(ctx, ns, name)
 		case "GatewayClass":
 			want, ok := st.Classes[nsName]
 			if !ok {

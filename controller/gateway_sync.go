@@ -30,6 +30,10 @@ type GatewayConfig struct {
 	// AddressRanges bound spec.addresses (empty: any address).
 	AddressPool   []netip.Prefix
 	AddressRanges []netip.Prefix
+	// AddressSource is where Gateways without spec.addresses get their
+	// addresses: the pool (default) or a LoadBalancer Service each
+	// (gateway_service.go).
+	AddressSource GatewayAddressSource
 	// SkipTLSRoutes leaves TLSRoutes alone, for API servers whose
 	// Gateway API CRDs predate them (v1 since Gateway API v1.5);
 	// SkipBackendTLSPolicies likewise BackendTLSPolicies (v1 since
@@ -152,7 +156,7 @@ func (c *Controller) gatewayInput() (*GatewayInput, error) {
 		return nil, nil
 	}
 	in := &GatewayInput{ControllerName: c.cfg.Gateway.ControllerName, AddressPool: c.cfg.Gateway.AddressPool,
-		AddressRanges: c.cfg.Gateway.AddressRanges}
+		AddressRanges: c.cfg.Gateway.AddressRanges, AddressSource: c.cfg.Gateway.AddressSource}
 	var err error
 	if in.Classes, err = c.gw.classes.List(labels.Everything()); err != nil {
 		return nil, fmt.Errorf("list gatewayclasses: %w", err)

@@ -1547,3 +1547,78 @@ spec:
 		t.Errorf("served listeners %q, want %q", served, want)
 	}
 }
+
+// TestGatewayInfrastructureParametersRef: nodegress takes no
+// infrastructure parameters, so a Gateway naming some is not accepted
+// (InvalidParameters) and not served; the same Gateway without them is.
+func TestGatewayInfrastructureParametersRef(t *testing.T) {
+	for _, tt := range []struct {
+		name, infra, accepted string
+		served                bool
+	}{
+		{"parametersRef", "infrastructure: {parametersRef: {group: invalid.io, kind: InvalidParameters, name: invalid}}", "False/InvalidParameters", false},
+		{"labels only", "infrastructure: {labels: {team: web}}", "True/Accepted", true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			o := decodeGatewayObjects(t, gatewayBase+strings.Replace(httpGateway, "  gatewayClassName: nodegress\n",
+				"  gatewayClassName: nodegress\n  "+tt.infra+"\n", 1))
+			_, fes, st, _ := o.translate()
+			if got := condOf(st.Gateways["app/gw"].Conditions, "Accepted"); got != tt.accepted {
+				t.Errorf("Accepted %s, want %s", got, tt.accepted)
+			}
+			if served := len(fes) > 0; served != tt.served {
+				t.Errorf("served %v, want %v (%v)", served, tt.served, fes)
+			}
+		})
+	}
+}
+
+// TestTranslateGRPCRouteMirror: a GRPCRoute's RequestMirror is served
+// like an HTTPRoute's, its Service spoken to over h2c as gRPC backends
+// are; one that does not resolve is left out, with ResolvedRefs False,
+// and the rule still serves.
+func TestTranslateGRPCRouteMirror(t *testing.T) {
+	o := decodeGatewayObjects(t, gatewayBase+httpGateway+`---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: {name: mirrored, namespace: app}
+spec:
+  parentRefs: [{name: gw}]
+  rules:
+  - filters: [{type: RequestMirror, requestMirror: {backendRef: {name: web, port: 8080}, percent: 50}}]
+    backendRefs: [{name: web, port: 8080}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: {name: missing, namespace: app}
+spec:
+  parentRefs: [{name: gw}]
+  hostnames: [missing.test]
+  rules:
+  - filters: [{type: RequestMirror, requestMirror: {backendRef: {name: nowhere, port: 8080}}}]
+    backendRefs: [{name: web, port: 8080}]
+`)
+	cfg, _, st, _ := o.translate()
+	rules := map[string]l7proxy.HTTPRouteRule{}
+	for _, r := range cfg.Listeners[0].Routes {
+		rules[r.Source] = r.Rules[0]
+	}
+	rule := rules["app/mirrored"]
+	if len(rule.Backends) != 1 || !strings.Contains(rule.Backends[0].Upstream, "/h2c") {
+		t.Fatalf("backends %+v", rule.Backends)
+	}
+	want := []l7proxy.Mirror{{Upstream: rule.Backends[0].Upstream, Numerator: 50, Denominator: 100}}
+	if !slices.Equal(rule.Filters.Mirrors, want) {
+		t.Errorf("mirrors %+v, want %+v (the h2c upstream)", rule.Filters.Mirrors, want)
+	}
+	if got := condOf(st.Routes[kindGRPCRoute]["app/mirrored"][0].Conditions, "ResolvedRefs"); got != "True/ResolvedRefs" {
+		t.Errorf("mirrored ResolvedRefs %s", got)
+	}
+	missing := rules["app/missing"]
+	if len(missing.Filters.Mirrors) != 0 || len(missing.Backends) != 1 || missing.Backends[0].Upstream == "" {
+		t.Errorf("missing mirror: rule %+v, want no mirror and its backend", missing)
+	}
+	if got := condOf(st.Routes[kindGRPCRoute]["app/missing"][0].Conditions, "ResolvedRefs"); got != "False/BackendNotFound" {
+		t.Errorf("missing ResolvedRefs %s", got)
+	}
+}

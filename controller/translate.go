@@ -554,7 +554,10 @@ const labelServiceProxyName = "service.kubernetes.io/service-proxy-name"
 //   - headless Services (clusterIP None) have clients reach the pods
 //     directly;
 //   - Services with the service-proxy-name label, whatever its value, are
-//     another proxy's.
+//     another proxy's;
+//   - the Services nodegress makes for Gateways (gateway_service.go) have
+//     no endpoints: their load balancer IPs are the Gateways' addresses,
+//     which the Gateway translation steers to the L7 proxy.
 //
 // The L7 proxy may still route an Ingress to the pods of a Service
 // labelled for another proxy: it talks to pod addresses, not to the
@@ -564,7 +567,7 @@ const labelServiceProxyName = "service.kubernetes.io/service-proxy-name"
 // objects never meet the API server's allocation, and through an API
 // server every Service other than headless and ExternalName has one.
 func skipService(svc *corev1.Service) bool {
-	if proxyIgnores(svc.Labels) {
+	if proxyIgnores(svc.Labels) || isGatewayService(svc) {
 		return true
 	}
 	return svc.Spec.Type == corev1.ServiceTypeExternalName || svc.Spec.ClusterIP == corev1.ClusterIPNone

@@ -19,6 +19,14 @@
 #                          API CRDs installed; experimental also claims the
 #                          features of fields only that channel has, and
 #                          the report's name ends in -experimental
+#   CONFORMANCE_ADDRESS_SOURCE
+#                          pool (default) or service: the agents'
+#                          GATEWAY_ADDRESS_SOURCE. service gives every
+#                          Gateway a LoadBalancer Service, whose IPs a
+#                          stand-in load balancer controller of this script
+#                          assigns (the local cluster has none), claims
+#                          GatewayInfrastructure and names the report
+#                          ...-service.yaml
 #   CONFORMANCE_RUN_TEST   one test only (--run-test), for debugging
 #   CONFORMANCE_TIMEOUT    bound of the suite (default 60m)
 #   CONFORMANCE_OUT        logs (default /var/tmp/nodegress-conformance)
@@ -36,6 +44,15 @@ TIMEOUT=${CONFORMANCE_TIMEOUT:-60m}
 FEATURES=${CONFORMANCE_FEATURES:-HTTPRouteQueryParamMatching,HTTPRouteMethodMatching,HTTPRouteResponseHeaderModification,HTTPRoutePortRedirect,HTTPRouteSchemeRedirect,HTTPRoutePathRedirect,HTTPRouteHostRewrite,HTTPRoutePathRewrite,HTTPRoute303RedirectStatusCode,HTTPRoute307RedirectStatusCode,HTTPRoute308RedirectStatusCode,HTTPRouteParentRefPort,HTTPRouteNamedRouteRule,HTTPRouteBackendProtocolH2C,HTTPRouteBackendProtocolWebSocket,GatewayPort8080,GatewayHTTPListenerIsolation,GatewayAddressEmpty,HTTPRouteRequestTimeout,HTTPRouteBackendTimeout,TLSRouteModeTerminate,TLSRouteModeMixed,GatewayStaticAddresses,GatewayHTTPSListenerDetectMisdirectedRequests,GatewayFrontendClientCertificateValidation,GatewayFrontendClientCertificateValidationInsecureFallback,GatewayBackendClientCertificate,ListenerSet,BackendTLSPolicy,BackendTLSPolicySANValidation,HTTPRouteCORS,HTTPRouteBackendRequestHeaderModification,HTTPRouteRequestMirror,HTTPRouteRequestMultipleMirrors,HTTPRouteRequestPercentageMirror}
 # Features of fields only the experimental channel has (rules[].retry).
 EXPERIMENTAL_FEATURES=HTTPRouteRetry,HTTPRouteRetryBackendTimeout,HTTPRouteRetryConnectionError
+# Claimed with CONFORMANCE_ADDRESS_SOURCE=service: its test looks for a
+# Service labelled with the Gateway's name, made only in that mode.
+SERVICE_FEATURES=GatewayInfrastructure
+ADDRESS_SOURCE=${CONFORMANCE_ADDRESS_SOURCE:-pool}
+case $ADDRESS_SOURCE in pool | service) ;; *)
+	echo "conformance: CONFORMANCE_ADDRESS_SOURCE must be pool or service" >&2
+	exit 2
+	;;
+esac
 CHANNEL=${CONFORMANCE_CHANNEL:-standard}
 case $CHANNEL in standard | experimental) ;; *)
 	echo "conformance: CONFORMANCE_CHANNEL must be standard or experimental" >&2
@@ -78,6 +95,10 @@ run() {
 		report=${report%.yaml}-experimental.yaml
 		features+=,$EXPERIMENTAL_FEATURES
 	fi
+	if [ "$ADDRESS_SOURCE" = service ]; then
+		report=${report%.yaml}-service.yaml
+		features+=,$SERVICE_FEATURES
+	fi
 	local args=(
 		-test.run '^TestConformance$' -test.v -test.timeout "$TIMEOUT"
 		--gateway-class nodegress
@@ -102,6 +123,9 @@ run() {
 	# from the client namespace it is on the segment.
 	local kubeconfig=$OUT/client.kubeconfig
 	sed "s#^\( *server:\).*#\1 $API_SERVER#" "$KUBECONFIG" >"$kubeconfig"
+	if [ "$ADDRESS_SOURCE" = service ]; then
+		use_service_addresses
+	fi
 	log "running the suite ($PROFILES) from $CLIENT_NETNS; log in $OUT/suite.log"
 	local rc=0
 	# The suite finds its manifests and the CRDs' versions through the
@@ -119,6 +143,43 @@ run() {
 		log "report: ${report#"$ROOT"/}"
 	fi
 	return "$rc"
+}
+
+# use_service_addresses switches the agents to GATEWAY_ADDRESS_SOURCE=service
+# (an env entry overrides the ConfigMap's) with the Service permissions of
+# manifests/gateway-api/service-addresses.yaml, and starts the stand-in
+# load balancer controller; the EXIT trap stops it.
+use_service_addresses() {
+	local k=("$KUBECTL" --kubeconfig "$KUBECONFIG")
+	"${k[@]}" apply -f "$ROOT/manifests/gateway-api/service-addresses.yaml" >&2
+	"${k[@]}" -n nodegress set env daemonset/nodegress GATEWAY_ADDRESS_SOURCE=service >&2
+	"${k[@]}" -n nodegress rollout status daemonset/nodegress --timeout=180s >&2
+	assign_lb_ips "${k[@]}" >"$OUT/lb-assigner.log" 2>&1 &
+	local pid=$!
+	trap 'kill '"$pid"' 2>/dev/null; scripts/cluster.sh down >&2' EXIT
+}
+
+# assign_lb_ips KUBECTL... plays a load balancer controller until killed:
+# every second it gives each Gateway Service of nodegress without a load
+# balancer IP one from the cluster's Gateway pool (routed to node1, unused
+# in this mode), the same one again to a Service of the same name.
+assign_lb_ips() {
+	local -A given=()
+	local next=1 ns name ip
+	while sleep 1; do
+		while read -r ns name ip; do
+			[ "$ip" = "<none>" ] || continue
+			if [ -z "${given[$ns/$name]:-}" ]; then
+				[ "$next" -le 254 ] || continue
+				given[$ns/$name]=10.214.0.$next
+				next=$((next + 1))
+			fi
+			echo "assigning ${given[$ns/$name]} to $ns/$name"
+			"$@" -n "$ns" patch service "$name" --subresource=status --type=merge \
+				-p '{"status":{"loadBalancer":{"ingress":[{"ip":"'"${given[$ns/$name]}"'"}]}}}' || true
+		done < <("$@" get services -A -l app.kubernetes.io/managed-by=nodegress --no-headers \
+			-o custom-columns=NS:.metadata.namespace,NAME:.metadata.name,IP:.status.loadBalancer.ingress[0].ip)
+	done
 }
 
 build_suite

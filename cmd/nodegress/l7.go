@@ -49,6 +49,7 @@ type l7Flags struct {
 	gatewayAPI            string
 	gatewayAddressPool    string
 	gatewayAddressRanges  string
+	gatewayAddressSource  string
 	gatewayControllerName string
 }
 
@@ -67,6 +68,7 @@ func (f *l7Flags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.gatewayAPI, "gateway-api", "auto", "serve the Gateway API (with --ingress): on, off, or auto (on when the API server has the Gateway API's CRDs, checked at start; always standalone)")
 	fs.StringVar(&f.gatewayAddressPool, "gateway-address-pool", "", "CIDR[,CIDR...]: addresses given to Gateways without spec.addresses; they must be routed to the nodes")
 	fs.StringVar(&f.gatewayAddressRanges, "gateway-address-ranges", "", "CIDR[,CIDR...]: where Gateways' spec.addresses may be besides the pool (the network routes them to the nodes); others are not usable. Empty: any address")
+	fs.StringVar(&f.gatewayAddressSource, "gateway-address-source", "pool", "where Gateways without spec.addresses get addresses: pool (--gateway-address-pool) or service (the load balancer IPs of a LoadBalancer Service the elected agent creates for each Gateway)")
 	fs.StringVar(&f.gatewayControllerName, "gateway-controller-name", controller.DefaultGatewayControllerName, "spec.controllerName of the GatewayClasses served")
 }
 
@@ -324,7 +326,12 @@ func gatewayConfig(f *l7Flags, standalone bool, client kubernetes.Interface, cfg
 	if err != nil {
 		return nil, fmt.Errorf("--gateway-address-ranges: %w", err)
 	}
-	gc := &controller.GatewayConfig{ControllerName: f.gatewayControllerName, AddressPool: pool, AddressRanges: ranges}
+	source, err := controller.ParseGatewayAddressSource(f.gatewayAddressSource)
+	if err != nil {
+		return nil, fmt.Errorf("--gateway-address-source: %w", err)
+	}
+	gc := &controller.GatewayConfig{ControllerName: f.gatewayControllerName, AddressPool: pool, AddressRanges: ranges,
+		AddressSource: source}
 	switch f.gatewayAPI {
 	case "off":
 		return nil, nil

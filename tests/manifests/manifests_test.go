@@ -105,6 +105,8 @@ func TestManifests(t *testing.T) {
 		"crd/httproutes.gateway.networking.k8s.io", "crd/referencegrants.gateway.networking.k8s.io")
 
 	t.Run("rbac", func(t *testing.T) { testRBAC(t, cp) })
+	// After the base checks: the grant of the optional file is added.
+	t.Run("rbac gateway services", func(t *testing.T) { testGatewayServicesRBAC(t, cp, dir) })
 	t.Run("daemonset", func(t *testing.T) { testDaemonSet(t, &ds, &flags) })
 	t.Run("flags", func(t *testing.T) { testFlags(t, agent, &flags) })
 	t.Run("pod admission", func(t *testing.T) { testPodAdmission(t, cp, &ds) })
@@ -282,6 +284,47 @@ func testRBAC(t *testing.T, cp *kube.ControlPlane) {
 		}
 		t.Run(fmt.Sprintf("%s %s in %s", tt.verb, res, where), func(t *testing.T) {
 			got, err := canI(cp, tt.verb, tt.resource, tt.sub, tt.ns)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got != tt.want {
+				t.Errorf("allowed = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+// testGatewayServicesRBAC applies manifests/gateway-api/service-addresses.yaml
+// (GATEWAY_ADDRESS_SOURCE=service) and checks that it grants the agent
+// what the Gateways' Services need (create, server-side apply, delete)
+// and nothing more on Services.
+func testGatewayServicesRBAC(t *testing.T, cp *kube.ControlPlane, dir string) {
+	cp.MustKubectl("apply", "-f", filepath.Join(dir, "gateway-api", "service-addresses.yaml"))
+	waitFor(t, "RBAC to grant the gateway services", func() error {
+		allowed, err := canI(cp, "create", "services", "", "default")
+		if err == nil && !allowed {
+			err = errors.New("create services still denied")
+		}
+		return err
+	})
+	for _, tt := range []struct {
+		verb, sub string
+		want      bool
+	}{
+		{verb: "create", want: true},
+		{verb: "patch", want: true},
+		{verb: "delete", want: true},
+		{verb: "update"},
+		{verb: "deletecollection"},
+		{verb: "update", sub: "status"},
+		{verb: "patch", sub: "status"},
+	} {
+		res := "services"
+		if tt.sub != "" {
+			res += "/" + tt.sub
+		}
+		t.Run(tt.verb+" "+res, func(t *testing.T) {
+			got, err := canI(cp, tt.verb, "services", tt.sub, "app")
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -1,0 +1,204 @@
+package controller
+
+import (
+	"cmp"
+	"encoding/json"
+	"fmt"
+	"hash/fnv"
+	"maps"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	gwapi "sigs.k8s.io/gateway-api/apis/v1"
+)
+
+// Gateway addresses from LoadBalancer Services.
+//
+// With the address source "service", a Gateway without spec.addresses gets
+// no pool address: the elected agent gives it a Service of type
+// LoadBalancer (no selector, the listeners' ports, owned by the Gateway),
+// a load balancer controller (MetalLB, a cloud's) assigns that Service its
+// IPs, and every agent serves them as the Gateway's addresses, steered to
+// the proxy like any other. The L4 datapath leaves these Services alone
+// (skipService): they have no endpoints, and serving their addresses as an
+// L4 Service would reject what the Gateway serves.
+
+// GatewayAddressSource tells where Gateways without spec.addresses get
+// their addresses.
+type GatewayAddressSource string
+
+const (
+	// GatewayAddressPool allocates from GatewayConfig.AddressPool.
+	GatewayAddressPool GatewayAddressSource = "pool"
+	// GatewayAddressService takes the load balancer IPs of a Service
+	// created for each Gateway.
+	GatewayAddressService GatewayAddressSource = "service"
+)
+
+// ParseGatewayAddressSource checks a --gateway-address-source value.
+func ParseGatewayAddressSource(s string) (GatewayAddressSource, error) {
+	switch src := GatewayAddressSource(s); src {
+	case GatewayAddressPool, GatewayAddressService:
+		return src, nil
+	case "":
+		return GatewayAddressPool, nil
+	default:
+		return "", fmt.Errorf("address source %q: want pool or service", s)
+	}
+}
+
+const (
+	// labelManagedBy marks the Services nodegress made for Gateways, with
+	// the value managedByNodegress.
+	labelManagedBy     = "app.kubernetes.io/managed-by"
+	managedByNodegress = "nodegress"
+	// annotationGatewayServiceHash holds a hash of what nodegress wants of
+	// a Gateway's Service: a Service whose hash differs is applied again.
+	annotationGatewayServiceHash = "nodegress.io/gateway-service-hash"
+	gatewayServicePrefix         = "nodegress-gateway-"
+	gatewayAPIVersion            = gwapi.GroupName + "/v1"
+)
+
+// gatewayServiceName is the name of a Gateway's Service: the prefix and
+// the Gateway's name (a DNS subdomain, whose dots a Service name cannot
+// have), shortened with a hash to a DNS label's 63 characters.
+func gatewayServiceName(gwName string) string {
+	name := gatewayServicePrefix + strings.ReplaceAll(gwName, ".", "-")
+	if len(name) <= 63 {
+		return name
+	}
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(gwName))
+	return strings.TrimRight(name[:54], "-") + "-" + fmt.Sprintf("%08x", h.Sum32())
+}
+
+// isGatewayService reports whether nodegress made the Service for a
+// Gateway: its labels say so and a Gateway owns it.
+func isGatewayService(svc *corev1.Service) bool {
+	if svc.Labels[labelManagedBy] != managedByNodegress || svc.Labels[gwapi.GatewayNameLabelKey] == "" {
+		return false
+	}
+	return slices.ContainsFunc(svc.OwnerReferences, func(o metav1.OwnerReference) bool {
+		return o.Kind == kindGateway && strings.HasPrefix(o.APIVersion, gwapi.GroupName+"/")
+	})
+}
+
+// desiredGatewayService is the Service nodegress wants for a Gateway: its
+// spec.infrastructure labels and annotations, the gateway-name label, the
+// listeners' ports, and the hash of all that.
+func desiredGatewayService(gw *gwapi.Gateway) *corev1.Service {
+	labels := map[string]string{}
+	annotations := map[string]string{}
+	if inf := gw.Spec.Infrastructure; inf != nil {
+		for k, v := range inf.Labels {
+			labels[string(k)] = string(v)
+		}
+		for k, v := range inf.Annotations {
+			annotations[string(k)] = string(v)
+		}
+	}
+	labels[gwapi.GatewayNameLabelKey] = gw.Name
+	labels[labelManagedBy] = managedByNodegress
+	var ports []corev1.ServicePort
+	for _, l := range gw.Spec.Listeners {
+		p := int32(l.Port)
+		if !slices.ContainsFunc(ports, func(sp corev1.ServicePort) bool { return sp.Port == p }) {
+			ports = append(ports, corev1.ServicePort{Name: "tcp-" + strconv.Itoa(int(p)), Protocol: corev1.ProtocolTCP, Port: p})
+		}
+	}
+	slices.SortFunc(ports, func(a, b corev1.ServicePort) int { return cmp.Compare(a.Port, b.Port) })
+	svc := &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{
+			Namespace: gw.Namespace, Name: gatewayServiceName(gw.Name), Labels: labels, Annotations: annotations,
+			OwnerReferences: []metav1.OwnerReference{{APIVersion: gatewayAPIVersion, Kind: kindGateway,
+				Name: gw.Name, UID: gw.UID, Controller: ptr(true)}},
+		},
+		Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeLoadBalancer, Ports: ports,
+			AllocateLoadBalancerNodePorts: ptr(false)},
+	}
+	b, _ := json.Marshal(svc)
+	h := fnv.New64a()
+	_, _ = h.Write(b)
+	svc.Annotations[annotationGatewayServiceHash] = strconv.FormatUint(h.Sum64(), 16)
+	return svc
+}
+
+// serviceAddresses gives a Gateway the load balancer IPs of its Service,
+// and asks for the Service. A problem is returned as the condition to
+// report: no Service yet, or no IP assigned yet.
+func (g *gatewayTranslator) serviceAddresses(gw *gwapi.Gateway, key string) ([]netip.Addr, *metav1.Condition) {
+	want := desiredGatewayService(gw)
+	svcKey := want.Namespace + "/" + want.Name
+	notAssigned := func(format string, args ...any) *metav1.Condition {
+		c := condition(string(gwapi.GatewayConditionProgrammed), false, string(gwapi.GatewayReasonAddressNotAssigned),
+			fmt.Sprintf(format, args...), gw.Generation)
+		return &c
+	}
+	cur, _ := g.service(svcKey)
+	if cur != nil && cur.Labels[labelManagedBy] != managedByNodegress {
+		return nil, notAssigned("service %s exists and is not nodegress's; rename or delete it", svcKey)
+	}
+	g.status.Services[svcKey] = want
+	if cur == nil || !ownedBy(cur, gw) {
+		return nil, notAssigned("waiting for service %s to be created", svcKey)
+	}
+	var out []netip.Addr
+	var taken []string
+	for _, in := range cur.Status.LoadBalancer.Ingress {
+		ip, err := parseIPv4(in.IP)
+		if err != nil || slices.Contains(out, ip) {
+			continue // hostnames and IPv6: the datapath steers IPv4
+		}
+		if owner := g.taken[ip]; owner != "" {
+			taken = append(taken, fmt.Sprintf("%s (used by gateway %s)", ip, owner))
+			continue
+		}
+		out = append(out, ip)
+	}
+	if len(out) == 0 {
+		if len(taken) > 0 {
+			c := condition(string(gwapi.GatewayConditionProgrammed), false, string(gwapi.GatewayReasonAddressNotUsable),
+				"the load balancer IPs of service "+svcKey+" are not usable: "+strings.Join(taken, ", "), gw.Generation)
+			return nil, &c
+		}
+		return nil, notAssigned("waiting for a load balancer controller to assign service %s an IPv4 address", svcKey)
+	}
+	for _, ip := range out {
+		g.taken[ip] = key
+	}
+	return out, nil
+}
+
+// ownedBy reports whether the Gateway (this one, not an earlier one of the
+// same name) owns svc.
+func ownedBy(svc *corev1.Service, gw *gwapi.Gateway) bool {
+	return slices.ContainsFunc(svc.OwnerReferences, func(o metav1.OwnerReference) bool {
+		return o.Kind == kindGateway && o.Name == gw.Name && (gw.UID == "" || o.UID == gw.UID)
+	})
+}
+
+// gatewayServiceCurrent reports whether svc already is what want asks:
+// the same hash, owner and type (a load balancer controller's additions
+// stay).
+func gatewayServiceCurrent(svc, want *corev1.Service) bool {
+	return svc.Annotations[annotationGatewayServiceHash] == want.Annotations[annotationGatewayServiceHash] &&
+		svc.Spec.Type == want.Spec.Type && maps.Equal(pick(svc.Labels, want.Labels), want.Labels) &&
+		slices.EqualFunc(svc.OwnerReferences, want.OwnerReferences, func(a, b metav1.OwnerReference) bool {
+			return a.UID == b.UID && a.Name == b.Name && a.Kind == b.Kind
+		})
+}
+
+// pick returns the entries of m whose keys are in keys.
+func pick(m, keys map[string]string) map[string]string {
+	out := make(map[string]string, len(keys))
+	for k := range keys {
+		if v, ok := m[k]; ok {
+			out[k] = v
+		}
+	}
+	return out
+}

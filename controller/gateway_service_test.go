@@ -1,0 +1,345 @@
+package controller
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net/netip"
+	"slices"
+	"strings"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/kubernetes/fake"
+	corelisters "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/tools/cache"
+	gwapi "sigs.k8s.io/gateway-api/apis/v1"
+	gwfake "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned/fake"
+
+	"github.com/nodegress/nodegress/loader"
+)
+
+// serviceGateway is Gateway app/gw without spec.addresses, with
+// infrastructure metadata and two listeners on one port.
+const serviceGateway = `---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: app, uid: gw-uid, generation: 2, creationTimestamp: "2021-01-01T00:00:00Z"}
+spec:
+  gatewayClassName: nodegress
+  infrastructure:
+    labels: {team: web}
+    annotations: {lb.example.com/pool: public}
+  listeners:
+  - {name: http, port: 80, protocol: HTTP}
+  - {name: other, port: 80, protocol: HTTP, hostname: other.example.com}
+  - {name: alt, port: 8080, protocol: HTTP}
+`
+
+// gatewayLBService is the Service of serviceGateway as the API server
+// holds it after the writer applied it, with the given load balancer IPs.
+func gatewayLBService(ips ...string) *corev1.Service {
+	gw := &gwapi.Gateway{ObjectMeta: metav1.ObjectMeta{Namespace: "app", Name: "gw", UID: "gw-uid"},
+		Spec: gwapi.GatewaySpec{Listeners: []gwapi.Listener{{Name: "http", Port: 80, Protocol: gwapi.HTTPProtocolType}}}}
+	svc := desiredGatewayService(gw)
+	svc.Spec.ClusterIP = "10.96.0.50"
+	for _, ip := range ips {
+		svc.Status.LoadBalancer.Ingress = append(svc.Status.LoadBalancer.Ingress, corev1.LoadBalancerIngress{IP: ip})
+	}
+	return svc
+}
+
+func TestGatewayServiceAddresses(t *testing.T) {
+	tests := []struct {
+		name    string
+		extra   string // more Gateways
+		svcs    []*corev1.Service
+		gw      string // the Gateway checked
+		wantSvc bool   // a Service is wanted for it
+		// Gateway conditions and addresses.
+		accepted, programmed string
+		addrs                []string
+		// frontend served, and one that must not be.
+		serves, notServes string
+	}{
+		{
+			name: "no service yet: asked for, no address", gw: "app/gw", wantSvc: true,
+			accepted: "True/Accepted", programmed: "False/AddressNotAssigned",
+		},
+		{
+			name: "service without a load balancer IP: no address", gw: "app/gw", wantSvc: true,
+			svcs:     []*corev1.Service{gatewayLBService()},
+			accepted: "True/Accepted", programmed: "False/AddressNotAssigned",
+		},
+		{
+			name: "load balancer IP: the gateway's address, served", gw: "app/gw", wantSvc: true,
+			svcs:     []*corev1.Service{gatewayLBService("198.51.100.7", "2001:db8::7")},
+			accepted: "True/Accepted", programmed: "True/Programmed", addrs: []string{"198.51.100.7"},
+			serves: "198.51.100.7:80", notServes: "10.96.0.50:80",
+		},
+		{
+			name: "service of an earlier gateway of the same name: no address", gw: "app/gw", wantSvc: true,
+			svcs: []*corev1.Service{func() *corev1.Service {
+				s := gatewayLBService("198.51.100.7")
+				s.OwnerReferences[0].UID = "old-uid"
+				return s
+			}()},
+			accepted: "True/Accepted", programmed: "False/AddressNotAssigned", notServes: "198.51.100.7:80",
+		},
+		{
+			name: "a service of that name that is not nodegress's is left alone", gw: "app/gw",
+			svcs: []*corev1.Service{func() *corev1.Service {
+				s := gatewayLBService("198.51.100.7")
+				s.Labels, s.OwnerReferences = nil, nil
+				return s
+			}()},
+			accepted: "True/Accepted", programmed: "False/AddressNotAssigned", notServes: "198.51.100.7:80",
+		},
+		{
+			name: "spec.addresses: served without a service", gw: "app/static",
+			extra: `---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: static, namespace: app}
+spec:
+  gatewayClassName: nodegress
+  addresses: [{value: 192.0.2.1}]
+  listeners: [{name: http, port: 80, protocol: HTTP}]
+`,
+			accepted: "True/Accepted", programmed: "True/Programmed", addrs: []string{"192.0.2.1"}, serves: "192.0.2.1:80",
+		},
+		{
+			name: "load balancer IP another gateway names: not usable", gw: "app/gw", wantSvc: true,
+			extra: `---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: first, namespace: app, creationTimestamp: "2020-01-01T00:00:00Z"}
+spec:
+  gatewayClassName: nodegress
+  addresses: [{value: 198.51.100.7}]
+  listeners: [{name: http, port: 80, protocol: HTTP}]
+`,
+			svcs:     []*corev1.Service{gatewayLBService("198.51.100.7")},
+			accepted: "True/Accepted", programmed: "False/AddressNotUsable",
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			o := decodeGatewayObjects(t, gatewayBase+serviceGateway+tt.extra)
+			o.in.AddressSource = GatewayAddressService
+			o.services = append(o.services, tt.svcs...)
+			_, fes, st, _ := o.translate()
+			gst := st.Gateways[tt.gw]
+			if got := condOf(gst.Conditions, "Accepted"); got != tt.accepted {
+				t.Errorf("Accepted %s, want %s", got, tt.accepted)
+			}
+			if got := condOf(gst.Conditions, "Programmed"); got != tt.programmed {
+				t.Errorf("Programmed %s, want %s", got, tt.programmed)
+			}
+			var addrs []string
+			for _, a := range gst.Addresses {
+				addrs = append(addrs, a.Value)
+			}
+			if !slices.Equal(addrs, tt.addrs) {
+				t.Errorf("addresses %v, want %v", addrs, tt.addrs)
+			}
+			served := servedFrontends(fes)
+			if tt.serves != "" && !served[tt.serves] {
+				t.Errorf("%s not served; served: %v", tt.serves, served)
+			}
+			if tt.notServes != "" && served[tt.notServes] {
+				t.Errorf("%s served", tt.notServes)
+			}
+			ns, name, _ := strings.Cut(tt.gw, "/")
+			_, wanted := st.Services[ns+"/"+gatewayServiceName(name)]
+			if wanted != tt.wantSvc {
+				t.Errorf("service wanted: %v, want %v (services %v)", wanted, tt.wantSvc, st.Services)
+			}
+		})
+	}
+}
+
+func servedFrontends(fes []loader.Service) map[string]bool {
+	out := map[string]bool{}
+	for _, s := range fes {
+		for _, f := range s.Frontends {
+			out[netip.AddrPortFrom(f.Addr, f.Port).String()] = true
+		}
+	}
+	return out
+}
+
+// TestDesiredGatewayService checks the Service asked for: owner, labels
+// and annotations from spec.infrastructure, one port per listener port,
+// and a hash that follows the spec.
+func TestDesiredGatewayService(t *testing.T) {
+	o := decodeGatewayObjects(t, gatewayBase+serviceGateway)
+	gw := o.in.Gateways[0]
+	svc := desiredGatewayService(gw)
+	if svc.Namespace != "app" || svc.Name != "nodegress-gateway-gw" {
+		t.Errorf("service %s/%s", svc.Namespace, svc.Name)
+	}
+	if svc.Spec.Type != corev1.ServiceTypeLoadBalancer || svc.Spec.Selector != nil {
+		t.Errorf("type %s, selector %v", svc.Spec.Type, svc.Spec.Selector)
+	}
+	var ports []int32
+	for _, p := range svc.Spec.Ports {
+		ports = append(ports, p.Port)
+	}
+	if !slices.Equal(ports, []int32{80, 8080}) {
+		t.Errorf("ports %v, want [80 8080]", ports)
+	}
+	if svc.Labels["team"] != "web" || svc.Labels[gwapi.GatewayNameLabelKey] != "gw" || svc.Annotations["lb.example.com/pool"] != "public" {
+		t.Errorf("labels %v, annotations %v", svc.Labels, svc.Annotations)
+	}
+	if len(svc.OwnerReferences) != 1 || svc.OwnerReferences[0].UID != "gw-uid" || svc.OwnerReferences[0].Kind != "Gateway" ||
+		svc.OwnerReferences[0].APIVersion != "gateway.networking.k8s.io/v1" {
+		t.Errorf("owner references %+v", svc.OwnerReferences)
+	}
+	if !isGatewayService(svc) {
+		t.Error("not recognised as a gateway service")
+	}
+	h := svc.Annotations[annotationGatewayServiceHash]
+	gw.Spec.Infrastructure.Labels = nil
+	if h2 := desiredGatewayService(gw).Annotations[annotationGatewayServiceHash]; h2 == h || h == "" {
+		t.Errorf("hash %q unchanged (%q) after the labels changed", h, h2)
+	}
+	long := strings.Repeat("a.b", 40)
+	if n := gatewayServiceName(long); len(n) > 63 || strings.Contains(n, ".") || n == gatewayServiceName(long+"c") {
+		t.Errorf("long name %q", n)
+	}
+}
+
+// TestGatewayServiceWriter drives the writer against a fake API server:
+// the Service is created, updated when the Gateway's infrastructure
+// changes (a label it dropped goes, a load balancer controller's
+// annotation stays) and deleted when no Gateway wants it; a Service
+// nodegress did not make is never touched.
+func TestGatewayServiceWriter(t *testing.T) {
+	ctx := context.Background()
+	client := fake.NewClientset()
+	idx := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{})
+	c := &Controller{log: slog.New(slog.NewTextHandler(io.Discard, nil)), cfg: Config{Gateway: &GatewayConfig{}},
+		client: client, services: corelisters.NewServiceLister(idx)}
+	w := newGatewayStatusWriter(c, gwfake.NewSimpleClientset())
+	// The cache follows the API server, as the informer would.
+	refresh := func() {
+		t.Helper()
+		list, err := client.CoreV1().Services("").List(ctx, metav1.ListOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		objs := make([]any, 0, len(list.Items))
+		for i := range list.Items {
+			objs = append(objs, &list.Items[i])
+		}
+		if err := idx.Replace(objs, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	get := func(name string) *corev1.Service {
+		t.Helper()
+		s, err := client.CoreV1().Services("app").Get(ctx, name, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			return nil
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	write := func(name string) {
+		t.Helper()
+		if err := w.write(ctx, serviceStatusKey("app/"+name)); err != nil {
+			t.Fatal(err)
+		}
+		refresh()
+	}
+	o := decodeGatewayObjects(t, gatewayBase+serviceGateway)
+	gw := o.in.Gateways[0]
+	want := desiredGatewayService(gw)
+	name := want.Name
+
+	// Before any decision nothing is deleted.
+	write(name)
+	w.want(GatewayStatuses{Services: map[string]*corev1.Service{"app/" + name: want}})
+	write(name)
+	svc := get(name)
+	if svc == nil {
+		t.Fatal("service not created")
+	}
+	if svc.Spec.Type != corev1.ServiceTypeLoadBalancer || len(svc.Spec.Ports) != 2 || svc.Labels["team"] != "web" ||
+		len(svc.OwnerReferences) != 1 || svc.OwnerReferences[0].UID != "gw-uid" {
+		t.Fatalf("created service: %+v", svc)
+	}
+
+	// A load balancer controller's annotation and status.
+	svc.Annotations["lb.example.com/allocated"] = "yes"
+	if _, err := client.CoreV1().Services("app").Update(ctx, svc, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	refresh()
+	gw.Spec.Infrastructure.Labels = map[gwapi.LabelKey]gwapi.LabelValue{"tier": "edge"}
+	want = desiredGatewayService(gw)
+	w.want(GatewayStatuses{Services: map[string]*corev1.Service{"app/" + name: want}})
+	write(name)
+	svc = get(name)
+	if svc.Labels["tier"] != "edge" {
+		t.Errorf("label not added: %v", svc.Labels)
+	}
+	if _, ok := svc.Labels["team"]; ok {
+		t.Errorf("dropped label kept: %v", svc.Labels)
+	}
+	if svc.Annotations["lb.example.com/allocated"] != "yes" {
+		t.Errorf("the load balancer controller's annotation went: %v", svc.Annotations)
+	}
+
+	// Someone else's Service of another name is never deleted.
+	foreign := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "app", Name: "nodegress-gateway-x"},
+		Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeLoadBalancer, Ports: []corev1.ServicePort{{Port: 80}}}}
+	if _, err := client.CoreV1().Services("app").Create(ctx, foreign, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	refresh()
+	w.want(GatewayStatuses{Services: map[string]*corev1.Service{}})
+	write(name)
+	write(foreign.Name)
+	if get(name) != nil {
+		t.Error("unwanted gateway service not deleted")
+	}
+	if get(foreign.Name) == nil {
+		t.Error("a service nodegress did not make was deleted")
+	}
+}
+
+// TestTranslateSkipsGatewayServices: the L4 datapath leaves a Gateway's
+// Service alone (its load balancer IP is the Gateway's, served by the L7
+// proxy); the same Service not made by nodegress is an L4 Service.
+func TestTranslateSkipsGatewayServices(t *testing.T) {
+	node := NodeInfo{Name: "node-a", Addrs: []netip.Addr{addr("192.0.2.10")}}
+	ours := gatewayLBService("198.51.100.7")
+	ours.Spec.Ports[0].TargetPort = intstr.FromInt32(80)
+	plain := ours.DeepCopy()
+	plain.Name, plain.Labels, plain.OwnerReferences = "plain", nil, nil
+	for _, tt := range []struct {
+		name string
+		svc  *corev1.Service
+		want bool
+	}{
+		{"gateway service", ours, false},
+		{"the same without nodegress's marks", plain, true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			out, errs := Translate(node, []*corev1.Service{tt.svc}, nil)
+			if len(errs) > 0 {
+				t.Fatalf("problems: %v", errs)
+			}
+			if got := servedFrontends(out)["198.51.100.7:80"]; got != tt.want {
+				t.Errorf("load balancer IP served by L4: %v, want %v (%v)", got, tt.want, out)
+			}
+		})
+	}
+}

@@ -1,0 +1,120 @@
+package controller
+
+import (
+	"context"
+	"fmt"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
+	metav1ac "k8s.io/client-go/applyconfigurations/meta/v1"
+)
+
+// The elected status writer also keeps the Gateways' Services (address
+// source "service") as the translation decided: it applies each one
+// wanted (server-side apply, so a load balancer controller's fields and
+// a label the Gateway stopped asking for are handled by the API server)
+// and deletes those of its own no Gateway wants any more. The garbage
+// collector deletes a Service with its Gateway anyway (the owner
+// reference); deleting here covers a Gateway that changed class or got
+// spec.addresses.
+
+// serviceStatusKey names a Gateway's Service in the writer's queue.
+func serviceStatusKey(nsName string) string { return kindService + "/" + nsName }
+
+// gatewayServiceSelector selects the Services nodegress made for Gateways.
+var gatewayServiceSelector = labels.SelectorFromSet(labels.Set{labelManagedBy: managedByNodegress})
+
+// cachedGatewayServices are the keys of the Services in the informer
+// cache that nodegress made for Gateways.
+func (w *gatewayStatusWriter) cachedGatewayServices() []string {
+	if w.c.services == nil {
+		return nil
+	}
+	svcs, err := w.c.services.List(gatewayServiceSelector)
+	if err != nil {
+		return nil
+	}
+	var keys []string
+	for _, s := range svcs {
+		if isGatewayService(s) {
+			keys = append(keys, serviceStatusKey(s.Namespace+"/"+s.Name))
+		}
+	}
+	return keys
+}
+
+// serviceChanged queues a check of a Service nodegress made or wants:
+// one deleted or edited by someone else is put back.
+func (w *gatewayStatusWriter) serviceChanged(obj any) {
+	svc, ok := objectOf(obj).(*corev1.Service)
+	if !ok {
+		return
+	}
+	key := svc.Namespace + "/" + svc.Name
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if _, wanted := w.decided.Services[key]; (wanted || isGatewayService(svc)) && w.queue != nil {
+		w.queue.Add(serviceStatusKey(key))
+	}
+}
+
+// writeService brings one Service to the decision: applied when wanted
+// and not current, deleted when it is nodegress's and not wanted. Before
+// the first decision nothing is deleted: everything would look unwanted.
+func (w *gatewayStatusWriter) writeService(ctx context.Context, ns, name string) error {
+	w.mu.Lock()
+	want, decided := w.decided.Services[ns+"/"+name], w.decided.Services != nil
+	w.mu.Unlock()
+	cur, err := w.c.services.Services(ns).Get(name)
+	if apierrors.IsNotFound(err) {
+		cur, err = nil, nil
+	}
+	if err != nil {
+		return fmt.Errorf("get service %s/%s: %w", ns, name, err)
+	}
+	api := w.c.client.CoreV1().Services(ns)
+	switch {
+	case want == nil:
+		if !decided || cur == nil || !isGatewayService(cur) {
+			return nil
+		}
+		err := api.Delete(ctx, name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &cur.UID}})
+		if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
+			return fmt.Errorf("delete service %s/%s: %w", ns, name, err)
+		}
+		w.log.Info("deleted gateway service", "svc", ns+"/"+name)
+		return nil
+	case cur != nil && cur.Labels[labelManagedBy] != managedByNodegress:
+		return nil // someone else's: the Gateway reports it
+	case cur != nil && gatewayServiceCurrent(cur, want):
+		return nil
+	}
+	if _, err := api.Apply(ctx, gatewayServiceApply(want), metav1.ApplyOptions{FieldManager: statusFieldManager, Force: true}); err != nil {
+		return fmt.Errorf("apply service %s/%s: %w", ns, name, err)
+	}
+	w.log.Info("applied gateway service", "svc", ns+"/"+name)
+	return nil
+}
+
+// gatewayServiceApply is the apply configuration of a wanted Service.
+func gatewayServiceApply(want *corev1.Service) *corev1ac.ServiceApplyConfiguration {
+	spec := corev1ac.ServiceSpec().WithType(want.Spec.Type)
+	if want.Spec.AllocateLoadBalancerNodePorts != nil {
+		spec.WithAllocateLoadBalancerNodePorts(*want.Spec.AllocateLoadBalancerNodePorts)
+	}
+	for _, p := range want.Spec.Ports {
+		spec.WithPorts(corev1ac.ServicePort().WithName(p.Name).WithProtocol(p.Protocol).WithPort(p.Port))
+	}
+	ac := corev1ac.Service(want.Name, want.Namespace).WithLabels(want.Labels).WithAnnotations(want.Annotations).WithSpec(spec)
+	for _, o := range want.OwnerReferences {
+		ref := metav1ac.OwnerReference().WithAPIVersion(o.APIVersion).WithKind(o.Kind).WithName(o.Name).WithUID(o.UID)
+		if o.Controller != nil {
+			ref.WithController(*o.Controller)
+		}
+		ac.WithOwnerReferences(ref)
+	}
+	return ac
+}
