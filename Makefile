@@ -15,6 +15,7 @@ deps:
 
 build:
 	$(GO) build -o $(BIN)/nodegress ./cmd/nodegress
+	$(GO) build -o $(BIN)/kubectl-nodegress ./cmd/kubectl-nodegress
 	$(GO) build -o $(BIN)/podserver ./tests/cmd/podserver
 
 # The Kubernetes binaries (control plane, kubelet, kube-proxy, kubectl),
