@@ -178,17 +178,7 @@ func deployTraceTarget(t *testing.T, c *cluster, node string) string {
 		ObjectMeta: metav1.ObjectMeta{Name: "target", Namespace: traceNS, Labels: labels},
 		Spec: corev1.PodSpec{
 			NodeSelector: map[string]string{"kubernetes.io/hostname": node},
-			Containers: []corev1.Container{{
-				Name:            "web",
-				Image:           agnhostImage,
-				ImagePullPolicy: corev1.PullIfNotPresent,
-				Args:            []string{"netexec", "--http-port=8080"},
-				Ports:           []corev1.ContainerPort{{Name: "http", ContainerPort: 8080}},
-				ReadinessProbe: &corev1.Probe{
-					ProbeHandler:  corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/healthz", Port: intstr.FromString("http")}},
-					PeriodSeconds: 1,
-				},
-			}},
+			Containers:   []corev1.Container{agnhostWeb()},
 		},
 	}
 	if _, err := c.client.CoreV1().Pods(traceNS).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
