@@ -1,15 +1,11 @@
 package cluster
 
 import (
-	"bufio"
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"os/exec"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -23,11 +19,10 @@ import (
 // The trace test's Service: one pod, port "open" served by it, port
 // "closed" forwarded to a port nothing in the pod listens on.
 const (
-	traceNS         = "trace"
-	openNodePort    = 30090
-	closedNodePort  = 30091
-	closedPodPort   = 8081
-	traceStopBudget = 20 * time.Second
+	traceNS        = "trace"
+	openNodePort   = 30090
+	closedNodePort = 30091
+	closedPodPort  = 8081
 )
 
 // TestClusterTrace runs `kubectl nodegress trace` (the plugin, through the
@@ -38,8 +33,10 @@ const (
 // target port nothing in the pod listens on, is passed on by the datapath
 // and dropped by the pod's kernel, and the trace shows that drop with the
 // kernel's reason (NO_SOCKET), the Service and the first node. No other
-// node reports either flow. Stopping the plugin (SIGINT) stops the trace in
-// every agent: tracing is switched off again.
+// node reports either flow. An Ingress request to the first node, routed
+// to a pod on the second, is one request record, from the first node
+// (checkRequestAcrossNodes). Stopping the plugin (SIGINT) stops the trace
+// in every agent: tracing is switched off again.
 func TestClusterTrace(t *testing.T) {
 	requireRoot(t)
 	requireNoCluster(t)
@@ -49,7 +46,7 @@ func TestClusterTrace(t *testing.T) {
 	node, nodeIP := c.nodes[0], c.nodeIPs[0]
 	podIP := deployTraceTarget(t, c, node)
 
-	tr := startPluginTrace(t, c, plugin, "--kernel-drops", "--service", traceNS+"/target", "--output", "json", "--duration", "5m")
+	tr := startPluginTrace[traceRecord](t, c, plugin, "--kernel-drops", "--service", traceNS+"/target", "--output", "json", "--duration", "5m")
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	curl := func(port int) (string, error) {
@@ -113,8 +110,11 @@ func TestClusterTrace(t *testing.T) {
 		t.Errorf("plugin reported:\n%s", s)
 	}
 
-	// Tracing is on while the plugin runs, and off in every agent once it
-	// is stopped: the agents' trace commands ended with it.
+	// An Ingress request to the first node for a pod on the second.
+	checkRequestAcrossNodes(t, c, plugin)
+
+	// Tracing is on while the plugin runs, and off in every agent once
+	// the plugins are stopped: the agents' trace commands ended with them.
 	if got := agentTracing(t, c, node); got != "true" {
 		t.Errorf("tracing on %s while the plugin runs: %s, want true", node, got)
 	}
@@ -167,15 +167,39 @@ func TestClusterTrace(t *testing.T) {
 // Service "target" and returns the pod's address once it is ready.
 func deployTraceTarget(t *testing.T, c *cluster, node string) string {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: traceNS}}
-	if _, err := c.client.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{}); err != nil {
+	if _, err := c.client.CoreV1().Namespaces().Create(context.Background(), ns, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	labels := map[string]string{"app": "target"}
+	createService(t, c, corev1.ServiceSpec{
+		Type: corev1.ServiceTypeNodePort,
+		Ports: []corev1.ServicePort{
+			{Name: "open", Port: 80, TargetPort: intstr.FromString("http"), NodePort: openNodePort},
+			{Name: "closed", Port: 81, TargetPort: intstr.FromInt32(closedPodPort), NodePort: closedNodePort},
+		},
+	}, "target")
+	return runPodOn(t, c, "target", node)
+}
+
+// createService creates the Service name in traceNS for the pods labelled
+// app=name.
+func createService(t *testing.T, c *cluster, spec corev1.ServiceSpec, name string) {
+	t.Helper()
+	spec.Selector = map[string]string{"app": name}
+	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: traceNS}, Spec: spec}
+	if _, err := c.client.CoreV1().Services(traceNS).Create(context.Background(), svc, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// runPodOn runs the agnhost web pod name (labelled app=name) in traceNS on
+// node and returns its address once it is ready.
+func runPodOn(t *testing.T, c *cluster, name, node string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
 	pod := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: "target", Namespace: traceNS, Labels: labels},
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: traceNS, Labels: map[string]string{"app": name}},
 		Spec: corev1.PodSpec{
 			NodeSelector: map[string]string{"kubernetes.io/hostname": node},
 			Containers:   []corev1.Container{agnhostWeb()},
@@ -184,23 +208,9 @@ func deployTraceTarget(t *testing.T, c *cluster, node string) string {
 	if _, err := c.client.CoreV1().Pods(traceNS).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	svc := &corev1.Service{
-		ObjectMeta: metav1.ObjectMeta{Name: "target", Namespace: traceNS},
-		Spec: corev1.ServiceSpec{
-			Type:     corev1.ServiceTypeNodePort,
-			Selector: labels,
-			Ports: []corev1.ServicePort{
-				{Name: "open", Port: 80, TargetPort: intstr.FromString("http"), NodePort: openNodePort},
-				{Name: "closed", Port: 81, TargetPort: intstr.FromInt32(closedPodPort), NodePort: closedNodePort},
-			},
-		},
-	}
-	if _, err := c.client.CoreV1().Services(traceNS).Create(ctx, svc, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
 	var ip string
 	err := poll(ctx, 500*time.Millisecond, func() (bool, error) {
-		p, err := c.client.CoreV1().Pods(traceNS).Get(ctx, "target", metav1.GetOptions{})
+		p, err := c.client.CoreV1().Pods(traceNS).Get(ctx, name, metav1.GetOptions{})
 		if err != nil {
 			return false, err
 		}
@@ -214,7 +224,7 @@ func deployTraceTarget(t *testing.T, c *cluster, node string) string {
 	})
 	if err != nil {
 		c.dump(t)
-		t.Fatalf("pod target not ready on %s: %v", node, err)
+		t.Fatalf("pod %s not ready on %s: %v", name, node, err)
 	}
 	return ip
 }
@@ -257,139 +267,4 @@ type traceTuple struct {
 	Proto string `json:"proto"`
 	Src   string `json:"src"`
 	Dst   string `json:"dst"`
-}
-
-// pluginTrace is a running `kubectl nodegress trace --output json`.
-type pluginTrace struct {
-	cmd    *exec.Cmd
-	errOut bytes.Buffer
-	// exited is closed once the plugin ended, with waitErr its status.
-	exited  chan struct{}
-	waitErr error
-
-	mu      sync.Mutex
-	records []traceRecord
-	readErr error
-	added   chan struct{} // a token whenever records grew
-}
-
-func startPluginTrace(t *testing.T, c *cluster, plugin string, args ...string) *pluginTrace {
-	t.Helper()
-	p := &pluginTrace{exited: make(chan struct{}), added: make(chan struct{}, 1)}
-	p.cmd = exec.Command(plugin, append([]string{"trace", "--kubeconfig", c.env["KUBECONFIG"]}, args...)...)
-	p.cmd.Stderr = &lockedWriter{mu: &p.mu, w: &p.errOut}
-	stdout, err := p.cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	read := make(chan struct{})
-	go func() {
-		defer close(read)
-		sc := bufio.NewScanner(stdout)
-		sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
-		for sc.Scan() {
-			var r traceRecord
-			err := json.Unmarshal(sc.Bytes(), &r)
-			p.mu.Lock()
-			if err != nil && p.readErr == nil {
-				p.readErr = fmt.Errorf("output line %q: %w", sc.Text(), err)
-			}
-			p.records = append(p.records, r)
-			p.mu.Unlock()
-			select {
-			case p.added <- struct{}{}:
-			default:
-			}
-		}
-	}()
-	go func() {
-		<-read
-		p.waitErr = p.cmd.Wait()
-		close(p.exited)
-	}()
-	t.Cleanup(func() {
-		select {
-		case <-p.exited:
-		default:
-			_ = p.cmd.Process.Kill()
-			<-p.exited
-		}
-	})
-	return p
-}
-
-// waitFor calls poke (sending traffic) and waits for a record matching
-// match, again until one arrives, the plugin ends or ctx does; poke runs
-// at most every half second.
-func (p *pluginTrace) waitFor(ctx context.Context, poke func(), match func(traceRecord) bool) (traceRecord, error) {
-	seen := 0
-	for {
-		p.mu.Lock()
-		records, readErr := p.records[seen:], p.readErr
-		seen = len(p.records)
-		p.mu.Unlock()
-		if readErr != nil {
-			return traceRecord{}, readErr
-		}
-		for _, r := range records {
-			if match(r) {
-				return r, nil
-			}
-		}
-		poke()
-		next := time.NewTimer(500 * time.Millisecond)
-		select {
-		case <-ctx.Done():
-			next.Stop()
-			return traceRecord{}, fmt.Errorf("%w after %d records", ctx.Err(), seen)
-		case <-p.exited:
-			next.Stop()
-			return traceRecord{}, fmt.Errorf("plugin exited: %v", p.waitErr)
-		case <-p.added:
-			next.Stop()
-		case <-next.C:
-		}
-	}
-}
-
-func (p *pluginTrace) all() []traceRecord {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return append([]traceRecord(nil), p.records...)
-}
-
-func (p *pluginTrace) stderr() string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return strings.TrimSpace(p.errOut.String())
-}
-
-// stop interrupts the plugin as Ctrl-C does; it must end cleanly.
-func (p *pluginTrace) stop(t *testing.T) {
-	t.Helper()
-	if err := p.cmd.Process.Signal(syscall.SIGINT); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case <-p.exited:
-		if p.waitErr != nil {
-			t.Errorf("plugin after SIGINT: %v\n%s", p.waitErr, p.stderr())
-		}
-	case <-time.After(traceStopBudget):
-		t.Errorf("plugin still running %s after SIGINT", traceStopBudget)
-	}
-}
-
-type lockedWriter struct {
-	mu *sync.Mutex
-	w  *bytes.Buffer
-}
-
-func (l *lockedWriter) Write(b []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(b)
 }
