@@ -154,6 +154,14 @@ func TestClusterTrace(t *testing.T) {
 		t.Errorf("text trace printed %q: want one line, %s first, the NO_SOCKET drop of target:closed", l, node)
 	}
 
+	// explain, through the first node's agent: how it serves the closed
+	// port's frontend.
+	closedOut, err := exec.Command(plugin, "explain", "--kubeconfig", c.env["KUBECONFIG"], "--node", node, closedFrontend).CombinedOutput()
+	if err != nil || !strings.Contains(string(closedOut), "service "+traceNS+"/target:closed/TCP") {
+		t.Errorf("kubectl nodegress explain --node %s %s: %v\n%s", node, closedFrontend, err, closedOut)
+	}
+	t.Logf("kubectl nodegress explain --node %s %s:\n%s", node, closedFrontend, closedOut)
+
 	// A node without an agent is reported; the others are traced.
 	out, err := exec.Command(plugin, "trace", "--kubeconfig", c.env["KUBECONFIG"], "--node", node,
 		"--node", "no-such-node", "--duration", "2s").CombinedOutput()
