@@ -4,7 +4,8 @@ GO ?= go
 BIN := bin
 GOTEST_FLAGS ?= -count=1 -timeout 30m
 # e2e tests run exactly the binaries make built.
-TEST_ENV := NODEGRESS_BIN=$(CURDIR)/$(BIN)/nodegress PODSERVER_BIN=$(CURDIR)/$(BIN)/podserver
+TEST_ENV := NODEGRESS_BIN=$(CURDIR)/$(BIN)/nodegress PODSERVER_BIN=$(CURDIR)/$(BIN)/podserver \
+	KUBECTL_NODEGRESS_BIN=$(CURDIR)/$(BIN)/kubectl-nodegress
 
 .PHONY: all build deps generate check-generated kube-bins test unit e2e e2e-upstream conformance demo lint bench cluster cluster-down demo-cluster clean
 
@@ -15,6 +16,7 @@ deps:
 
 build:
 	$(GO) build -o $(BIN)/nodegress ./cmd/nodegress
+	$(GO) build -o $(BIN)/kubectl-nodegress ./cmd/kubectl-nodegress
 	$(GO) build -o $(BIN)/podserver ./tests/cmd/podserver
 
 # The Kubernetes binaries (control plane, kubelet, kube-proxy, kubectl),

@@ -28,11 +28,17 @@ func runTrace(args []string) int {
 	snaplen := fs.Int("snaplen", trace.DefaultSnaplen, "with --pcap, keep the first `N` bytes of each packet (the datapath copies at most "+strconv.Itoa(loader.MaxSnaplen)+")")
 	var filter trace.Filter
 	filter.RegisterFlags(fs)
+	stdinEOF := fs.Bool("stop-on-stdin-eof", false, "also stop when standard input ends (kubectl nodegress ends the traces it runs in agent pods this way)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	if *stdinEOF {
+		var cancel context.CancelFunc
+		ctx, cancel = cancelOnEOF(ctx, os.Stdin)
+		defer cancel()
+	}
 	var err error
 	if *pcap != "" {
 		err = runTracePcap(ctx, fs, *socket, filter, *pcap, *snaplen)

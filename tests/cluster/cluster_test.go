@@ -297,17 +297,7 @@ func deployWeb(t *testing.T, c *cluster, changes ...func(*appsv1.Deployment)) {
 						WhenUnsatisfiable: corev1.DoNotSchedule,
 						LabelSelector:     &metav1.LabelSelector{MatchLabels: labels},
 					}},
-					Containers: []corev1.Container{{
-						Name:            "web",
-						Image:           agnhostImage,
-						ImagePullPolicy: corev1.PullIfNotPresent,
-						Args:            []string{"netexec", "--http-port=8080"},
-						Ports:           []corev1.ContainerPort{{Name: "http", ContainerPort: 8080}},
-						ReadinessProbe: &corev1.Probe{
-							ProbeHandler:  corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/healthz", Port: intstr.FromString("http")}},
-							PeriodSeconds: 1,
-						},
-					}},
+					Containers: []corev1.Container{agnhostWeb()},
 				},
 			},
 		},
@@ -342,6 +332,21 @@ func deployWeb(t *testing.T, c *cluster, changes ...func(*appsv1.Deployment)) {
 		t.Fatalf("deployment web not available: %v", err)
 	}
 	t.Logf("deployment of %d pods available in %s", replicas, time.Since(start).Round(100*time.Millisecond))
+}
+
+// agnhostWeb serves HTTP on port 8080 ("http"), ready once it answers.
+func agnhostWeb() corev1.Container {
+	return corev1.Container{
+		Name:            "web",
+		Image:           agnhostImage,
+		ImagePullPolicy: corev1.PullIfNotPresent,
+		Args:            []string{"netexec", "--http-port=8080"},
+		Ports:           []corev1.ContainerPort{{Name: "http", ContainerPort: 8080}},
+		ReadinessProbe: &corev1.Probe{
+			ProbeHandler:  corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/healthz", Port: intstr.FromString("http")}},
+			PeriodSeconds: 1,
+		},
+	}
 }
 
 // checkEndpointSlices expects the EndpointSlice controller to have written

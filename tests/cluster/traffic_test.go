@@ -229,31 +229,37 @@ func createIngress(t *testing.T, c *cluster) *x509.CertPool {
 	if _, err := c.client.CoreV1().Secrets(testNS).Create(context.Background(), secret, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
+	ing := ingressTo(testNS, "web", ingressHost)
+	ing.Spec.TLS = []networkingv1.IngressTLS{{Hosts: []string{ingressHost}, SecretName: "web-tls"}}
+	if _, err := c.client.NetworkingV1().Ingresses(testNS).Create(context.Background(), ing, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	return ca.Pool()
+}
+
+// ingressTo routes every path of host, in the nodegress IngressClass, to
+// port "http" of the Service name in ns.
+func ingressTo(ns, name, host string) *networkingv1.Ingress {
 	class := "nodegress"
 	prefix := networkingv1.PathTypePrefix
-	ing := &networkingv1.Ingress{
-		ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: testNS},
+	return &networkingv1.Ingress{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
 		Spec: networkingv1.IngressSpec{
 			IngressClassName: &class,
-			TLS:              []networkingv1.IngressTLS{{Hosts: []string{ingressHost}, SecretName: "web-tls"}},
 			Rules: []networkingv1.IngressRule{{
-				Host: ingressHost,
+				Host: host,
 				IngressRuleValue: networkingv1.IngressRuleValue{HTTP: &networkingv1.HTTPIngressRuleValue{
 					Paths: []networkingv1.HTTPIngressPath{{
 						Path:     "/",
 						PathType: &prefix,
 						Backend: networkingv1.IngressBackend{Service: &networkingv1.IngressServiceBackend{
-							Name: "web", Port: networkingv1.ServiceBackendPort{Name: "http"},
+							Name: name, Port: networkingv1.ServiceBackendPort{Name: "http"},
 						}},
 					}},
 				}},
 			}},
 		},
 	}
-	if _, err := c.client.NetworkingV1().Ingresses(testNS).Create(context.Background(), ing, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	return ca.Pool()
 }
 
 // webPods lists the names of the web Deployment's pods that are not being

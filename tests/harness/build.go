@@ -18,8 +18,9 @@ import (
 // Environment variables naming prebuilt binaries, so `make e2e` can test
 // exactly what it built instead of building again.
 const (
-	NodegressBinEnv = "NODEGRESS_BIN"
-	PodserverBinEnv = "PODSERVER_BIN"
+	NodegressBinEnv  = "NODEGRESS_BIN"
+	PodserverBinEnv  = "PODSERVER_BIN"
+	KubectlPluginEnv = "KUBECTL_NODEGRESS_BIN"
 )
 
 var (
@@ -45,6 +46,14 @@ func Nodegress(t testing.TB) string {
 func Podserver(t testing.TB) string {
 	t.Helper()
 	return binary(t, PodserverBinEnv, "./tests/cmd/podserver", "podserver")
+}
+
+// KubectlPlugin returns the path of the kubectl-nodegress plugin, building
+// ./cmd/kubectl-nodegress on first use unless KUBECTL_NODEGRESS_BIN names
+// one.
+func KubectlPlugin(t testing.TB) string {
+	t.Helper()
+	return binary(t, KubectlPluginEnv, "./cmd/kubectl-nodegress", "kubectl-nodegress")
 }
 
 // Main runs the tests and removes the binaries built for them. Call it from
