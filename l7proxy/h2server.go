@@ -246,6 +246,16 @@ func (s *h2server) serveConn(nc net.Conn, isTLS bool, tracked func()) {
 	}
 	c.cond = sync.NewCond(&c.mu)
 	c.fcond = sync.NewCond(&c.mu)
+	// Our settings and the larger connection window are queued before the
+	// connection is registered, where a shutdown may queue its GOAWAY:
+	// SETTINGS must be the first frame. They go out as soon as the
+	// flusher starts; the client's preface and SETTINGS must arrive
+	// within the header timeout.
+	c.henc = hpack.NewEncoder(&c.hbuf)
+	c.wbuf = make([]byte, 0, 4<<10)
+	c.spare = make([]byte, 0, 4<<10)
+	c.writeSettings()
+	c.writeWindowUpdate(0, h2ConnWindow-h2DefaultWindow)
 	// A connection accepted before a shutdown began but handed over
 	// after it (a TLS handshake that was under way) is told to go away
 	// at once, not closed unanswered: its client sends its requests
@@ -277,19 +287,7 @@ func (c *h2conn) serve() {
 	// A string over the header list limit is still decoded (and the
 	// request answered 431), up to where the block counts as a flood.
 	c.hdec.SetMaxStringLength(4 * o.MaxHeaderBytes)
-	c.henc = hpack.NewEncoder(&c.hbuf)
-	c.wbuf = make([]byte, 0, 4<<10)
-	c.spare = make([]byte, 0, 4<<10)
 	go c.flusher()
-
-	// Our settings and the larger connection window go out at once; the
-	// client's preface and SETTINGS must arrive within the header
-	// timeout.
-	c.mu.Lock()
-	c.writeSettings()
-	c.writeWindowUpdate(0, h2ConnWindow-h2DefaultWindow)
-	c.kick()
-	c.mu.Unlock()
 	_ = c.conn.SetReadDeadline(time.Now().Add(o.ReadHeaderTimeout))
 	if c.goAwayAtStart {
 		c.startGoAway()
@@ -437,7 +435,7 @@ func (c *h2conn) handleFrame(typ, flags byte, sid uint32, p []byte) error {
 			return connError{codeFrameSize, "PING length"}
 		}
 		if flags&flagAck != 0 {
-			if string(p) == drainPingData {
+			if string(p) == drainPingData && c.drainStarted() {
 				c.finishGoAway()
 			}
 			return nil
@@ -847,6 +845,14 @@ func (c *h2conn) startGoAway() {
 	c.wbuf = append(c.wbuf, drainPingData...)
 	c.kick()
 	c.drainTimer = time.AfterFunc(drainAckTimeout, c.finishGoAway)
+}
+
+// drainStarted reports whether startGoAway sent its PING: an ack with the
+// same payload but no drain under way is a client's own, and ignored.
+func (c *h2conn) drainStarted() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.drainPinged
 }
 
 // finishGoAway sends the final GOAWAY of a graceful shutdown.
