@@ -161,7 +161,11 @@ func (hc *h1conn) writeRequestHead(w *bufio.Writer, ep *endpoint) {
 	}
 	edit.write(w)
 	hc.fwd.write(w)
-	tx.id.writeField(w)
+	if !edit.drops(hdrRequestID) {
+		// A route filter that sets or removes the ID wins, as on the
+		// other upstream kinds.
+		tx.id.writeField(w)
+	}
 	if q.teTrailers {
 		_, _ = w.WriteString("Te: trailers\r\n")
 	}

@@ -340,7 +340,11 @@ func (s *h2stream) writeRequestHead(w *bufio.Writer, ep *endpoint) {
 	}
 	edit.write(w)
 	s.fwd.write(w)
-	s.tx.id.writeField(w)
+	if !edit.drops(hdrRequestID) {
+		// A route filter that sets or removes the ID wins, as on the
+		// other upstream kinds.
+		s.tx.id.writeField(w)
+	}
 	if hasToken(h["Te"], "trailers") {
 		// gRPC needs it end to end; it is hop-by-hop otherwise.
 		_, _ = w.WriteString("Te: trailers\r\n")
