@@ -390,6 +390,9 @@ func (p *Proxy) forward(c client, tx *txn) {
 	fresh := 0
 	for attempt := 0; ; {
 		ep := tx.ep
+		// An attempt that fails before it has a connection must not
+		// pass an earlier attempt's for its own.
+		tx.upLocal = netip.AddrPort{}
 		var out outcome
 		var err error
 		if tx.pool.settings.protocol == ProtocolHTTP {
