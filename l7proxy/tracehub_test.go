@@ -172,8 +172,15 @@ func TestRequestTracingOnlyWhileRegistered(t *testing.T) {
 	<-second
 	stop2()
 	stop2() // a second stop is harmless
+	// Tracers run in the order they registered: once a tracer registered
+	// after the stopped one has the record, the stopped one would have had
+	// it too.
+	barrier := make(chan struct{}, 4)
+	stop3 := p.TraceRequests(func(*RequestRecord) { barrier <- struct{}{} })
 	get(t, c, p.httpAddr, "app.example", "/")
 	<-records
+	<-barrier
+	stop3()
 	if len(second) != 0 {
 		t.Error("a stopped tracer got a record")
 	}
@@ -213,5 +220,67 @@ func TestRequestRecordHTTPRoute(t *testing.T) {
 		if r.Route != want || r.Pod != "ns/rid-7c9f" {
 			t.Errorf("GET %s: route %+v pod %q, want %+v", tt.path, r.Route, r.Pod, want)
 		}
+	}
+}
+
+// TestRequestIDFilterWins checks that a route's header filter setting or
+// removing X-Request-ID decides what the upstream gets, on every upstream
+// kind: the proxy's own ID is not sent beside it.
+func TestRequestIDFilterWins(t *testing.T) {
+	b := startDualBackend(t, "rid-all", func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, strings.Join(r.Header.Values("X-Request-Id"), ","))
+	})
+	for _, pc := range pipelineCases {
+		if pc.h2 {
+			continue // the Gateway listener below is the plain one
+		}
+		t.Run(pc.name, func(t *testing.T) {
+			p, _, _, _ := tracedProxy(t, b, pc.protocol, false)
+			rule := func(path string, edit *HeaderEdit) HTTPRouteRule {
+				return HTTPRouteRule{
+					Matches:  []HTTPMatch{{PathType: PathPrefix, Path: path}},
+					Filters:  Filters{RequestHeaders: edit},
+					Backends: []WeightedBackend{{Upstream: "ns/rid:http", Weight: 1}},
+				}
+			}
+			cfg := Config{
+				Upstreams: []Upstream{{Name: "ns/rid:http", Protocol: pc.protocol, Endpoints: []Endpoint{{Addr: b.addr}}}},
+				Listeners: []Listener{{Name: "ns/gw/http", Frontends: []netip.AddrPort{netip.MustParseAddrPort(p.httpAddr)},
+					Routes: []HTTPRoute{{Source: "ns/shop", Hostnames: []string{"shop.example"}, Rules: []HTTPRouteRule{
+						rule("/set", &HeaderEdit{Set: []Field{{"X-Request-Id", "from-filter"}}}),
+						rule("/remove", &HeaderEdit{Remove: []string{"X-Request-Id"}}),
+						rule("/", nil),
+					}}}}},
+			}
+			if errs := p.Update(cfg); len(errs) > 0 {
+				t.Fatal(errs)
+			}
+			c, base := pc.client(p, "shop.example")
+			for _, tt := range []struct{ path, want string }{
+				{"/set", "from-filter"},
+				{"/remove", ""},
+				{"/", "generated"},
+			} {
+				req, _ := http.NewRequest(http.MethodGet, base+tt.path, nil)
+				req.Host = "shop.example"
+				resp, err := c.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				body, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				got := string(body)
+				if resp.StatusCode != http.StatusOK {
+					t.Fatalf("GET %s: %d %q", tt.path, resp.StatusCode, got)
+				}
+				if tt.want == "generated" {
+					if !generatedID.MatchString(got) {
+						t.Errorf("GET %s: upstream got X-Request-ID %q, want one generated", tt.path, got)
+					}
+				} else if got != tt.want {
+					t.Errorf("GET %s: upstream got X-Request-ID %q, want %q", tt.path, got, tt.want)
+				}
+			}
+		})
 	}
 }
