@@ -64,16 +64,18 @@ const (
 )
 
 // gatewayServiceName is the name of a Gateway's Service: the prefix and
-// the Gateway's name (a DNS subdomain, whose dots a Service name cannot
-// have), shortened with a hash to a DNS label's 63 characters.
+// the Gateway's name. A name with dots (a DNS subdomain, which a Service
+// name cannot be) has them replaced and a hash of the real name appended,
+// so that Gateways "a.b" and "a-b" do not compete for one Service; a long
+// one is shortened with the hash to a DNS label's 63 characters.
 func gatewayServiceName(gwName string) string {
 	name := gatewayServicePrefix + strings.ReplaceAll(gwName, ".", "-")
-	if len(name) <= 63 {
+	if len(name) <= 63 && !strings.Contains(gwName, ".") {
 		return name
 	}
 	h := fnv.New32a()
 	_, _ = h.Write([]byte(gwName))
-	return strings.TrimRight(name[:54], "-") + "-" + fmt.Sprintf("%08x", h.Sum32())
+	return strings.TrimRight(name[:min(len(name), 54)], "-") + "-" + fmt.Sprintf("%08x", h.Sum32())
 }
 
 // isGatewayService reports whether nodegress made the Service for a
@@ -103,6 +105,11 @@ func desiredGatewayService(gw *gwapi.Gateway) *corev1.Service {
 	}
 	labels[gwapi.GatewayNameLabelKey] = gw.Name
 	labels[labelManagedBy] = managedByNodegress
+	// kube-proxy, where it still runs beside nodegress, leaves a Service
+	// with this label to the proxy it names: without it, it would reject
+	// the Gateway's connections to the address (no endpoints) before the
+	// steering hands them to the proxy.
+	labels[labelServiceProxyName] = managedByNodegress
 	var ports []corev1.ServicePort
 	for _, l := range gw.Spec.Listeners {
 		p := int32(l.Port)

@@ -211,6 +211,33 @@ func TestDesiredGatewayService(t *testing.T) {
 	if n := gatewayServiceName(long); len(n) > 63 || strings.Contains(n, ".") || n == gatewayServiceName(long+"c") {
 		t.Errorf("long name %q", n)
 	}
+	if svc.Labels[labelServiceProxyName] != managedByNodegress {
+		t.Errorf("labels %v: kube-proxy would program the Service", svc.Labels)
+	}
+}
+
+// TestGatewayServiceName checks that Service names are valid DNS labels
+// and that Gateways whose names differ only by dots and dashes get
+// different Services.
+func TestGatewayServiceName(t *testing.T) {
+	for _, tt := range []struct{ a, b string }{
+		{"a.b", "a-b"},
+		{"web.example.com", "web-example-com"},
+		{strings.Repeat("x", 50) + ".y", strings.Repeat("x", 50) + "-y"},
+	} {
+		na, nb := gatewayServiceName(tt.a), gatewayServiceName(tt.b)
+		if na == nb {
+			t.Errorf("%q and %q share the Service %q", tt.a, tt.b, na)
+		}
+		for _, n := range []string{na, nb} {
+			if len(n) > 63 || strings.Contains(n, ".") || !strings.HasPrefix(n, gatewayServicePrefix) {
+				t.Errorf("Service name %q is not a DNS label of ours", n)
+			}
+		}
+	}
+	if n := gatewayServiceName("web"); n != gatewayServicePrefix+"web" {
+		t.Errorf("plain name gave %q", n)
+	}
 }
 
 // TestGatewayServiceWriter drives the writer against a fake API server:
