@@ -54,10 +54,15 @@ func findAgents(ctx context.Context, client kubernetes.Interface, namespace, sel
 	}
 	want := slices.Clone(nodes)
 	if len(want) == 0 {
+		// Every node with an agent pod, usable or not: one that is
+		// pending, unready or terminating is reported, not skipped.
 		for n := range best {
 			want = append(want, n)
 		}
-		if len(want) == 0 {
+		for n := range unusable {
+			want = append(want, n)
+		}
+		if len(best) == 0 {
 			return nil, nil, fmt.Errorf("no running agent pod in namespace %s with labels %s", namespace, selector)
 		}
 	}

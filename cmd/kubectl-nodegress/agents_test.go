@@ -45,7 +45,12 @@ func TestFindAgents(t *testing.T) {
 		want    []string // node=pod
 		missing []string
 	}{
-		{nodes: nil, want: []string{"node1=a-new", "node2=b-old"}},
+		// Every node with an agent pod: the unusable ones are reported.
+		{
+			nodes:   nil,
+			want:    []string{"node1=a-new", "node2=b-old"},
+			missing: []string{"node node3: agent pod c is pending", "node node4: agent pod d is terminating"},
+		},
 		{nodes: []string{"node2", "node1", "node2"}, want: []string{"node1=a-new", "node2=b-old"}},
 		{
 			nodes:   []string{"node1", "node3", "node4", "node5"},

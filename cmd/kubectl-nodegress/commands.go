@@ -68,7 +68,9 @@ func traceCommand(o *options, rest []string) []string {
 func capture(ctx context.Context, f *fanOut, a agent, cmd []string, path string) (err error) {
 	out := f.out
 	if path != "-" {
-		file, err := os.Create(path)
+		// Packets may carry what the node's clients sent: the file is
+		// the user's alone, as nodegress trace --pcap makes it.
+		file, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 		if err != nil {
 			return fmt.Errorf("create capture file: %w", err)
 		}
@@ -79,6 +81,7 @@ func capture(ctx context.Context, f *fanOut, a agent, cmd []string, path string)
 		}()
 		out = file
 	}
+	f.passStderr = f.errOut
 	if err := f.execOne(ctx, a, cmd, out); err != nil {
 		return fmt.Errorf("node %s: %w", a.Node, err)
 	}

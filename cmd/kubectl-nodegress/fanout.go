@@ -42,6 +42,10 @@ type fanOut struct {
 	// are prefixed with the node's name.
 	json  bool
 	grace time.Duration
+	// passStderr, when set, also gets the agents' standard error as it
+	// comes: a capture's status lines (events lost, events without
+	// packet bytes) belong to the user even when the command succeeds.
+	passStderr io.Writer
 
 	errMu sync.Mutex
 }
@@ -153,7 +157,11 @@ func (f *fanOut) execOne(ctx context.Context, a agent, cmd []string, stdout io.W
 		}
 	}()
 	var stderr tail
-	err := f.exec.exec(execCtx, a, cmd, untilDone(ctx, done), stdout, &stderr)
+	var errOut io.Writer = &stderr
+	if f.passStderr != nil {
+		errOut = io.MultiWriter(&stderr, f.passStderr)
+	}
+	err := f.exec.exec(execCtx, a, cmd, untilDone(ctx, done), stdout, errOut)
 	switch {
 	case err == nil:
 		return nil

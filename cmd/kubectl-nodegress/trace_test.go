@@ -257,7 +257,8 @@ func TestTraceBoundsALine(t *testing.T) {
 func TestTracePcap(t *testing.T) {
 	capture := "\xd4\xc3\xb2\xa1 binary\n\x00capture"
 	ex := &fakeExec{nodes: map[string]func(context.Context, io.Reader, io.Writer, io.Writer) error{
-		"node1": func(_ context.Context, _ io.Reader, stdout, _ io.Writer) error {
+		"node1": func(_ context.Context, _ io.Reader, stdout, stderr io.Writer) error {
+			_, _ = io.WriteString(stderr, "nodegress trace: 3 matching events had no packet bytes\n")
 			_, err := io.WriteString(stdout, capture)
 			return err
 		},
@@ -270,6 +271,12 @@ func TestTracePcap(t *testing.T) {
 	}
 	if b, err := os.ReadFile(path); err != nil || string(b) != capture || out != "" {
 		t.Errorf("capture file %q (%v), stdout %q; want the capture byte for byte in the file", b, err, out)
+	}
+	if fi, err := os.Stat(path); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("capture file mode %v (%v), want 0600: packets are the user's alone", fi.Mode(), err)
+	}
+	if !strings.Contains(errOut, "3 matching events had no packet bytes") {
+		t.Errorf("stderr %q: the agent's status lines are not passed on", errOut)
 	}
 	want := []string{"/nodegress", "trace", "--stop-on-stdin-eof", "--pcap", "-", "--service", "web"}
 	if got := ex.cmd("node1"); !slices.Equal(got, want) {
