@@ -663,7 +663,8 @@ func TestMatchAgreesWithSpec(t *testing.T) {
 }
 
 // FuzzMatch checks that no host, path or request makes Compile or Match
-// panic, and that whatever matches really matches.
+// panic, and that whatever matches really matches (a PathRegex route: its
+// anchored, case-insensitive expression).
 func FuzzMatch(f *testing.F) {
 	f.Add("*.foo.com", "/aaa/bbb/", uint8(0), "bar.foo.com:80", "/aaa/bbb/ccc")
 	f.Add("", "/", uint8(1), "", "")
@@ -674,6 +675,16 @@ func FuzzMatch(f *testing.F) {
 		rt, _ := Compile(Config{Routes: routes, Upstreams: []Upstream{{Name: "u"}}})
 		m, ok := rt.Match(reqHost, reqPath)
 		if !ok || m.Route == nil || m.Route.Upstream != "u" {
+			return
+		}
+		if PathType(pt) == PathRegex {
+			re, err := routeRegex(path)
+			if err != nil {
+				t.Fatalf("invalid regex route %q matched", path)
+			}
+			if !re.MatchString(reqPath) {
+				t.Fatalf("regex route %q matched %q", path, reqPath)
+			}
 			return
 		}
 		rp, exact, err := routePath(path, PathType(pt))
