@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"net"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -123,5 +124,53 @@ func TestAsk(t *testing.T) {
 	}
 	if _, err := Ask(ctx, filepath.Join(t.TempDir(), "none.sock"), Query{Target: "default/web"}); err == nil || !strings.Contains(err.Error(), "no agent answers") {
 		t.Errorf("Ask without an agent: %v", err)
+	}
+}
+
+// TestServerBounds checks that connections beyond maxConns are refused at
+// once, with the reason, while a request within the bound is answered, and
+// that the socket is the owner's alone.
+func TestServerBounds(t *testing.T) {
+	path := serve(t)
+	fi, err := os.Stat(path)
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("socket mode %v (%v), want 0600", fi.Mode(), err)
+	}
+	// Silent clients hold every slot until their request timeout.
+	for range maxConns {
+		c, err := net.Dial("unix", path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+	}
+	if a := exchange(t, path, `{"version":1,"target":"192.0.2.10:30080"}`+"\n", false); !strings.Contains(a.Error, errBusy.Error()) {
+		t.Errorf("connection over the bound: answer %+v, want %q", a, errBusy)
+	}
+}
+
+// TestServerAnswersWithinBound is the positive side of TestServerBounds:
+// with one slot left, the request is answered.
+func TestServerAnswersWithinBound(t *testing.T) {
+	path := serve(t)
+	for range maxConns - 1 {
+		c, err := net.Dial("unix", path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+	}
+	// The readiness probe of serve may still hold the last slot for a
+	// moment; the silent clients hold theirs for seconds.
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		a := exchange(t, path, `{"version":1,"target":"192.0.2.10:30080"}`+"\n", false)
+		if a.Error == "" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("answer %+v, want no error", a)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }

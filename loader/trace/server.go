@@ -11,13 +11,13 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/nodegress/nodegress/internal/privsock"
 	"github.com/nodegress/nodegress/loader"
 )
 
@@ -180,11 +180,11 @@ func (s *Server) Serve(ctx context.Context) error {
 		s.log.Warn("switch tracing off at start", "err", err)
 	}
 	s.resetCapture()
-	ln, sock, err := s.listen()
+	ln, err := privsock.Listen(s.path, "trace")
 	if err != nil {
 		return err
 	}
-	defer s.removeSocket(sock)
+	defer ln.Remove(s.log)
 	s.log.Info("trace socket listening", "socket", s.path)
 
 	ctx, cancel := context.WithCancel(ctx)
@@ -248,62 +248,6 @@ func (s *Server) Serve(ctx context.Context) error {
 		return err
 	default:
 		return nil
-	}
-}
-
-// listen binds the socket under a temporary name and renames it into place
-// once it is 0600: the socket is never reachable with looser permissions,
-// and a stale socket is replaced atomically.
-func (s *Server) listen() (*net.UnixListener, os.FileInfo, error) {
-	dir, base := filepath.Split(s.path)
-	if dir == "" {
-		dir = "."
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, nil, fmt.Errorf("create trace socket directory: %w", err)
-	}
-	if fi, err := os.Lstat(s.path); err == nil {
-		if fi.Mode().Type() != os.ModeSocket {
-			return nil, nil, fmt.Errorf("trace socket %s: exists and is not a socket", s.path)
-		}
-		if c, err := net.DialTimeout("unix", s.path, time.Second); err == nil {
-			c.Close()
-			return nil, nil, fmt.Errorf("trace socket %s: another agent is listening on it", s.path)
-		}
-	}
-	tmp := filepath.Join(dir, "."+base+"."+strconv.Itoa(os.Getpid()))
-	_ = os.Remove(tmp)
-	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: tmp, Net: "unix"})
-	if err != nil {
-		return nil, nil, fmt.Errorf("listen on trace socket: %w", err)
-	}
-	// The file is renamed below; removeSocket deletes it by its final name.
-	ln.SetUnlinkOnClose(false)
-	fail := func(err error) (*net.UnixListener, os.FileInfo, error) {
-		ln.Close()
-		_ = os.Remove(tmp)
-		return nil, nil, err
-	}
-	if err := os.Chmod(tmp, 0o600); err != nil {
-		return fail(fmt.Errorf("restrict trace socket: %w", err))
-	}
-	if err := os.Rename(tmp, s.path); err != nil {
-		return fail(fmt.Errorf("move trace socket into place: %w", err))
-	}
-	fi, err := os.Lstat(s.path)
-	if err != nil {
-		return fail(fmt.Errorf("trace socket: %w", err))
-	}
-	return ln, fi, nil
-}
-
-// removeSocket removes the socket file unless another agent has replaced
-// it meanwhile.
-func (s *Server) removeSocket(ours os.FileInfo) {
-	if fi, err := os.Lstat(s.path); err == nil && os.SameFile(fi, ours) {
-		if err := os.Remove(s.path); err != nil {
-			s.log.Warn("remove trace socket", "socket", s.path, "err", err)
-		}
 	}
 }
 
