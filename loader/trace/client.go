@@ -70,7 +70,7 @@ func Run(ctx context.Context, socketPath string, f Filter, out io.Writer, format
 type sink interface {
 	event(r *Record, raw []byte) error
 	request(raw []byte) error
-	lost(n uint64, raw []byte) error
+	lost(n uint64, where string, raw []byte) error
 }
 
 // run is Run with the output left to a sink, made once the agent accepted
@@ -155,7 +155,7 @@ func stream(conn net.Conn, f Filter, newSink func() (sink, error)) error {
 				return nil
 			}
 		case TypeLost:
-			if err := p.lost(l.Lost, sc.Bytes()); err != nil {
+			if err := p.lost(l.Lost, l.Where, sc.Bytes()); err != nil {
 				return err
 			}
 		case TypeError:
@@ -202,7 +202,7 @@ func (p *printer) event(r *Record, raw []byte) error {
 	return p.write()
 }
 
-func (p *printer) lost(n uint64, raw []byte) error {
+func (p *printer) lost(n uint64, where string, raw []byte) error {
 	if p.format == FormatJSON {
 		return p.raw(raw)
 	}
@@ -213,8 +213,17 @@ func (p *printer) lost(n uint64, raw []byte) error {
 	} else {
 		p.buf = append(p.buf, " events"...)
 	}
-	p.buf = append(p.buf, " (trace output too slow; narrow the filter)\n"...)
+	p.buf = append(p.buf, lostWhy(where)...)
+	p.buf = append(p.buf, '\n')
 	return p.write()
+}
+
+// lostWhy says why events were lost, from a lost notice's "where".
+func lostWhy(where string) string {
+	if where == LostInDatapath {
+		return " in the datapath (its ring buffer was full: every trace client lost them)"
+	}
+	return " (trace output too slow; narrow the filter)"
 }
 
 func (p *printer) raw(b []byte) error {

@@ -25,7 +25,10 @@
 // A "lost" message reports events that matched the client's filter but were
 // dropped because the client did not read fast enough; it sits exactly where
 // the gap is in the stream. Filters are evaluated by the server, so a client
-// only costs the agent the events it asked for.
+// only costs the agent the events it asked for. A "lost" message with
+// "where":"datapath" reports events the datapath could not write at all
+// (its ring buffer was full) while the client was connected: every client
+// lost those, whatever its filter; they are reported within a second.
 //
 // A filter with "snaplen" asks for packets' bytes (`nodegress trace
 // --pcap`): while such a client is connected the server has the datapath

@@ -78,17 +78,20 @@ func TestPrinterLost(t *testing.T) {
 	tests := []struct {
 		format Format
 		n      uint64
+		where  string
 		want   string
 	}{
-		{FormatText, 1, "lost 1 event (trace output too slow; narrow the filter)\n"},
-		{FormatText, 17, "lost 17 events (trace output too slow; narrow the filter)\n"},
-		{FormatJSON, 17, `{"type":"lost","lost":17}` + "\n"},
+		{FormatText, 1, "", "lost 1 event (trace output too slow; narrow the filter)\n"},
+		{FormatText, 17, "", "lost 17 events (trace output too slow; narrow the filter)\n"},
+		{FormatJSON, 17, "", `{"type":"lost","lost":17}` + "\n"},
+		{FormatText, 3, LostInDatapath, "lost 3 events in the datapath (its ring buffer was full: every trace client lost them)\n"},
+		{FormatJSON, 3, LostInDatapath, `{"type":"lost","lost":3,"where":"datapath"}` + "\n"},
 	}
 	for _, tt := range tests {
 		var out bytes.Buffer
 		p := printer{out: &out, format: tt.format, loc: time.UTC}
-		raw := bytes.TrimSpace(encodeNotice(notice{Type: TypeLost, Lost: tt.n}))
-		if err := p.lost(tt.n, raw); err != nil {
+		raw := bytes.TrimSpace(encodeNotice(notice{Type: TypeLost, Lost: tt.n, Where: tt.where}))
+		if err := p.lost(tt.n, tt.where, raw); err != nil {
 			t.Fatal(err)
 		}
 		if out.String() != tt.want {

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -37,7 +38,11 @@ type fakeSource struct {
 	requests    chan emitRequest
 	// snaplens follows SetPacketCapture (see pcap_test.go).
 	snaplens []int
+	// ringLost is what TraceLost reports: events the ring buffer lost.
+	ringLost atomic.Uint64
 }
+
+func (f *fakeSource) TraceLost() (uint64, error) { return f.ringLost.Load(), nil }
 
 type emitRequest struct {
 	ev   loader.Event

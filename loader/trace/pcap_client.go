@@ -114,8 +114,12 @@ func (p *pcapSink) iface(r *Record) (uint32, error) {
 // request is never called: RunPcap refuses requests clients.
 func (p *pcapSink) request([]byte) error { return nil }
 
-func (p *pcapSink) lost(n uint64, _ []byte) error {
-	if _, err := fmt.Fprintf(p.status, "lost %d events (capture output too slow; narrow the filter)\n", n); err != nil {
+func (p *pcapSink) lost(n uint64, where string, _ []byte) error {
+	why := " (capture output too slow; narrow the filter)"
+	if where == LostInDatapath {
+		why = lostWhy(where)
+	}
+	if _, err := fmt.Fprintf(p.status, "lost %d events%s\n", n, why); err != nil {
 		return fmt.Errorf("write trace status: %w", err)
 	}
 	return nil

@@ -61,10 +61,17 @@ type Record struct {
 	Packet *Packet `json:"packet,omitempty"`
 }
 
+// LostInDatapath is the "where" of a lost notice for events the datapath
+// could not write because its ring buffer was full: they are lost to every
+// client, whatever its filter. A notice without "where" counts events
+// that matched the client's filter but that it did not read fast enough.
+const LostInDatapath = "datapath"
+
 // notice is a control line: ready, lost or error.
 type notice struct {
 	Type  string `json:"type"`
 	Lost  uint64 `json:"lost,omitempty"`
+	Where string `json:"where,omitempty"`
 	Error string `json:"error,omitempty"`
 }
 
@@ -73,6 +80,7 @@ type notice struct {
 type line struct {
 	Record
 	Lost  uint64 `json:"lost"`
+	Where string `json:"where"`
 	Error string `json:"error"`
 }
 

@@ -37,6 +37,12 @@ type KernelDropSource interface {
 	SetKernelDrops(on bool) error
 }
 
+// LossSource is a Source that counts the events its ring buffer had no
+// room for; the loader's Datapath implements it.
+type LossSource interface {
+	TraceLost() (uint64, error)
+}
+
 // Names resolves the IDs that events carry to the names the agent gave
 // them. An unknown ID resolves to "".
 type Names interface {
@@ -61,8 +67,10 @@ const (
 	// maxHandshake bounds the filter line.
 	maxHandshake = 64 << 10
 	// idleCheck is how often an idle client looks for losses that no later
-	// event has reported yet.
+	// event has reported yet, and lossCheck how often the datapath's
+	// count of events its ring buffer had no room for is read.
 	idleCheck = time.Second
+	lossCheck = time.Second
 )
 
 // Server streams datapath events to trace clients on a unix socket.
@@ -78,6 +86,7 @@ type Server struct {
 	handshakeTimeout time.Duration
 	writeTimeout     time.Duration
 	maxClients       int
+	lossCheck        time.Duration
 
 	nextID atomic.Uint64
 	// clients is read on every event without locking; add and remove
@@ -115,6 +124,7 @@ func NewServer(path string, src Source, names Names, log *slog.Logger) *Server {
 		handshakeTimeout: defaultHandshakeTimeout,
 		writeTimeout:     defaultWriteTimeout,
 		maxClients:       defaultMaxClients,
+		lossCheck:        lossCheck,
 	}
 }
 
@@ -132,6 +142,9 @@ type client struct {
 	// queued item carries it so the "lost" line lands where the gap is.
 	pending uint64
 	lost    atomic.Uint64 // total, for the log
+	// datapathLost counts events the datapath lost (ring buffer full)
+	// while the client was connected, not yet reported to it.
+	datapathLost atomic.Uint64
 	// snaplen is the bytes of each packet the client asked for (pcap);
 	// 0 for none.
 	snaplen int
@@ -204,6 +217,9 @@ func (s *Server) Serve(ctx context.Context) error {
 			cancel()
 		}
 	})
+	if ls, ok := s.src.(LossSource); ok {
+		wg.Go(func() { s.watchDatapathLoss(ctx, ls) })
+	}
 
 	backoff := 5 * time.Millisecond
 	for {
@@ -248,6 +264,37 @@ func (s *Server) Serve(ctx context.Context) error {
 		return err
 	default:
 		return nil
+	}
+}
+
+// watchDatapathLoss tells every connected client, within lossCheck, how
+// many events the datapath could not write while it was connected: a gap
+// no client could have seen otherwise (its own "lost" counts only what it
+// read too slowly).
+func (s *Server) watchDatapathLoss(ctx context.Context, ls LossSource) {
+	last, err := ls.TraceLost()
+	if err != nil {
+		s.log.Warn("read the datapath's lost events", "err", err)
+		return
+	}
+	t := time.NewTicker(s.lossCheck)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		n, err := ls.TraceLost()
+		if err != nil || n <= last {
+			continue
+		}
+		if p := s.clients.Load(); p != nil {
+			for _, c := range *p {
+				c.datapathLost.Add(n - last)
+			}
+		}
+		last = n
 	}
 }
 
@@ -315,6 +362,9 @@ func (s *Server) handle(ctx context.Context, conn net.Conn) {
 	idle := time.NewTimer(idleCheck)
 	defer idle.Stop()
 	for {
+		if n := c.datapathLost.Swap(0); n > 0 && !write(encodeNotice(notice{Type: TypeLost, Lost: n, Where: LostInDatapath})) {
+			return
+		}
 		var it item
 		select {
 		case it = <-c.ch:

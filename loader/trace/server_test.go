@@ -370,3 +370,32 @@ func TestStalledClientIsDisconnected(t *testing.T) {
 	eventually(t, "the stalled client to be dropped", func() bool { return s.clientCount() == 0 })
 	eventually(t, "tracing to be switched off", func() bool { on, _ := src.state(); return !on })
 }
+
+// TestDatapathLossReported checks that events the datapath's ring buffer
+// had no room for reach every connected client as a lost notice naming
+// the datapath, between the events around the gap, and that a client that
+// connects later is not told of losses before its time.
+func TestDatapathLossReported(t *testing.T) {
+	src := newFakeSource()
+	src.ringLost.Store(40) // losses from before any client: not reported
+	_, path := startServer(t, src, func(s *Server) { s.lossCheck = 5 * time.Millisecond })
+	a := subscribe(t, path, Filter{})
+	b := subscribe(t, path, Filter{Verdict: "drop"}) // filters do not matter
+	src.emit(t, fwdEvent())
+	if l := a.next(); l.Type != TypeEvent {
+		t.Fatalf("first line %+v, want the event", l)
+	}
+	src.ringLost.Add(5)
+	for name, c := range map[string]*rawClient{"a": a, "b": b} {
+		if l := c.next(); l.Type != TypeLost || l.Lost != 5 || l.Where != LostInDatapath {
+			t.Errorf("client %s: %+v, want lost 5 in the datapath", name, l)
+		}
+	}
+	late := subscribe(t, path, Filter{})
+	src.emit(t, fwdEvent())
+	for name, c := range map[string]*rawClient{"a": a, "late": late} {
+		if l := c.next(); l.Type != TypeEvent {
+			t.Errorf("client %s: %+v, want the next event", name, l)
+		}
+	}
+}
