@@ -1622,3 +1622,63 @@ spec:
 		t.Errorf("missing ResolvedRefs %s", got)
 	}
 }
+
+// TestRouteParentRefPort attaches a route by its parentRef's port: to the
+// listeners on that port only, and to none (NoMatchingParent, its
+// references still resolved) when no listener, or not the one its
+// sectionName names, is on it.
+func TestRouteParentRefPort(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		parentRef string
+		accepted  string
+		attached  map[string]int32 // by listener
+	}{
+		{name: "port of a listener", parentRef: "{name: gw, port: 8080}", accepted: "True/Accepted",
+			attached: map[string]int32{"http": 0, "alt": 1}},
+		{name: "port and sectionName of one listener", parentRef: "{name: gw, sectionName: http, port: 80}", accepted: "True/Accepted",
+			attached: map[string]int32{"http": 1, "alt": 0}},
+		{name: "no listener on the port", parentRef: "{name: gw, port: 81}", accepted: "False/NoMatchingParent",
+			attached: map[string]int32{"http": 0, "alt": 0}},
+		{name: "sectionName of a listener on another port", parentRef: "{name: gw, sectionName: http, port: 8080}", accepted: "False/NoMatchingParent",
+			attached: map[string]int32{"http": 0, "alt": 0}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			o := decodeGatewayObjects(t, gatewayBase+`---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: app}
+spec:
+  gatewayClassName: nodegress
+  addresses: [{value: 192.0.2.1}]
+  listeners: [{name: http, port: 80, protocol: HTTP}, {name: alt, port: 8080, protocol: HTTP}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: web, namespace: app, generation: 2}
+spec:
+  parentRefs: [`+tc.parentRef+`]
+  rules: [{backendRefs: [{name: web, port: 8080}]}]
+`)
+			_, _, st, _ := o.translate()
+			parents := st.Routes[kindHTTPRoute]["app/web"]
+			if len(parents) != 1 {
+				t.Fatalf("route parents %+v, want one", parents)
+			}
+			conds := parents[0].Conditions
+			if got := condOf(conds, "Accepted") + " " + condOf(conds, "ResolvedRefs"); got != tc.accepted+" True/ResolvedRefs" {
+				t.Errorf("route conditions %s, want %s True/ResolvedRefs", got, tc.accepted)
+			}
+			for _, c := range conds {
+				if c.ObservedGeneration != 2 {
+					t.Errorf("route condition %s observedGeneration %d, want 2", c.Type, c.ObservedGeneration)
+				}
+			}
+			for _, l := range st.Gateways["app/gw"].Listeners {
+				if want := tc.attached[string(l.Name)]; l.AttachedRoutes != want {
+					t.Errorf("listener %s attachedRoutes %d, want %d", l.Name, l.AttachedRoutes, want)
+				}
+			}
+		})
+	}
+}

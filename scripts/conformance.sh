@@ -42,8 +42,11 @@ PROFILES=${CONFORMANCE_PROFILES:-GATEWAY-HTTP,GATEWAY-GRPC,GATEWAY-TLS}
 TIMEOUT=${CONFORMANCE_TIMEOUT:-60m}
 # Extended features nodegress implements; the suite runs their tests too.
 FEATURES=${CONFORMANCE_FEATURES:-HTTPRouteQueryParamMatching,HTTPRouteMethodMatching,HTTPRouteResponseHeaderModification,HTTPRoutePortRedirect,HTTPRouteSchemeRedirect,HTTPRoutePathRedirect,HTTPRouteHostRewrite,HTTPRoutePathRewrite,HTTPRoute303RedirectStatusCode,HTTPRoute307RedirectStatusCode,HTTPRoute308RedirectStatusCode,HTTPRouteParentRefPort,HTTPRouteNamedRouteRule,HTTPRouteBackendProtocolH2C,HTTPRouteBackendProtocolWebSocket,GatewayPort8080,GatewayHTTPListenerIsolation,GatewayAddressEmpty,HTTPRouteRequestTimeout,HTTPRouteBackendTimeout,TLSRouteModeTerminate,TLSRouteModeMixed,GatewayStaticAddresses,GatewayHTTPSListenerDetectMisdirectedRequests,GatewayFrontendClientCertificateValidation,GatewayFrontendClientCertificateValidationInsecureFallback,GatewayBackendClientCertificate,ListenerSet,BackendTLSPolicy,BackendTLSPolicySANValidation,HTTPRouteCORS,HTTPRouteBackendRequestHeaderModification,HTTPRouteRequestMirror,HTTPRouteRequestMultipleMirrors,HTTPRouteRequestPercentageMirror}
-# Features of fields only the experimental channel has (rules[].retry).
-EXPERIMENTAL_FEATURES=HTTPRouteRetry,HTTPRouteRetryBackendTimeout,HTTPRouteRetryConnectionError
+# Features claimed with the experimental channel's CRDs only: those of
+# fields only that channel has (rules[].retry), and those the Gateway API
+# lists as experimental-channel features (HTTPRouteDestinationPortMatching:
+# routes attached by their parentRefs' port).
+EXPERIMENTAL_FEATURES=HTTPRouteRetry,HTTPRouteRetryBackendTimeout,HTTPRouteRetryConnectionError,HTTPRouteDestinationPortMatching
 # Claimed with CONFORMANCE_ADDRESS_SOURCE=service: its test looks for a
 # Service labelled with the Gateway's name, made only in that mode.
 SERVICE_FEATURES=GatewayInfrastructure

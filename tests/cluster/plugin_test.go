@@ -5,21 +5,25 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"os/exec"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/nodegress/nodegress/loader/pcapng"
 )
 
 // traceStopBudget bounds how long the plugin may take to end once
 // interrupted: the agents' trace commands end first.
 const traceStopBudget = 20 * time.Second
 
-// pluginTrace is a running `kubectl nodegress trace --output json`, its
-// records decoded as R.
+// pluginTrace is a running `kubectl nodegress trace`, its output decoded
+// as records R.
 type pluginTrace[R any] struct {
 	cmd    *exec.Cmd
 	errOut bytes.Buffer
@@ -33,7 +37,24 @@ type pluginTrace[R any] struct {
 	added   chan struct{} // a token whenever records grew
 }
 
+// startPluginTrace runs `kubectl nodegress trace --kubeconfig ... args`,
+// its standard output JSON lines decoded as R.
 func startPluginTrace[R any](t *testing.T, c *cluster, plugin string, args ...string) *pluginTrace[R] {
+	t.Helper()
+	return startPlugin(t, c, plugin, decodeJSONLines[R], args...)
+}
+
+// startPluginCapture runs `kubectl nodegress trace --kubeconfig ... --pcap -
+// args`, its standard output read as a pcapng stream.
+func startPluginCapture(t *testing.T, c *cluster, plugin string, args ...string) *pluginTrace[pcapng.Packet] {
+	t.Helper()
+	return startPlugin(t, c, plugin, decodePcap, append([]string{"--pcap", "-"}, args...)...)
+}
+
+// startPlugin runs the plugin's trace with decode reading its standard
+// output: decode hands each record to add and returns what ended the
+// stream (nil at its end).
+func startPlugin[R any](t *testing.T, c *cluster, plugin string, decode func(r io.Reader, add func(R)) error, args ...string) *pluginTrace[R] {
 	t.Helper()
 	p := &pluginTrace[R]{exited: make(chan struct{}), added: make(chan struct{}, 1)}
 	p.cmd = exec.Command(plugin, append([]string{"trace", "--kubeconfig", c.env["KUBECONFIG"]}, args...)...)
@@ -48,21 +69,21 @@ func startPluginTrace[R any](t *testing.T, c *cluster, plugin string, args ...st
 	read := make(chan struct{})
 	go func() {
 		defer close(read)
-		sc := bufio.NewScanner(stdout)
-		sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
-		for sc.Scan() {
-			var r R
-			err := json.Unmarshal(sc.Bytes(), &r)
+		err := decode(stdout, func(r R) {
 			p.mu.Lock()
-			if err != nil && p.readErr == nil {
-				p.readErr = fmt.Errorf("output line %q: %w", sc.Text(), err)
-			}
 			p.records = append(p.records, r)
 			p.mu.Unlock()
 			select {
 			case p.added <- struct{}{}:
 			default:
 			}
+		})
+		if err != nil {
+			p.mu.Lock()
+			p.readErr = err
+			p.mu.Unlock()
+			// The plugin must not block on a pipe nobody reads.
+			_, _ = io.Copy(io.Discard, stdout)
 		}
 	}()
 	go func() {
@@ -81,9 +102,44 @@ func startPluginTrace[R any](t *testing.T, c *cluster, plugin string, args ...st
 	return p
 }
 
+// decodeJSONLines reads one JSON record a line.
+func decodeJSONLines[R any](r io.Reader, add func(R)) error {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
+	for sc.Scan() {
+		var rec R
+		if err := json.Unmarshal(sc.Bytes(), &rec); err != nil {
+			return fmt.Errorf("output line %q: %w", sc.Text(), err)
+		}
+		add(rec)
+	}
+	if err := sc.Err(); err != nil {
+		return fmt.Errorf("read output: %w", err)
+	}
+	return nil
+}
+
+// decodePcap reads a pcapng stream's packets.
+func decodePcap(r io.Reader, add func(pcapng.Packet)) error {
+	pr, err := pcapng.NewReader(r)
+	if err != nil {
+		return err
+	}
+	for {
+		p, err := pr.Next()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		add(p)
+	}
+}
+
 // waitFor calls poke (sending traffic) and waits for a record matching
 // match, again until one arrives, the plugin ends or ctx does; poke runs
-// at most every half second.
+// at most every half second. A stream that could not be read is an error.
 func (p *pluginTrace[R]) waitFor(ctx context.Context, poke func(), match func(R) bool) (R, error) {
 	var none R
 	seen := 0

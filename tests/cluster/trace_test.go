@@ -36,7 +36,10 @@ const (
 // node reports either flow. An Ingress request to the first node, routed
 // to a pod on the second, is one request record, from the first node
 // (checkRequestAcrossNodes). Stopping the plugin (SIGINT) stops the trace
-// in every agent: tracing is switched off again.
+// in every agent: tracing is switched off again. `--pcap -` on the first
+// node, one capture per NodePort, holds that port's SYN as received and
+// as sent to the pod, and no packet of the other port
+// (checkNodePortCapture).
 func TestClusterTrace(t *testing.T) {
 	requireRoot(t)
 	requireNoCluster(t)
@@ -49,11 +52,7 @@ func TestClusterTrace(t *testing.T) {
 	tr := startPluginTrace[traceRecord](t, c, plugin, "--kernel-drops", "--service", traceNS+"/target", "--output", "json", "--duration", "5m")
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	curl := func(port int) (string, error) {
-		out, err := exec.Command("ip", "netns", "exec", c.clientNS, "curl", "-sS", "-m", "2",
-			fmt.Sprintf("http://%s:%d/hostname", nodeIP, port)).CombinedOutput()
-		return string(out), err
-	}
+	curl := func(port int) (string, error) { return curlHostname(c, fmt.Sprintf("%s:%d", nodeIP, port)) }
 
 	// The served port: answered, and traced as the first node's
 	// forwarding decision towards the pod.
@@ -162,6 +161,9 @@ func TestClusterTrace(t *testing.T) {
 	}
 	t.Logf("kubectl nodegress explain --node %s %s:\n%s", node, closedFrontend, closedOut)
 
+	// Captures of one NodePort each, through the plugin.
+	checkNodePortCapture(t, c, plugin, podIP)
+
 	// A node without an agent is reported; the others are traced.
 	out, err := exec.Command(plugin, "trace", "--kubeconfig", c.env["KUBECONFIG"], "--node", node,
 		"--node", "no-such-node", "--duration", "2s").CombinedOutput()
@@ -169,6 +171,12 @@ func TestClusterTrace(t *testing.T) {
 		!strings.Contains(string(out), "1 of 2 nodes could not be traced") {
 		t.Errorf("trace of %s and a node without an agent: %v\n%s", node, err, out)
 	}
+}
+
+// curlHostname asks hostPort for /hostname from the client namespace.
+func curlHostname(c *cluster, hostPort string) (string, error) {
+	out, err := exec.Command("ip", "netns", "exec", c.clientNS, "curl", "-sS", "-m", "2", "http://"+hostPort+"/hostname").CombinedOutput()
+	return string(out), err
 }
 
 // deployTraceTarget runs one agnhost pod on node behind the NodePort

@@ -2,10 +2,8 @@ package e2e
 
 import (
 	"bytes"
-	"encoding/binary"
 	"errors"
 	"io"
-	"net/netip"
 	"os"
 	"os/exec"
 	"strconv"
@@ -17,37 +15,6 @@ import (
 	"github.com/nodegress/nodegress/tests/harness"
 	"github.com/nodegress/nodegress/tests/netns"
 )
-
-// tcpSegment is what the test reads of a captured frame.
-type tcpSegment struct {
-	src, dst netip.AddrPort
-	flags    uint8
-}
-
-const (
-	tcpFlagSYN = 0x02
-	tcpFlagACK = 0x10
-)
-
-// parseTCP reads an Ethernet/IPv4/TCP frame's addresses, ports and flags.
-func parseTCP(b []byte) (tcpSegment, bool) {
-	if len(b) < 14+20 || binary.BigEndian.Uint16(b[12:]) != 0x0800 {
-		return tcpSegment{}, false
-	}
-	ip := b[14:]
-	ihl := int(ip[0]&0x0f) * 4
-	if ip[9] != 6 || len(ip) < ihl+14 {
-		return tcpSegment{}, false
-	}
-	tcp := ip[ihl:]
-	src := netip.AddrFrom4([4]byte(ip[12:16]))
-	dst := netip.AddrFrom4([4]byte(ip[16:20]))
-	return tcpSegment{
-		src:   netip.AddrPortFrom(src, binary.BigEndian.Uint16(tcp)),
-		dst:   netip.AddrPortFrom(dst, binary.BigEndian.Uint16(tcp[2:])),
-		flags: tcp[13],
-	}, true
-}
 
 // TestTracePcap runs `nodegress trace --pcap -` while a client uses a
 // NodePort: the capture holds the client's SYN to the NodePort as the node
@@ -88,12 +55,12 @@ func TestTracePcap(t *testing.T) {
 		if !strings.Contains(p.Comment, "svc=default/captured") {
 			withoutSvc++
 		}
-		seg, ok := parseTCP(p.Data)
-		if ok && seg.flags&(tcpFlagSYN|tcpFlagACK) == tcpFlagSYN {
+		seg, ok := harness.ParseTCP(p.Data)
+		if ok && seg.IsSYN() {
 			switch {
-			case seg.dst == frontend && synIn < 0 && strings.HasSuffix(p.Comment, "(as received)"):
+			case seg.Dst == frontend && synIn < 0 && strings.HasSuffix(p.Comment, "(as received)"):
 				synIn = len(pkts)
-			case seg.dst == backend && synIn >= 0 && synOut < 0:
+			case seg.Dst == backend && synIn >= 0 && synOut < 0:
 				synOut = len(pkts)
 			}
 		}
@@ -121,8 +88,8 @@ func TestTracePcap(t *testing.T) {
 	if !strings.HasSuffix(out2.Comment, "(as sent)") || !strings.Contains(out2.Comment, "svc=default/captured") {
 		t.Errorf("translated SYN's comment %q: want the service, as sent", out2.Comment)
 	}
-	if seg, _ := parseTCP(out2.Data); !strings.HasPrefix(seg.src.String(), netns.ClientIP.String()+":") {
-		t.Errorf("translated SYN from %s: want the client %s (a local backend: no SNAT)", seg.src, netns.ClientIP)
+	if seg, _ := harness.ParseTCP(out2.Data); !strings.HasPrefix(seg.Src.String(), netns.ClientIP.String()+":") {
+		t.Errorf("translated SYN from %s: want the client %s (a local backend: no SNAT)", seg.Src, netns.ClientIP)
 	}
 	if withoutSvc != 0 {
 		t.Errorf("%d packets without the service in their comment, want none (--port filters the service's flows)", withoutSvc)
