@@ -77,12 +77,11 @@ func (d *Datapath) SetKernelDrops(on bool) error {
 	if k.link != nil {
 		return nil
 	}
-	// Read the names now rather than stall the first event's delivery
-	// (kallsyms has some 200,000 lines).
-	go func() {
-		kernel.reason(0)
-		kernel.symbol(0)
-	}()
+	// Read the names now (once, some 100 ms for kallsyms' 100,000 lines
+	// or more) rather than stall the delivery of the first events: a
+	// request record joined meanwhile would miss its drops.
+	kernel.reason(0)
+	kernel.symbol(0)
 	var errs []error
 	if !k.onlyTracepoint {
 		err := k.attach(d, kdropProgTraceDrop, "tp_btf/kfree_skb", func(p *ebpf.Program) (link.Link, error) {
