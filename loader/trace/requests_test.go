@@ -20,6 +20,26 @@ type fakeRequests struct {
 	fn    func(*Request)
 	subs  int // subscriptions made
 	stops int // subscriptions ended
+	// watches and watchStops count the upstream watches started and
+	// ended.
+	watches, watchStops int
+}
+
+func (f *fakeRequests) WatchUpstreams() func() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.watches++
+	return func() {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		f.watchStops++
+	}
+}
+
+func (f *fakeRequests) watchCounts() (watches, stops int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.watches, f.watchStops
 }
 
 func (f *fakeRequests) TraceRequests(fn func(*Request)) func() {
@@ -169,6 +189,66 @@ func TestRequestsJoined(t *testing.T) {
 	if s.reqCache.Load() != nil {
 		t.Error("connection cache kept with no requests client")
 	}
+}
+
+// TestRequestsFailedJoinedLate checks that the record of a failed request
+// is joined with a drop of its upstream connection that arrives just after
+// the request finished, as a pod kernel's drop of the proxy's SYN races
+// the proxy's 502; a request that did not fail is joined at once.
+func TestRequestsFailedJoinedLate(t *testing.T) {
+	src := newFakeSource()
+	reqs := &fakeRequests{}
+	_, path := startServer(t, src, func(s *Server) { s.SetRequestSource(reqs) })
+	c := subscribe(t, path, Filter{RequestFilter: RequestFilter{Requests: true}, KernelDrops: true})
+
+	served := proxyRequest("served", 200)
+	failed := proxyRequest("failed", 502)
+	failed.Error = "connect: connection refused"
+	reqs.publish(served)
+	reqs.publish(failed)
+	src.emit(t, upstreamDrop())
+
+	r := c.nextRequest()
+	if r.ID != "served" || len(r.Upstream.Drops) != 0 {
+		t.Errorf("first record %s with upstream drops %+v: want the served one, joined before the drop", r.ID, r.Upstream.Drops)
+	}
+	r = c.nextRequest()
+	if r.ID != "failed" || len(r.Upstream.Drops) != 1 || r.Upstream.Drops[0].Reason != "NO_SOCKET" {
+		t.Errorf("second record %s with upstream drops %+v: want the failed one with the later NO_SOCKET", r.ID, r.Upstream.Drops)
+	}
+}
+
+// TestRequestsUpstreamWatch checks that the proxy's upstream connections
+// are watched for kernel drops exactly while a requests client with
+// kernel drops listens: not for a requests client without them, nor for
+// an events client with them.
+func TestRequestsUpstreamWatch(t *testing.T) {
+	src := newFakeSource()
+	reqs := &fakeRequests{}
+	s, path := startServer(t, src, func(s *Server) { s.SetRequestSource(reqs) })
+	expect := func(what string, watches, stops int) {
+		t.Helper()
+		if w, st := reqs.watchCounts(); w != watches || st != stops {
+			t.Errorf("%s: %d watches started, %d ended; want %d, %d", what, w, st, watches, stops)
+		}
+	}
+	noDrops := subscribe(t, path, Filter{RequestFilter: RequestFilter{Requests: true}})
+	events := subscribe(t, path, Filter{KernelDrops: true})
+	expect("requests without kernel drops, events with", 0, 0)
+	a := subscribe(t, path, Filter{RequestFilter: RequestFilter{Requests: true}, KernelDrops: true})
+	expect("a requests client with kernel drops", 1, 0)
+	b := subscribe(t, path, Filter{RequestFilter: RequestFilter{Requests: true, Status: "5xx"}, KernelDrops: true})
+	expect("a second one", 1, 0)
+	a.conn.Close()
+	eventually(t, "the first to leave", func() bool { return s.clientCount() == 3 })
+	expect("one left", 1, 0)
+	b.conn.Close()
+	eventually(t, "the second to leave", func() bool { return s.clientCount() == 2 })
+	expect("both left", 1, 1)
+	noDrops.conn.Close()
+	events.conn.Close()
+	eventually(t, "every client to leave", func() bool { return s.clientCount() == 0 })
+	expect("all left", 1, 1)
 }
 
 func TestRequestsUnavailable(t *testing.T) {
