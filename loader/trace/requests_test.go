@@ -399,12 +399,13 @@ func TestConnCacheBounds(t *testing.T) {
 func TestRequestText(t *testing.T) {
 	r := proxyRequest("req-1", 200)
 	r.Client.TLS, r.Client.SNI, r.Client.ALPN = true, "app.example", "h2"
-	r.Client.Steering = []Record{{Device: "eth0", Stage: "xdp", Verdict: "PASS", Reason: "pass_l7"}}
+	r.Client.Steering = []Record{{Device: "eth0", Stage: "xdp", Verdict: "PASS", Reason: "pass_l7"},
+		{Device: "eth0", Stage: "sk-lookup", Verdict: "REDIRECT", Reason: "sk_steer"}}
 	r.Upstream.Drops = []Record{{Time: testTime, Device: "eth0", Stage: "kernel", Verdict: "DROP", Reason: "NO_SOCKET",
 		Orig: RequestTuple(upstreamTuple.Src, upstreamTuple.Dst)}}
 	got := string(appendRequestText(nil, &r, time.UTC))
 	want := "10:31:07.123456 200 GET app.example/api/items HTTP/1.1 bytes=20 time=1.500ms id=req-1" +
-		" client=192.0.2.10:40000 > 192.0.2.1:80 tls sni=app.example alpn=h2 steered=xdp/eth0/PASS/pass_l7" +
+		" client=192.0.2.10:40000 > 192.0.2.1:80 tls sni=app.example alpn=h2 steered=xdp/eth0/PASS/pass_l7 sk-lookup=sk_steer" +
 		" route=ingress:default/app app.example/api upstream=default/web:http 192.0.2.1:51000 > 10.1.0.7:8080" +
 		" pod=default/web-5d8f node=node-b\n" +
 		"  drop 10:31:07.123456 eth0     kernel     DROP     NO_SOCKET           TCP 192.0.2.1:51000 > 10.1.0.7:8080\n"
@@ -415,7 +416,8 @@ func TestRequestText(t *testing.T) {
 	// A local answer: no route, no upstream.
 	r = proxyRequest("req-2", 404)
 	r.Route, r.Upstream = RequestRoute{Rule: -1}, RequestUpstream{}
-	if got := string(appendRequestText(nil, &r, time.UTC)); !strings.Contains(got, " route=-\n") || strings.Contains(got, "upstream=") {
+	if got := string(appendRequestText(nil, &r, time.UTC)); !strings.Contains(got, " route=-\n") || strings.Contains(got, "upstream=") ||
+		strings.Contains(got, "sk-lookup=") {
 		t.Errorf("local answer: %q", got)
 	}
 }
