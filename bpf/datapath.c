@@ -404,15 +404,21 @@ out:
 SEC("sk_lookup")
 int sk_steer(struct bpf_sk_lookup *ctx)
 {
-	struct bpf_sock *sk = steer_lookup(ctx);
-	long err;
+	struct decision d = {};
+	struct bpf_sock *sk = steer_lookup(ctx, &d);
 
-	if (!sk)
-		return SK_PASS;
-	err = bpf_sk_assign(ctx, sk, 0);
-	bpf_sk_release(sk);
-	/* A proxy socket that cannot take the connection: normal lookup. */
-	(void)err;
+	if (d.reason == REASON_PASS_NO_FRONTEND)
+		return SK_PASS; /* not an L7 frontend: not even counted */
+	if (sk) {
+		/* A proxy socket that cannot take the connection: normal
+		 * lookup. */
+		if (bpf_sk_assign(ctx, sk, 0))
+			decide_pass(&d, REASON_PASS_SK_ASSIGN_FAILED);
+		else
+			decide(&d, ACT_PASS, VERDICT_REDIRECT, REASON_SK_STEER);
+		bpf_sk_release(sk);
+	}
+	account(ctx->ingress_ifindex, STAGE_SK_LOOKUP, &d.xlated, &d, 0);
 	return SK_PASS;
 }
 

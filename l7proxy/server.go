@@ -182,6 +182,9 @@ type Proxy struct {
 	// there is none (tracehub.go).
 	requestTracing atomic.Pointer[[]*func(*RequestRecord)]
 	tracers        requestTracers
+	// upstreamWatch is told of the upstream connections dialled while
+	// it is set (upstream_watch.go).
+	upstreamWatch upstreamWatcher
 }
 
 // state is one compiled configuration, swapped atomically as a whole.
@@ -277,6 +280,7 @@ func (p *Proxy) Update(cfg Config) []error {
 		if err != nil {
 			errs = append(errs, err)
 		}
+		s.watch = &p.upstreamWatch
 		pl := old.pools[name]
 		if pl == nil || !pl.settings.equal(s) {
 			if pl != nil {

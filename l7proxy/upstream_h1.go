@@ -19,8 +19,10 @@ type upConn struct {
 	conn net.Conn
 	// local is the connection's own address, for request traces.
 	local netip.AddrPort
-	rb    rbuf
-	w     *bufio.Writer
+	// unwatch ends the connection's kernel drop watch (nil: none).
+	unwatch func()
+	rb      rbuf
+	w       *bufio.Writer
 	// idleSince is when the connection went back to the pool (UnixNano).
 	idleSince int64
 	// reused is set when the connection served a request before: a
@@ -176,26 +178,38 @@ func (p *Proxy) sweeper(stop <-chan struct{}) {
 }
 
 // dialUpstream opens a new connection to the endpoint. A failure is a
-// *connectError: the request certainly did not reach the endpoint.
-// sendTimeout, when positive, bounds every write of the request
+// *connectError: the request certainly did not reach the endpoint; its
+// local address is known while upstream connections are watched.
+// s.sendTimeout, when positive, bounds every write of the request
 // (Upstream.SendTimeout).
-func (e *endpoint) dialUpstream(timeout, sendTimeout time.Duration) (*upConn, error) {
-	d := net.Dialer{Timeout: timeout, KeepAlive: 30 * time.Second}
+func (e *endpoint) dialUpstream(s *poolSettings) (*upConn, error) {
+	d, dw := s.watch.dialer(net.Dialer{Timeout: s.connectTimeout, KeepAlive: 30 * time.Second})
 	c, err := d.Dial("tcp", e.hostport)
 	if err != nil {
-		return nil, &connectError{err: err}
+		return nil, &connectError{err: err, local: dw.failed()}
 	}
 	var w io.Writer = c
-	if sendTimeout > 0 {
-		w = &writeTimeoutConn{Conn: c, timeout: sendTimeout}
+	if s.sendTimeout > 0 {
+		w = &writeTimeoutConn{Conn: c, timeout: s.sendTimeout}
 	}
-	uc := &upConn{conn: c, w: bufio.NewWriterSize(w, upWriteBufSize)}
+	uc := &upConn{conn: c, w: bufio.NewWriterSize(w, upWriteBufSize), unwatch: dw.take()}
 	uc.local = localAddrPort(c)
 	uc.rb = rbuf{conn: c, buf: make([]byte, upReadBufSize), max: maxResponseHead + upReadBufSize}
 	return uc, nil
 }
 
-func (uc *upConn) close() { _ = uc.conn.Close() }
+func (uc *upConn) close() {
+	_ = uc.conn.Close()
+	uc.endWatch()
+}
+
+// endWatch ends the kernel drop watch of a connection that is closed.
+func (uc *upConn) endWatch() {
+	if uc.unwatch != nil {
+		uc.unwatch()
+		uc.unwatch = nil
+	}
+}
 
 // h1scratch is the per-request state of an exchange over an HTTP/1.1
 // upstream connection, reused by the client side.
@@ -226,7 +240,9 @@ func (p *Proxy) exchangeH1(c client, tx *txn, ep *endpoint, fresh bool) (outcome
 	}
 	if uc == nil {
 		var err error
-		if uc, err = ep.dialUpstream(s.connectTimeout, s.sendTimeout); err != nil {
+		if uc, err = ep.dialUpstream(s); err != nil {
+			// The record names the connection that failed.
+			tx.upLocal = dialedLocal(err)
 			return outcomeRefused, err
 		}
 		if private {

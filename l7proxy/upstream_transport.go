@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"net/netip"
 	"time"
 )
 
@@ -14,7 +15,12 @@ import (
 
 // connectError marks a failure to establish the TCP connection, the only
 // failure after which a request certainly did not reach the endpoint.
-type connectError struct{ err error }
+// local is the address it was dialled from, when known (a watched dial
+// binds before connecting).
+type connectError struct {
+	err   error
+	local netip.AddrPort
+}
 
 func (e *connectError) Error() string { return "connect: " + e.err.Error() }
 func (e *connectError) Unwrap() error { return e.err }
@@ -24,14 +30,24 @@ func isConnectError(err error) bool {
 	return errors.As(err, &ce)
 }
 
+// dialedLocal is the local address of a failed connect; zero when unknown.
+func dialedLocal(err error) netip.AddrPort {
+	var ce *connectError
+	if errors.As(err, &ce) {
+		return ce.local
+	}
+	return netip.AddrPort{}
+}
+
 func newTransport(s poolSettings, maxHeaderBytes int) *http.Transport {
-	d := &net.Dialer{Timeout: s.connectTimeout, KeepAlive: 30 * time.Second}
 	t := &http.Transport{
 		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			d, dw := s.watch.dialer(net.Dialer{Timeout: s.connectTimeout, KeepAlive: 30 * time.Second})
 			c, err := d.DialContext(ctx, network, addr)
 			if err != nil {
-				return nil, &connectError{err: err}
+				return nil, &connectError{err: err, local: dw.failed()}
 			}
+			c = dw.watched(c)
 			if s.sendTimeout > 0 {
 				return &writeTimeoutConn{Conn: c, timeout: s.sendTimeout}, nil
 			}
@@ -97,6 +113,10 @@ func (p *Proxy) exchangeTransport(c client, tx *txn, ep *endpoint) (outcome, err
 	res, err := ep.rt.RoundTrip(req)
 	if err != nil {
 		if isConnectError(err) {
+			// The record names the connection that failed (the
+			// transport hands a dial's error to the request that
+			// asked for the dial).
+			tx.upLocal = dialedLocal(err)
 			return outcomeRefused, err
 		}
 		if tx.canRetry(c) {

@@ -42,6 +42,9 @@ type poolSettings struct {
 	tlsConf *tls.Config
 	// proxyProtocol: see Upstream.ProxyProtocol.
 	proxyProtocol uint8
+	// watch is the proxy's upstream watch (upstream_watch.go); nil in
+	// pools made without a proxy.
+	watch *upstreamWatcher
 }
 
 // equal reports whether a pool made with o would work as one made with

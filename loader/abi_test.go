@@ -60,7 +60,7 @@ func TestABI(t *testing.T) {
 	}
 
 	named := map[string]map[uint64]string{
-		"stage":   {uint64(StageXDP): "xdp", uint64(StageTCIngress): "tc_ingress", uint64(StageTCEgress): "tc_egress", uint64(StageSock): "sock", uint64(StageKernel): "kernel"},
+		"stage":   {uint64(StageXDP): "xdp", uint64(StageTCIngress): "tc_ingress", uint64(StageTCEgress): "tc_egress", uint64(StageSock): "sock", uint64(StageKernel): "kernel", uint64(StageSkLookup): "sk_lookup"},
 		"verdict": {uint64(VerdictPass): "pass", uint64(VerdictTX): "tx", uint64(VerdictRedirect): "redirect", uint64(VerdictDrop): "drop"},
 	}
 	str := map[string]func(uint64) string{

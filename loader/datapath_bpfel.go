@@ -164,46 +164,49 @@ type datapathFrontendValue struct {
 type datapathReason uint32
 
 const (
-	datapathReasonREASON_UNSPEC              datapathReason = 0
-	datapathReasonREASON_PASS_NOT_IPV4       datapathReason = 1
-	datapathReasonREASON_PASS_NOT_TCP_UDP    datapathReason = 2
-	datapathReasonREASON_PASS_NO_FRONTEND    datapathReason = 3
-	datapathReasonREASON_PASS_FRAGMENT       datapathReason = 4
-	datapathReasonREASON_PASS_L7             datapathReason = 5
-	datapathReasonREASON_PASS_FIB            datapathReason = 6
-	datapathReasonREASON_FWD_LOCAL           datapathReason = 7
-	datapathReasonREASON_FWD_REMOTE          datapathReason = 8
-	datapathReasonREASON_REPLY_LOCAL         datapathReason = 9
-	datapathReasonREASON_REPLY_REMOTE        datapathReason = 10
-	datapathReasonREASON_DROP_MALFORMED_L2   datapathReason = 11
-	datapathReasonREASON_DROP_MALFORMED_IP   datapathReason = 12
-	datapathReasonREASON_DROP_MALFORMED_L4   datapathReason = 13
-	datapathReasonREASON_DROP_NO_BACKEND     datapathReason = 14
-	datapathReasonREASON_DROP_SNAT_EXHAUSTED datapathReason = 15
-	datapathReasonREASON_DROP_NO_SNAT_ADDR   datapathReason = 16
-	datapathReasonREASON_DROP_TTL_EXCEEDED   datapathReason = 17
-	datapathReasonREASON_DROP_MAP_FULL       datapathReason = 18
-	datapathReasonREASON_PASS_NOT_TRACKED    datapathReason = 19
-	datapathReasonREASON_PASS_CSUM_PARTIAL   datapathReason = 20
-	datapathReasonREASON_DROP_SOURCE_RANGE   datapathReason = 21
-	datapathReasonREASON_REJECT_NO_BACKEND   datapathReason = 22
-	datapathReasonREASON_PASS_REJECT         datapathReason = 23
-	datapathReasonREASON_SOCK_FWD            datapathReason = 24
-	datapathReasonREASON_SOCK_REJECT         datapathReason = 25
-	datapathReasonREASON_ICMP_FWD            datapathReason = 26
-	datapathReasonREASON_ICMP_XLATE          datapathReason = 27
-	datapathReasonREASON_ICMP_FRAG_NEEDED    datapathReason = 28
-	datapathReasonREASON_DROP_FRAG_NEEDED    datapathReason = 29
-	datapathReasonREASON_PASS_ICMP_ERROR     datapathReason = 30
-	datapathReasonREASON_FWD_DSR             datapathReason = 31
-	datapathReasonREASON_DSR_DECAP           datapathReason = 32
-	datapathReasonREASON_REPLY_DSR           datapathReason = 33
-	datapathReasonREASON_PASS_DSR            datapathReason = 34
-	datapathReasonREASON_DROP_DSR_MALFORMED  datapathReason = 35
-	datapathReasonREASON_DROP_DSR_NO_NODE    datapathReason = 36
-	datapathReasonREASON_FWD_LOCAL_PEER      datapathReason = 37
-	datapathReasonREASON_DSR_DECAP_PEER      datapathReason = 38
-	datapathReasonREASON_MAX                 datapathReason = 39
+	datapathReasonREASON_UNSPEC                datapathReason = 0
+	datapathReasonREASON_PASS_NOT_IPV4         datapathReason = 1
+	datapathReasonREASON_PASS_NOT_TCP_UDP      datapathReason = 2
+	datapathReasonREASON_PASS_NO_FRONTEND      datapathReason = 3
+	datapathReasonREASON_PASS_FRAGMENT         datapathReason = 4
+	datapathReasonREASON_PASS_L7               datapathReason = 5
+	datapathReasonREASON_PASS_FIB              datapathReason = 6
+	datapathReasonREASON_FWD_LOCAL             datapathReason = 7
+	datapathReasonREASON_FWD_REMOTE            datapathReason = 8
+	datapathReasonREASON_REPLY_LOCAL           datapathReason = 9
+	datapathReasonREASON_REPLY_REMOTE          datapathReason = 10
+	datapathReasonREASON_DROP_MALFORMED_L2     datapathReason = 11
+	datapathReasonREASON_DROP_MALFORMED_IP     datapathReason = 12
+	datapathReasonREASON_DROP_MALFORMED_L4     datapathReason = 13
+	datapathReasonREASON_DROP_NO_BACKEND       datapathReason = 14
+	datapathReasonREASON_DROP_SNAT_EXHAUSTED   datapathReason = 15
+	datapathReasonREASON_DROP_NO_SNAT_ADDR     datapathReason = 16
+	datapathReasonREASON_DROP_TTL_EXCEEDED     datapathReason = 17
+	datapathReasonREASON_DROP_MAP_FULL         datapathReason = 18
+	datapathReasonREASON_PASS_NOT_TRACKED      datapathReason = 19
+	datapathReasonREASON_PASS_CSUM_PARTIAL     datapathReason = 20
+	datapathReasonREASON_DROP_SOURCE_RANGE     datapathReason = 21
+	datapathReasonREASON_REJECT_NO_BACKEND     datapathReason = 22
+	datapathReasonREASON_PASS_REJECT           datapathReason = 23
+	datapathReasonREASON_SOCK_FWD              datapathReason = 24
+	datapathReasonREASON_SOCK_REJECT           datapathReason = 25
+	datapathReasonREASON_ICMP_FWD              datapathReason = 26
+	datapathReasonREASON_ICMP_XLATE            datapathReason = 27
+	datapathReasonREASON_ICMP_FRAG_NEEDED      datapathReason = 28
+	datapathReasonREASON_DROP_FRAG_NEEDED      datapathReason = 29
+	datapathReasonREASON_PASS_ICMP_ERROR       datapathReason = 30
+	datapathReasonREASON_FWD_DSR               datapathReason = 31
+	datapathReasonREASON_DSR_DECAP             datapathReason = 32
+	datapathReasonREASON_REPLY_DSR             datapathReason = 33
+	datapathReasonREASON_PASS_DSR              datapathReason = 34
+	datapathReasonREASON_DROP_DSR_MALFORMED    datapathReason = 35
+	datapathReasonREASON_DROP_DSR_NO_NODE      datapathReason = 36
+	datapathReasonREASON_FWD_LOCAL_PEER        datapathReason = 37
+	datapathReasonREASON_DSR_DECAP_PEER        datapathReason = 38
+	datapathReasonREASON_SK_STEER              datapathReason = 39
+	datapathReasonREASON_PASS_NO_PROXY_SOCKET  datapathReason = 40
+	datapathReasonREASON_PASS_SK_ASSIGN_FAILED datapathReason = 41
+	datapathReasonREASON_MAX                   datapathReason = 42
 )
 
 type datapathReasonStats struct {
@@ -261,6 +264,7 @@ const (
 	datapathStageSTAGE_TC_EGRESS  datapathStage = 3
 	datapathStageSTAGE_SOCK       datapathStage = 4
 	datapathStageSTAGE_KERNEL     datapathStage = 5
+	datapathStageSTAGE_SK_LOOKUP  datapathStage = 6
 )
 
 type datapathTraceEvent struct {

@@ -18,6 +18,9 @@ const (
 	// StageKernel is the kernel dropping a packet of a tracked flow,
 	// reported by trace_drop (tp_btf/kfree_skb).
 	StageKernel = Stage(datapathStageSTAGE_KERNEL)
+	// StageSkLookup is the socket lookup of a new connection to an L7
+	// frontend (sk_steer): no packet, only the connection's tuple.
+	StageSkLookup = Stage(datapathStageSTAGE_SK_LOOKUP)
 )
 
 func (s Stage) String() string {
@@ -32,6 +35,8 @@ func (s Stage) String() string {
 		return "sock"
 	case StageKernel:
 		return "kernel"
+	case StageSkLookup:
+		return "sk-lookup"
 	default:
 		return "unknown"
 	}

@@ -44,7 +44,9 @@ var kdropEventSize = binary.Size(kdropKdropEvent{})
 type kernelDrops struct {
 	mu   sync.Mutex
 	prog *ebpf.Program
-	link link.Link
+	// watch is the program's kdrop_watch map, created with it.
+	watch *ebpf.Map
+	link  link.Link
 	// hook is the tracepoint attached to, for logs and tests.
 	hook string
 	// onlyTracepoint skips tp_btf, as a kernel that refuses it would
@@ -75,12 +77,11 @@ func (d *Datapath) SetKernelDrops(on bool) error {
 	if k.link != nil {
 		return nil
 	}
-	// Read the names now rather than stall the first event's delivery
-	// (kallsyms has some 200,000 lines).
-	go func() {
-		kernel.reason(0)
-		kernel.symbol(0)
-	}()
+	// Read the names now (once, some 100 ms for kallsyms' 100,000 lines
+	// or more) rather than stall the delivery of the first events: a
+	// request record joined meanwhile would miss its drops.
+	kernel.reason(0)
+	kernel.symbol(0)
 	var errs []error
 	if !k.onlyTracepoint {
 		err := k.attach(d, kdropProgTraceDrop, "tp_btf/kfree_skb", func(p *ebpf.Program) (link.Link, error) {
@@ -107,15 +108,14 @@ func (d *Datapath) SetKernelDrops(on bool) error {
 // try) and attaches it with fn.
 func (k *kernelDrops) attach(d *Datapath, name, hook string, fn func(*ebpf.Program) (link.Link, error)) error {
 	if k.prog != nil && k.hook != hook {
-		k.prog.Close()
-		k.prog = nil
+		k.closeProg()
 	}
 	if k.prog == nil {
-		prog, err := d.loadKernelDrops(name)
+		prog, watch, err := d.loadKernelDrops(name)
 		if err != nil {
 			return fmt.Errorf("%s: %w", hook, err)
 		}
-		k.prog, k.hook = prog, hook
+		k.prog, k.watch, k.hook = prog, watch, hook
 	}
 	l, err := fn(k.prog)
 	if err != nil {
@@ -125,10 +125,12 @@ func (k *kernelDrops) attach(d *Datapath, name, hook string, fn func(*ebpf.Progr
 	return nil
 }
 
-func (d *Datapath) loadKernelDrops(name string) (*ebpf.Program, error) {
+// loadKernelDrops loads program name against the datapath's maps, with a
+// new kdrop_watch map of its own.
+func (d *Datapath) loadKernelDrops(name string) (*ebpf.Program, *ebpf.Map, error) {
 	spec, err := loadKdrop()
 	if err != nil {
-		return nil, fmt.Errorf("load kernel drop spec: %w", err)
+		return nil, nil, fmt.Errorf("load kernel drop spec: %w", err)
 	}
 	maps := map[string]*ebpf.Map{
 		"conntrack":   d.objs.Conntrack,
@@ -141,7 +143,7 @@ func (d *Datapath) loadKernelDrops(name string) (*ebpf.Program, error) {
 	for n, m := range maps {
 		ms := spec.Maps[n]
 		if ms == nil {
-			return nil, fmt.Errorf("kernel drop spec: no map %s", n)
+			return nil, nil, fmt.Errorf("kernel drop spec: no map %s", n)
 		}
 		ms.MaxEntries = m.MaxEntries()
 		ms.Pinning = ebpf.PinNone
@@ -150,29 +152,73 @@ func (d *Datapath) loadKernelDrops(name string) (*ebpf.Program, error) {
 	// one may not load on this kernel, and the datapath's other maps are
 	// not needed.
 	opts := &ebpf.CollectionOptions{MapReplacements: maps}
-	var prog *ebpf.Program
+	var (
+		prog  *ebpf.Program
+		watch *ebpf.Map
+	)
 	switch name {
 	case kdropProgTraceDrop:
 		var o struct {
 			P *ebpf.Program `ebpf:"trace_drop"`
+			W *ebpf.Map     `ebpf:"kdrop_watch"`
 		}
-		err, prog = spec.LoadAndAssign(&o, opts), o.P
+		err, prog, watch = spec.LoadAndAssign(&o, opts), o.P, o.W
 	case kdropProgTraceDropTp:
 		var o struct {
 			P *ebpf.Program `ebpf:"trace_drop_tp"`
+			W *ebpf.Map     `ebpf:"kdrop_watch"`
 		}
-		err, prog = spec.LoadAndAssign(&o, opts), o.P
+		err, prog, watch = spec.LoadAndAssign(&o, opts), o.P, o.W
 	default:
-		return nil, fmt.Errorf("kernel drop spec: no program %s", name)
+		return nil, nil, fmt.Errorf("kernel drop spec: no program %s", name)
 	}
 	if err != nil {
 		var verr *ebpf.VerifierError
 		if errors.As(err, &verr) {
-			return nil, fmt.Errorf("load kernel drop tracing: %+v", verr)
+			return nil, nil, fmt.Errorf("load kernel drop tracing: %+v", verr)
 		}
-		return nil, fmt.Errorf("load kernel drop tracing (needs a kernel with BTF): %w", err)
+		return nil, nil, fmt.Errorf("load kernel drop tracing (needs a kernel with BTF): %w", err)
 	}
-	return prog, nil
+	return prog, watch, nil
+}
+
+// errKernelDropsNotLoaded refuses watching a flow before kernel drop
+// tracing was ever switched on.
+var errKernelDropsNotLoaded = errors.New("kernel drop tracing not loaded")
+
+// WatchFlow has kernel drop tracing report the drops of packets of the
+// connection t (in either direction) too, though no datapath map knows
+// it: the L7 proxy's connections to pods. t is the tuple of the
+// connection's first packet. The watch lives until UnwatchFlow, or until
+// the bounded map (LRU) makes room for newer ones; it is lost when the
+// agent stops. It fails before SetKernelDrops(true) first succeeded.
+func (d *Datapath) WatchFlow(t Tuple) error {
+	return d.kdrop.updateWatch(t, true)
+}
+
+// UnwatchFlow forgets a connection WatchFlow watched; one that is not
+// watched (any more) is no error.
+func (d *Datapath) UnwatchFlow(t Tuple) error {
+	return d.kdrop.updateWatch(t, false)
+}
+
+func (k *kernelDrops) updateWatch(t Tuple, on bool) error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.watch == nil {
+		return errKernelDropsNotLoaded
+	}
+	key := tupleToBPF(t)
+	if on {
+		if err := k.watch.Update(key, uint8(1), ebpf.UpdateAny); err != nil {
+			return fmt.Errorf("watch %s: %w", t, err)
+		}
+		return nil
+	}
+	if err := k.watch.Delete(key); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("unwatch %s: %w", t, err)
+	}
+	return nil
 }
 
 func (k *kernelDrops) close() {
@@ -182,9 +228,18 @@ func (k *kernelDrops) close() {
 		k.link.Close()
 		k.link = nil
 	}
+	k.closeProg()
+}
+
+// closeProg closes the program and its watch map; mu is held.
+func (k *kernelDrops) closeProg() {
 	if k.prog != nil {
 		k.prog.Close()
 		k.prog = nil
+	}
+	if k.watch != nil {
+		k.watch.Close()
+		k.watch = nil
 	}
 }
 

@@ -179,6 +179,7 @@ const (
 	kdropMapDevices          = "devices"
 	kdropMapEvents           = "events"
 	kdropMapFrontends        = "frontends"
+	kdropMapKdropWatch       = "kdrop_watch"
 	kdropMapMaglevTables     = "maglev_tables"
 	kdropMapPeerDevices      = "peer_devices"
 	kdropMapProxySockets     = "proxy_sockets"
@@ -250,6 +251,7 @@ type kdropMapSpecs struct {
 	Devices         *ebpf.MapSpec `ebpf:"devices"`
 	Events          *ebpf.MapSpec `ebpf:"events"`
 	Frontends       *ebpf.MapSpec `ebpf:"frontends"`
+	KdropWatch      *ebpf.MapSpec `ebpf:"kdrop_watch"`
 	MaglevTables    *ebpf.MapSpec `ebpf:"maglev_tables"`
 	PeerDevices     *ebpf.MapSpec `ebpf:"peer_devices"`
 	ProxySockets    *ebpf.MapSpec `ebpf:"proxy_sockets"`
@@ -295,6 +297,7 @@ type kdropMaps struct {
 	Devices         *ebpf.Map `ebpf:"devices"`
 	Events          *ebpf.Map `ebpf:"events"`
 	Frontends       *ebpf.Map `ebpf:"frontends"`
+	KdropWatch      *ebpf.Map `ebpf:"kdrop_watch"`
 	MaglevTables    *ebpf.Map `ebpf:"maglev_tables"`
 	PeerDevices     *ebpf.Map `ebpf:"peer_devices"`
 	ProxySockets    *ebpf.Map `ebpf:"proxy_sockets"`
@@ -315,6 +318,7 @@ func (m *kdropMaps) Close() error {
 		m.Devices,
 		m.Events,
 		m.Frontends,
+		m.KdropWatch,
 		m.MaglevTables,
 		m.PeerDevices,
 		m.ProxySockets,

@@ -2,6 +2,7 @@ package loader
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -22,7 +23,9 @@ import (
 // datagrams to closed ports inside a namespace of the test's own: those of
 // flows in conntrack (as the client sent them) or reverse_nat (as DNAT left
 // them for a local backend) are reported with the kernel's reason name and
-// the dropping function; the same drop of an untracked flow is not.
+// the dropping function; the same drop of an untracked flow is not. A
+// flow no map knows is reported while it is watched (WatchFlow, packets in
+// either direction), and neither before nor after.
 func TestKernelDrops(t *testing.T) {
 	for _, tc := range []struct {
 		name, hook     string
@@ -115,12 +118,27 @@ func testKernelDrops(t *testing.T, onlyTracepoint bool, hook string) {
 			t.Fatalf("send %s -> %s: %v", src, dst, err)
 		}
 	}
-	// The untracked drop goes first, so that it would be read before the
-	// tracked ones if it were reported.
+	// The untracked drops go first, so that they would be read before
+	// the tracked ones if they were reported: the watched flows' too,
+	// before they are watched.
 	untracked := ap("127.0.0.1:40003")
 	send(untracked.String(), "127.0.0.1:40300")
+	// A watched connection (as a proxy's to a pod), dropped in its own
+	// direction and, for another one, in the reply's.
+	watched := Tuple{ap("127.0.0.1:40004"), ap("127.0.0.1:40400"), UDP}
+	watchedReply := Tuple{ap("127.0.0.1:40005"), ap("127.0.0.1:40500"), UDP}
+	send(watched.Src.String(), watched.Dst.String())
+	send(watchedReply.Dst.String(), watchedReply.Src.String())
+	if err := dp.WatchFlow(watched); err != nil {
+		t.Fatal(err)
+	}
+	if err := dp.WatchFlow(watchedReply); err != nil {
+		t.Fatal(err)
+	}
 	send("127.0.0.1:40001", "127.0.0.1:40100")
 	send(client, "127.0.0.2:40200")
+	send(watched.Src.String(), watched.Dst.String())
+	send(watchedReply.Dst.String(), watchedReply.Src.String())
 
 	kernelEvents := func() []Event {
 		mu.Lock()
@@ -134,9 +152,14 @@ func testKernelDrops(t *testing.T, onlyTracepoint bool, hook string) {
 		return out
 	}
 	deadline := time.Now().Add(5 * time.Second)
-	for len(kernelEvents()) < 2 && time.Now().Before(deadline) {
+	for len(kernelEvents()) < 4 && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)
 	}
+	// No longer watched: not reported again.
+	if err := dp.UnwatchFlow(watched); err != nil {
+		t.Fatal(err)
+	}
+	send(watched.Src.String(), watched.Dst.String())
 	// Room for an unwanted report to arrive.
 	time.Sleep(200 * time.Millisecond)
 	evs := kernelEvents()
@@ -149,6 +172,8 @@ func testKernelDrops(t *testing.T, onlyTracepoint bool, hook string) {
 	}{
 		{"conntrack", Tuple{ap("127.0.0.1:40001"), ap("127.0.0.1:40100"), UDP}, Tuple{ap("127.0.0.1:40001"), ap("127.0.0.1:40100"), UDP}, 7, 3},
 		{"dnat to local backend", Tuple{ap(client), ap(frontend), UDP}, Tuple{ap(client), ap("127.0.0.2:40200"), UDP}, 8, 4},
+		{"watched", watched, watched, 0, 0},
+		{"watched, reply dropped", watchedReply, Tuple{watchedReply.Dst, watchedReply.Src, UDP}, 0, 0},
 	}
 	for _, w := range want {
 		t.Run(w.name, func(t *testing.T) {
@@ -187,12 +212,36 @@ func testKernelDrops(t *testing.T, onlyTracepoint bool, hook string) {
 			t.Errorf("drop of an untracked flow reported: %+v", ev)
 		}
 	}
+	// Sent three times, watched for one.
+	for _, w := range []Tuple{watched, watchedReply} {
+		n := 0
+		for _, ev := range evs {
+			if ev.Orig == w {
+				n++
+			}
+		}
+		if n != 1 {
+			t.Errorf("%d drops of %s reported, want 1: the one while it was watched", n, w)
+		}
+	}
 
 	if err := dp.SetKernelDrops(false); err != nil {
 		t.Errorf("detach: %v", err)
 	}
 	if dp.kdrop.link != nil {
 		t.Error("link still attached after SetKernelDrops(false)")
+	}
+}
+
+// TestWatchFlowUnloaded checks that watching a flow before kernel drop
+// tracing was ever switched on is refused with the reason.
+func TestWatchFlowUnloaded(t *testing.T) {
+	dp := &Datapath{log: slog.Default()}
+	flow := Tuple{Src: netip.MustParseAddrPort("10.0.0.1:40000"), Dst: netip.MustParseAddrPort("10.1.0.7:8080"), Proto: TCP}
+	for name, fn := range map[string]func(Tuple) error{"watch": dp.WatchFlow, "unwatch": dp.UnwatchFlow} {
+		if err := fn(flow); !errors.Is(err, errKernelDropsNotLoaded) {
+			t.Errorf("%s: %v, want %v", name, err, errKernelDropsNotLoaded)
+		}
 	}
 }
 

@@ -174,6 +174,8 @@ enum stage {
 	STAGE_SOCK = 4, /* socket-level load balancing (cgroup hooks) */
 	/* the kernel dropped a packet of a tracked flow (tp_btf/kfree_skb) */
 	STAGE_KERNEL = 5,
+	/* the socket lookup of a new connection to an L7 frontend (sk_steer) */
+	STAGE_SK_LOOKUP = 6,
 };
 
 /* trace_event.verdict */
@@ -267,7 +269,13 @@ enum verdict {
 	/* DNAT, handed straight into the local pod (tc, bpf_redirect_peer) */ \
 	X(REASON_FWD_LOCAL_PEER, VERDICT_REDIRECT)                             \
 	/* another node's DSR packet: decapsulated, straight into the pod */   \
-	X(REASON_DSR_DECAP_PEER, VERDICT_REDIRECT)
+	X(REASON_DSR_DECAP_PEER, VERDICT_REDIRECT)                             \
+	/* L7 frontend's socket lookup: handed the proxy's listening socket */ \
+	X(REASON_SK_STEER, VERDICT_REDIRECT)                                   \
+	/* L7 frontend without a proxy socket: the kernel's own lookup */      \
+	X(REASON_PASS_NO_PROXY_SOCKET, VERDICT_PASS)                           \
+	/* the proxy socket refused the connection: the kernel's own lookup */ \
+	X(REASON_PASS_SK_ASSIGN_FAILED, VERDICT_PASS)
 
 #define REASON_ENUM_ENTRY(name, verdict) name,
 enum reason {

@@ -3,8 +3,9 @@
  * Kernel drops of service traffic: the kfree_skb tracepoint sees every
  * packet the kernel frees with a drop reason, on the whole machine. Only
  * those that belong to a flow nodegress translated (conntrack or
- * reverse_nat knows their tuple, in either direction) or steered (their
- * destination is an L7 frontend) are reported, with the kernel's reason
+ * reverse_nat knows their tuple, in either direction), steered (their
+ * destination is an L7 frontend) or watched (kdrop_watch: the L7 proxy's
+ * own connections to backend pods) are reported, with the kernel's reason
  * code and the address of the code that dropped them; the agent names
  * both. Everything else costs a few map lookups and is forgotten.
  */
@@ -52,6 +53,25 @@ struct sk_buff {
 	__u16 network_header;
 	unsigned char *head;
 } __attribute__((preserve_access_index));
+
+/*
+ * Connections the agent watches besides the translated and steered ones:
+ * the L7 proxy's connections to backend pods, which no datapath map knows
+ * (the proxy dials pod addresses itself). Key: the tuple of the
+ * connection's first packet (proxy -> pod); the value is unused. The
+ * proxy adds a connection when it dials it, while a request trace with
+ * kernel drops runs, and deletes it when the connection closes; LRU evicts
+ * what a crash left. Not pinned: it lives as long as the agent's program.
+ */
+#ifndef KDROP_WATCH_MAX
+#define KDROP_WATCH_MAX 4096
+#endif
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, KDROP_WATCH_MAX);
+	__type(key, struct flow_tuple);
+	__type(value, __u8);
+} kdrop_watch SEC(".maps");
 
 /* The kernel's enum; only the value that is not a drop is named here. */
 enum skb_drop_reason {
@@ -138,7 +158,8 @@ static __always_inline int kdrop_reverse_nat(struct kdrop_event *ev,
  * A client's packet matches conntrack as it arrived, its reply after
  * translation back; a client's packet after DNAT (or SNAT) and the
  * backend's reply match reverse_nat; a connection to an L7 frontend
- * matches the frontend.
+ * matches the frontend; a watched connection matches in either direction,
+ * with no service.
  */
 static __always_inline int kdrop_match(struct kdrop_event *ev,
 				       const struct flow_tuple *t)
@@ -156,10 +177,19 @@ static __always_inline int kdrop_match(struct kdrop_event *ev,
 	fk.proto = t->proto;
 	fk.scope = FE_SCOPE_EXTERNAL;
 	fe = bpf_map_lookup_elem(&frontends, &fk);
-	if (!fe || !(fe->flags & FE_F_L7))
+	if (fe && (fe->flags & FE_F_L7)) {
+		ev->flow = *t;
+		ev->svc_id = fe->svc_id;
+		ev->backend_id = 0;
+		return 1;
+	}
+	if (bpf_map_lookup_elem(&kdrop_watch, t))
+		ev->flow = *t;
+	else if (bpf_map_lookup_elem(&kdrop_watch, &r))
+		ev->flow = r;
+	else
 		return 0;
-	ev->flow = *t;
-	ev->svc_id = fe->svc_id;
+	ev->svc_id = 0;
 	ev->backend_id = 0;
 	return 1;
 }

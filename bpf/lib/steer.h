@@ -13,6 +13,7 @@
 #include <bpf/bpf_endian.h>
 
 #include "consts.h"
+#include "decision.h"
 #include "maps.h"
 #include "structs.h"
 
@@ -20,13 +21,22 @@
 #define AF_INET 2
 #endif
 
-/* Returns the proxy socket for the lookup, or NULL to let the kernel look. */
+/*
+ * steer_lookup looks up the proxy socket of a socket lookup. A lookup that
+ * is not for an L7 frontend gets d->reason REASON_PASS_NO_FRONTEND (the
+ * caller leaves it alone: sk_lookup runs for every new connection on the
+ * node); one for an L7 frontend gets its service and tuple (client ->
+ * frontend) in d, and REASON_PASS_NO_PROXY_SOCKET for the caller to
+ * replace when it returns a socket. Returns the proxy socket (to be
+ * released), or NULL when there is none.
+ */
 static __always_inline struct bpf_sock *
-steer_lookup(const struct bpf_sk_lookup *ctx)
+steer_lookup(const struct bpf_sk_lookup *ctx, struct decision *d)
 {
 	struct frontend_key fk = {};
 	struct frontend_value *fe;
 
+	decide_pass(d, REASON_PASS_NO_FRONTEND);
 	if (ctx->family != AF_INET)
 		return NULL;
 	fk.addr = ctx->local_ip4;
@@ -35,6 +45,13 @@ steer_lookup(const struct bpf_sk_lookup *ctx)
 	fe = bpf_map_lookup_elem(&frontends, &fk);
 	if (!fe || !(fe->flags & FE_F_L7))
 		return NULL;
+	d->svc_id = fe->svc_id;
+	d->xlated.saddr = ctx->remote_ip4;
+	d->xlated.daddr = fk.addr;
+	d->xlated.sport = ctx->remote_port;
+	d->xlated.dport = fk.port;
+	d->xlated.proto = fk.proto;
+	decide_pass(d, REASON_PASS_NO_PROXY_SOCKET);
 	return bpf_map_lookup_elem(&proxy_sockets, &fe->svc_id);
 }
 

@@ -240,7 +240,7 @@ func agent(f agentFlags, log *slog.Logger) error {
 	nodeServers.Go(func() {
 		ts := trace.NewServer(f.traceSocket, dp, dp, log)
 		if ingress != nil {
-			ts.SetRequestSource(proxyRequests{proxy: ingress.proxy, node: ctrl.NodeName()})
+			ts.SetRequestSource(proxyRequests{proxy: ingress.proxy, node: ctrl.NodeName(), flows: dp, log: log})
 		}
 		if err := ts.Serve(nodeCtx); err != nil {
 			log.Warn("trace server", "err", err)

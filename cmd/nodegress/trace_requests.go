@@ -1,15 +1,31 @@
 package main
 
 import (
+	"log/slog"
+	"net/netip"
+
 	"github.com/nodegress/nodegress/l7proxy"
+	"github.com/nodegress/nodegress/loader"
 	"github.com/nodegress/nodegress/loader/trace"
 )
 
 // proxyRequests gives the trace server the proxy's request records, as
-// the wire's request records of this node.
+// the wire's request records of this node, and has the proxy's upstream
+// connections watched for kernel drops.
 type proxyRequests struct {
 	proxy *l7proxy.Proxy
 	node  string
+	// flows watches connections for kernel drops (the datapath).
+	flows flowWatcher
+	log   *slog.Logger
+}
+
+var _ trace.UpstreamWatcher = proxyRequests{}
+
+// flowWatcher is the datapath's watch of flows no map knows.
+type flowWatcher interface {
+	WatchFlow(loader.Tuple) error
+	UnwatchFlow(loader.Tuple) error
 }
 
 // TraceRequests implements trace.RequestSource.
@@ -17,6 +33,25 @@ func (p proxyRequests) TraceRequests(fn func(*trace.Request)) (stop func()) {
 	return p.proxy.TraceRequests(func(r *l7proxy.RequestRecord) {
 		w := requestOnWire(r, p.node)
 		fn(&w)
+	})
+}
+
+// WatchUpstreams implements trace.UpstreamWatcher: every upstream
+// connection the proxy dials is watched until it closes. A watch that
+// fails (the kernel drop program is not loaded) costs that connection its
+// drops, nothing else.
+func (p proxyRequests) WatchUpstreams() (stop func()) {
+	return p.proxy.WatchUpstreams(func(local, remote netip.AddrPort) func() {
+		t := loader.Tuple{Src: local, Dst: remote, Proto: loader.TCP}
+		if err := p.flows.WatchFlow(t); err != nil {
+			p.log.Debug("watch upstream connection", "err", err)
+			return func() {}
+		}
+		return func() {
+			if err := p.flows.UnwatchFlow(t); err != nil {
+				p.log.Debug("unwatch upstream connection", "err", err)
+			}
+		}
 	})
 }
 

@@ -66,5 +66,11 @@
 // While a requests client is connected the server keeps the first
 // decisions and the drops of recent connections in a bounded cache
 // (conncache.go) and joins each request with its client and upstream
-// connections' entries; the proxy builds records only then.
+// connections' entries; the proxy builds records only then. The client
+// connection's entries include its socket lookup (stage "sk-lookup"). While
+// a requests client with "kernel_drops" is connected, a source that is an
+// UpstreamWatcher has the proxy register each upstream connection it dials
+// with the kernel drop program, whose drops then join the records'
+// upstream drops; the record of a failed request is joined a little later
+// (failedJoinDelay), after the drops that failed it.
 package trace

@@ -90,6 +90,17 @@ type RequestSource interface {
 	TraceRequests(fn func(r *Request)) (stop func())
 }
 
+// UpstreamWatcher is a RequestSource that can have the kernel's drops on
+// the proxy's upstream connections reported: while it watches, the proxy
+// registers every upstream connection it dials with the datapath's kernel
+// drop tracing (loader.Datapath.WatchFlow), so that they join the
+// records' upstream drops. The agent's adapter implements it.
+type UpstreamWatcher interface {
+	// WatchUpstreams starts watching the connections dialled from now
+	// on, until stop is called.
+	WatchUpstreams() (stop func())
+}
+
 // upstreamKnown reports whether the request went to a backend.
 func (r *Request) upstreamKnown() bool { return r.Upstream.Tuple.Dst.IsValid() }
 
@@ -105,6 +116,11 @@ type requestState struct {
 	clients int
 	stop    func()
 	cache   *connCache
+	// kernelDropClients counts the requests clients that asked for
+	// kernel drops; stopWatch ends the proxy's upstream watch they
+	// started.
+	kernelDropClients int
+	stopWatch         func()
 	// cacheSize and cacheTTL bound the cache; fields so that tests can
 	// shrink them.
 	cacheSize int
@@ -134,6 +150,7 @@ func (s *Server) startRequests(m *matcher) {
 	if m.req == nil {
 		return
 	}
+	s.startUpstreamWatch(m)
 	s.req.clients++
 	if s.req.clients > 1 {
 		return
@@ -157,6 +174,7 @@ func (s *Server) stopRequests(m *matcher) {
 	if m.req == nil || s.req.clients == 0 {
 		return
 	}
+	s.stopUpstreamWatch(m)
 	s.req.clients--
 	if s.req.clients > 0 {
 		return
@@ -168,6 +186,32 @@ func (s *Server) stopRequests(m *matcher) {
 	s.req.stop, s.req.cache = nil, nil
 }
 
+// startUpstreamWatch has the proxy's upstream connections watched for
+// kernel drops from the first requests client with kernel drops on (the
+// kernel drop program is attached by then); mu is held.
+func (s *Server) startUpstreamWatch(m *matcher) {
+	if !m.kernelDrops {
+		return
+	}
+	s.req.kernelDropClients++
+	if w, ok := s.req.src.(UpstreamWatcher); ok && s.req.kernelDropClients == 1 {
+		s.req.stopWatch = w.WatchUpstreams()
+	}
+}
+
+// stopUpstreamWatch ends the watch after the last requests client with
+// kernel drops; mu is held.
+func (s *Server) stopUpstreamWatch(m *matcher) {
+	if !m.kernelDrops || s.req.kernelDropClients == 0 {
+		return
+	}
+	s.req.kernelDropClients--
+	if s.req.kernelDropClients == 0 && s.req.stopWatch != nil {
+		s.req.stopWatch()
+		s.req.stopWatch = nil
+	}
+}
+
 // cacheEvent keeps a datapath or kernel event for the requests of its
 // connection; a no-op unless a requests client listens.
 func (s *Server) cacheEvent(ev *loader.Event, dev, svc string) {
@@ -176,9 +220,27 @@ func (s *Server) cacheEvent(ev *loader.Event, dev, svc string) {
 	}
 }
 
+// failedJoinDelay is how long the record of a request that failed waits
+// before it is joined: the kernel drops that failed it (a pod's kernel
+// dropping the proxy's SYN and answering with a reset) travel through the
+// ring buffer while the proxy answers, and may arrive after the answer.
+const failedJoinDelay = 50 * time.Millisecond
+
 // publishRequest joins a finished request with its connections' events
-// and fans it out to the requests clients whose filter matches.
+// and fans it out to the requests clients whose filter matches; the
+// record of a failed request a little later (and so possibly after
+// records of requests that finished after it).
 func (s *Server) publishRequest(r *Request) {
+	if r.Error != "" {
+		late := *r
+		time.AfterFunc(failedJoinDelay, func() { s.sendRequest(&late) })
+		return
+	}
+	s.sendRequest(r)
+}
+
+// sendRequest joins r with its connections' events and sends it.
+func (s *Server) sendRequest(r *Request) {
 	p := s.clients.Load()
 	cache := s.reqCache.Load()
 	if p == nil || cache == nil {

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"strconv"
 	"time"
+
+	"github.com/nodegress/nodegress/loader"
 )
 
 // request prints one request record.
@@ -22,7 +24,7 @@ func (p *printer) request(raw []byte) error {
 
 // appendRequestText renders a request as one line,
 //
-//	TIME            STATUS METHOD HOST PATH PROTO bytes=N time=MS id=ID client=SRC > DST [tls sni=NAME alpn=PROTO] [steered=STAGE/DEV/VERDICT/REASON] route=KIND:NAME[ HOST PATH][#RULE] [upstream=SERVICE SRC > DST pod=NAME node=NODE] [error=ERR]
+//	TIME            STATUS METHOD HOST PATH PROTO bytes=N time=MS id=ID client=SRC > DST [tls sni=NAME alpn=PROTO] [steered=STAGE/DEV/VERDICT/REASON] [sk-lookup=REASON] route=KIND:NAME[ HOST PATH][#RULE] [upstream=SERVICE SRC > DST pod=NAME node=NODE] [error=ERR]
 //
 // followed by one indented event line per drop on either connection.
 func appendRequestText(b []byte, r *Request, loc *time.Location) []byte {
@@ -48,6 +50,14 @@ func appendRequestText(b []byte, r *Request, loc *time.Location) []byte {
 		b = append(b, " steered="...)
 		b = append(append(append(append(b, e.Stage...), '/'), orDash(e.Device)...), '/')
 		b = append(append(append(b, e.Verdict...), '/'), e.Reason...)
+	}
+	// The socket lookup that handed the connection to the proxy, when
+	// not the first decision already shown.
+	for i := 1; i < len(r.Client.Steering); i++ {
+		if e := &r.Client.Steering[i]; e.Stage == loader.StageSkLookup.String() {
+			b = append(append(b, " sk-lookup="...), e.Reason...)
+			break
+		}
 	}
 	b = append(b, " route="...)
 	if r.Route.Kind == "" {

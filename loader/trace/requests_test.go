@@ -20,6 +20,26 @@ type fakeRequests struct {
 	fn    func(*Request)
 	subs  int // subscriptions made
 	stops int // subscriptions ended
+	// watches and watchStops count the upstream watches started and
+	// ended.
+	watches, watchStops int
+}
+
+func (f *fakeRequests) WatchUpstreams() func() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.watches++
+	return func() {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		f.watchStops++
+	}
+}
+
+func (f *fakeRequests) watchCounts() (watches, stops int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.watches, f.watchStops
 }
 
 func (f *fakeRequests) TraceRequests(fn func(*Request)) func() {
@@ -171,6 +191,66 @@ func TestRequestsJoined(t *testing.T) {
 	}
 }
 
+// TestRequestsFailedJoinedLate checks that the record of a failed request
+// is joined with a drop of its upstream connection that arrives just after
+// the request finished, as a pod kernel's drop of the proxy's SYN races
+// the proxy's 502; a request that did not fail is joined at once.
+func TestRequestsFailedJoinedLate(t *testing.T) {
+	src := newFakeSource()
+	reqs := &fakeRequests{}
+	_, path := startServer(t, src, func(s *Server) { s.SetRequestSource(reqs) })
+	c := subscribe(t, path, Filter{RequestFilter: RequestFilter{Requests: true}, KernelDrops: true})
+
+	served := proxyRequest("served", 200)
+	failed := proxyRequest("failed", 502)
+	failed.Error = "connect: connection refused"
+	reqs.publish(served)
+	reqs.publish(failed)
+	src.emit(t, upstreamDrop())
+
+	r := c.nextRequest()
+	if r.ID != "served" || len(r.Upstream.Drops) != 0 {
+		t.Errorf("first record %s with upstream drops %+v: want the served one, joined before the drop", r.ID, r.Upstream.Drops)
+	}
+	r = c.nextRequest()
+	if r.ID != "failed" || len(r.Upstream.Drops) != 1 || r.Upstream.Drops[0].Reason != "NO_SOCKET" {
+		t.Errorf("second record %s with upstream drops %+v: want the failed one with the later NO_SOCKET", r.ID, r.Upstream.Drops)
+	}
+}
+
+// TestRequestsUpstreamWatch checks that the proxy's upstream connections
+// are watched for kernel drops exactly while a requests client with
+// kernel drops listens: not for a requests client without them, nor for
+// an events client with them.
+func TestRequestsUpstreamWatch(t *testing.T) {
+	src := newFakeSource()
+	reqs := &fakeRequests{}
+	s, path := startServer(t, src, func(s *Server) { s.SetRequestSource(reqs) })
+	expect := func(what string, watches, stops int) {
+		t.Helper()
+		if w, st := reqs.watchCounts(); w != watches || st != stops {
+			t.Errorf("%s: %d watches started, %d ended; want %d, %d", what, w, st, watches, stops)
+		}
+	}
+	noDrops := subscribe(t, path, Filter{RequestFilter: RequestFilter{Requests: true}})
+	events := subscribe(t, path, Filter{KernelDrops: true})
+	expect("requests without kernel drops, events with", 0, 0)
+	a := subscribe(t, path, Filter{RequestFilter: RequestFilter{Requests: true}, KernelDrops: true})
+	expect("a requests client with kernel drops", 1, 0)
+	b := subscribe(t, path, Filter{RequestFilter: RequestFilter{Requests: true, Status: "5xx"}, KernelDrops: true})
+	expect("a second one", 1, 0)
+	a.conn.Close()
+	eventually(t, "the first to leave", func() bool { return s.clientCount() == 3 })
+	expect("one left", 1, 0)
+	b.conn.Close()
+	eventually(t, "the second to leave", func() bool { return s.clientCount() == 2 })
+	expect("both left", 1, 1)
+	noDrops.conn.Close()
+	events.conn.Close()
+	eventually(t, "every client to leave", func() bool { return s.clientCount() == 0 })
+	expect("all left", 1, 1)
+}
+
 func TestRequestsUnavailable(t *testing.T) {
 	src := newFakeSource()
 	s, path := startServer(t, src, nil)
@@ -319,12 +399,13 @@ func TestConnCacheBounds(t *testing.T) {
 func TestRequestText(t *testing.T) {
 	r := proxyRequest("req-1", 200)
 	r.Client.TLS, r.Client.SNI, r.Client.ALPN = true, "app.example", "h2"
-	r.Client.Steering = []Record{{Device: "eth0", Stage: "xdp", Verdict: "PASS", Reason: "pass_l7"}}
+	r.Client.Steering = []Record{{Device: "eth0", Stage: "xdp", Verdict: "PASS", Reason: "pass_l7"},
+		{Device: "eth0", Stage: "sk-lookup", Verdict: "REDIRECT", Reason: "sk_steer"}}
 	r.Upstream.Drops = []Record{{Time: testTime, Device: "eth0", Stage: "kernel", Verdict: "DROP", Reason: "NO_SOCKET",
 		Orig: RequestTuple(upstreamTuple.Src, upstreamTuple.Dst)}}
 	got := string(appendRequestText(nil, &r, time.UTC))
 	want := "10:31:07.123456 200 GET app.example/api/items HTTP/1.1 bytes=20 time=1.500ms id=req-1" +
-		" client=192.0.2.10:40000 > 192.0.2.1:80 tls sni=app.example alpn=h2 steered=xdp/eth0/PASS/pass_l7" +
+		" client=192.0.2.10:40000 > 192.0.2.1:80 tls sni=app.example alpn=h2 steered=xdp/eth0/PASS/pass_l7 sk-lookup=sk_steer" +
 		" route=ingress:default/app app.example/api upstream=default/web:http 192.0.2.1:51000 > 10.1.0.7:8080" +
 		" pod=default/web-5d8f node=node-b\n" +
 		"  drop 10:31:07.123456 eth0     kernel     DROP     NO_SOCKET           TCP 192.0.2.1:51000 > 10.1.0.7:8080\n"
@@ -335,7 +416,8 @@ func TestRequestText(t *testing.T) {
 	// A local answer: no route, no upstream.
 	r = proxyRequest("req-2", 404)
 	r.Route, r.Upstream = RequestRoute{Rule: -1}, RequestUpstream{}
-	if got := string(appendRequestText(nil, &r, time.UTC)); !strings.Contains(got, " route=-\n") || strings.Contains(got, "upstream=") {
+	if got := string(appendRequestText(nil, &r, time.UTC)); !strings.Contains(got, " route=-\n") || strings.Contains(got, "upstream=") ||
+		strings.Contains(got, "sk-lookup=") {
 		t.Errorf("local answer: %q", got)
 	}
 }

@@ -17,8 +17,9 @@ import (
 
 // TestTraceRequests follows one HTTP request end to end with `nodegress
 // trace --requests`: the client's connection steered by the datapath to
-// the proxy on node1, the Ingress rule it matched, and the proxy's
-// connection to the only pod, on node2, in one JSON record. By default
+// the proxy on node1 (by XDP or tc, then by its socket lookup), the
+// Ingress rule it matched, and the proxy's connection to the only pod, on
+// node2, in one JSON record. By default
 // tc steers on these veths (XDP is left off where frames carry partial
 // checksums); with XDP forced on, XDP does.
 func TestTraceRequests(t *testing.T) {
@@ -118,6 +119,13 @@ func traceOneRequest(t *testing.T, args []string, wantStage string) {
 			e.Orig.Src == r.Client.Tuple.Src && e.Device == node1.Dev
 	}) {
 		t.Errorf("steering %+v: want %s passing the client's connection to the proxy on %s", r.Client.Steering, wantStage, node1.Dev)
+	}
+	// Then its socket lookup handing it to the proxy's listening socket.
+	if !slices.ContainsFunc(r.Client.Steering, func(e event) bool {
+		return e.Stage == "sk-lookup" && e.Verdict == "REDIRECT" && e.Reason == "sk_steer" &&
+			e.Orig.Src == r.Client.Tuple.Src && e.Orig.Dst == r.Client.Tuple.Dst && e.Device == node1.Dev
+	}) {
+		t.Errorf("steering %+v: want sk-lookup steering the client's connection to the proxy socket on %s", r.Client.Steering, node1.Dev)
 	}
 	if len(r.Client.Drops)+len(r.Upstream.Drops) != 0 {
 		t.Errorf("drops %+v %+v on a request that went through", r.Client.Drops, r.Upstream.Drops)
