@@ -249,6 +249,11 @@ func (p *Proxy) exchangeH1(c client, tx *txn, ep *endpoint, fresh bool) (outcome
 			writeProxyHeader(uc.w, s.proxyProtocol, tx.client, tx.dest)
 		}
 	}
+	if uc.unwatch == nil {
+		// A pooled connection dialled before the watch began is watched
+		// from its next request on.
+		uc.unwatch = s.watch.existing(uc.local, uc.conn)
+	}
 	tx.upstreamStart, tx.upLocal = now, uc.local
 	x := c.scratch()
 	c.writeRequestHead(uc.w, ep)

@@ -33,7 +33,9 @@ type upstreamWatcher struct {
 }
 
 // WatchUpstreams has w told of every upstream connection dialled from now
-// on, until stop is called (connections dialled before are not watched).
+// on, until stop is called, and of every pooled HTTP/1.1 connection
+// dialled before when it next carries a request (a connection of an
+// http.Transport, for h2c and HTTPS upstreams, dialled before is not).
 // There is one watch at a time: a later call replaces an earlier one.
 // Plain TCP streams (TLS passthrough, TCPRoute) are not watched: they
 // carry no request records.
@@ -41,6 +43,30 @@ func (p *Proxy) WatchUpstreams(w UpstreamWatch) (stop func()) {
 	f := &w
 	p.upstreamWatch.fn.Store(f)
 	return func() { p.upstreamWatch.fn.CompareAndSwap(f, nil) }
+}
+
+// existing watches a connection dialled before the watch began (a pooled
+// one about to carry a request): nil when there is no watch, or the
+// addresses are not IPv4 ones the datapath knows.
+func (w *upstreamWatcher) existing(local netip.AddrPort, c net.Conn) func() {
+	if w == nil {
+		return nil
+	}
+	fn := w.fn.Load()
+	if fn == nil || !local.IsValid() {
+		return nil
+	}
+	ra, ok := c.RemoteAddr().(*net.TCPAddr)
+	if !ok {
+		return nil
+	}
+	remote := ra.AddrPort()
+	remote = netip.AddrPortFrom(remote.Addr().Unmap(), remote.Port())
+	local = netip.AddrPortFrom(local.Addr().Unmap(), local.Port())
+	if !remote.Addr().Is4() || !local.Addr().Is4() {
+		return nil
+	}
+	return (*fn)(local, remote)
 }
 
 // dialWatch is the watch of one dial: the dialer's Control binds the

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"testing"
 )
 
@@ -169,4 +170,46 @@ func TestWatchUpstreams(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestWatchPooledUpstream checks that a pooled HTTP/1.1 connection dialled
+// before the watch began is watched from its next request on, once, and
+// that its watch ends when it is closed.
+func TestWatchPooledUpstream(t *testing.T) {
+	b := requestIDBackend(t)
+	p := startProxy(t, Options{}, Config{
+		Routes:    []Route{{Host: "app.example", Path: "/", Upstream: "ns/rid:http", Ingress: "ns/ing"}},
+		Upstreams: []Upstream{{Name: "ns/rid:http", Protocol: ProtocolHTTP, Endpoints: []Endpoint{{Addr: b.addr}}}},
+	})
+	records := make(chan RequestRecord, 16)
+	t.Cleanup(p.TraceRequests(func(r *RequestRecord) { records <- *r }))
+	c := httpClient()
+	log := newWatchLog()
+	var calls atomic.Int32
+	watch := func(local, remote netip.AddrPort) func() {
+		calls.Add(1)
+		return log.watch(local, remote)
+	}
+
+	if code, _ := get(t, c, p.httpAddr, "app.example", "/"); code != http.StatusOK {
+		t.Fatalf("status %d", code)
+	}
+	pooled := (<-records).UpstreamLocal
+	if !pooled.IsValid() || calls.Load() != 0 {
+		t.Fatalf("first request: upstream %s, %d watched before the watch began", pooled, calls.Load())
+	}
+	t.Cleanup(p.WatchUpstreams(watch))
+	for i := range 3 {
+		if code, _ := get(t, c, p.httpAddr, "app.example", "/"); code != http.StatusOK {
+			t.Fatalf("status %d", code)
+		}
+		if r := <-records; r.UpstreamLocal != pooled {
+			t.Fatalf("request %d went over %s, not the pooled %s", i, r.UpstreamLocal, pooled)
+		}
+	}
+	if got := log.locals(b.addr); len(got) != 1 || got[pooled] != 0 || calls.Load() != 1 {
+		t.Fatalf("watched %v in %d calls, want the pooled %s once and open", got, calls.Load(), pooled)
+	}
+	closeIdleUpstreams(p, "ns/rid:http")
+	waitFor(t, "the pooled connection's watch to end", func() bool { return log.locals(b.addr)[pooled] == 1 })
 }
