@@ -6,7 +6,9 @@
 # then an Ingress with two hosts served by the node's L7 proxy, one of them
 # over HTTPS with a certificate from a Secret, and a Gateway API HTTPRoute on
 # a Gateway of its own address; a live trace of the datapath's
-# decisions, the proxy's access log and the pinned maps. Everything it
+# decisions, one record per HTTP request joined with them, the proxy's
+# access log, `nodegress explain` of a NodePort and of two routes, and the
+# pinned maps. Everything it
 # creates (namespaces, processes, pins, files) is removed on exit.
 #
 # When the Kubernetes control plane binaries are cached (`make kube-bins`),
@@ -539,6 +541,10 @@ fi
 
 in_ns "$NODE" "$NODEGRESS" trace --socket "$SOCK" --duration 30s >"$WORK/trace.txt" 2>&1 &
 PIDS+=($!)
+# One record per HTTP request, joined with what the datapath did with its
+# connections.
+in_ns "$NODE" "$NODEGRESS" trace --socket "$SOCK" --requests --duration 30s >"$WORK/requests.txt" 2>&1 &
+PIDS+=($!)
 sleep 0.5
 
 get() { in_ns "$CLIENT" "$PODSERVER" get --timeout 2s "http://$1/"; }
@@ -670,6 +676,19 @@ sleep 0.5
 head -n 8 "$WORK/trace.txt" | sed 's/^/  /'
 echo "  ... and a flow to ${PODS[2]} on node2, SNAT'd on the way out, translated back on return:"
 { grep -m 6 -e fwd_remote -e reply_remote "$WORK/trace.txt" || echo "(none seen)"; } | sed 's/^/  /'
+
+section "nodegress trace --requests (one record per request: steering, route, pod, node, status)"
+sleep 0.3
+{ grep -m 3 -e "$APP_HOST" -e "$GW_HOST" "$WORK/requests.txt" || echo "(none seen)"; } | sed 's/^/  /'
+
+section "nodegress explain $NODE_IP:$NODE_PORT --from $CLIENT_IP (what a new connection would get, and why)"
+in_ns "$NODE" "$NODEGRESS" explain --socket "$WORK/explain.sock" --from "$CLIENT_IP" "$NODE_IP:$NODE_PORT" 2>&1 | head -n 20 | sed 's/^/  /'
+
+section "nodegress explain $LEGACY_HOST/shop/headers and unknown.demo.test/ (the proxy's live route table)"
+for target in "$LEGACY_HOST/shop/headers" unknown.demo.test/; do
+	in_ns "$NODE" "$NODEGRESS" explain --socket "$WORK/explain.sock" "$target" 2>&1 | head -n 12 | sed 's/^/  /'
+	echo
+done
 
 section "nodegress maps"
 in_ns "$NODE" "$NODEGRESS" maps --bpffs "$BPFFS" 2>&1 | head -n 40 | sed 's/^/  /'
