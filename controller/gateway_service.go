@@ -59,8 +59,12 @@ const (
 	// annotationGatewayServiceHash holds a hash of what nodegress wants of
 	// a Gateway's Service: a Service whose hash differs is applied again.
 	annotationGatewayServiceHash = "nodegress.io/gateway-service-hash"
-	gatewayServicePrefix         = "nodegress-gateway-"
-	gatewayAPIVersion            = gwapi.GroupName + "/v1"
+	// annotationGatewayController names the Gateway controller (the
+	// GatewayClass controllerName) whose agents made the Service: an
+	// install under another controller name leaves it alone.
+	annotationGatewayController = "nodegress.io/gateway-controller"
+	gatewayServicePrefix        = "nodegress-gateway-"
+	gatewayAPIVersion           = gwapi.GroupName + "/v1"
 )
 
 // gatewayServiceName is the name of a Gateway's Service: the prefix and
@@ -78,6 +82,13 @@ func gatewayServiceName(gwName string) string {
 	return strings.TrimRight(name[:min(len(name), 54)], "-") + "-" + fmt.Sprintf("%08x", h.Sum32())
 }
 
+// madeBy reports whether the agents of Gateway controller ctrl made the
+// Gateway Service svc (one without the annotation predates it: theirs).
+func madeBy(svc *corev1.Service, ctrl string) bool {
+	c, ok := svc.Annotations[annotationGatewayController]
+	return isGatewayService(svc) && (!ok || c == ctrl)
+}
+
 // isGatewayService reports whether nodegress made the Service for a
 // Gateway: its labels say so and a Gateway owns it.
 func isGatewayService(svc *corev1.Service) bool {
@@ -89,10 +100,10 @@ func isGatewayService(svc *corev1.Service) bool {
 	})
 }
 
-// desiredGatewayService is the Service nodegress wants for a Gateway: its
-// spec.infrastructure labels and annotations, the gateway-name label, the
-// listeners' ports, and the hash of all that.
-func desiredGatewayService(gw *gwapi.Gateway) *corev1.Service {
+// desiredGatewayService is the Service the agents of Gateway controller
+// ctrl want for a Gateway: its spec.infrastructure labels and annotations,
+// the gateway-name label, the listeners' ports, and the hash of all that.
+func desiredGatewayService(gw *gwapi.Gateway, ctrl string) *corev1.Service {
 	labels := map[string]string{}
 	annotations := map[string]string{}
 	if inf := gw.Spec.Infrastructure; inf != nil {
@@ -103,6 +114,7 @@ func desiredGatewayService(gw *gwapi.Gateway) *corev1.Service {
 			annotations[string(k)] = string(v)
 		}
 	}
+	annotations[annotationGatewayController] = ctrl
 	labels[gwapi.GatewayNameLabelKey] = gw.Name
 	labels[labelManagedBy] = managedByNodegress
 	// kube-proxy, where it still runs beside nodegress, leaves a Service
@@ -138,7 +150,7 @@ func desiredGatewayService(gw *gwapi.Gateway) *corev1.Service {
 // and asks for the Service. A problem is returned as the condition to
 // report: no Service yet, or no IP assigned yet.
 func (g *gatewayTranslator) serviceAddresses(gw *gwapi.Gateway, key string) ([]netip.Addr, *metav1.Condition) {
-	want := desiredGatewayService(gw)
+	want := desiredGatewayService(gw, g.ctrl)
 	svcKey := want.Namespace + "/" + want.Name
 	notAssigned := func(format string, args ...any) *metav1.Condition {
 		c := condition(string(gwapi.GatewayConditionProgrammed), false, string(gwapi.GatewayReasonAddressNotAssigned),
@@ -148,6 +160,10 @@ func (g *gatewayTranslator) serviceAddresses(gw *gwapi.Gateway, key string) ([]n
 	cur, _ := g.service(svcKey)
 	if cur != nil && cur.Labels[labelManagedBy] != managedByNodegress {
 		return nil, notAssigned("service %s exists and is not nodegress's; rename or delete it", svcKey)
+	}
+	if cur != nil && isGatewayService(cur) && !madeBy(cur, g.ctrl) {
+		return nil, notAssigned("service %s was made by the agents of Gateway controller %q; rename or delete it",
+			svcKey, cur.Annotations[annotationGatewayController])
 	}
 	g.status.Services[svcKey] = want
 	if cur == nil || !ownedBy(cur, gw) {

@@ -44,7 +44,7 @@ spec:
 func gatewayLBService(ips ...string) *corev1.Service {
 	gw := &gwapi.Gateway{ObjectMeta: metav1.ObjectMeta{Namespace: "app", Name: "gw", UID: "gw-uid"},
 		Spec: gwapi.GatewaySpec{Listeners: []gwapi.Listener{{Name: "http", Port: 80, Protocol: gwapi.HTTPProtocolType}}}}
-	svc := desiredGatewayService(gw)
+	svc := desiredGatewayService(gw, DefaultGatewayControllerName)
 	svc.Spec.ClusterIP = "10.96.0.50"
 	for _, ip := range ips {
 		svc.Status.LoadBalancer.Ingress = append(svc.Status.LoadBalancer.Ingress, corev1.LoadBalancerIngress{IP: ip})
@@ -94,6 +94,15 @@ func TestGatewayServiceAddresses(t *testing.T) {
 			svcs: []*corev1.Service{func() *corev1.Service {
 				s := gatewayLBService("198.51.100.7")
 				s.Labels, s.OwnerReferences = nil, nil
+				return s
+			}()},
+			accepted: "True/Accepted", programmed: "False/AddressNotAssigned", notServes: "198.51.100.7:80",
+		},
+		{
+			name: "another install's service of that name is left alone", gw: "app/gw",
+			svcs: []*corev1.Service{func() *corev1.Service {
+				s := gatewayLBService("198.51.100.7")
+				s.Annotations[annotationGatewayController] = "example.com/other-nodegress"
 				return s
 			}()},
 			accepted: "True/Accepted", programmed: "False/AddressNotAssigned", notServes: "198.51.100.7:80",
@@ -178,7 +187,7 @@ func servedFrontends(fes []loader.Service) map[string]bool {
 func TestDesiredGatewayService(t *testing.T) {
 	o := decodeGatewayObjects(t, gatewayBase+serviceGateway)
 	gw := o.in.Gateways[0]
-	svc := desiredGatewayService(gw)
+	svc := desiredGatewayService(gw, DefaultGatewayControllerName)
 	if svc.Namespace != "app" || svc.Name != "nodegress-gateway-gw" {
 		t.Errorf("service %s/%s", svc.Namespace, svc.Name)
 	}
@@ -204,7 +213,7 @@ func TestDesiredGatewayService(t *testing.T) {
 	}
 	h := svc.Annotations[annotationGatewayServiceHash]
 	gw.Spec.Infrastructure.Labels = nil
-	if h2 := desiredGatewayService(gw).Annotations[annotationGatewayServiceHash]; h2 == h || h == "" {
+	if h2 := desiredGatewayService(gw, DefaultGatewayControllerName).Annotations[annotationGatewayServiceHash]; h2 == h || h == "" {
 		t.Errorf("hash %q unchanged (%q) after the labels changed", h, h2)
 	}
 	long := strings.Repeat("a.b", 40)
@@ -287,7 +296,7 @@ func TestGatewayServiceWriter(t *testing.T) {
 	}
 	o := decodeGatewayObjects(t, gatewayBase+serviceGateway)
 	gw := o.in.Gateways[0]
-	want := desiredGatewayService(gw)
+	want := desiredGatewayService(gw, DefaultGatewayControllerName)
 	name := want.Name
 
 	// Before any decision nothing is deleted.
@@ -310,7 +319,7 @@ func TestGatewayServiceWriter(t *testing.T) {
 	}
 	refresh()
 	gw.Spec.Infrastructure.Labels = map[gwapi.LabelKey]gwapi.LabelValue{"tier": "edge"}
-	want = desiredGatewayService(gw)
+	want = desiredGatewayService(gw, DefaultGatewayControllerName)
 	w.want(GatewayStatuses{Services: map[string]*corev1.Service{"app/" + name: want}})
 	write(name)
 	svc = get(name)
@@ -330,15 +339,26 @@ func TestGatewayServiceWriter(t *testing.T) {
 	if _, err := client.CoreV1().Services("app").Create(ctx, foreign, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
+	// Another install's (another Gateway controller name) is left alone
+	// too, though it carries every mark of a Gateway Service.
+	other := desiredGatewayService(&gwapi.Gateway{ObjectMeta: metav1.ObjectMeta{Namespace: "app", Name: "theirs", UID: "their-uid"}},
+		"example.com/other-nodegress")
+	if _, err := client.CoreV1().Services("app").Create(ctx, other, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
 	refresh()
 	w.want(GatewayStatuses{Services: map[string]*corev1.Service{}})
 	write(name)
 	write(foreign.Name)
+	write(other.Name)
 	if get(name) != nil {
 		t.Error("unwanted gateway service not deleted")
 	}
 	if get(foreign.Name) == nil {
 		t.Error("a service nodegress did not make was deleted")
+	}
+	if get(other.Name) == nil {
+		t.Error("another install's gateway service was deleted")
 	}
 }
 

@@ -78,7 +78,7 @@ func (w *gatewayStatusWriter) writeService(ctx context.Context, ns, name string)
 	api := w.c.client.CoreV1().Services(ns)
 	switch {
 	case want == nil:
-		if !decided || cur == nil || !isGatewayService(cur) {
+		if !decided || cur == nil || !madeBy(cur, w.ctrl) {
 			return nil
 		}
 		err := api.Delete(ctx, name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &cur.UID}})
@@ -87,8 +87,8 @@ func (w *gatewayStatusWriter) writeService(ctx context.Context, ns, name string)
 		}
 		w.log.Info("deleted gateway service", "svc", ns+"/"+name)
 		return nil
-	case cur != nil && cur.Labels[labelManagedBy] != managedByNodegress:
-		return nil // someone else's: the Gateway reports it
+	case cur != nil && (cur.Labels[labelManagedBy] != managedByNodegress || isGatewayService(cur) && !madeBy(cur, w.ctrl)):
+		return nil // someone else's, or another install's: the Gateway reports it
 	case cur != nil && gatewayServiceCurrent(cur, want):
 		return nil
 	}
