@@ -29,15 +29,9 @@ var gatewayPool = netip.MustParsePrefix("10.96.50.9/32")
 // Gateway's address follows; a route edit is reflected in its status.
 func TestGatewayStatus(t *testing.T) {
 	c := newAPICluster(t, 1, 1)
-	root, err := harness.ModuleRoot()
-	if err != nil {
+	if err := harness.InstallGatewayAPI(c.cp.Kubectl); err != nil {
 		t.Fatal(err)
 	}
-	c.cp.MustKubectl("apply", "--server-side", "-k", filepath.Join(root, "manifests", "gateway-api", "crds"))
-	c.cp.MustKubectl("wait", "--for=condition=Established", "--timeout=60s",
-		"crd/gatewayclasses.gateway.networking.k8s.io", "crd/gateways.gateway.networking.k8s.io",
-		"crd/httproutes.gateway.networking.k8s.io", "crd/referencegrants.gateway.networking.k8s.io")
-	c.cp.MustKubectl("apply", "-f", filepath.Join(root, "manifests", "gateway-api", "gatewayclass.yaml"))
 	gw, err := gwclient.NewForConfig(c.cp.Config)
 	if err != nil {
 		t.Fatal(err)
