@@ -256,7 +256,7 @@ func agentTracing(t *testing.T, c *cluster, node string) string {
 		t.Fatalf("agent pod of %s: %v (%d pods)", node, err, len(pods.Items))
 	}
 	out, err := c.kubectl("-n", "nodegress", "exec", pods.Items[0].Name, "-c", "agent", "--",
-		"/nodegress", "maps", "--bpffs", "/sys/fs/bpf/nodegress")
+		"/nodegress", "maps")
 	if err != nil {
 		t.Fatalf("nodegress maps on %s: %v\n%s", node, err, out)
 	}
