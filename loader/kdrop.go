@@ -245,7 +245,7 @@ func (k *kernelDrops) closeProg() {
 
 func decodeKernelDrop(raw *kdropKdropEvent, clock monoClock, names *kernelNames) Event {
 	ifindex, netns := raw.Ifindex, uint32(0)
-	if raw.Netns != names.ownNetns() {
+	if raw.Netns != processNetns {
 		ifindex, netns = 0, raw.Netns
 	}
 	return Event{
@@ -276,21 +276,20 @@ type kernelNames struct {
 
 	symsOnce sync.Once
 	syms     []ksym // by address
-
-	netnsOnce sync.Once
-	netns     uint32
 }
 
-// ownNetns is the inode number of the agent's network namespace.
-func (n *kernelNames) ownNetns() uint32 {
-	n.netnsOnce.Do(func() {
-		var st unix.Stat_t
-		if err := unix.Stat("/proc/self/ns/net", &st); err == nil {
-			n.netns = uint32(st.Ino)
-		}
-	})
-	return n.netns
-}
+// processNetns is the inode number of the agent's network namespace, read
+// when the package is initialised: every thread is in it then. Read later,
+// it could be the namespace a thread of the process has entered for a
+// moment (a test's, through /proc/self, the thread group leader's), and
+// kernel drops in that namespace would be taken for the agent's own.
+var processNetns = func() uint32 {
+	var st unix.Stat_t
+	if err := unix.Stat("/proc/thread-self/ns/net", &st); err != nil {
+		return 0
+	}
+	return uint32(st.Ino)
+}()
 
 type ksym struct {
 	addr uint64
