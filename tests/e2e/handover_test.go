@@ -4,9 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"net/http/httptrace"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -20,7 +23,9 @@ import (
 
 // clientLoad runs workers that send requests in a loop, each outcome
 // counted in the phase it started in: answered 2xx, refused (ECONNREFUSED,
-// which a replaced agent must never cause), or failed otherwise.
+// which a replaced agent must never cause), or failed otherwise. A failed
+// request's connection is noted (from net/http's trace), so that requests
+// lost with one connection count as one connection lost.
 type clientLoad struct {
 	name    string
 	workers int
@@ -33,7 +38,10 @@ type clientLoad struct {
 
 type loadCounts struct {
 	ok, refused, failed int
-	examples            []string
+	// failedConns are the connections failed requests were sent on; one
+	// that failed before it had a connection counts as one of its own.
+	failedConns map[string]bool
+	examples    []string
 }
 
 func (c loadCounts) String() string {
@@ -53,11 +61,15 @@ func startClientLoad(ctx context.Context, name string, workers int, send func(ct
 		l.wg.Go(func() {
 			for ctx.Err() == nil {
 				phase := l.current()
-				err := send(ctx)
+				var conn string
+				trace := &httptrace.ClientTrace{GotConn: func(i httptrace.GotConnInfo) {
+					conn = fmt.Sprintf("%s %p", i.Conn.LocalAddr(), i.Conn)
+				}}
+				err := send(httptrace.WithClientTrace(ctx, trace))
 				if ctx.Err() != nil {
 					return
 				}
-				l.record(phase, err)
+				l.record(phase, conn, err)
 			}
 		})
 	}
@@ -69,7 +81,7 @@ func (l *clientLoad) setPhase(p string) {
 	defer l.mu.Unlock()
 	l.phase = p
 	if l.counts[p] == nil {
-		l.counts[p] = &loadCounts{}
+		l.counts[p] = &loadCounts{failedConns: map[string]bool{}}
 	}
 }
 
@@ -79,7 +91,7 @@ func (l *clientLoad) current() string {
 	return l.phase
 }
 
-func (l *clientLoad) record(phase string, err error) {
+func (l *clientLoad) record(phase, conn string, err error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	c := l.counts[phase]
@@ -91,6 +103,10 @@ func (l *clientLoad) record(phase string, err error) {
 		c.refused++
 	default:
 		c.failed++
+		if conn == "" {
+			conn = fmt.Sprintf("no connection #%d", c.failed)
+		}
+		c.failedConns[conn] = true
 	}
 	if len(c.examples) < 3 {
 		c.examples = append(c.examples, time.Now().Format("15:04:05.000")+" "+err.Error())
@@ -133,7 +149,8 @@ type handoverLoads struct {
 func startHandoverLoads(t *testing.T, c *l7cluster, ca *testcert.CA, timeout time.Duration) *handoverLoads {
 	t.Helper()
 	h := &handoverLoads{}
-	h.h1 = harness.StartRouteLoad(c.ctx, c.tp.Client.NS, addrPort(c.node1().Addr, 80), []string{"web.handover.test"}, 2, 2, "before")
+	h.h1 = harness.StartRouteLoad(c.ctx, c.tp.Client.NS, addrPort(c.node1().Addr, 80), []string{"web.handover.test"},
+		harness.RouteLoadConfig{KeepAlive: 2, NewConn: 2, Timeout: timeout, Phase: "before"})
 	h2 := c.nodeClient(harness.L7Options{RootCAs: ca.Pool(), HTTP2: true, Timeout: timeout})
 	tlsNew := c.nodeClient(harness.L7Options{RootCAs: ca.Pool(), DisableKeepAlives: true, Timeout: timeout})
 	expect2xx := func(cl *harness.L7Client, url string) func(context.Context) error {
@@ -285,8 +302,11 @@ func TestAgentHandover(t *testing.T) {
 // TestAgentKilled kills the agent with SIGKILL while a keeper process holds
 // its listeners: connections made until a new agent runs wait in the
 // listeners' accept queue and are answered; none is refused. What the
-// killed process had (requests in flight, kept-alive connections) is lost:
-// at most one failed request per client worker.
+// killed process had is lost: the requests in flight on its connections
+// and, on an HTTP/2 connection its workers share, the requests the client
+// sent on it before it saw it reset. That is at most one connection per
+// client worker (one per request for HTTP/1.1, whose client sends nothing
+// more on a connection that failed).
 func TestAgentKilled(t *testing.T) {
 	tp := netns.SingleNode(t, 2)
 	dir, err := os.MkdirTemp("", "ng-keeper-") // unix socket paths are short
@@ -300,6 +320,8 @@ func TestAgentKilled(t *testing.T) {
 	if err := c.agent.WaitLog("listeners kept", 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
+	// The clients wait longer than a new agent takes to start: what they
+	// sent meanwhile waits in the kept listeners' queues.
 	loads := startHandoverLoads(t, c, ca, 15*time.Second)
 
 	loads.phase("killed")
@@ -327,19 +349,20 @@ func TestAgentKilled(t *testing.T) {
 		t.Errorf("http/1.1 load: %d requests lost to the kill, more than its 4 workers had in flight", lostH1)
 	}
 	for _, l := range loads.loads {
-		lost := 0
+		lost := map[string]bool{}
 		for _, phase := range []string{"before", "killed", "after"} {
 			cnt := l.get(phase)
 			t.Logf("%s load, phase %s: %s", l.name, phase, cnt)
 			if phase != "after" {
-				lost += cnt.failed
+				maps.Copy(lost, cnt.failedConns)
 			}
 			if cnt.refused > 0 || (phase == "after" && (cnt.failed > 0 || cnt.ok == 0)) {
 				t.Errorf("%s load, phase %s: %s", l.name, phase, cnt)
 			}
 		}
-		if lost > l.workers {
-			t.Errorf("%s load: %d requests lost to the kill, more than its %d workers had in flight", l.name, lost, l.workers)
+		if len(lost) > l.workers {
+			t.Errorf("%s load: requests lost on %d connections, more than its %d workers had: %v",
+				l.name, len(lost), l.workers, slices.Sorted(maps.Keys(lost)))
 		}
 	}
 }

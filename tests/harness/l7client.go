@@ -115,7 +115,8 @@ type L7Options struct {
 	// MaxConnsPerHost bounds the connections per host and port (0: no
 	// bound); MaxIdleConnsPerHost defaults to it.
 	MaxConnsPerHost int
-	// Timeout bounds each request, body included; default RequestTimeout.
+	// Timeout bounds each request, body included, and each TLS
+	// handshake; default RequestTimeout.
 	Timeout time.Duration
 }
 
@@ -141,23 +142,23 @@ func NewL7Client(ns *netns.NS, target netip.Addr, o L7Options) *L7Client {
 		cl.dials.Add(1)
 		return ns.DialContext(ctx, network, net.JoinHostPort(target.String(), port))
 	}
+	timeout := o.Timeout
+	if timeout == 0 {
+		timeout = RequestTimeout
+	}
 	tr := &http.Transport{
 		DialContext:         dial,
 		DisableKeepAlives:   o.DisableKeepAlives,
 		MaxConnsPerHost:     o.MaxConnsPerHost,
 		MaxIdleConnsPerHost: max(o.MaxConnsPerHost, 2),
 		IdleConnTimeout:     30 * time.Second,
-		TLSHandshakeTimeout: RequestTimeout,
+		TLSHandshakeTimeout: timeout,
 		TLSClientConfig:     &tls.Config{RootCAs: o.RootCAs, InsecureSkipVerify: o.RootCAs == nil},
 		ForceAttemptHTTP2:   o.HTTP2,
 	}
 	if !o.HTTP2 {
 		// A non-nil empty map turns HTTP/2 off.
 		tr.TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{}
-	}
-	timeout := o.Timeout
-	if timeout == 0 {
-		timeout = RequestTimeout
 	}
 	cl.transport = tr
 	cl.c = &http.Client{

@@ -84,7 +84,7 @@ func (c RouteChurn) Run(ctx context.Context) ([]ChurnPhase, error) {
 	for _, r := range c.Routes {
 		hosts = append(hosts, string(r.Spec.Hostnames[0]))
 	}
-	load := StartRouteLoad(ctx, c.Client, c.Addr, hosts, c.KeepAlive, c.NewConn, "steady")
+	load := StartRouteLoad(ctx, c.Client, c.Addr, hosts, RouteLoadConfig{KeepAlive: c.KeepAlive, NewConn: c.NewConn, Phase: "steady"})
 	poll := NewL7Client(c.Client, c.Addr.Addr(), L7Options{})
 	defer poll.CloseIdle()
 	var added []*gwapi.HTTPRoute

@@ -73,9 +73,10 @@ func (p PhaseCounts) String() string {
 // proxy closes under a request is a failed request, as a client without
 // retries would see it.
 type RouteLoad struct {
-	addr  netip.AddrPort
-	ns    *netns.NS
-	hosts []string
+	addr    netip.AddrPort
+	ns      *netns.NS
+	hosts   []string
+	timeout time.Duration
 
 	mu     sync.Mutex
 	phases []*PhaseCounts
@@ -89,16 +90,31 @@ type RouteLoad struct {
 	wg   sync.WaitGroup
 }
 
-// StartRouteLoad starts keepAlive + newConn workers sending to addr from
-// ns, the Host header cycling through hosts; the first phase is called
-// phase.
-func StartRouteLoad(ctx context.Context, ns *netns.NS, addr netip.AddrPort, hosts []string, keepAlive, newConn int, phase string) *RouteLoad {
+// RouteLoadConfig shapes a RouteLoad.
+type RouteLoadConfig struct {
+	// KeepAlive workers keep their connection; NewConn workers open one
+	// per request.
+	KeepAlive, NewConn int
+	// Timeout bounds each connect and each request; default
+	// RequestTimeout. A test that makes the proxy wait on purpose (a
+	// restart while connections queue) sets it above that wait.
+	Timeout time.Duration
+	// Phase names the first phase.
+	Phase string
+}
+
+// StartRouteLoad starts cfg's workers sending to addr from ns, the Host
+// header cycling through hosts.
+func StartRouteLoad(ctx context.Context, ns *netns.NS, addr netip.AddrPort, hosts []string, cfg RouteLoadConfig) *RouteLoad {
 	ctx, cancel := context.WithCancel(ctx)
-	l := &RouteLoad{addr: addr, ns: ns, hosts: slices.Clone(hosts), stop: cancel,
+	l := &RouteLoad{addr: addr, ns: ns, hosts: slices.Clone(hosts), timeout: cfg.Timeout, stop: cancel,
 		lastPod: map[string]string{}, podAt: map[string]int64{}}
-	l.Phase(phase)
-	for i := range keepAlive + newConn {
-		l.wg.Go(func() { l.worker(ctx, i, i < keepAlive) })
+	if l.timeout <= 0 {
+		l.timeout = RequestTimeout
+	}
+	l.Phase(cfg.Phase)
+	for i := range cfg.KeepAlive + cfg.NewConn {
+		l.wg.Go(func() { l.worker(ctx, i, i < cfg.KeepAlive) })
 	}
 	return l
 }
@@ -206,7 +222,7 @@ func (l *RouteLoad) worker(ctx context.Context, id int, keepAlive bool) {
 		next++
 		p := l.current()
 		if conn == nil {
-			dctx, cancel := context.WithTimeout(ctx, RequestTimeout)
+			dctx, cancel := context.WithTimeout(ctx, l.timeout)
 			c, err := l.ns.DialContext(dctx, "tcp", l.addr.String())
 			cancel()
 			if err != nil {
@@ -217,7 +233,7 @@ func (l *RouteLoad) worker(ctx context.Context, id int, keepAlive bool) {
 			}
 			conn, br = c, bufio.NewReader(c)
 		}
-		code, pod, closed, err := get(conn, br, host, !keepAlive)
+		code, pod, closed, err := get(conn, br, host, !keepAlive, l.timeout)
 		if ctx.Err() != nil {
 			// Cut short by the stop: not an outcome of the proxy.
 			return
@@ -232,8 +248,8 @@ func (l *RouteLoad) worker(ctx context.Context, id int, keepAlive bool) {
 
 // get sends GET / for host on conn and reads the answer: its status, the
 // answering pod and whether the server closes the connection.
-func get(conn net.Conn, br *bufio.Reader, host string, closeAfter bool) (int, string, bool, error) {
-	_ = conn.SetDeadline(time.Now().Add(RequestTimeout))
+func get(conn net.Conn, br *bufio.Reader, host string, closeAfter bool, timeout time.Duration) (int, string, bool, error) {
+	_ = conn.SetDeadline(time.Now().Add(timeout))
 	req := "GET / HTTP/1.1\r\nHost: " + host + "\r\n"
 	if closeAfter {
 		req += "Connection: close\r\n"
