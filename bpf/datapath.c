@@ -387,8 +387,10 @@ int tc_egress(struct __sk_buff *skb)
 		decide_unparsed(&d, reason, 1);
 		goto out;
 	} else {
-		lb_egress(&pkt, &d);
+		lb_egress(&pkt, skb->ifindex, &d);
 	}
+	if (d.verdict == VERDICT_DROP)
+		ret = TC_ACT_SHOT;
 	if (d.action == ACT_NAT_PASS)
 		captured = capture_in(skb, 0);
 	if (d.action == ACT_NAT_PASS && tc_rewrite(skb, &pkt, icmp, &d)) {

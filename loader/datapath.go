@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/rlimit"
@@ -162,7 +163,7 @@ func Open(cfg Config) (*Datapath, error) {
 		steered:   map[uint32]string{},
 	}
 	d.syncL7 = d.syncProxyListeners
-	for _, step := range []func() error{d.load, d.configure, d.recoverState, d.watchPeerDevices, d.attachAll, d.attachSteering, d.attachSocketLB, d.finishMigrations} {
+	for _, step := range []func() error{d.load, d.configure, d.recoverState, d.watchPeerDevices, d.preCatchUp, d.attachAll, d.finishMigrations, d.attachSteering, d.attachSocketLB} {
 		if err := step(); err != nil {
 			d.Close()
 			return nil, err
@@ -208,10 +209,32 @@ func (d *Datapath) load() error {
 	return nil
 }
 
+// preCatchUp copies what the previous agent's programs wrote to the old
+// maps while this version's programs were loaded and verified (a large
+// part of a second), right before they replace the old ones: what is left
+// for finishMigrations, while the datapath drops the packets of flows it
+// does not know yet (state_migrating in bpf/lib/lb.h), is only what the
+// old programs wrote in the last moments.
+func (d *Datapath) preCatchUp() error {
+	for _, m := range d.migrations {
+		if n, err := m.copy(ebpf.UpdateNoExist); err != nil {
+			d.log.Warn("catching up with a migrated map", "map", m.name, "err", err)
+		} else if n > 0 {
+			d.log.Info("caught up with a migrated map before attaching", "map", m.name, "entries", n)
+		}
+	}
+	return nil
+}
+
 // finishMigrations copies what the previous agent's programs wrote to the
-// old maps since they were migrated: they ran until attachAll replaced
-// them.
+// old maps since preCatchUp: they ran until attachAll replaced them. Then
+// the datapath takes a packet of a flow it does not know for a new flow
+// again.
 func (d *Datapath) finishMigrations() error {
+	if len(d.migrations) == 0 {
+		return nil
+	}
+	start := time.Now()
 	for _, m := range d.migrations {
 		if n, err := m.catchUp(); err != nil {
 			d.log.Warn("catching up with a migrated map", "map", m.name, "err", err)
@@ -220,6 +243,10 @@ func (d *Datapath) finishMigrations() error {
 		}
 	}
 	d.migrations = nil
+	if err := d.updateConfig(func(c *datapathDpConfig) { c.Flags &^= cfgFlagMigrating }); err != nil {
+		return fmt.Errorf("end the migration: %w", err)
+	}
+	d.log.Info("previous agent's flows migrated", "catch_up", time.Since(start).Round(time.Microsecond))
 	return nil
 }
 
@@ -243,9 +270,14 @@ func (d *Datapath) configure() error {
 	cfg.SnatPortMax = d.cfg.SNATPortMax
 	cfg.Flags &^= cfgFlagTrace | cfgFlagTracePkt
 	cfg.Snaplen = 0
-	cfg.Flags &^= cfgFlagPodRedirect
+	cfg.Flags &^= cfgFlagPodRedirect | cfgFlagMigrating
 	if d.cfg.PodRedirect {
 		cfg.Flags |= cfgFlagPodRedirect
+	}
+	if len(d.migrations) > 0 {
+		// Cleared by finishMigrations (or Close) once the previous
+		// agent's flows are all in this version's maps.
+		cfg.Flags |= cfgFlagMigrating
 	}
 	if err := d.objs.Config.Update(uint32(0), &cfg, ebpf.UpdateAny); err != nil {
 		return fmt.Errorf("write datapath config: %w", err)
@@ -257,6 +289,7 @@ func (d *Datapath) configure() error {
 const (
 	cfgFlagTrace       = uint32(datapathConfigFlagsCFG_F_TRACE)
 	cfgFlagPodRedirect = uint32(datapathConfigFlagsCFG_F_POD_REDIRECT)
+	cfgFlagMigrating   = uint32(datapathConfigFlagsCFG_F_MIGRATING)
 )
 
 // Close releases this process's handles. Pinned maps and links stay, so the
@@ -274,11 +307,17 @@ func (d *Datapath) Close() error {
 		unix.Close(fd)
 	}
 	d.listeners = map[string]int{}
+	migrating := d.migrations != nil
 	for _, m := range d.migrations {
 		m.close()
 	}
 	d.migrations = nil
 	d.mu.Unlock()
+	if migrating {
+		// Opening failed half-way: the datapath must not go on dropping
+		// packets of flows it does not know.
+		_ = d.updateConfig(func(c *datapathDpConfig) { c.Flags &^= cfgFlagMigrating })
+	}
 	if d.stopPeers != nil {
 		d.stopPeers()
 		d.stopPeers = nil

@@ -59,6 +59,7 @@ const (
 	datapathConfigFlagsCFG_F_TRACE        datapathConfigFlags = 1
 	datapathConfigFlagsCFG_F_POD_REDIRECT datapathConfigFlags = 2
 	datapathConfigFlagsCFG_F_TRACE_PKT    datapathConfigFlags = 4
+	datapathConfigFlagsCFG_F_MIGRATING    datapathConfigFlags = 8
 )
 
 type datapathCtEntry struct {
@@ -206,7 +207,8 @@ const (
 	datapathReasonREASON_SK_STEER              datapathReason = 39
 	datapathReasonREASON_PASS_NO_PROXY_SOCKET  datapathReason = 40
 	datapathReasonREASON_PASS_SK_ASSIGN_FAILED datapathReason = 41
-	datapathReasonREASON_MAX                   datapathReason = 42
+	datapathReasonREASON_DROP_STATE_MIGRATING  datapathReason = 42
+	datapathReasonREASON_MAX                   datapathReason = 43
 )
 
 type datapathReasonStats struct {

@@ -50,6 +50,7 @@ const (
 	ReasonSkSteer            = Reason(datapathReasonREASON_SK_STEER)
 	ReasonPassNoProxySocket  = Reason(datapathReasonREASON_PASS_NO_PROXY_SOCKET)
 	ReasonPassSkAssignFailed = Reason(datapathReasonREASON_PASS_SK_ASSIGN_FAILED)
+	ReasonDropStateMigrating = Reason(datapathReasonREASON_DROP_STATE_MIGRATING)
 	reasonMax                = Reason(datapathReasonREASON_MAX)
 )
 
@@ -104,6 +105,7 @@ var reasonTable = [...]reasonInfo{
 	ReasonSkSteer:            {"sk_steer", VerdictRedirect},
 	ReasonPassNoProxySocket:  {"pass_no_proxy_socket", VerdictPass},
 	ReasonPassSkAssignFailed: {"pass_sk_assign_failed", VerdictPass},
+	ReasonDropStateMigrating: {"drop_state_migrating", VerdictDrop},
 }
 
 // Reasons lists every reason the datapath counts, in index order.

@@ -164,6 +164,9 @@ enum config_flags {
 	/* with CFG_F_TRACE: events carry up to dp_config.snaplen bytes of the
 	 * packet (struct trace_packet) */
 	CFG_F_TRACE_PKT = 1 << 2,
+	/* an upgrade's conntrack and reverse NAT entries are still being
+	 * copied from the previous agent's maps (state_migrating in lb.h) */
+	CFG_F_MIGRATING = 1 << 3,
 };
 
 /* trace_event.stage */
@@ -275,7 +278,10 @@ enum verdict {
 	/* L7 frontend without a proxy socket: the kernel's own lookup */      \
 	X(REASON_PASS_NO_PROXY_SOCKET, VERDICT_PASS)                           \
 	/* the proxy socket refused the connection: the kernel's own lookup */ \
-	X(REASON_PASS_SK_ASSIGN_FAILED, VERDICT_PASS)
+	X(REASON_PASS_SK_ASSIGN_FAILED, VERDICT_PASS)                          \
+	/* mid-flow packet the maps do not know yet while an upgrade copies    \
+	 * the previous agent's flows: TCP retransmits it once they are in */  \
+	X(REASON_DROP_STATE_MIGRATING, VERDICT_DROP)
 
 #define REASON_ENUM_ENTRY(name, verdict) name,
 enum reason {
