@@ -35,7 +35,7 @@ func TestIngressBrokenAnnotation(t *testing.T) {
 	c.waitFor(t, cl, "http://bad.test/x", 5*settle, servedBy("pod1b"))
 
 	// The good Ingress is polled all along: it must never miss a request.
-	l := startL7Loop(c, "http://good.test/loop", "pod1a")
+	l := startL7Loop(c, "good.test", "/loop", "pod1a")
 	c.applyIngress(bad("banana"))
 	c.waitFor(t, cl, "http://bad.test/x", applyWithin+settle, status(404))
 	if err := c.agent.WaitLog("banana", 2*time.Second); err != nil {
@@ -68,26 +68,44 @@ func TestIngressBrokenAnnotation(t *testing.T) {
 	}
 }
 
-// l7Loop requests one URL on a kept-alive client (one connection) every 10
-// ms until finished (at most 2000 requests).
+// l7Loop requests one path of a host every 10 ms (at most 2000 times) on
+// one raw kept-alive connection, dialled again only after it failed (a raw
+// connection, unlike net/http's, is replaced only when the proxy closes
+// it).
 type l7Loop struct {
 	stop  chan struct{}
 	done  chan struct{}
-	cl    *harness.L7Client
 	n     int
+	dials int
 	fails []string
 }
 
-func startL7Loop(c *l7cluster, url string, pods ...string) *l7Loop {
-	cl := c.nodeClient(harness.L7Options{MaxConnsPerHost: 1})
-	l := &l7Loop{stop: make(chan struct{}), done: make(chan struct{}), cl: cl}
+func startL7Loop(c *l7cluster, host, path string, pods ...string) *l7Loop {
+	l := &l7Loop{stop: make(chan struct{}), done: make(chan struct{})}
 	go func() {
 		defer close(l.done)
-		defer cl.CloseIdle()
+		var conn *harness.L7Conn
+		defer func() {
+			if conn != nil {
+				conn.Close()
+			}
+		}()
 		for range 2000 {
-			r, err := cl.Get(c.ctx, url)
+			var (
+				r   *harness.L7Response
+				err error
+			)
+			if conn == nil {
+				l.dials++
+				conn, err = harness.DialL7(c.ctx, c.client(), addrPort(c.node1().Addr, 80), host)
+			}
 			if err == nil {
-				err = servedBy(pods...)(r)
+				if r, err = conn.Get(c.ctx, path); err != nil {
+					conn.Close()
+					conn = nil
+				} else {
+					err = servedBy(pods...)(r)
+				}
 			}
 			l.n++
 			if err != nil {
@@ -105,10 +123,10 @@ func startL7Loop(c *l7cluster, url string, pods ...string) *l7Loop {
 
 // finish stops the loop and returns the number of requests, the failures
 // and the number of connections the loop opened.
-func (l *l7Loop) finish() (int, []string, int64) {
+func (l *l7Loop) finish() (int, []string, int) {
 	close(l.stop)
 	<-l.done
-	return l.n, l.fails, l.cl.Dials()
+	return l.n, l.fails, l.dials
 }
 
 // accessLine is one line of the proxy's JSON access log.
