@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -84,9 +85,11 @@ const DefaultBPFFS = "/sys/fs/bpf/nodegress"
 
 // Datapath is the loaded, attached datapath of one node.
 type Datapath struct {
-	cfg  Config
-	log  *slog.Logger
-	objs datapathObjects
+	// evSync is the running ReadEvents' barrier (SyncEvents).
+	evSync atomic.Pointer[eventSync]
+	cfg    Config
+	log    *slog.Logger
+	objs   datapathObjects
 
 	// netlink works in the network namespace Open ran in, whatever thread
 	// later calls.

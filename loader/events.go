@@ -50,12 +50,24 @@ func (d *Datapath) ReadEvents(ctx context.Context, fn func(Event)) error {
 	stop := context.AfterFunc(ctx, func() { rd.Close() })
 	defer stop()
 	defer rd.Close()
+	barrier := &eventSync{rd: rd}
+	if !d.evSync.CompareAndSwap(nil, barrier) {
+		return errors.New("events ring buffer already read")
+	}
+	defer func() {
+		d.evSync.Store(nil)
+		barrier.close()
+	}()
 
 	clock := newMonoClock()
 	var kraw kdropKdropEvent
 	for {
 		rec, err := rd.Read()
 		if err != nil {
+			if errors.Is(err, ringbuf.ErrFlushed) {
+				barrier.flushed()
+				continue
+			}
 			if errors.Is(err, ringbuf.ErrClosed) || ctx.Err() != nil {
 				return nil
 			}

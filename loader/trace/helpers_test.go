@@ -36,6 +36,10 @@ type fakeSource struct {
 	kernelErr   error
 	readErr     error // returned by ReadEvents at once when set
 	requests    chan emitRequest
+	// lagging are events written to the ring buffer but not read yet
+	// (lag): SyncEvents hands them on.
+	lagging []loader.Event
+	syncs   int
 	// snaplens follows SetPacketCapture (see pcap_test.go).
 	snaplens []int
 	// ringLost is what TraceLost reports: events the ring buffer lost.
@@ -94,6 +98,44 @@ func (f *fakeSource) ReadEvents(ctx context.Context, fn func(loader.Event)) erro
 			close(r.done)
 		}
 	}
+}
+
+// lag writes ev without the reader reading it: it is handed on at the
+// next SyncEvents, as a reader behind the datapath would.
+func (f *fakeSource) lag(ev loader.Event) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.lagging = append(f.lagging, ev)
+}
+
+// SyncEvents implements EventSyncer: the reader catches up with what lag
+// wrote.
+func (f *fakeSource) SyncEvents(ctx context.Context) error {
+	f.mu.Lock()
+	evs := f.lagging
+	f.lagging = nil
+	f.syncs++
+	f.mu.Unlock()
+	for _, ev := range evs {
+		r := emitRequest{ev: ev, done: make(chan struct{})}
+		select {
+		case f.requests <- r:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		select {
+		case <-r.done:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
+}
+
+func (f *fakeSource) syncCount() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.syncs
 }
 
 func (f *fakeSource) emit(t *testing.T, ev loader.Event) {

@@ -1,9 +1,11 @@
 package trace
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"net/netip"
+	"sync/atomic"
 	"time"
 
 	"github.com/nodegress/nodegress/loader"
@@ -101,6 +103,14 @@ type UpstreamWatcher interface {
 	WatchUpstreams() (stop func())
 }
 
+// EventSyncer is a Source that can tell when every event written before
+// a moment was read: a request's record is joined after that, so that the
+// steering of its connection is in it however far the event reader lags.
+// The loader's Datapath implements it.
+type EventSyncer interface {
+	SyncEvents(ctx context.Context) error
+}
+
 // upstreamKnown reports whether the request went to a backend.
 func (r *Request) upstreamKnown() bool { return r.Upstream.Tuple.Dst.IsValid() }
 
@@ -116,6 +126,8 @@ type requestState struct {
 	clients int
 	stop    func()
 	cache   *connCache
+	// join is the joiner of the current subscription (nil when none).
+	join *joiner
 	// kernelDropClients counts the requests clients that asked for
 	// kernel drops; stopWatch ends the proxy's upstream watch they
 	// started.
@@ -164,7 +176,10 @@ func (s *Server) startRequests(m *matcher) {
 	}
 	s.req.cache = newConnCache(size, ttl, time.Now)
 	s.reqCache.Store(s.req.cache)
-	s.req.stop = s.req.src.TraceRequests(s.publishRequest)
+	syncer, _ := s.src.(EventSyncer)
+	j := newJoiner(syncer, s.sendRequest)
+	s.req.join = j
+	s.req.stop = s.req.src.TraceRequests(j.publish)
 	s.log.Info("request tracing on")
 }
 
@@ -180,10 +195,12 @@ func (s *Server) stopRequests(m *matcher) {
 		return
 	}
 	s.req.stop()
+	js := s.req.join.close()
 	s.reqCache.Store(nil)
 	st := s.req.cache.stats()
-	s.log.Info("request tracing off", "connections_evicted", st.evicted, "events_dropped", st.eventsDropped)
-	s.req.stop, s.req.cache = nil, nil
+	s.log.Info("request tracing off", "connections_evicted", st.evicted, "events_dropped", st.eventsDropped,
+		"records_dropped", js.dropped, "joins_unsynced", js.unsynced)
+	s.req.stop, s.req.cache, s.req.join = nil, nil, nil
 }
 
 // startUpstreamWatch has the proxy's upstream connections watched for
@@ -222,21 +239,108 @@ func (s *Server) cacheEvent(ev *loader.Event, dev, svc string) {
 
 // failedJoinDelay is how long the record of a request that failed waits
 // before it is joined: the kernel drops that failed it (a pod's kernel
-// dropping the proxy's SYN and answering with a reset) travel through the
-// ring buffer while the proxy answers, and may arrive after the answer.
+// dropping the proxy's SYN and answering with a reset) may happen after
+// the proxy answered.
 const failedJoinDelay = 50 * time.Millisecond
 
-// publishRequest joins a finished request with its connections' events
-// and fans it out to the requests clients whose filter matches; the
-// record of a failed request a little later (and so possibly after
-// records of requests that finished after it).
-func (s *Server) publishRequest(r *Request) {
-	if r.Error != "" {
-		late := *r
-		time.AfterFunc(failedJoinDelay, func() { s.sendRequest(&late) })
+// Bounds of the joiner.
+const (
+	// joinQueue is how many finished requests may wait to be joined;
+	// more are dropped (and counted) rather than slow the proxy down.
+	joinQueue = 1024
+	// joinBatch is how many waiting requests one sync covers.
+	joinBatch = 64
+	// maxSyncWait bounds how long records wait for the event reader: a
+	// reader that far behind makes them go out with what it has read.
+	maxSyncWait = 250 * time.Millisecond
+)
+
+// joiner joins finished requests with their connections' events on its
+// own goroutine: each batch after the event reader has read every event
+// written before the batch's requests were queued (EventSyncer), so that
+// a connection's steering, written before the proxy accepted it, is in
+// its records. Records of failed requests are queued failedJoinDelay
+// late. The proxy never waits: a full queue drops the record.
+type joiner struct {
+	syncer EventSyncer
+	send   func(*Request)
+	queue  chan *Request
+	quit   chan struct{}
+	done   chan struct{}
+	// dropped counts records the full queue refused; unsynced the
+	// batches sent without the reader having caught up.
+	dropped, unsynced atomic.Uint64
+}
+
+// joinStats is what the joiner's bounds cost.
+type joinStats struct{ dropped, unsynced uint64 }
+
+func newJoiner(syncer EventSyncer, send func(*Request)) *joiner {
+	j := &joiner{syncer: syncer, send: send, queue: make(chan *Request, joinQueue),
+		quit: make(chan struct{}), done: make(chan struct{})}
+	go j.run()
+	return j
+}
+
+// publish is the proxy's report of a finished request (it keeps a copy:
+// the proxy reuses r).
+func (j *joiner) publish(r *Request) {
+	c := *r
+	if c.Error != "" {
+		time.AfterFunc(failedJoinDelay, func() { j.enqueue(&c) })
 		return
 	}
-	s.sendRequest(r)
+	j.enqueue(&c)
+}
+
+func (j *joiner) enqueue(r *Request) {
+	select {
+	case <-j.quit:
+	case j.queue <- r:
+	default:
+		j.dropped.Add(1)
+	}
+}
+
+func (j *joiner) run() {
+	defer close(j.done)
+	batch := make([]*Request, 0, joinBatch)
+	for {
+		select {
+		case <-j.quit:
+			return
+		case r := <-j.queue:
+			batch = append(batch[:0], r)
+		}
+	fill:
+		for len(batch) < joinBatch {
+			select {
+			case r := <-j.queue:
+				batch = append(batch, r)
+			default:
+				break fill
+			}
+		}
+		if j.syncer != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), maxSyncWait)
+			if j.syncer.SyncEvents(ctx) != nil {
+				j.unsynced.Add(1)
+			}
+			cancel()
+		}
+		for _, r := range batch {
+			j.send(r)
+		}
+		clear(batch)
+	}
+}
+
+// close stops the joiner; requests still queued are not sent (their
+// clients are gone).
+func (j *joiner) close() joinStats {
+	close(j.quit)
+	<-j.done
+	return joinStats{dropped: j.dropped.Load(), unsynced: j.unsynced.Load()}
 }
 
 // sendRequest joins r with its connections' events and sends it.

@@ -205,16 +205,46 @@ func TestRequestsFailedJoinedLate(t *testing.T) {
 	failed := proxyRequest("failed", 502)
 	failed.Error = "connect: connection refused"
 	reqs.publish(served)
-	reqs.publish(failed)
-	src.emit(t, upstreamDrop())
-
 	r := c.nextRequest()
 	if r.ID != "served" || len(r.Upstream.Drops) != 0 {
-		t.Errorf("first record %s with upstream drops %+v: want the served one, joined before the drop", r.ID, r.Upstream.Drops)
+		t.Errorf("first record %s with upstream drops %+v: want the served one, without drops", r.ID, r.Upstream.Drops)
 	}
+	reqs.publish(failed)
+	src.emit(t, upstreamDrop())
 	r = c.nextRequest()
 	if r.ID != "failed" || len(r.Upstream.Drops) != 1 || r.Upstream.Drops[0].Reason != "NO_SOCKET" {
 		t.Errorf("second record %s with upstream drops %+v: want the failed one with the later NO_SOCKET", r.ID, r.Upstream.Drops)
+	}
+}
+
+// TestRequestsJoinedAfterReaderCatchesUp: the events of a request's
+// connection were written before the proxy finished it, but a loaded
+// reader may not have read them yet; the record is joined once the
+// reader caught up (EventSyncer), so it carries them.
+func TestRequestsJoinedAfterReaderCatchesUp(t *testing.T) {
+	src := newFakeSource()
+	reqs := &fakeRequests{}
+	_, path := startServer(t, src, func(s *Server) { s.SetRequestSource(reqs) })
+	c := subscribe(t, path, Filter{RequestFilter: RequestFilter{Requests: true}})
+
+	src.lag(steerEvent(clientTuple))
+	syncs := src.syncCount()
+	reqs.publish(proxyRequest("late-events", 200))
+	r := c.nextRequest()
+	if r.ID != "late-events" || len(r.Client.Steering) != 1 || r.Client.Steering[0].Reason != "pass_l7" {
+		t.Errorf("record %s with steering %+v: want the pass_l7 the reader had not read when the request finished", r.ID, r.Client.Steering)
+	}
+	if src.syncCount() == syncs {
+		t.Error("the record was joined without waiting for the reader")
+	}
+
+	// A request on a connection whose events were never written has no
+	// steering: the join takes only its own connection's.
+	other := proxyRequest("other-conn", 200)
+	other.Client.Tuple = RequestTuple(ap("192.0.2.99:40000"), clientTuple.Dst)
+	reqs.publish(other)
+	if r := c.nextRequest(); r.ID != "other-conn" || len(r.Client.Steering) != 0 {
+		t.Errorf("record %s with steering %+v: want none", r.ID, r.Client.Steering)
 	}
 }
 
