@@ -689,7 +689,7 @@ func (hc *h1conn) upgrade(uc *upConn, resp *h1resp) bool {
 	_ = uc.conn.SetDeadline(time.Time{})
 	_ = hc.conn.SetDeadline(time.Time{})
 	splice(hc.conn, pending, uc.conn)
-	uc.endWatch()
+	uc.live.closed()
 	return true
 }
 

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"crypto/sha256"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
@@ -219,9 +220,19 @@ func TestBodilessResponses(t *testing.T) {
 // server would not produce.
 func rawBackend(t *testing.T, fn func(c net.Conn, r *bufio.Reader)) netip.AddrPort {
 	t.Helper()
+	return rawTLSBackend(t, nil, fn)
+}
+
+// rawTLSBackend is a rawBackend whose connections are TLS with conf
+// (plain when nil).
+func rawTLSBackend(t *testing.T, conf *tls.Config, fn func(c net.Conn, r *bufio.Reader)) netip.AddrPort {
+	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
+	}
+	if conf != nil {
+		l = tls.NewListener(l, conf)
 	}
 	t.Cleanup(func() { l.Close() })
 	go func() {

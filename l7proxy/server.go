@@ -182,8 +182,8 @@ type Proxy struct {
 	// there is none (tracehub.go).
 	requestTracing atomic.Pointer[[]*func(*RequestRecord)]
 	tracers        requestTracers
-	// upstreamWatch is told of the upstream connections dialled while
-	// it is set (upstream_watch.go).
+	// upstreamWatch is the registry of live upstream connections and
+	// the watch told of them (upstream_watch.go).
 	upstreamWatch upstreamWatcher
 }
 

@@ -1,6 +1,7 @@
 package l7proxy
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -281,13 +282,13 @@ func (p *Proxy) serveStream(c net.Conn, hello []byte, f *streamFrontend, cur *st
 		return
 	}
 	var uc net.Conn
+	var live *liveUpstream
 	var err error
 	// A failed connect ejects the endpoint and tries one other: nothing
 	// was sent yet.
 	for attempt := 0; ; attempt++ {
 		ep.acquire()
-		d := net.Dialer{Timeout: pl.settings.connectTimeout, KeepAlive: 30 * time.Second}
-		uc, err = d.Dial("tcp", ep.hostport)
+		uc, live, err = pl.settings.watch.dial(context.Background(), pl.settings.connectTimeout, ep.hostport)
 		if err == nil {
 			break
 		}
@@ -304,6 +305,7 @@ func (p *Proxy) serveStream(c net.Conn, hello []byte, f *streamFrontend, cur *st
 	ep.succeeded()
 	stop := p.watchIdle(c, uc)
 	n := splice(c, hello, uc)
+	live.closed()
 	result := streamForwarded
 	if stop() {
 		result = streamIdle

@@ -2,6 +2,7 @@ package l7proxy
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"io"
 	"net"
@@ -19,10 +20,11 @@ type upConn struct {
 	conn net.Conn
 	// local is the connection's own address, for request traces.
 	local netip.AddrPort
-	// unwatch ends the connection's kernel drop watch (nil: none).
-	unwatch func()
-	rb      rbuf
-	w       *bufio.Writer
+	// live is the connection in the proxy's registry of upstream
+	// connections (nil: none).
+	live *liveUpstream
+	rb   rbuf
+	w    *bufio.Writer
 	// idleSince is when the connection went back to the pool (UnixNano).
 	idleSince int64
 	// reused is set when the connection served a request before: a
@@ -183,16 +185,15 @@ func (p *Proxy) sweeper(stop <-chan struct{}) {
 // s.sendTimeout, when positive, bounds every write of the request
 // (Upstream.SendTimeout).
 func (e *endpoint) dialUpstream(s *poolSettings) (*upConn, error) {
-	d, dw := s.watch.dialer(net.Dialer{Timeout: s.connectTimeout, KeepAlive: 30 * time.Second})
-	c, err := d.Dial("tcp", e.hostport)
+	c, live, err := s.watch.dial(context.Background(), s.connectTimeout, e.hostport)
 	if err != nil {
-		return nil, &connectError{err: err, local: dw.failed()}
+		return nil, err
 	}
 	var w io.Writer = c
 	if s.sendTimeout > 0 {
 		w = &writeTimeoutConn{Conn: c, timeout: s.sendTimeout}
 	}
-	uc := &upConn{conn: c, w: bufio.NewWriterSize(w, upWriteBufSize), unwatch: dw.take()}
+	uc := &upConn{conn: c, w: bufio.NewWriterSize(w, upWriteBufSize), live: live}
 	uc.local = localAddrPort(c)
 	uc.rb = rbuf{conn: c, buf: make([]byte, upReadBufSize), max: maxResponseHead + upReadBufSize}
 	return uc, nil
@@ -200,15 +201,7 @@ func (e *endpoint) dialUpstream(s *poolSettings) (*upConn, error) {
 
 func (uc *upConn) close() {
 	_ = uc.conn.Close()
-	uc.endWatch()
-}
-
-// endWatch ends the kernel drop watch of a connection that is closed.
-func (uc *upConn) endWatch() {
-	if uc.unwatch != nil {
-		uc.unwatch()
-		uc.unwatch = nil
-	}
+	uc.live.closed()
 }
 
 // h1scratch is the per-request state of an exchange over an HTTP/1.1
@@ -248,11 +241,6 @@ func (p *Proxy) exchangeH1(c client, tx *txn, ep *endpoint, fresh bool) (outcome
 		if private {
 			writeProxyHeader(uc.w, s.proxyProtocol, tx.client, tx.dest)
 		}
-	}
-	if uc.unwatch == nil {
-		// A pooled connection dialled before the watch began is watched
-		// from its next request on.
-		uc.unwatch = s.watch.existing(uc.local, uc.conn)
 	}
 	tx.upstreamStart, tx.upLocal = now, uc.local
 	x := c.scratch()

@@ -41,13 +41,12 @@ func dialedLocal(err error) netip.AddrPort {
 
 func newTransport(s poolSettings, maxHeaderBytes int) *http.Transport {
 	t := &http.Transport{
-		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			d, dw := s.watch.dialer(net.Dialer{Timeout: s.connectTimeout, KeepAlive: 30 * time.Second})
-			c, err := d.DialContext(ctx, network, addr)
+		DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
+			c, u, err := s.watch.dial(ctx, s.connectTimeout, addr)
 			if err != nil {
-				return nil, &connectError{err: err, local: dw.failed()}
+				return nil, err
 			}
-			c = dw.watched(c)
+			c = registered(c, u)
 			if s.sendTimeout > 0 {
 				return &writeTimeoutConn{Conn: c, timeout: s.sendTimeout}, nil
 			}

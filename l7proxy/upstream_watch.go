@@ -1,193 +1,133 @@
 package l7proxy
 
 import (
-	"context"
-	"net"
 	"net/netip"
 	"sync"
 	"sync/atomic"
-	"syscall"
-	"time"
-
-	"golang.org/x/sys/unix"
 )
 
-// UpstreamWatch is told of every upstream connection the proxy dials
-// while it is set, as local -> remote, before the connection's first
-// packet leaves: the kernel drops of its packets can then be traced, even
-// those of a connect that fails. It returns the function that ends the
-// watch; the proxy calls it once the connection is closed, or shortly
-// after its connect failed. It is called on the dialling goroutine and
-// must not block.
+// UpstreamWatch is told of every live upstream connection of the proxy
+// while it is set, as local -> remote: of those open when it begins at
+// once, and of those dialled after before their first packet leaves, so
+// that the kernel drops of their packets can be traced, even those of a
+// connect that fails. It returns the function that ends the watch of that
+// connection; the proxy calls it once, when the connection is closed
+// (shortly after, for a connect that failed) or when the watch stops or
+// is replaced, whichever comes first. It is called with the proxy's
+// registry of upstream connections locked: it must not block, nor call
+// WatchUpstreams or the function that stops it.
 type UpstreamWatch func(local, remote netip.AddrPort) (unwatch func())
 
-// failedDialWatchLinger is how long a failed connect stays watched: the
-// kernel that refused it may free the dropped SYN just after sending the
-// reset that failed the connect.
-const failedDialWatchLinger = time.Second
-
-// upstreamWatcher holds the proxy's UpstreamWatch; nil while there is
-// none, which is the one check a dial pays for it.
+// upstreamWatcher is the registry of the proxy's live upstream
+// connections (those of its HTTP/1.1 pools, of its http.Transports for
+// h2c and HTTPS upstreams and of its TLS and TCP streams) and the watch
+// they are told to. A connection is added when it is dialled and removed
+// when it is closed: one lock each, nothing per request.
 type upstreamWatcher struct {
+	// fn is the watch, nil while there is none; read without mu on
+	// every dial, written with mu held.
 	fn atomic.Pointer[UpstreamWatch]
+
+	mu   sync.Mutex
+	live map[*liveUpstream]struct{}
 }
 
-// WatchUpstreams has w told of every upstream connection dialled from now
-// on, until stop is called, and of every pooled HTTP/1.1 connection
-// dialled before when it next carries a request (a connection of an
-// http.Transport, for h2c and HTTPS upstreams, dialled before is not).
-// There is one watch at a time: a later call replaces an earlier one.
-// Plain TCP streams (TLS passthrough, TCPRoute) are not watched: they
-// carry no request records.
-func (p *Proxy) WatchUpstreams(w UpstreamWatch) (stop func()) {
-	f := &w
-	p.upstreamWatch.fn.Store(f)
-	return func() { p.upstreamWatch.fn.CompareAndSwap(f, nil) }
-}
-
-// existing watches a connection dialled before the watch began (a pooled
-// one about to carry a request): nil when there is no watch, or the
-// addresses are not IPv4 ones the datapath knows.
-func (w *upstreamWatcher) existing(local netip.AddrPort, c net.Conn) func() {
-	if w == nil {
-		return nil
-	}
-	fn := w.fn.Load()
-	if fn == nil || !local.IsValid() {
-		return nil
-	}
-	ra, ok := c.RemoteAddr().(*net.TCPAddr)
-	if !ok {
-		return nil
-	}
-	remote := ra.AddrPort()
-	remote = netip.AddrPortFrom(remote.Addr().Unmap(), remote.Port())
-	local = netip.AddrPortFrom(local.Addr().Unmap(), local.Port())
-	if !remote.Addr().Is4() || !local.Addr().Is4() {
-		return nil
-	}
-	return (*fn)(local, remote)
-}
-
-// dialWatch is the watch of one dial: the dialer's Control binds the
-// socket to learn its local address before connect, and registers it.
-type dialWatch struct {
-	fn UpstreamWatch
-	// local is the bound address; unwatch ends its watch (nil: none).
-	local   netip.AddrPort
+// liveUpstream is one upstream connection in the registry.
+type liveUpstream struct {
+	w *upstreamWatcher
+	// local and remote are the connection's addresses (IPv4-mapped ones
+	// unmapped); zero until known.
+	local, remote netip.AddrPort
+	// registered is set once the connection is in w.live (by the dialling
+	// goroutine, before any other sees it).
+	registered bool
+	// unwatch ends the connection's watch; nil while not watched.
+	// Guarded by w.mu.
 	unwatch func()
 }
 
-// dialer returns d, with the watch of one dial when a watch is set (and
-// nil when not).
-func (w *upstreamWatcher) dialer(d net.Dialer) (net.Dialer, *dialWatch) {
-	if w == nil {
-		return d, nil
-	}
-	fn := w.fn.Load()
-	if fn == nil {
-		return d, nil
-	}
-	dw := &dialWatch{fn: *fn}
-	d.ControlContext = dw.control
-	return d, dw
+// WatchUpstreams has w told of every upstream connection the proxy has
+// open now (HTTP/1.1, h2c and HTTPS upstreams, TLS passthrough and TCP
+// streams), before it returns, and of every one it dials from now on,
+// until stop is called; then the watches of the connections still open
+// end. There is one watch at a time: a later call replaces an earlier
+// one, ending the earlier one's watches, and the earlier one's stop then
+// does nothing. Only IPv4 connections are told.
+func (p *Proxy) WatchUpstreams(w UpstreamWatch) (stop func()) {
+	return p.upstreamWatch.start(w)
 }
 
-// control binds the new socket to the source address the route to the
-// endpoint takes and an ephemeral port, so that the tuple is known before
-// connect sends the SYN, and registers it. A failure leaves the socket
-// unbound and unwatched: tracing never fails a dial.
-func (dw *dialWatch) control(_ context.Context, _, address string, c syscall.RawConn) error {
-	remote, err := netip.ParseAddrPort(address)
-	if err != nil || !remote.Addr().Unmap().Is4() {
-		return nil
+func (w *upstreamWatcher) start(fn UpstreamWatch) (stop func()) {
+	f := &fn
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.fn.Store(f)
+	for u := range w.live {
+		u.endWatch()
+		u.watch(fn)
 	}
-	remote = netip.AddrPortFrom(remote.Addr().Unmap(), remote.Port())
-	src, err := routeSource(remote)
-	if err != nil {
-		return nil
-	}
-	var local netip.AddrPort
-	_ = c.Control(func(fd uintptr) {
-		if unix.Bind(int(fd), &unix.SockaddrInet4{Addr: src.As4()}) != nil {
+	return func() {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		if w.fn.Load() != f {
 			return
 		}
-		if sa, err := unix.Getsockname(int(fd)); err == nil {
-			if in4, ok := sa.(*unix.SockaddrInet4); ok {
-				local = netip.AddrPortFrom(netip.AddrFrom4(in4.Addr), uint16(in4.Port))
-			}
+		w.fn.Store(nil)
+		for u := range w.live {
+			u.endWatch()
 		}
-	})
-	if !local.IsValid() || local.Port() == 0 {
-		return nil
-	}
-	dw.done()
-	dw.local, dw.unwatch = local, dw.fn(local, remote)
-	return nil
-}
-
-// routeSource is the source address the kernel picks for a connection to
-// remote: a connected UDP socket's local address (no packet is sent).
-func routeSource(remote netip.AddrPort) (netip.Addr, error) {
-	c, err := net.DialUDP("udp4", nil, net.UDPAddrFromAddrPort(remote))
-	if err != nil {
-		return netip.Addr{}, err
-	}
-	defer c.Close()
-	return c.LocalAddr().(*net.UDPAddr).AddrPort().Addr().Unmap(), nil
-}
-
-// done ends the dial's watch now.
-func (dw *dialWatch) done() {
-	if dw != nil && dw.unwatch != nil {
-		dw.unwatch()
-		dw.unwatch = nil
 	}
 }
 
-// failed ends the watch of a dial whose connect failed, a little later,
-// and returns the address it had.
-func (dw *dialWatch) failed() netip.AddrPort {
-	if dw == nil {
-		return netip.AddrPort{}
+// add registers u with the addresses it has, and has the watch, if any,
+// told of it.
+func (w *upstreamWatcher) add(u *liveUpstream) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.live == nil {
+		w.live = make(map[*liveUpstream]struct{})
 	}
-	if u := dw.unwatch; u != nil {
-		dw.unwatch = nil
-		time.AfterFunc(failedDialWatchLinger, u)
+	w.live[u] = struct{}{}
+	u.registered = true
+	if fn := w.fn.Load(); fn != nil {
+		u.watch(*fn)
 	}
-	return dw.local
 }
 
-// watchedConn ends its connection's watch when it is closed: connections
-// of an http.Transport are closed by the transport.
-type watchedConn struct {
-	net.Conn
-	once    sync.Once
-	unwatch func()
+// remove unregisters u and returns the function that ends its watch (nil
+// when it is not watched), for the caller to run.
+func (w *upstreamWatcher) remove(u *liveUpstream) (unwatch func()) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	delete(w.live, u)
+	unwatch, u.unwatch = u.unwatch, nil
+	return unwatch
 }
 
-func (c *watchedConn) Close() error {
-	err := c.Conn.Close()
-	c.once.Do(c.unwatch)
-	return err
-}
-
-// take hands the watch of a dial that succeeded to its connection: the
-// returned function (nil when there is no watch) ends it.
-func (dw *dialWatch) take() func() {
-	if dw == nil {
-		return nil
+// watch tells fn of u, an IPv4 connection; w.mu is held.
+func (u *liveUpstream) watch(fn UpstreamWatch) {
+	if u.local.Addr().Is4() && u.remote.Addr().Is4() && u.local.Port() != 0 {
+		u.unwatch = fn(u.local, u.remote)
 	}
-	u := dw.unwatch
-	dw.unwatch = nil
-	return u
 }
 
-// watched returns c ending dw's watch on Close; c itself when there is no
-// watch.
-func (dw *dialWatch) watched(c net.Conn) net.Conn {
-	if u := dw.take(); u != nil {
-		return &watchedConn{Conn: c, unwatch: u}
+// endWatch ends u's watch, if any; w.mu is held.
+func (u *liveUpstream) endWatch() {
+	if u.unwatch != nil {
+		u.unwatch()
+		u.unwatch = nil
 	}
-	return c
+}
+
+// closed unregisters the connection, which was closed, ending its watch.
+// It may be called more than once; u may be nil (no registry).
+func (u *liveUpstream) closed() {
+	if u == nil {
+		return
+	}
+	w := u.w
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	delete(w.live, u)
+	u.endWatch()
 }

@@ -1,35 +1,57 @@
 package l7proxy
 
 import (
+	"bufio"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/netip"
+	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
-// watchLog records the upstream connections a watch was told of, and
-// which of them it was told to forget.
+// watchLog records the upstream connections a watch was told of, how
+// many times, and how many times it was told to forget each.
 type watchLog struct {
 	mu      sync.Mutex
 	watched map[netip.AddrPort]netip.AddrPort // local -> remote
+	calls   map[netip.AddrPort]int
 	ended   map[netip.AddrPort]int
 }
 
 func newWatchLog() *watchLog {
-	return &watchLog{watched: map[netip.AddrPort]netip.AddrPort{}, ended: map[netip.AddrPort]int{}}
+	return &watchLog{watched: map[netip.AddrPort]netip.AddrPort{}, calls: map[netip.AddrPort]int{},
+		ended: map[netip.AddrPort]int{}}
 }
 
 func (l *watchLog) watch(local, remote netip.AddrPort) func() {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.watched[local] = remote
+	l.calls[local]++
 	return func() {
 		l.mu.Lock()
 		defer l.mu.Unlock()
 		l.ended[local]++
 	}
+}
+
+// state is, per watched local address, "remote watched N ended M".
+func (l *watchLog) state() map[netip.AddrPort]string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := map[netip.AddrPort]string{}
+	for local, remote := range l.watched {
+		out[local] = fmt.Sprintf("%s watched %d ended %d", remote, l.calls[local], l.ended[local])
+	}
+	return out
 }
 
 // locals are the local addresses watched towards remote, and how many
@@ -160,6 +182,8 @@ func TestWatchUpstreams(t *testing.T) {
 				}
 				return false
 			})
+			// Refused connects and closed connections leave the registry.
+			waitFor(t, "no upstream connection registered", func() bool { return liveUpstreams(p) == 0 })
 
 			// Stopped: told to nobody again.
 			stop()
@@ -172,44 +196,212 @@ func TestWatchUpstreams(t *testing.T) {
 	}
 }
 
-// TestWatchPooledUpstream checks that a pooled HTTP/1.1 connection dialled
-// before the watch began is watched from its next request on, once, and
-// that its watch ends when it is closed.
-func TestWatchPooledUpstream(t *testing.T) {
-	b := requestIDBackend(t)
+// watchTarget is a proxy with one upstream connection to a backend,
+// dialled by the first exchange and kept open between exchanges.
+type watchTarget struct {
+	p *testProxy
+	// exchange carries one request (or, on a stream, one line) over the
+	// proxy's upstream connection and returns that connection's tuple.
+	exchange func() (local, remote netip.AddrPort)
+	// closeConn closes the upstream connection and waits until the
+	// proxy has let go of it.
+	closeConn func()
+}
+
+// requestTarget is a proxy in front of a backend speaking proto, the
+// tuple of its upstream connection taken from the request records.
+func requestTarget(t *testing.T, proto UpstreamProtocol, backend netip.AddrPort) *watchTarget {
 	p := startProxy(t, Options{}, Config{
-		Routes:    []Route{{Host: "app.example", Path: "/", Upstream: "ns/rid:http", Ingress: "ns/ing"}},
-		Upstreams: []Upstream{{Name: "ns/rid:http", Protocol: ProtocolHTTP, Endpoints: []Endpoint{{Addr: b.addr}}}},
+		Routes:    []Route{{Host: "app.example", Path: "/", Upstream: "ns/app:http", Ingress: "ns/ing"}},
+		Upstreams: []Upstream{{Name: "ns/app:http", Protocol: proto, Endpoints: []Endpoint{{Addr: backend}}}},
 	})
 	records := make(chan RequestRecord, 16)
 	t.Cleanup(p.TraceRequests(func(r *RequestRecord) { records <- *r }))
 	c := httpClient()
-	log := newWatchLog()
-	var calls atomic.Int32
-	watch := func(local, remote netip.AddrPort) func() {
-		calls.Add(1)
-		return log.watch(local, remote)
+	return &watchTarget{
+		p: p,
+		exchange: func() (netip.AddrPort, netip.AddrPort) {
+			if code, body := get(t, c, p.httpAddr, "app.example", "/"); code != http.StatusOK {
+				t.Fatalf("status %d %q", code, body)
+			}
+			r := <-records
+			return r.UpstreamLocal, r.UpstreamRemote
+		},
+		closeConn: func() {
+			closeIdleUpstreams(p, "ns/app:http")
+			waitFor(t, "the upstream connection to be unregistered", func() bool { return liveUpstreams(p) == 0 })
+		},
 	}
+}
 
-	if code, _ := get(t, c, p.httpAddr, "app.example", "/"); code != http.StatusOK {
-		t.Fatalf("status %d", code)
+// passthroughTarget is a proxy passing TLS for echo.example through to
+// backend, an echoPeerBackend, over one client connection kept open.
+func passthroughTarget(t *testing.T, backend netip.AddrPort) *watchTarget {
+	up := Upstream{Name: "ns/echo:tls", Endpoints: []Endpoint{{Addr: backend}}}
+	p := startProxy(t, Options{}, Config{Upstreams: []Upstream{up}})
+	front := serveExtraHTTPS(t, p)
+	listener := Listener{Name: "ns/gw/tls", Kind: ListenerTLSPassthrough, Frontends: []netip.AddrPort{front},
+		TLSRoutes: []TLSRoute{{Source: "ns/echo", Hostnames: []string{"echo.example"},
+			Backends: []WeightedBackend{{Upstream: up.Name, Weight: 1}}}}}
+	if errs := p.Update(Config{Upstreams: []Upstream{up}, Listeners: []Listener{listener}}); len(errs) > 0 {
+		t.Fatal(errs)
 	}
-	pooled := (<-records).UpstreamLocal
-	if !pooled.IsValid() || calls.Load() != 0 {
-		t.Fatalf("first request: upstream %s, %d watched before the watch began", pooled, calls.Load())
-	}
-	t.Cleanup(p.WatchUpstreams(watch))
-	for i := range 3 {
-		if code, _ := get(t, c, p.httpAddr, "app.example", "/"); code != http.StatusOK {
-			t.Fatalf("status %d", code)
+	var c *tls.Conn
+	var r *bufio.Reader
+	t.Cleanup(func() {
+		if c != nil {
+			_ = c.Close()
 		}
-		if r := <-records; r.UpstreamLocal != pooled {
-			t.Fatalf("request %d went over %s, not the pooled %s", i, r.UpstreamLocal, pooled)
+	})
+	tg := &watchTarget{p: p}
+	tg.exchange = func() (netip.AddrPort, netip.AddrPort) {
+		if c == nil {
+			var err error
+			d := &net.Dialer{Timeout: 2 * time.Second}
+			if c, err = tls.DialWithDialer(d, "tcp", front.String(), &tls.Config{ServerName: "echo.example",
+				InsecureSkipVerify: true}); err != nil { //nolint:gosec // a test backend's certificate
+				t.Fatal(err)
+			}
+			r = bufio.NewReader(c)
 		}
+		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := io.WriteString(c, "peer?\n"); err != nil {
+			t.Fatal(err)
+		}
+		line, err := r.ReadString('\n')
+		if err != nil {
+			t.Fatal(err)
+		}
+		return netip.MustParseAddrPort(strings.TrimSpace(line)), backend
 	}
-	if got := log.locals(b.addr); len(got) != 1 || got[pooled] != 0 || calls.Load() != 1 {
-		t.Fatalf("watched %v in %d calls, want the pooled %s once and open", got, calls.Load(), pooled)
+	tg.closeConn = func() {
+		forwarded := p.metrics.streams.WithLabelValues("ns/echo", streamForwarded)
+		before := testutil.ToFloat64(forwarded)
+		_ = c.Close()
+		c = nil
+		// The stream is counted once its upstream connection is closed
+		// and unregistered.
+		waitFor(t, "the stream to end", func() bool { return testutil.ToFloat64(forwarded) == before+1 })
 	}
-	closeIdleUpstreams(p, "ns/rid:http")
-	waitFor(t, "the pooled connection's watch to end", func() bool { return log.locals(b.addr)[pooled] == 1 })
+	return tg
+}
+
+// echoPeerBackend serves TLS and answers every line with the address the
+// connection came from.
+func echoPeerBackend(t *testing.T) netip.AddrPort {
+	t.Helper()
+	conf := &tls.Config{Certificates: []tls.Certificate{*makeCert(t, "echo", "echo.example")}}
+	return rawTLSBackend(t, conf, func(c net.Conn, r *bufio.Reader) {
+		for {
+			if _, err := r.ReadString('\n'); err != nil {
+				return
+			}
+			if _, err := io.WriteString(c, c.RemoteAddr().String()+"\n"); err != nil {
+				return
+			}
+		}
+	})
+}
+
+// liveUpstreams counts the proxy's registered upstream connections.
+func liveUpstreams(p *testProxy) int {
+	p.upstreamWatch.mu.Lock()
+	defer p.upstreamWatch.mu.Unlock()
+	return len(p.upstreamWatch.live)
+}
+
+// TestWatchUpstreamsDialledBefore checks that an upstream connection of
+// every kind dialled before a watch began is told to the watch as soon as
+// it begins, with the tuple it carries requests over, once, and that its
+// watch ends once: when the watch is replaced or stops, or when the
+// connection closes. A connection closed before the watch began and one
+// of another proxy are not told; one dialled while watched is.
+func TestWatchUpstreamsDialledBefore(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		start func(t *testing.T) func() *watchTarget
+	}{
+		{"HTTP/1.1 upstream", func(t *testing.T) func() *watchTarget {
+			b := requestIDBackend(t)
+			return func() *watchTarget { return requestTarget(t, ProtocolHTTP, b.addr) }
+		}},
+		{"h2c upstream", func(t *testing.T) func() *watchTarget {
+			b := requestIDBackend(t)
+			return func() *watchTarget { return requestTarget(t, ProtocolH2C, b.addr) }
+		}},
+		{"HTTPS upstream", func(t *testing.T) func() *watchTarget {
+			b := startTLSBackend(t, "tls", "app.example")
+			return func() *watchTarget { return requestTarget(t, ProtocolHTTPS, b.addr) }
+		}},
+		{"TLS passthrough stream", func(t *testing.T) func() *watchTarget {
+			b := echoPeerBackend(t)
+			return func() *watchTarget { return passthroughTarget(t, b) }
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			newTarget := tc.start(t)
+			tg, other := newTarget(), newTarget()
+			gone, _ := tg.exchange()
+			tg.closeConn()
+			local, remote := tg.exchange()
+			otherLocal, _ := other.exchange()
+			if !local.IsValid() || local == gone || local == otherLocal {
+				t.Fatalf("upstream connections %s, closed %s, other proxy's %s: want three", local, gone, otherLocal)
+			}
+			// want is the state of a watch told once of each connection,
+			// whose watch ended as many times as given.
+			want := func(ended map[netip.AddrPort]int) map[netip.AddrPort]string {
+				out := map[netip.AddrPort]string{}
+				for l, n := range ended {
+					out[l] = fmt.Sprintf("%s watched 1 ended %d", remote, n)
+				}
+				return out
+			}
+			check := func(what string, l *watchLog, w map[netip.AddrPort]string) {
+				t.Helper()
+				if got := l.state(); !maps.Equal(got, w) {
+					t.Fatalf("%s: watch told of %v, want %v", what, got, w)
+				}
+			}
+
+			// Told at once of the open connection only, which the next
+			// exchange goes over without another call.
+			first := newWatchLog()
+			stopFirst := tg.p.WatchUpstreams(first.watch)
+			check("watch begun", first, want(map[netip.AddrPort]int{local: 0}))
+			if l, r := tg.exchange(); l != local || r != remote {
+				t.Fatalf("exchange over %s > %s, want the watched %s > %s", l, r, local, remote)
+			}
+			check("after an exchange", first, want(map[netip.AddrPort]int{local: 0}))
+
+			// Replaced: the first watch's ends, the second's begins; the
+			// first's stop changes nothing any more.
+			second := newWatchLog()
+			stopSecond := tg.p.WatchUpstreams(second.watch)
+			check("first watch replaced", first, want(map[netip.AddrPort]int{local: 1}))
+			stopFirst()
+			check("second watch after the first's stop", second, want(map[netip.AddrPort]int{local: 0}))
+			stopSecond()
+			check("second watch stopped", second, want(map[netip.AddrPort]int{local: 1}))
+
+			// Closed while watched: ended once, not again at stop; a
+			// connection dialled meanwhile is told too.
+			third := newWatchLog()
+			stopThird := tg.p.WatchUpstreams(third.watch)
+			check("third watch begun", third, want(map[netip.AddrPort]int{local: 0}))
+			tg.closeConn()
+			check("connection closed", third, want(map[netip.AddrPort]int{local: 1}))
+			dialled, _ := tg.exchange()
+			check("connection dialled while watched", third, want(map[netip.AddrPort]int{local: 1, dialled: 0}))
+			stopThird()
+			check("third watch stopped", third, want(map[netip.AddrPort]int{local: 1, dialled: 1}))
+			tg.closeConn()
+			check("after the last close", third, want(map[netip.AddrPort]int{local: 1, dialled: 1}))
+			check("first watch at the end", first, want(map[netip.AddrPort]int{local: 1}))
+			check("second watch at the end", second, want(map[netip.AddrPort]int{local: 1}))
+			if n := liveUpstreams(tg.p); n != 0 {
+				t.Errorf("%d upstream connections registered after all closed", n)
+			}
+		})
+	}
 }

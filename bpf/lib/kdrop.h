@@ -58,9 +58,9 @@ struct sk_buff {
  * Connections the agent watches besides the translated and steered ones:
  * the L7 proxy's connections to backend pods, which no datapath map knows
  * (the proxy dials pod addresses itself). Key: the tuple of the
- * connection's first packet (proxy -> pod); the value is unused. The
- * proxy adds a connection when it dials it, while a request trace with
- * kernel drops runs, and deletes it when the connection closes; LRU evicts
+ * connection's first packet (proxy -> pod); the value is unused. While a
+ * request trace with kernel drops runs, the proxy adds its open ones and
+ * each it dials, deleting each as it closes or the trace ends; LRU evicts
  * what a crash left. Not pinned: it lives as long as the agent's program.
  */
 #ifndef KDROP_WATCH_MAX

@@ -37,7 +37,8 @@ func (p proxyRequests) TraceRequests(fn func(*trace.Request)) (stop func()) {
 }
 
 // WatchUpstreams implements trace.UpstreamWatcher: every upstream
-// connection the proxy dials is watched until it closes. A watch that
+// connection the proxy has open or dials is watched until it closes or
+// the watch stops. A watch that
 // fails (the kernel drop program is not loaded) costs that connection its
 // drops, nothing else.
 func (p proxyRequests) WatchUpstreams() (stop func()) {

@@ -69,8 +69,8 @@
 // connections' entries; the proxy builds records only then. The client
 // connection's entries include its socket lookup (stage "sk-lookup"). While
 // a requests client with "kernel_drops" is connected, a source that is an
-// UpstreamWatcher has the proxy register each upstream connection it dials
-// with the kernel drop program, whose drops then join the records'
-// upstream drops; the record of a failed request is joined a little later
-// (failedJoinDelay), after the drops that failed it.
+// UpstreamWatcher has the proxy register each upstream connection it has
+// open or dials with the kernel drop program, whose drops then join the
+// records' upstream drops; the record of a failed request is joined a
+// little later (failedJoinDelay), after the drops that failed it.
 package trace

@@ -94,12 +94,13 @@ type RequestSource interface {
 
 // UpstreamWatcher is a RequestSource that can have the kernel's drops on
 // the proxy's upstream connections reported: while it watches, the proxy
-// registers every upstream connection it dials with the datapath's kernel
-// drop tracing (loader.Datapath.WatchFlow), so that they join the
-// records' upstream drops. The agent's adapter implements it.
+// registers every upstream connection it has open or dials (those of TLS
+// passthrough and TCP streams too) with the datapath's kernel drop tracing
+// (loader.Datapath.WatchFlow), so that they join the records' upstream
+// drops and reach kernel drop clients. The agent's adapter implements it.
 type UpstreamWatcher interface {
-	// WatchUpstreams starts watching the connections dialled from now
-	// on, until stop is called.
+	// WatchUpstreams starts watching the connections open now and those
+	// dialled from now on, until stop is called.
 	WatchUpstreams() (stop func())
 }
 
