@@ -41,8 +41,10 @@ func TestAcquireBcrypt(t *testing.T) {
 		atLeast time.Duration
 		atMost  time.Duration
 	}{
-		{name: "free slot", wait: time.Second, want: nil, atMost: 50 * time.Millisecond},
-		{name: "free slot, client gone: taken at once", wait: time.Second, gone: true, want: nil, atMost: 50 * time.Millisecond},
+		// "At once" is well under the wait: a loaded machine may still
+		// take some milliseconds to run the test goroutine again.
+		{name: "free slot", wait: 5 * time.Second, want: nil, atMost: time.Second},
+		{name: "free slot, client gone: taken at once", wait: 5 * time.Second, gone: true, want: nil, atMost: time.Second},
 		{name: "busy past the wait", busy: true, wait: 200 * time.Millisecond, want: errBcryptBusy,
 			atLeast: 200 * time.Millisecond, atMost: time.Second},
 		{name: "busy, client gone: abandoned", busy: true, wait: time.Minute, gone: true, want: errClientLeft,
