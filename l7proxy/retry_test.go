@@ -1,10 +1,12 @@
 package l7proxy
 
 import (
+	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"slices"
 	"strconv"
@@ -293,6 +295,56 @@ func TestGatewayRetryBody(t *testing.T) {
 				if seen := attempts(key); len(seen) > 1 {
 					t.Errorf("aborted body of %d bytes sent %d times", size, len(seen))
 				}
+			}
+		})
+	}
+}
+
+// TestRetryBodyExpectContinue retries an HTTP/1.1 request that waited
+// for "100 Continue" before sending its body: the client is asked once,
+// and the retry sends the body it kept.
+func TestRetryBodyExpectContinue(t *testing.T) {
+	for _, pc := range pipelineCases {
+		if pc.h2 || pc.h2c {
+			continue
+		}
+		t.Run(pc.name, func(t *testing.T) {
+			flaky, attempts := startFlakyBackend(t)
+			p := gwTestProxy(t, pc, Options{}, []Upstream{{Name: "flaky", Protocol: pc.protocol, Endpoints: ep(flaky)}},
+				HTTPRouteRule{Matches: []HTTPMatch{{PathType: PathPrefix, Path: "/"}}, Retry: &Retry{Codes: []int{503}, Attempts: 1},
+					Backends: []WeightedBackend{{Upstream: "flaky", Weight: 1}}})
+			c, err := net.Dial("tcp", p.httpAddr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+			body := retryBody(3000)
+			_, _ = fmt.Fprintf(c, "POST /?how=503&fail=1&key=e HTTP/1.1\r\nHost: gw.example\r\nContent-Length: %d\r\nExpect: 100-continue\r\n\r\n", len(body))
+			br := bufio.NewReader(c)
+			var statuses []int
+			for {
+				resp, err := http.ReadResponse(br, nil)
+				if err != nil {
+					t.Fatalf("after %v: %v", statuses, err)
+				}
+				statuses = append(statuses, resp.StatusCode)
+				if resp.StatusCode == http.StatusContinue {
+					if len(statuses) == 1 {
+						_, _ = c.Write(body)
+					}
+					continue
+				}
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				break
+			}
+			if want := []int{100, 200}; !slices.Equal(statuses, want) {
+				t.Errorf("responses %v, want %v", statuses, want)
+			}
+			seen := attempts("e")
+			if len(seen) != 2 || seen[0].body != string(body) || seen[1].body != string(body) {
+				t.Errorf("%d attempts; bodies sent whole: %v", len(seen), len(seen) == 2 && seen[0].body == seen[1].body)
 			}
 		})
 	}
