@@ -51,10 +51,20 @@ func (hc *h1conn) gone() bool       { return hc.hungUp.Load() }
 // clientLeft is gone for a request still being decided, when no watch
 // runs (access.go): the connection is probed.
 func (hc *h1conn) clientLeft() bool    { return hc.hungUp.Load() || peerClosed(hc.conn) }
-func (hc *h1conn) replayable() bool    { return !hc.req.hasBody() && hc.req.upgrade == nil }
 func (hc *h1conn) method() string      { return bstr(hc.req.method) }
 func (hc *h1conn) scratch() *h1scratch { return &hc.x }
 func (hc *h1conn) bodyDone() bool      { return hc.st.bodyDone }
+
+func (hc *h1conn) replayable() bool {
+	return hc.req.upgrade == nil && (!hc.req.hasBody() || hc.tx.replay.isWhole())
+}
+
+func (hc *h1conn) requestBody() (bool, int64) {
+	if hc.req.chunked {
+		return true, -1
+	}
+	return hc.req.hasBody(), hc.req.contentLength
+}
 
 // A complete response waits for the request body to end: the rest of it
 // is on the connection before the next request.
@@ -396,25 +406,45 @@ func (hc *h1conn) respondTransport(res *http.Response) {
 
 // sendContinue answers "Expect: 100-continue" right before the body is
 // read: the request was accepted (routed, within limits), so the client
-// may send it. The Expect field itself is not forwarded.
+// may send it. The Expect field itself is not forwarded. A retry sends
+// the body it kept and asks the client for nothing.
 func (hc *h1conn) sendContinue() {
 	if hc.req.expect100 && hc.req.minor >= 1 {
+		hc.req.expect100 = false
 		_, _ = hc.w.WriteString("HTTP/1.1 100 Continue\r\n\r\n")
 		_ = hc.w.Flush()
 	}
 }
 
 // copyRequestBody streams the client's body to the upstream, re-encoding
-// chunked framing. werr is a write error towards the upstream; berr a
-// failure of the client's body (malformed, too large, client gone).
+// chunked framing, or sends the copy a retry kept. werr is a write error
+// towards the upstream; berr a failure of the client's body (malformed,
+// too large, client gone).
 func (hc *h1conn) copyRequestBody(w *bufio.Writer, streamed bool) (werr, berr error) {
-	src := &hc.body
 	chunked := hc.req.chunked
-	limit := hc.tx.limit
 	num := &hc.num
 	if streamed {
 		num = new([24]byte) // the response is written meanwhile
 	}
+	if r := hc.tx.replay; r.isWhole() {
+		if err := r.send(w, chunked, num); err != nil {
+			return err, nil
+		}
+	} else if werr, berr = hc.streamRequestBody(w, chunked, num); werr != nil || berr != nil {
+		return werr, berr
+	}
+	if chunked {
+		_, _ = w.WriteString("0\r\n\r\n")
+	}
+	hc.st.bodyDone = true
+	return w.Flush(), nil
+}
+
+// streamRequestBody copies the client's body into w as it arrives,
+// keeping the copies a mirror and a retry want.
+func (hc *h1conn) streamRequestBody(w *bufio.Writer, chunked bool, num *[24]byte) (werr, berr error) {
+	src := &hc.body
+	limit := hc.tx.limit
 	var n int64
 	for {
 		p, err := src.next()
@@ -426,6 +456,7 @@ func (hc *h1conn) copyRequestBody(w *bufio.Writer, streamed bool) (werr, berr er
 			if hc.tx.mirror != nil {
 				hc.tx.mirror.capture(p)
 			}
+			hc.tx.replay.capture(p)
 			if chunked {
 				_ = writeChunk(w, p, num)
 			} else {
@@ -449,12 +480,9 @@ func (hc *h1conn) copyRequestBody(w *bufio.Writer, streamed bool) (werr, berr er
 			return nil, hc.bodyReadError(err)
 		}
 	}
-	if chunked {
-		_, _ = w.WriteString("0\r\n\r\n")
-	}
-	hc.st.bodyDone = true
 	hc.tx.mirror.complete()
-	return w.Flush(), nil
+	hc.tx.replay.complete()
+	return nil, nil
 }
 
 // bodyReadError classifies a failed read of the client's body: a
@@ -804,10 +832,12 @@ func (b *h1BodyReader) Read(p []byte) (int, error) {
 				return 0, b.err
 			}
 			hc.tx.mirror.capture(d)
+			hc.tx.replay.capture(d)
 			return copy(p, d), nil
 		}
 		if err == io.EOF {
 			hc.tx.mirror.complete()
+			hc.tx.replay.complete()
 			hc.st.bodyDone = true
 			return 0, io.EOF
 		}

@@ -59,19 +59,32 @@ var h2scratches = sync.Pool{New: func() any { return new(h2scratch) }}
 type bodyReader struct {
 	rc  io.ReadCloser
 	err error
-	// mirror gets a copy of the body, if the request is mirrored.
+	// mirror gets a copy of the body, if the request is mirrored; tx
+	// is the stream's, whose replay keeps one for retries.
 	mirror *mirrorReq
+	tx     *txn
 }
 
 func (b *bodyReader) Read(p []byte) (int, error) {
 	n, err := b.rc.Read(p)
-	if err != nil && err != io.EOF && b.err == nil {
+	if err != nil && err != io.EOF && b.err == nil && !b.tx.replay.isWhole() {
+		// A body kept whole for retries is not broken by a read
+		// interrupted after its end.
 		b.err = err
 	}
 	if b.mirror != nil {
 		b.mirror.capture(p[:n])
 		if err == io.EOF {
 			b.mirror.complete()
+		}
+	}
+	if r := b.tx.replay; r != nil {
+		r.capture(p[:n])
+		switch {
+		case err == io.EOF:
+			r.complete()
+		case err != nil:
+			r.fail()
 		}
 	}
 	return n, err
@@ -154,7 +167,7 @@ func (s *h2stream) serve(st *h2srvStream) {
 		return
 	}
 	if r.ContentLength != 0 && r.Body != nil && r.Body != http.NoBody {
-		s.body.rc = r.Body
+		s.body.rc, s.body.tx = r.Body, &s.tx
 		if s.tx.limit > 0 && r.ContentLength < 0 {
 			// A declared length is checked against the DATA frames;
 			// only bodies of unknown length need counting.
@@ -260,8 +273,10 @@ func (s *h2stream) finish() {
 
 func (s *h2stream) idempotent() bool { return idempotentMethod(s.r.Method) }
 func (s *h2stream) gone() bool       { return s.st.gone.Load() }
-func (s *h2stream) replayable() bool { return s.body.rc == nil }
+func (s *h2stream) replayable() bool { return s.body.rc == nil || s.tx.replay.isWhole() }
 func (s *h2stream) method() string   { return s.r.Method }
+
+func (s *h2stream) requestBody() (bool, int64) { return s.body.rc != nil, s.r.ContentLength }
 
 func (s *h2stream) fail(err, bodyErr error) {
 	if bodyErr == nil {
@@ -375,17 +390,22 @@ func (s *h2stream) beginBody() bodyPlan {
 }
 
 // copyRequestBody streams the request body to the upstream, chunked when
-// its length is unknown. Streamed, every piece is sent at once (gRPC).
+// its length is unknown, or the copy a retry kept. Streamed, every piece
+// is sent at once (gRPC).
 func (s *h2stream) copyRequestBody(w *bufio.Writer, streamed bool) (werr, bodyErr error) {
 	num := &s.x.num
 	if streamed {
 		num = new([24]byte) // the response is written meanwhile
 	}
 	chunked := s.r.ContentLength < 0
+	var src io.Reader = &s.body
+	if r := s.tx.replay; r.isWhole() {
+		src = r.reader()
+	}
 	bp := copyBufs.Get().(*[copyBufSize]byte)
 	defer copyBufs.Put(bp)
 	for {
-		n, err := s.body.Read(bp[:])
+		n, err := src.Read(bp[:])
 		if n > 0 {
 			if chunked {
 				werr = writeChunk(w, bp[:n], num)

@@ -68,6 +68,9 @@ type txn struct {
 	// retries made.
 	retry   *Retry
 	retries int
+	// replay is the copy of the request body a retry sends again (nil:
+	// no body, or none kept; replay.go).
+	replay *replayBody
 	// access is what a route's access control keeps of the request
 	// (access.go; zero without one).
 	access accessTxn
@@ -310,8 +313,12 @@ type client interface {
 	// gone reports whether the client is known to have gone away.
 	gone() bool
 	// replayable reports whether the request can be sent again after an
-	// attempt failed under way: it has no body (nor asks to upgrade).
+	// attempt failed under way: it has no body or its body is whole in
+	// tx.replay (and it does not ask to upgrade).
 	replayable() bool
+	// requestBody reports whether the request has a body, and its
+	// declared length (-1: unknown).
+	requestBody() (has bool, length int64)
 	// fail answers a request whose forwarding failed (through
 	// failStatus); bodyErr is the client's body failure, if any.
 	fail(err, bodyErr error)
@@ -387,6 +394,9 @@ func (p *Proxy) forward(c client, tx *txn) {
 	if tx.mirror != nil {
 		c.prepareMirror(tx.mirror)
 	}
+	if tx.retry != nil && tx.retry.Attempts > 0 {
+		tx.replay = p.newReplayBody(c.requestBody())
+	}
 	fresh := 0
 	for attempt := 0; ; {
 		ep := tx.ep
@@ -410,7 +420,9 @@ func (p *Proxy) forward(c client, tx *txn) {
 			b := ep.eject()
 			p.log.Warn("endpoint ejected after failed connect", "upstream", tx.pool.name,
 				"backend", ep.hostport, "backoff", b, "err", err)
-			if tx.canRetry(c) {
+			// Nothing of the body was read: it goes to the next
+			// attempt from the client.
+			if tx.canRetryIf(c, c.replayable() || tx.replay.unread()) {
 				p.retryAt(tx, ep, err)
 				fresh = 0
 				continue
@@ -447,9 +459,13 @@ func (p *Proxy) forward(c client, tx *txn) {
 // canRetry reports whether the rule's retry policy sends the request
 // again: retries are left, the request can be replayed, the client is
 // there, and the wait ends before the rule's request timeout.
-func (tx *txn) canRetry(c client) bool {
+func (tx *txn) canRetry(c client) bool { return tx.canRetryIf(c, c.replayable()) }
+
+// canRetryIf is canRetry with whether the request can be sent again
+// known otherwise.
+func (tx *txn) canRetryIf(c client, replayable bool) bool {
 	r := tx.retry
-	if r == nil || tx.retries >= r.Attempts || !c.replayable() || c.gone() {
+	if r == nil || tx.retries >= r.Attempts || !replayable || c.gone() {
 		return false
 	}
 	return tx.deadline.IsZero() || time.Now().Add(tx.retryBackoff()).Before(tx.deadline)
@@ -597,6 +613,9 @@ func (p *Proxy) finish(tx *txn, now time.Time, rl *requestLine) {
 	}
 	if tx.mirror != nil {
 		p.sendMirrors(tx.mirror)
+	}
+	if tx.replay != nil {
+		tx.replay.release()
 	}
 	d := now.Sub(tx.start)
 	tx.series.inc(tx.status)

@@ -86,6 +86,10 @@ type Options struct {
 	// Ingress tracks (16384); beyond it the least useful entries are
 	// evicted (ratelimit.go).
 	MaxRateLimitClients int
+	// RetryBodyBytes bounds the request body kept for a rule's retry
+	// policy to send again (64 KiB, pooled per request); a longer body
+	// is not retried. Negative: bodies are never kept.
+	RetryBodyBytes int
 }
 
 func (o *Options) setDefaults() {
@@ -139,6 +143,9 @@ func (o *Options) setDefaults() {
 	if o.MaxMirrorRequests <= 0 {
 		o.MaxMirrorRequests = 256
 	}
+	if o.RetryBodyBytes == 0 {
+		o.RetryBodyBytes = 64 << 10
+	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -175,6 +182,9 @@ type Proxy struct {
 	notFound     *series
 	// mirrorSlots counts the mirror requests under way.
 	mirrorSlots atomic.Int64
+	// replayBufs are the buffers of request bodies kept for retries
+	// (replay.go).
+	replayBufs sync.Pool
 	// accessRT is the access control state that outlives a
 	// configuration (access.go).
 	accessRT *accessRuntime
@@ -206,6 +216,7 @@ func New(opts Options) (*Proxy, error) {
 	p := &Proxy{opts: opts, log: opts.Logger, stopSweep: make(chan struct{})}
 	p.h1 = newH1Server(p)
 	p.h2 = newH2Server(p)
+	p.replayBufs.New = newReplayBuf(max(opts.RetryBodyBytes, 0))
 	m, err := newMetrics(opts.Registry)
 	if err != nil {
 		return nil, err

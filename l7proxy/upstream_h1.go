@@ -324,8 +324,11 @@ func (p *Proxy) exchangeH1(c client, tx *txn, ep *endpoint, fresh bool) (outcome
 		}
 		c.interim(resp)
 	}
-	if tx.retry != nil && bodyc == nil && tx.retryStatus(c, resp.status) {
-		// Dropped unread: the connection goes with it.
+	if tx.retry != nil && tx.retryStatus(c, resp.status) {
+		// Dropped unread: the connection goes with it, and so does a
+		// body copy still under way, which read the whole body already
+		// (the request is replayable).
+		stopBody(c, uc, &bodyc, false)
 		c.release(uc)
 		uc.close()
 		return outcomeRetry, errRetryStatus

@@ -92,9 +92,13 @@ func (p *Proxy) exchangeTransport(c client, tx *txn, ep *endpoint) (outcome, err
 	}
 	if tx.retries > 0 {
 		// An earlier attempt's transport may still read its request
-		// (an HTTP/2 stream winding down): this one gets its own.
+		// (an HTTP/2 stream winding down): this one gets its own, with
+		// the body kept for it when the earlier one read the client's.
 		r2, u := *req, *req.URL
 		r2.URL = &u
+		if tx.replay.isWhole() {
+			r2.Body = tx.replay.reader()
+		}
 		req = &r2
 	}
 	req.URL.Scheme = tx.pool.scheme

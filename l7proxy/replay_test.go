@@ -1,0 +1,96 @@
+package l7proxy
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"io"
+	"strconv"
+	"testing"
+)
+
+// TestReplayBody follows a body copy through the reads of a first
+// attempt: kept whole (at the declared length, or at the end of a body of
+// unknown length), or dropped (too long, broken), and what a retry then
+// sends.
+func TestReplayBody(t *testing.T) {
+	p, err := New(Options{RetryBodyBytes: 8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		name    string
+		hasBody bool
+		length  int64
+		pieces  []string
+		end     string // "eof", "fail" or "" (none seen)
+		kept    bool   // a copy is made at all
+		whole   bool
+		sent    string
+	}{
+		{"no body", false, 0, nil, "", false, false, ""},
+		{"declared over the bound", true, 9, nil, "", false, false, ""},
+		{"declared, read whole", true, 7, []string{"abc", "defg"}, "", true, true, "abcdefg"},
+		{"declared, read in part", true, 7, []string{"abc"}, "", true, false, ""},
+		{"unknown length at the bound", true, -1, []string{"abcd", "efgh"}, "eof", true, true, "abcdefgh"},
+		{"unknown length before its end", true, -1, []string{"abcd", "efgh"}, "", true, false, ""},
+		{"unknown length over the bound", true, -1, []string{"abcd", "efgh", "i"}, "eof", true, false, ""},
+		{"broken", true, -1, []string{"abc"}, "fail", true, false, ""},
+		{"broken after its last byte", true, 3, []string{"abc"}, "fail", true, true, "abc"},
+		{"empty, of unknown length", true, -1, nil, "eof", true, true, ""},
+	} {
+		r := p.newReplayBody(tt.hasBody, tt.length)
+		if (r != nil) != tt.kept {
+			t.Errorf("%s: copy made %v, want %v", tt.name, r != nil, tt.kept)
+			continue
+		}
+		if r != nil && !r.unread() {
+			t.Errorf("%s: read before any read", tt.name)
+		}
+		for _, s := range tt.pieces {
+			r.capture([]byte(s))
+		}
+		switch tt.end {
+		case "eof":
+			r.complete()
+		case "fail":
+			r.fail()
+		}
+		if got := r.isWhole(); got != tt.whole {
+			t.Errorf("%s: whole %v, want %v", tt.name, got, tt.whole)
+		}
+		if r == nil || !tt.whole {
+			continue
+		}
+		got, err := io.ReadAll(r.reader())
+		if err != nil || string(got) != tt.sent {
+			t.Errorf("%s: reader gave %q, %v, want %q", tt.name, got, err, tt.sent)
+		}
+		for _, chunked := range []bool{false, true} {
+			var b bytes.Buffer
+			w := bufio.NewWriter(&b)
+			if err := r.send(w, chunked, new([24]byte)); err != nil {
+				t.Fatal(err)
+			}
+			_ = w.Flush()
+			want := tt.sent
+			if chunked && want != "" {
+				want = strconv.FormatInt(int64(len(want)), 16) + "\r\n" + want + "\r\n"
+			}
+			if b.String() != want {
+				t.Errorf("%s: sent %q (chunked %v), want %q", tt.name, b.String(), chunked, want)
+			}
+		}
+		rd := r.reader()
+		r.release()
+		if _, err := rd.Read(make([]byte, 4)); !errors.Is(err, errReplayReleased) {
+			t.Errorf("%s: a read after release: %v", tt.name, err)
+		}
+		if r.isWhole() {
+			t.Errorf("%s: whole after release", tt.name)
+		}
+	}
+	if r := (&Proxy{opts: Options{RetryBodyBytes: -1}}).newReplayBody(true, 1); r != nil {
+		t.Error("a copy made with copies off")
+	}
+}
