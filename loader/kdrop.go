@@ -92,6 +92,9 @@ func (d *Datapath) SetKernelDrops(on bool) error {
 		}
 		errs = append(errs, err)
 	}
+	if err := ensureTracefs(d.log); err != nil {
+		return errors.Join(append(errs, err)...)
+	}
 	err := k.attach(d, kdropProgTraceDropTp, "tracepoint/skb/kfree_skb", func(p *ebpf.Program) (link.Link, error) {
 		return link.Tracepoint("skb", "kfree_skb", p, nil)
 	})

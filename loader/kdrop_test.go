@@ -46,7 +46,9 @@ func testKernelDrops(t *testing.T, onlyTracepoint bool, hook string) {
 	dp := &Datapath{objs: h.objs, log: slog.Default()}
 	dp.kdrop.onlyTracepoint = onlyTracepoint
 	if onlyTracepoint {
-		ensureTracefs(t)
+		// The datapath mounts tracefs where it is missing (as on this
+		// machine without systemd); the test unmounts what it mounted.
+		leaveTracefsAsFound(t)
 	}
 	if err := dp.SetKernelDrops(true); err != nil {
 		// A kernel without BTF tracepoints; CI's kernel has them.
@@ -290,25 +292,20 @@ func TestSymbolize(t *testing.T) {
 	}
 }
 
-// ensureTracefs mounts tracefs where the kernel documents it, for the
-// classic tracepoint's id, unless something is mounted there already; the
-// mount is undone when the test ends.
-func ensureTracefs(t *testing.T) {
+// leaveTracefsAsFound unmounts at the end of the test the tracefs the
+// datapath mounts (ensureTracefs) when none was mounted before.
+func leaveTracefsAsFound(t *testing.T) {
 	t.Helper()
-	const dir = "/sys/kernel/tracing"
-	var st, parent unix.Stat_t
-	if err := unix.Stat(dir, &st); err != nil {
-		t.Skipf("no %s: %v", dir, err)
-	}
-	if err := unix.Stat(dir+"/..", &parent); err == nil && st.Dev != parent.Dev {
-		return // a mount point already
-	}
-	if err := unix.Mount("tracefs", dir, "tracefs", 0, ""); err != nil {
-		t.Fatalf("mount tracefs: %v", err)
+	var st unix.Statfs_t
+	if unix.Statfs(tracefsDir, &st) == nil && int64(st.Type) == unix.TRACEFS_MAGIC {
+		return // mounted before the test: left as it is
 	}
 	t.Cleanup(func() {
-		if err := unix.Unmount(dir, unix.MNT_DETACH); err != nil {
-			t.Errorf("unmount tracefs: %v", err)
+		var st unix.Statfs_t
+		if unix.Statfs(tracefsDir, &st) == nil && int64(st.Type) == unix.TRACEFS_MAGIC {
+			if err := unix.Unmount(tracefsDir, unix.MNT_DETACH); err != nil {
+				t.Errorf("unmount tracefs: %v", err)
+			}
 		}
 	})
 }
