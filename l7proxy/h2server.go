@@ -187,6 +187,8 @@ type h2conn struct {
 	wbuf, spare []byte
 	flusherIdle bool
 	flushing    bool
+	// flushGaveUp: linger stopped waiting for the queued frames.
+	flushGaveUp bool
 	henc        *hpack.Encoder
 	hbuf        headerBuf
 	lower       map[string]string // canonical name → lower case, per connection
@@ -300,7 +302,7 @@ func (c *h2conn) serve() {
 		err = nil
 	}
 	if err == nil {
-		c.linger()
+		c.linger(0)
 	}
 	var ce connError
 	if errors.As(err, &ce) {
@@ -308,6 +310,11 @@ func (c *h2conn) serve() {
 		c.mu.Lock()
 		c.writeGoAway(ce.code)
 		c.mu.Unlock()
+		// The client that broke the protocol (a flood) may still be
+		// sending: closing with its bytes unread would reset the
+		// connection and could destroy the GOAWAY that says why. Its
+		// wait is short: such a client gets no more of the server.
+		c.linger(lingerTimeout)
 	}
 	c.shut()
 	c.handlers.Wait()
@@ -357,20 +364,38 @@ func (c *h2conn) readLoop() error {
 	}
 }
 
-// linger ends a connection closing gracefully (GOAWAY sent, its streams
-// done): once the queued frames are written, what the client still sends
-// (the rest of an upload the server answered early) is read and dropped
-// for a moment, so that closing does not turn into a reset that destroys
-// the last responses before the client read them.
-func (c *h2conn) linger() {
+// linger ends a connection after its GOAWAY: while the queued frames are
+// written, and for a moment after, what the client still sends (the rest
+// of an upload the server answered early, a flood) is read and dropped, so
+// that closing does not turn into a reset that destroys the last frames
+// before the client read them, and a client still sending cannot stall
+// their write by filling the server's receive window. flushWait bounds
+// the wait for the writes (0: until written or failed, within the write
+// timeout).
+func (c *h2conn) linger(flushWait time.Duration) {
+	_ = c.conn.SetReadDeadline(time.Time{})
+	drained := make(chan struct{})
+	go func() {
+		defer close(drained)
+		// A client may have a whole connection window in flight.
+		_, _ = io.CopyN(io.Discard, c.br, h2ConnWindow+lingerMax)
+	}()
+	if flushWait > 0 {
+		t := time.AfterFunc(flushWait, func() {
+			c.mu.Lock()
+			c.flushGaveUp = true
+			c.cond.Broadcast()
+			c.mu.Unlock()
+		})
+		defer t.Stop()
+	}
 	c.mu.Lock()
-	for (len(c.wbuf) > 0 || c.flushing) && c.werr == nil {
+	for (len(c.wbuf) > 0 || c.flushing) && c.werr == nil && !c.flushGaveUp {
 		c.cond.Wait()
 	}
 	c.mu.Unlock()
-	// A client may have a whole connection window in flight.
 	_ = c.conn.SetReadDeadline(time.Now().Add(lingerTimeout))
-	_, _ = io.CopyN(io.Discard, c.br, h2ConnWindow+lingerMax)
+	<-drained
 }
 
 // readFrame reads one frame's header and returns its payload in place in
