@@ -147,6 +147,9 @@ type gatewayTranslator struct {
 	// and setsOf those of each Gateway in precedence order.
 	sets   map[string]*listenerSet
 	setsOf map[string][]*listenerSet
+	// serviceWanted are the Gateways that get a Service (address source
+	// "service"), by Gateway key.
+	serviceWanted map[string]bool
 }
 
 // translateGateways adds the Gateway API's listeners, upstreams and
@@ -173,6 +176,7 @@ func (t *ingressTranslator) translateGateways(in GatewayInput) ([]loader.Service
 		gatewayRefs:     map[string]metav1.Condition{},
 		sets:            map[string]*listenerSet{},
 		setsOf:          map[string][]*listenerSet{},
+		serviceWanted:   map[string]bool{},
 	}
 	for _, ns := range in.Namespaces {
 		g.nsLabels[ns.Name] = ns.Labels
@@ -204,6 +208,7 @@ func (t *ingressTranslator) translateGateways(in GatewayInput) ([]loader.Service
 		}
 	}
 	g.translateListenerSets(addrs)
+	g.gatewayServices()
 	routes := slices.Clone(in.HTTPRoutes)
 	slices.SortFunc(routes, func(a, b *gwapi.HTTPRoute) int { return compareObjects(&a.ObjectMeta, &b.ObjectMeta) })
 	for _, r := range routes {

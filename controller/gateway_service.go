@@ -102,8 +102,9 @@ func isGatewayService(svc *corev1.Service) bool {
 
 // desiredGatewayService is the Service the agents of Gateway controller
 // ctrl want for a Gateway: its spec.infrastructure labels and annotations,
-// the gateway-name label, the listeners' ports, and the hash of all that.
-func desiredGatewayService(gw *gwapi.Gateway, ctrl string) *corev1.Service {
+// the gateway-name label, the ports of its listeners and of the listeners
+// of the ListenerSets attached to it, and the hash of all that.
+func desiredGatewayService(gw *gwapi.Gateway, ctrl string, sets []*gwapi.ListenerSet) *corev1.Service {
 	labels := map[string]string{}
 	annotations := map[string]string{}
 	if inf := gw.Spec.Infrastructure; inf != nil {
@@ -122,21 +123,13 @@ func desiredGatewayService(gw *gwapi.Gateway, ctrl string) *corev1.Service {
 	// the Gateway's connections to the address (no endpoints) before the
 	// steering hands them to the proxy.
 	labels[labelServiceProxyName] = managedByNodegress
-	var ports []corev1.ServicePort
-	for _, l := range gw.Spec.Listeners {
-		p := int32(l.Port)
-		if !slices.ContainsFunc(ports, func(sp corev1.ServicePort) bool { return sp.Port == p }) {
-			ports = append(ports, corev1.ServicePort{Name: "tcp-" + strconv.Itoa(int(p)), Protocol: corev1.ProtocolTCP, Port: p})
-		}
-	}
-	slices.SortFunc(ports, func(a, b corev1.ServicePort) int { return cmp.Compare(a.Port, b.Port) })
 	svc := &corev1.Service{
 		ObjectMeta: metav1.ObjectMeta{
 			Namespace: gw.Namespace, Name: gatewayServiceName(gw.Name), Labels: labels, Annotations: annotations,
 			OwnerReferences: []metav1.OwnerReference{{APIVersion: gatewayAPIVersion, Kind: kindGateway,
 				Name: gw.Name, UID: gw.UID, Controller: ptr(true)}},
 		},
-		Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeLoadBalancer, Ports: ports,
+		Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeLoadBalancer, Ports: gatewayServicePorts(gw, sets),
 			AllocateLoadBalancerNodePorts: ptr(false)},
 	}
 	b, _ := json.Marshal(svc)
@@ -146,29 +139,85 @@ func desiredGatewayService(gw *gwapi.Gateway, ctrl string) *corev1.Service {
 	return svc
 }
 
+// gatewayServicePorts are the ports of a Gateway's Service: one per port
+// and protocol among its listeners and those of the ListenerSets attached
+// to it, sorted. Every listener protocol nodegress serves (HTTP, HTTPS,
+// TLS) is TCP. A port's name follows from its number and protocol alone,
+// so that a set coming or going leaves the other ports as they were.
+func gatewayServicePorts(gw *gwapi.Gateway, sets []*gwapi.ListenerSet) []corev1.ServicePort {
+	var ports []corev1.ServicePort
+	add := func(port gwapi.PortNumber) {
+		p := corev1.ServicePort{Protocol: corev1.ProtocolTCP, Port: int32(port)}
+		if !slices.ContainsFunc(ports, func(sp corev1.ServicePort) bool { return sp.Port == p.Port && sp.Protocol == p.Protocol }) {
+			p.Name = strings.ToLower(string(p.Protocol)) + "-" + strconv.Itoa(int(p.Port))
+			ports = append(ports, p)
+		}
+	}
+	for _, l := range gw.Spec.Listeners {
+		add(l.Port)
+	}
+	for _, s := range sets {
+		for _, l := range s.Spec.Listeners {
+			add(l.Port)
+		}
+	}
+	slices.SortFunc(ports, func(a, b corev1.ServicePort) int {
+		return cmp.Or(cmp.Compare(a.Port, b.Port), strings.Compare(string(a.Protocol), string(b.Protocol)))
+	})
+	return ports
+}
+
+// wantService asks for a Gateway's Service, unless a Service of that name
+// is someone else's; it returns the Service in the cache, or the problem
+// with its name.
+func (g *gatewayTranslator) wantService(gw *gwapi.Gateway, key string) (*corev1.Service, string) {
+	svcKey := gw.Namespace + "/" + gatewayServiceName(gw.Name)
+	cur, _ := g.service(svcKey)
+	if cur != nil && cur.Labels[labelManagedBy] != managedByNodegress {
+		return nil, fmt.Sprintf("service %s exists and is not nodegress's; rename or delete it", svcKey)
+	}
+	if cur != nil && isGatewayService(cur) && !madeBy(cur, g.ctrl) {
+		return nil, fmt.Sprintf("service %s was made by the agents of Gateway controller %q; rename or delete it",
+			svcKey, cur.Annotations[annotationGatewayController])
+	}
+	// The Service itself is decided once the ListenerSets are known
+	// (gatewayServices): their ports are its ports too.
+	g.serviceWanted[key] = true
+	if cur == nil || !ownedBy(cur, gw) {
+		return nil, fmt.Sprintf("waiting for service %s to be created", svcKey)
+	}
+	return cur, ""
+}
+
+// gatewayServices decides the Services wanted by wantService.
+func (g *gatewayTranslator) gatewayServices() {
+	for key := range g.serviceWanted {
+		gw := g.gateways[key]
+		var sets []*gwapi.ListenerSet
+		for _, s := range g.setsOf[key] {
+			if s.allowed {
+				sets = append(sets, s.set)
+			}
+		}
+		svc := desiredGatewayService(gw, g.ctrl, sets)
+		g.status.Services[svc.Namespace+"/"+svc.Name] = svc
+	}
+}
+
 // serviceAddresses gives a Gateway the load balancer IPs of its Service,
 // and asks for the Service. A problem is returned as the condition to
 // report: no Service yet, or no IP assigned yet.
 func (g *gatewayTranslator) serviceAddresses(gw *gwapi.Gateway, key string) ([]netip.Addr, *metav1.Condition) {
-	want := desiredGatewayService(gw, g.ctrl)
-	svcKey := want.Namespace + "/" + want.Name
 	notAssigned := func(format string, args ...any) *metav1.Condition {
 		c := condition(string(gwapi.GatewayConditionProgrammed), false, string(gwapi.GatewayReasonAddressNotAssigned),
 			fmt.Sprintf(format, args...), gw.Generation)
 		return &c
 	}
-	cur, _ := g.service(svcKey)
-	if cur != nil && cur.Labels[labelManagedBy] != managedByNodegress {
-		return nil, notAssigned("service %s exists and is not nodegress's; rename or delete it", svcKey)
+	cur, problem := g.wantService(gw, key)
+	if cur == nil {
+		return nil, notAssigned("%s", problem)
 	}
-	if cur != nil && isGatewayService(cur) && !madeBy(cur, g.ctrl) {
-		return nil, notAssigned("service %s was made by the agents of Gateway controller %q; rename or delete it",
-			svcKey, cur.Annotations[annotationGatewayController])
-	}
-	g.status.Services[svcKey] = want
-	if cur == nil || !ownedBy(cur, gw) {
-		return nil, notAssigned("waiting for service %s to be created", svcKey)
-	}
+	svcKey := cur.Namespace + "/" + cur.Name
 	var out []netip.Addr
 	var taken []string
 	for _, in := range cur.Status.LoadBalancer.Ingress {

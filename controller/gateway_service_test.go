@@ -2,6 +2,7 @@ package controller
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/netip"
@@ -44,12 +45,25 @@ spec:
 func gatewayLBService(ips ...string) *corev1.Service {
 	gw := &gwapi.Gateway{ObjectMeta: metav1.ObjectMeta{Namespace: "app", Name: "gw", UID: "gw-uid"},
 		Spec: gwapi.GatewaySpec{Listeners: []gwapi.Listener{{Name: "http", Port: 80, Protocol: gwapi.HTTPProtocolType}}}}
-	svc := desiredGatewayService(gw, DefaultGatewayControllerName)
+	svc := desiredGatewayService(gw, DefaultGatewayControllerName, nil)
 	svc.Spec.ClusterIP = "10.96.0.50"
 	for _, ip := range ips {
 		svc.Status.LoadBalancer.Ingress = append(svc.Status.LoadBalancer.Ingress, corev1.LoadBalancerIngress{IP: ip})
 	}
 	return svc
+}
+
+// staticGateway is Gateway app/name with the given spec.addresses.
+func staticGateway(name, addresses string) string {
+	return fmt.Sprintf(`---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: %s, namespace: app}
+spec:
+  gatewayClassName: nodegress
+  addresses: %s
+  listeners: [{name: http, port: 80, protocol: HTTP}]
+`, name, addresses)
 }
 
 func TestGatewayServiceAddresses(t *testing.T) {
@@ -187,7 +201,7 @@ func servedFrontends(fes []loader.Service) map[string]bool {
 func TestDesiredGatewayService(t *testing.T) {
 	o := decodeGatewayObjects(t, gatewayBase+serviceGateway)
 	gw := o.in.Gateways[0]
-	svc := desiredGatewayService(gw, DefaultGatewayControllerName)
+	svc := desiredGatewayService(gw, DefaultGatewayControllerName, nil)
 	if svc.Namespace != "app" || svc.Name != "nodegress-gateway-gw" {
 		t.Errorf("service %s/%s", svc.Namespace, svc.Name)
 	}
@@ -213,7 +227,7 @@ func TestDesiredGatewayService(t *testing.T) {
 	}
 	h := svc.Annotations[annotationGatewayServiceHash]
 	gw.Spec.Infrastructure.Labels = nil
-	if h2 := desiredGatewayService(gw, DefaultGatewayControllerName).Annotations[annotationGatewayServiceHash]; h2 == h || h == "" {
+	if h2 := desiredGatewayService(gw, DefaultGatewayControllerName, nil).Annotations[annotationGatewayServiceHash]; h2 == h || h == "" {
 		t.Errorf("hash %q unchanged (%q) after the labels changed", h, h2)
 	}
 	long := strings.Repeat("a.b", 40)
@@ -296,7 +310,7 @@ func TestGatewayServiceWriter(t *testing.T) {
 	}
 	o := decodeGatewayObjects(t, gatewayBase+serviceGateway)
 	gw := o.in.Gateways[0]
-	want := desiredGatewayService(gw, DefaultGatewayControllerName)
+	want := desiredGatewayService(gw, DefaultGatewayControllerName, nil)
 	name := want.Name
 
 	// Before any decision nothing is deleted.
@@ -319,7 +333,7 @@ func TestGatewayServiceWriter(t *testing.T) {
 	}
 	refresh()
 	gw.Spec.Infrastructure.Labels = map[gwapi.LabelKey]gwapi.LabelValue{"tier": "edge"}
-	want = desiredGatewayService(gw, DefaultGatewayControllerName)
+	want = desiredGatewayService(gw, DefaultGatewayControllerName, nil)
 	w.want(GatewayStatuses{Services: map[string]*corev1.Service{"app/" + name: want}})
 	write(name)
 	svc = get(name)
@@ -333,6 +347,24 @@ func TestGatewayServiceWriter(t *testing.T) {
 		t.Errorf("the load balancer controller's annotation went: %v", svc.Annotations)
 	}
 
+	// A ListenerSet's port is applied, and goes when no longer asked for.
+	ls := &gwapi.ListenerSet{Spec: gwapi.ListenerSetSpec{Listeners: []gwapi.ListenerEntry{{Name: "extra", Port: 9090}}}}
+	for _, step := range []struct {
+		sets  []*gwapi.ListenerSet
+		ports int
+	}{
+		{[]*gwapi.ListenerSet{ls}, 3},
+		{nil, 2},
+	} {
+		want = desiredGatewayService(gw, DefaultGatewayControllerName, step.sets)
+		w.want(GatewayStatuses{Services: map[string]*corev1.Service{"app/" + name: want}})
+		write(name)
+		svc = get(name)
+		if len(svc.Spec.Ports) != step.ports {
+			t.Errorf("applied ports %v, want %d ports", svc.Spec.Ports, step.ports)
+		}
+	}
+
 	// Someone else's Service of another name is never deleted.
 	foreign := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "app", Name: "nodegress-gateway-x"},
 		Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeLoadBalancer, Ports: []corev1.ServicePort{{Port: 80}}}}
@@ -342,7 +374,7 @@ func TestGatewayServiceWriter(t *testing.T) {
 	// Another install's (another Gateway controller name) is left alone
 	// too, though it carries every mark of a Gateway Service.
 	other := desiredGatewayService(&gwapi.Gateway{ObjectMeta: metav1.ObjectMeta{Namespace: "app", Name: "theirs", UID: "their-uid"}},
-		"example.com/other-nodegress")
+		"example.com/other-nodegress", nil)
 	if _, err := client.CoreV1().Services("app").Create(ctx, other, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -386,6 +418,88 @@ func TestTranslateSkipsGatewayServices(t *testing.T) {
 			}
 			if got := servedFrontends(out)["198.51.100.7:80"]; got != tt.want {
 				t.Errorf("load balancer IP served by L4: %v, want %v (%v)", got, tt.want, out)
+			}
+		})
+	}
+}
+
+// TestGatewayServiceListenerSetPorts checks that the ports of the
+// ListenerSets attached to a Gateway are its Service's too, each port once
+// whoever declares it, with names that do not move, and that a set whose
+// ports come or go changes the hash the writer re-applies on.
+func TestGatewayServiceListenerSetPorts(t *testing.T) {
+	gateway := `---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: app, uid: gw-uid}
+spec:
+  gatewayClassName: nodegress
+  allowedListeners: {namespaces: {from: Same}}
+  listeners:
+  - {name: http, port: 80, protocol: HTTP}
+  - {name: alt, port: 8080, protocol: HTTP}
+` + staticGateway("another", "[{value: 192.0.2.5}]")
+	set := func(ns, name, parent, listeners string) string {
+		return listenerSetYAML(name, ns, parent, "2026-01-01T00:00:00Z", listeners)
+	}
+	basePorts := []string{"tcp-80/80", "tcp-8080/8080"}
+	tests := []struct {
+		name  string
+		sets  string
+		ports []string // name/port, all TCP
+	}{
+		{name: "no set: the gateway's listeners", ports: basePorts},
+		{
+			name:  "an attached set adds its ports, the one it shares with the gateway once",
+			sets:  set("app", "a", "gw", "[{name: a, port: 80, protocol: HTTP, hostname: a.example.com}, {name: b, port: 9090, protocol: HTTP}]"),
+			ports: []string{"tcp-80/80", "tcp-8080/8080", "tcp-9090/9090"},
+		},
+		{
+			name: "two sets with one port: once",
+			sets: set("app", "a", "gw", "[{name: a, port: 9090, protocol: HTTP}]") +
+				set("app", "b", "gw", "[{name: b, port: 9090, protocol: HTTP, hostname: b.example.com}, {name: c, port: 9443, protocol: TLS, tls: {mode: Passthrough}}]"),
+			ports: []string{"tcp-80/80", "tcp-8080/8080", "tcp-9090/9090", "tcp-9443/9443"},
+		},
+		{
+			name:  "a set the gateway's allowedListeners refuses adds none",
+			sets:  set("other", "a", "gw", "[{name: a, port: 7070, protocol: HTTP}]"),
+			ports: basePorts,
+		},
+		{
+			name:  "a set of another gateway adds none",
+			sets:  set("app", "a", "another", "[{name: a, port: 7070, protocol: HTTP}]"),
+			ports: basePorts,
+		},
+	}
+	hashOf := func(t *testing.T, docs string) (string, []string) {
+		t.Helper()
+		o := decodeGatewayObjects(t, gatewayBase+gateway+docs)
+		o.in.AddressSource = GatewayAddressService
+		_, _, st, _ := o.translate()
+		svc := st.Services["app/"+gatewayServiceName("gw")]
+		if svc == nil {
+			t.Fatalf("no service wanted: %v", st.Services)
+		}
+		var ports []string
+		for _, p := range svc.Spec.Ports {
+			if p.Protocol != corev1.ProtocolTCP {
+				t.Errorf("port %+v is not TCP", p)
+			}
+			ports = append(ports, fmt.Sprintf("%s/%d", p.Name, p.Port))
+		}
+		return svc.Annotations[annotationGatewayServiceHash], ports
+	}
+	baseHash, _ := hashOf(t, "")
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h, ports := hashOf(t, tt.sets)
+			if !slices.Equal(ports, tt.ports) {
+				t.Errorf("ports %v, want %v", ports, tt.ports)
+			}
+			// The set removed is the base again: the hash must tell them
+			// apart exactly when the ports differ.
+			if changed := h != baseHash; changed != !slices.Equal(ports, basePorts) {
+				t.Errorf("hash changed: %v, ports %v against %v", changed, ports, basePorts)
 			}
 		})
 	}
