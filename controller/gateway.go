@@ -148,8 +148,8 @@ type gatewayTranslator struct {
 	sets   map[string]*listenerSet
 	setsOf map[string][]*listenerSet
 	// serviceWanted are the Gateways that get a Service (address source
-	// "service"), by Gateway key.
-	serviceWanted map[string]bool
+	// "service"), by Gateway key, with their named addresses.
+	serviceWanted map[string][]netip.Addr
 }
 
 // translateGateways adds the Gateway API's listeners, upstreams and
@@ -176,7 +176,7 @@ func (t *ingressTranslator) translateGateways(in GatewayInput) ([]loader.Service
 		gatewayRefs:     map[string]metav1.Condition{},
 		sets:            map[string]*listenerSet{},
 		setsOf:          map[string][]*listenerSet{},
-		serviceWanted:   map[string]bool{},
+		serviceWanted:   map[string][]netip.Addr{},
 	}
 	for _, ns := range in.Namespaces {
 		g.nsLabels[ns.Name] = ns.Labels
@@ -310,6 +310,9 @@ func (g *gatewayTranslator) addresses(gw *gwapi.Gateway, key string) ([]netip.Ad
 					msg = fmt.Sprintf("address %s is outside the pool and the ranges Gateways may use (--gateway-address-ranges)", ip)
 				}
 				c := condition(string(gwapi.GatewayConditionProgrammed), false, string(gwapi.GatewayReasonAddressNotUsable), msg, gw.Generation)
+				if g.gin.AddressSource == GatewayAddressService {
+					g.wantService(gw, key, nil) // kept, with no address of a refused list
+				}
 				return nil, &c
 			}
 			out = append(out, ip)
@@ -320,20 +323,25 @@ func (g *gatewayTranslator) addresses(gw *gwapi.Gateway, key string) ([]netip.Ad
 			g.taken[ip] = key
 		}
 		if !fromPool {
+			if g.gin.AddressSource == GatewayAddressService {
+				// The Service only shows them: they are served whatever
+				// becomes of it.
+				g.wantService(gw, key, out)
+			}
 			return out, nil
 		}
-		more, c := g.assignedAddresses(gw, key)
+		more, c := g.assignedAddresses(gw, key, out)
 		return append(out, more...), c
 	}
-	return g.assignedAddresses(gw, key)
+	return g.assignedAddresses(gw, key, nil)
 }
 
 // assignedAddresses are the addresses of a Gateway that asks for some
-// without naming them: the load balancer IPs of its Service, or one from
-// the pool.
-func (g *gatewayTranslator) assignedAddresses(gw *gwapi.Gateway, key string) ([]netip.Addr, *metav1.Condition) {
+// without naming them (besides the named ones): the load balancer IPs of
+// its Service, or one from the pool.
+func (g *gatewayTranslator) assignedAddresses(gw *gwapi.Gateway, key string, named []netip.Addr) ([]netip.Addr, *metav1.Condition) {
 	if g.gin.AddressSource == GatewayAddressService {
-		return g.serviceAddresses(gw, key)
+		return g.serviceAddresses(gw, key, named)
 	}
 	ip, c := g.poolAddress(gw, key)
 	if c != nil {

@@ -23,9 +23,11 @@ import (
 // LoadBalancer (no selector, the listeners' ports, owned by the Gateway),
 // a load balancer controller (MetalLB, a cloud's) assigns that Service its
 // IPs, and every agent serves them as the Gateway's addresses, steered to
-// the proxy like any other. The L4 datapath leaves these Services alone
-// (skipService): they have no endpoints, and serving their addresses as an
-// L4 Service would reject what the Gateway serves.
+// the proxy like any other. A Gateway with spec.addresses gets its
+// Service too, with them as externalIPs (as Envoy Gateway does), to show
+// the addresses it is reached at. The L4 datapath leaves these Services
+// alone (skipService): they have no endpoints, and serving their
+// addresses as an L4 Service would reject what the Gateway serves.
 
 // GatewayAddressSource tells where Gateways without spec.addresses get
 // their addresses.
@@ -103,8 +105,10 @@ func isGatewayService(svc *corev1.Service) bool {
 // desiredGatewayService is the Service the agents of Gateway controller
 // ctrl want for a Gateway: its spec.infrastructure labels and annotations,
 // the gateway-name label, the ports of its listeners and of the listeners
-// of the ListenerSets attached to it, and the hash of all that.
-func desiredGatewayService(gw *gwapi.Gateway, ctrl string, sets []*gwapi.ListenerSet) *corev1.Service {
+// of the ListenerSets attached to it, its spec.addresses as externalIPs
+// (as Envoy Gateway writes them, so that the Service shows them), and the
+// hash of all that.
+func desiredGatewayService(gw *gwapi.Gateway, ctrl string, sets []*gwapi.ListenerSet, externalIPs []netip.Addr) *corev1.Service {
 	labels := map[string]string{}
 	annotations := map[string]string{}
 	if inf := gw.Spec.Infrastructure; inf != nil {
@@ -123,6 +127,10 @@ func desiredGatewayService(gw *gwapi.Gateway, ctrl string, sets []*gwapi.Listene
 	// the Gateway's connections to the address (no endpoints) before the
 	// steering hands them to the proxy.
 	labels[labelServiceProxyName] = managedByNodegress
+	var ips []string
+	for _, ip := range externalIPs {
+		ips = append(ips, ip.String())
+	}
 	svc := &corev1.Service{
 		ObjectMeta: metav1.ObjectMeta{
 			Namespace: gw.Namespace, Name: gatewayServiceName(gw.Name), Labels: labels, Annotations: annotations,
@@ -130,7 +138,7 @@ func desiredGatewayService(gw *gwapi.Gateway, ctrl string, sets []*gwapi.Listene
 				Name: gw.Name, UID: gw.UID, Controller: ptr(true)}},
 		},
 		Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeLoadBalancer, Ports: gatewayServicePorts(gw, sets),
-			AllocateLoadBalancerNodePorts: ptr(false)},
+			ExternalIPs: ips, AllocateLoadBalancerNodePorts: ptr(false)},
 	}
 	b, _ := json.Marshal(svc)
 	h := fnv.New64a()
@@ -167,10 +175,10 @@ func gatewayServicePorts(gw *gwapi.Gateway, sets []*gwapi.ListenerSet) []corev1.
 	return ports
 }
 
-// wantService asks for a Gateway's Service, unless a Service of that name
-// is someone else's; it returns the Service in the cache, or the problem
-// with its name.
-func (g *gatewayTranslator) wantService(gw *gwapi.Gateway, key string) (*corev1.Service, string) {
+// wantService asks for a Gateway's Service, with its usable spec.addresses
+// as externalIPs, unless a Service of that name is someone else's; it
+// returns the Service in the cache, or the problem with its name.
+func (g *gatewayTranslator) wantService(gw *gwapi.Gateway, key string, externalIPs []netip.Addr) (*corev1.Service, string) {
 	svcKey := gw.Namespace + "/" + gatewayServiceName(gw.Name)
 	cur, _ := g.service(svcKey)
 	if cur != nil && cur.Labels[labelManagedBy] != managedByNodegress {
@@ -182,7 +190,7 @@ func (g *gatewayTranslator) wantService(gw *gwapi.Gateway, key string) (*corev1.
 	}
 	// The Service itself is decided once the ListenerSets are known
 	// (gatewayServices): their ports are its ports too.
-	g.serviceWanted[key] = true
+	g.serviceWanted[key] = externalIPs
 	if cur == nil || !ownedBy(cur, gw) {
 		return nil, fmt.Sprintf("waiting for service %s to be created", svcKey)
 	}
@@ -191,7 +199,7 @@ func (g *gatewayTranslator) wantService(gw *gwapi.Gateway, key string) (*corev1.
 
 // gatewayServices decides the Services wanted by wantService.
 func (g *gatewayTranslator) gatewayServices() {
-	for key := range g.serviceWanted {
+	for key, ips := range g.serviceWanted {
 		gw := g.gateways[key]
 		var sets []*gwapi.ListenerSet
 		for _, s := range g.setsOf[key] {
@@ -199,21 +207,22 @@ func (g *gatewayTranslator) gatewayServices() {
 				sets = append(sets, s.set)
 			}
 		}
-		svc := desiredGatewayService(gw, g.ctrl, sets)
+		svc := desiredGatewayService(gw, g.ctrl, sets, ips)
 		g.status.Services[svc.Namespace+"/"+svc.Name] = svc
 	}
 }
 
 // serviceAddresses gives a Gateway the load balancer IPs of its Service,
-// and asks for the Service. A problem is returned as the condition to
-// report: no Service yet, or no IP assigned yet.
-func (g *gatewayTranslator) serviceAddresses(gw *gwapi.Gateway, key string) ([]netip.Addr, *metav1.Condition) {
+// and asks for the Service with the Gateway's named addresses as its
+// externalIPs. A problem is returned as the condition to report: no
+// Service yet, or no IP assigned yet.
+func (g *gatewayTranslator) serviceAddresses(gw *gwapi.Gateway, key string, named []netip.Addr) ([]netip.Addr, *metav1.Condition) {
 	notAssigned := func(format string, args ...any) *metav1.Condition {
 		c := condition(string(gwapi.GatewayConditionProgrammed), false, string(gwapi.GatewayReasonAddressNotAssigned),
 			fmt.Sprintf(format, args...), gw.Generation)
 		return &c
 	}
-	cur, problem := g.wantService(gw, key)
+	cur, problem := g.wantService(gw, key, named)
 	if cur == nil {
 		return nil, notAssigned("%s", problem)
 	}

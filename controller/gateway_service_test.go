@@ -12,7 +12,9 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes/fake"
 	corelisters "k8s.io/client-go/listers/core/v1"
@@ -42,12 +44,17 @@ spec:
 
 // gatewayLBService is the Service of serviceGateway as the API server
 // holds it after the writer applied it, with the given load balancer IPs.
-func gatewayLBService(ips ...string) *corev1.Service {
-	gw := &gwapi.Gateway{ObjectMeta: metav1.ObjectMeta{Namespace: "app", Name: "gw", UID: "gw-uid"},
+func gatewayLBService(ingress ...string) *corev1.Service {
+	return gatewayLBServiceFor("gw", "gw-uid", ingress...)
+}
+
+// gatewayLBServiceFor is gatewayLBService for Gateway app/name.
+func gatewayLBServiceFor(name string, uid types.UID, ingress ...string) *corev1.Service {
+	gw := &gwapi.Gateway{ObjectMeta: metav1.ObjectMeta{Namespace: "app", Name: name, UID: uid},
 		Spec: gwapi.GatewaySpec{Listeners: []gwapi.Listener{{Name: "http", Port: 80, Protocol: gwapi.HTTPProtocolType}}}}
-	svc := desiredGatewayService(gw, DefaultGatewayControllerName, nil)
+	svc := desiredGatewayService(gw, DefaultGatewayControllerName, nil, nil)
 	svc.Spec.ClusterIP = "10.96.0.50"
-	for _, ip := range ips {
+	for _, ip := range ingress {
 		svc.Status.LoadBalancer.Ingress = append(svc.Status.LoadBalancer.Ingress, corev1.LoadBalancerIngress{IP: ip})
 	}
 	return svc
@@ -73,9 +80,12 @@ func TestGatewayServiceAddresses(t *testing.T) {
 		svcs    []*corev1.Service
 		gw      string // the Gateway checked
 		wantSvc bool   // a Service is wanted for it
-		// Gateway conditions and addresses.
-		accepted, programmed string
-		addrs                []string
+		// Gateway conditions (and a part of Programmed's message) and
+		// addresses.
+		accepted, programmed, programmedMsg string
+		addrs                               []string
+		// The wanted Service's externalIPs.
+		externalIPs []string
 		// frontend served, and one that must not be.
 		serves, notServes string
 	}{
@@ -122,31 +132,37 @@ func TestGatewayServiceAddresses(t *testing.T) {
 			accepted: "True/Accepted", programmed: "False/AddressNotAssigned", notServes: "198.51.100.7:80",
 		},
 		{
-			name: "spec.addresses: served without a service", gw: "app/static",
-			extra: `---
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: static, namespace: app}
-spec:
-  gatewayClassName: nodegress
-  addresses: [{value: 192.0.2.1}]
-  listeners: [{name: http, port: 80, protocol: HTTP}]
-`,
-			accepted: "True/Accepted", programmed: "True/Programmed", addrs: []string{"192.0.2.1"}, serves: "192.0.2.1:80",
+			name: "spec.addresses: served, and written on the service as externalIPs", gw: "app/static", wantSvc: true,
+			extra: staticGateway("static", "[{value: 192.0.2.1}]"),
+			// The load balancer's IP of a Gateway that names its
+			// addresses is not the Gateway's.
+			svcs:     []*corev1.Service{gatewayLBServiceFor("static", "", "198.51.100.9")},
+			accepted: "True/Accepted", programmed: "True/Programmed", addrs: []string{"192.0.2.1"},
+			externalIPs: []string{"192.0.2.1"}, serves: "192.0.2.1:80", notServes: "198.51.100.9:80",
 		},
 		{
-			name: "load balancer IP another gateway names: not usable", gw: "app/gw", wantSvc: true,
-			extra: `---
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: first, namespace: app, creationTimestamp: "2020-01-01T00:00:00Z"}
-spec:
-  gatewayClassName: nodegress
-  addresses: [{value: 198.51.100.7}]
-  listeners: [{name: http, port: 80, protocol: HTTP}]
-`,
-			svcs:     []*corev1.Service{gatewayLBService("198.51.100.7")},
-			accepted: "True/Accepted", programmed: "False/AddressNotUsable",
+			name: "spec.addresses with an IPv6 one: not usable, none written", gw: "app/static", wantSvc: true,
+			extra:    staticGateway("static", `[{value: 192.0.2.1}, {value: "2001:db8::1"}]`),
+			accepted: "True/Accepted", programmed: "False/AddressNotUsable", programmedMsg: `"2001:db8::1" is not a usable IPv4`,
+			notServes: "192.0.2.1:80",
+		},
+		{
+			name: "spec.addresses with one that is not an IP: not usable, none written", gw: "app/static", wantSvc: true,
+			extra:    staticGateway("static", `[{value: 192.0.2.1}, {value: "192.0.2.300"}]`),
+			accepted: "True/Accepted", programmed: "False/AddressNotUsable", programmedMsg: `"192.0.2.300" is not a usable IPv4`,
+			notServes: "192.0.2.1:80",
+		},
+		{
+			name: "spec.addresses of another type: not accepted, no service", gw: "app/static",
+			extra:    staticGateway("static", "[{type: Hostname, value: gw.example.com}]"),
+			accepted: "False/UnsupportedAddress", programmed: "False/Invalid",
+		},
+		{
+			name: "named and assigned: the named one written, both served", gw: "app/mixed", wantSvc: true,
+			extra:    staticGateway("mixed", `[{value: 192.0.2.1}, {type: IPAddress, value: ""}]`),
+			svcs:     []*corev1.Service{gatewayLBServiceFor("mixed", "", "198.51.100.7")},
+			accepted: "True/Accepted", programmed: "True/Programmed", addrs: []string{"192.0.2.1", "198.51.100.7"},
+			externalIPs: []string{"192.0.2.1"}, serves: "198.51.100.7:80",
 		},
 	}
 	for _, tt := range tests {
@@ -161,6 +177,9 @@ spec:
 			}
 			if got := condOf(gst.Conditions, "Programmed"); got != tt.programmed {
 				t.Errorf("Programmed %s, want %s", got, tt.programmed)
+			}
+			if !strings.Contains(condMsg(gst.Conditions, "Programmed"), tt.programmedMsg) {
+				t.Errorf("Programmed message %q, want it to say %q", condMsg(gst.Conditions, "Programmed"), tt.programmedMsg)
 			}
 			var addrs []string
 			for _, a := range gst.Addresses {
@@ -177,9 +196,12 @@ spec:
 				t.Errorf("%s served", tt.notServes)
 			}
 			ns, name, _ := strings.Cut(tt.gw, "/")
-			_, wanted := st.Services[ns+"/"+gatewayServiceName(name)]
+			svc, wanted := st.Services[ns+"/"+gatewayServiceName(name)]
 			if wanted != tt.wantSvc {
 				t.Errorf("service wanted: %v, want %v (services %v)", wanted, tt.wantSvc, st.Services)
+			}
+			if wanted && !slices.Equal(svc.Spec.ExternalIPs, tt.externalIPs) {
+				t.Errorf("externalIPs %v, want %v", svc.Spec.ExternalIPs, tt.externalIPs)
 			}
 		})
 	}
@@ -201,7 +223,7 @@ func servedFrontends(fes []loader.Service) map[string]bool {
 func TestDesiredGatewayService(t *testing.T) {
 	o := decodeGatewayObjects(t, gatewayBase+serviceGateway)
 	gw := o.in.Gateways[0]
-	svc := desiredGatewayService(gw, DefaultGatewayControllerName, nil)
+	svc := desiredGatewayService(gw, DefaultGatewayControllerName, nil, nil)
 	if svc.Namespace != "app" || svc.Name != "nodegress-gateway-gw" {
 		t.Errorf("service %s/%s", svc.Namespace, svc.Name)
 	}
@@ -227,7 +249,7 @@ func TestDesiredGatewayService(t *testing.T) {
 	}
 	h := svc.Annotations[annotationGatewayServiceHash]
 	gw.Spec.Infrastructure.Labels = nil
-	if h2 := desiredGatewayService(gw, DefaultGatewayControllerName, nil).Annotations[annotationGatewayServiceHash]; h2 == h || h == "" {
+	if h2 := desiredGatewayService(gw, DefaultGatewayControllerName, nil, nil).Annotations[annotationGatewayServiceHash]; h2 == h || h == "" {
 		t.Errorf("hash %q unchanged (%q) after the labels changed", h, h2)
 	}
 	long := strings.Repeat("a.b", 40)
@@ -310,7 +332,7 @@ func TestGatewayServiceWriter(t *testing.T) {
 	}
 	o := decodeGatewayObjects(t, gatewayBase+serviceGateway)
 	gw := o.in.Gateways[0]
-	want := desiredGatewayService(gw, DefaultGatewayControllerName, nil)
+	want := desiredGatewayService(gw, DefaultGatewayControllerName, nil, nil)
 	name := want.Name
 
 	// Before any decision nothing is deleted.
@@ -333,7 +355,7 @@ func TestGatewayServiceWriter(t *testing.T) {
 	}
 	refresh()
 	gw.Spec.Infrastructure.Labels = map[gwapi.LabelKey]gwapi.LabelValue{"tier": "edge"}
-	want = desiredGatewayService(gw, DefaultGatewayControllerName, nil)
+	want = desiredGatewayService(gw, DefaultGatewayControllerName, nil, nil)
 	w.want(GatewayStatuses{Services: map[string]*corev1.Service{"app/" + name: want}})
 	write(name)
 	svc = get(name)
@@ -347,21 +369,27 @@ func TestGatewayServiceWriter(t *testing.T) {
 		t.Errorf("the load balancer controller's annotation went: %v", svc.Annotations)
 	}
 
-	// A ListenerSet's port is applied, and goes when no longer asked for.
+	// A ListenerSet's port and spec.addresses are applied, and go when
+	// no longer asked for.
 	ls := &gwapi.ListenerSet{Spec: gwapi.ListenerSetSpec{Listeners: []gwapi.ListenerEntry{{Name: "extra", Port: 9090}}}}
 	for _, step := range []struct {
 		sets  []*gwapi.ListenerSet
+		ips   []netip.Addr
 		ports int
 	}{
-		{[]*gwapi.ListenerSet{ls}, 3},
-		{nil, 2},
+		{[]*gwapi.ListenerSet{ls}, []netip.Addr{addr("192.0.2.1")}, 3},
+		{nil, nil, 2},
 	} {
-		want = desiredGatewayService(gw, DefaultGatewayControllerName, step.sets)
+		want = desiredGatewayService(gw, DefaultGatewayControllerName, step.sets, step.ips)
 		w.want(GatewayStatuses{Services: map[string]*corev1.Service{"app/" + name: want}})
 		write(name)
 		svc = get(name)
-		if len(svc.Spec.Ports) != step.ports {
-			t.Errorf("applied ports %v, want %d ports", svc.Spec.Ports, step.ports)
+		var ips []string
+		for _, ip := range step.ips {
+			ips = append(ips, ip.String())
+		}
+		if len(svc.Spec.Ports) != step.ports || !slices.Equal(svc.Spec.ExternalIPs, ips) {
+			t.Errorf("applied ports %v and externalIPs %v, want %d ports and %v", svc.Spec.Ports, svc.Spec.ExternalIPs, step.ports, ips)
 		}
 	}
 
@@ -374,7 +402,7 @@ func TestGatewayServiceWriter(t *testing.T) {
 	// Another install's (another Gateway controller name) is left alone
 	// too, though it carries every mark of a Gateway Service.
 	other := desiredGatewayService(&gwapi.Gateway{ObjectMeta: metav1.ObjectMeta{Namespace: "app", Name: "theirs", UID: "their-uid"}},
-		"example.com/other-nodegress", nil)
+		"example.com/other-nodegress", nil, nil)
 	if _, err := client.CoreV1().Services("app").Create(ctx, other, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -421,6 +449,13 @@ func TestTranslateSkipsGatewayServices(t *testing.T) {
 			}
 		})
 	}
+}
+
+func condMsg(conds []metav1.Condition, typ string) string {
+	if c := meta.FindStatusCondition(conds, typ); c != nil {
+		return c.Message
+	}
+	return ""
 }
 
 // TestGatewayServiceListenerSetPorts checks that the ports of the
