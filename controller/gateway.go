@@ -91,6 +91,9 @@ type GatewayStatuses struct {
 	Services map[string]*corev1.Service
 }
 
+// maxGatewayAddresses is the most addresses a Gateway's status may hold.
+const maxGatewayAddresses = 16
+
 const (
 	kindGateway   = "Gateway"
 	kindHTTPRoute = "HTTPRoute"
@@ -148,8 +151,10 @@ type gatewayTranslator struct {
 	sets   map[string]*listenerSet
 	setsOf map[string][]*listenerSet
 	// serviceWanted are the Gateways that get a Service (address source
-	// "service"), by Gateway key, with their named addresses.
+	// "service"), by Gateway key, with their named addresses; hostnames
+	// the hostnames its load balancer gave each.
 	serviceWanted map[string][]netip.Addr
+	hostnames     map[string][]string
 }
 
 // translateGateways adds the Gateway API's listeners, upstreams and
@@ -177,6 +182,7 @@ func (t *ingressTranslator) translateGateways(in GatewayInput) ([]loader.Service
 		sets:            map[string]*listenerSet{},
 		setsOf:          map[string][]*listenerSet{},
 		serviceWanted:   map[string][]netip.Addr{},
+		hostnames:       map[string][]string{},
 	}
 	for _, ns := range in.Namespaces {
 		g.nsLabels[ns.Name] = ns.Labels
@@ -1230,6 +1236,13 @@ func (g *gatewayTranslator) finishGateway(gw *gwapi.Gateway, key string, addrs [
 	st := gwapi.GatewayStatus{Listeners: []gwapi.ListenerStatus{}}
 	for _, a := range addrs {
 		st.Addresses = append(st.Addresses, gwapi.GatewayStatusAddress{Type: ptr(gwapi.IPAddressType), Value: a.String()})
+	}
+	// A load balancer's hostnames are the Gateway's too, though only the
+	// load balancer can use them (status.addresses holds 16 at most).
+	for _, h := range g.hostnames[key] {
+		if len(st.Addresses) < maxGatewayAddresses {
+			st.Addresses = append(st.Addresses, gwapi.GatewayStatusAddress{Type: ptr(gwapi.HostnameAddressType), Value: h})
+		}
 	}
 	accepted := condition(string(gwapi.GatewayConditionAccepted), true, string(gwapi.GatewayReasonAccepted), "", gen)
 	programmed := condition(string(gwapi.GatewayConditionProgrammed), true, string(gwapi.GatewayReasonProgrammed), "", gen)

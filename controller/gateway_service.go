@@ -13,6 +13,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
 	gwapi "sigs.k8s.io/gateway-api/apis/v1"
 )
 
@@ -23,11 +24,12 @@ import (
 // LoadBalancer (no selector, the listeners' ports, owned by the Gateway),
 // a load balancer controller (MetalLB, a cloud's) assigns that Service its
 // IPs, and every agent serves them as the Gateway's addresses, steered to
-// the proxy like any other. A Gateway with spec.addresses gets its
-// Service too, with them as externalIPs (as Envoy Gateway does), to show
-// the addresses it is reached at. The L4 datapath leaves these Services
-// alone (skipService): they have no endpoints, and serving their
-// addresses as an L4 Service would reject what the Gateway serves.
+// the proxy like any other; hostnames it assigns (AWS's) are reported,
+// not served. A Gateway with spec.addresses gets its Service too, with
+// them as externalIPs (as Envoy Gateway does), to show the addresses it
+// is reached at. The L4 datapath leaves these Services alone
+// (skipService): they have no endpoints, and serving their addresses as
+// an L4 Service would reject what the Gateway serves.
 
 // GatewayAddressSource tells where Gateways without spec.addresses get
 // their addresses.
@@ -215,7 +217,9 @@ func (g *gatewayTranslator) gatewayServices() {
 // serviceAddresses gives a Gateway the load balancer IPs of its Service,
 // and asks for the Service with the Gateway's named addresses as its
 // externalIPs. A problem is returned as the condition to report: no
-// Service yet, or no IP assigned yet.
+// Service yet, no IP assigned yet, or only hostnames, which the datapath
+// cannot steer (they are reported as the Gateway's addresses all the
+// same, g.hostnames).
 func (g *gatewayTranslator) serviceAddresses(gw *gwapi.Gateway, key string, named []netip.Addr) ([]netip.Addr, *metav1.Condition) {
 	notAssigned := func(format string, args ...any) *metav1.Condition {
 		c := condition(string(gwapi.GatewayConditionProgrammed), false, string(gwapi.GatewayReasonAddressNotAssigned),
@@ -228,11 +232,23 @@ func (g *gatewayTranslator) serviceAddresses(gw *gwapi.Gateway, key string, name
 	}
 	svcKey := cur.Namespace + "/" + cur.Name
 	var out []netip.Addr
-	var taken []string
+	var taken, hostnames, badHostnames []string
 	for _, in := range cur.Status.LoadBalancer.Ingress {
+		if in.IP == "" && in.Hostname != "" {
+			// A status address that is no DNS name would have the API
+			// server refuse the whole Gateway status.
+			h := strings.ToLower(in.Hostname)
+			switch {
+			case len(validation.IsDNS1123Subdomain(h)) > 0:
+				badHostnames = append(badHostnames, strconv.Quote(in.Hostname))
+			case !slices.Contains(hostnames, h):
+				hostnames = append(hostnames, h)
+			}
+			continue
+		}
 		ip, err := parseIPv4(in.IP)
 		if err != nil || slices.Contains(out, ip) {
-			continue // hostnames and IPv6: the datapath steers IPv4
+			continue // IPv6: the datapath steers IPv4
 		}
 		if owner := g.taken[ip]; owner != "" {
 			taken = append(taken, fmt.Sprintf("%s (used by gateway %s)", ip, owner))
@@ -240,11 +256,21 @@ func (g *gatewayTranslator) serviceAddresses(gw *gwapi.Gateway, key string, name
 		}
 		out = append(out, ip)
 	}
+	g.hostnames[key] = hostnames
 	if len(out) == 0 {
 		if len(taken) > 0 {
 			c := condition(string(gwapi.GatewayConditionProgrammed), false, string(gwapi.GatewayReasonAddressNotUsable),
 				"the load balancer IPs of service "+svcKey+" are not usable: "+strings.Join(taken, ", "), gw.Generation)
 			return nil, &c
+		}
+		if len(hostnames) > 0 {
+			return nil, notAssigned("the load balancer gave service %s only hostnames (%s), which nodegress cannot serve: "+
+				"it steers IPv4 addresses; use a load balancer that assigns IPv4 addresses, or spec.addresses",
+				svcKey, strings.Join(hostnames, ", "))
+		}
+		if len(badHostnames) > 0 {
+			return nil, notAssigned("the load balancer gave service %s no IPv4 address, and hostnames that are not DNS names: %s",
+				svcKey, strings.Join(badHostnames, ", "))
 		}
 		return nil, notAssigned("waiting for a load balancer controller to assign service %s an IPv4 address", svcKey)
 	}

@@ -43,7 +43,8 @@ spec:
 `
 
 // gatewayLBService is the Service of serviceGateway as the API server
-// holds it after the writer applied it, with the given load balancer IPs.
+// holds it after the writer applied it, with the given load balancer
+// ingress: IPs, and hostnames for what is not an IP.
 func gatewayLBService(ingress ...string) *corev1.Service {
 	return gatewayLBServiceFor("gw", "gw-uid", ingress...)
 }
@@ -54,10 +55,23 @@ func gatewayLBServiceFor(name string, uid types.UID, ingress ...string) *corev1.
 		Spec: gwapi.GatewaySpec{Listeners: []gwapi.Listener{{Name: "http", Port: 80, Protocol: gwapi.HTTPProtocolType}}}}
 	svc := desiredGatewayService(gw, DefaultGatewayControllerName, nil, nil)
 	svc.Spec.ClusterIP = "10.96.0.50"
-	for _, ip := range ingress {
-		svc.Status.LoadBalancer.Ingress = append(svc.Status.LoadBalancer.Ingress, corev1.LoadBalancerIngress{IP: ip})
+	for _, v := range ingress {
+		in := corev1.LoadBalancerIngress{IP: v}
+		if _, err := netip.ParseAddr(v); err != nil {
+			in = corev1.LoadBalancerIngress{Hostname: v}
+		}
+		svc.Status.LoadBalancer.Ingress = append(svc.Status.LoadBalancer.Ingress, in)
 	}
 	return svc
+}
+
+// lbHostnames are n hostnames as a load balancer gives them.
+func lbHostnames(n int) []string {
+	var out []string
+	for i := range n {
+		out = append(out, fmt.Sprintf("lb-%d.elb.example.com", i))
+	}
+	return out
 }
 
 // staticGateway is Gateway app/name with the given spec.addresses.
@@ -81,7 +95,7 @@ func TestGatewayServiceAddresses(t *testing.T) {
 		gw      string // the Gateway checked
 		wantSvc bool   // a Service is wanted for it
 		// Gateway conditions (and a part of Programmed's message) and
-		// addresses.
+		// addresses (a hostname as Hostname:value).
 		accepted, programmed, programmedMsg string
 		addrs                               []string
 		// The wanted Service's externalIPs.
@@ -164,6 +178,50 @@ func TestGatewayServiceAddresses(t *testing.T) {
 			accepted: "True/Accepted", programmed: "True/Programmed", addrs: []string{"192.0.2.1", "198.51.100.7"},
 			externalIPs: []string{"192.0.2.1"}, serves: "198.51.100.7:80",
 		},
+		{
+			name: "load balancer hostname beside an IP: both reported, the IP served", gw: "app/gw", wantSvc: true,
+			svcs:     []*corev1.Service{gatewayLBService("lb-1.elb.example.com", "198.51.100.7")},
+			accepted: "True/Accepted", programmed: "True/Programmed",
+			addrs: []string{"198.51.100.7", "Hostname:lb-1.elb.example.com"}, serves: "198.51.100.7:80",
+		},
+		{
+			name: "load balancer hostname alone: reported, not programmed", gw: "app/gw", wantSvc: true,
+			svcs:     []*corev1.Service{gatewayLBService("lb-1.elb.example.com")},
+			accepted: "True/Accepted", programmed: "False/AddressNotAssigned", programmedMsg: "only hostnames (lb-1.elb.example.com)",
+			addrs: []string{"Hostname:lb-1.elb.example.com"},
+		},
+		{
+			// The API server refuses a status with more.
+			name: "more load balancer hostnames than a status holds: the first 15 beside the IP", gw: "app/gw", wantSvc: true,
+			svcs:     []*corev1.Service{gatewayLBService(append([]string{"198.51.100.7"}, lbHostnames(20)...)...)},
+			accepted: "True/Accepted", programmed: "True/Programmed",
+			addrs: append([]string{"198.51.100.7"}, func() []string {
+				var out []string
+				for _, h := range lbHostnames(15) {
+					out = append(out, "Hostname:"+h)
+				}
+				return out
+			}()...),
+		},
+		{
+			name: "load balancer hostname that is no DNS name: not reported", gw: "app/gw", wantSvc: true,
+			svcs:     []*corev1.Service{gatewayLBService("lb_1.example.com")},
+			accepted: "True/Accepted", programmed: "False/AddressNotAssigned", programmedMsg: `not DNS names: "lb_1.example.com"`,
+		},
+		{
+			name: "load balancer IP another gateway names: not usable", gw: "app/gw", wantSvc: true,
+			extra: `---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: first, namespace: app, creationTimestamp: "2020-01-01T00:00:00Z"}
+spec:
+  gatewayClassName: nodegress
+  addresses: [{value: 198.51.100.7}]
+  listeners: [{name: http, port: 80, protocol: HTTP}]
+`,
+			svcs:     []*corev1.Service{gatewayLBService("198.51.100.7")},
+			accepted: "True/Accepted", programmed: "False/AddressNotUsable",
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -183,7 +241,12 @@ func TestGatewayServiceAddresses(t *testing.T) {
 			}
 			var addrs []string
 			for _, a := range gst.Addresses {
-				addrs = append(addrs, a.Value)
+				switch *a.Type {
+				case gwapi.IPAddressType:
+					addrs = append(addrs, a.Value)
+				default:
+					addrs = append(addrs, string(*a.Type)+":"+a.Value)
+				}
 			}
 			if !slices.Equal(addrs, tt.addrs) {
 				t.Errorf("addresses %v, want %v", addrs, tt.addrs)
