@@ -91,6 +91,9 @@ type GatewayStatuses struct {
 	Services map[string]*corev1.Service
 }
 
+// maxGatewayAddresses is the most addresses a Gateway's status may hold.
+const maxGatewayAddresses = 16
+
 const (
 	kindGateway   = "Gateway"
 	kindHTTPRoute = "HTTPRoute"
@@ -147,6 +150,11 @@ type gatewayTranslator struct {
 	// and setsOf those of each Gateway in precedence order.
 	sets   map[string]*listenerSet
 	setsOf map[string][]*listenerSet
+	// serviceWanted are the Gateways that get a Service (address source
+	// "service"), by Gateway key, with their named addresses; hostnames
+	// the hostnames its load balancer gave each.
+	serviceWanted map[string][]netip.Addr
+	hostnames     map[string][]string
 }
 
 // translateGateways adds the Gateway API's listeners, upstreams and
@@ -173,6 +181,8 @@ func (t *ingressTranslator) translateGateways(in GatewayInput) ([]loader.Service
 		gatewayRefs:     map[string]metav1.Condition{},
 		sets:            map[string]*listenerSet{},
 		setsOf:          map[string][]*listenerSet{},
+		serviceWanted:   map[string][]netip.Addr{},
+		hostnames:       map[string][]string{},
 	}
 	for _, ns := range in.Namespaces {
 		g.nsLabels[ns.Name] = ns.Labels
@@ -204,6 +214,7 @@ func (t *ingressTranslator) translateGateways(in GatewayInput) ([]loader.Service
 		}
 	}
 	g.translateListenerSets(addrs)
+	g.gatewayServices()
 	routes := slices.Clone(in.HTTPRoutes)
 	slices.SortFunc(routes, func(a, b *gwapi.HTTPRoute) int { return compareObjects(&a.ObjectMeta, &b.ObjectMeta) })
 	for _, r := range routes {
@@ -305,6 +316,9 @@ func (g *gatewayTranslator) addresses(gw *gwapi.Gateway, key string) ([]netip.Ad
 					msg = fmt.Sprintf("address %s is outside the pool and the ranges Gateways may use (--gateway-address-ranges)", ip)
 				}
 				c := condition(string(gwapi.GatewayConditionProgrammed), false, string(gwapi.GatewayReasonAddressNotUsable), msg, gw.Generation)
+				if g.gin.AddressSource == GatewayAddressService {
+					g.wantService(gw, key, nil) // kept, with no address of a refused list
+				}
 				return nil, &c
 			}
 			out = append(out, ip)
@@ -315,20 +329,25 @@ func (g *gatewayTranslator) addresses(gw *gwapi.Gateway, key string) ([]netip.Ad
 			g.taken[ip] = key
 		}
 		if !fromPool {
+			if g.gin.AddressSource == GatewayAddressService {
+				// The Service only shows them: they are served whatever
+				// becomes of it.
+				g.wantService(gw, key, out)
+			}
 			return out, nil
 		}
-		more, c := g.assignedAddresses(gw, key)
+		more, c := g.assignedAddresses(gw, key, out)
 		return append(out, more...), c
 	}
-	return g.assignedAddresses(gw, key)
+	return g.assignedAddresses(gw, key, nil)
 }
 
 // assignedAddresses are the addresses of a Gateway that asks for some
-// without naming them: the load balancer IPs of its Service, or one from
-// the pool.
-func (g *gatewayTranslator) assignedAddresses(gw *gwapi.Gateway, key string) ([]netip.Addr, *metav1.Condition) {
+// without naming them (besides the named ones): the load balancer IPs of
+// its Service, or one from the pool.
+func (g *gatewayTranslator) assignedAddresses(gw *gwapi.Gateway, key string, named []netip.Addr) ([]netip.Addr, *metav1.Condition) {
 	if g.gin.AddressSource == GatewayAddressService {
-		return g.serviceAddresses(gw, key)
+		return g.serviceAddresses(gw, key, named)
 	}
 	ip, c := g.poolAddress(gw, key)
 	if c != nil {
@@ -1217,6 +1236,13 @@ func (g *gatewayTranslator) finishGateway(gw *gwapi.Gateway, key string, addrs [
 	st := gwapi.GatewayStatus{Listeners: []gwapi.ListenerStatus{}}
 	for _, a := range addrs {
 		st.Addresses = append(st.Addresses, gwapi.GatewayStatusAddress{Type: ptr(gwapi.IPAddressType), Value: a.String()})
+	}
+	// A load balancer's hostnames are the Gateway's too, though only the
+	// load balancer can use them (status.addresses holds 16 at most).
+	for _, h := range g.hostnames[key] {
+		if len(st.Addresses) < maxGatewayAddresses {
+			st.Addresses = append(st.Addresses, gwapi.GatewayStatusAddress{Type: ptr(gwapi.HostnameAddressType), Value: h})
+		}
 	}
 	accepted := condition(string(gwapi.GatewayConditionAccepted), true, string(gwapi.GatewayReasonAccepted), "", gen)
 	programmed := condition(string(gwapi.GatewayConditionProgrammed), true, string(gwapi.GatewayReasonProgrammed), "", gen)

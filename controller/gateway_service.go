@@ -13,6 +13,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
 	gwapi "sigs.k8s.io/gateway-api/apis/v1"
 )
 
@@ -23,9 +24,12 @@ import (
 // LoadBalancer (no selector, the listeners' ports, owned by the Gateway),
 // a load balancer controller (MetalLB, a cloud's) assigns that Service its
 // IPs, and every agent serves them as the Gateway's addresses, steered to
-// the proxy like any other. The L4 datapath leaves these Services alone
-// (skipService): they have no endpoints, and serving their addresses as an
-// L4 Service would reject what the Gateway serves.
+// the proxy like any other; hostnames it assigns (AWS's) are reported,
+// not served. A Gateway with spec.addresses gets its Service too, with
+// them as externalIPs (as Envoy Gateway does), to show the addresses it
+// is reached at. The L4 datapath leaves these Services alone
+// (skipService): they have no endpoints, and serving their addresses as
+// an L4 Service would reject what the Gateway serves.
 
 // GatewayAddressSource tells where Gateways without spec.addresses get
 // their addresses.
@@ -102,8 +106,11 @@ func isGatewayService(svc *corev1.Service) bool {
 
 // desiredGatewayService is the Service the agents of Gateway controller
 // ctrl want for a Gateway: its spec.infrastructure labels and annotations,
-// the gateway-name label, the listeners' ports, and the hash of all that.
-func desiredGatewayService(gw *gwapi.Gateway, ctrl string) *corev1.Service {
+// the gateway-name label, the ports of its listeners and of the listeners
+// of the ListenerSets attached to it, its spec.addresses as externalIPs
+// (as Envoy Gateway writes them, so that the Service shows them), and the
+// hash of all that.
+func desiredGatewayService(gw *gwapi.Gateway, ctrl string, sets []*gwapi.ListenerSet, externalIPs []netip.Addr) *corev1.Service {
 	labels := map[string]string{}
 	annotations := map[string]string{}
 	if inf := gw.Spec.Infrastructure; inf != nil {
@@ -122,22 +129,18 @@ func desiredGatewayService(gw *gwapi.Gateway, ctrl string) *corev1.Service {
 	// the Gateway's connections to the address (no endpoints) before the
 	// steering hands them to the proxy.
 	labels[labelServiceProxyName] = managedByNodegress
-	var ports []corev1.ServicePort
-	for _, l := range gw.Spec.Listeners {
-		p := int32(l.Port)
-		if !slices.ContainsFunc(ports, func(sp corev1.ServicePort) bool { return sp.Port == p }) {
-			ports = append(ports, corev1.ServicePort{Name: "tcp-" + strconv.Itoa(int(p)), Protocol: corev1.ProtocolTCP, Port: p})
-		}
+	var ips []string
+	for _, ip := range externalIPs {
+		ips = append(ips, ip.String())
 	}
-	slices.SortFunc(ports, func(a, b corev1.ServicePort) int { return cmp.Compare(a.Port, b.Port) })
 	svc := &corev1.Service{
 		ObjectMeta: metav1.ObjectMeta{
 			Namespace: gw.Namespace, Name: gatewayServiceName(gw.Name), Labels: labels, Annotations: annotations,
 			OwnerReferences: []metav1.OwnerReference{{APIVersion: gatewayAPIVersion, Kind: kindGateway,
 				Name: gw.Name, UID: gw.UID, Controller: ptr(true)}},
 		},
-		Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeLoadBalancer, Ports: ports,
-			AllocateLoadBalancerNodePorts: ptr(false)},
+		Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeLoadBalancer, Ports: gatewayServicePorts(gw, sets),
+			ExternalIPs: ips, AllocateLoadBalancerNodePorts: ptr(false)},
 	}
 	b, _ := json.Marshal(svc)
 	h := fnv.New64a()
@@ -146,35 +149,106 @@ func desiredGatewayService(gw *gwapi.Gateway, ctrl string) *corev1.Service {
 	return svc
 }
 
+// gatewayServicePorts are the ports of a Gateway's Service: one per port
+// and protocol among its listeners and those of the ListenerSets attached
+// to it, sorted. Every listener protocol nodegress serves (HTTP, HTTPS,
+// TLS) is TCP. A port's name follows from its number and protocol alone,
+// so that a set coming or going leaves the other ports as they were.
+func gatewayServicePorts(gw *gwapi.Gateway, sets []*gwapi.ListenerSet) []corev1.ServicePort {
+	var ports []corev1.ServicePort
+	add := func(port gwapi.PortNumber) {
+		p := corev1.ServicePort{Protocol: corev1.ProtocolTCP, Port: int32(port)}
+		if !slices.ContainsFunc(ports, func(sp corev1.ServicePort) bool { return sp.Port == p.Port && sp.Protocol == p.Protocol }) {
+			p.Name = strings.ToLower(string(p.Protocol)) + "-" + strconv.Itoa(int(p.Port))
+			ports = append(ports, p)
+		}
+	}
+	for _, l := range gw.Spec.Listeners {
+		add(l.Port)
+	}
+	for _, s := range sets {
+		for _, l := range s.Spec.Listeners {
+			add(l.Port)
+		}
+	}
+	slices.SortFunc(ports, func(a, b corev1.ServicePort) int {
+		return cmp.Or(cmp.Compare(a.Port, b.Port), strings.Compare(string(a.Protocol), string(b.Protocol)))
+	})
+	return ports
+}
+
+// wantService asks for a Gateway's Service, with its usable spec.addresses
+// as externalIPs, unless a Service of that name is someone else's; it
+// returns the Service in the cache, or the problem with its name.
+func (g *gatewayTranslator) wantService(gw *gwapi.Gateway, key string, externalIPs []netip.Addr) (*corev1.Service, string) {
+	svcKey := gw.Namespace + "/" + gatewayServiceName(gw.Name)
+	cur, _ := g.service(svcKey)
+	if cur != nil && cur.Labels[labelManagedBy] != managedByNodegress {
+		return nil, fmt.Sprintf("service %s exists and is not nodegress's; rename or delete it", svcKey)
+	}
+	if cur != nil && isGatewayService(cur) && !madeBy(cur, g.ctrl) {
+		return nil, fmt.Sprintf("service %s was made by the agents of Gateway controller %q; rename or delete it",
+			svcKey, cur.Annotations[annotationGatewayController])
+	}
+	// The Service itself is decided once the ListenerSets are known
+	// (gatewayServices): their ports are its ports too.
+	g.serviceWanted[key] = externalIPs
+	if cur == nil || !ownedBy(cur, gw) {
+		return nil, fmt.Sprintf("waiting for service %s to be created", svcKey)
+	}
+	return cur, ""
+}
+
+// gatewayServices decides the Services wanted by wantService.
+func (g *gatewayTranslator) gatewayServices() {
+	for key, ips := range g.serviceWanted {
+		gw := g.gateways[key]
+		var sets []*gwapi.ListenerSet
+		for _, s := range g.setsOf[key] {
+			if s.allowed {
+				sets = append(sets, s.set)
+			}
+		}
+		svc := desiredGatewayService(gw, g.ctrl, sets, ips)
+		g.status.Services[svc.Namespace+"/"+svc.Name] = svc
+	}
+}
+
 // serviceAddresses gives a Gateway the load balancer IPs of its Service,
-// and asks for the Service. A problem is returned as the condition to
-// report: no Service yet, or no IP assigned yet.
-func (g *gatewayTranslator) serviceAddresses(gw *gwapi.Gateway, key string) ([]netip.Addr, *metav1.Condition) {
-	want := desiredGatewayService(gw, g.ctrl)
-	svcKey := want.Namespace + "/" + want.Name
+// and asks for the Service with the Gateway's named addresses as its
+// externalIPs. A problem is returned as the condition to report: no
+// Service yet, no IP assigned yet, or only hostnames, which the datapath
+// cannot steer (they are reported as the Gateway's addresses all the
+// same, g.hostnames).
+func (g *gatewayTranslator) serviceAddresses(gw *gwapi.Gateway, key string, named []netip.Addr) ([]netip.Addr, *metav1.Condition) {
 	notAssigned := func(format string, args ...any) *metav1.Condition {
 		c := condition(string(gwapi.GatewayConditionProgrammed), false, string(gwapi.GatewayReasonAddressNotAssigned),
 			fmt.Sprintf(format, args...), gw.Generation)
 		return &c
 	}
-	cur, _ := g.service(svcKey)
-	if cur != nil && cur.Labels[labelManagedBy] != managedByNodegress {
-		return nil, notAssigned("service %s exists and is not nodegress's; rename or delete it", svcKey)
+	cur, problem := g.wantService(gw, key, named)
+	if cur == nil {
+		return nil, notAssigned("%s", problem)
 	}
-	if cur != nil && isGatewayService(cur) && !madeBy(cur, g.ctrl) {
-		return nil, notAssigned("service %s was made by the agents of Gateway controller %q; rename or delete it",
-			svcKey, cur.Annotations[annotationGatewayController])
-	}
-	g.status.Services[svcKey] = want
-	if cur == nil || !ownedBy(cur, gw) {
-		return nil, notAssigned("waiting for service %s to be created", svcKey)
-	}
+	svcKey := cur.Namespace + "/" + cur.Name
 	var out []netip.Addr
-	var taken []string
+	var taken, hostnames, badHostnames []string
 	for _, in := range cur.Status.LoadBalancer.Ingress {
+		if in.IP == "" && in.Hostname != "" {
+			// A status address that is no DNS name would have the API
+			// server refuse the whole Gateway status.
+			h := strings.ToLower(in.Hostname)
+			switch {
+			case len(validation.IsDNS1123Subdomain(h)) > 0:
+				badHostnames = append(badHostnames, strconv.Quote(in.Hostname))
+			case !slices.Contains(hostnames, h):
+				hostnames = append(hostnames, h)
+			}
+			continue
+		}
 		ip, err := parseIPv4(in.IP)
 		if err != nil || slices.Contains(out, ip) {
-			continue // hostnames and IPv6: the datapath steers IPv4
+			continue // IPv6: the datapath steers IPv4
 		}
 		if owner := g.taken[ip]; owner != "" {
 			taken = append(taken, fmt.Sprintf("%s (used by gateway %s)", ip, owner))
@@ -182,11 +256,21 @@ func (g *gatewayTranslator) serviceAddresses(gw *gwapi.Gateway, key string) ([]n
 		}
 		out = append(out, ip)
 	}
+	g.hostnames[key] = hostnames
 	if len(out) == 0 {
 		if len(taken) > 0 {
 			c := condition(string(gwapi.GatewayConditionProgrammed), false, string(gwapi.GatewayReasonAddressNotUsable),
 				"the load balancer IPs of service "+svcKey+" are not usable: "+strings.Join(taken, ", "), gw.Generation)
 			return nil, &c
+		}
+		if len(hostnames) > 0 {
+			return nil, notAssigned("the load balancer gave service %s only hostnames (%s), which nodegress cannot serve: "+
+				"it steers IPv4 addresses; use a load balancer that assigns IPv4 addresses, or spec.addresses",
+				svcKey, strings.Join(hostnames, ", "))
+		}
+		if len(badHostnames) > 0 {
+			return nil, notAssigned("the load balancer gave service %s no IPv4 address, and hostnames that are not DNS names: %s",
+				svcKey, strings.Join(badHostnames, ", "))
 		}
 		return nil, notAssigned("waiting for a load balancer controller to assign service %s an IPv4 address", svcKey)
 	}

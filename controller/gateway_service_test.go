@@ -2,6 +2,7 @@ package controller
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/netip"
@@ -11,7 +12,9 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes/fake"
 	corelisters "k8s.io/client-go/listers/core/v1"
@@ -40,16 +43,48 @@ spec:
 `
 
 // gatewayLBService is the Service of serviceGateway as the API server
-// holds it after the writer applied it, with the given load balancer IPs.
-func gatewayLBService(ips ...string) *corev1.Service {
-	gw := &gwapi.Gateway{ObjectMeta: metav1.ObjectMeta{Namespace: "app", Name: "gw", UID: "gw-uid"},
+// holds it after the writer applied it, with the given load balancer
+// ingress: IPs, and hostnames for what is not an IP.
+func gatewayLBService(ingress ...string) *corev1.Service {
+	return gatewayLBServiceFor("gw", "gw-uid", ingress...)
+}
+
+// gatewayLBServiceFor is gatewayLBService for Gateway app/name.
+func gatewayLBServiceFor(name string, uid types.UID, ingress ...string) *corev1.Service {
+	gw := &gwapi.Gateway{ObjectMeta: metav1.ObjectMeta{Namespace: "app", Name: name, UID: uid},
 		Spec: gwapi.GatewaySpec{Listeners: []gwapi.Listener{{Name: "http", Port: 80, Protocol: gwapi.HTTPProtocolType}}}}
-	svc := desiredGatewayService(gw, DefaultGatewayControllerName)
+	svc := desiredGatewayService(gw, DefaultGatewayControllerName, nil, nil)
 	svc.Spec.ClusterIP = "10.96.0.50"
-	for _, ip := range ips {
-		svc.Status.LoadBalancer.Ingress = append(svc.Status.LoadBalancer.Ingress, corev1.LoadBalancerIngress{IP: ip})
+	for _, v := range ingress {
+		in := corev1.LoadBalancerIngress{IP: v}
+		if _, err := netip.ParseAddr(v); err != nil {
+			in = corev1.LoadBalancerIngress{Hostname: v}
+		}
+		svc.Status.LoadBalancer.Ingress = append(svc.Status.LoadBalancer.Ingress, in)
 	}
 	return svc
+}
+
+// lbHostnames are n hostnames as a load balancer gives them.
+func lbHostnames(n int) []string {
+	var out []string
+	for i := range n {
+		out = append(out, fmt.Sprintf("lb-%d.elb.example.com", i))
+	}
+	return out
+}
+
+// staticGateway is Gateway app/name with the given spec.addresses.
+func staticGateway(name, addresses string) string {
+	return fmt.Sprintf(`---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: %s, namespace: app}
+spec:
+  gatewayClassName: nodegress
+  addresses: %s
+  listeners: [{name: http, port: 80, protocol: HTTP}]
+`, name, addresses)
 }
 
 func TestGatewayServiceAddresses(t *testing.T) {
@@ -59,9 +94,12 @@ func TestGatewayServiceAddresses(t *testing.T) {
 		svcs    []*corev1.Service
 		gw      string // the Gateway checked
 		wantSvc bool   // a Service is wanted for it
-		// Gateway conditions and addresses.
-		accepted, programmed string
-		addrs                []string
+		// Gateway conditions (and a part of Programmed's message) and
+		// addresses (a hostname as Hostname:value).
+		accepted, programmed, programmedMsg string
+		addrs                               []string
+		// The wanted Service's externalIPs.
+		externalIPs []string
 		// frontend served, and one that must not be.
 		serves, notServes string
 	}{
@@ -108,17 +146,67 @@ func TestGatewayServiceAddresses(t *testing.T) {
 			accepted: "True/Accepted", programmed: "False/AddressNotAssigned", notServes: "198.51.100.7:80",
 		},
 		{
-			name: "spec.addresses: served without a service", gw: "app/static",
-			extra: `---
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: static, namespace: app}
-spec:
-  gatewayClassName: nodegress
-  addresses: [{value: 192.0.2.1}]
-  listeners: [{name: http, port: 80, protocol: HTTP}]
-`,
-			accepted: "True/Accepted", programmed: "True/Programmed", addrs: []string{"192.0.2.1"}, serves: "192.0.2.1:80",
+			name: "spec.addresses: served, and written on the service as externalIPs", gw: "app/static", wantSvc: true,
+			extra: staticGateway("static", "[{value: 192.0.2.1}]"),
+			// The load balancer's IP of a Gateway that names its
+			// addresses is not the Gateway's.
+			svcs:     []*corev1.Service{gatewayLBServiceFor("static", "", "198.51.100.9")},
+			accepted: "True/Accepted", programmed: "True/Programmed", addrs: []string{"192.0.2.1"},
+			externalIPs: []string{"192.0.2.1"}, serves: "192.0.2.1:80", notServes: "198.51.100.9:80",
+		},
+		{
+			name: "spec.addresses with an IPv6 one: not usable, none written", gw: "app/static", wantSvc: true,
+			extra:    staticGateway("static", `[{value: 192.0.2.1}, {value: "2001:db8::1"}]`),
+			accepted: "True/Accepted", programmed: "False/AddressNotUsable", programmedMsg: `"2001:db8::1" is not a usable IPv4`,
+			notServes: "192.0.2.1:80",
+		},
+		{
+			name: "spec.addresses with one that is not an IP: not usable, none written", gw: "app/static", wantSvc: true,
+			extra:    staticGateway("static", `[{value: 192.0.2.1}, {value: "192.0.2.300"}]`),
+			accepted: "True/Accepted", programmed: "False/AddressNotUsable", programmedMsg: `"192.0.2.300" is not a usable IPv4`,
+			notServes: "192.0.2.1:80",
+		},
+		{
+			name: "spec.addresses of another type: not accepted, no service", gw: "app/static",
+			extra:    staticGateway("static", "[{type: Hostname, value: gw.example.com}]"),
+			accepted: "False/UnsupportedAddress", programmed: "False/Invalid",
+		},
+		{
+			name: "named and assigned: the named one written, both served", gw: "app/mixed", wantSvc: true,
+			extra:    staticGateway("mixed", `[{value: 192.0.2.1}, {type: IPAddress, value: ""}]`),
+			svcs:     []*corev1.Service{gatewayLBServiceFor("mixed", "", "198.51.100.7")},
+			accepted: "True/Accepted", programmed: "True/Programmed", addrs: []string{"192.0.2.1", "198.51.100.7"},
+			externalIPs: []string{"192.0.2.1"}, serves: "198.51.100.7:80",
+		},
+		{
+			name: "load balancer hostname beside an IP: both reported, the IP served", gw: "app/gw", wantSvc: true,
+			svcs:     []*corev1.Service{gatewayLBService("lb-1.elb.example.com", "198.51.100.7")},
+			accepted: "True/Accepted", programmed: "True/Programmed",
+			addrs: []string{"198.51.100.7", "Hostname:lb-1.elb.example.com"}, serves: "198.51.100.7:80",
+		},
+		{
+			name: "load balancer hostname alone: reported, not programmed", gw: "app/gw", wantSvc: true,
+			svcs:     []*corev1.Service{gatewayLBService("lb-1.elb.example.com")},
+			accepted: "True/Accepted", programmed: "False/AddressNotAssigned", programmedMsg: "only hostnames (lb-1.elb.example.com)",
+			addrs: []string{"Hostname:lb-1.elb.example.com"},
+		},
+		{
+			// The API server refuses a status with more.
+			name: "more load balancer hostnames than a status holds: the first 15 beside the IP", gw: "app/gw", wantSvc: true,
+			svcs:     []*corev1.Service{gatewayLBService(append([]string{"198.51.100.7"}, lbHostnames(20)...)...)},
+			accepted: "True/Accepted", programmed: "True/Programmed",
+			addrs: append([]string{"198.51.100.7"}, func() []string {
+				var out []string
+				for _, h := range lbHostnames(15) {
+					out = append(out, "Hostname:"+h)
+				}
+				return out
+			}()...),
+		},
+		{
+			name: "load balancer hostname that is no DNS name: not reported", gw: "app/gw", wantSvc: true,
+			svcs:     []*corev1.Service{gatewayLBService("lb_1.example.com")},
+			accepted: "True/Accepted", programmed: "False/AddressNotAssigned", programmedMsg: `not DNS names: "lb_1.example.com"`,
 		},
 		{
 			name: "load balancer IP another gateway names: not usable", gw: "app/gw", wantSvc: true,
@@ -148,9 +236,17 @@ spec:
 			if got := condOf(gst.Conditions, "Programmed"); got != tt.programmed {
 				t.Errorf("Programmed %s, want %s", got, tt.programmed)
 			}
+			if !strings.Contains(condMsg(gst.Conditions, "Programmed"), tt.programmedMsg) {
+				t.Errorf("Programmed message %q, want it to say %q", condMsg(gst.Conditions, "Programmed"), tt.programmedMsg)
+			}
 			var addrs []string
 			for _, a := range gst.Addresses {
-				addrs = append(addrs, a.Value)
+				switch *a.Type {
+				case gwapi.IPAddressType:
+					addrs = append(addrs, a.Value)
+				default:
+					addrs = append(addrs, string(*a.Type)+":"+a.Value)
+				}
 			}
 			if !slices.Equal(addrs, tt.addrs) {
 				t.Errorf("addresses %v, want %v", addrs, tt.addrs)
@@ -163,9 +259,12 @@ spec:
 				t.Errorf("%s served", tt.notServes)
 			}
 			ns, name, _ := strings.Cut(tt.gw, "/")
-			_, wanted := st.Services[ns+"/"+gatewayServiceName(name)]
+			svc, wanted := st.Services[ns+"/"+gatewayServiceName(name)]
 			if wanted != tt.wantSvc {
 				t.Errorf("service wanted: %v, want %v (services %v)", wanted, tt.wantSvc, st.Services)
+			}
+			if wanted && !slices.Equal(svc.Spec.ExternalIPs, tt.externalIPs) {
+				t.Errorf("externalIPs %v, want %v", svc.Spec.ExternalIPs, tt.externalIPs)
 			}
 		})
 	}
@@ -187,7 +286,7 @@ func servedFrontends(fes []loader.Service) map[string]bool {
 func TestDesiredGatewayService(t *testing.T) {
 	o := decodeGatewayObjects(t, gatewayBase+serviceGateway)
 	gw := o.in.Gateways[0]
-	svc := desiredGatewayService(gw, DefaultGatewayControllerName)
+	svc := desiredGatewayService(gw, DefaultGatewayControllerName, nil, nil)
 	if svc.Namespace != "app" || svc.Name != "nodegress-gateway-gw" {
 		t.Errorf("service %s/%s", svc.Namespace, svc.Name)
 	}
@@ -213,7 +312,7 @@ func TestDesiredGatewayService(t *testing.T) {
 	}
 	h := svc.Annotations[annotationGatewayServiceHash]
 	gw.Spec.Infrastructure.Labels = nil
-	if h2 := desiredGatewayService(gw, DefaultGatewayControllerName).Annotations[annotationGatewayServiceHash]; h2 == h || h == "" {
+	if h2 := desiredGatewayService(gw, DefaultGatewayControllerName, nil, nil).Annotations[annotationGatewayServiceHash]; h2 == h || h == "" {
 		t.Errorf("hash %q unchanged (%q) after the labels changed", h, h2)
 	}
 	long := strings.Repeat("a.b", 40)
@@ -296,7 +395,7 @@ func TestGatewayServiceWriter(t *testing.T) {
 	}
 	o := decodeGatewayObjects(t, gatewayBase+serviceGateway)
 	gw := o.in.Gateways[0]
-	want := desiredGatewayService(gw, DefaultGatewayControllerName)
+	want := desiredGatewayService(gw, DefaultGatewayControllerName, nil, nil)
 	name := want.Name
 
 	// Before any decision nothing is deleted.
@@ -319,7 +418,7 @@ func TestGatewayServiceWriter(t *testing.T) {
 	}
 	refresh()
 	gw.Spec.Infrastructure.Labels = map[gwapi.LabelKey]gwapi.LabelValue{"tier": "edge"}
-	want = desiredGatewayService(gw, DefaultGatewayControllerName)
+	want = desiredGatewayService(gw, DefaultGatewayControllerName, nil, nil)
 	w.want(GatewayStatuses{Services: map[string]*corev1.Service{"app/" + name: want}})
 	write(name)
 	svc = get(name)
@@ -333,6 +432,30 @@ func TestGatewayServiceWriter(t *testing.T) {
 		t.Errorf("the load balancer controller's annotation went: %v", svc.Annotations)
 	}
 
+	// A ListenerSet's port and spec.addresses are applied, and go when
+	// no longer asked for.
+	ls := &gwapi.ListenerSet{Spec: gwapi.ListenerSetSpec{Listeners: []gwapi.ListenerEntry{{Name: "extra", Port: 9090}}}}
+	for _, step := range []struct {
+		sets  []*gwapi.ListenerSet
+		ips   []netip.Addr
+		ports int
+	}{
+		{[]*gwapi.ListenerSet{ls}, []netip.Addr{addr("192.0.2.1")}, 3},
+		{nil, nil, 2},
+	} {
+		want = desiredGatewayService(gw, DefaultGatewayControllerName, step.sets, step.ips)
+		w.want(GatewayStatuses{Services: map[string]*corev1.Service{"app/" + name: want}})
+		write(name)
+		svc = get(name)
+		var ips []string
+		for _, ip := range step.ips {
+			ips = append(ips, ip.String())
+		}
+		if len(svc.Spec.Ports) != step.ports || !slices.Equal(svc.Spec.ExternalIPs, ips) {
+			t.Errorf("applied ports %v and externalIPs %v, want %d ports and %v", svc.Spec.Ports, svc.Spec.ExternalIPs, step.ports, ips)
+		}
+	}
+
 	// Someone else's Service of another name is never deleted.
 	foreign := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "app", Name: "nodegress-gateway-x"},
 		Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeLoadBalancer, Ports: []corev1.ServicePort{{Port: 80}}}}
@@ -342,7 +465,7 @@ func TestGatewayServiceWriter(t *testing.T) {
 	// Another install's (another Gateway controller name) is left alone
 	// too, though it carries every mark of a Gateway Service.
 	other := desiredGatewayService(&gwapi.Gateway{ObjectMeta: metav1.ObjectMeta{Namespace: "app", Name: "theirs", UID: "their-uid"}},
-		"example.com/other-nodegress")
+		"example.com/other-nodegress", nil, nil)
 	if _, err := client.CoreV1().Services("app").Create(ctx, other, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -386,6 +509,95 @@ func TestTranslateSkipsGatewayServices(t *testing.T) {
 			}
 			if got := servedFrontends(out)["198.51.100.7:80"]; got != tt.want {
 				t.Errorf("load balancer IP served by L4: %v, want %v (%v)", got, tt.want, out)
+			}
+		})
+	}
+}
+
+func condMsg(conds []metav1.Condition, typ string) string {
+	if c := meta.FindStatusCondition(conds, typ); c != nil {
+		return c.Message
+	}
+	return ""
+}
+
+// TestGatewayServiceListenerSetPorts checks that the ports of the
+// ListenerSets attached to a Gateway are its Service's too, each port once
+// whoever declares it, with names that do not move, and that a set whose
+// ports come or go changes the hash the writer re-applies on.
+func TestGatewayServiceListenerSetPorts(t *testing.T) {
+	gateway := `---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: app, uid: gw-uid}
+spec:
+  gatewayClassName: nodegress
+  allowedListeners: {namespaces: {from: Same}}
+  listeners:
+  - {name: http, port: 80, protocol: HTTP}
+  - {name: alt, port: 8080, protocol: HTTP}
+` + staticGateway("another", "[{value: 192.0.2.5}]")
+	set := func(ns, name, parent, listeners string) string {
+		return listenerSetYAML(name, ns, parent, "2026-01-01T00:00:00Z", listeners)
+	}
+	basePorts := []string{"tcp-80/80", "tcp-8080/8080"}
+	tests := []struct {
+		name  string
+		sets  string
+		ports []string // name/port, all TCP
+	}{
+		{name: "no set: the gateway's listeners", ports: basePorts},
+		{
+			name:  "an attached set adds its ports, the one it shares with the gateway once",
+			sets:  set("app", "a", "gw", "[{name: a, port: 80, protocol: HTTP, hostname: a.example.com}, {name: b, port: 9090, protocol: HTTP}]"),
+			ports: []string{"tcp-80/80", "tcp-8080/8080", "tcp-9090/9090"},
+		},
+		{
+			name: "two sets with one port: once",
+			sets: set("app", "a", "gw", "[{name: a, port: 9090, protocol: HTTP}]") +
+				set("app", "b", "gw", "[{name: b, port: 9090, protocol: HTTP, hostname: b.example.com}, {name: c, port: 9443, protocol: TLS, tls: {mode: Passthrough}}]"),
+			ports: []string{"tcp-80/80", "tcp-8080/8080", "tcp-9090/9090", "tcp-9443/9443"},
+		},
+		{
+			name:  "a set the gateway's allowedListeners refuses adds none",
+			sets:  set("other", "a", "gw", "[{name: a, port: 7070, protocol: HTTP}]"),
+			ports: basePorts,
+		},
+		{
+			name:  "a set of another gateway adds none",
+			sets:  set("app", "a", "another", "[{name: a, port: 7070, protocol: HTTP}]"),
+			ports: basePorts,
+		},
+	}
+	hashOf := func(t *testing.T, docs string) (string, []string) {
+		t.Helper()
+		o := decodeGatewayObjects(t, gatewayBase+gateway+docs)
+		o.in.AddressSource = GatewayAddressService
+		_, _, st, _ := o.translate()
+		svc := st.Services["app/"+gatewayServiceName("gw")]
+		if svc == nil {
+			t.Fatalf("no service wanted: %v", st.Services)
+		}
+		var ports []string
+		for _, p := range svc.Spec.Ports {
+			if p.Protocol != corev1.ProtocolTCP {
+				t.Errorf("port %+v is not TCP", p)
+			}
+			ports = append(ports, fmt.Sprintf("%s/%d", p.Name, p.Port))
+		}
+		return svc.Annotations[annotationGatewayServiceHash], ports
+	}
+	baseHash, _ := hashOf(t, "")
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h, ports := hashOf(t, tt.sets)
+			if !slices.Equal(ports, tt.ports) {
+				t.Errorf("ports %v, want %v", ports, tt.ports)
+			}
+			// The set removed is the base again: the hash must tell them
+			// apart exactly when the ports differ.
+			if changed := h != baseHash; changed != !slices.Equal(ports, basePorts) {
+				t.Errorf("hash changed: %v, ports %v against %v", changed, ports, basePorts)
 			}
 		})
 	}

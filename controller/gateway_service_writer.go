@@ -105,6 +105,9 @@ func gatewayServiceApply(want *corev1.Service) *corev1ac.ServiceApplyConfigurati
 	if want.Spec.AllocateLoadBalancerNodePorts != nil {
 		spec.WithAllocateLoadBalancerNodePorts(*want.Spec.AllocateLoadBalancerNodePorts)
 	}
+	if len(want.Spec.ExternalIPs) > 0 {
+		spec.WithExternalIPs(want.Spec.ExternalIPs...)
+	}
 	for _, p := range want.Spec.Ports {
 		spec.WithPorts(corev1ac.ServicePort().WithName(p.Name).WithProtocol(p.Protocol).WithPort(p.Port))
 	}

@@ -1432,14 +1432,10 @@ spec:
 	}
 }
 
-// TestTranslateListenerSets checks allowedListeners (Same; None by
-// default), precedence (the Gateway's listeners, then older sets) with
-// only the later listener of a conflict refused, the sets' statuses,
-// attachment by a parentRef of kind ListenerSet (and not by the
-// Gateway's), and the sets' listeners served on the Gateway's address.
-func TestTranslateListenerSets(t *testing.T) {
-	set := func(name, ns, parent, created, listeners string) string {
-		return fmt.Sprintf(`---
+// listenerSetYAML is ListenerSet ns/name (generation 2, created at
+// created) attached to Gateway app/parent, with the listeners given.
+func listenerSetYAML(name, ns, parent, created, listeners string) string {
+	return fmt.Sprintf(`---
 apiVersion: gateway.networking.k8s.io/v1
 kind: ListenerSet
 metadata: {name: %s, namespace: %s, generation: 2, creationTimestamp: "%s"}
@@ -1447,7 +1443,15 @@ spec:
   parentRef: {name: %s, namespace: app}
   listeners: %s
 `, name, ns, created, parent, listeners)
-	}
+}
+
+// TestTranslateListenerSets checks allowedListeners (Same; None by
+// default), precedence (the Gateway's listeners, then older sets) with
+// only the later listener of a conflict refused, the sets' statuses,
+// attachment by a parentRef of kind ListenerSet (and not by the
+// Gateway's), and the sets' listeners served on the Gateway's address.
+func TestTranslateListenerSets(t *testing.T) {
+	set := listenerSetYAML
 	o := decodeGatewayObjects(t, gatewayBase+`---
 apiVersion: gateway.networking.k8s.io/v1
 kind: Gateway

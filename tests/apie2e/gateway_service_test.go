@@ -5,12 +5,14 @@ import (
 	"fmt"
 	"net/netip"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	gwapi "sigs.k8s.io/gateway-api/apis/v1"
 	gwclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
 
@@ -22,6 +24,10 @@ import (
 // via node1 (netns.ServiceNet).
 var gatewayLBIP = netip.MustParseAddr("10.96.60.7")
 
+// gatewayNamedIP is the address the test then names in the Gateway's
+// spec.addresses, routed like gatewayLBIP.
+var gatewayNamedIP = netip.MustParseAddr("10.96.60.8")
+
 // TestGatewayServiceAddress runs two agents with --gateway-address-source
 // service and the RBAC of manifests/gateway-api/service-addresses.yaml:
 // the elected agent creates the Gateway's LoadBalancer Service (owned by
@@ -29,9 +35,12 @@ var gatewayLBIP = netip.MustParseAddr("10.96.60.7")
 // listener's port, no selector) and the Gateway waits for an address
 // (Programmed False AddressNotAssigned, nothing served). Once the test
 // writes the Service's load balancer IP, the Gateway reports it and a
-// route answers there through the datapath; deleting the Gateway deletes
-// the Service (there is no garbage collector in this control plane: the
-// agent does it).
+// route answers there through the datapath. A ListenerSet attached to
+// the Gateway adds its port to the Service, and its deletion removes it;
+// an address named in spec.addresses becomes the Service's externalIPs and
+// the Gateway's only address, served in place of the load balancer IP.
+// Deleting the Gateway deletes the Service (there is no garbage collector
+// in this control plane: the agent does it).
 func TestGatewayServiceAddress(t *testing.T) {
 	c := newAPICluster(t, 1, 1)
 	if err := harness.InstallGatewayAPI(c.cp.Kubectl); err != nil {
@@ -145,6 +154,76 @@ func TestGatewayServiceAddress(t *testing.T) {
 	}
 	for _, e := range events.Items {
 		t.Errorf("event on the gateway's service: %s %s: %s", e.Type, e.Reason, e.Message)
+	}
+
+	patchGateway := func(patch string) {
+		t.Helper()
+		if _, err := gw.GatewayV1().Gateways(appNS).Patch(c.ctx, "gw", types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	servicePorts := func(want ...int32) error {
+		svc, err := services.Get(c.ctx, svcName, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		var got []int32
+		for _, p := range svc.Spec.Ports {
+			got = append(got, p.Port)
+		}
+		if !slices.Equal(got, want) {
+			return fmt.Errorf("service ports %v, want %v", got, want)
+		}
+		return nil
+	}
+	// A ListenerSet's port is the Service's too, until the set goes.
+	patchGateway(`{"spec":{"allowedListeners":{"namespaces":{"from":"Same"}}}}`)
+	set := &gwapi.ListenerSet{ObjectMeta: metav1.ObjectMeta{Namespace: appNS, Name: "extra"},
+		Spec: gwapi.ListenerSetSpec{ParentRef: gwapi.ParentGatewayReference{Name: "gw"},
+			Listeners: []gwapi.ListenerEntry{{Name: "alt", Port: 8080, Protocol: gwapi.HTTPProtocolType}}}}
+	if _, err := gw.GatewayV1().ListenerSets(appNS).Create(c.ctx, set, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := harness.Eventually(statusWithin, 100*time.Millisecond, func() error { return servicePorts(80, 8080) }); err != nil {
+		t.Errorf("with a ListenerSet: %v", err)
+	}
+	if err := gw.GatewayV1().ListenerSets(appNS).Delete(c.ctx, set.Name, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := harness.Eventually(statusWithin, 100*time.Millisecond, func() error { return servicePorts(80) }); err != nil {
+		t.Errorf("after deleting the ListenerSet: %v", err)
+	}
+
+	// A named address: the Service's externalIPs, the Gateway's address,
+	// served; the load balancer IP no longer is.
+	patchGateway(fmt.Sprintf(`{"spec":{"addresses":[{"type":"IPAddress","value":%q}]}}`, gatewayNamedIP))
+	named := harness.NewL7Client(c.client(), gatewayNamedIP, harness.L7Options{})
+	err = harness.Eventually(statusWithin, 100*time.Millisecond, func() error {
+		svc, err := services.Get(c.ctx, svcName, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		if !slices.Equal(svc.Spec.ExternalIPs, []string{gatewayNamedIP.String()}) {
+			return fmt.Errorf("service externalIPs %v", svc.Spec.ExternalIPs)
+		}
+		got, addrs, err := programmed()
+		if err != nil {
+			return err
+		}
+		if got != "True/Programmed" || len(addrs) != 1 || addrs[0].Value != gatewayNamedIP.String() {
+			return fmt.Errorf("gateway Programmed %s, addresses %v", got, addrs)
+		}
+		if r, err := named.Get(c.ctx, "http://web.test/"); err != nil || r.StatusCode != 200 {
+			return fmt.Errorf("web.test at %s: %v %v", gatewayNamedIP, r, err)
+		}
+		cl.CloseIdle() // a kept-alive connection outlives the address
+		if r, err := cl.Get(c.ctx, "http://web.test/"); err == nil {
+			return fmt.Errorf("the load balancer IP still answers: %s", r)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Errorf("with spec.addresses: %v", err)
 	}
 
 	if err := gw.GatewayV1().Gateways(appNS).Delete(c.ctx, "gw", metav1.DeleteOptions{}); err != nil {
