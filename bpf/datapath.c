@@ -387,7 +387,7 @@ int tc_egress(struct __sk_buff *skb)
 		decide_unparsed(&d, reason, 1);
 		goto out;
 	} else {
-		lb_egress(&pkt, skb->ifindex, &d);
+		lb_egress(&pkt, skb->ingress_ifindex, &d);
 	}
 	if (d.verdict == VERDICT_DROP)
 		ret = TC_ACT_SHOT;

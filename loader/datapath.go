@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -87,9 +88,12 @@ const DefaultBPFFS = "/sys/fs/bpf/nodegress"
 type Datapath struct {
 	// evSync is the running ReadEvents' barrier (SyncEvents).
 	evSync atomic.Pointer[eventSync]
-	cfg    Config
-	log    *slog.Logger
-	objs   datapathObjects
+	// holding: the programs hold the packets of flows an upgrade has not
+	// copied yet (migrating_flows); Open's goroutine only.
+	holding bool
+	cfg     Config
+	log     *slog.Logger
+	objs    datapathObjects
 
 	// netlink works in the network namespace Open ran in, whatever thread
 	// later calls.
@@ -166,7 +170,7 @@ func Open(cfg Config) (*Datapath, error) {
 		steered:   map[uint32]string{},
 	}
 	d.syncL7 = d.syncProxyListeners
-	for _, step := range []func() error{d.load, d.configure, d.recoverState, d.watchPeerDevices, d.preCatchUp, d.attachAll, d.finishMigrations, d.attachSteering, d.attachSocketLB} {
+	for _, step := range []func() error{d.load, d.configure, d.recoverState, d.watchPeerDevices, d.preCatchUp, d.attachAll, d.catchUpFlows, d.attachSteering, d.attachSocketLB, d.finishMigrations} {
 		if err := step(); err != nil {
 			d.Close()
 			return nil, err
@@ -212,13 +216,19 @@ func (d *Datapath) load() error {
 	return nil
 }
 
+// flowMaps are the maps whose missing entries the datapath holds packets
+// for while an upgrade copies them (bpf/lib/migrating.h).
+var flowMaps = []string{"conntrack", "reverse_nat"}
+
 // preCatchUp copies what the previous agent's programs wrote to the old
 // maps while this version's programs were loaded and verified (a large
-// part of a second), right before they replace the old ones: what is left
-// for finishMigrations, while the datapath drops the packets of flows it
-// does not know yet (state_migrating in bpf/lib/lb.h), is only what the
-// old programs wrote in the last moments.
+// part of a second), right before they replace the old ones, and has the
+// new programs hold the packets of flows they do not know until
+// catchUpFlows copied what the old ones write in the last moments.
 func (d *Datapath) preCatchUp() error {
+	if len(d.migrations) == 0 {
+		return nil
+	}
 	for _, m := range d.migrations {
 		if n, err := m.copy(ebpf.UpdateNoExist); err != nil {
 			d.log.Warn("catching up with a migrated map", "map", m.name, "err", err)
@@ -226,30 +236,69 @@ func (d *Datapath) preCatchUp() error {
 			d.log.Info("caught up with a migrated map before attaching", "map", m.name, "entries", n)
 		}
 	}
+	if slices.ContainsFunc(d.migrations, func(m *migration) bool { return slices.Contains(flowMaps, m.name) }) {
+		if err := d.setMigratingFlows(true); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// catchUpFlows copies the conntrack and reverse NAT entries the previous
+// agent's programs wrote since preCatchUp (they ran until attachAll
+// replaced them), then lets the datapath take a packet of a flow it does
+// not know for a new flow again.
+func (d *Datapath) catchUpFlows() error {
+	if !d.holding {
+		return nil
+	}
+	start := time.Now()
+	d.migrations = slices.DeleteFunc(d.migrations, func(m *migration) bool {
+		if !slices.Contains(flowMaps, m.name) {
+			return false
+		}
+		d.finishMigration(m)
+		return true
+	})
+	if err := d.setMigratingFlows(false); err != nil {
+		return err
+	}
+	d.log.Info("previous agent's flows migrated", "held_for", time.Since(start).Round(time.Microsecond))
 	return nil
 }
 
 // finishMigrations copies what the previous agent's programs wrote to the
-// old maps since preCatchUp: they ran until attachAll replaced them. Then
-// the datapath takes a packet of a flow it does not know for a new flow
-// again.
+// other migrated maps (affinity and socket-level reverse NAT among them,
+// which its cgroup programs wrote until attachSocketLB replaced them).
 func (d *Datapath) finishMigrations() error {
-	if len(d.migrations) == 0 {
-		return nil
-	}
-	start := time.Now()
 	for _, m := range d.migrations {
-		if n, err := m.catchUp(); err != nil {
-			d.log.Warn("catching up with a migrated map", "map", m.name, "err", err)
-		} else if n > 0 {
-			d.log.Info("caught up with a migrated map", "map", m.name, "entries", n)
-		}
+		d.finishMigration(m)
 	}
 	d.migrations = nil
-	if err := d.updateConfig(func(c *datapathDpConfig) { c.Flags &^= cfgFlagMigrating }); err != nil {
-		return fmt.Errorf("end the migration: %w", err)
+	return nil
+}
+
+func (d *Datapath) finishMigration(m *migration) {
+	if n, err := m.catchUp(); err != nil {
+		d.log.Warn("catching up with a migrated map", "map", m.name, "err", err)
+	} else if n > 0 {
+		d.log.Info("caught up with a migrated map", "map", m.name, "entries", n)
 	}
-	d.log.Info("previous agent's flows migrated", "catch_up", time.Since(start).Round(time.Microsecond))
+}
+
+// setMigratingFlows sets or clears the programs' migrating_flows.
+func (d *Datapath) setMigratingFlows(on bool) error {
+	if d.objs.MigratingFlows == nil {
+		return nil // not loaded
+	}
+	var v uint32
+	if on {
+		v = 1
+	}
+	if err := d.objs.MigratingFlows.Set(v); err != nil {
+		return fmt.Errorf("set migrating_flows: %w", err)
+	}
+	d.holding = on
 	return nil
 }
 
@@ -273,14 +322,9 @@ func (d *Datapath) configure() error {
 	cfg.SnatPortMax = d.cfg.SNATPortMax
 	cfg.Flags &^= cfgFlagTrace | cfgFlagTracePkt
 	cfg.Snaplen = 0
-	cfg.Flags &^= cfgFlagPodRedirect | cfgFlagMigrating
+	cfg.Flags &^= cfgFlagPodRedirect
 	if d.cfg.PodRedirect {
 		cfg.Flags |= cfgFlagPodRedirect
-	}
-	if len(d.migrations) > 0 {
-		// Cleared by finishMigrations (or Close) once the previous
-		// agent's flows are all in this version's maps.
-		cfg.Flags |= cfgFlagMigrating
 	}
 	if err := d.objs.Config.Update(uint32(0), &cfg, ebpf.UpdateAny); err != nil {
 		return fmt.Errorf("write datapath config: %w", err)
@@ -292,7 +336,6 @@ func (d *Datapath) configure() error {
 const (
 	cfgFlagTrace       = uint32(datapathConfigFlagsCFG_F_TRACE)
 	cfgFlagPodRedirect = uint32(datapathConfigFlagsCFG_F_POD_REDIRECT)
-	cfgFlagMigrating   = uint32(datapathConfigFlagsCFG_F_MIGRATING)
 )
 
 // Close releases this process's handles. Pinned maps and links stay, so the
@@ -310,16 +353,15 @@ func (d *Datapath) Close() error {
 		unix.Close(fd)
 	}
 	d.listeners = map[string]int{}
-	migrating := d.migrations != nil
 	for _, m := range d.migrations {
 		m.close()
 	}
 	d.migrations = nil
 	d.mu.Unlock()
-	if migrating {
-		// Opening failed half-way: the datapath must not go on dropping
-		// packets of flows it does not know.
-		_ = d.updateConfig(func(c *datapathDpConfig) { c.Flags &^= cfgFlagMigrating })
+	if d.holding {
+		// Opening failed half-way: programs left attached must not go
+		// on holding packets of flows they do not know.
+		_ = d.setMigratingFlows(false)
 	}
 	if d.stopPeers != nil {
 		d.stopPeers()

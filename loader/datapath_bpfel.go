@@ -59,7 +59,6 @@ const (
 	datapathConfigFlagsCFG_F_TRACE        datapathConfigFlags = 1
 	datapathConfigFlagsCFG_F_POD_REDIRECT datapathConfigFlags = 2
 	datapathConfigFlagsCFG_F_TRACE_PKT    datapathConfigFlags = 4
-	datapathConfigFlagsCFG_F_MIGRATING    datapathConfigFlags = 8
 )
 
 type datapathCtEntry struct {
@@ -332,6 +331,7 @@ const (
 	datapathProgTcEgress           = "tc_egress"
 	datapathProgTcIngress          = "tc_ingress"
 	datapathProgXdpLb              = "xdp_lb"
+	datapathVarMigratingFlows      = "migrating_flows"
 	datapathVarReasonVerdicts      = "reason_verdicts"
 	datapathVarUnusedBackendFlags  = "unused_backend_flags"
 	datapathVarUnusedConfigFlags   = "unused_config_flags"
@@ -426,6 +426,7 @@ type datapathMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type datapathVariableSpecs struct {
+	MigratingFlows      *ebpf.VariableSpec `ebpf:"migrating_flows"`
 	ReasonVerdicts      *ebpf.VariableSpec `ebpf:"reason_verdicts"`
 	UnusedBackendFlags  *ebpf.VariableSpec `ebpf:"unused_backend_flags"`
 	UnusedConfigFlags   *ebpf.VariableSpec `ebpf:"unused_config_flags"`
@@ -507,6 +508,7 @@ func (m *datapathMaps) Close() error {
 //
 // It can be passed to loadDatapathObjects or ebpf.CollectionSpec.LoadAndAssign.
 type datapathVariables struct {
+	MigratingFlows      *ebpf.Variable `ebpf:"migrating_flows"`
 	ReasonVerdicts      *ebpf.Variable `ebpf:"reason_verdicts"`
 	UnusedBackendFlags  *ebpf.Variable `ebpf:"unused_backend_flags"`
 	UnusedConfigFlags   *ebpf.Variable `ebpf:"unused_config_flags"`

@@ -150,6 +150,9 @@ type harness struct {
 	// gsoSize and gsoSegs make tc programs see a GSO skb, as GRO hands
 	// them up from a NIC.
 	gsoSize, gsoSegs uint32
+	// ingressIfindex is the device a tc program's packet came in on
+	// (0: sent by the node itself).
+	ingressIfindex uint32
 	// dp is the bookkeeping apply programs through.
 	dp          *Datapath
 	maglevInner *ebpf.MapSpec
@@ -459,8 +462,8 @@ func (h *harness) run(k hook, pkt []byte) (result, error) {
 	if k == hookXDP {
 		opts.Context = xdpMD{DataEnd: uint32(len(pkt)), IngressIfindex: h.ifindex}
 		opts.ContextOut = &ctxOut
-	} else if h.ifindex != 0 || h.gsoSize != 0 {
-		opts.Context = skbMD{Ifindex: h.ifindex, GSOSize: h.gsoSize, GSOSegs: h.gsoSegs}
+	} else if h.ifindex != 0 || h.gsoSize != 0 || h.ingressIfindex != 0 {
+		opts.Context = skbMD{Ifindex: h.ifindex, IngressIfindex: h.ingressIfindex, GSOSize: h.gsoSize, GSOSegs: h.gsoSegs}
 	}
 	runIn := func() error {
 		ret, err := h.prog(k).Run(opts)

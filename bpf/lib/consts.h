@@ -164,9 +164,6 @@ enum config_flags {
 	/* with CFG_F_TRACE: events carry up to dp_config.snaplen bytes of the
 	 * packet (struct trace_packet) */
 	CFG_F_TRACE_PKT = 1 << 2,
-	/* an upgrade's conntrack and reverse NAT entries are still being
-	 * copied from the previous agent's maps (state_migrating in lb.h) */
-	CFG_F_MIGRATING = 1 << 3,
 };
 
 /* trace_event.stage */

@@ -21,6 +21,7 @@
 #include "fib.h"
 #include "hash.h"
 #include "maps.h"
+#include "migrating.h"
 #include "parsing.h"
 #include "select.h"
 #include "source_ranges.h"
@@ -305,28 +306,6 @@ static __always_inline int in_snat_range(__be16 port)
 	return cfg && p >= cfg->snat_port_min && p <= cfg->snat_port_max;
 }
 
-/*
- * state_migrating tells whether an upgrade is still copying the previous
- * agent's conntrack and reverse NAT entries into this version's maps
- * (CFG_F_MIGRATING, a few milliseconds after the programs are replaced).
- * A flow the old programs started since the bulk copy is missing until
- * then; taken for a new flow, its next segment would get a new SNAT port
- * or TCP timestamp offset, and its reply would meet the host stack's RST.
- */
-static __always_inline int state_migrating(void)
-{
-	struct dp_config *cfg = get_config();
-
-	return cfg && (cfg->flags & CFG_F_MIGRATING);
-}
-
-/* mid_tcp_flow: a TCP segment that cannot start a connection. */
-static __always_inline int mid_tcp_flow(const struct packet *pkt)
-{
-	return pkt->tuple.proto == IPPROTO_TCP &&
-	       !(pkt->tcp_flags & TCP_FLAG_SYN);
-}
-
 /* A packet to a frontend: pick or keep its backend and translate. */
 static __always_inline void lb_frontend(void *ctx, const struct packet *pkt,
 					__u32 ifindex,
@@ -542,9 +521,7 @@ static __always_inline void lb_ingress_decide(void *ctx,
 			lb_remote_reply(ctx, pkt, ifindex, rn, d, can_resolve);
 			return;
 		}
-		/* No host socket uses the SNAT range: this is the reply of a
-		 * flow not copied yet. */
-		if (!rn && state_migrating()) {
+		if (!rn && reply_not_copied_in(ctx, pkt, ifindex)) {
 			decide_drop(d, REASON_DROP_STATE_MIGRATING);
 			return;
 		}
@@ -561,33 +538,16 @@ static __always_inline void lb_ingress(void *ctx, const struct packet *pkt,
 	decide_ttl(d, pkt->ip->ttl);
 }
 
-/*
- * reply_not_copied tells whether an untracked segment leaving device
- * ifindex may be a local backend's reply whose flow an upgrade has not
- * copied yet: mid-flow TCP from an address other than the device's own
- * (the node's own connections keep flowing).
- */
-static __always_inline int reply_not_copied(const struct packet *pkt,
-					    __u32 ifindex)
-{
-	struct device_value *dev;
-
-	if (!mid_tcp_flow(pkt) || !state_migrating())
-		return 0;
-	dev = bpf_map_lookup_elem(&devices, &ifindex);
-	return dev && dev->addr != pkt->tuple.saddr;
-}
-
 /* Decision for a packet leaving an external device: local backends' replies. */
-static __always_inline void lb_egress(const struct packet *pkt, __u32 ifindex,
-				      struct decision *d)
+static __always_inline void lb_egress(const struct packet *pkt,
+				      __u32 ingress_ifindex, struct decision *d)
 {
 	struct rev_nat_entry *rn;
 	__u64 now;
 
 	d->xlated = pkt->tuple;
 	rn = bpf_map_lookup_elem(&reverse_nat, &pkt->tuple);
-	if (!rn && reply_not_copied(pkt, ifindex)) {
+	if (!rn && reply_not_copied_out(pkt, ingress_ifindex)) {
 		decide_drop(d, REASON_DROP_STATE_MIGRATING);
 		return;
 	}
