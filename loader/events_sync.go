@@ -37,11 +37,16 @@ type eventSync struct {
 	mu      sync.Mutex
 	waiting []chan struct{} // came since the last ErrFlushed
 	armed   []chan struct{} // released at the next one
+	closed  bool            // the reader stopped
 }
 
 func (s *eventSync) wait(ctx context.Context) error {
 	done := make(chan struct{})
 	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return ErrNoEventReader
+	}
 	s.waiting = append(s.waiting, done)
 	s.mu.Unlock()
 	if err := s.rd.Flush(); err != nil {
@@ -77,5 +82,5 @@ func (s *eventSync) close() {
 	for _, done := range append(s.armed, s.waiting...) {
 		close(done)
 	}
-	s.armed, s.waiting = nil, nil
+	s.armed, s.waiting, s.closed = nil, nil, true
 }

@@ -249,8 +249,6 @@ const (
 	// joinQueue is how many finished requests may wait to be joined;
 	// more are dropped (and counted) rather than slow the proxy down.
 	joinQueue = 1024
-	// joinBatch is how many waiting requests one sync covers.
-	joinBatch = 64
 	// maxSyncWait bounds how long records wait for the event reader: a
 	// reader that far behind makes them go out with what it has read.
 	maxSyncWait = 250 * time.Millisecond
@@ -305,7 +303,10 @@ func (j *joiner) enqueue(r *Request) {
 
 func (j *joiner) run() {
 	defer close(j.done)
-	batch := make([]*Request, 0, joinBatch)
+	// Each batch is every request queued when it starts: one sync
+	// covers them all, so that a reader that only catches up now and
+	// then does not slow the joins down to one batch per sync.
+	batch := make([]*Request, 0, joinQueue)
 	for {
 		select {
 		case <-j.quit:
@@ -314,7 +315,7 @@ func (j *joiner) run() {
 			batch = append(batch[:0], r)
 		}
 	fill:
-		for len(batch) < joinBatch {
+		for len(batch) < cap(batch) {
 			select {
 			case r := <-j.queue:
 				batch = append(batch, r)
