@@ -1238,12 +1238,15 @@ func (g *gatewayTranslator) finishGateway(gw *gwapi.Gateway, key string, addrs [
 		st.Addresses = append(st.Addresses, gwapi.GatewayStatusAddress{Type: ptr(gwapi.IPAddressType), Value: a.String()})
 	}
 	// A load balancer's hostnames are the Gateway's too, though only the
-	// load balancer can use them (status.addresses holds 16 at most).
+	// load balancer can use them.
 	for _, h := range g.hostnames[key] {
-		if len(st.Addresses) < maxGatewayAddresses {
-			st.Addresses = append(st.Addresses, gwapi.GatewayStatusAddress{Type: ptr(gwapi.HostnameAddressType), Value: h})
-		}
+		st.Addresses = append(st.Addresses, gwapi.GatewayStatusAddress{Type: ptr(gwapi.HostnameAddressType), Value: h})
 	}
+	// The API server refuses a status with more addresses than it holds
+	// (named ones and a load balancer's together can be more): the IPs
+	// come first, and each is served whether listed or not.
+	leftOut := max(len(st.Addresses)-maxGatewayAddresses, 0)
+	st.Addresses = st.Addresses[:len(st.Addresses)-leftOut]
 	accepted := condition(string(gwapi.GatewayConditionAccepted), true, string(gwapi.GatewayReasonAccepted), "", gen)
 	programmed := condition(string(gwapi.GatewayConditionProgrammed), true, string(gwapi.GatewayReasonProgrammed), "", gen)
 	if addrProblem != nil {
@@ -1280,6 +1283,10 @@ func (g *gatewayTranslator) finishGateway(gw *gwapi.Gateway, key string, addrs [
 	}
 	if n := g.finishListenerSets(key, accepted.Status == metav1.ConditionTrue, addrs, fes, &names); len(g.setsOf[key]) > 0 {
 		st.AttachedListenerSets = ptr(n)
+	}
+	if leftOut > 0 {
+		note := fmt.Sprintf("%d addresses left out of status.addresses, which holds %d", leftOut, maxGatewayAddresses)
+		programmed.Message = strings.TrimPrefix(programmed.Message+"; "+note, "; ")
 	}
 	st.Conditions = []metav1.Condition{accepted, programmed, g.gatewayRefs[key]}
 	if insecureFrontend(gw) {

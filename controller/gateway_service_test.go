@@ -74,6 +74,15 @@ func lbHostnames(n int) []string {
 	return out
 }
 
+// testNetIPs are the first n addresses of 192.0.2.0/24.
+func testNetIPs(n int) []string {
+	var out []string
+	for i := range n {
+		out = append(out, fmt.Sprintf("192.0.2.%d", i+1))
+	}
+	return out
+}
+
 // staticGateway is Gateway app/name with the given spec.addresses.
 func staticGateway(name, addresses string) string {
 	return fmt.Sprintf(`---
@@ -179,6 +188,23 @@ func TestGatewayServiceAddresses(t *testing.T) {
 			externalIPs: []string{"192.0.2.1"}, serves: "198.51.100.7:80",
 		},
 		{
+			// The API server refuses a status with more; every IP is
+			// served all the same.
+			name: "more named and load balancer IPs than a status holds: the first 16", gw: "app/many", wantSvc: true,
+			extra: staticGateway("many", func() string {
+				var entries []string
+				for _, ip := range testNetIPs(15) {
+					entries = append(entries, "{value: "+ip+"}")
+				}
+				return "[" + strings.Join(append(entries, "{type: IPAddress}"), ", ") + "]"
+			}()),
+			svcs:     []*corev1.Service{gatewayLBServiceFor("many", "", "198.51.100.1", "198.51.100.2", "198.51.100.3")},
+			accepted: "True/Accepted", programmed: "True/Programmed", programmedMsg: "2 addresses left out of status.addresses",
+			addrs:       append(testNetIPs(15), "198.51.100.1"),
+			externalIPs: testNetIPs(15),
+			serves:      "198.51.100.3:80",
+		},
+		{
 			name: "load balancer hostname beside an IP: both reported, the IP served", gw: "app/gw", wantSvc: true,
 			svcs:     []*corev1.Service{gatewayLBService("lb-1.elb.example.com", "198.51.100.7")},
 			accepted: "True/Accepted", programmed: "True/Programmed",
@@ -194,7 +220,7 @@ func TestGatewayServiceAddresses(t *testing.T) {
 			// The API server refuses a status with more.
 			name: "more load balancer hostnames than a status holds: the first 15 beside the IP", gw: "app/gw", wantSvc: true,
 			svcs:     []*corev1.Service{gatewayLBService(append([]string{"198.51.100.7"}, lbHostnames(20)...)...)},
-			accepted: "True/Accepted", programmed: "True/Programmed",
+			accepted: "True/Accepted", programmed: "True/Programmed", programmedMsg: "5 addresses left out of status.addresses",
 			addrs: append([]string{"198.51.100.7"}, func() []string {
 				var out []string
 				for _, h := range lbHostnames(15) {
@@ -238,6 +264,9 @@ spec:
 			}
 			if !strings.Contains(condMsg(gst.Conditions, "Programmed"), tt.programmedMsg) {
 				t.Errorf("Programmed message %q, want it to say %q", condMsg(gst.Conditions, "Programmed"), tt.programmedMsg)
+			}
+			if msg := condMsg(gst.Conditions, "Programmed"); tt.programmedMsg == "" && strings.Contains(msg, "left out") {
+				t.Errorf("Programmed message %q: addresses left out of a status that holds them all", msg)
 			}
 			var addrs []string
 			for _, a := range gst.Addresses {
