@@ -53,7 +53,7 @@ func gatewayLBService(ingress ...string) *corev1.Service {
 func gatewayLBServiceFor(name string, uid types.UID, ingress ...string) *corev1.Service {
 	gw := &gwapi.Gateway{ObjectMeta: metav1.ObjectMeta{Namespace: "app", Name: name, UID: uid},
 		Spec: gwapi.GatewaySpec{Listeners: []gwapi.Listener{{Name: "http", Port: 80, Protocol: gwapi.HTTPProtocolType}}}}
-	svc := desiredGatewayService(gw, DefaultGatewayControllerName, nil, nil)
+	svc := desiredGatewayService(gw, DefaultGatewayControllerName, nil, serviceWant{loadBalancer: true})
 	svc.Spec.ClusterIP = "10.96.0.50"
 	for _, v := range ingress {
 		in := corev1.LoadBalancerIngress{IP: v}
@@ -107,8 +107,10 @@ func TestGatewayServiceAddresses(t *testing.T) {
 		// addresses (a hostname as Hostname:value).
 		accepted, programmed, programmedMsg string
 		addrs                               []string
-		// The wanted Service's externalIPs.
+		// The wanted Service's externalIPs, and whether it is of type
+		// ClusterIP (the Gateway asks no load balancer for an address).
 		externalIPs []string
+		clusterIP   bool
 		// frontend served, and one that must not be.
 		serves, notServes string
 	}{
@@ -161,19 +163,19 @@ func TestGatewayServiceAddresses(t *testing.T) {
 			// addresses is not the Gateway's.
 			svcs:     []*corev1.Service{gatewayLBServiceFor("static", "", "198.51.100.9")},
 			accepted: "True/Accepted", programmed: "True/Programmed", addrs: []string{"192.0.2.1"},
-			externalIPs: []string{"192.0.2.1"}, serves: "192.0.2.1:80", notServes: "198.51.100.9:80",
+			externalIPs: []string{"192.0.2.1"}, clusterIP: true, serves: "192.0.2.1:80", notServes: "198.51.100.9:80",
 		},
 		{
 			name: "spec.addresses with an IPv6 one: not usable, none written", gw: "app/static", wantSvc: true,
 			extra:    staticGateway("static", `[{value: 192.0.2.1}, {value: "2001:db8::1"}]`),
 			accepted: "True/Accepted", programmed: "False/AddressNotUsable", programmedMsg: `"2001:db8::1" is not a usable IPv4`,
-			notServes: "192.0.2.1:80",
+			clusterIP: true, notServes: "192.0.2.1:80",
 		},
 		{
 			name: "spec.addresses with one that is not an IP: not usable, none written", gw: "app/static", wantSvc: true,
 			extra:    staticGateway("static", `[{value: 192.0.2.1}, {value: "192.0.2.300"}]`),
 			accepted: "True/Accepted", programmed: "False/AddressNotUsable", programmedMsg: `"192.0.2.300" is not a usable IPv4`,
-			notServes: "192.0.2.1:80",
+			clusterIP: true, notServes: "192.0.2.1:80",
 		},
 		{
 			name: "spec.addresses of another type: not accepted, no service", gw: "app/static",
@@ -186,6 +188,12 @@ func TestGatewayServiceAddresses(t *testing.T) {
 			svcs:     []*corev1.Service{gatewayLBServiceFor("mixed", "", "198.51.100.7")},
 			accepted: "True/Accepted", programmed: "True/Programmed", addrs: []string{"192.0.2.1", "198.51.100.7"},
 			externalIPs: []string{"192.0.2.1"}, serves: "198.51.100.7:80",
+		},
+		{
+			name: "refused address beside an entry asking the load balancer: the service stays a LoadBalancer", gw: "app/mixed",
+			wantSvc:  true,
+			extra:    staticGateway("mixed", `[{value: "192.0.2.300"}, {type: IPAddress, value: ""}]`),
+			accepted: "True/Accepted", programmed: "False/AddressNotUsable",
 		},
 		{
 			// The API server refuses a status with more; every IP is
@@ -295,6 +303,13 @@ spec:
 			if wanted && !slices.Equal(svc.Spec.ExternalIPs, tt.externalIPs) {
 				t.Errorf("externalIPs %v, want %v", svc.Spec.ExternalIPs, tt.externalIPs)
 			}
+			wantType := corev1.ServiceTypeLoadBalancer
+			if tt.clusterIP {
+				wantType = corev1.ServiceTypeClusterIP
+			}
+			if wanted && svc.Spec.Type != wantType {
+				t.Errorf("service type %s, want %s", svc.Spec.Type, wantType)
+			}
 		})
 	}
 }
@@ -315,7 +330,7 @@ func servedFrontends(fes []loader.Service) map[string]bool {
 func TestDesiredGatewayService(t *testing.T) {
 	o := decodeGatewayObjects(t, gatewayBase+serviceGateway)
 	gw := o.in.Gateways[0]
-	svc := desiredGatewayService(gw, DefaultGatewayControllerName, nil, nil)
+	svc := desiredGatewayService(gw, DefaultGatewayControllerName, nil, serviceWant{loadBalancer: true})
 	if svc.Namespace != "app" || svc.Name != "nodegress-gateway-gw" {
 		t.Errorf("service %s/%s", svc.Namespace, svc.Name)
 	}
@@ -341,7 +356,7 @@ func TestDesiredGatewayService(t *testing.T) {
 	}
 	h := svc.Annotations[annotationGatewayServiceHash]
 	gw.Spec.Infrastructure.Labels = nil
-	if h2 := desiredGatewayService(gw, DefaultGatewayControllerName, nil, nil).Annotations[annotationGatewayServiceHash]; h2 == h || h == "" {
+	if h2 := desiredGatewayService(gw, DefaultGatewayControllerName, nil, serviceWant{loadBalancer: true}).Annotations[annotationGatewayServiceHash]; h2 == h || h == "" {
 		t.Errorf("hash %q unchanged (%q) after the labels changed", h, h2)
 	}
 	long := strings.Repeat("a.b", 40)
@@ -424,7 +439,7 @@ func TestGatewayServiceWriter(t *testing.T) {
 	}
 	o := decodeGatewayObjects(t, gatewayBase+serviceGateway)
 	gw := o.in.Gateways[0]
-	want := desiredGatewayService(gw, DefaultGatewayControllerName, nil, nil)
+	want := desiredGatewayService(gw, DefaultGatewayControllerName, nil, serviceWant{loadBalancer: true})
 	name := want.Name
 
 	// Before any decision nothing is deleted.
@@ -447,7 +462,7 @@ func TestGatewayServiceWriter(t *testing.T) {
 	}
 	refresh()
 	gw.Spec.Infrastructure.Labels = map[gwapi.LabelKey]gwapi.LabelValue{"tier": "edge"}
-	want = desiredGatewayService(gw, DefaultGatewayControllerName, nil, nil)
+	want = desiredGatewayService(gw, DefaultGatewayControllerName, nil, serviceWant{loadBalancer: true})
 	w.want(GatewayStatuses{Services: map[string]*corev1.Service{"app/" + name: want}})
 	write(name)
 	svc = get(name)
@@ -462,26 +477,41 @@ func TestGatewayServiceWriter(t *testing.T) {
 	}
 
 	// A ListenerSet's port and spec.addresses are applied, and go when
-	// no longer asked for.
+	// no longer asked for; a Gateway that names all its addresses asks
+	// no load balancer for one (ClusterIP, without the LoadBalancer
+	// field the API refuses there), and one that asks again gets it.
 	ls := &gwapi.ListenerSet{Spec: gwapi.ListenerSetSpec{Listeners: []gwapi.ListenerEntry{{Name: "extra", Port: 9090}}}}
+	named := []netip.Addr{addr("192.0.2.1")}
 	for _, step := range []struct {
 		sets  []*gwapi.ListenerSet
-		ips   []netip.Addr
+		want  serviceWant
 		ports int
 	}{
-		{[]*gwapi.ListenerSet{ls}, []netip.Addr{addr("192.0.2.1")}, 3},
-		{nil, nil, 2},
+		{[]*gwapi.ListenerSet{ls}, serviceWant{externalIPs: named, loadBalancer: true}, 3},
+		{nil, serviceWant{externalIPs: named}, 2},
+		{nil, serviceWant{loadBalancer: true}, 2},
 	} {
-		want = desiredGatewayService(gw, DefaultGatewayControllerName, step.sets, step.ips)
+		want = desiredGatewayService(gw, DefaultGatewayControllerName, step.sets, step.want)
 		w.want(GatewayStatuses{Services: map[string]*corev1.Service{"app/" + name: want}})
 		write(name)
 		svc = get(name)
 		var ips []string
-		for _, ip := range step.ips {
+		for _, ip := range step.want.externalIPs {
 			ips = append(ips, ip.String())
 		}
 		if len(svc.Spec.Ports) != step.ports || !slices.Equal(svc.Spec.ExternalIPs, ips) {
 			t.Errorf("applied ports %v and externalIPs %v, want %d ports and %v", svc.Spec.Ports, svc.Spec.ExternalIPs, step.ports, ips)
+		}
+		wantType, wantAllocate := corev1.ServiceTypeClusterIP, (*bool)(nil)
+		if step.want.loadBalancer {
+			wantType, wantAllocate = corev1.ServiceTypeLoadBalancer, ptr(false)
+		}
+		if svc.Spec.Type != wantType || ptrString(svc.Spec.AllocateLoadBalancerNodePorts) != ptrString(wantAllocate) {
+			t.Errorf("applied type %s, allocateLoadBalancerNodePorts %v; want %s, %v", svc.Spec.Type,
+				ptrString(svc.Spec.AllocateLoadBalancerNodePorts), wantType, ptrString(wantAllocate))
+		}
+		if svc.Labels["tier"] != "edge" || len(svc.OwnerReferences) != 1 || svc.OwnerReferences[0].UID != "gw-uid" {
+			t.Errorf("applied labels %v, owners %+v", svc.Labels, svc.OwnerReferences)
 		}
 	}
 
@@ -494,7 +524,7 @@ func TestGatewayServiceWriter(t *testing.T) {
 	// Another install's (another Gateway controller name) is left alone
 	// too, though it carries every mark of a Gateway Service.
 	other := desiredGatewayService(&gwapi.Gateway{ObjectMeta: metav1.ObjectMeta{Namespace: "app", Name: "theirs", UID: "their-uid"}},
-		"example.com/other-nodegress", nil, nil)
+		"example.com/other-nodegress", nil, serviceWant{loadBalancer: true})
 	if _, err := client.CoreV1().Services("app").Create(ctx, other, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -630,4 +660,12 @@ spec:
 			}
 		})
 	}
+}
+
+// ptrString shows a pointer's value, or nil.
+func ptrString[T any](p *T) string {
+	if p == nil {
+		return "nil"
+	}
+	return fmt.Sprint(*p)
 }
