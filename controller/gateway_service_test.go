@@ -2,6 +2,7 @@ package controller
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -14,10 +15,14 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/apimachinery/pkg/util/validation/field"
 	"k8s.io/client-go/kubernetes/fake"
 	corelisters "k8s.io/client-go/listers/core/v1"
+	k8stesting "k8s.io/client-go/testing"
 	"k8s.io/client-go/tools/cache"
 	gwapi "sigs.k8s.io/gateway-api/apis/v1"
 	gwfake "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned/fake"
@@ -392,6 +397,61 @@ func TestGatewayServiceName(t *testing.T) {
 	}
 }
 
+// serviceWriterEnv is a Gateway status writer against a fake API
+// server, with a Service cache that follows the API server as the
+// informer would.
+type serviceWriterEnv struct {
+	t      *testing.T
+	client *fake.Clientset
+	idx    cache.Indexer
+	w      *gatewayStatusWriter
+}
+
+func newServiceWriterEnv(t *testing.T, log *slog.Logger) *serviceWriterEnv {
+	client := fake.NewClientset()
+	idx := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{})
+	c := &Controller{log: log, cfg: Config{Gateway: &GatewayConfig{}}, client: client, services: corelisters.NewServiceLister(idx)}
+	return &serviceWriterEnv{t: t, client: client, idx: idx, w: newGatewayStatusWriter(c, gwfake.NewSimpleClientset())}
+}
+
+// refresh brings the cache to the API server's Services.
+func (e *serviceWriterEnv) refresh() {
+	e.t.Helper()
+	list, err := e.client.CoreV1().Services("").List(context.Background(), metav1.ListOptions{})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	objs := make([]any, 0, len(list.Items))
+	for i := range list.Items {
+		objs = append(objs, &list.Items[i])
+	}
+	if err := e.idx.Replace(objs, ""); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// get is Service app/name as the API server holds it, or nil.
+func (e *serviceWriterEnv) get(name string) *corev1.Service {
+	e.t.Helper()
+	s, err := e.client.CoreV1().Services("app").Get(context.Background(), name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return s
+}
+
+// write has the writer bring Service app/name to the decision.
+func (e *serviceWriterEnv) write(name string) {
+	e.t.Helper()
+	if err := e.w.write(context.Background(), serviceStatusKey("app/"+name)); err != nil {
+		e.t.Fatal(err)
+	}
+	e.refresh()
+}
+
 // TestGatewayServiceWriter drives the writer against a fake API server:
 // the Service is created, updated when the Gateway's infrastructure
 // changes (a label it dropped goes, a load balancer controller's
@@ -399,44 +459,8 @@ func TestGatewayServiceName(t *testing.T) {
 // nodegress did not make is never touched.
 func TestGatewayServiceWriter(t *testing.T) {
 	ctx := context.Background()
-	client := fake.NewClientset()
-	idx := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{})
-	c := &Controller{log: slog.New(slog.NewTextHandler(io.Discard, nil)), cfg: Config{Gateway: &GatewayConfig{}},
-		client: client, services: corelisters.NewServiceLister(idx)}
-	w := newGatewayStatusWriter(c, gwfake.NewSimpleClientset())
-	// The cache follows the API server, as the informer would.
-	refresh := func() {
-		t.Helper()
-		list, err := client.CoreV1().Services("").List(ctx, metav1.ListOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		objs := make([]any, 0, len(list.Items))
-		for i := range list.Items {
-			objs = append(objs, &list.Items[i])
-		}
-		if err := idx.Replace(objs, ""); err != nil {
-			t.Fatal(err)
-		}
-	}
-	get := func(name string) *corev1.Service {
-		t.Helper()
-		s, err := client.CoreV1().Services("app").Get(ctx, name, metav1.GetOptions{})
-		if apierrors.IsNotFound(err) {
-			return nil
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		return s
-	}
-	write := func(name string) {
-		t.Helper()
-		if err := w.write(ctx, serviceStatusKey("app/"+name)); err != nil {
-			t.Fatal(err)
-		}
-		refresh()
-	}
+	e := newServiceWriterEnv(t, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	client, w, refresh, get, write := e.client, e.w, e.refresh, e.get, e.write
 	o := decodeGatewayObjects(t, gatewayBase+serviceGateway)
 	gw := o.in.Gateways[0]
 	want := desiredGatewayService(gw, DefaultGatewayControllerName, nil, serviceWant{loadBalancer: true})
@@ -668,4 +692,116 @@ func ptrString[T any](p *T) string {
 		return "nil"
 	}
 	return fmt.Sprint(*p)
+}
+
+// TestGatewayServiceExternalIPsRefused: an API server that refuses
+// Services with externalIPs (the DenyServiceExternalIPs admission plugin)
+// gets a Gateway's Service without them, once, and reported once; the
+// Gateway keeps its named address and gets its load balancer's. Without
+// the refusal the externalIPs are written.
+func TestGatewayServiceExternalIPsRefused(t *testing.T) {
+	for _, refuse := range []bool{true, false} {
+		t.Run(fmt.Sprintf("refused=%v", refuse), func(t *testing.T) {
+			ctx := context.Background()
+			var logs strings.Builder
+			e := newServiceWriterEnv(t, slog.New(slog.NewTextHandler(&logs, nil)))
+			applies := 0
+			e.client.PrependReactor("patch", "services", func(a k8stesting.Action) (bool, runtime.Object, error) {
+				applies++
+				if pa := a.(k8stesting.PatchAction); refuse && strings.Contains(string(pa.GetPatch()), `"externalIPs"`) {
+					return true, nil, apierrors.NewForbidden(schema.GroupResource{Resource: "services"}, pa.GetName(),
+						errors.New("use of external IPs is denied by admission control"))
+				}
+				return false, nil, nil
+			})
+			o := decodeGatewayObjects(t, gatewayBase+staticGateway("mixed", `[{value: 192.0.2.1}, {type: IPAddress, value: ""}]`))
+			o.in.AddressSource = GatewayAddressService
+			name := gatewayServiceName("mixed")
+			sync := func() GatewayStatuses {
+				t.Helper()
+				_, _, st, _ := o.translate()
+				e.w.want(GatewayStatuses{Services: st.Services})
+				e.write(name)
+				return st
+			}
+			sync()
+			svc := e.get(name)
+			if svc == nil {
+				t.Fatal("service not created")
+			}
+			wantIPs := []string{"192.0.2.1"}
+			if refuse {
+				wantIPs = nil
+			}
+			if !slices.Equal(svc.Spec.ExternalIPs, wantIPs) || svc.Spec.Type != corev1.ServiceTypeLoadBalancer {
+				t.Errorf("service externalIPs %v, type %s; want %v, LoadBalancer", svc.Spec.ExternalIPs, svc.Spec.Type, wantIPs)
+			}
+
+			// A load balancer controller assigns an IP: the Gateway has
+			// both addresses, and the Service is not applied again.
+			svc.Status.LoadBalancer.Ingress = []corev1.LoadBalancerIngress{{IP: "198.51.100.7"}}
+			if _, err := e.client.CoreV1().Services("app").UpdateStatus(ctx, svc, metav1.UpdateOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			e.refresh()
+			o.services = append(o.services, e.get(name))
+			applied := applies
+			st := sync()
+			_, fes, _, _ := o.translate()
+			gst := st.Gateways["app/mixed"]
+			var addrs []string
+			for _, a := range gst.Addresses {
+				addrs = append(addrs, a.Value)
+			}
+			if !slices.Equal(addrs, []string{"192.0.2.1", "198.51.100.7"}) || condOf(gst.Conditions, "Programmed") != "True/Programmed" {
+				t.Errorf("addresses %v, Programmed %s", addrs, condOf(gst.Conditions, "Programmed"))
+			}
+			served := servedFrontends(fes)
+			if !served["192.0.2.1:80"] || !served["198.51.100.7:80"] {
+				t.Errorf("served %v, want both addresses", served)
+			}
+			if applies != applied {
+				t.Errorf("%d applies on a sync with nothing changed", applies-applied)
+			}
+
+			// The Gateway changes: applied again, not reported again.
+			o.in.Gateways[0].Spec.Listeners = append(o.in.Gateways[0].Spec.Listeners,
+				gwapi.Listener{Name: "alt", Port: 8080, Protocol: gwapi.HTTPProtocolType})
+			sync()
+			if svc := e.get(name); len(svc.Spec.Ports) != 2 || !slices.Equal(svc.Spec.ExternalIPs, wantIPs) {
+				t.Errorf("after a change: ports %v, externalIPs %v", svc.Spec.Ports, svc.Spec.ExternalIPs)
+			}
+			wantReports := 0
+			if refuse {
+				wantReports = 1
+			}
+			if n := strings.Count(logs.String(), "refuses the gateway service's externalIPs"); n != wantReports {
+				t.Errorf("refusal reported %d times, want %d:\n%s", n, wantReports, logs.String())
+			}
+		})
+	}
+}
+
+// TestExternalIPsRefused tells the API server's refusals of externalIPs
+// from its other errors.
+func TestExternalIPsRefused(t *testing.T) {
+	gr := schema.GroupResource{Resource: "services"}
+	gk := schema.GroupKind{Kind: "Service"}
+	for _, tt := range []struct {
+		name string
+		err  error
+		want bool
+	}{
+		{"admission forbids", apierrors.NewForbidden(gr, "s", errors.New("use of external IPs is denied by admission control")), true},
+		{"externalIPs invalid", apierrors.NewInvalid(gk, "s", field.ErrorList{
+			field.Invalid(field.NewPath("spec", "externalIPs").Index(0), "0.0.0.0", "may not be unspecified")}), true},
+		{"ports invalid", apierrors.NewInvalid(gk, "s", field.ErrorList{
+			field.Invalid(field.NewPath("spec", "ports").Index(0), 0, "must be between 1 and 65535")}), false},
+		{"conflict", apierrors.NewConflict(gr, "s", errors.New("changed")), false},
+		{"wrapped forbidden", fmt.Errorf("apply: %w", apierrors.NewForbidden(gr, "s", errors.New("denied"))), true},
+	} {
+		if got := externalIPsRefused(tt.err); got != tt.want {
+			t.Errorf("%s: %v, want %v", tt.name, got, tt.want)
+		}
+	}
 }
