@@ -86,8 +86,8 @@ type GatewayStatuses struct {
 	// Gateways whose routes use a Service they target), by namespace/name.
 	BackendTLSPolicies map[string][]gwapi.PolicyAncestorStatus
 	ListenerSets       map[string]gwapi.ListenerSetStatus
-	// Services are the LoadBalancer Services the Gateways ask for (with
-	// the address source "service"), by namespace/name.
+	// Services are the Services the Gateways ask for (with the address
+	// source "service"), by namespace/name.
 	Services map[string]*corev1.Service
 }
 
@@ -151,9 +151,9 @@ type gatewayTranslator struct {
 	sets   map[string]*listenerSet
 	setsOf map[string][]*listenerSet
 	// serviceWanted are the Gateways that get a Service (address source
-	// "service"), by Gateway key, with their named addresses; hostnames
-	// the hostnames its load balancer gave each.
-	serviceWanted map[string][]netip.Addr
+	// "service"), by Gateway key, with what it holds; hostnames the
+	// hostnames its load balancer gave each.
+	serviceWanted map[string]serviceWant
 	hostnames     map[string][]string
 }
 
@@ -181,7 +181,7 @@ func (t *ingressTranslator) translateGateways(in GatewayInput) ([]loader.Service
 		gatewayRefs:     map[string]metav1.Condition{},
 		sets:            map[string]*listenerSet{},
 		setsOf:          map[string][]*listenerSet{},
-		serviceWanted:   map[string][]netip.Addr{},
+		serviceWanted:   map[string]serviceWant{},
 		hostnames:       map[string][]string{},
 	}
 	for _, ns := range in.Namespaces {
@@ -288,8 +288,9 @@ func (g *gatewayTranslator) addresses(gw *gwapi.Gateway, key string) ([]netip.Ad
 		return nil, &c
 	}
 	// An IPAddress entry without a value asks for an address from the
-	// pool, like no entry at all.
-	fromPool := len(gw.Spec.Addresses) == 0
+	// pool (or the load balancer), like no entry at all.
+	fromPool := len(gw.Spec.Addresses) == 0 ||
+		slices.ContainsFunc(gw.Spec.Addresses, func(a gwapi.GatewaySpecAddress) bool { return a.Value == "" })
 	if len(gw.Spec.Addresses) > 0 {
 		var out []netip.Addr
 		for _, a := range gw.Spec.Addresses {
@@ -299,7 +300,6 @@ func (g *gatewayTranslator) addresses(gw *gwapi.Gateway, key string) ([]netip.Ad
 				return nil, &c
 			}
 			if a.Value == "" {
-				fromPool = true
 				continue
 			}
 			ip, err := parseIPv4(a.Value)
@@ -317,7 +317,8 @@ func (g *gatewayTranslator) addresses(gw *gwapi.Gateway, key string) ([]netip.Ad
 				}
 				c := condition(string(gwapi.GatewayConditionProgrammed), false, string(gwapi.GatewayReasonAddressNotUsable), msg, gw.Generation)
 				if g.gin.AddressSource == GatewayAddressService {
-					g.wantService(gw, key, nil) // kept, with no address of a refused list
+					// Kept, with no address of a refused list.
+					g.wantService(gw, key, serviceWant{loadBalancer: fromPool})
 				}
 				return nil, &c
 			}
@@ -331,8 +332,8 @@ func (g *gatewayTranslator) addresses(gw *gwapi.Gateway, key string) ([]netip.Ad
 		if !fromPool {
 			if g.gin.AddressSource == GatewayAddressService {
 				// The Service only shows them: they are served whatever
-				// becomes of it.
-				g.wantService(gw, key, out)
+				// becomes of it, and no load balancer is asked for one.
+				g.wantService(gw, key, serviceWant{externalIPs: out})
 			}
 			return out, nil
 		}
@@ -1238,12 +1239,15 @@ func (g *gatewayTranslator) finishGateway(gw *gwapi.Gateway, key string, addrs [
 		st.Addresses = append(st.Addresses, gwapi.GatewayStatusAddress{Type: ptr(gwapi.IPAddressType), Value: a.String()})
 	}
 	// A load balancer's hostnames are the Gateway's too, though only the
-	// load balancer can use them (status.addresses holds 16 at most).
+	// load balancer can use them.
 	for _, h := range g.hostnames[key] {
-		if len(st.Addresses) < maxGatewayAddresses {
-			st.Addresses = append(st.Addresses, gwapi.GatewayStatusAddress{Type: ptr(gwapi.HostnameAddressType), Value: h})
-		}
+		st.Addresses = append(st.Addresses, gwapi.GatewayStatusAddress{Type: ptr(gwapi.HostnameAddressType), Value: h})
 	}
+	// The API server refuses a status with more addresses than it holds
+	// (named ones and a load balancer's together can be more): the IPs
+	// come first, and each is served whether listed or not.
+	leftOut := max(len(st.Addresses)-maxGatewayAddresses, 0)
+	st.Addresses = st.Addresses[:len(st.Addresses)-leftOut]
 	accepted := condition(string(gwapi.GatewayConditionAccepted), true, string(gwapi.GatewayReasonAccepted), "", gen)
 	programmed := condition(string(gwapi.GatewayConditionProgrammed), true, string(gwapi.GatewayReasonProgrammed), "", gen)
 	if addrProblem != nil {
@@ -1280,6 +1284,10 @@ func (g *gatewayTranslator) finishGateway(gw *gwapi.Gateway, key string, addrs [
 	}
 	if n := g.finishListenerSets(key, accepted.Status == metav1.ConditionTrue, addrs, fes, &names); len(g.setsOf[key]) > 0 {
 		st.AttachedListenerSets = ptr(n)
+	}
+	if leftOut > 0 {
+		note := fmt.Sprintf("%d addresses left out of status.addresses, which holds %d", leftOut, maxGatewayAddresses)
+		programmed.Message = strings.TrimPrefix(programmed.Message+"; "+note, "; ")
 	}
 	st.Conditions = []metav1.Condition{accepted, programmed, g.gatewayRefs[key]}
 	if insecureFrontend(gw) {

@@ -27,7 +27,8 @@ import (
 // the proxy like any other; hostnames it assigns (AWS's) are reported,
 // not served. A Gateway with spec.addresses gets its Service too, with
 // them as externalIPs (as Envoy Gateway does), to show the addresses it
-// is reached at. The L4 datapath leaves these Services alone
+// is reached at; one that names all its addresses asks no load balancer
+// for more, and its Service is of type ClusterIP. The L4 datapath leaves these Services alone
 // (skipService): they have no endpoints, and serving their addresses as
 // an L4 Service would reject what the Gateway serves.
 
@@ -104,13 +105,25 @@ func isGatewayService(svc *corev1.Service) bool {
 	})
 }
 
+// serviceWant is what a Gateway's Service holds besides its ports and
+// metadata.
+type serviceWant struct {
+	// externalIPs are the Gateway's usable spec.addresses.
+	externalIPs []netip.Addr
+	// loadBalancer: the Gateway asks a load balancer for addresses (no
+	// spec.addresses, or an entry without a value), and its Service is of
+	// type LoadBalancer; else ClusterIP, which takes no load balancer IP
+	// that nobody would serve.
+	loadBalancer bool
+}
+
 // desiredGatewayService is the Service the agents of Gateway controller
 // ctrl want for a Gateway: its spec.infrastructure labels and annotations,
 // the gateway-name label, the ports of its listeners and of the listeners
 // of the ListenerSets attached to it, its spec.addresses as externalIPs
-// (as Envoy Gateway writes them, so that the Service shows them), and the
-// hash of all that.
-func desiredGatewayService(gw *gwapi.Gateway, ctrl string, sets []*gwapi.ListenerSet, externalIPs []netip.Addr) *corev1.Service {
+// (as Envoy Gateway writes them, so that the Service shows them), the
+// type want asks, and the hash of all that.
+func desiredGatewayService(gw *gwapi.Gateway, ctrl string, sets []*gwapi.ListenerSet, want serviceWant) *corev1.Service {
 	labels := map[string]string{}
 	annotations := map[string]string{}
 	if inf := gw.Spec.Infrastructure; inf != nil {
@@ -130,8 +143,14 @@ func desiredGatewayService(gw *gwapi.Gateway, ctrl string, sets []*gwapi.Listene
 	// steering hands them to the proxy.
 	labels[labelServiceProxyName] = managedByNodegress
 	var ips []string
-	for _, ip := range externalIPs {
+	for _, ip := range want.externalIPs {
 		ips = append(ips, ip.String())
+	}
+	// The API refuses allocateLoadBalancerNodePorts on a ClusterIP
+	// Service; left out of the apply, it goes with the LoadBalancer type.
+	spec := corev1.ServiceSpec{Type: corev1.ServiceTypeClusterIP, Ports: gatewayServicePorts(gw, sets), ExternalIPs: ips}
+	if want.loadBalancer {
+		spec.Type, spec.AllocateLoadBalancerNodePorts = corev1.ServiceTypeLoadBalancer, ptr(false)
 	}
 	svc := &corev1.Service{
 		ObjectMeta: metav1.ObjectMeta{
@@ -139,8 +158,7 @@ func desiredGatewayService(gw *gwapi.Gateway, ctrl string, sets []*gwapi.Listene
 			OwnerReferences: []metav1.OwnerReference{{APIVersion: gatewayAPIVersion, Kind: kindGateway,
 				Name: gw.Name, UID: gw.UID, Controller: ptr(true)}},
 		},
-		Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeLoadBalancer, Ports: gatewayServicePorts(gw, sets),
-			ExternalIPs: ips, AllocateLoadBalancerNodePorts: ptr(false)},
+		Spec: spec,
 	}
 	b, _ := json.Marshal(svc)
 	h := fnv.New64a()
@@ -177,10 +195,10 @@ func gatewayServicePorts(gw *gwapi.Gateway, sets []*gwapi.ListenerSet) []corev1.
 	return ports
 }
 
-// wantService asks for a Gateway's Service, with its usable spec.addresses
-// as externalIPs, unless a Service of that name is someone else's; it
-// returns the Service in the cache, or the problem with its name.
-func (g *gatewayTranslator) wantService(gw *gwapi.Gateway, key string, externalIPs []netip.Addr) (*corev1.Service, string) {
+// wantService asks for a Gateway's Service as want says, unless a Service
+// of that name is someone else's; it returns the Service in the cache, or
+// the problem with its name.
+func (g *gatewayTranslator) wantService(gw *gwapi.Gateway, key string, want serviceWant) (*corev1.Service, string) {
 	svcKey := gw.Namespace + "/" + gatewayServiceName(gw.Name)
 	cur, _ := g.service(svcKey)
 	if cur != nil && cur.Labels[labelManagedBy] != managedByNodegress {
@@ -192,7 +210,7 @@ func (g *gatewayTranslator) wantService(gw *gwapi.Gateway, key string, externalI
 	}
 	// The Service itself is decided once the ListenerSets are known
 	// (gatewayServices): their ports are its ports too.
-	g.serviceWanted[key] = externalIPs
+	g.serviceWanted[key] = want
 	if cur == nil || !ownedBy(cur, gw) {
 		return nil, fmt.Sprintf("waiting for service %s to be created", svcKey)
 	}
@@ -201,7 +219,7 @@ func (g *gatewayTranslator) wantService(gw *gwapi.Gateway, key string, externalI
 
 // gatewayServices decides the Services wanted by wantService.
 func (g *gatewayTranslator) gatewayServices() {
-	for key, ips := range g.serviceWanted {
+	for key, want := range g.serviceWanted {
 		gw := g.gateways[key]
 		var sets []*gwapi.ListenerSet
 		for _, s := range g.setsOf[key] {
@@ -209,7 +227,7 @@ func (g *gatewayTranslator) gatewayServices() {
 				sets = append(sets, s.set)
 			}
 		}
-		svc := desiredGatewayService(gw, g.ctrl, sets, ips)
+		svc := desiredGatewayService(gw, g.ctrl, sets, want)
 		g.status.Services[svc.Namespace+"/"+svc.Name] = svc
 	}
 }
@@ -226,7 +244,7 @@ func (g *gatewayTranslator) serviceAddresses(gw *gwapi.Gateway, key string, name
 			fmt.Sprintf(format, args...), gw.Generation)
 		return &c
 	}
-	cur, problem := g.wantService(gw, key, named)
+	cur, problem := g.wantService(gw, key, serviceWant{externalIPs: named, loadBalancer: true})
 	if cur == nil {
 		return nil, notAssigned("%s", problem)
 	}

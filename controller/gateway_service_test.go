@@ -2,6 +2,7 @@ package controller
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -14,10 +15,14 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/apimachinery/pkg/util/validation/field"
 	"k8s.io/client-go/kubernetes/fake"
 	corelisters "k8s.io/client-go/listers/core/v1"
+	k8stesting "k8s.io/client-go/testing"
 	"k8s.io/client-go/tools/cache"
 	gwapi "sigs.k8s.io/gateway-api/apis/v1"
 	gwfake "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned/fake"
@@ -53,7 +58,7 @@ func gatewayLBService(ingress ...string) *corev1.Service {
 func gatewayLBServiceFor(name string, uid types.UID, ingress ...string) *corev1.Service {
 	gw := &gwapi.Gateway{ObjectMeta: metav1.ObjectMeta{Namespace: "app", Name: name, UID: uid},
 		Spec: gwapi.GatewaySpec{Listeners: []gwapi.Listener{{Name: "http", Port: 80, Protocol: gwapi.HTTPProtocolType}}}}
-	svc := desiredGatewayService(gw, DefaultGatewayControllerName, nil, nil)
+	svc := desiredGatewayService(gw, DefaultGatewayControllerName, nil, serviceWant{loadBalancer: true})
 	svc.Spec.ClusterIP = "10.96.0.50"
 	for _, v := range ingress {
 		in := corev1.LoadBalancerIngress{IP: v}
@@ -70,6 +75,15 @@ func lbHostnames(n int) []string {
 	var out []string
 	for i := range n {
 		out = append(out, fmt.Sprintf("lb-%d.elb.example.com", i))
+	}
+	return out
+}
+
+// testNetIPs are the first n addresses of 192.0.2.0/24.
+func testNetIPs(n int) []string {
+	var out []string
+	for i := range n {
+		out = append(out, fmt.Sprintf("192.0.2.%d", i+1))
 	}
 	return out
 }
@@ -98,8 +112,10 @@ func TestGatewayServiceAddresses(t *testing.T) {
 		// addresses (a hostname as Hostname:value).
 		accepted, programmed, programmedMsg string
 		addrs                               []string
-		// The wanted Service's externalIPs.
+		// The wanted Service's externalIPs, and whether it is of type
+		// ClusterIP (the Gateway asks no load balancer for an address).
 		externalIPs []string
+		clusterIP   bool
 		// frontend served, and one that must not be.
 		serves, notServes string
 	}{
@@ -152,19 +168,19 @@ func TestGatewayServiceAddresses(t *testing.T) {
 			// addresses is not the Gateway's.
 			svcs:     []*corev1.Service{gatewayLBServiceFor("static", "", "198.51.100.9")},
 			accepted: "True/Accepted", programmed: "True/Programmed", addrs: []string{"192.0.2.1"},
-			externalIPs: []string{"192.0.2.1"}, serves: "192.0.2.1:80", notServes: "198.51.100.9:80",
+			externalIPs: []string{"192.0.2.1"}, clusterIP: true, serves: "192.0.2.1:80", notServes: "198.51.100.9:80",
 		},
 		{
 			name: "spec.addresses with an IPv6 one: not usable, none written", gw: "app/static", wantSvc: true,
 			extra:    staticGateway("static", `[{value: 192.0.2.1}, {value: "2001:db8::1"}]`),
 			accepted: "True/Accepted", programmed: "False/AddressNotUsable", programmedMsg: `"2001:db8::1" is not a usable IPv4`,
-			notServes: "192.0.2.1:80",
+			clusterIP: true, notServes: "192.0.2.1:80",
 		},
 		{
 			name: "spec.addresses with one that is not an IP: not usable, none written", gw: "app/static", wantSvc: true,
 			extra:    staticGateway("static", `[{value: 192.0.2.1}, {value: "192.0.2.300"}]`),
 			accepted: "True/Accepted", programmed: "False/AddressNotUsable", programmedMsg: `"192.0.2.300" is not a usable IPv4`,
-			notServes: "192.0.2.1:80",
+			clusterIP: true, notServes: "192.0.2.1:80",
 		},
 		{
 			name: "spec.addresses of another type: not accepted, no service", gw: "app/static",
@@ -177,6 +193,29 @@ func TestGatewayServiceAddresses(t *testing.T) {
 			svcs:     []*corev1.Service{gatewayLBServiceFor("mixed", "", "198.51.100.7")},
 			accepted: "True/Accepted", programmed: "True/Programmed", addrs: []string{"192.0.2.1", "198.51.100.7"},
 			externalIPs: []string{"192.0.2.1"}, serves: "198.51.100.7:80",
+		},
+		{
+			name: "refused address beside an entry asking the load balancer: the service stays a LoadBalancer", gw: "app/mixed",
+			wantSvc:  true,
+			extra:    staticGateway("mixed", `[{value: "192.0.2.300"}, {type: IPAddress, value: ""}]`),
+			accepted: "True/Accepted", programmed: "False/AddressNotUsable",
+		},
+		{
+			// The API server refuses a status with more; every IP is
+			// served all the same.
+			name: "more named and load balancer IPs than a status holds: the first 16", gw: "app/many", wantSvc: true,
+			extra: staticGateway("many", func() string {
+				var entries []string
+				for _, ip := range testNetIPs(15) {
+					entries = append(entries, "{value: "+ip+"}")
+				}
+				return "[" + strings.Join(append(entries, "{type: IPAddress}"), ", ") + "]"
+			}()),
+			svcs:     []*corev1.Service{gatewayLBServiceFor("many", "", "198.51.100.1", "198.51.100.2", "198.51.100.3")},
+			accepted: "True/Accepted", programmed: "True/Programmed", programmedMsg: "2 addresses left out of status.addresses",
+			addrs:       append(testNetIPs(15), "198.51.100.1"),
+			externalIPs: testNetIPs(15),
+			serves:      "198.51.100.3:80",
 		},
 		{
 			name: "load balancer hostname beside an IP: both reported, the IP served", gw: "app/gw", wantSvc: true,
@@ -194,7 +233,7 @@ func TestGatewayServiceAddresses(t *testing.T) {
 			// The API server refuses a status with more.
 			name: "more load balancer hostnames than a status holds: the first 15 beside the IP", gw: "app/gw", wantSvc: true,
 			svcs:     []*corev1.Service{gatewayLBService(append([]string{"198.51.100.7"}, lbHostnames(20)...)...)},
-			accepted: "True/Accepted", programmed: "True/Programmed",
+			accepted: "True/Accepted", programmed: "True/Programmed", programmedMsg: "5 addresses left out of status.addresses",
 			addrs: append([]string{"198.51.100.7"}, func() []string {
 				var out []string
 				for _, h := range lbHostnames(15) {
@@ -239,6 +278,9 @@ spec:
 			if !strings.Contains(condMsg(gst.Conditions, "Programmed"), tt.programmedMsg) {
 				t.Errorf("Programmed message %q, want it to say %q", condMsg(gst.Conditions, "Programmed"), tt.programmedMsg)
 			}
+			if msg := condMsg(gst.Conditions, "Programmed"); tt.programmedMsg == "" && strings.Contains(msg, "left out") {
+				t.Errorf("Programmed message %q: addresses left out of a status that holds them all", msg)
+			}
 			var addrs []string
 			for _, a := range gst.Addresses {
 				switch *a.Type {
@@ -266,6 +308,13 @@ spec:
 			if wanted && !slices.Equal(svc.Spec.ExternalIPs, tt.externalIPs) {
 				t.Errorf("externalIPs %v, want %v", svc.Spec.ExternalIPs, tt.externalIPs)
 			}
+			wantType := corev1.ServiceTypeLoadBalancer
+			if tt.clusterIP {
+				wantType = corev1.ServiceTypeClusterIP
+			}
+			if wanted && svc.Spec.Type != wantType {
+				t.Errorf("service type %s, want %s", svc.Spec.Type, wantType)
+			}
 		})
 	}
 }
@@ -286,7 +335,7 @@ func servedFrontends(fes []loader.Service) map[string]bool {
 func TestDesiredGatewayService(t *testing.T) {
 	o := decodeGatewayObjects(t, gatewayBase+serviceGateway)
 	gw := o.in.Gateways[0]
-	svc := desiredGatewayService(gw, DefaultGatewayControllerName, nil, nil)
+	svc := desiredGatewayService(gw, DefaultGatewayControllerName, nil, serviceWant{loadBalancer: true})
 	if svc.Namespace != "app" || svc.Name != "nodegress-gateway-gw" {
 		t.Errorf("service %s/%s", svc.Namespace, svc.Name)
 	}
@@ -312,7 +361,7 @@ func TestDesiredGatewayService(t *testing.T) {
 	}
 	h := svc.Annotations[annotationGatewayServiceHash]
 	gw.Spec.Infrastructure.Labels = nil
-	if h2 := desiredGatewayService(gw, DefaultGatewayControllerName, nil, nil).Annotations[annotationGatewayServiceHash]; h2 == h || h == "" {
+	if h2 := desiredGatewayService(gw, DefaultGatewayControllerName, nil, serviceWant{loadBalancer: true}).Annotations[annotationGatewayServiceHash]; h2 == h || h == "" {
 		t.Errorf("hash %q unchanged (%q) after the labels changed", h, h2)
 	}
 	long := strings.Repeat("a.b", 40)
@@ -348,6 +397,61 @@ func TestGatewayServiceName(t *testing.T) {
 	}
 }
 
+// serviceWriterEnv is a Gateway status writer against a fake API
+// server, with a Service cache that follows the API server as the
+// informer would.
+type serviceWriterEnv struct {
+	t      *testing.T
+	client *fake.Clientset
+	idx    cache.Indexer
+	w      *gatewayStatusWriter
+}
+
+func newServiceWriterEnv(t *testing.T, log *slog.Logger) *serviceWriterEnv {
+	client := fake.NewClientset()
+	idx := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{})
+	c := &Controller{log: log, cfg: Config{Gateway: &GatewayConfig{}}, client: client, services: corelisters.NewServiceLister(idx)}
+	return &serviceWriterEnv{t: t, client: client, idx: idx, w: newGatewayStatusWriter(c, gwfake.NewSimpleClientset())}
+}
+
+// refresh brings the cache to the API server's Services.
+func (e *serviceWriterEnv) refresh() {
+	e.t.Helper()
+	list, err := e.client.CoreV1().Services("").List(context.Background(), metav1.ListOptions{})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	objs := make([]any, 0, len(list.Items))
+	for i := range list.Items {
+		objs = append(objs, &list.Items[i])
+	}
+	if err := e.idx.Replace(objs, ""); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// get is Service app/name as the API server holds it, or nil.
+func (e *serviceWriterEnv) get(name string) *corev1.Service {
+	e.t.Helper()
+	s, err := e.client.CoreV1().Services("app").Get(context.Background(), name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return s
+}
+
+// write has the writer bring Service app/name to the decision.
+func (e *serviceWriterEnv) write(name string) {
+	e.t.Helper()
+	if err := e.w.write(context.Background(), serviceStatusKey("app/"+name)); err != nil {
+		e.t.Fatal(err)
+	}
+	e.refresh()
+}
+
 // TestGatewayServiceWriter drives the writer against a fake API server:
 // the Service is created, updated when the Gateway's infrastructure
 // changes (a label it dropped goes, a load balancer controller's
@@ -355,47 +459,11 @@ func TestGatewayServiceName(t *testing.T) {
 // nodegress did not make is never touched.
 func TestGatewayServiceWriter(t *testing.T) {
 	ctx := context.Background()
-	client := fake.NewClientset()
-	idx := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{})
-	c := &Controller{log: slog.New(slog.NewTextHandler(io.Discard, nil)), cfg: Config{Gateway: &GatewayConfig{}},
-		client: client, services: corelisters.NewServiceLister(idx)}
-	w := newGatewayStatusWriter(c, gwfake.NewSimpleClientset())
-	// The cache follows the API server, as the informer would.
-	refresh := func() {
-		t.Helper()
-		list, err := client.CoreV1().Services("").List(ctx, metav1.ListOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		objs := make([]any, 0, len(list.Items))
-		for i := range list.Items {
-			objs = append(objs, &list.Items[i])
-		}
-		if err := idx.Replace(objs, ""); err != nil {
-			t.Fatal(err)
-		}
-	}
-	get := func(name string) *corev1.Service {
-		t.Helper()
-		s, err := client.CoreV1().Services("app").Get(ctx, name, metav1.GetOptions{})
-		if apierrors.IsNotFound(err) {
-			return nil
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		return s
-	}
-	write := func(name string) {
-		t.Helper()
-		if err := w.write(ctx, serviceStatusKey("app/"+name)); err != nil {
-			t.Fatal(err)
-		}
-		refresh()
-	}
+	e := newServiceWriterEnv(t, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	client, w, refresh, get, write := e.client, e.w, e.refresh, e.get, e.write
 	o := decodeGatewayObjects(t, gatewayBase+serviceGateway)
 	gw := o.in.Gateways[0]
-	want := desiredGatewayService(gw, DefaultGatewayControllerName, nil, nil)
+	want := desiredGatewayService(gw, DefaultGatewayControllerName, nil, serviceWant{loadBalancer: true})
 	name := want.Name
 
 	// Before any decision nothing is deleted.
@@ -418,7 +486,7 @@ func TestGatewayServiceWriter(t *testing.T) {
 	}
 	refresh()
 	gw.Spec.Infrastructure.Labels = map[gwapi.LabelKey]gwapi.LabelValue{"tier": "edge"}
-	want = desiredGatewayService(gw, DefaultGatewayControllerName, nil, nil)
+	want = desiredGatewayService(gw, DefaultGatewayControllerName, nil, serviceWant{loadBalancer: true})
 	w.want(GatewayStatuses{Services: map[string]*corev1.Service{"app/" + name: want}})
 	write(name)
 	svc = get(name)
@@ -433,26 +501,41 @@ func TestGatewayServiceWriter(t *testing.T) {
 	}
 
 	// A ListenerSet's port and spec.addresses are applied, and go when
-	// no longer asked for.
+	// no longer asked for; a Gateway that names all its addresses asks
+	// no load balancer for one (ClusterIP, without the LoadBalancer
+	// field the API refuses there), and one that asks again gets it.
 	ls := &gwapi.ListenerSet{Spec: gwapi.ListenerSetSpec{Listeners: []gwapi.ListenerEntry{{Name: "extra", Port: 9090}}}}
+	named := []netip.Addr{addr("192.0.2.1")}
 	for _, step := range []struct {
 		sets  []*gwapi.ListenerSet
-		ips   []netip.Addr
+		want  serviceWant
 		ports int
 	}{
-		{[]*gwapi.ListenerSet{ls}, []netip.Addr{addr("192.0.2.1")}, 3},
-		{nil, nil, 2},
+		{[]*gwapi.ListenerSet{ls}, serviceWant{externalIPs: named, loadBalancer: true}, 3},
+		{nil, serviceWant{externalIPs: named}, 2},
+		{nil, serviceWant{loadBalancer: true}, 2},
 	} {
-		want = desiredGatewayService(gw, DefaultGatewayControllerName, step.sets, step.ips)
+		want = desiredGatewayService(gw, DefaultGatewayControllerName, step.sets, step.want)
 		w.want(GatewayStatuses{Services: map[string]*corev1.Service{"app/" + name: want}})
 		write(name)
 		svc = get(name)
 		var ips []string
-		for _, ip := range step.ips {
+		for _, ip := range step.want.externalIPs {
 			ips = append(ips, ip.String())
 		}
 		if len(svc.Spec.Ports) != step.ports || !slices.Equal(svc.Spec.ExternalIPs, ips) {
 			t.Errorf("applied ports %v and externalIPs %v, want %d ports and %v", svc.Spec.Ports, svc.Spec.ExternalIPs, step.ports, ips)
+		}
+		wantType, wantAllocate := corev1.ServiceTypeClusterIP, (*bool)(nil)
+		if step.want.loadBalancer {
+			wantType, wantAllocate = corev1.ServiceTypeLoadBalancer, ptr(false)
+		}
+		if svc.Spec.Type != wantType || ptrString(svc.Spec.AllocateLoadBalancerNodePorts) != ptrString(wantAllocate) {
+			t.Errorf("applied type %s, allocateLoadBalancerNodePorts %v; want %s, %v", svc.Spec.Type,
+				ptrString(svc.Spec.AllocateLoadBalancerNodePorts), wantType, ptrString(wantAllocate))
+		}
+		if svc.Labels["tier"] != "edge" || len(svc.OwnerReferences) != 1 || svc.OwnerReferences[0].UID != "gw-uid" {
+			t.Errorf("applied labels %v, owners %+v", svc.Labels, svc.OwnerReferences)
 		}
 	}
 
@@ -465,7 +548,7 @@ func TestGatewayServiceWriter(t *testing.T) {
 	// Another install's (another Gateway controller name) is left alone
 	// too, though it carries every mark of a Gateway Service.
 	other := desiredGatewayService(&gwapi.Gateway{ObjectMeta: metav1.ObjectMeta{Namespace: "app", Name: "theirs", UID: "their-uid"}},
-		"example.com/other-nodegress", nil, nil)
+		"example.com/other-nodegress", nil, serviceWant{loadBalancer: true})
 	if _, err := client.CoreV1().Services("app").Create(ctx, other, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -600,5 +683,125 @@ spec:
 				t.Errorf("hash changed: %v, ports %v against %v", changed, ports, basePorts)
 			}
 		})
+	}
+}
+
+// ptrString shows a pointer's value, or nil.
+func ptrString[T any](p *T) string {
+	if p == nil {
+		return "nil"
+	}
+	return fmt.Sprint(*p)
+}
+
+// TestGatewayServiceExternalIPsRefused: an API server that refuses
+// Services with externalIPs (the DenyServiceExternalIPs admission plugin)
+// gets a Gateway's Service without them, once, and reported once; the
+// Gateway keeps its named address and gets its load balancer's. Without
+// the refusal the externalIPs are written.
+func TestGatewayServiceExternalIPsRefused(t *testing.T) {
+	for _, refuse := range []bool{true, false} {
+		t.Run(fmt.Sprintf("refused=%v", refuse), func(t *testing.T) {
+			ctx := context.Background()
+			var logs strings.Builder
+			e := newServiceWriterEnv(t, slog.New(slog.NewTextHandler(&logs, nil)))
+			applies := 0
+			e.client.PrependReactor("patch", "services", func(a k8stesting.Action) (bool, runtime.Object, error) {
+				applies++
+				if pa := a.(k8stesting.PatchAction); refuse && strings.Contains(string(pa.GetPatch()), `"externalIPs"`) {
+					return true, nil, apierrors.NewForbidden(schema.GroupResource{Resource: "services"}, pa.GetName(),
+						errors.New("use of external IPs is denied by admission control"))
+				}
+				return false, nil, nil
+			})
+			o := decodeGatewayObjects(t, gatewayBase+staticGateway("mixed", `[{value: 192.0.2.1}, {type: IPAddress, value: ""}]`))
+			o.in.AddressSource = GatewayAddressService
+			name := gatewayServiceName("mixed")
+			sync := func() GatewayStatuses {
+				t.Helper()
+				_, _, st, _ := o.translate()
+				e.w.want(GatewayStatuses{Services: st.Services})
+				e.write(name)
+				return st
+			}
+			sync()
+			svc := e.get(name)
+			if svc == nil {
+				t.Fatal("service not created")
+			}
+			wantIPs := []string{"192.0.2.1"}
+			if refuse {
+				wantIPs = nil
+			}
+			if !slices.Equal(svc.Spec.ExternalIPs, wantIPs) || svc.Spec.Type != corev1.ServiceTypeLoadBalancer {
+				t.Errorf("service externalIPs %v, type %s; want %v, LoadBalancer", svc.Spec.ExternalIPs, svc.Spec.Type, wantIPs)
+			}
+
+			// A load balancer controller assigns an IP: the Gateway has
+			// both addresses, and the Service is not applied again.
+			svc.Status.LoadBalancer.Ingress = []corev1.LoadBalancerIngress{{IP: "198.51.100.7"}}
+			if _, err := e.client.CoreV1().Services("app").UpdateStatus(ctx, svc, metav1.UpdateOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			e.refresh()
+			o.services = append(o.services, e.get(name))
+			applied := applies
+			st := sync()
+			_, fes, _, _ := o.translate()
+			gst := st.Gateways["app/mixed"]
+			var addrs []string
+			for _, a := range gst.Addresses {
+				addrs = append(addrs, a.Value)
+			}
+			if !slices.Equal(addrs, []string{"192.0.2.1", "198.51.100.7"}) || condOf(gst.Conditions, "Programmed") != "True/Programmed" {
+				t.Errorf("addresses %v, Programmed %s", addrs, condOf(gst.Conditions, "Programmed"))
+			}
+			served := servedFrontends(fes)
+			if !served["192.0.2.1:80"] || !served["198.51.100.7:80"] {
+				t.Errorf("served %v, want both addresses", served)
+			}
+			if applies != applied {
+				t.Errorf("%d applies on a sync with nothing changed", applies-applied)
+			}
+
+			// The Gateway changes: applied again, not reported again.
+			o.in.Gateways[0].Spec.Listeners = append(o.in.Gateways[0].Spec.Listeners,
+				gwapi.Listener{Name: "alt", Port: 8080, Protocol: gwapi.HTTPProtocolType})
+			sync()
+			if svc := e.get(name); len(svc.Spec.Ports) != 2 || !slices.Equal(svc.Spec.ExternalIPs, wantIPs) {
+				t.Errorf("after a change: ports %v, externalIPs %v", svc.Spec.Ports, svc.Spec.ExternalIPs)
+			}
+			wantReports := 0
+			if refuse {
+				wantReports = 1
+			}
+			if n := strings.Count(logs.String(), "refuses the gateway service's externalIPs"); n != wantReports {
+				t.Errorf("refusal reported %d times, want %d:\n%s", n, wantReports, logs.String())
+			}
+		})
+	}
+}
+
+// TestExternalIPsRefused tells the API server's refusals of externalIPs
+// from its other errors.
+func TestExternalIPsRefused(t *testing.T) {
+	gr := schema.GroupResource{Resource: "services"}
+	gk := schema.GroupKind{Kind: "Service"}
+	for _, tt := range []struct {
+		name string
+		err  error
+		want bool
+	}{
+		{"admission forbids", apierrors.NewForbidden(gr, "s", errors.New("use of external IPs is denied by admission control")), true},
+		{"externalIPs invalid", apierrors.NewInvalid(gk, "s", field.ErrorList{
+			field.Invalid(field.NewPath("spec", "externalIPs").Index(0), "0.0.0.0", "may not be unspecified")}), true},
+		{"ports invalid", apierrors.NewInvalid(gk, "s", field.ErrorList{
+			field.Invalid(field.NewPath("spec", "ports").Index(0), 0, "must be between 1 and 65535")}), false},
+		{"conflict", apierrors.NewConflict(gr, "s", errors.New("changed")), false},
+		{"wrapped forbidden", fmt.Errorf("apply: %w", apierrors.NewForbidden(gr, "s", errors.New("denied"))), true},
+	} {
+		if got := externalIPsRefused(tt.err); got != tt.want {
+			t.Errorf("%s: %v, want %v", tt.name, got, tt.want)
+		}
 	}
 }

@@ -2,7 +2,10 @@ package controller
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"slices"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -85,6 +88,9 @@ func (w *gatewayStatusWriter) writeService(ctx context.Context, ns, name string)
 		if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
 			return fmt.Errorf("delete service %s/%s: %w", ns, name, err)
 		}
+		w.mu.Lock()
+		delete(w.externalIPsRefused, ns+"/"+name)
+		w.mu.Unlock()
 		w.log.Info("deleted gateway service", "svc", ns+"/"+name)
 		return nil
 	case cur != nil && (cur.Labels[labelManagedBy] != managedByNodegress || isGatewayService(cur) && !madeBy(cur, w.ctrl)):
@@ -92,11 +98,60 @@ func (w *gatewayStatusWriter) writeService(ctx context.Context, ns, name string)
 	case cur != nil && gatewayServiceCurrent(cur, want):
 		return nil
 	}
-	if _, err := api.Apply(ctx, gatewayServiceApply(want), metav1.ApplyOptions{FieldManager: statusFieldManager, Force: true}); err != nil {
+	opts := metav1.ApplyOptions{FieldManager: statusFieldManager, Force: true}
+	_, err = api.Apply(ctx, gatewayServiceApply(want), opts)
+	if err != nil && len(want.Spec.ExternalIPs) > 0 && externalIPsRefused(err) {
+		// An API server with the DenyServiceExternalIPs admission plugin
+		// (or a policy like it) refuses every Service with externalIPs:
+		// the Service goes without them, so that a load balancer still
+		// assigns the addresses the Gateway asks it for; the named ones
+		// are served all the same. It carries the wanted hash, so that it
+		// is not applied again until the Gateway changes.
+		noIPs := want.DeepCopy()
+		noIPs.Spec.ExternalIPs = nil
+		if _, err2 := api.Apply(ctx, gatewayServiceApply(noIPs), opts); err2 != nil {
+			return fmt.Errorf("apply service %s/%s without externalIPs (with them: %v): %w", ns, name, err, err2)
+		}
+		w.reportExternalIPsRefused(ns+"/"+name, err)
+		return nil
+	}
+	if err != nil {
 		return fmt.Errorf("apply service %s/%s: %w", ns, name, err)
 	}
+	w.mu.Lock()
+	delete(w.externalIPsRefused, ns+"/"+name)
+	w.mu.Unlock()
 	w.log.Info("applied gateway service", "svc", ns+"/"+name)
 	return nil
+}
+
+// externalIPsRefused reports whether the API server refused a Service
+// for its externalIPs: an admission plugin forbids it, or validation
+// names the field.
+func externalIPsRefused(err error) bool {
+	if apierrors.IsForbidden(err) {
+		return true
+	}
+	var status apierrors.APIStatus
+	if !apierrors.IsInvalid(err) || !errors.As(err, &status) || status.Status().Details == nil {
+		return false
+	}
+	return slices.ContainsFunc(status.Status().Details.Causes, func(c metav1.StatusCause) bool {
+		return strings.HasPrefix(c.Field, "spec.externalIPs")
+	})
+}
+
+// reportExternalIPsRefused logs, once per Service, that it was applied
+// without its externalIPs.
+func (w *gatewayStatusWriter) reportExternalIPsRefused(key string, err error) {
+	w.mu.Lock()
+	seen := w.externalIPsRefused[key]
+	w.externalIPsRefused[key] = true
+	w.mu.Unlock()
+	if !seen {
+		w.log.Warn("the API server refuses the gateway service's externalIPs (DenyServiceExternalIPs?): applied without them; "+
+			"the gateway's named addresses are served all the same", "svc", key, "err", err)
+	}
 }
 
 // gatewayServiceApply is the apply configuration of a wanted Service.

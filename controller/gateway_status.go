@@ -43,12 +43,16 @@ type gatewayStatusWriter struct {
 	// object: an informer copy at another version may predate that write
 	// and cannot tell that nothing needs writing.
 	written map[string]string
-	queue   workqueue.TypedRateLimitingInterface[string] // nil while not leading
+	// externalIPsRefused are the Gateway Services (namespace/name) the API
+	// server took only without their externalIPs, reported once each.
+	externalIPsRefused map[string]bool
+	queue              workqueue.TypedRateLimitingInterface[string] // nil while not leading
 }
 
 func newGatewayStatusWriter(c *Controller, client gwclient.Interface) *gatewayStatusWriter {
 	return &gatewayStatusWriter{client: client, c: c, log: c.log.With("status", "gateway"),
-		ctrl: cmp.Or(c.cfg.Gateway.ControllerName, DefaultGatewayControllerName), ours: map[string]bool{}, written: map[string]string{}}
+		ctrl: cmp.Or(c.cfg.Gateway.ControllerName, DefaultGatewayControllerName), ours: map[string]bool{}, written: map[string]string{},
+		externalIPsRefused: map[string]bool{}}
 }
 
 // Status keys name the object whose status is written.

@@ -38,7 +38,9 @@ var gatewayNamedIP = netip.MustParseAddr("10.96.60.8")
 // route answers there through the datapath. A ListenerSet attached to
 // the Gateway adds its port to the Service, and its deletion removes it;
 // an address named in spec.addresses becomes the Service's externalIPs and
-// the Gateway's only address, served in place of the load balancer IP.
+// the Gateway's only address, served in place of the load balancer IP, and
+// the Service turns ClusterIP (no load balancer asked), then LoadBalancer
+// again when an entry without a value asks for one.
 // Deleting the Gateway deletes the Service (there is no garbage collector
 // in this control plane: the agent does it).
 func TestGatewayServiceAddress(t *testing.T) {
@@ -195,7 +197,8 @@ func TestGatewayServiceAddress(t *testing.T) {
 	}
 
 	// A named address: the Service's externalIPs, the Gateway's address,
-	// served; the load balancer IP no longer is.
+	// served; the load balancer IP no longer is, and the Service (of type
+	// ClusterIP) asks for none.
 	patchGateway(fmt.Sprintf(`{"spec":{"addresses":[{"type":"IPAddress","value":%q}]}}`, gatewayNamedIP))
 	named := harness.NewL7Client(c.client(), gatewayNamedIP, harness.L7Options{})
 	err = harness.Eventually(statusWithin, 100*time.Millisecond, func() error {
@@ -205,6 +208,9 @@ func TestGatewayServiceAddress(t *testing.T) {
 		}
 		if !slices.Equal(svc.Spec.ExternalIPs, []string{gatewayNamedIP.String()}) {
 			return fmt.Errorf("service externalIPs %v", svc.Spec.ExternalIPs)
+		}
+		if svc.Spec.Type != corev1.ServiceTypeClusterIP || svc.Spec.AllocateLoadBalancerNodePorts != nil {
+			return fmt.Errorf("service type %s, allocateLoadBalancerNodePorts %v", svc.Spec.Type, svc.Spec.AllocateLoadBalancerNodePorts)
 		}
 		got, addrs, err := programmed()
 		if err != nil {
@@ -224,6 +230,25 @@ func TestGatewayServiceAddress(t *testing.T) {
 	})
 	if err != nil {
 		t.Errorf("with spec.addresses: %v", err)
+	}
+
+	// An entry without a value asks the load balancer again: the Service
+	// is a LoadBalancer again, still with the named address.
+	patchGateway(fmt.Sprintf(`{"spec":{"addresses":[{"type":"IPAddress","value":%q},{"type":"IPAddress"}]}}`, gatewayNamedIP))
+	err = harness.Eventually(statusWithin, 100*time.Millisecond, func() error {
+		svc, err := services.Get(c.ctx, svcName, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		if svc.Spec.Type != corev1.ServiceTypeLoadBalancer || !slices.Equal(svc.Spec.ExternalIPs, []string{gatewayNamedIP.String()}) ||
+			svc.Spec.AllocateLoadBalancerNodePorts == nil || *svc.Spec.AllocateLoadBalancerNodePorts {
+			return fmt.Errorf("service type %s, externalIPs %v, allocateLoadBalancerNodePorts %v", svc.Spec.Type,
+				svc.Spec.ExternalIPs, svc.Spec.AllocateLoadBalancerNodePorts)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Errorf("asking the load balancer again: %v", err)
 	}
 
 	if err := gw.GatewayV1().Gateways(appNS).Delete(c.ctx, "gw", metav1.DeleteOptions{}); err != nil {
