@@ -60,14 +60,18 @@ func tcpAddrPort(a net.Addr) netip.AddrPort {
 // and an ephemeral port, so that the tuple is known before connect sends
 // the SYN, and registers the connection. A failure leaves the socket
 // unbound, to be registered once connected: tracing never fails a dial.
+//
+// Only IPv4 attempts touch u: for a name with addresses of both families
+// the dialer races an attempt of the other family against the IPv4 ones,
+// from another goroutine, while the IPv4 attempts follow one another.
 func (u *liveUpstream) bindAndRegister(_ context.Context, _, address string, c syscall.RawConn) error {
-	if u.registered {
-		// Another attempt of the same dial: the first one's socket is gone.
-		u.failed()
-	}
 	remote, err := netip.ParseAddrPort(address)
 	if err != nil || !remote.Addr().Unmap().Is4() {
 		return nil
+	}
+	if u.registered {
+		// An earlier IPv4 attempt of the same dial: its socket is gone.
+		u.failed()
 	}
 	remote = netip.AddrPortFrom(remote.Addr().Unmap(), remote.Port())
 	src, err := routeSource(remote)
