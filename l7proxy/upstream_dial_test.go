@@ -2,13 +2,14 @@ package l7proxy
 
 import (
 	"context"
+	"fmt"
 	"maps"
+	"net"
 	"net/netip"
 	"os"
 	"sync"
 	"syscall"
 	"testing"
-	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -28,6 +29,29 @@ func streamSocket(t *testing.T, family int) syscall.RawConn {
 		t.Fatalf("raw socket: %v", err)
 	}
 	return rc
+}
+
+// watchedDial is the registration of a dial while a watch is set, and
+// what the watch was told.
+func watchedDial(t *testing.T) (*liveUpstream, *watchLog) {
+	log := newWatchLog()
+	w := &upstreamWatcher{}
+	t.Cleanup(w.start(log.watch))
+	return &liveUpstream{w: w}, log
+}
+
+// liveCount is how many connections are registered.
+func (w *upstreamWatcher) liveCount() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.live)
+}
+
+// waitWatchesEnded waits for the watches towards remote to have ended
+// as many times as want says, per local address.
+func waitWatchesEnded(t *testing.T, log *watchLog, remote netip.AddrPort, want map[netip.AddrPort]int) {
+	t.Helper()
+	waitFor(t, fmt.Sprintf("watches ended %v", want), func() bool { return maps.Equal(log.locals(remote), want) })
 }
 
 // dialAttempt is one connect attempt of a dial, as the dialer's Control
@@ -60,11 +84,7 @@ func TestBindAndRegisterAttempts(t *testing.T) {
 		{"IPv6 and IPv4 at once", []dialAttempt{v6, v4}, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			log := newWatchLog()
-			w := &upstreamWatcher{}
-			stop := w.start(log.watch)
-			defer stop()
-			u := &liveUpstream{w: w}
+			u, log := watchedDial(t)
 			conns := make([]syscall.RawConn, len(tc.attempts))
 			for i, a := range tc.attempts {
 				conns[i] = streamSocket(t, a.family)
@@ -95,9 +115,7 @@ func TestBindAndRegisterAttempts(t *testing.T) {
 				t.Fatalf("watch told of %v towards %s, want one local address per IPv4 attempt (%d)",
 					log.state(), remote, v4Attempts)
 			}
-			w.mu.Lock()
-			live := len(w.live)
-			w.mu.Unlock()
+			live := u.w.liveCount()
 			if v4Attempts == 0 {
 				if u.registered || live != 0 || len(log.state()) != 0 {
 					t.Fatalf("no IPv4 attempt: registered %v, %d live, watch told of %v; want nothing",
@@ -115,13 +133,92 @@ func TestBindAndRegisterAttempts(t *testing.T) {
 				want[l] = 1
 			}
 			want[u.local] = 0
-			deadline := time.Now().Add(failedDialWatchLinger + 5*time.Second)
-			for got := log.locals(remote); !maps.Equal(got, want); got = log.locals(remote) {
-				if time.Now().After(deadline) {
-					t.Fatalf("watches ended %v, want %v", got, want)
+			waitWatchesEnded(t, log, remote, want)
+		})
+	}
+}
+
+// addrConn is a connection that only has addresses, as a dial returns it.
+type addrConn struct {
+	net.Conn
+	local, remote netip.AddrPort
+}
+
+func (c addrConn) LocalAddr() net.Addr  { return net.TCPAddrFromAddrPort(c.local) }
+func (c addrConn) RemoteAddr() net.Addr { return net.TCPAddrFromAddrPort(c.remote) }
+
+// TestDialConnectedAttempts checks the end of a dial whose IPv4 attempt
+// registered itself: the connection of that attempt stays registered and
+// watched once; an IPv6 connection that won the race against it is
+// registered in its place, and the IPv4 attempt's watch ends, whether the
+// attempt's Control ran before, after or at once with the dial's return.
+// Run with -race.
+func TestDialConnectedAttempts(t *testing.T) {
+	remote := closedPort(t)
+	v6 := addrConn{local: netip.MustParseAddrPort("[2001:db8::2]:40000"), remote: netip.MustParseAddrPort("[2001:db8::1]:80")}
+	for _, tc := range []struct {
+		name string
+		// winner is the connection the dial returns: the IPv4 attempt's
+		// (nil) or v6.
+		winner     net.Conn
+		order      string // "attempt first", "return first" or "at once"
+		maxWatched int
+	}{
+		{"IPv4 attempt won", nil, "attempt first", 1},
+		{"IPv6 won while the IPv4 attempt connects", v6, "attempt first", 1},
+		{"IPv6 won before the IPv4 attempt's Control", v6, "return first", 0},
+		{"IPv6 won at once with the IPv4 attempt's Control", v6, "at once", 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			u, log := watchedDial(t)
+			sock := streamSocket(t, unix.AF_INET)
+			attempt := func() {
+				if err := u.bindAndRegister(context.Background(), "tcp", remote.String(), sock); err != nil {
+					t.Errorf("control: %v", err)
 				}
-				time.Sleep(20 * time.Millisecond)
 			}
+			switch tc.order {
+			case "attempt first":
+				attempt()
+				winner := tc.winner
+				if winner == nil {
+					winner = addrConn{local: u.local, remote: u.remote}
+				}
+				u.connected(winner)
+			case "return first":
+				u.connected(tc.winner)
+				attempt()
+			case "at once":
+				var wg sync.WaitGroup
+				wg.Go(attempt)
+				u.connected(tc.winner)
+				wg.Wait()
+			}
+
+			u.attempts.Lock()
+			local, regRemote, registered := u.local, u.remote, u.registered
+			u.attempts.Unlock()
+			live := u.w.liveCount()
+			watched := log.locals(remote)
+			if len(watched) > tc.maxWatched || (tc.order == "attempt first" && len(watched) != 1) {
+				t.Fatalf("watch told of %v, want at most %d IPv4 attempts", log.state(), tc.maxWatched)
+			}
+			if tc.winner == nil {
+				if !registered || live != 1 || regRemote != remote || log.state()[local] != remote.String()+" watched 1 ended 0" {
+					t.Fatalf("registered %v as %s > %s, %d live, watch %v: want the IPv4 attempt's connection, watched once",
+						registered, local, regRemote, live, log.state())
+				}
+				return
+			}
+			if !registered || live != 1 || local != v6.local || regRemote != v6.remote {
+				t.Fatalf("registered %v as %s > %s, %d live: want the IPv6 connection %s > %s",
+					registered, local, regRemote, live, v6.local, v6.remote)
+			}
+			want := map[netip.AddrPort]int{}
+			for l := range watched {
+				want[l] = 1
+			}
+			waitWatchesEnded(t, log, remote, want)
 		})
 	}
 }
