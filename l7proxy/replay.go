@@ -9,18 +9,22 @@ import (
 
 // Replaying request bodies. A request that its rule's retry policy may
 // send again keeps a copy of its body, taken as the body streams to the
-// first attempt's upstream (the first attempt waits for nothing), in one
-// pooled buffer of Options.RetryBodyBytes; a retry sends the copy, with
-// the same head. A body longer than the buffer (declared, or as it turns
-// out), or one the client did not send whole, is not kept: the request is
-// then not retried, as Envoy and nginx do with bodies over their buffer
-// limits. The buffer goes back to the pool when the request finishes.
+// first attempt's upstream (the first attempt waits for nothing); a retry
+// sends the copy, with the same head. A body of a small declared length
+// is copied into a buffer of just that length; any other, into one pooled
+// buffer of Options.RetryBodyBytes, so that a request does not hold the
+// whole bound for a few bytes. A body longer than the buffer (declared,
+// or as it turns out), or one the client did not send whole, is not kept:
+// the request is then not retried, as Envoy and nginx do with bodies over
+// their buffer limits. A pooled buffer goes back to the pool when the
+// request finishes.
 //
 // A request whose body was not read at all (its connect failed) needs no
 // copy to go elsewhere: the body is still the client's to send.
 
 // replayBody is the copy of one request's body.
 type replayBody struct {
+	// pool is where buf goes back; nil for a buffer of its own.
 	pool *sync.Pool
 	// mu guards the copy: an http.Transport may still read an earlier
 	// attempt's body from its own goroutine while the next one starts.
@@ -45,8 +49,17 @@ func (p *Proxy) newReplayBody(hasBody bool, length int64) *replayBody {
 	if !hasBody || p.opts.RetryBodyBytes < 0 || length > int64(p.opts.RetryBodyBytes) {
 		return nil
 	}
+	if length >= 0 && length <= replayOwnBufBytes {
+		b := make([]byte, 0, length)
+		return &replayBody{buf: &b, want: length}
+	}
 	return &replayBody{pool: &p.replayBufs, buf: p.replayBufs.Get().(*[]byte), want: length}
 }
+
+// replayOwnBufBytes is the longest declared body copied into a buffer of
+// its own length rather than a pooled one: allocating that much costs
+// less than holding a pooled buffer of the whole bound.
+const replayOwnBufBytes = 4 << 10
 
 // newReplayBuf makes the copy buffers of size bytes (replayBufs.New).
 func newReplayBuf(size int) func() any {
@@ -138,8 +151,10 @@ func (r *replayBody) drop() {
 	if r.buf == nil {
 		return
 	}
-	*r.buf = (*r.buf)[:0]
-	r.pool.Put(r.buf)
+	if r.pool != nil {
+		*r.buf = (*r.buf)[:0]
+		r.pool.Put(r.buf)
+	}
 	r.buf = nil
 }
 

@@ -94,3 +94,61 @@ func TestReplayBody(t *testing.T) {
 		t.Error("a copy made with copies off")
 	}
 }
+
+// TestReplayBodyBuffer checks the buffer a copy takes under the default
+// bound: a small declared body one of its own length, not a pooled buffer
+// of the whole bound; a larger declared body and one of unknown length a
+// pooled one. The small copy still keeps its body whole, and drops one
+// that runs past its declared length.
+func TestReplayBodyBuffer(t *testing.T) {
+	p, err := New(Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bound := p.opts.RetryBodyBytes
+	for _, tt := range []struct {
+		name   string
+		length int64
+		cap    int
+		pooled bool
+	}{
+		{"small declared", 10, 10, false},
+		{"declared at the own-buffer limit", replayOwnBufBytes, replayOwnBufBytes, false},
+		{"declared past the own-buffer limit", replayOwnBufBytes + 1, bound, true},
+		{"declared at the bound", int64(bound), bound, true},
+		{"unknown length", -1, bound, true},
+	} {
+		r := p.newReplayBody(true, tt.length)
+		if r == nil {
+			t.Fatalf("%s: no copy made", tt.name)
+		}
+		if got := cap(*r.buf); got != tt.cap || (r.pool != nil) != tt.pooled {
+			t.Errorf("%s: buffer of %d bytes (pooled %v), want %d (pooled %v)", tt.name, got, r.pool != nil, tt.cap, tt.pooled)
+		}
+		r.release()
+	}
+
+	for _, tt := range []struct {
+		name  string
+		body  string
+		whole bool
+	}{
+		{"declared length", "0123456789", true},
+		{"past the declared length", "0123456789a", false},
+	} {
+		r := p.newReplayBody(true, 10)
+		r.capture([]byte(tt.body[:4]))
+		r.capture([]byte(tt.body[4:]))
+		if got := r.isWhole(); got != tt.whole {
+			t.Errorf("%s: whole %v, want %v", tt.name, got, tt.whole)
+			continue
+		}
+		if !tt.whole {
+			continue
+		}
+		if got, err := io.ReadAll(r.reader()); err != nil || string(got) != tt.body {
+			t.Errorf("%s: reader gave %q, %v, want %q", tt.name, got, err, tt.body)
+		}
+		r.release()
+	}
+}

@@ -35,13 +35,29 @@ func (w *upstreamWatcher) dial(ctx context.Context, timeout time.Duration, addre
 	}
 	c, err := d.DialContext(ctx, "tcp", address)
 	if err != nil {
+		// The dialer returns an error only once every attempt ended.
 		return nil, nil, &connectError{err: err, local: u.failed()}
 	}
-	if !u.registered {
-		u.local, u.remote = tcpAddrPort(c.LocalAddr()), tcpAddrPort(c.RemoteAddr())
-		w.add(u)
-	}
+	u.connected(c)
 	return c, u, nil
+}
+
+// connected registers the connection a dial returned, if its attempt did
+// not. An IPv4 attempt that lost the race against the other family may
+// still be connecting, or not yet past its Control: its registration is
+// undone, and a later Control leaves u alone.
+func (u *liveUpstream) connected(c net.Conn) {
+	local, remote := tcpAddrPort(c.LocalAddr()), tcpAddrPort(c.RemoteAddr())
+	u.attempts.Lock()
+	defer u.attempts.Unlock()
+	u.dialled = true
+	if u.registered && (u.local != local || u.remote != remote) {
+		u.failed()
+	}
+	if !u.registered {
+		u.local, u.remote = local, remote
+		u.w.add(u)
+	}
 }
 
 // tcpAddrPort is a TCP address as an AddrPort, an IPv4-mapped one
@@ -60,14 +76,24 @@ func tcpAddrPort(a net.Addr) netip.AddrPort {
 // and an ephemeral port, so that the tuple is known before connect sends
 // the SYN, and registers the connection. A failure leaves the socket
 // unbound, to be registered once connected: tracing never fails a dial.
+//
+// Only IPv4 attempts touch u, under u.attempts: for a name with addresses
+// of both families the dialer races an attempt of the other family
+// against the IPv4 ones, from another goroutine, and the dial may return
+// the other family's connection while an IPv4 attempt still runs.
 func (u *liveUpstream) bindAndRegister(_ context.Context, _, address string, c syscall.RawConn) error {
-	if u.registered {
-		// Another attempt of the same dial: the first one's socket is gone.
-		u.failed()
-	}
 	remote, err := netip.ParseAddrPort(address)
 	if err != nil || !remote.Addr().Unmap().Is4() {
 		return nil
+	}
+	u.attempts.Lock()
+	defer u.attempts.Unlock()
+	if u.dialled {
+		return nil
+	}
+	if u.registered {
+		// An earlier IPv4 attempt of the same dial: its socket is gone.
+		u.failed()
 	}
 	remote = netip.AddrPortFrom(remote.Addr().Unmap(), remote.Port())
 	src, err := routeSource(remote)

@@ -38,8 +38,12 @@ type liveUpstream struct {
 	// local and remote are the connection's addresses (IPv4-mapped ones
 	// unmapped); zero until known.
 	local, remote netip.AddrPort
-	// registered is set once the connection is in w.live (by the dialling
-	// goroutine, before any other sees it).
+	// attempts orders a dial's IPv4 attempts, which may run on the
+	// dialer's goroutines, with the dial's return (dialled).
+	attempts sync.Mutex
+	dialled  bool
+	// registered is set once the connection is in w.live (while it is
+	// dialled, under attempts, before any other goroutine sees u).
 	registered bool
 	// unwatch ends the connection's watch; nil while not watched.
 	// Guarded by w.mu.

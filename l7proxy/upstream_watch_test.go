@@ -304,11 +304,7 @@ func echoPeerBackend(t *testing.T) netip.AddrPort {
 }
 
 // liveUpstreams counts the proxy's registered upstream connections.
-func liveUpstreams(p *testProxy) int {
-	p.upstreamWatch.mu.Lock()
-	defer p.upstreamWatch.mu.Unlock()
-	return len(p.upstreamWatch.live)
-}
+func liveUpstreams(p *testProxy) int { return p.upstreamWatch.liveCount() }
 
 // TestWatchUpstreamsDialledBefore checks that an upstream connection of
 // every kind dialled before a watch began is told to the watch as soon as
